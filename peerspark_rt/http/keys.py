@@ -1,0 +1,34 @@
+"""Typed keys for application and request state."""
+
+from __future__ import annotations
+
+from aiohttp import web
+from redis.asyncio import Redis
+
+from ..cluster.broker import Broker
+from ..config import Settings
+from ..db.pool import Database
+from ..services.auth import AuthService, Principal
+from ..services.health import Health
+from ..services.live import LiveEvents
+from ..services.notifications import NotificationService
+from ..services.pods import PodService
+from ..services.ratelimit import RateLimiter
+from ..services.users import UserService
+from .metrics import Metrics
+
+SETTINGS = web.AppKey("settings", Settings)
+DB = web.AppKey("db", Database)
+REDIS = web.AppKey("redis", Redis)
+LIMITER = web.AppKey("limiter", RateLimiter)
+BROKER = web.AppKey("broker", Broker)
+LIVE = web.AppKey("live", LiveEvents)
+METRICS = web.AppKey("metrics", Metrics)
+AUTH = web.AppKey("auth", AuthService)
+USERS = web.AppKey("users", UserService)
+PODS = web.AppKey("pods", PodService)
+NOTIFICATIONS = web.AppKey("notifications", NotificationService)
+
+PRINCIPAL = web.RequestKey("principal", Principal)
+REQUEST_ID = web.RequestKey("request_id", str)
+HEALTH = web.AppKey("health", Health)

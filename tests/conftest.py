@@ -1,0 +1,219 @@
+"""Fixtures that start real services.
+
+PostgreSQL: TEST_DATABASE_URL, else the server on 127.0.0.1:5432, else an embedded server
+started here. Each test session gets a fresh database with schema.sql applied.
+Redis: TEST_REDIS_URL, else 127.0.0.1:6379, else a `redis-server` from PATH started here.
+A test that needs a service that cannot be found fails with a message saying what is missing.
+TEST_STANDALONE=1 skips the local servers, to check the suite on a machine without them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import secrets
+import shutil
+import socket
+import subprocess
+import tempfile
+import time
+from collections.abc import AsyncIterator, Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import pytest
+import redis as redis_sync
+from aiohttp.test_utils import TestClient
+
+from peerspark_rt.app import build_app
+from peerspark_rt.config import Settings
+from peerspark_rt.db.embedded import EmbeddedPostgres, EmbeddedPostgresError
+from peerspark_rt.db.pool import apply_schema
+from tests.helpers import Api
+
+LOCAL_PG = "postgresql://postgres@127.0.0.1:5432/postgres"
+LOCAL_REDIS = "redis://127.0.0.1:6379/0"
+STANDALONE = os.environ.get("TEST_STANDALONE") == "1"
+
+
+def searchable_tmpdir() -> Path:
+    """A temporary folder every user can traverse: pytest's own are 0700, and under root the
+    embedded PostgreSQL runs as an unprivileged user that must reach its data folder."""
+    path = Path(tempfile.mkdtemp(prefix="peerspark-test-"))
+    path.chmod(0o755)
+    return path
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+async def _try_connect(dsn: str) -> bool:
+    try:
+        conn = await asyncpg.connect(dsn, timeout=3)
+    except (OSError, asyncpg.PostgresError, TimeoutError):
+        return False
+    await conn.close()
+    return True
+
+
+async def _create_database(admin_dsn: str, name: str) -> None:
+    conn = await asyncpg.connect(admin_dsn)
+    try:
+        await conn.execute(f'CREATE DATABASE "{name}"')
+    finally:
+        await conn.close()
+
+
+async def _drop_database(admin_dsn: str, name: str) -> None:
+    conn = await asyncpg.connect(admin_dsn)
+    try:
+        await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    finally:
+        await conn.close()
+
+
+def _with_database(dsn: str, name: str) -> str:
+    base, _, _ = dsn.rpartition("/")
+    return f"{base}/{name}"
+
+
+@pytest.fixture(scope="session")
+def pg_admin_dsn(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    explicit = os.environ.get("TEST_DATABASE_URL")
+    if explicit:
+        yield explicit
+        return
+    if not STANDALONE and asyncio.run(_try_connect(LOCAL_PG)):
+        yield LOCAL_PG
+        return
+    try:
+        server = EmbeddedPostgres(searchable_tmpdir() / "data")
+        dsn = server.start()
+    except EmbeddedPostgresError as exc:
+        pytest.fail(
+            "PostgreSQL is needed: none at TEST_DATABASE_URL or 127.0.0.1:5432, and the "
+            f"embedded server could not start: {exc}"
+        )
+    yield dsn
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def pg_dsn(pg_admin_dsn: str) -> Iterator[str]:
+    """A fresh database with the schema applied, for this test session."""
+    name = f"peerspark_test_{os.getpid()}_{secrets.token_hex(3)}"
+    asyncio.run(_create_database(pg_admin_dsn, name))
+    dsn = _with_database(pg_admin_dsn, name)
+    asyncio.run(apply_schema(dsn))
+    yield dsn
+    asyncio.run(_drop_database(pg_admin_dsn, name))
+
+
+@pytest.fixture(scope="session")
+def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    candidates = [os.environ["TEST_REDIS_URL"]] if os.environ.get("TEST_REDIS_URL") else []
+    if not STANDALONE:
+        candidates.append(LOCAL_REDIS)
+    for url in candidates:
+        try:
+            redis_sync.Redis.from_url(url, socket_connect_timeout=2).ping()
+        except redis_sync.RedisError:
+            continue
+        yield url
+        return
+    binary = shutil.which("redis-server")
+    if binary is None:
+        pytest.fail(
+            "Redis is needed: none at TEST_REDIS_URL or 127.0.0.1:6379 and no redis-server on "
+            "PATH (install Debian's redis-server package)"
+        )
+    port = _free_port()
+    workdir = tmp_path_factory.mktemp("redis")
+    proc = subprocess.Popen(
+        [
+            binary,
+            "--port",
+            str(port),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--dir",
+            str(workdir),
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    url = f"redis://127.0.0.1:{port}/0"
+    deadline = time.monotonic() + 10
+    while True:
+        try:
+            redis_sync.Redis.from_url(url).ping()
+            break
+        except redis_sync.RedisError:
+            if time.monotonic() > deadline:
+                proc.kill()
+                pytest.fail(f"redis-server on port {port} did not start")
+            time.sleep(0.05)
+    yield url
+    proc.terminate()
+    proc.wait(10)
+
+
+def make_settings(pg_dsn: str, data_dir: Path, **overrides: Any) -> Settings:
+    base = Settings(
+        env="test",
+        database_url=pg_dsn,
+        data_dir=data_dir,
+        jwt_secret=secrets.token_urlsafe(40),
+        jwt_refresh_secret=secrets.token_urlsafe(40),
+        auto_migrate=False,
+        database_pool_size=10,
+        allowed_origins=("http://localhost:3000",),
+        # a prefix per test keeps rate limits and channels of parallel runs apart in one Redis
+        redis_key_prefix=f"t{secrets.token_hex(4)}:",
+    )
+    return base.replace(**overrides)
+
+
+@pytest.fixture
+def settings(pg_dsn: str, tmp_path: Path) -> Settings:
+    return make_settings(pg_dsn, tmp_path)
+
+
+AppFactory = Callable[..., Any]
+
+
+@pytest.fixture
+async def make_client(
+    aiohttp_client: Any, pg_dsn: str, tmp_path: Path
+) -> AsyncIterator[Callable[..., Any]]:
+    """Start an app with settings overrides and return an `Api` over a test client."""
+
+    async def factory(**overrides: Any) -> Api:
+        settings = make_settings(pg_dsn, tmp_path, **overrides)
+        client: TestClient[Any, Any] = await aiohttp_client(build_app(settings))
+        return Api(client)
+
+    yield factory
+
+
+@pytest.fixture
+async def api(make_client: Callable[..., Any]) -> Api:
+    """The product on in-process defaults (no Redis), over a real socket."""
+    result: Api = await make_client()
+    return result
+
+
+@pytest.fixture
+async def db(pg_dsn: str) -> AsyncIterator[asyncpg.Connection]:
+    """A direct connection, to check what the product stored."""
+    conn = await asyncpg.connect(pg_dsn)
+    yield conn
+    await conn.close()

@@ -1,0 +1,123 @@
+"""Test helpers: a thin client for the REST API and factories for users and pods."""
+
+from __future__ import annotations
+
+import itertools
+import secrets
+from dataclasses import dataclass
+from typing import Any
+
+from aiohttp.test_utils import TestClient
+
+_counter = itertools.count()
+PASSWORD = "Study-hard-2026"
+
+
+def unique(prefix: str) -> str:
+    return f"{prefix}{next(_counter)}{secrets.token_hex(3)}"
+
+
+@dataclass
+class User:
+    id: str
+    email: str
+    username: str
+    password: str
+    token: str
+    refresh: str
+    session_id: str
+
+    @property
+    def auth(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.token}"}
+
+
+@dataclass
+class Response:
+    status: int
+    body: Any
+    headers: Any
+
+    def error_field(self) -> str | None:
+        details = self.body.get("error", {}).get("details") or []
+        return details[0].get("field") if details else None
+
+
+class Api:
+    def __init__(self, client: TestClient[Any, Any]) -> None:
+        self.client = client
+
+    @property
+    def app(self) -> Any:
+        return self.client.app
+
+    async def call(
+        self,
+        method: str,
+        path: str,
+        user: User | None = None,
+        json: Any = None,
+        headers: dict[str, str] | None = None,
+        **kwargs: Any,
+    ) -> Response:
+        all_headers = dict(user.auth if user else {})
+        all_headers.update(headers or {})
+        async with self.client.request(
+            method, path, json=json, headers=all_headers, **kwargs
+        ) as resp:
+            body: Any = None
+            if resp.content_type == "application/json":
+                body = await resp.json()
+            else:
+                body = await resp.read()
+            return Response(resp.status, body, resp.headers)
+
+    async def get(self, path: str, user: User | None = None, **kw: Any) -> Response:
+        return await self.call("GET", path, user, **kw)
+
+    async def post(
+        self, path: str, user: User | None = None, json: Any = None, **kw: Any
+    ) -> Response:
+        return await self.call("POST", path, user, json=json, **kw)
+
+    async def put(
+        self, path: str, user: User | None = None, json: Any = None, **kw: Any
+    ) -> Response:
+        return await self.call("PUT", path, user, json=json, **kw)
+
+    async def patch(
+        self, path: str, user: User | None = None, json: Any = None, **kw: Any
+    ) -> Response:
+        return await self.call("PATCH", path, user, json=json, **kw)
+
+    async def delete(self, path: str, user: User | None = None, **kw: Any) -> Response:
+        return await self.call("DELETE", path, user, **kw)
+
+    async def register(self, **fields: Any) -> User:
+        name = fields.pop("username", None) or unique("user")
+        body = {
+            "email": f"{name}@example.com",
+            "username": name,
+            "password": PASSWORD,
+            "firstName": "Test",
+            "lastName": "User",
+            **fields,
+        }
+        resp = await self.post("/api/auth/register", json=body)
+        assert resp.status == 201, resp.body
+        return User(
+            id=resp.body["user"]["id"],
+            email=body["email"],
+            username=name,
+            password=body["password"],
+            token=resp.body["accessToken"],
+            refresh=resp.body["refreshToken"],
+            session_id=resp.body["sessionId"],
+        )
+
+    async def create_pod(self, owner: User, **fields: Any) -> dict[str, Any]:
+        body = {"name": unique("Pod "), "subject": "Mathematics", **fields}
+        resp = await self.post("/api/pods", owner, json=body)
+        assert resp.status == 201, resp.body
+        result: dict[str, Any] = resp.body
+        return result

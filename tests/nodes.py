@@ -1,0 +1,82 @@
+"""Start real server processes (`python -m peerspark_rt serve`) for tests."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+_LISTENING = re.compile(r"listening on http://(?P<host>[^:]+):(?P<port>\d+)")
+
+
+@dataclass
+class Node:
+    proc: subprocess.Popen[str]
+    host: str
+    port: int
+    output: list[str] = field(default_factory=list)
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+    @property
+    def ws_url(self) -> str:
+        return f"ws://{self.host}:{self.port}/ws"
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 30) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+        return self.proc.wait(timeout)
+
+    def kill(self) -> None:
+        """kill -9: no clean-up at all, as when a machine dies."""
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(10)
+
+
+def start_node(env: Mapping[str, str], *, timeout: float = 60, args: tuple[str, ...] = ()) -> Node:
+    full_env = {k: v for k, v in os.environ.items() if not k.startswith(("DATABASE_", "REDIS_"))}
+    full_env.update({"HOST": "127.0.0.1", "PORT": "0", "PYTHONUNBUFFERED": "1", **env})
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "peerspark_rt", "serve", *args],
+        cwd=ROOT,
+        env=full_env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    assert proc.stdout is not None
+    output: list[str] = []
+    found: dict[str, str] = {}
+    ready = threading.Event()
+
+    def pump() -> None:
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            output.append(line)
+            m = _LISTENING.search(line)
+            if m and not ready.is_set():
+                found.update(m.groupdict())
+                ready.set()
+        ready.set()
+
+    threading.Thread(target=pump, daemon=True).start()
+    deadline = time.monotonic() + timeout
+    while not ready.wait(0.05):
+        if time.monotonic() > deadline:
+            proc.kill()
+            raise RuntimeError("node did not start:\n" + "".join(output))
+    if not found:
+        proc.wait(10)
+        raise RuntimeError(f"node exited with {proc.returncode}:\n" + "".join(output))
+    return Node(proc, found["host"], int(found["port"]), output)
