@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import itertools
+import json
 import secrets
 from dataclasses import dataclass
 from typing import Any
@@ -121,3 +123,62 @@ class Api:
         assert resp.status == 201, resp.body
         result: dict[str, Any] = resp.body
         return result
+
+
+class LiveCapture:
+    """Frames a user receives live in one room, decoded to dicts."""
+
+    def __init__(self, room: str) -> None:
+        self.room = room
+        self.frames: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+
+    async def next(
+        self, t: str | None = None, kind: str | None = None, timeout: float = 5
+    ) -> dict[str, Any]:
+        """The next frame of type `t` (and event `kind`), skipping others; fails on timeout."""
+        deadline = asyncio.get_running_loop().time() + timeout
+        while True:
+            left = deadline - asyncio.get_running_loop().time()
+            if left <= 0:
+                raise AssertionError(
+                    f"no {t or 'frame'} {kind or ''} in {self.room} within {timeout}s"
+                )
+            try:
+                frame = await asyncio.wait_for(self.frames.get(), left)
+            except TimeoutError:
+                continue
+            if (t is None or frame.get("t") == t) and (kind is None or frame.get("kind") == kind):
+                return frame
+
+    async def nothing_more(
+        self, t: str | None = None, kind: str | None = None, wait: float = 0.3
+    ) -> None:
+        """Assert no matching frame arrives within `wait` seconds."""
+        try:
+            frame = await self.next(t, kind, timeout=wait)
+        except AssertionError:
+            return
+        raise AssertionError(f"unexpected frame {frame}")
+
+
+async def listen_live(api: Api, user: User, room: str) -> LiveCapture:
+    """Start capturing what `user` would receive live in `room` ('pod:<id>', 'user:<id>', ...).
+
+    Until the realtime core's websocket lands this listens on the broker directly; the tests
+    written against it stay the same when it switches to a real websocket as `user`.
+    """
+    from peerspark_rt.http.keys import BROKER
+
+    capture = LiveCapture(room)
+    broker = api.app[BROKER]
+    await broker.subscribe(room)
+    previous = broker._handler
+
+    def handler(r: str, payload: bytes) -> None:
+        if r == room:
+            capture.frames.put_nowait(json.loads(payload))
+        if previous is not None:
+            previous(r, payload)
+
+    broker.set_handler(handler)
+    return capture

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from tests.helpers import Api, User, unique
+from tests.helpers import Api, User, listen_live, unique
 
 MISSING = "00000000-0000-0000-0000-000000000000"
 
@@ -385,3 +385,32 @@ async def test_every_pod_route_requires_a_token(api: Api) -> None:
     ]:
         resp = await api.call(method, path)
         assert resp.status == 401, (method, path)
+
+
+async def test_membership_changes_are_published_to_the_pod_room(api: Api) -> None:
+    owner, student = await api.register(), await api.register()
+    pod = await api.create_pod(owner)
+    live = await listen_live(api, owner, f"pod:{pod['id']}")
+    await api.post(f"/api/pods/{pod['id']}/join", student)
+    joined = await live.next("event", "member_joined")
+    assert joined["data"] == {
+        "podId": pod["id"],
+        "userId": student.id,
+        "username": student.username,
+        "memberCount": 2,
+    }
+    await api.delete(f"/api/pods/{pod['id']}/leave", student)
+    left = await live.next("event", "member_left")
+    assert left["data"]["memberCount"] == 1
+
+
+async def test_invitee_is_notified_live(api: Api) -> None:
+    owner, guest = await api.register(), await api.register()
+    pod = await api.create_pod(owner, name="Organic Chemistry")
+    live = await listen_live(api, guest, f"user:{guest.id}")
+    await api.post(f"/api/pods/{pod['id']}/invite", owner, json={"userId": guest.id})
+    note = await live.next("notification")
+    assert note["type"] == "pod_invite"
+    assert note["title"] == f"{owner.username} invited you to Organic Chemistry"
+    assert note["unreadCount"] == 1
+    assert note["metadata"]["podId"] == pod["id"]

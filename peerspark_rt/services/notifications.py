@@ -32,8 +32,9 @@ class NotificationService:
         self.db = db
         self.live = live
 
-    async def store(self, conn: Conn, new: NewNotification) -> asyncpg.Record:
-        """Insert inside the caller's transaction. Call `push` after it commits."""
+    async def store(self, conn: Conn, new: NewNotification) -> asyncpg.Record | None:
+        """Insert inside the caller's transaction; call `push` with the result after it commits.
+        Returns None when nothing is to be stored (e.g. the recipient turned this type off)."""
         return await notifications_db.insert(
             conn,
             recipient_id=new.recipient_id,
@@ -46,8 +47,10 @@ class NotificationService:
             priority=new.priority,
         )
 
-    async def push(self, row: asyncpg.Record) -> None:
+    async def push(self, row: asyncpg.Record | None) -> None:
         """Send a stored notification, with the fresh unread count, to the user's devices."""
+        if row is None:
+            return
         recipient = row["recipient_id"]
         unread = await notifications_db.unread_count(self.db.pool, recipient)
         room = f"user:{recipient}"
@@ -66,7 +69,7 @@ class NotificationService:
             ),
         )
 
-    async def notify(self, new: NewNotification) -> asyncpg.Record:
+    async def notify(self, new: NewNotification) -> asyncpg.Record | None:
         async with self.db.transaction() as conn:
             row = await self.store(conn, new)
         await self.push(row)
