@@ -307,6 +307,8 @@ CREATE TABLE IF NOT EXISTS session_participants (
 -- present in the live room (several reconnects add up); present_since is set while present.
 ALTER TABLE session_participants ADD COLUMN IF NOT EXISTS attendance_seconds INTEGER NOT NULL DEFAULT 0;
 ALTER TABLE session_participants ADD COLUMN IF NOT EXISTS present_since TIMESTAMPTZ;
+-- added: the furthest message the participant acknowledged reading (live `ack` frames).
+ALTER TABLE session_participants ADD COLUMN IF NOT EXISTS last_read_seq BIGINT NOT NULL DEFAULT 0;
 CREATE INDEX IF NOT EXISTS idx_session_participants_user ON session_participants(user_id, session_id);
 
 CREATE TABLE IF NOT EXISTS calendar_events (

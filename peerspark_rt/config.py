@@ -90,6 +90,9 @@ class Settings:
     ws_max_message_bytes: int = 65536
     ws_outbound_queue: int = 256
     ws_heartbeat: float = 25.0
+    ws_send_rate: float = 50.0
+    ws_send_burst: int = 100
+    typing_timeout: float = 6.0
 
     node_id: str = field(default_factory=lambda: secrets.token_hex(4))
 
@@ -234,6 +237,9 @@ _VARIABLES: dict[str, tuple[str, Callable[[str], Any]]] = {
     "WS_MAX_MESSAGE_BYTES": ("ws_max_message_bytes", _int_in(1024, 16 * 1024 * 1024)),
     "WS_OUTBOUND_QUEUE": ("ws_outbound_queue", _int_in(8, 100_000)),
     "WS_HEARTBEAT": ("ws_heartbeat", _positive_float),
+    "WS_SEND_RATE": ("ws_send_rate", _positive_float),
+    "WS_SEND_BURST": ("ws_send_burst", _int_in(1, 100_000)),
+    "TYPING_TIMEOUT": ("typing_timeout", _positive_float),
     "NODE_ID": ("node_id", _text),
 }
 

@@ -90,12 +90,12 @@ class Sender(msgspec.Struct, rename="camel", omit_defaults=True):
     username: str
 
 
-class Joined(_Frame, tag="joined"):
+class Joined(_Frame, tag="joined", omit_defaults=False):
     room: str
     last_seq: int = 0
     presence: list[Member] = []
     typing: list[Member] = []
-    screen_share: ScreenShareState | None = None
+    screen_shares: list[ScreenShareState] = []
 
 
 class Left(_Frame, tag="left"):
@@ -163,7 +163,7 @@ class Event(_Frame, tag="event"):
     data: dict[str, Any]
 
 
-class Acked(_Frame, tag="ack"):
+class Acked(_Frame, tag="ack", omit_defaults=False):
     room: str
     cid: str
     seq: int

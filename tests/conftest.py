@@ -196,12 +196,18 @@ async def make_client(
 ) -> AsyncIterator[Callable[..., Any]]:
     """Start an app with settings overrides and return an `Api` over a test client."""
 
+    made: list[Api] = []
+
     async def factory(**overrides: Any) -> Api:
         settings = make_settings(pg_dsn, tmp_path, **overrides)
         client: TestClient[Any, Any] = await aiohttp_client(build_app(settings))
-        return Api(client)
+        api = Api(client)
+        made.append(api)
+        return api
 
     yield factory
+    for api in made:
+        await api.aclose()
 
 
 @pytest.fixture

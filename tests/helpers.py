@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-import json
 import secrets
 from dataclasses import dataclass
 from typing import Any
 
+import msgspec
 from aiohttp.test_utils import TestClient
+
+from peerspark_rt.client import LiveClient
 
 _counter = itertools.count()
 PASSWORD = "Study-hard-2026"
@@ -48,6 +50,28 @@ class Response:
 class Api:
     def __init__(self, client: TestClient[Any, Any]) -> None:
         self.client = client
+        self._live: list[LiveClient] = []
+        self._tasks: list[asyncio.Task[Any]] = []
+
+    @property
+    def ws_url(self) -> str:
+        return str(self.client.make_url("/ws")).replace("http://", "ws://")
+
+    async def live(self, user: User, **kwargs: Any) -> LiveClient:
+        """A connected live client for `user`, closed when the test ends."""
+        client = LiveClient(self.ws_url, user.token, **kwargs)
+        await client.connect()
+        self._live.append(client)
+        return client
+
+    def background(self, coro: Any) -> None:
+        self._tasks.append(asyncio.ensure_future(coro))
+
+    async def aclose(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        for client in self._live:
+            await client.close()
 
     @property
     def app(self) -> Any:
@@ -162,23 +186,17 @@ class LiveCapture:
 
 
 async def listen_live(api: Api, user: User, room: str) -> LiveCapture:
-    """Start capturing what `user` would receive live in `room` ('pod:<id>', 'user:<id>', ...).
-
-    Until the realtime core's websocket lands this listens on the broker directly; the tests
-    written against it stay the same when it switches to a real websocket as `user`.
-    """
-    from peerspark_rt.http.keys import BROKER
-
+    """Start capturing what `user` receives live in `room` ('pod:<id>', 'user:<id>', ...),
+    over a real websocket joined as that user. Frames come back as plain dicts (camelCase keys,
+    with the frame type under "t")."""
+    client = await api.live(user)
+    await client.join(room)
     capture = LiveCapture(room)
-    broker = api.app[BROKER]
-    await broker.subscribe(room)
-    previous = broker._handler
 
-    def handler(r: str, payload: bytes) -> None:
-        if r == room:
-            capture.frames.put_nowait(json.loads(payload))
-        if previous is not None:
-            previous(r, payload)
+    async def pump() -> None:
+        async for frame in client:
+            if getattr(frame, "room", None) == room:
+                capture.frames.put_nowait(msgspec.to_builtins(frame))
 
-    broker.set_handler(handler)
+    api.background(pump())
     return capture

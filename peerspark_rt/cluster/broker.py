@@ -89,7 +89,11 @@ class RedisBroker:
         self._prefix = f"{prefix}room:"
         self._origin = node_id.encode() + b"|"
         self._handler: Handler | None = None
-        self._rooms: set[str] = {CONTROL_ROOM}
+        self._rooms: set[str] = {CONTROL_ROOM}  # what this node wants
+        self._subscribed: set[str] = set()  # what the pubsub connection has
+        # Subscription changes are serialized and decided against the latest wish, so a room
+        # left and re-entered quickly never ends up unsubscribed.
+        self._lock = asyncio.Lock()
         self._pubsub = redis.pubsub(ignore_subscribe_messages=True)
         self._task: asyncio.Task[None] | None = None
         self._connected = False
@@ -102,6 +106,7 @@ class RedisBroker:
 
     async def start(self) -> None:
         await self._pubsub.subscribe(*(self._channel(r) for r in self._rooms))
+        self._subscribed = set(self._rooms)
         self._connected = True
         self._task = asyncio.create_task(self._listen(), name=f"broker:{self.node_id}")
 
@@ -126,18 +131,22 @@ class RedisBroker:
             log.warning("redis publish failed; delivered locally only: %s", exc)
 
     async def subscribe(self, room: str) -> None:
-        if room in self._rooms:
-            return
         self._rooms.add(room)
-        with contextlib.suppress(RedisError, OSError):
-            await self._pubsub.subscribe(self._channel(room))
+        async with self._lock:
+            if room in self._rooms and room not in self._subscribed:
+                with contextlib.suppress(RedisError, OSError):
+                    await self._pubsub.subscribe(self._channel(room))
+                    self._subscribed.add(room)
 
     async def unsubscribe(self, room: str) -> None:
-        if room == CONTROL_ROOM or room not in self._rooms:
+        if room == CONTROL_ROOM:
             return
         self._rooms.discard(room)
-        with contextlib.suppress(RedisError, OSError):
-            await self._pubsub.unsubscribe(self._channel(room))
+        async with self._lock:
+            if room not in self._rooms and room in self._subscribed:
+                with contextlib.suppress(RedisError, OSError):
+                    await self._pubsub.unsubscribe(self._channel(room))
+                self._subscribed.discard(room)
 
     def _dispatch(self, channel: bytes | str, data: bytes) -> None:
         if data.startswith(self._origin) or self._handler is None:
@@ -173,8 +182,12 @@ class RedisBroker:
         with contextlib.suppress(RedisError, OSError):
             await self._pubsub.aclose()  # type: ignore[no-untyped-call]
         self._pubsub = self._redis.pubsub(ignore_subscribe_messages=True)
+        self._subscribed = set()
         try:
-            await self._pubsub.subscribe(*(self._channel(r) for r in self._rooms))
+            async with self._lock:
+                wanted = set(self._rooms)
+                await self._pubsub.subscribe(*(self._channel(r) for r in wanted))
+                self._subscribed = wanted
             self._connected = True
             log.info("redis pubsub re-subscribed to %d rooms", len(self._rooms))
         except (RedisError, OSError) as exc:

@@ -180,3 +180,12 @@ async def list_sessions(conn: Executor, user_id: uuid.UUID) -> list[asyncpg.Reco
 
 async def touch_last_active(conn: Executor, user_id: uuid.UUID) -> None:
     await conn.execute("UPDATE users SET last_active_at = NOW() WHERE id = $1", user_id)
+
+
+async def live_sessions(db: Executor, session_ids: list[uuid.UUID]) -> set[uuid.UUID]:
+    """Which of these login sessions still exist and have not expired."""
+    rows = await db.fetch(
+        "SELECT id FROM user_sessions WHERE id = ANY($1::uuid[]) AND expires_at > NOW()",
+        session_ids,
+    )
+    return {r["id"] for r in rows}

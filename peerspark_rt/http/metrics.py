@@ -65,11 +65,25 @@ class Metrics:
             ["action"],
             registry=self.registry,
         )
-        self.rooms = Gauge(
+        self.rooms_gauge = Gauge(
             "peerspark_rooms_active", "Room actors running on this node", registry=self.registry
         )
         self._callbacks = _CallbackCollector()
         self.registry.register(self._callbacks)
+
+    # --- what the hub reports (actors.hub.HubMetrics) ---
+
+    def deliveries(self, n: int) -> None:
+        self.ws_deliveries.inc(n)
+
+    def rooms(self, n: int) -> None:
+        self.rooms_gauge.set(n)
+
+    def connections(self, n: int) -> None:
+        self.ws_connections.set(n)
+
+    def slow_consumer(self, action: str) -> None:
+        self.ws_dropped.labels(action).inc()
 
     def add_source(self, source: GaugeSource) -> None:
         self._callbacks.sources.append(source)

@@ -467,6 +467,7 @@ class PodService:
                 )
             await pods_db.delete_membership(conn, pod_id, principal.user_id)
             count = await pods_db.change_member_count(conn, pod_id, -1)
+        await self.live.evict(f"pod:{pod_id}", principal.user_id)
         await self.live.event(
             f"pod:{pod_id}",
             "member_left",
@@ -503,6 +504,7 @@ class PodService:
                 raise NotFound("member not found")
             await pods_db.delete_membership(conn, pod_id, user_id)
             count = await pods_db.change_member_count(conn, pod_id, -1)
+        await self.live.evict(f"pod:{pod_id}", user_id)
         await self.live.event(
             f"pod:{pod_id}",
             "member_removed",
@@ -521,6 +523,7 @@ class PodService:
             count = None
             if target is not None and target["status"] == "active":
                 count = await pods_db.change_member_count(conn, pod_id, -1)
+        await self.live.evict(f"pod:{pod_id}", user_id)
         await self.live.event(
             f"pod:{pod_id}",
             "member_banned",

@@ -1,0 +1,219 @@
+"""Who is present in which room, across every node.
+
+Room actors call `add` when a user's first local socket enters a room and `remove` when their
+last local one leaves; the registry answers whether that was the user's first (or last)
+presence in the whole cluster, so join/leave events fire once however many devices and nodes
+the user is on.
+
+With Redis, each node refreshes a heartbeat key with a short TTL and records its entries in a
+hash of its own. Every node sweeps: when a node's heartbeat has lapsed (it crashed or was
+killed), one node takes a lock, removes the dead node's entries and reports each user that
+thereby left a room, so their presence is gone within a few seconds.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Protocol
+
+from redis.asyncio import Redis
+from redis.exceptions import RedisError
+
+log = logging.getLogger(__name__)
+
+# (room, user_id, username) of a user whose node died while they were present
+ExpiredHook = Callable[[str, str, str], Awaitable[None]]
+# re-add every local presence (after this node was presumed dead)
+ResyncHook = Callable[[], Awaitable[None]]
+
+
+class Presence(Protocol):
+    async def start(self) -> None: ...
+
+    async def close(self) -> None: ...
+
+    async def add(self, room: str, user_id: str, username: str) -> bool:
+        """Record the user on this node; True if they were present nowhere before."""
+
+    async def remove(self, room: str, user_id: str) -> bool:
+        """Drop the user on this node; True if they are now present nowhere."""
+
+    async def members(self, room: str) -> dict[str, str]:
+        """user_id -> username of everyone present in the room, on any node."""
+
+    def on_expired(self, hook: ExpiredHook) -> None: ...
+
+    def on_resync(self, hook: ResyncHook) -> None: ...
+
+
+class LocalPresence:
+    """A single node: the registry is a dict."""
+
+    def __init__(self) -> None:
+        self._rooms: dict[str, dict[str, str]] = {}
+
+    async def start(self) -> None:
+        return None
+
+    async def close(self) -> None:
+        self._rooms.clear()
+
+    async def add(self, room: str, user_id: str, username: str) -> bool:
+        members = self._rooms.setdefault(room, {})
+        first = user_id not in members
+        members[user_id] = username
+        return first
+
+    async def remove(self, room: str, user_id: str) -> bool:
+        members = self._rooms.get(room)
+        if members is None or members.pop(user_id, None) is None:
+            return False
+        if not members:
+            del self._rooms[room]
+        return True
+
+    async def members(self, room: str) -> dict[str, str]:
+        return dict(self._rooms.get(room, {}))
+
+    def on_expired(self, hook: ExpiredHook) -> None:
+        return None  # a single node cannot outlive itself
+
+    def on_resync(self, hook: ResyncHook) -> None:
+        return None
+
+
+_ADD = """
+if redis.call('HSETNX', KEYS[3], ARGV[2], ARGV[3]) == 0 then return 0 end
+redis.call('HSET', KEYS[2], ARGV[1], ARGV[3])
+if redis.call('HINCRBY', KEYS[1], ARGV[1], 1) == 1 then return 1 end
+return 0
+"""
+
+_REMOVE = """
+if redis.call('HDEL', KEYS[3], ARGV[2]) == 0 then return 0 end
+if redis.call('HINCRBY', KEYS[1], ARGV[1], -1) <= 0 then
+  redis.call('HDEL', KEYS[1], ARGV[1])
+  redis.call('HDEL', KEYS[2], ARGV[1])
+  return 1
+end
+return 0
+"""
+
+
+class RedisPresence:
+    HEARTBEAT_EVERY = 1.0  # seconds
+    HEARTBEAT_TTL_MS = 4000
+    SWEEP_EVERY = 1.0
+
+    def __init__(self, redis: Redis, node_id: str, prefix: str) -> None:
+        self._redis = redis
+        self._node = node_id
+        self._p = f"{prefix}presence:"
+        self._add = redis.register_script(_ADD)
+        self._remove = redis.register_script(_REMOVE)
+        self._expired: list[ExpiredHook] = []
+        self._resync: list[ResyncHook] = []
+        self._task: asyncio.Task[None] | None = None
+
+    def _keys(self, room: str, node: str) -> list[str]:
+        return [f"{self._p}count:{room}", f"{self._p}names:{room}", f"{self._p}node-entries:{node}"]
+
+    def on_expired(self, hook: ExpiredHook) -> None:
+        self._expired.append(hook)
+
+    def on_resync(self, hook: ResyncHook) -> None:
+        self._resync.append(hook)
+
+    async def start(self) -> None:
+        # Entries left by an earlier life of this node id are stale: sweep them first.
+        await self._sweep_node(self._node)
+        await self._beat()
+        self._task = asyncio.create_task(self._loop(), name=f"presence:{self._node}")
+
+    async def close(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        # A clean shutdown hands its users' presence over at once instead of after the TTL.
+        with contextlib.suppress(RedisError, OSError):
+            await self._sweep_node(self._node)
+            await self._redis.delete(f"{self._p}alive:{self._node}")
+            await self._redis.srem(f"{self._p}nodes", self._node)
+
+    async def add(self, room: str, user_id: str, username: str) -> bool:
+        result = await self._add(
+            keys=self._keys(room, self._node), args=[user_id, f"{room}\n{user_id}", username]
+        )
+        return bool(result)
+
+    async def remove(self, room: str, user_id: str) -> bool:
+        return await self._remove_for(self._node, room, user_id)
+
+    async def _remove_for(self, node: str, room: str, user_id: str) -> bool:
+        result = await self._remove(
+            keys=self._keys(room, node), args=[user_id, f"{room}\n{user_id}"]
+        )
+        return bool(result)
+
+    async def members(self, room: str) -> dict[str, str]:
+        raw = await self._redis.hgetall(f"{self._p}names:{room}")
+        return {_text(k): _text(v) for k, v in raw.items()}
+
+    async def _beat(self) -> bool:
+        """Refresh our heartbeat; True if it had lapsed (others may have swept us)."""
+        previous = await self._redis.set(
+            f"{self._p}alive:{self._node}", b"1", px=self.HEARTBEAT_TTL_MS, get=True
+        )
+        await self._redis.sadd(f"{self._p}nodes", self._node)
+        return previous is None
+
+    async def _loop(self) -> None:
+        tick = 0
+        while True:
+            await asyncio.sleep(min(self.HEARTBEAT_EVERY, self.SWEEP_EVERY))
+            tick += 1
+            try:
+                lapsed = await self._beat()
+                if lapsed:
+                    log.warning("presence heartbeat had lapsed; re-registering local presence")
+                    for hook in self._resync:
+                        await hook()
+                await self._sweep_dead()
+            except asyncio.CancelledError:
+                raise
+            except (RedisError, OSError) as exc:
+                log.warning("presence heartbeat failed: %s", exc)
+            except Exception:
+                log.exception("presence loop error")
+
+    async def _sweep_dead(self) -> None:
+        nodes = {_text(n) for n in await self._redis.smembers(f"{self._p}nodes")}
+        for node in nodes - {self._node}:
+            if await self._redis.exists(f"{self._p}alive:{node}"):
+                continue
+            # One sweeper per dead node.
+            if not await self._redis.set(f"{self._p}sweep:{node}", self._node, nx=True, px=10_000):
+                continue
+            log.info("node %s stopped heartbeating; expiring its presence", node)
+            await self._sweep_node(node, report=True)
+            await self._redis.srem(f"{self._p}nodes", node)
+
+    async def _sweep_node(self, node: str, *, report: bool = False) -> None:
+        entries = await self._redis.hgetall(f"{self._p}node-entries:{node}")
+        for field, name in entries.items():
+            room, _, user_id = _text(field).partition("\n")
+            if await self._remove_for(node, room, user_id) and report:
+                for hook in self._expired:
+                    try:
+                        await hook(room, user_id, _text(name))
+                    except Exception:
+                        log.exception("presence expiry hook failed")
+        await self._redis.delete(f"{self._p}node-entries:{node}")
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value

@@ -1,0 +1,411 @@
+"""SQL for study sessions, their participants and their live messages."""
+
+from __future__ import annotations
+
+import datetime as dt
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+import asyncpg
+
+from .types import Conn, Executor
+
+SESSION_COLUMNS = """s.id, s.title, s.description, s.session_type, s.pod_id, s.organizer_id,
+    s.start_time, s.end_time, s.timezone, s.meeting_url, s.meeting_id, s.max_participants,
+    s.current_participants, s.status, s.is_recurring, s.recurrence_pattern, s.tags, s.resources,
+    s.notes, s.recording_url, s.last_message_seq, s.started_at, s.ended_at, s.created_at,
+    s.updated_at"""
+
+EDITABLE_COLUMNS = frozenset(
+    {
+        "title",
+        "description",
+        "start_time",
+        "end_time",
+        "timezone",
+        "meeting_url",
+        "meeting_id",
+        "meeting_password",
+        "max_participants",
+        "is_recurring",
+        "recurrence_pattern",
+        "tags",
+        "resources",
+        "notes",
+        "recording_url",
+    }
+)
+
+# Who may see a session: its organizer and participants, members of its pod (pod sessions),
+# and everyone for open group sessions. Format {viewer} with the viewer's parameter.
+VISIBLE_TO = """(
+    s.organizer_id = {viewer}
+    OR s.session_type = 'group'
+    OR EXISTS (SELECT 1 FROM session_participants sp
+               WHERE sp.session_id = s.id AND sp.user_id = {viewer})
+    OR (s.pod_id IS NOT NULL AND EXISTS (
+            SELECT 1 FROM pod_memberships pm
+            WHERE pm.pod_id = s.pod_id AND pm.user_id = {viewer} AND pm.status = 'active'))
+)"""
+
+
+async def insert_session(conn: Conn, values: dict[str, Any]) -> uuid.UUID:
+    columns = list(values)
+    placeholders = ", ".join(f"${i}" for i in range(1, len(columns) + 1))
+    session_id: uuid.UUID = await conn.fetchval(
+        f"INSERT INTO study_sessions ({', '.join(columns)}) VALUES ({placeholders}) RETURNING id",
+        *values.values(),
+    )
+    return session_id
+
+
+async def get_for(db: Executor, session_id: uuid.UUID, user_id: uuid.UUID) -> asyncpg.Record | None:
+    """The session with the viewer's participation and pod role, if the viewer may see it."""
+    return await db.fetchrow(
+        f"""SELECT {SESSION_COLUMNS}, sp.status AS my_status, sp.role AS my_role,
+                   sp.last_read_seq AS my_last_read_seq, pm.role AS my_pod_role
+            FROM study_sessions s
+            LEFT JOIN session_participants sp ON sp.session_id = s.id AND sp.user_id = $2
+            LEFT JOIN pod_memberships pm
+                   ON pm.pod_id = s.pod_id AND pm.user_id = $2 AND pm.status = 'active'
+            WHERE s.id = $1 AND {VISIBLE_TO.format(viewer="$2")}""",
+        session_id,
+        user_id,
+    )
+
+
+async def lock(conn: Conn, session_id: uuid.UUID) -> asyncpg.Record | None:
+    return await conn.fetchrow(
+        """SELECT id, organizer_id, session_type, pod_id, status, max_participants,
+                  current_participants, start_time, end_time, started_at
+           FROM study_sessions WHERE id = $1 FOR UPDATE""",
+        session_id,
+    )
+
+
+async def list_for(
+    db: Executor,
+    user_id: uuid.UUID,
+    *,
+    session_type: str | None,
+    pod_id: uuid.UUID | None,
+    status: str | None,
+    start: dt.datetime | None,
+    end: dt.datetime | None,
+    limit: int,
+    offset: int,
+) -> list[asyncpg.Record]:
+    return await db.fetch(
+        f"""SELECT {SESSION_COLUMNS}, sp.status AS my_status, sp.role AS my_role,
+                   sp.last_read_seq AS my_last_read_seq, NULL::text AS my_pod_role,
+                   count(*) OVER () AS total
+            FROM study_sessions s
+            LEFT JOIN session_participants sp ON sp.session_id = s.id AND sp.user_id = $1
+            WHERE {VISIBLE_TO.format(viewer="$1")}
+              AND ($2::text IS NULL OR s.session_type = $2)
+              AND ($3::uuid IS NULL OR s.pod_id = $3)
+              AND ($4::text IS NULL OR s.status = $4)
+              AND ($5::timestamptz IS NULL OR s.end_time >= $5)
+              AND ($6::timestamptz IS NULL OR s.start_time <= $6)
+            ORDER BY s.start_time, s.id
+            LIMIT $7 OFFSET $8""",
+        user_id,
+        session_type,
+        pod_id,
+        status,
+        start,
+        end,
+        limit,
+        offset,
+    )
+
+
+async def update(conn: Conn, session_id: uuid.UUID, changes: dict[str, Any]) -> None:
+    assert changes and set(changes) <= EDITABLE_COLUMNS
+    sets = ", ".join(f"{col} = ${i}" for i, col in enumerate(changes, start=2))
+    await conn.execute(
+        f"UPDATE study_sessions SET {sets}, updated_at = NOW() WHERE id = $1",
+        session_id,
+        *changes.values(),
+    )
+
+
+async def set_status(conn: Conn, session_id: uuid.UUID, status: str) -> asyncpg.Record:
+    row = await conn.fetchrow(
+        """UPDATE study_sessions SET status = $2::text, updated_at = NOW(),
+                  started_at = CASE WHEN $2::text = 'ongoing' THEN NOW() ELSE started_at END,
+                  ended_at = CASE WHEN $2::text IN ('completed', 'cancelled') THEN NOW()
+                                  ELSE ended_at END
+           WHERE id = $1 RETURNING status, started_at, ended_at""",
+        session_id,
+        status,
+    )
+    assert row is not None
+    return row
+
+
+# --- participants ---
+
+
+async def get_participant(
+    db: Executor, session_id: uuid.UUID, user_id: uuid.UUID, *, lock: bool = False
+) -> asyncpg.Record | None:
+    return await db.fetchrow(
+        "SELECT id, status, role FROM session_participants WHERE session_id = $1 AND user_id = $2"
+        + (" FOR UPDATE" if lock else ""),
+        session_id,
+        user_id,
+    )
+
+
+async def upsert_participant(
+    conn: Conn, session_id: uuid.UUID, user_id: uuid.UUID, *, role: str, status: str
+) -> None:
+    await conn.execute(
+        """INSERT INTO session_participants (session_id, user_id, role, status)
+           VALUES ($1, $2, $3, $4)
+           ON CONFLICT (session_id, user_id) DO UPDATE SET status = EXCLUDED.status""",
+        session_id,
+        user_id,
+        role,
+        status,
+    )
+
+
+async def delete_participant(conn: Conn, session_id: uuid.UUID, user_id: uuid.UUID) -> None:
+    await conn.execute(
+        "DELETE FROM session_participants WHERE session_id = $1 AND user_id = $2",
+        session_id,
+        user_id,
+    )
+
+
+async def change_participant_count(conn: Conn, session_id: uuid.UUID, delta: int) -> int:
+    count: int = await conn.fetchval(
+        "UPDATE study_sessions SET current_participants = current_participants + $2"
+        " WHERE id = $1 RETURNING current_participants",
+        session_id,
+        delta,
+    )
+    return count
+
+
+async def participants(db: Executor, session_id: uuid.UUID) -> list[asyncpg.Record]:
+    return await db.fetch(
+        """SELECT u.id AS user_id, u.username, u.first_name, u.last_name, u.avatar_url,
+                  sp.status, sp.role, sp.joined_at, sp.left_at, sp.attendance_duration,
+                  sp.attendance_seconds, sp.present_since IS NOT NULL AS present
+           FROM session_participants sp JOIN users u ON u.id = sp.user_id
+           WHERE sp.session_id = $1 AND sp.status <> 'declined'
+           ORDER BY CASE sp.role WHEN 'organizer' THEN 0 WHEN 'presenter' THEN 1 ELSE 2 END,
+                    sp.created_at, u.id""",
+        session_id,
+    )
+
+
+async def mark_present(db: Executor, session_id: uuid.UUID, user_id: uuid.UUID) -> None:
+    """The user's first device entered the live room (on any node)."""
+    await db.execute(
+        """UPDATE session_participants
+           SET present_since = COALESCE(present_since, NOW()),
+               joined_at = COALESCE(joined_at, NOW()),
+               status = CASE WHEN status IN ('invited', 'accepted', 'missed') THEN 'attended'
+                             ELSE status END
+           WHERE session_id = $1 AND user_id = $2""",
+        session_id,
+        user_id,
+    )
+
+
+async def mark_absent(db: Executor, session_id: uuid.UUID, user_id: uuid.UUID) -> None:
+    """The user's last device left the live room: add the interval to their attendance."""
+    await db.execute(
+        """UPDATE session_participants
+           SET attendance_seconds = attendance_seconds
+                 + GREATEST(0, EXTRACT(EPOCH FROM NOW() - present_since))::int,
+               attendance_duration = CEIL((attendance_seconds
+                 + GREATEST(0, EXTRACT(EPOCH FROM NOW() - present_since)))::numeric / 60)::int,
+               left_at = NOW(),
+               present_since = NULL
+           WHERE session_id = $1 AND user_id = $2 AND present_since IS NOT NULL""",
+        session_id,
+        user_id,
+    )
+
+
+async def record_read(db: Executor, session_id: uuid.UUID, user_id: uuid.UUID, seq: int) -> None:
+    await db.execute(
+        """UPDATE session_participants SET last_read_seq = GREATEST(last_read_seq, $3)
+           WHERE session_id = $1 AND user_id = $2""",
+        session_id,
+        user_id,
+        seq,
+    )
+
+
+async def close_attendance(conn: Conn, session_id: uuid.UUID) -> None:
+    """At the end of a session: close every open presence interval, and mark accepted
+    participants who never came as missed."""
+    await conn.execute(
+        """UPDATE session_participants
+           SET attendance_seconds = attendance_seconds
+                 + GREATEST(0, EXTRACT(EPOCH FROM NOW() - present_since))::int,
+               attendance_duration = CEIL((attendance_seconds
+                 + GREATEST(0, EXTRACT(EPOCH FROM NOW() - present_since)))::numeric / 60)::int,
+               left_at = NOW(),
+               present_since = NULL
+           WHERE session_id = $1 AND present_since IS NOT NULL""",
+        session_id,
+    )
+    await conn.execute(
+        """UPDATE session_participants SET status = 'missed'
+           WHERE session_id = $1 AND status IN ('invited', 'accepted') AND joined_at IS NULL""",
+        session_id,
+    )
+
+
+# --- messages ---
+
+MESSAGE_COLUMNS = """m.id, m.session_id, m.seq, m.sender_id, u.username AS sender_username,
+    m.message_type, m.content, m.file_url, m.metadata, m.client_message_id, m.created_at"""
+
+
+async def messages_after(
+    db: Executor, session_id: uuid.UUID, after: int, limit: int, upto: int | None = None
+) -> list[asyncpg.Record]:
+    return await db.fetch(
+        f"""SELECT {MESSAGE_COLUMNS}
+            FROM session_messages m LEFT JOIN users u ON u.id = m.sender_id
+            WHERE m.session_id = $1 AND m.seq > $2 AND ($4::bigint IS NULL OR m.seq <= $4)
+            ORDER BY m.seq LIMIT $3""",
+        session_id,
+        after,
+        limit,
+        upto,
+    )
+
+
+async def messages_before(
+    db: Executor, session_id: uuid.UUID, before: int, limit: int
+) -> list[asyncpg.Record]:
+    rows = await db.fetch(
+        f"""SELECT {MESSAGE_COLUMNS}
+            FROM session_messages m LEFT JOIN users u ON u.id = m.sender_id
+            WHERE m.session_id = $1 AND m.seq < $2
+            ORDER BY m.seq DESC LIMIT $3""",
+        session_id,
+        before,
+        limit,
+    )
+    return list(reversed(rows))
+
+
+async def last_seq(db: Executor, session_id: uuid.UUID) -> int:
+    value = await db.fetchval(
+        "SELECT last_message_seq FROM study_sessions WHERE id = $1", session_id
+    )
+    return int(value or 0)
+
+
+@dataclass(frozen=True, slots=True)
+class StoredMessage:
+    id: uuid.UUID
+    seq: int
+    created_at: dt.datetime
+    duplicate: bool  # the client id was already stored: this is the earlier row
+
+
+async def store_batch(conn: Conn, batch: list[dict[str, Any]]) -> list[StoredMessage | None]:
+    """Store messages of one or many rooms in the caller's transaction.
+
+    Each room's row is locked (in id order, so concurrent batches cannot deadlock) before its
+    sequence numbers are handed out, which makes them gap-free and strictly increasing across
+    every node. A message whose (room, sender, client id) is already stored, or appears earlier
+    in the same batch, is not stored again: the earlier row comes back, flagged `duplicate`.
+
+    Returns one result per input, in input order; None for a message to a session that no
+    longer exists or is completed or cancelled.
+    """
+    seqs: dict[uuid.UUID, int] = {}
+    for room in sorted({m["session_id"] for m in batch}):
+        locked = await conn.fetchrow(
+            "SELECT last_message_seq, status FROM study_sessions WHERE id = $1 FOR UPDATE", room
+        )
+        if locked is not None and locked["status"] not in ("completed", "cancelled"):
+            seqs[room] = locked["last_message_seq"]
+    closed = {m["session_id"] for m in batch} - set(seqs)
+    batch_open = [m for m in batch if m["session_id"] not in closed]
+    keyed = [m for m in batch_open if m.get("client_message_id")]
+    known: dict[tuple[uuid.UUID, uuid.UUID, str], StoredMessage] = {}
+    if keyed:
+        rows = await conn.fetch(
+            """SELECT m.id, m.seq, m.created_at, m.session_id, m.sender_id, m.client_message_id
+               FROM session_messages m
+               JOIN unnest($1::uuid[], $2::uuid[], $3::text[]) AS k(session_id, sender_id, cid)
+                 ON m.session_id = k.session_id AND m.sender_id = k.sender_id
+                AND m.client_message_id = k.cid""",
+            [m["session_id"] for m in keyed],
+            [m["sender_id"] for m in keyed],
+            [m["client_message_id"] for m in keyed],
+        )
+        for r in rows:
+            stored_key = (r["session_id"], r["sender_id"], r["client_message_id"])
+            known[stored_key] = StoredMessage(r["id"], r["seq"], r["created_at"], True)
+
+    fresh: list[dict[str, Any]] = []
+    # per input: a StoredMessage (duplicate), the index of its row in `fresh`, or None (closed)
+    plan: list[StoredMessage | int | None] = []
+    first_in_batch: dict[tuple[uuid.UUID, uuid.UUID, str], int] = {}
+    for message in batch:
+        if message["session_id"] in closed:
+            plan.append(None)
+            continue
+        cid = message.get("client_message_id")
+        key = (message["session_id"], message["sender_id"], cid) if cid else None
+        if key is not None and key in known:
+            plan.append(known[key])
+        elif key is not None and key in first_in_batch:
+            plan.append(-1 - first_in_batch[key])  # negative: a repeat within this batch
+        else:
+            seqs[message["session_id"]] += 1
+            fresh.append({**message, "seq": seqs[message["session_id"]], "id": uuid.uuid4()})
+            if key is not None:
+                first_in_batch[key] = len(fresh) - 1
+            plan.append(len(fresh) - 1)
+
+    created: dict[uuid.UUID, dt.datetime] = {}
+    if fresh:
+        rows = await conn.fetch(
+            """INSERT INTO session_messages
+                 (id, session_id, sender_id, seq, message_type, content, file_url, metadata,
+                  client_message_id)
+               SELECT * FROM unnest($1::uuid[], $2::uuid[], $3::uuid[], $4::bigint[], $5::text[],
+                                    $6::text[], $7::text[], $8::jsonb[], $9::text[])
+               RETURNING id, created_at""",
+            [m["id"] for m in fresh],
+            [m["session_id"] for m in fresh],
+            [m["sender_id"] for m in fresh],
+            [m["seq"] for m in fresh],
+            [m["message_type"] for m in fresh],
+            [m["content"] for m in fresh],
+            [m.get("file_url") for m in fresh],
+            [m.get("metadata") or {} for m in fresh],
+            [m.get("client_message_id") for m in fresh],
+        )
+        created = {r["id"]: r["created_at"] for r in rows}
+        touched = {m["session_id"] for m in fresh}
+        await conn.execute(
+            """UPDATE study_sessions s SET last_message_seq = v.seq
+               FROM unnest($1::uuid[], $2::bigint[]) AS v(id, seq) WHERE s.id = v.id""",
+            list(touched),
+            [seqs[r] for r in touched],
+        )
+    out: list[StoredMessage | None] = []
+    for item in plan:
+        if item is None or isinstance(item, StoredMessage):
+            out.append(item)
+            continue
+        new = fresh[item if item >= 0 else -1 - item]
+        out.append(StoredMessage(new["id"], new["seq"], created[new["id"]], item < 0))
+    return out

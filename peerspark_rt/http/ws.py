@@ -1,0 +1,78 @@
+"""/ws: the live socket. Authenticates the handshake, then reads frames and hands them to the
+realtime service. Everything a socket receives is written by the hub's room actors."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import msgspec
+from aiohttp import WSMsgType, web
+
+from ..errors import Forbidden, Invalid, Unauthorized
+from ..protocol import client_json_decoder, client_msgpack_decoder
+from .keys import AUTH, HUB, METRICS, REALTIME, SETTINGS
+from .middleware import bearer_token
+
+log = logging.getLogger(__name__)
+
+routes = web.RouteTableDef()
+
+
+@routes.get("/ws")
+async def websocket(request: web.Request) -> web.StreamResponse:
+    settings = request.app[SETTINGS]
+    origin = request.headers.get("Origin")
+    allowed = settings.allowed_origins
+    if origin is not None and "*" not in allowed and origin.rstrip("/") not in allowed:
+        raise Forbidden(f"origin {origin} is not allowed", code="origin_not_allowed")
+    token = bearer_token(request) or request.query.get("token")
+    if not token:
+        raise Unauthorized("an access token is required (Authorization header or ?token=)",
+                           code="token_required")  # fmt: skip
+    principal = await request.app[AUTH].authenticate(token)
+    fmt = request.query.get("format", "json")
+    if fmt not in ("json", "msgpack"):
+        raise Invalid("format", "must be json or msgpack")
+    transport = request.transport
+    if transport is None:
+        raise web.HTTPBadRequest()
+
+    ws = web.WebSocketResponse(
+        heartbeat=settings.ws_heartbeat,
+        max_msg_size=settings.ws_max_message_bytes,
+        compress=False,  # frames are pre-built once and written to every member as they are
+    )
+    await ws.prepare(request)
+    hub, realtime, metrics = request.app[HUB], request.app[REALTIME], request.app[METRICS]
+    conn = hub.connection(
+        ws=ws,
+        transport=transport,
+        user_id=principal.user_id,
+        username=principal.username,
+        session_id=principal.session_id,
+        binary=fmt == "msgpack",
+    )
+    try:
+        async for msg in ws:
+            decoder: msgspec.json.Decoder[Any] | msgspec.msgpack.Decoder[Any]
+            if msg.type is WSMsgType.TEXT:
+                decoder = client_json_decoder
+            elif msg.type is WSMsgType.BINARY:
+                decoder = client_msgpack_decoder
+            else:
+                break
+            try:
+                frame = decoder.decode(msg.data)
+            except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+                realtime.bad_frame(conn, exc, binary=msg.type is WSMsgType.BINARY)
+                continue
+            metrics.ws_frames_in.labels(type(frame).__name__.lower()).inc()
+            try:
+                await realtime.handle(conn, principal, frame)
+            except Exception:
+                log.exception("websocket frame %s failed", type(frame).__name__)
+                realtime.error(conn, "internal_error", "the server failed on this frame")
+    finally:
+        await hub.disconnect(conn)
+    return ws

@@ -1,0 +1,266 @@
+"""What a live socket may do, and doing it: the rules behind each client frame.
+
+The websocket handler decodes frames and hands them here; this checks authorization against
+the database (pod membership, session participation), stores chat messages, and asks the hub's
+room actors to do the live part. Every refusal becomes an `error` frame with a code.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+from typing import Any
+
+import msgspec
+
+from ..actors.connection import OP_BINARY, OP_TEXT, Connection, ws_frame
+from ..actors.hub import Hub
+from ..db import sessions as sessions_db
+from ..db.pool import Database
+from ..errors import AppError, Forbidden, Invalid, NotFound
+from ..protocol import (
+    CLOSE_TOO_MANY_ERRORS,
+    Ack,
+    Acked,
+    Error,
+    Join,
+    Leave,
+    Left,
+    Ping,
+    Pong,
+    Resume,
+    ScreenShare,
+    Send,
+    ServerFrame,
+    Typing,
+    json_encoder,
+    msgpack_encoder,
+    parse_room,
+)
+from .auth import Principal
+from .chat import ChatService
+from .pods import PodService
+from .sessions import SessionService, message_frame
+
+log = logging.getLogger(__name__)
+
+MAX_CONSECUTIVE_ERRORS = 10
+
+
+class SessionHistory:
+    """The hub's view of stored session messages (the `History` protocol)."""
+
+    def __init__(self, db: Database) -> None:
+        self.db = db
+
+    async def last_seq(self, room: str) -> int:
+        return await sessions_db.last_seq(self.db.pool, uuid.UUID(room.partition(":")[2]))
+
+    async def since(self, room: str, after: int, upto: int, limit: int) -> list[tuple[int, bytes]]:
+        session_id = uuid.UUID(room.partition(":")[2])
+        out: list[tuple[int, bytes]] = []
+        while after < upto and len(out) < limit:
+            rows = await sessions_db.messages_after(
+                self.db.pool, session_id, after, min(500, limit - len(out)), upto
+            )
+            if not rows:
+                break
+            out.extend((r["seq"], json_encoder.encode(message_frame(r, room))) for r in rows)
+            after = rows[-1]["seq"]
+        return out
+
+
+class RealtimeService:
+    def __init__(
+        self,
+        *,
+        hub: Hub,
+        pods: PodService,
+        sessions: SessionService,
+        chat: ChatService,
+        send_rate: float,
+        send_burst: int,
+        screen_share_enabled: bool,
+    ) -> None:
+        self.hub = hub
+        self.pods = pods
+        self.sessions = sessions
+        self.chat = chat
+        self.send_rate = send_rate
+        self.send_burst = send_burst
+        self.screen_share_enabled = screen_share_enabled
+
+    # --- replies to one socket -------------------------------------------------------------
+
+    @staticmethod
+    def reply(conn: Connection, frame: ServerFrame) -> None:
+        if conn.binary:
+            conn.push(ws_frame(msgpack_encoder.encode(frame), OP_BINARY))
+        else:
+            conn.push(ws_frame(json_encoder.encode(frame), OP_TEXT))
+
+    def error(
+        self, conn: Connection, code: str, message: str, *, room: str | None = None,
+        ref: str | None = None,
+    ) -> None:  # fmt: skip
+        conn.errors += 1
+        self.reply(conn, Error(code=code, message=message, room=room, ref=ref))
+        if conn.errors >= MAX_CONSECUTIVE_ERRORS:
+            conn.close(CLOSE_TOO_MANY_ERRORS, "too many bad frames")
+
+    def bad_frame(self, conn: Connection, exc: Exception, *, binary: bool) -> None:
+        """A frame that did not decode: say what was wrong."""
+        if isinstance(exc, msgspec.ValidationError):
+            text = str(exc)
+            code = (
+                "unknown_type" if "Invalid value" in text and "`$.t`" in text else "invalid_frame"
+            )
+            self.error(conn, code, text)
+        else:
+            self.error(
+                conn, "bad_frame", f"frame is not valid {'MessagePack' if binary else 'JSON'}"
+            )
+
+    # --- dispatch ------------------------------------------------------------------------
+
+    async def handle(self, conn: Connection, principal: Principal, frame: Any) -> None:
+        ok = True
+        match frame:
+            case Send():
+                ok = await self._send(conn, principal, frame)
+            case Join():
+                ok = await self._join(conn, principal, frame)
+            case Leave():
+                await self.hub.leave(conn, frame.room)
+                self.reply(conn, Left(room=frame.room))
+            case Typing():
+                ok = self._in_room(conn, frame.room) and self.hub.post(
+                    conn, frame.room, ("typing", conn, frame.state)
+                )
+            case ScreenShare():
+                ok = self._share(conn, frame)
+            case Ack():
+                ok = self._in_room(conn, frame.room)
+                if ok and frame.seq > conn.acked.get(frame.room, 0):
+                    conn.acked[frame.room] = frame.seq
+            case Resume():
+                ok = self._in_room(conn, frame.room) and self.hub.post(
+                    conn, frame.room, ("resume", conn, frame.since)
+                )
+            case Ping():
+                self.reply(conn, Pong(id=frame.id))
+        if ok:
+            conn.errors = 0
+
+    def _in_room(self, conn: Connection, room: str) -> bool:
+        if room in conn.rooms:
+            return True
+        self.error(conn, "not_joined", "join the room first", room=room)
+        return False
+
+    async def authorize_room(self, principal: Principal, room: str) -> None:
+        """Raise unless the principal may be in `room`."""
+        parsed = parse_room(room)
+        if parsed is None:
+            raise Invalid("room", "rooms are session:<id>, pod:<id> or user:<id>")
+        kind, ident = parsed
+        try:
+            target = uuid.UUID(ident)
+        except ValueError:
+            raise NotFound(f"{kind} not found") from None
+        if kind == "user":
+            if target != principal.user_id:
+                raise Forbidden("you can only join your own user room", code="forbidden")
+        elif kind == "pod":
+            if await self.pods.member_role(target, principal.user_id) is None:
+                await self.pods.visible_pod(principal, target)  # 404 for private pods
+                raise Forbidden("only members of the pod may join its room", code="not_a_member")
+        else:
+            await self.sessions.enter_live(principal, target)
+
+    async def _join(self, conn: Connection, principal: Principal, frame: Join) -> bool:
+        if frame.since is not None and frame.since < 0:
+            self.error(conn, "invalid_frame", "since must not be negative", room=frame.room)
+            return False
+        try:
+            await self.authorize_room(principal, frame.room)
+        except AppError as exc:
+            self.error(conn, exc.code, exc.message, room=frame.room)
+            return False
+        await self.hub.join(conn, frame.room, frame.since)
+        return True
+
+    def _share(self, conn: Connection, frame: ScreenShare) -> bool:
+        if not self.screen_share_enabled:
+            self.error(conn, "feature_disabled", "screen sharing is turned off", room=frame.room)
+            return False
+        if not frame.room.startswith("session:"):
+            self.error(
+                conn, "invalid_frame", "screen sharing happens in session rooms", room=frame.room
+            )
+            return False
+        if frame.stream_id is not None and len(frame.stream_id) > 200:
+            self.error(conn, "invalid_frame", "streamId is too long", room=frame.room)
+            return False
+        return self._in_room(conn, frame.room) and self.hub.post(
+            conn, frame.room, ("share", conn, frame.sharing, frame.stream_id)
+        )
+
+    def _allow_send(self, conn: Connection) -> bool:
+        """A token bucket per socket: `send_rate` messages a second, bursts of `send_burst`."""
+        now = time.monotonic()
+        allowance = min(
+            self.send_burst, conn.send_allowance + (now - conn.send_checked) * self.send_rate
+        )
+        conn.send_checked = now
+        if allowance < 1:
+            conn.send_allowance = allowance
+            return False
+        conn.send_allowance = allowance - 1
+        return True
+
+    async def _send(self, conn: Connection, principal: Principal, frame: Send) -> bool:
+        if not frame.room.startswith("session:"):
+            self.error(conn, "invalid_frame", "messages are sent to session rooms", ref=frame.cid)
+            return False
+        if not self._in_room(conn, frame.room):
+            return False
+        if not self._allow_send(conn):
+            self.error(conn, "rate_limited", "slow down", room=frame.room, ref=frame.cid)
+            return False
+        session_id = uuid.UUID(frame.room.partition(":")[2])
+        try:
+            is_organizer = frame.kind == "system" and await self._is_organizer(
+                session_id, principal
+            )
+            posted = await self.chat.post(
+                principal,
+                session_id,
+                kind=frame.kind,
+                body=frame.body,
+                cid=frame.cid,
+                file_url=frame.file_url,
+                meta=frame.meta,
+                is_organizer=is_organizer,
+            )
+        except AppError as exc:
+            self.error(conn, exc.code, exc.message, room=frame.room, ref=frame.cid)
+            return False
+        self.reply(
+            conn,
+            Acked(
+                room=frame.room,
+                cid=frame.cid,
+                seq=posted.frame.seq,
+                id=posted.frame.id,
+                duplicate=posted.duplicate,
+            ),
+        )
+        return True
+
+    async def _is_organizer(self, session_id: uuid.UUID, principal: Principal) -> bool:
+        row = await sessions_db.get_participant(
+            self.sessions.db.pool, session_id, principal.user_id
+        )
+        return row is not None and row["role"] == "organizer"

@@ -1,0 +1,550 @@
+"""Study sessions: scheduling, participation, the live room's rules, attendance and history.
+
+Rules:
+* Pod sessions are only for active members of the pod; group sessions are open to everyone;
+  individual sessions are visible to their organizer and the people they invite.
+* `max_participants` is enforced under a row lock, so concurrent joins cannot pass it.
+* Status moves scheduled -> ongoing -> completed, or scheduled/ongoing -> cancelled; nothing
+  else. Only the organizer starts, ends, edits or cancels.
+* Attendance (joined_at, left_at, attendance_duration) comes from live presence in the room:
+  the first device entering marks the user present, the last one leaving (or its node dying)
+  adds the interval to their attendance.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import uuid
+from typing import Any, Literal
+
+import asyncpg
+import msgspec
+
+from ..db import sessions as sessions_db
+from ..db.pool import Database
+from ..errors import Conflict, Forbidden, Invalid, NotFound
+from ..protocol import Message, Sender
+from . import validation
+from .auth import Principal
+from .live import LiveEvents
+from .pods import PodService
+
+SESSION_TYPES = ("individual", "group", "pod")
+STATUSES = ("scheduled", "ongoing", "completed", "cancelled")
+# status -> the statuses it may move to
+TRANSITIONS = {
+    "scheduled": ("ongoing", "cancelled"),
+    "ongoing": ("completed", "cancelled"),
+    "completed": (),
+    "cancelled": (),
+}
+_STATUS_EVENTS = {
+    "ongoing": "session_started",
+    "completed": "session_completed",
+    "cancelled": "session_cancelled",
+}
+MAX_DURATION = dt.timedelta(days=7)
+HISTORY_PAGE_MAX = 200
+
+
+class SessionCreate(msgspec.Struct, rename="camel", forbid_unknown_fields=True):
+    title: str
+    session_type: Literal["individual", "group", "pod"]
+    start_time: dt.datetime
+    end_time: dt.datetime
+    timezone: str = "UTC"
+    description: str | None = None
+    pod_id: str | None = None
+    max_participants: int | None = None
+    is_recurring: bool = False
+    recurrence_pattern: dict[str, Any] | None = None
+    tags: list[str] = []
+    meeting_url: str | None = None
+    resources: list[Any] = []
+    notes: str | None = None
+
+
+class SessionUpdate(msgspec.Struct, rename="camel", forbid_unknown_fields=True):
+    title: str | msgspec.UnsetType = msgspec.UNSET
+    description: str | msgspec.UnsetType | None = msgspec.UNSET
+    start_time: dt.datetime | msgspec.UnsetType = msgspec.UNSET
+    end_time: dt.datetime | msgspec.UnsetType = msgspec.UNSET
+    timezone: str | msgspec.UnsetType = msgspec.UNSET
+    max_participants: int | msgspec.UnsetType | None = msgspec.UNSET
+    is_recurring: bool | msgspec.UnsetType = msgspec.UNSET
+    recurrence_pattern: dict[str, Any] | msgspec.UnsetType | None = msgspec.UNSET
+    tags: list[str] | msgspec.UnsetType = msgspec.UNSET
+    meeting_url: str | msgspec.UnsetType | None = msgspec.UNSET
+    resources: list[Any] | msgspec.UnsetType = msgspec.UNSET
+    notes: str | msgspec.UnsetType | None = msgspec.UNSET
+    recording_url: str | msgspec.UnsetType | None = msgspec.UNSET
+
+
+class SessionQuery(msgspec.Struct, rename="camel", forbid_unknown_fields=True):
+    type: str | None = None
+    pod_id: str | None = None
+    status: str | None = None
+    start_date: dt.datetime | None = None
+    end_date: dt.datetime | None = None
+    limit: int = 20
+    offset: int = 0
+
+
+class HistoryQuery(msgspec.Struct, rename="camel", forbid_unknown_fields=True):
+    after: int | None = None
+    before: int | None = None
+    limit: int = 50
+
+
+class SendRequest(msgspec.Struct, rename="camel", forbid_unknown_fields=True):
+    """A message posted over REST (for clients without a websocket)."""
+
+    content: str
+    type: Literal["text", "file", "system"] = "text"
+    file_url: str | None = None
+    client_message_id: str | None = None
+    metadata: dict[str, Any] | None = None
+
+
+class StudySession(msgspec.Struct, rename="camel"):
+    id: uuid.UUID
+    title: str
+    description: str | None
+    session_type: str
+    pod_id: uuid.UUID | None
+    organizer_id: uuid.UUID
+    start_time: dt.datetime
+    end_time: dt.datetime
+    timezone: str
+    meeting_url: str | None
+    max_participants: int | None
+    current_participants: int
+    status: str
+    is_recurring: bool
+    recurrence_pattern: dict[str, Any] | None
+    tags: list[str]
+    resources: list[Any]
+    notes: str | None
+    recording_url: str | None
+    last_message_seq: int
+    started_at: dt.datetime | None
+    ended_at: dt.datetime | None
+    created_at: dt.datetime
+    updated_at: dt.datetime
+    my_status: str | None = None
+    my_role: str | None = None
+    unread_count: int | None = None  # messages after the last one you acknowledged
+    live_room: str = ""
+
+    @classmethod
+    def from_row(cls, row: asyncpg.Record) -> StudySession:
+        fields = {f: row[f] for f in cls.__struct_fields__ if f in row}
+        fields["live_room"] = f"session:{row['id']}"
+        if row["my_status"] is not None:
+            fields["unread_count"] = row["last_message_seq"] - (row["my_last_read_seq"] or 0)
+        return cls(**fields)
+
+
+class SessionPage(msgspec.Struct, rename="camel"):
+    sessions: list[StudySession]
+    total: int
+    limit: int
+    offset: int
+
+
+class Participant(msgspec.Struct, rename="camel"):
+    user_id: uuid.UUID
+    username: str
+    first_name: str
+    last_name: str
+    avatar_url: str | None
+    status: str
+    role: str
+    joined_at: dt.datetime | None
+    left_at: dt.datetime | None
+    attendance_duration: int | None
+    attendance_seconds: int
+    present: bool
+
+
+class Participation(msgspec.Struct, rename="camel"):
+    session_id: uuid.UUID
+    user_id: uuid.UUID
+    role: str
+    status: str
+    current_participants: int
+
+
+class HistoryPage(msgspec.Struct, rename="camel"):
+    messages: list[Message]
+    last_seq: int
+    has_more: bool
+
+
+class SessionState(msgspec.Struct, rename="camel"):
+    id: uuid.UUID
+    status: str
+    started_at: dt.datetime | None
+    ended_at: dt.datetime | None
+
+
+def message_frame(row: Any, room: str) -> Message:
+    """A stored message as the live room's `message` frame."""
+    sender_id = row["sender_id"]
+    return Message(
+        room=room,
+        seq=row["seq"],
+        id=str(row["id"]),
+        sender=Sender(
+            id=str(sender_id) if sender_id else "", username=row["sender_username"] or ""
+        ),
+        kind=row["message_type"],
+        body=row["content"] or "",
+        ts=row["created_at"].isoformat(),
+        cid=row["client_message_id"],
+        file_url=row["file_url"],
+        meta=row["metadata"] or None,
+    )
+
+
+def _as_utc(value: dt.datetime, field: str) -> dt.datetime:
+    if value.tzinfo is None:
+        raise Invalid(field, "must include a UTC offset, e.g. 2026-05-01T09:00:00Z")
+    return value.astimezone(dt.UTC)
+
+
+def _check_times(start: dt.datetime, end: dt.datetime) -> None:
+    if end <= start:
+        raise Invalid("endTime", "must be after startTime")
+    if end - start > MAX_DURATION:
+        raise Invalid("endTime", "a session lasts at most 7 days")
+
+
+def _check_recurrence(is_recurring: bool, pattern: dict[str, Any] | None) -> None:
+    if is_recurring and not pattern:
+        raise Invalid("recurrencePattern", "is required when isRecurring is true")
+    if pattern is not None and len(msgspec.json.encode(pattern)) > 8192:
+        raise Invalid("recurrencePattern", "is too large")
+
+
+def _common_fields(given: dict[str, Any]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for name, value in given.items():
+        camel = "".join(p.capitalize() if i else p for i, p in enumerate(name.split("_")))
+        match name:
+            case "title":
+                out[name] = validation.text(value, camel, max_len=255)
+            case "description" | "notes":
+                out[name] = (
+                    validation.text(value, camel, max_len=10000)
+                    if value and value.strip()
+                    else None
+                )
+            case "timezone":
+                out[name] = validation.timezone(value, camel)
+            case "start_time" | "end_time":
+                out[name] = _as_utc(value, camel)
+            case "max_participants":
+                if value is not None and not 1 <= value <= 10_000:
+                    raise Invalid(camel, "must be between 1 and 10000")
+                out[name] = value
+            case "tags":
+                out[name] = validation.tags(value, camel)
+            case "meeting_url" | "recording_url":
+                if value is not None and not value.startswith(("https://", "http://")):
+                    raise Invalid(camel, "must be an http(s) URL")
+                out[name] = value
+            case "resources":
+                if len(msgspec.json.encode(value)) > 16384:
+                    raise Invalid(camel, "is too large")
+                out[name] = value
+            case _:
+                out[name] = value
+    return out
+
+
+class SessionService:
+    def __init__(self, db: Database, pods: PodService, live: LiveEvents) -> None:
+        self.db = db
+        self.pods = pods
+        self.live = live
+
+    async def _visible(self, principal: Principal, session_id: uuid.UUID) -> asyncpg.Record:
+        row = await sessions_db.get_for(self.db.pool, session_id, principal.user_id)
+        if row is None:
+            raise NotFound("session not found")
+        return row
+
+    async def _organized(self, principal: Principal, session_id: uuid.UUID) -> asyncpg.Record:
+        row = await self._visible(principal, session_id)
+        if row["organizer_id"] != principal.user_id:
+            raise Forbidden("only the organizer can do this", code="not_organizer")
+        return row
+
+    # --- CRUD --------------------------------------------------------------------------------
+
+    async def create(self, principal: Principal, body: SessionCreate) -> StudySession:
+        values = _common_fields(
+            {f: getattr(body, f) for f in body.__struct_fields__ if f not in ("pod_id",)}
+        )
+        _check_times(values["start_time"], values["end_time"])
+        _check_recurrence(body.is_recurring, body.recurrence_pattern)
+        pod_id = validation.parse_uuid(body.pod_id, "podId") if body.pod_id else None
+        if body.session_type == "pod":
+            if pod_id is None:
+                raise Invalid("podId", "is required for pod sessions")
+            try:
+                await self.pods.require_member(principal, pod_id)
+            except NotFound:
+                raise Invalid("podId", "no pod with this id that you belong to") from None
+        elif pod_id is not None:
+            raise Invalid("podId", "only pod sessions belong to a pod")
+        values.update(
+            session_type=body.session_type,
+            pod_id=pod_id,
+            organizer_id=principal.user_id,
+            current_participants=1,
+        )
+        async with self.db.transaction() as conn:
+            session_id = await sessions_db.insert_session(conn, values)
+            await sessions_db.upsert_participant(
+                conn, session_id, principal.user_id, role="organizer", status="accepted"
+            )
+        session = await self.get(principal, session_id)
+        if pod_id is not None:
+            await self.live.event(
+                f"pod:{pod_id}",
+                "session_scheduled",
+                {"sessionId": str(session_id), "title": session.title,
+                 "startTime": session.start_time.isoformat()},
+            )  # fmt: skip
+        return session
+
+    async def get(self, principal: Principal, session_id: uuid.UUID) -> StudySession:
+        return StudySession.from_row(await self._visible(principal, session_id))
+
+    async def list_visible(self, principal: Principal, query: SessionQuery) -> SessionPage:
+        if not 1 <= query.limit <= 100:
+            raise Invalid("limit", "must be between 1 and 100")
+        if query.offset < 0:
+            raise Invalid("offset", "must not be negative")
+        if query.type is not None:
+            validation.one_of(query.type, "type", SESSION_TYPES)
+        if query.status is not None:
+            validation.one_of(query.status, "status", STATUSES)
+        pod_id = validation.parse_uuid(query.pod_id, "podId") if query.pod_id else None
+        start = _as_utc(query.start_date, "startDate") if query.start_date else None
+        end = _as_utc(query.end_date, "endDate") if query.end_date else None
+        if start and end and end < start:
+            raise Invalid("endDate", "must not be before startDate")
+        rows = await sessions_db.list_for(
+            self.db.pool,
+            principal.user_id,
+            session_type=query.type,
+            pod_id=pod_id,
+            status=query.status,
+            start=start,
+            end=end,
+            limit=query.limit,
+            offset=query.offset,
+        )
+        total = rows[0]["total"] if rows else 0
+        return SessionPage(
+            [StudySession.from_row(r) for r in rows], total, query.limit, query.offset
+        )
+
+    async def update(
+        self, principal: Principal, session_id: uuid.UUID, body: SessionUpdate
+    ) -> StudySession:
+        given = {
+            f: getattr(body, f)
+            for f in body.__struct_fields__
+            if getattr(body, f) is not msgspec.UNSET
+        }
+        if not given:
+            raise Invalid("body", "no session fields to change")
+        for required in ("title", "start_time", "end_time", "timezone"):
+            if required in given and given[required] is None:
+                raise Invalid(required, "must not be null")
+        changes = _common_fields(given)
+        current = await self._organized(principal, session_id)
+        if current["status"] in ("completed", "cancelled"):
+            raise Conflict(f"the session is {current['status']}", code="session_closed")
+        _check_times(
+            changes.get("start_time", current["start_time"]),
+            changes.get("end_time", current["end_time"]),
+        )
+        _check_recurrence(
+            changes.get("is_recurring", current["is_recurring"]),
+            changes.get("recurrence_pattern", current["recurrence_pattern"]),
+        )
+        async with self.db.transaction() as conn:
+            locked = await sessions_db.lock(conn, session_id)
+            assert locked is not None
+            new_max = changes.get("max_participants")
+            if new_max is not None and new_max < locked["current_participants"]:
+                raise Invalid(
+                    "maxParticipants",
+                    f"must be at least the current participant count "
+                    f"({locked['current_participants']})",
+                )
+            await sessions_db.update(conn, session_id, changes)
+        session = await self.get(principal, session_id)
+        await self.live.event(
+            f"session:{session_id}", "session_updated", {"sessionId": str(session_id)}
+        )
+        return session
+
+    async def _move(self, principal: Principal, session_id: uuid.UUID, to: str) -> SessionState:
+        await self._organized(principal, session_id)
+        async with self.db.transaction() as conn:
+            locked = await sessions_db.lock(conn, session_id)
+            assert locked is not None
+            if to not in TRANSITIONS[locked["status"]]:
+                raise Conflict(
+                    f"a {locked['status']} session cannot become {to}",
+                    code="invalid_transition",
+                )
+            row = await sessions_db.set_status(conn, session_id, to)
+            if to in ("completed", "cancelled"):
+                await sessions_db.close_attendance(conn, session_id)
+        state = SessionState(session_id, row["status"], row["started_at"], row["ended_at"])
+        await self.live.event(
+            f"session:{session_id}",
+            _STATUS_EVENTS[to],
+            {"sessionId": str(session_id), "status": to},
+        )
+        return state
+
+    async def start(self, principal: Principal, session_id: uuid.UUID) -> SessionState:
+        return await self._move(principal, session_id, "ongoing")
+
+    async def end(self, principal: Principal, session_id: uuid.UUID) -> SessionState:
+        return await self._move(principal, session_id, "completed")
+
+    async def cancel(self, principal: Principal, session_id: uuid.UUID) -> SessionState:
+        return await self._move(principal, session_id, "cancelled")
+
+    # --- participation -----------------------------------------------------------------------
+
+    async def join(self, principal: Principal, session_id: uuid.UUID) -> Participation:
+        session = await self._visible(principal, session_id)
+        if session["session_type"] == "pod" and session["my_pod_role"] is None:
+            raise Forbidden("pod sessions are for members of the pod", code="not_a_member")
+        async with self.db.transaction() as conn:
+            locked = await sessions_db.lock(conn, session_id)
+            assert locked is not None
+            current = await sessions_db.get_participant(
+                conn, session_id, principal.user_id, lock=True
+            )
+            if current is not None and current["status"] != "declined":
+                return Participation(
+                    session_id, principal.user_id, current["role"], current["status"],
+                    locked["current_participants"],
+                )  # fmt: skip
+            if locked["status"] in ("completed", "cancelled"):
+                raise Conflict(f"the session is {locked['status']}", code="session_closed")
+            if session["session_type"] == "individual":
+                raise Forbidden("individual sessions are by invitation", code="not_invited")
+            limit = locked["max_participants"]
+            if limit is not None and locked["current_participants"] >= limit:
+                raise Conflict("this session is full", code="session_full")
+            await sessions_db.upsert_participant(
+                conn, session_id, principal.user_id, role="participant", status="accepted"
+            )
+            count = await sessions_db.change_participant_count(conn, session_id, +1)
+        await self.live.event(
+            f"session:{session_id}",
+            "participant_joined",
+            {"sessionId": str(session_id), "userId": str(principal.user_id),
+             "username": principal.username, "currentParticipants": count},
+        )  # fmt: skip
+        return Participation(session_id, principal.user_id, "participant", "accepted", count)
+
+    async def leave(self, principal: Principal, session_id: uuid.UUID) -> None:
+        await self._visible(principal, session_id)
+        async with self.db.transaction() as conn:
+            await sessions_db.lock(conn, session_id)
+            current = await sessions_db.get_participant(
+                conn, session_id, principal.user_id, lock=True
+            )
+            if current is None or current["status"] == "declined":
+                raise Conflict("you are not taking part in this session", code="not_a_participant")
+            if current["role"] == "organizer":
+                raise Conflict(
+                    "the organizer cannot leave; cancel the session instead",
+                    code="organizer_cannot_leave",
+                )
+            await sessions_db.mark_absent(conn, session_id, principal.user_id)
+            await sessions_db.delete_participant(conn, session_id, principal.user_id)
+            count = await sessions_db.change_participant_count(conn, session_id, -1)
+        room = f"session:{session_id}"
+        await self.live.evict(room, principal.user_id)
+        await self.live.event(
+            room,
+            "participant_left",
+            {"sessionId": str(session_id), "userId": str(principal.user_id),
+             "currentParticipants": count},
+        )  # fmt: skip
+
+    async def participants(self, principal: Principal, session_id: uuid.UUID) -> list[Participant]:
+        await self._visible(principal, session_id)
+        rows = await sessions_db.participants(self.db.pool, session_id)
+        return [Participant(**{k: r[k] for k in Participant.__struct_fields__}) for r in rows]
+
+    # --- the live room -----------------------------------------------------------------------
+
+    async def enter_live(self, principal: Principal, session_id: uuid.UUID) -> None:
+        """Authorize entering `session:<id>`: participants and the organizer may; others join
+        first (same rules as POST /join) when the session is still open."""
+        session = await sessions_db.get_for(self.db.pool, session_id, principal.user_id)
+        if session is None:
+            raise NotFound("session not found")
+        if session["my_status"] is not None and session["my_status"] != "declined":
+            return
+        await self.join(principal, session_id)
+
+    async def can_read(self, principal: Principal, session_id: uuid.UUID) -> asyncpg.Record:
+        session = await self._visible(principal, session_id)
+        participant = session["my_status"] is not None and session["my_status"] != "declined"
+        if not participant and session["my_pod_role"] is None:
+            raise Forbidden(
+                "only participants read this session's messages", code="not_a_participant"
+            )
+        return session
+
+    async def history(
+        self, principal: Principal, session_id: uuid.UUID, query: HistoryQuery
+    ) -> HistoryPage:
+        if not 1 <= query.limit <= HISTORY_PAGE_MAX:
+            raise Invalid("limit", f"must be between 1 and {HISTORY_PAGE_MAX}")
+        if query.after is not None and query.before is not None:
+            raise Invalid("before", "give either after or before, not both")
+        for name, value in (("after", query.after), ("before", query.before)):
+            if value is not None and value < 0:
+                raise Invalid(name, "must not be negative")
+        session = await self.can_read(principal, session_id)
+        last = session["last_message_seq"]
+        room = f"session:{session_id}"
+        if query.before is not None:
+            rows = await sessions_db.messages_before(
+                self.db.pool, session_id, query.before, query.limit
+            )
+            has_more = bool(rows) and rows[0]["seq"] > 1
+        else:
+            after = query.after if query.after is not None else max(0, last - query.limit)
+            rows = await sessions_db.messages_after(self.db.pool, session_id, after, query.limit)
+            has_more = bool(rows) and rows[-1]["seq"] < last
+        return HistoryPage([message_frame(r, room) for r in rows], last, has_more)
+
+    async def record_read(self, session_id: uuid.UUID, user_id: uuid.UUID, seq: int) -> None:
+        await sessions_db.record_read(self.db.pool, session_id, user_id, seq)
+
+    async def record_presence(
+        self, session_id: uuid.UUID, user_id: uuid.UUID, present: bool
+    ) -> None:
+        """Attendance from live presence (called once per user as they come and go)."""
+        if present:
+            await sessions_db.mark_present(self.db.pool, session_id, user_id)
+        else:
+            await sessions_db.mark_absent(self.db.pool, session_id, user_id)
