@@ -64,9 +64,13 @@ async def test_handshake_needs_a_valid_token_and_an_allowed_origin(api: Api) -> 
         for url, headers, status in [
             (api.ws_url, {}, 401),
             (api.ws_url + "?token=nonsense", {}, 401),
-            (api.ws_url, {"Authorization": f"Bearer {user.token}", "Origin": "https://evil.example"}, 403),
+            (
+                api.ws_url,
+                {"Authorization": f"Bearer {user.token}", "Origin": "https://evil.example"},
+                403,
+            ),
             (api.ws_url + "?format=xml", {"Authorization": f"Bearer {user.token}"}, 422),
-        ]:  # fmt: skip
+        ]:
             with pytest.raises(aiohttp.WSServerHandshakeError) as info:
                 await http.ws_connect(url, headers=headers)
             assert info.value.status == status

@@ -213,8 +213,13 @@ async def test_listing_filters(api: Api) -> None:
     window = await api.get("/api/sessions", user, params={"endDate": window_end, "limit": 100})
     window_ids = {s["id"] for s in window.body["sessions"]}
     assert soon["id"] in window_ids and later["id"] not in window_ids
-    for query, field in [("status=done", "status"), ("type=x", "type"), ("limit=0", "limit"),
-                         ("startDate=yesterday", "startDate"), ("podId=nope", "podId")]:  # fmt: skip
+    for query, field in [
+        ("status=done", "status"),
+        ("type=x", "type"),
+        ("limit=0", "limit"),
+        ("startDate=yesterday", "startDate"),
+        ("podId=nope", "podId"),
+    ]:
         bad = await api.get(f"/api/sessions?{query}", user)
         assert bad.status == 422 and bad.error_field() == field, query
 
@@ -269,7 +274,8 @@ async def test_attendance_comes_from_live_presence(api: Api, db: Any) -> None:
 
     await api.post(f"/api/sessions/{sid}/end", organizer)
     organizer_row = await db.fetchrow(
-        "SELECT status FROM session_participants WHERE session_id = $1::uuid AND user_id = $2::uuid",
+        "SELECT status FROM session_participants"
+        " WHERE session_id = $1::uuid AND user_id = $2::uuid",
         sid,
         organizer.id,
     )

@@ -28,8 +28,9 @@ async def websocket(request: web.Request) -> web.StreamResponse:
         raise Forbidden(f"origin {origin} is not allowed", code="origin_not_allowed")
     token = bearer_token(request) or request.query.get("token")
     if not token:
-        raise Unauthorized("an access token is required (Authorization header or ?token=)",
-                           code="token_required")  # fmt: skip
+        raise Unauthorized(
+            "an access token is required (Authorization header or ?token=)", code="token_required"
+        )
     principal = await request.app[AUTH].authenticate(token)
     fmt = request.query.get("format", "json")
     if fmt not in ("json", "msgpack"):

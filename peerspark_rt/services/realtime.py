@@ -101,9 +101,14 @@ class RealtimeService:
             conn.push(ws_frame(json_encoder.encode(frame), OP_TEXT))
 
     def error(
-        self, conn: Connection, code: str, message: str, *, room: str | None = None,
+        self,
+        conn: Connection,
+        code: str,
+        message: str,
+        *,
+        room: str | None = None,
         ref: str | None = None,
-    ) -> None:  # fmt: skip
+    ) -> None:
         conn.errors += 1
         self.reply(conn, Error(code=code, message=message, room=room, ref=ref))
         if conn.errors >= MAX_CONSECUTIVE_ERRORS:

@@ -315,9 +315,12 @@ class SessionService:
             await self.live.event(
                 f"pod:{pod_id}",
                 "session_scheduled",
-                {"sessionId": str(session_id), "title": session.title,
-                 "startTime": session.start_time.isoformat()},
-            )  # fmt: skip
+                {
+                    "sessionId": str(session_id),
+                    "title": session.title,
+                    "startTime": session.start_time.isoformat(),
+                },
+            )
         return session
 
     async def get(self, principal: Principal, session_id: uuid.UUID) -> StudySession:
@@ -439,9 +442,12 @@ class SessionService:
             )
             if current is not None and current["status"] != "declined":
                 return Participation(
-                    session_id, principal.user_id, current["role"], current["status"],
+                    session_id,
+                    principal.user_id,
+                    current["role"],
+                    current["status"],
                     locked["current_participants"],
-                )  # fmt: skip
+                )
             if locked["status"] in ("completed", "cancelled"):
                 raise Conflict(f"the session is {locked['status']}", code="session_closed")
             if session["session_type"] == "individual":
@@ -456,9 +462,13 @@ class SessionService:
         await self.live.event(
             f"session:{session_id}",
             "participant_joined",
-            {"sessionId": str(session_id), "userId": str(principal.user_id),
-             "username": principal.username, "currentParticipants": count},
-        )  # fmt: skip
+            {
+                "sessionId": str(session_id),
+                "userId": str(principal.user_id),
+                "username": principal.username,
+                "currentParticipants": count,
+            },
+        )
         return Participation(session_id, principal.user_id, "participant", "accepted", count)
 
     async def leave(self, principal: Principal, session_id: uuid.UUID) -> None:
@@ -483,9 +493,12 @@ class SessionService:
         await self.live.event(
             room,
             "participant_left",
-            {"sessionId": str(session_id), "userId": str(principal.user_id),
-             "currentParticipants": count},
-        )  # fmt: skip
+            {
+                "sessionId": str(session_id),
+                "userId": str(principal.user_id),
+                "currentParticipants": count,
+            },
+        )
 
     async def participants(self, principal: Principal, session_id: uuid.UUID) -> list[Participant]:
         await self._visible(principal, session_id)
