@@ -81,6 +81,8 @@ class LiveClient:
         self.last_seq: dict[str, int] = {}
         self.rooms: dict[str, None] = {}
         self.close_code: int | None = None
+        # messages the server sent twice (dropped here); the server promises this stays 0
+        self.duplicates = 0
         self._own_session = session is None
         self._session = session
         self._ws: aiohttp.ClientWebSocketResponse | None = None
@@ -201,7 +203,8 @@ class LiveClient:
         match frame:
             case Message():
                 if frame.seq <= self.last_seq.get(frame.room, 0):
-                    return  # already seen (a resume overlapping what we had)
+                    self.duplicates += 1
+                    return
                 self.last_seq[frame.room] = frame.seq
             case Acked():
                 self._unacked.pop(frame.cid, None)

@@ -9,7 +9,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import msgspec
-from aiohttp.test_utils import TestClient
 
 from peerspark_rt.client import LiveClient
 
@@ -48,13 +47,19 @@ class Response:
 
 
 class Api:
-    def __init__(self, client: TestClient[Any, Any]) -> None:
+    """REST and live access to one node: an in-process test server (`TestClient`) or a real
+    node process (an `aiohttp.ClientSession` with its `base_url`, plus the node's ws url)."""
+
+    def __init__(self, client: Any, ws_url: str | None = None) -> None:
         self.client = client
+        self._ws_url = ws_url
         self._live: list[LiveClient] = []
         self._tasks: list[asyncio.Task[Any]] = []
 
     @property
     def ws_url(self) -> str:
+        if self._ws_url is not None:
+            return self._ws_url
         return str(self.client.make_url("/ws")).replace("http://", "ws://")
 
     async def live(self, user: User, **kwargs: Any) -> LiveClient:

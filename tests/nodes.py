@@ -35,7 +35,13 @@ class Node:
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 30) -> int:
         if self.proc.poll() is None:
             self.proc.send_signal(sig)
-        return self.proc.wait(timeout)
+        try:
+            return self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            raise RuntimeError(
+                f"node did not stop within {timeout}s:\n" + "".join(self.output[-50:])
+            ) from None
 
     def kill(self) -> None:
         """kill -9: no clean-up at all, as when a machine dies."""

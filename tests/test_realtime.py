@@ -44,6 +44,7 @@ async def messages(client: LiveClient, count: int, timeout: float = 10) -> list[
         frame = await client.next(deadline - asyncio.get_running_loop().time())
         if isinstance(frame, protocol.Message):
             got.append(frame)
+    assert client.duplicates == 0, "the server sent a message twice"
     return got
 
 

@@ -18,6 +18,8 @@ log = logging.getLogger(__name__)
 
 routes = web.RouteTableDef()
 
+CLOSE_TIMEOUT = 3.0  # seconds to wait for a client's answer to our close frame
+
 
 @routes.get("/ws")
 async def websocket(request: web.Request) -> web.StreamResponse:
@@ -40,6 +42,7 @@ async def websocket(request: web.Request) -> web.StreamResponse:
         raise web.HTTPBadRequest()
 
     ws = web.WebSocketResponse(
+        timeout=CLOSE_TIMEOUT,
         heartbeat=settings.ws_heartbeat,
         max_msg_size=settings.ws_max_message_bytes,
         compress=False,  # frames are pre-built once and written to every member as they are

@@ -1,0 +1,303 @@
+"""The guarantees across several real node processes sharing PostgreSQL and Redis: order
+without gaps or duplicates, resume and retry on another node, presence across nodes (also when
+a node is killed with SIGKILL), revocation everywhere, and a node dying mid-conversation."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import secrets
+import signal
+from collections.abc import AsyncIterator, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import aiohttp
+import pytest
+
+from peerspark_rt import protocol
+from peerspark_rt.client import LiveClient
+from tests.helpers import Api, User
+from tests.nodes import Node, start_node
+
+pytestmark = pytest.mark.multinode
+
+
+@pytest.fixture(scope="module")
+def cluster_env(
+    pg_dsn: str, redis_url: str, tmp_path_factory: pytest.TempPathFactory
+) -> dict[str, str]:
+    return {
+        "DATABASE_URL": pg_dsn,
+        "REDIS_URL": redis_url,
+        "REDIS_KEY_PREFIX": f"cluster{secrets.token_hex(4)}:",
+        "JWT_SECRET": secrets.token_urlsafe(40),
+        "JWT_REFRESH_SECRET": secrets.token_urlsafe(40),
+        "AUTO_MIGRATE": "false",
+        "PEERSPARK_DATA_DIR": str(tmp_path_factory.mktemp("cluster")),
+        "LOG_LEVEL": "WARNING",
+        "WS_SEND_RATE": "1000",
+        "WS_SEND_BURST": "1000",
+    }
+
+
+def start_nodes(env: dict[str, str], count: int) -> list[Node]:
+    with ThreadPoolExecutor(count) as pool:
+        return list(pool.map(lambda _: start_node(env), range(count)))
+
+
+@pytest.fixture(scope="module")
+def nodes(cluster_env: dict[str, str]) -> Iterator[list[Node]]:
+    started = start_nodes(cluster_env, 3)
+    yield started
+    for node in started:
+        node.stop()
+
+
+@pytest.fixture
+async def apis(nodes: list[Node]) -> AsyncIterator[list[Api]]:
+    sessions = [aiohttp.ClientSession(base_url=n.url) for n in nodes]
+    made = [Api(s, ws_url=n.ws_url) for s, n in zip(sessions, nodes, strict=True)]
+    yield made
+    for api in made:
+        await api.aclose()
+    for s in sessions:
+        await s.close()
+
+
+async def open_session(api: Api, organizer: User, *people: User) -> str:
+    start = dt.datetime.now(dt.UTC) + dt.timedelta(minutes=5)
+    resp = await api.post(
+        "/api/sessions",
+        organizer,
+        json={
+            "title": "Across nodes",
+            "sessionType": "group",
+            "startTime": start.isoformat(),
+            "endTime": (start + dt.timedelta(hours=1)).isoformat(),
+        },
+    )
+    assert resp.status == 201, resp.body
+    for person in people:
+        assert (await api.post(f"/api/sessions/{resp.body['id']}/join", person)).status == 200
+    return f"session:{resp.body['id']}"
+
+
+async def collect(client: LiveClient, count: int, timeout: float = 20) -> list[protocol.Message]:
+    got: list[protocol.Message] = []
+    deadline = asyncio.get_running_loop().time() + timeout
+    while len(got) < count:
+        frame = await client.next(max(0.01, deadline - asyncio.get_running_loop().time()))
+        if isinstance(frame, protocol.Message):
+            got.append(frame)
+    assert client.duplicates == 0, "the server sent a message twice"
+    return got
+
+
+async def presence_of(client: LiveClient, user_id: str, timeout: float) -> protocol.Presence:
+    deadline = asyncio.get_running_loop().time() + timeout
+    while True:
+        frame = await client.next(max(0.01, deadline - asyncio.get_running_loop().time()))
+        if isinstance(frame, protocol.Presence) and frame.user_id == user_id:
+            return frame
+
+
+async def stored(db: Any, room: str) -> list[tuple[int, str]]:
+    rows = await db.fetch(
+        "SELECT seq, content FROM session_messages WHERE session_id = $1::uuid ORDER BY seq",
+        room.split(":")[1],
+    )
+    return [(r["seq"], r["content"]) for r in rows]
+
+
+async def test_senders_on_different_nodes_are_seen_in_one_order(apis: list[Api], db: Any) -> None:
+    users = [await apis[i % 3].register() for i in range(6)]
+    room = await open_session(apis[0], users[0], *users[1:])
+    senders = [await apis[i % 3].live(u) for i, u in enumerate(users)]
+    readers = [await apis[i].live(users[i]) for i in range(3)]
+    readers.append(await apis[2].live(users[5], binary=True))
+    for c in [*senders, *readers]:
+        await c.join(room)
+
+    async def blast(client: LiveClient, who: int) -> None:
+        for i in range(20):
+            await client.send(room, f"{who}:{i}")
+
+    await asyncio.gather(*(blast(c, i) for i, c in enumerate(senders)))
+    expected = await stored(db, room)
+    assert [seq for seq, _ in expected] == list(range(1, 121))
+    for reader in readers:
+        got = await collect(reader, 120)
+        assert [(m.seq, m.body) for m in got] == expected
+        with pytest.raises(TimeoutError):  # and nothing twice
+            await collect(reader, 1, timeout=0.3)
+
+
+async def test_resume_on_another_node(apis: list[Api], db: Any) -> None:
+    writer, reader = await apis[0].register(), await apis[1].register()
+    room = await open_session(apis[0], writer, reader)
+    w = await apis[0].live(writer)
+    await w.join(room)
+    r = await apis[1].live(reader)
+    await r.join(room)
+    for i in range(5):
+        await w.send(room, f"seen {i}")
+    assert [m.seq for m in await collect(r, 5)] == [1, 2, 3, 4, 5]
+    await r.close()
+    for i in range(5, 40):
+        await w.send(room, f"missed {i}")
+    back = await apis[2].live(reader)
+    joined = await back.join(room, since=5)
+    assert joined.last_seq == 40
+    for i in range(40, 45):
+        await w.send(room, f"live {i}")
+    got = await collect(back, 40)
+    assert [(m.seq, m.body) for m in got] == (await stored(db, room))[5:]
+    with pytest.raises(TimeoutError):
+        await collect(back, 1, timeout=0.3)
+
+
+async def test_a_retry_through_another_node_is_stored_once(apis: list[Api], db: Any) -> None:
+    writer, reader = await apis[0].register(), await apis[2].register()
+    room = await open_session(apis[0], writer, reader)
+    r = await apis[2].live(reader)
+    await r.join(room)
+    first = await apis[0].live(writer)
+    await first.join(room)
+    ack1 = await first.send(room, "once", cid="same-id")
+    second = await apis[1].live(writer)
+    await second.join(room)
+    ack2 = await second.send(room, "once", cid="same-id")
+    assert (ack1.seq, ack1.id, ack1.duplicate) == (ack2.seq, ack2.id, False)
+    assert ack2.duplicate is True
+    assert [(m.seq, m.body) for m in await collect(r, 1)] == [(1, "once")]
+    with pytest.raises(TimeoutError):
+        await collect(r, 1, timeout=0.5)
+    assert await stored(db, room) == [(1, "once")]
+
+
+async def test_presence_across_nodes_counts_users_not_devices(apis: list[Api]) -> None:
+    watcher, student = await apis[2].register(), await apis[0].register()
+    room = await open_session(apis[0], watcher, student)
+    w = await apis[2].live(watcher)
+    await w.join(room)
+    phone = await apis[0].live(student)
+    laptop = await apis[1].live(student)
+    await phone.join(room)
+    assert (await presence_of(w, student.id, 5)).state == "join"
+    joined = await laptop.join(room)
+    assert student.id in {m.user_id for m in joined.presence}
+    with pytest.raises(TimeoutError):  # the second device is not a second join
+        await presence_of(w, student.id, 0.5)
+    await phone.close()
+    with pytest.raises(TimeoutError):  # one device left: still present
+        await presence_of(w, student.id, 0.5)
+    await laptop.close()
+    assert (await presence_of(w, student.id, 5)).state == "leave"
+
+
+async def test_logout_on_one_node_closes_sockets_on_others(apis: list[Api]) -> None:
+    user = await apis[0].register()
+    live = await apis[1].live(user, reconnect=False)
+    await live.join(f"user:{user.id}")
+    assert (await apis[2].post("/api/auth/logout", user)).status == 204
+    with pytest.raises(ConnectionError):
+        while True:
+            await live.next(5)
+    assert live.close_code == protocol.CLOSE_SESSION_REVOKED
+
+
+async def test_notifications_reach_every_device_on_every_node(apis: list[Api]) -> None:
+    owner, guest = await apis[0].register(), await apis[1].register()
+    pod = await apis[0].create_pod(owner, name="Cluster Pod")
+    devices = [await apis[i].live(guest) for i in range(3)]
+    for device in devices:
+        await device.join(f"user:{guest.id}")
+    await apis[0].post(f"/api/pods/{pod['id']}/invite", owner, json={"userId": guest.id})
+    for device in devices:
+        while True:
+            frame = await device.next(5)
+            if isinstance(frame, protocol.Notification):
+                assert frame.type == "pod_invite"
+                break
+
+
+async def test_killed_node_mid_conversation(
+    cluster_env: dict[str, str], apis: list[Api], db: Any
+) -> None:
+    """SIGKILL a node while its clients talk: they reconnect to other nodes, resume, retry
+    their unacked sends, and every message is stored once and delivered once, in order, to a
+    reader on a surviving node and to a reader who was on the dead node."""
+    doomed = start_node(cluster_env)
+    talker, listener, watcher = (
+        await apis[0].register(),
+        await apis[0].register(),
+        await apis[1].register(),
+    )
+    room = await open_session(apis[0], talker, listener, watcher)
+    w = await apis[1].live(watcher)
+    await w.join(room)
+    t = LiveClient(doomed.ws_url, talker.token, fallback_urls=(apis[0].ws_url,))
+    far = LiveClient(doomed.ws_url, listener.token, fallback_urls=(apis[2].ws_url,))
+    try:
+        for client in (t, far):
+            await client.connect()
+            await client.join(room)
+
+        async def talk() -> None:
+            for i in range(60):
+                await t.send(room, f"m{i}", cid=f"kill-{i}")
+                if i == 20:
+                    doomed.kill()
+
+        await asyncio.wait_for(talk(), 60)
+        texts = await stored(db, room)
+        assert [body for _, body in texts] == [f"m{i}" for i in range(60)]
+        assert [seq for seq, _ in texts] == list(range(1, 61))
+        for client in (w, far):
+            got = await collect(client, 60, timeout=30)
+            assert [(m.seq, m.body) for m in got] == texts
+    finally:
+        await t.close()
+        await far.close()
+        doomed.kill()
+
+
+async def test_killed_node_presence_expires(cluster_env: dict[str, str], apis: list[Api]) -> None:
+    doomed = start_node(cluster_env)
+    try:
+        owner, ghost = await apis[0].register(), await apis[0].register()
+        pod = await apis[0].create_pod(owner)
+        await apis[0].post(f"/api/pods/{pod['id']}/join", ghost)
+        room = f"pod:{pod['id']}"
+        w = await apis[2].live(owner)
+        await w.join(room)
+        g = LiveClient(doomed.ws_url, ghost.token, reconnect=False)
+        await g.connect()
+        try:
+            await g.join(room)
+            assert (await presence_of(w, ghost.id, 5)).state == "join"
+            doomed.kill()
+            started = asyncio.get_running_loop().time()
+            left = await presence_of(w, ghost.id, 10)
+            assert left.state == "leave"
+            assert asyncio.get_running_loop().time() - started < 8
+        finally:
+            await g.close()
+    finally:
+        doomed.kill()
+
+
+async def test_graceful_stop_says_going_away(cluster_env: dict[str, str]) -> None:
+    node = start_node(cluster_env)
+    async with aiohttp.ClientSession(base_url=node.url) as session:
+        api = Api(session, ws_url=node.ws_url)
+        user = await api.register()
+        live = await api.live(user, reconnect=False)
+        await live.join(f"user:{user.id}")
+        assert node.stop(signal.SIGTERM) == 0
+        with pytest.raises(ConnectionError):
+            while True:
+                await live.next(5)
+        assert live.close_code == protocol.CLOSE_GOING_AWAY
+        await api.aclose()
