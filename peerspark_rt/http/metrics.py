@@ -4,7 +4,14 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    ProcessCollector,
+    generate_latest,
+)
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
@@ -32,6 +39,9 @@ class _CallbackCollector(Collector):
 class Metrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
+        # process_resident_memory_bytes, process_cpu_seconds_total, open fds: the bench reads
+        # a remote node's memory and CPU time from here.
+        ProcessCollector(registry=self.registry)
         self.http_requests = Counter(
             "peerspark_http_requests_total",
             "HTTP requests by route, method and status",
