@@ -527,3 +527,36 @@ async def test_ping_pong(api: Api) -> None:
     user = await api.register()
     live = await api.live(user)
     assert await live.ping() < 1
+
+
+async def test_rooms_stop_when_empty_and_nodes_subscribe_only_to_their_rooms(
+    make_client: Any, redis_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from redis.asyncio import Redis
+
+    from peerspark_rt.http.keys import HUB, SETTINGS
+
+    monkeypatch.setattr(room_module, "LINGER", 0.2)
+    api = await make_client(redis_url=redis_url)
+    user = await api.register()
+    room = await open_session(api, user)
+    channel = f"{api.app[SETTINGS].redis_key_prefix}room:{room}".encode()
+    redis = Redis.from_url(redis_url)
+    try:
+        assert channel not in await redis.pubsub_channels()
+        live = await api.live(user)
+        await live.join(room)
+        assert room in api.app[HUB].rooms
+        assert channel in await redis.pubsub_channels()
+        await live.leave(room)
+        for _ in range(100):
+            if room not in api.app[HUB].rooms and channel not in await redis.pubsub_channels():
+                break
+            await asyncio.sleep(0.05)
+        assert room not in api.app[HUB].rooms
+        assert channel not in await redis.pubsub_channels()
+        # and it comes back on the next join, with its sequence intact
+        await live.join(room)
+        assert (await live.send(room, "after a restart of the room")).seq == 1
+    finally:
+        await redis.aclose()

@@ -121,6 +121,8 @@ class Hub:
 
     async def disconnect(self, conn: Connection) -> None:
         """The socket is gone: leave every room it was in."""
+        # A join still in a room's mailbox must not add it back after this.
+        conn.closing = True
         self.connections.discard(conn)
         self.metrics.connections(len(self.connections))
         waits = []

@@ -316,9 +316,12 @@ class RoomActor:
         self.local_users[user] = count
         if count == 1 and self.tracks_presence:
             self.presence[user] = conn.username
-            first = await self.hub.presence.add(self.room, user, conn.username)
-            if first:
-                await self.hub.announce_presence(self.room, user, conn.username, "join")
+            try:
+                first = await self.hub.presence.add(self.room, user, conn.username)
+                if first:
+                    await self.hub.announce_presence(self.room, user, conn.username, "join")
+            except Exception:  # Redis away: the room works, presence catches up on resync
+                log.exception("room %s could not record presence", self.room)
 
     async def _leave(self, conn: Connection) -> None:
         removed = conn in self.text_members or conn in self.binary_members
@@ -335,9 +338,14 @@ class RoomActor:
                 self.local_users.pop(user, None)
                 self.typing_sent.pop(user, None)
                 if self.tracks_presence:
-                    last = await self.hub.presence.remove(self.room, user)
-                    if last:
-                        await self.hub.announce_presence(self.room, user, conn.username, "leave")
+                    try:
+                        last = await self.hub.presence.remove(self.room, user)
+                        if last:
+                            await self.hub.announce_presence(
+                                self.room, user, conn.username, "leave"
+                            )
+                    except Exception:
+                        log.exception("room %s could not record a departure", self.room)
             if conn.acked.get(self.room):
                 self.hub.record_read(self.room, conn.user_id, conn.acked.pop(self.room))
         if self.member_count == 0 and self._idle_timer is None:
