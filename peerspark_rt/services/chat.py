@@ -16,6 +16,8 @@ import zlib
 from dataclasses import dataclass
 from typing import Any
 
+import msgspec
+
 from ..db import sessions as sessions_db
 from ..db.pool import Database
 from ..errors import Conflict, Invalid, NotFound, Unavailable
@@ -119,7 +121,7 @@ class ChatService:
             raise Invalid("fileUrl", "only file messages carry a fileUrl")
         if kind == "system" and not is_organizer:
             raise Invalid("kind", "only the organizer posts system messages")
-        if meta is not None and len(str(meta)) > 4096:
+        if meta is not None and len(msgspec.json.encode(meta)) > 4096:
             raise Invalid("meta", "is too large")
 
         message = {
