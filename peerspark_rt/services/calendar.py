@@ -123,7 +123,7 @@ class EventView(msgspec.Struct, rename="camel"):
     updated_at: dt.datetime
 
 
-class CalendarItem(msgspec.Struct, rename="camel", omit_defaults=True):
+class CalendarItem(msgspec.Struct, rename="camel"):
     id: str  # the event's or session's id
     source: str  # 'event' or 'session'
     occurrence_id: str  # unique in a response: id, or id/recurrenceId
