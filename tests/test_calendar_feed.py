@@ -160,10 +160,10 @@ END:VTIMEZONE\r
 BEGIN:VEVENT\r
 UID:seminar-1@example.com\r
 DTSTAMP:20260101T000000Z\r
-DTSTART;TZID=America/New_York:20261026T180000\r
-DTEND;TZID=America/New_York:20261026T193000\r
+DTSTART;TZID=America/New_York:20361027T180000\r
+DTEND;TZID=America/New_York:20361027T193000\r
 RRULE:FREQ=WEEKLY;COUNT=4\r
-EXDATE;TZID=America/New_York:20261109T180000\r
+EXDATE;TZID=America/New_York:20361110T180000\r
 SUMMARY:Seminar\r
 LOCATION:Hall 2\r
 CATEGORIES:MEETING\r
@@ -171,22 +171,22 @@ END:VEVENT\r
 BEGIN:VEVENT\r
 UID:seminar-1@example.com\r
 DTSTAMP:20260101T000000Z\r
-RECURRENCE-ID;TZID=America/New_York:20261102T180000\r
-DTSTART;TZID=America/New_York:20261103T170000\r
-DTEND;TZID=America/New_York:20261103T183000\r
+RECURRENCE-ID;TZID=America/New_York:20361103T180000\r
+DTSTART;TZID=America/New_York:20361104T170000\r
+DTEND;TZID=America/New_York:20361104T183000\r
 SUMMARY:Seminar (Tuesday)\r
 END:VEVENT\r
 BEGIN:VEVENT\r
 UID:holiday@example.com\r
 DTSTAMP:20260101T000000Z\r
-DTSTART;VALUE=DATE:20261126\r
-DTEND;VALUE=DATE:20261128\r
+DTSTART;VALUE=DATE:20361127\r
+DTEND;VALUE=DATE:20361129\r
 SUMMARY:Thanksgiving break\r
 END:VEVENT\r
 BEGIN:VEVENT\r
 UID:broken@example.com\r
 DTSTAMP:20260101T000000Z\r
-DTSTART:20261201T100000Z\r
+DTSTART:20361201T100000Z\r
 RRULE:FREQ=SOMETIMES\r
 SUMMARY:Broken rule\r
 END:VEVENT\r
@@ -211,20 +211,20 @@ async def test_import_an_ics_file_and_again_without_duplicates(api: Api) -> None
             EVENTS,
             ann,
             params={
-                "startDate": "2026-10-01",
-                "endDate": "2026-12-31",
+                "startDate": "2036-10-01",
+                "endDate": "2036-12-31",
                 "timezone": "America/New_York",
             },
         )
     ).body["events"]
     assert [(o["title"], o["startTime"], o.get("location")) for o in items] == [
-        ("Seminar", "2026-10-26T18:00:00-04:00", "Hall 2"),
-        ("Seminar (Tuesday)", "2026-11-03T17:00:00-05:00", "Hall 2"),
-        ("Seminar", "2026-11-16T18:00:00-05:00", "Hall 2"),
-        ("Thanksgiving break", "2026-11-26T00:00:00-05:00", None),
+        ("Seminar", "2036-10-27T18:00:00-04:00", "Hall 2"),
+        ("Seminar (Tuesday)", "2036-11-04T17:00:00-05:00", "Hall 2"),
+        ("Seminar", "2036-11-17T18:00:00-05:00", "Hall 2"),
+        ("Thanksgiving break", "2036-11-27T00:00:00-05:00", None),
     ]
     assert items[0]["eventType"] == "meeting" and items[0]["timezone"] == "America/New_York"
-    assert items[3]["startDate"] == "2026-11-26" and items[3]["endDate"] == "2026-11-27"
+    assert items[3]["startDate"] == "2036-11-27" and items[3]["endDate"] == "2036-11-28"
     # the same file again updates in place
     form = aiohttp.FormData()
     form.add_field("file", ICS, filename="cal.ics", content_type="text/calendar")
