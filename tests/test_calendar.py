@@ -303,13 +303,15 @@ async def test_range_includes_sessions_organized_joined_and_of_my_pods(api: Api,
     organized = await _session(db, bob.id, "Bob's review", t)
     joined = await _session(db, eve.id, "Eve's group", t + dt.timedelta(hours=2))
     await db.execute(
-        "INSERT INTO session_participants (session_id, user_id, status) VALUES ($1, $2, 'accepted')",
+        "INSERT INTO session_participants (session_id, user_id, status)"
+        " VALUES ($1, $2, 'accepted')",
         joined,
         uuid.UUID(bob.id),
     )
     declined = await _session(db, eve.id, "Declined one", t + dt.timedelta(hours=3))
     await db.execute(
-        "INSERT INTO session_participants (session_id, user_id, status) VALUES ($1, $2, 'declined')",
+        "INSERT INTO session_participants (session_id, user_id, status)"
+        " VALUES ($1, $2, 'declined')",
         declined,
         uuid.UUID(bob.id),
     )

@@ -231,7 +231,7 @@ async def test_import_an_ics_file_and_again_without_duplicates(api: Api) -> None
     again = await api.post("/api/calendar/import", ann, data=form)
     assert again.status == 200 and again.body["imported"] == 0 and again.body["updated"] == 2
     # and round-trips through the feed
-    status, body, _ = await fetch(api, await feed_url(api, ann))
+    _, body, _ = await fetch(api, await feed_url(api, ann))
     uids = {str(e["UID"]) for e in icalendar.Calendar.from_ical(body).walk("VEVENT")}
     assert uids == {"seminar-1@example.com", "holiday@example.com"}
 

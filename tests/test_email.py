@@ -4,7 +4,6 @@ written to the outbox folder without SMTP settings, and the daily digest."""
 from __future__ import annotations
 
 import asyncio
-import datetime as dt
 import email
 import email.policy
 import socket
@@ -29,7 +28,7 @@ class Inbox:
         self.messages: list[EmailMessage] = []
         self.envelopes: list[Any] = []
 
-    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:  # noqa: N802
+    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
         self.envelopes.append(envelope)
         parsed = email.message_from_bytes(envelope.content, policy=email.policy.default)
         assert isinstance(parsed, EmailMessage)

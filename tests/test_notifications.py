@@ -192,7 +192,8 @@ async def test_turning_a_type_off_stores_nothing_and_email_on_queues_an_email(
         == 0
     )
     rows = await db.fetch(
-        "SELECT payload::text AS p, status FROM jobs WHERE kind = 'send_email' AND payload->>'userId' = $1",
+        "SELECT payload::text AS p, status FROM jobs"
+        " WHERE kind = 'send_email' AND payload->>'userId' = $1",
         eve.id,
     )
     assert len(rows) == 1 and eve.email in rows[0]["p"] and rows[0]["status"] == "queued"
@@ -260,7 +261,8 @@ async def test_quiet_hours_store_but_neither_push_nor_email_until_they_end(
         inbox.body["unreadCount"] == 1 and inbox.body["notifications"][0]["title"] == "Quiet please"
     )
     job = await db.fetchrow(
-        "SELECT run_at, payload FROM jobs WHERE kind = 'send_email' AND payload->>'notificationId' = $1",
+        "SELECT run_at, payload FROM jobs"
+        " WHERE kind = 'send_email' AND payload->>'notificationId' = $1",
         str(row["id"]),
     )
     payload = json.loads(job["payload"])
