@@ -276,3 +276,22 @@ async def test_quiet_hours_store_but_neither_push_nor_email_until_they_end(
     await api.put("/api/notifications/preferences", ann, json={"quietHours": None})
     await notify(api, ann, "Loud again")
     assert (await live.next("notification"))["title"] == "Loud again"
+
+
+def test_quiet_hours_are_read_in_the_users_zone_and_may_cross_midnight() -> None:
+    from peerspark_rt.services.notification_prefs import QuietHours
+
+    night = QuietHours(True, "22:00", "07:00")
+    berlin_2330 = dt.datetime(2026, 1, 10, 22, 30, tzinfo=dt.UTC)  # 23:30 in Berlin (+01:00)
+    assert night.until("Europe/Berlin", berlin_2330) == dt.datetime(
+        2026, 1, 11, 6, 0, tzinfo=dt.UTC
+    )
+    assert night.until("America/New_York", berlin_2330) is None  # 17:30 there
+    early = dt.datetime(2026, 7, 10, 3, 0, tzinfo=dt.UTC)  # 05:00 in Berlin (+02:00)
+    assert night.until("Europe/Berlin", early) == dt.datetime(2026, 7, 10, 5, 0, tzinfo=dt.UTC)
+    lunch = QuietHours(True, "12:00", "13:00")
+    assert lunch.until("UTC", dt.datetime(2026, 1, 1, 12, 30, tzinfo=dt.UTC)) == dt.datetime(
+        2026, 1, 1, 13, 0, tzinfo=dt.UTC
+    )
+    assert lunch.until("UTC", dt.datetime(2026, 1, 1, 13, 0, tzinfo=dt.UTC)) is None
+    assert QuietHours(False).until("UTC", berlin_2330) is None

@@ -211,17 +211,27 @@ async def user_timezone(conn: Executor, user_id: uuid.UUID) -> str:
 
 
 async def events_with_reminders(
-    conn: Executor, start: dt.datetime, end: dt.datetime
+    conn: Executor, since: dt.datetime, now: dt.datetime, horizon: dt.datetime
 ) -> list[asyncpg.Record]:
-    """Events with reminders whose series may have an occurrence starting in [start, end)."""
+    """Events with a reminder that may have come due in (since, now]. One-off events are
+    narrowed by their own longest reminder; a repeating series is checked by its span only."""
     return await conn.fetch(
-        f"""SELECT {EVENT_COLUMNS} FROM calendar_events
+        f"""SELECT {EVENT_COLUMNS} FROM calendar_events e
              WHERE reminder_settings <> '[]'::jsonb
                AND COALESCE(status, 'scheduled') <> 'cancelled'
-               AND span_start < $2 AND (span_end IS NULL OR span_end >= $1)""",
-        start,
-        end,
+               AND span_start < $3 AND (span_end IS NULL OR span_end >= $1)
+               AND (is_recurring OR start_time - make_interval(mins => (
+                        SELECT COALESCE(max((r->>'minutesBefore')::int), 0)
+                          FROM jsonb_array_elements(e.reminder_settings) r)) <= $2)""",
+        since,
+        now,
+        horizon,
     )
+
+
+async def existing_dedupe_keys(conn: Executor, keys: list[str]) -> set[str]:
+    rows = await conn.fetch("SELECT dedupe_key FROM jobs WHERE dedupe_key = ANY($1::text[])", keys)
+    return {r["dedupe_key"] for r in rows}
 
 
 async def sessions_for_reminders(

@@ -71,17 +71,25 @@ class Reminders:
         since = now - dt.timedelta(hours=self.settings.reminder_lookback_hours)
         due: list[dict[str, Any]] = []
         horizon = now + dt.timedelta(minutes=MAX_REMINDER_MINUTES)
-        for row in await calendar_db.events_with_reminders(self.db.pool, since, horizon):
+        for row in await calendar_db.events_with_reminders(self.db.pool, since, now, horizon):
             due.extend(self._event_reminders(row, since, now))
         horizon = now + dt.timedelta(minutes=MAX_SESSION_REMINDER_MINUTES)
         for row in await calendar_db.sessions_for_reminders(self.db.pool, since, horizon):
             due.extend(self._session_reminders(row, since, now))
+        keyed = {
+            f"reminder:{p['source']}:{p['sourceId']}:{p['userId']}:"
+            f"{p['occurrenceStart']}:{p['minutesBefore']}": p
+            for p in due
+        }
+        if not keyed:
+            return 0
+        # Most reminders found in the look-back window were handled by an earlier scan: one
+        # read skips them instead of an insert attempt each. The dedupe key still settles races.
+        seen = await calendar_db.existing_dedupe_keys(self.db.pool, list(keyed))
         enqueued = 0
-        for payload in due:
-            key = (
-                f"reminder:{payload['source']}:{payload['sourceId']}:{payload['userId']}:"
-                f"{payload['occurrenceStart']}:{payload['minutesBefore']}"
-            )
+        for key, payload in keyed.items():
+            if key in seen:
+                continue
             if await self.jobs.enqueue(self.db.pool, "fire_reminder", payload, dedupe_key=key):
                 enqueued += 1
         return enqueued

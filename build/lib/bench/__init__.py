@@ -1,0 +1,1 @@
+"""The PeerSpark RT load-test harness (python -m bench ...)."""

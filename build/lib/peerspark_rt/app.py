@@ -1,0 +1,277 @@
+"""build_app(settings) -> web.Application: wires every part through cleanup contexts, so
+start-up and shutdown are symmetric and each test gets a clean application."""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import os
+import tempfile
+from collections.abc import AsyncIterator
+from typing import Any
+
+from aiohttp import web
+from redis.asyncio import Redis
+
+from .cluster.broker import Broker, LocalBroker, RedisBroker
+from .config import Settings
+from .db.pool import Database, apply_schema
+from .http import auth as auth_http
+from .http import calendar as calendar_http
+from .http import health as health_http
+from .http import notifications as notifications_http
+from .http import pods as pods_http
+from .http.keys import (
+    AUTH,
+    BROKER,
+    CALENDAR,
+    CALENDAR_FEED,
+    DB,
+    HEALTH,
+    JOBS,
+    LIMITER,
+    LIVE,
+    MAILER,
+    METRICS,
+    NOTIFICATIONS,
+    PODS,
+    REDIS,
+    REMINDERS,
+    SETTINGS,
+    USERS,
+    WORKER,
+)
+from .http.metrics import Metrics
+from .http.middleware import MIDDLEWARES
+from .services.auth import AuthService
+from .services.calendar import CalendarService
+from .services.calendar_feed import CalendarFeed
+from .services.email import EmailJobs, Mailer
+from .services.health import Health
+from .services.jobs import JobQueue, Periodic, Worker, WorkerCounters
+from .services.live import LiveEvents
+from .services.maintenance import Maintenance, rollup_payload
+from .services.notifications import NotificationService
+from .services.pods import PodService
+from .services.ratelimit import LocalRateLimiter, RateLimiter, RedisRateLimiter
+from .services.reminders import Reminders
+from .services.users import UserService
+
+log = logging.getLogger(__name__)
+
+
+async def _database(app: web.Application) -> AsyncIterator[None]:
+    settings = app[SETTINGS]
+    assert settings.database_url, "DATABASE_URL must be resolved before building the app"
+    if settings.auto_migrate:
+        await apply_schema(settings.database_url)
+    db = await Database.connect(
+        settings.database_url,
+        max_size=settings.database_pool_size,
+        statement_timeout_ms=settings.database_timeout_ms,
+    )
+    app[DB] = db
+
+    async def probe() -> dict[str, Any]:
+        version = await db.fetchval("SHOW server_version")
+        return {"status": "healthy", "version": version, "pool": db.stats()}
+
+    app[HEALTH].add("database", probe)
+    app[METRICS].add_source(
+        lambda: [
+            ("peerspark_db_pool_connections", "Database pool connections", {"state": k}, v)
+            for k, v in db.stats().items()
+        ]
+    )
+    yield
+    await db.close()
+
+
+async def _redis_and_broker(app: web.Application) -> AsyncIterator[None]:
+    settings = app[SETTINGS]
+    limiter: RateLimiter
+    broker: Broker
+    redis: Redis | None = None
+    if settings.redis_url:
+        redis = Redis.from_url(
+            settings.redis_url,
+            max_connections=settings.redis_pool_size,
+            socket_connect_timeout=5,
+            health_check_interval=15,
+        )
+        await redis.ping()  # fail start-up now rather than on the first request
+        app[REDIS] = redis
+        limiter = RedisRateLimiter(redis, settings.redis_key_prefix)
+        broker = RedisBroker(redis, settings.node_id, settings.redis_key_prefix)
+
+        async def probe() -> dict[str, Any]:
+            await redis.ping()
+            info = await redis.info("server")
+            return {"status": "healthy", "mode": "redis", "version": info.get("redis_version")}
+
+    else:
+        limiter = LocalRateLimiter()
+        broker = LocalBroker(settings.node_id)
+
+        async def probe() -> dict[str, Any]:
+            return {"status": "healthy", "mode": "in-process"}
+
+    app[HEALTH].add("redis", probe)
+    app[LIMITER] = limiter
+    app[BROKER] = broker
+    app[LIVE] = LiveEvents(broker)
+    await broker.start()
+    yield
+    await broker.close()
+    if redis is not None:
+        await redis.aclose()
+
+
+async def _services(app: web.Application) -> AsyncIterator[None]:
+    settings, db, metrics = app[SETTINGS], app[DB], app[METRICS]
+    jobs = JobQueue(db)
+    app[JOBS] = jobs
+    app[AUTH] = AuthService(db, settings, app[LIMITER])
+    app[USERS] = UserService(db)
+    app[NOTIFICATIONS] = NotificationService(db, app[LIVE], jobs, settings.base_url)
+    app[PODS] = PodService(db, app[LIVE], app[NOTIFICATIONS])
+    app[CALENDAR] = CalendarService(db, app[PODS])
+    app[CALENDAR_FEED] = CalendarFeed(db, app[CALENDAR], settings.base_url)
+    app[MAILER] = Mailer(settings)
+    app[REMINDERS] = Reminders(
+        db,
+        jobs,
+        app[NOTIFICATIONS],
+        settings,
+        on_fired=lambda source, late: metrics.reminders_fired.labels(
+            source, "true" if late else "false"
+        ).inc(),
+    )
+    _job_metrics(app)
+    yield
+
+
+def _job_metrics(app: web.Application) -> None:
+    """Queue depth, failures (dead jobs) and the oldest ready job's age, read at each scrape."""
+    jobs, metrics = app[JOBS], app[METRICS]
+    latest: list[tuple[str, str, dict[str, str], float]] = []
+
+    async def refresh() -> None:
+        rows = await jobs.stats()
+        latest.clear()
+        for row in rows:
+            labels = {"kind": row["kind"], "status": row["status"]}
+            latest.append(("peerspark_jobs", "Jobs by kind and status", labels, float(row["n"])))
+            if row["status"] == "queued":
+                latest.append(
+                    (
+                        "peerspark_jobs_oldest_ready_seconds",
+                        "Age of the oldest job ready to run, by kind",
+                        {"kind": row["kind"]},
+                        float(row["oldest"]),
+                    )
+                )
+
+    metrics.add_refresher(refresh)
+    metrics.add_source(lambda: list(latest))
+
+    async def probe() -> dict[str, Any]:
+        rows = await jobs.stats()
+        counts: dict[str, int] = {}
+        for row in rows:
+            counts[row["status"]] = counts.get(row["status"], 0) + int(row["n"])
+        worker = "running" if WORKER in app else "not on this node (RUN_WORKER=false)"
+        return {"status": "healthy", "worker": worker, "jobs": counts}
+
+    app[HEALTH].add("jobs", probe, required=False)
+
+
+def build_worker(app: web.Application) -> Worker:
+    """The job worker with every job kind, periodic job and scan this product has."""
+    settings, db, metrics = app[SETTINGS], app[DB], app[METRICS]
+    maintenance = Maintenance(db)
+    notifications = app[NOTIFICATIONS]
+    reminders = app[REMINDERS]
+    assert settings.database_url
+    return Worker(
+        db,
+        settings.database_url,
+        node_id=settings.node_id,
+        handlers={
+            "send_email": EmailJobs(db, app[MAILER], settings).send_email,
+            "fire_reminder": reminders.fire,
+            "analytics_rollup": maintenance.analytics_rollup,
+            "cleanup": maintenance.cleanup,
+            "digest_scan": notifications.digest_scan,
+            "send_digest": notifications.send_digest,
+        },
+        periodic=[
+            Periodic("cleanup", dt.timedelta(hours=1)),
+            Periodic("analytics_rollup", dt.timedelta(days=1), rollup_payload),
+            Periodic("digest_scan", dt.timedelta(hours=1)),
+        ],
+        ticks=[(settings.reminder_scan_interval, reminders.scan)],
+        concurrency=settings.worker_concurrency,
+        poll_interval=settings.worker_poll_interval,
+        lease_seconds=settings.job_lease,
+        backoff_base=settings.job_retry_base,
+        counters=WorkerCounters(
+            lambda kind, outcome: metrics.jobs_processed.labels(kind, outcome).inc()
+        ),
+    )
+
+
+async def _worker(app: web.Application) -> AsyncIterator[None]:
+    """Run the job worker inside this node unless RUN_WORKER=false (a separate
+    `python -m peerspark_rt worker` process does the work then)."""
+    if not app[SETTINGS].run_worker:
+        yield
+        return
+    worker = build_worker(app)
+    await worker.start()
+    app[WORKER] = worker
+    yield
+    await worker.stop()
+
+
+def _storage_probe(settings: Settings) -> Any:
+    async def probe() -> dict[str, Any]:
+        if settings.aws_access_key_id:
+            return {"status": "healthy", "mode": "s3", "bucket": settings.aws_s3_bucket}
+        folder = settings.data_dir / "uploads"
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=folder, prefix=".probe-"):
+            pass
+        return {"status": "healthy", "mode": "local", "path": str(folder.resolve())}
+
+    return probe
+
+
+def _ai_probe(settings: Settings) -> Any:
+    async def probe() -> dict[str, Any]:
+        if not settings.enable_ai_features:
+            return {"status": "disabled", "reason": "ENABLE_AI_FEATURES is false"}
+        if not settings.openai_api_key:
+            return {
+                "status": "not_configured",
+                "reason": "AI is not configured: set OPENAI_API_KEY",
+            }
+        return {"status": "configured", "model": settings.openai_model}
+
+    return probe
+
+
+def build_app(settings: Settings) -> web.Application:
+    app = web.Application(
+        middlewares=MIDDLEWARES, client_max_size=settings.upload_max_bytes + 65536
+    )
+    app[SETTINGS] = settings
+    app[METRICS] = Metrics()
+    app[HEALTH] = Health()
+    app[HEALTH].add("storage", _storage_probe(settings))
+    app[HEALTH].add("ai", _ai_probe(settings), required=False)
+    app.cleanup_ctx.extend([_database, _redis_and_broker, _services, _worker])
+    for module in (health_http, auth_http, pods_http, calendar_http, notifications_http):
+        app.router.add_routes(module.routes)
+    log.debug("app built for node %s (pid %d)", settings.node_id, os.getpid())
+    return app

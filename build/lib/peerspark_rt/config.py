@@ -1,0 +1,346 @@
+"""Settings: one frozen object read from the environment over `config/defaults.toml`.
+
+A bad value stops start-up with a `ConfigError` whose message names the variable and what is
+wrong with it, so an operator sees one clear line instead of a traceback.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import secrets
+import tomllib
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+
+def project_file(*parts: str) -> Path:
+    """A file at the top of the project (schema.sql, config/...): beside the package in a source
+    checkout, else in the working directory (as in the Docker image)."""
+    beside_package = Path(__file__).resolve().parent.parent.joinpath(*parts)
+    if beside_package.exists():
+        return beside_package
+    return Path.cwd().joinpath(*parts)
+
+
+DEFAULTS_FILE = project_file("config", "defaults.toml")
+ENVIRONMENTS = ("development", "test", "production")
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
+
+
+class ConfigError(Exception):
+    """A setting is missing or invalid; the message names the variable."""
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    env: str = "development"
+    host: str = "127.0.0.1"
+    port: int = 8080
+    data_dir: Path = Path(".data")
+
+    database_url: str | None = None
+    database_pool_size: int = 20
+    database_timeout_ms: int = 30000
+
+    redis_url: str | None = None
+    redis_pool_size: int = 10
+    redis_key_prefix: str = "ps:"
+
+    jwt_secret: str = ""
+    jwt_refresh_secret: str = ""
+    access_token_ttl: int = 900
+    refresh_token_ttl: int = 86400
+    remember_me_ttl: int = 2592000
+
+    allowed_origins: tuple[str, ...] = ("http://localhost:3000",)
+
+    aws_region: str = "us-east-1"
+    aws_access_key_id: str | None = None
+    aws_secret_access_key: str | None = None
+    aws_s3_bucket: str = "peerspark-files"
+    s3_endpoint_url: str | None = None
+    upload_max_bytes: int = 25 * 1024 * 1024
+    public_base_url: str | None = None
+
+    openai_api_key: str | None = None
+    openai_base_url: str = "https://api.openai.com/v1"
+    openai_model: str = "gpt-4o-mini"
+    openai_org_id: str | None = None
+
+    smtp_host: str | None = None
+    smtp_port: int = 587
+    smtp_user: str | None = None
+    smtp_pass: str | None = None
+    email_from: str = "PeerSpark <noreply@peerspark.local>"
+    email_outbox_dir: Path | None = None  # None: <data_dir>/outbox
+
+    run_worker: bool = True
+    worker_concurrency: int = 4
+    worker_poll_interval: float = 1.0
+    job_retry_base: float = 10.0
+    job_lease: float = 300.0
+    reminder_scan_interval: float = 15.0
+    reminder_grace: float = 60.0
+    reminder_lookback_hours: int = 24
+
+    enable_ai_features: bool = True
+    enable_video_calls: bool = True
+    enable_premium_features: bool = True
+
+    log_level: str = "INFO"
+    log_json: bool = False
+    trust_proxy_headers: bool = False
+    auto_migrate: bool = True
+
+    ws_max_message_bytes: int = 65536
+    ws_outbound_queue: int = 256
+    ws_heartbeat: float = 25.0
+
+    node_id: str = field(default_factory=lambda: secrets.token_hex(4))
+
+    @property
+    def production(self) -> bool:
+        return self.env == "production"
+
+    @property
+    def base_url(self) -> str:
+        """The address clients use to reach this node (for signed links)."""
+        if self.public_base_url:
+            return self.public_base_url.rstrip("/")
+        return f"http://{self.host}:{self.port}"
+
+    def replace(self, **changes: Any) -> Settings:
+        return dataclasses.replace(self, **changes)
+
+
+# --- value parsers: each returns the parsed value or raises ValueError with the reason ---
+
+
+def _int_in(lo: int, hi: int) -> Callable[[str], int]:
+    def parse(raw: str) -> int:
+        try:
+            value = int(raw)
+        except ValueError:
+            raise ValueError(f"expected an integer, got {raw!r}") from None
+        if not lo <= value <= hi:
+            raise ValueError(f"expected an integer from {lo} to {hi}, got {value}")
+        return value
+
+    return parse
+
+
+def _positive_float(raw: str) -> float:
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ValueError(f"expected a number, got {raw!r}") from None
+    if value <= 0:
+        raise ValueError(f"expected a positive number, got {raw!r}")
+    return value
+
+
+def _bool(raw: str) -> bool:
+    lowered = raw.strip().lower()
+    if lowered in ("1", "true", "yes", "on"):
+        return True
+    if lowered in ("0", "false", "no", "off"):
+        return False
+    raise ValueError(f"expected true or false, got {raw!r}")
+
+
+def _one_of(*choices: str) -> Callable[[str], str]:
+    def parse(raw: str) -> str:
+        value = raw.strip()
+        normalized = value.upper() if choices == LOG_LEVELS else value.lower()
+        if normalized not in choices:
+            raise ValueError(f"expected one of {', '.join(choices)}, got {raw!r}")
+        return normalized
+
+    return parse
+
+
+def _url(*schemes: str) -> Callable[[str], str]:
+    def parse(raw: str) -> str:
+        value = raw.strip()
+        parts = urlsplit(value)
+        if parts.scheme not in schemes:
+            raise ValueError(f"expected a {' or '.join(schemes)} URL, got {raw!r}")
+        if not parts.netloc and not parts.path:
+            raise ValueError(f"URL has no host: {raw!r}")
+        return value
+
+    return parse
+
+
+def _origins(raw: str) -> tuple[str, ...]:
+    origins = tuple(o.strip().rstrip("/") for o in raw.split(",") if o.strip())
+    for origin in origins:
+        if origin == "*":
+            continue
+        parts = urlsplit(origin)
+        if parts.scheme not in ("http", "https") or not parts.netloc:
+            raise ValueError(f"each origin must look like https://host[:port], got {origin!r}")
+    return origins
+
+
+def _text(raw: str) -> str:
+    if not raw.strip():
+        raise ValueError("must not be empty")
+    return raw
+
+
+def _secret(raw: str) -> str:
+    if len(raw) < 32:
+        raise ValueError("must be at least 32 characters long")
+    return raw
+
+
+# variable name -> (Settings field, parser)
+_VARIABLES: dict[str, tuple[str, Callable[[str], Any]]] = {
+    "PEERSPARK_ENV": ("env", _one_of(*ENVIRONMENTS)),
+    "HOST": ("host", _text),
+    "PORT": ("port", _int_in(0, 65535)),
+    "PEERSPARK_DATA_DIR": ("data_dir", lambda raw: Path(_text(raw))),
+    "DATABASE_URL": ("database_url", _url("postgres", "postgresql")),
+    "DATABASE_POOL_SIZE": ("database_pool_size", _int_in(1, 500)),
+    "DATABASE_TIMEOUT": ("database_timeout_ms", _int_in(100, 3_600_000)),
+    "REDIS_URL": ("redis_url", _url("redis", "rediss", "unix")),
+    "REDIS_POOL_SIZE": ("redis_pool_size", _int_in(1, 1000)),
+    "REDIS_KEY_PREFIX": ("redis_key_prefix", _text),
+    "JWT_SECRET": ("jwt_secret", _secret),
+    "JWT_REFRESH_SECRET": ("jwt_refresh_secret", _secret),
+    "ACCESS_TOKEN_TTL": ("access_token_ttl", _int_in(10, 86400)),
+    "REFRESH_TOKEN_TTL": ("refresh_token_ttl", _int_in(60, 31_536_000)),
+    "REMEMBER_ME_TTL": ("remember_me_ttl", _int_in(60, 31_536_000)),
+    "ALLOWED_ORIGINS": ("allowed_origins", _origins),
+    "AWS_REGION": ("aws_region", _text),
+    "AWS_ACCESS_KEY_ID": ("aws_access_key_id", _text),
+    "AWS_SECRET_ACCESS_KEY": ("aws_secret_access_key", _text),
+    "AWS_S3_BUCKET": ("aws_s3_bucket", _text),
+    "S3_ENDPOINT_URL": ("s3_endpoint_url", _url("http", "https")),
+    "UPLOAD_MAX_BYTES": ("upload_max_bytes", _int_in(1024, 5 * 1024**3)),
+    "PUBLIC_BASE_URL": ("public_base_url", _url("http", "https")),
+    "OPENAI_API_KEY": ("openai_api_key", _text),
+    "OPENAI_BASE_URL": ("openai_base_url", _url("http", "https")),
+    "OPENAI_MODEL": ("openai_model", _text),
+    "OPENAI_ORG_ID": ("openai_org_id", _text),
+    "SMTP_HOST": ("smtp_host", _text),
+    "SMTP_PORT": ("smtp_port", _int_in(1, 65535)),
+    "SMTP_USER": ("smtp_user", _text),
+    "SMTP_PASS": ("smtp_pass", _text),
+    "EMAIL_FROM": ("email_from", _text),
+    "EMAIL_OUTBOX_DIR": ("email_outbox_dir", lambda raw: Path(_text(raw))),
+    "RUN_WORKER": ("run_worker", _bool),
+    "WORKER_CONCURRENCY": ("worker_concurrency", _int_in(1, 256)),
+    "WORKER_POLL_INTERVAL": ("worker_poll_interval", _positive_float),
+    "JOB_RETRY_BASE": ("job_retry_base", _positive_float),
+    "JOB_LEASE": ("job_lease", _positive_float),
+    "REMINDER_SCAN_INTERVAL": ("reminder_scan_interval", _positive_float),
+    "REMINDER_GRACE": ("reminder_grace", _positive_float),
+    "REMINDER_LOOKBACK_HOURS": ("reminder_lookback_hours", _int_in(1, 24 * 30)),
+    "ENABLE_AI_FEATURES": ("enable_ai_features", _bool),
+    "ENABLE_VIDEO_CALLS": ("enable_video_calls", _bool),
+    "ENABLE_PREMIUM_FEATURES": ("enable_premium_features", _bool),
+    "LOG_LEVEL": ("log_level", _one_of(*LOG_LEVELS)),
+    "LOG_JSON": ("log_json", _bool),
+    "TRUST_PROXY_HEADERS": ("trust_proxy_headers", _bool),
+    "AUTO_MIGRATE": ("auto_migrate", _bool),
+    "WS_MAX_MESSAGE_BYTES": ("ws_max_message_bytes", _int_in(1024, 16 * 1024 * 1024)),
+    "WS_OUTBOUND_QUEUE": ("ws_outbound_queue", _int_in(8, 100_000)),
+    "WS_HEARTBEAT": ("ws_heartbeat", _positive_float),
+    "NODE_ID": ("node_id", _text),
+}
+
+# Spec names that mean the same as ours.
+_ALIASES = {"FROM_EMAIL": "EMAIL_FROM", "NODE_ENV": "PEERSPARK_ENV"}
+
+
+def variable_names() -> list[str]:
+    """Every environment variable the settings read (for --help and the README)."""
+    return sorted(_VARIABLES)
+
+
+def _read_defaults(path: Path) -> dict[str, str]:
+    try:
+        with path.open("rb") as fh:
+            raw = tomllib.load(fh)
+    except FileNotFoundError:
+        return {}
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: not valid TOML: {exc}") from None
+    out: dict[str, str] = {}
+    for key, value in raw.items():
+        name = key.upper()
+        if name not in _VARIABLES:
+            raise ConfigError(f"{path}: unknown setting {key!r}")
+        out[name] = str(value).lower() if isinstance(value, bool) else str(value)
+    return out
+
+
+def load_settings(
+    environ: Mapping[str, str] | None = None, defaults_file: Path = DEFAULTS_FILE
+) -> Settings:
+    """Read settings from `environ` (default: os.environ) over the defaults file.
+
+    JWT secrets are not resolved here: see `ensure_secrets`, which needs the data folder.
+    """
+    env = dict(os.environ if environ is None else environ)
+    for alias, name in _ALIASES.items():
+        if alias in env and name not in env:
+            env[name] = env[alias]
+    merged = _read_defaults(defaults_file)
+    merged.update({k: v for k, v in env.items() if k in _VARIABLES and v != ""})
+
+    values: dict[str, Any] = {}
+    for name, raw in merged.items():
+        attr, parse = _VARIABLES[name]
+        try:
+            values[attr] = parse(raw)
+        except ValueError as exc:
+            raise ConfigError(f"{name}: {exc}") from None
+    if "log_json" not in values:
+        values["log_json"] = values.get("env") == "production"
+    settings = Settings(**values)
+    if settings.production and "*" in settings.allowed_origins:
+        raise ConfigError("ALLOWED_ORIGINS: '*' is not allowed in production")
+    if bool(settings.aws_access_key_id) != bool(settings.aws_secret_access_key):
+        raise ConfigError("AWS_SECRET_ACCESS_KEY: set both AWS_ACCESS_KEY_ID and it, or neither")
+    return settings
+
+
+def ensure_secrets(settings: Settings) -> Settings:
+    """Fill in the JWT secrets.
+
+    In development and tests missing secrets are generated once and kept in the data folder, so
+    tokens survive a restart. In production they must come from the environment.
+    """
+    if settings.jwt_secret and settings.jwt_refresh_secret:
+        if settings.jwt_secret == settings.jwt_refresh_secret:
+            raise ConfigError("JWT_REFRESH_SECRET: must differ from JWT_SECRET")
+        return settings
+    if settings.production:
+        missing = "JWT_SECRET" if not settings.jwt_secret else "JWT_REFRESH_SECRET"
+        raise ConfigError(f"{missing}: required when PEERSPARK_ENV=production")
+    path = settings.data_dir / "jwt-secrets.json"
+    stored: dict[str, str] = {}
+    if path.exists():
+        try:
+            stored = json.loads(path.read_text())
+        except ValueError:
+            raise ConfigError(f"PEERSPARK_DATA_DIR: {path} is not valid JSON") from None
+    if not stored.get("access") or not stored.get("refresh"):
+        stored = {"access": secrets.token_urlsafe(48), "refresh": secrets.token_urlsafe(48)}
+        settings.data_dir.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(stored))
+        tmp.chmod(0o600)
+        tmp.replace(path)
+    return settings.replace(
+        jwt_secret=settings.jwt_secret or stored["access"],
+        jwt_refresh_secret=settings.jwt_refresh_secret or stored["refresh"],
+    )

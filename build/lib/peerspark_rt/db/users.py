@@ -1,0 +1,182 @@
+"""SQL for users and their authentication sessions."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import Any
+
+import asyncpg
+
+from .types import Conn, Executor
+
+PROFILE_COLUMNS = """
+    id, email, username, first_name, last_name, avatar_url, bio, date_of_birth,
+    education_level, institution, major, graduation_year, location, timezone,
+    language_preference, is_verified, is_premium, premium_expires_at, account_status, role,
+    privacy_settings, notification_settings, onboarding_completed, last_active_at,
+    created_at, updated_at
+"""
+
+# Columns a user may change on their own profile (PATCH /api/auth/me).
+EDITABLE_COLUMNS = frozenset(
+    {
+        "username", "first_name", "last_name", "avatar_url", "bio", "date_of_birth",
+        "education_level", "institution", "major", "graduation_year", "location", "timezone",
+        "language_preference", "privacy_settings", "notification_settings",
+        "onboarding_completed",
+    }
+)  # fmt: skip
+
+
+async def insert_user(conn: Conn, values: dict[str, Any]) -> asyncpg.Record:
+    columns = list(values)
+    placeholders = ", ".join(f"${i}" for i in range(1, len(columns) + 1))
+    row = await conn.fetchrow(
+        f"INSERT INTO users ({', '.join(columns)}) VALUES ({placeholders}) "
+        f"RETURNING {PROFILE_COLUMNS}",
+        *values.values(),
+    )
+    assert row is not None
+    return row
+
+
+async def existing_identities(conn: Executor, email: str, username: str) -> tuple[bool, bool]:
+    """Whether the email and the username are already taken (case-insensitively)."""
+    row = await conn.fetchrow(
+        "SELECT EXISTS(SELECT 1 FROM users WHERE email = $1) AS email,"
+        " EXISTS(SELECT 1 FROM users WHERE username = $2) AS username",
+        email,
+        username,
+    )
+    assert row is not None
+    return bool(row["email"]), bool(row["username"])
+
+
+async def get_profile(conn: Executor, user_id: uuid.UUID) -> asyncpg.Record | None:
+    return await conn.fetchrow(f"SELECT {PROFILE_COLUMNS} FROM users WHERE id = $1", user_id)
+
+
+async def get_credentials(conn: Executor, email: str) -> asyncpg.Record | None:
+    return await conn.fetchrow(
+        "SELECT id, email, username, role, is_premium, account_status, password_hash"
+        " FROM users WHERE email = $1",
+        email,
+    )
+
+
+async def update_profile(
+    conn: Conn, user_id: uuid.UUID, changes: dict[str, Any]
+) -> asyncpg.Record | None:
+    assert changes and set(changes) <= EDITABLE_COLUMNS
+    sets = ", ".join(f"{col} = ${i}" for i, col in enumerate(changes, start=2))
+    return await conn.fetchrow(
+        f"UPDATE users SET {sets}, updated_at = NOW() WHERE id = $1 RETURNING {PROFILE_COLUMNS}",
+        user_id,
+        *changes.values(),
+    )
+
+
+async def set_password_hash(conn: Executor, user_id: uuid.UUID, password_hash: str) -> None:
+    await conn.execute("UPDATE users SET password_hash = $2 WHERE id = $1", user_id, password_hash)
+
+
+async def share_active_pod(conn: Executor, a: uuid.UUID, b: uuid.UUID) -> bool:
+    return bool(
+        await conn.fetchval(
+            """SELECT EXISTS(
+                 SELECT 1 FROM pod_memberships x JOIN pod_memberships y USING (pod_id)
+                 WHERE x.user_id = $1 AND y.user_id = $2
+                   AND x.status = 'active' AND y.status = 'active')""",
+            a,
+            b,
+        )
+    )
+
+
+# --- authentication sessions ---
+
+
+async def insert_session(
+    conn: Conn,
+    *,
+    user_id: uuid.UUID,
+    session_token: str,
+    refresh_digest: str,
+    device_info: dict[str, Any],
+    ip_address: str | None,
+    expires_at: datetime,
+    remember_me: bool,
+) -> asyncpg.Record:
+    row = await conn.fetchrow(
+        """INSERT INTO user_sessions (user_id, session_token, refresh_token, device_info,
+                                      ip_address, expires_at, remember_me)
+           VALUES ($1, $2, $3, $4, $5, $6, $7)
+           RETURNING id, expires_at""",
+        user_id,
+        session_token,
+        refresh_digest,
+        device_info,
+        ip_address,
+        expires_at,
+        remember_me,
+    )
+    assert row is not None
+    return row
+
+
+async def session_principal(
+    conn: Executor, session_id: uuid.UUID, user_id: uuid.UUID
+) -> asyncpg.Record | None:
+    """The live session and the current state of its user, for authenticating a request."""
+    return await conn.fetchrow(
+        """SELECT s.expires_at, u.id AS user_id, u.username, u.email, u.role, u.is_premium,
+                  u.account_status
+           FROM user_sessions s JOIN users u ON u.id = s.user_id
+           WHERE s.id = $1 AND s.user_id = $2""",
+        session_id,
+        user_id,
+    )
+
+
+async def lock_session(conn: Conn, session_id: uuid.UUID) -> asyncpg.Record | None:
+    return await conn.fetchrow(
+        """SELECT s.id, s.user_id, s.refresh_token, s.expires_at, s.remember_me,
+                  u.username, u.email, u.role, u.is_premium, u.account_status
+           FROM user_sessions s JOIN users u ON u.id = s.user_id
+           WHERE s.id = $1 FOR UPDATE OF s""",
+        session_id,
+    )
+
+
+async def rotate_session(
+    conn: Conn, session_id: uuid.UUID, refresh_digest: str, expires_at: datetime
+) -> None:
+    await conn.execute(
+        """UPDATE user_sessions SET refresh_token = $2, expires_at = $3, last_used_at = NOW()
+           WHERE id = $1""",
+        session_id,
+        refresh_digest,
+        expires_at,
+    )
+
+
+async def delete_session(conn: Executor, session_id: uuid.UUID, user_id: uuid.UUID) -> bool:
+    status = await conn.execute(
+        "DELETE FROM user_sessions WHERE id = $1 AND user_id = $2", session_id, user_id
+    )
+    return status.endswith(" 1")
+
+
+async def list_sessions(conn: Executor, user_id: uuid.UUID) -> list[asyncpg.Record]:
+    return await conn.fetch(
+        """SELECT id, device_info, host(ip_address) AS ip_address, created_at, last_used_at,
+                  expires_at, remember_me
+           FROM user_sessions WHERE user_id = $1 AND expires_at > NOW()
+           ORDER BY created_at DESC""",
+        user_id,
+    )
+
+
+async def touch_last_active(conn: Executor, user_id: uuid.UUID) -> None:
+    await conn.execute("UPDATE users SET last_active_at = NOW() WHERE id = $1", user_id)

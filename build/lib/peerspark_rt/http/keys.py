@@ -1,0 +1,45 @@
+"""Typed keys for application and request state."""
+
+from __future__ import annotations
+
+from aiohttp import web
+from redis.asyncio import Redis
+
+from ..cluster.broker import Broker
+from ..config import Settings
+from ..db.pool import Database
+from ..services.auth import AuthService, Principal
+from ..services.calendar import CalendarService
+from ..services.calendar_feed import CalendarFeed
+from ..services.email import Mailer
+from ..services.health import Health
+from ..services.jobs import JobQueue, Worker
+from ..services.live import LiveEvents
+from ..services.notifications import NotificationService
+from ..services.pods import PodService
+from ..services.ratelimit import RateLimiter
+from ..services.reminders import Reminders
+from ..services.users import UserService
+from .metrics import Metrics
+
+SETTINGS = web.AppKey("settings", Settings)
+DB = web.AppKey("db", Database)
+REDIS = web.AppKey("redis", Redis)
+LIMITER = web.AppKey("limiter", RateLimiter)
+BROKER = web.AppKey("broker", Broker)
+LIVE = web.AppKey("live", LiveEvents)
+METRICS = web.AppKey("metrics", Metrics)
+AUTH = web.AppKey("auth", AuthService)
+USERS = web.AppKey("users", UserService)
+PODS = web.AppKey("pods", PodService)
+NOTIFICATIONS = web.AppKey("notifications", NotificationService)
+JOBS = web.AppKey("jobs", JobQueue)
+WORKER = web.AppKey("worker", Worker)  # only when this node runs a worker
+MAILER = web.AppKey("mailer", Mailer)
+CALENDAR = web.AppKey("calendar", CalendarService)
+CALENDAR_FEED = web.AppKey("calendar_feed", CalendarFeed)
+REMINDERS = web.AppKey("reminders", Reminders)
+
+PRINCIPAL = web.RequestKey("principal", Principal)
+REQUEST_ID = web.RequestKey("request_id", str)
+HEALTH = web.AppKey("health", Health)

@@ -1,0 +1,192 @@
+"""Middlewares, outermost first: request context (id, metrics, access log), CORS, errors,
+authentication."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
+
+import asyncpg
+from aiohttp import web
+
+from .. import logs
+from ..errors import AppError, RateLimited, Unauthorized
+from ..services.auth import Principal
+from .keys import AUTH, METRICS, PRINCIPAL, REQUEST_ID, SETTINGS
+from .render import json_response
+
+log = logging.getLogger("peerspark_rt.http")
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+F = TypeVar("F", bound=Callable[..., Any])
+
+_SAFE_REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
+_HTTP_CODES = {
+    400: "bad_request",
+    401: "unauthorized",
+    403: "forbidden",
+    404: "not_found",
+    405: "method_not_allowed",
+    413: "payload_too_large",
+    415: "unsupported_media_type",
+}
+
+
+def public(handler: F) -> F:
+    """Mark a handler under /api/ as reachable without an access token."""
+    handler.__dict__["public"] = True
+    return handler
+
+
+def principal(request: web.Request) -> Principal:
+    """The authenticated caller (the auth middleware has already checked the token)."""
+    return request[PRINCIPAL]
+
+
+def error_response(error: AppError, request_id: str | None = None) -> web.Response:
+    body = error.to_dict()
+    if request_id:
+        body["requestId"] = request_id
+    headers: dict[str, str] = {}
+    if isinstance(error, RateLimited):
+        headers["Retry-After"] = str(error.retry_after)
+    if isinstance(error, Unauthorized):
+        headers["WWW-Authenticate"] = 'Bearer realm="peerspark"'
+    return json_response({"error": body}, status=error.status, headers=headers)
+
+
+def _route_label(request: web.Request) -> str:
+    info = request.match_info.route.resource
+    return info.canonical if info is not None else "unmatched"
+
+
+@web.middleware
+async def request_context(request: web.Request, handler: Handler) -> web.StreamResponse:
+    given = request.headers.get("X-Request-Id", "")
+    rid = given if _SAFE_REQUEST_ID.match(given) else uuid.uuid4().hex
+    request[REQUEST_ID] = rid
+    token = logs.request_id.set(rid)
+    started = time.perf_counter()
+    status = 500
+    try:
+        response = await handler(request)
+        status = response.status
+        if not response.prepared:
+            response.headers["X-Request-Id"] = rid
+        return response
+    finally:
+        elapsed = time.perf_counter() - started
+        metrics = request.app[METRICS]
+        route = _route_label(request)
+        metrics.http_requests.labels(request.method, route, str(status)).inc()
+        metrics.http_latency.labels(request.method, route).observe(elapsed)
+        log.info(
+            "%s %s -> %d in %.1f ms",
+            request.method,
+            request.path,
+            status,
+            elapsed * 1000,
+            extra={
+                "method": request.method,
+                "path": request.path,
+                "status": status,
+                "duration_ms": round(elapsed * 1000, 2),
+                "remote": request.remote,
+            },
+        )
+        logs.request_id.reset(token)
+
+
+@web.middleware
+async def cors(request: web.Request, handler: Handler) -> web.StreamResponse:
+    origin = request.headers.get("Origin")
+    allowed = request.app[SETTINGS].allowed_origins
+    ok = origin is not None and ("*" in allowed or origin.rstrip("/") in allowed)
+    if request.method == "OPTIONS" and "Access-Control-Request-Method" in request.headers:
+        response: web.StreamResponse = web.Response(status=204 if ok else 403)
+        if ok:
+            assert origin is not None
+            response.headers.update(
+                {
+                    "Access-Control-Allow-Origin": origin,
+                    "Access-Control-Allow-Credentials": "true",
+                    "Access-Control-Allow-Methods": "GET, POST, PUT, PATCH, DELETE, OPTIONS",
+                    "Access-Control-Allow-Headers": request.headers.get(
+                        "Access-Control-Request-Headers", "Authorization, Content-Type"
+                    ),
+                    "Access-Control-Max-Age": "600",
+                    "Vary": "Origin",
+                }
+            )
+        return response
+    response = await handler(request)
+    if ok and not response.prepared:
+        assert origin is not None
+        response.headers["Access-Control-Allow-Origin"] = origin
+        response.headers["Access-Control-Allow-Credentials"] = "true"
+        response.headers["Access-Control-Expose-Headers"] = (
+            "X-Request-Id, Retry-After, X-RateLimit-Limit, X-RateLimit-Remaining"
+        )
+        response.headers.add("Vary", "Origin")
+    return response
+
+
+@web.middleware
+async def errors(request: web.Request, handler: Handler) -> web.StreamResponse:
+    try:
+        return await handler(request)
+    except AppError as exc:
+        return error_response(exc, request.get(REQUEST_ID))
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        code = _HTTP_CODES.get(exc.status, "http_error")
+        message = (
+            exc.reason if exc.status != 404 else f"no route for {request.method} {request.path}"
+        )
+        error = AppError(message, code=code)
+        error.status = exc.status
+        response = error_response(error, request.get(REQUEST_ID))
+        if exc.status == 405 and "Allow" in exc.headers:
+            response.headers["Allow"] = exc.headers["Allow"]
+        return response
+    except asyncio.CancelledError:
+        raise
+    except asyncpg.DataError as exc:
+        # Input that slipped past validation (e.g. a value out of a column's range).
+        log.warning("data error: %s", exc)
+        error = AppError(f"a value is out of range: {exc}", code="validation_error")
+        error.status = 422
+        return error_response(error, request.get(REQUEST_ID))
+    except Exception:
+        log.exception("unhandled error in %s %s", request.method, request.path)
+        return error_response(AppError("internal server error"), request.get(REQUEST_ID))
+
+
+def bearer_token(request: web.Request) -> str | None:
+    header = request.headers.get("Authorization", "")
+    scheme, _, token = header.partition(" ")
+    if scheme.lower() == "bearer" and token.strip():
+        return token.strip()
+    return None
+
+
+@web.middleware
+async def authenticate(request: web.Request, handler: Handler) -> web.StreamResponse:
+    if request.match_info.http_exception is not None:
+        return await handler(request)  # no such route: let it be a 404/405, not a 401
+    route_handler = request.match_info.handler
+    if request.path.startswith("/api/") and not getattr(route_handler, "public", False):
+        token = bearer_token(request)
+        if token is None:
+            raise Unauthorized("an access token is required", code="token_required")
+        request[PRINCIPAL] = await request.app[AUTH].authenticate(token)
+    return await handler(request)
+
+
+MIDDLEWARES = [request_context, cors, errors, authenticate]

@@ -1,0 +1,232 @@
+"""The websocket wire protocol: one tagged union per direction, built from msgspec Structs.
+
+Every frame is an object whose `t` field names its type. Browsers use JSON text frames;
+clients that connect with `?format=msgpack` use MessagePack binary frames. Both come from the
+same Structs. PROTOCOL.md documents each frame with examples.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+import msgspec
+
+MAX_BODY_CHARS = 8000
+ROOM_KINDS = ("session", "pod", "user")
+
+
+class _Frame(msgspec.Struct, tag_field="t", rename="camel", omit_defaults=True):
+    pass
+
+
+# --------------------------------------------------------------------------- client -> server
+
+
+class Join(_Frame, tag="join", forbid_unknown_fields=True):
+    """Enter a room. `since`: the last sequence seen, to receive every later message."""
+
+    room: str
+    since: int | None = None
+
+
+class Leave(_Frame, tag="leave", forbid_unknown_fields=True):
+    room: str
+
+
+class Send(_Frame, tag="send", forbid_unknown_fields=True):
+    """Post a message to a session room. `cid` is the client's id for it: a retry with the
+    same cid is stored and delivered once."""
+
+    room: str
+    cid: str
+    body: str = ""
+    kind: Literal["text", "file", "system"] = "text"
+    file_url: str | None = None
+    meta: dict[str, Any] | None = None
+
+
+class Typing(_Frame, tag="typing", forbid_unknown_fields=True):
+    room: str
+    state: Literal["start", "stop"]
+
+
+class ScreenShare(_Frame, tag="screen_share", forbid_unknown_fields=True):
+    room: str
+    sharing: bool
+    stream_id: str | None = None
+
+
+class Ack(_Frame, tag="ack", forbid_unknown_fields=True):
+    """The client has processed a room's messages up to `seq`."""
+
+    room: str
+    seq: int
+
+
+class Ping(_Frame, tag="ping", forbid_unknown_fields=True):
+    id: str | int | None = None
+
+
+class Resume(_Frame, tag="resume", forbid_unknown_fields=True):
+    """Ask again for everything after `since` in a room already joined."""
+
+    room: str
+    since: int
+
+
+ClientFrame = Join | Leave | Send | Typing | ScreenShare | Ack | Ping | Resume
+
+
+# --------------------------------------------------------------------------- server -> client
+
+
+class Member(msgspec.Struct, rename="camel", omit_defaults=True):
+    user_id: str
+    username: str
+
+
+class Sender(msgspec.Struct, rename="camel", omit_defaults=True):
+    id: str
+    username: str
+
+
+class Joined(_Frame, tag="joined"):
+    room: str
+    last_seq: int = 0
+    presence: list[Member] = []
+    typing: list[Member] = []
+    screen_share: ScreenShareState | None = None
+
+
+class Left(_Frame, tag="left"):
+    room: str
+
+
+class Message(_Frame, tag="message"):
+    room: str
+    seq: int
+    id: str
+    sender: Sender
+    kind: str
+    body: str
+    ts: str
+    cid: str | None = None
+    file_url: str | None = None
+    meta: dict[str, Any] | None = None
+
+
+class Presence(_Frame, tag="presence"):
+    room: str
+    user_id: str
+    username: str
+    state: Literal["join", "leave"]
+
+
+class TypingEvent(_Frame, tag="typing"):
+    room: str
+    user_id: str
+    username: str
+    state: Literal["start", "stop"]
+
+
+class ScreenShareState(msgspec.Struct, rename="camel", omit_defaults=True):
+    user_id: str
+    username: str
+    stream_id: str | None = None
+
+
+class ScreenShareEvent(_Frame, tag="screen_share"):
+    room: str
+    user_id: str
+    username: str
+    sharing: bool
+    stream_id: str | None = None
+
+
+class Notification(_Frame, tag="notification"):
+    room: str
+    id: str
+    type: str
+    title: str
+    created_at: str
+    message: str | None = None
+    action_url: str | None = None
+    metadata: dict[str, Any] | None = None
+    unread_count: int | None = None
+
+
+class Event(_Frame, tag="event"):
+    """A live change in the product (a new post, a like count, a comment...)."""
+
+    room: str
+    kind: str
+    data: dict[str, Any]
+
+
+class Acked(_Frame, tag="ack"):
+    room: str
+    cid: str
+    seq: int
+    id: str
+    duplicate: bool = False
+
+
+class Error(_Frame, tag="error"):
+    code: str
+    message: str
+    room: str | None = None
+    ref: str | None = None
+
+
+class Pong(_Frame, tag="pong"):
+    id: str | int | None = None
+
+
+class Resync(_Frame, tag="resync"):
+    """The server dropped frames for this socket (it fell behind): resume from your last seq."""
+
+    room: str | None = None
+    reason: str = "slow_consumer"
+
+
+ServerFrame = (
+    Joined
+    | Left
+    | Message
+    | Presence
+    | TypingEvent
+    | ScreenShareEvent
+    | Notification
+    | Event
+    | Acked
+    | Error
+    | Pong
+    | Resync
+)
+
+
+# --------------------------------------------------------------------------- codecs, built once
+
+json_encoder = msgspec.json.Encoder()
+msgpack_encoder = msgspec.msgpack.Encoder()
+client_json_decoder = msgspec.json.Decoder(ClientFrame)
+client_msgpack_decoder = msgspec.msgpack.Decoder(ClientFrame)
+server_json_decoder = msgspec.json.Decoder(ServerFrame)
+server_msgpack_decoder = msgspec.msgpack.Decoder(ServerFrame)
+
+
+def parse_room(room: str) -> tuple[str, str] | None:
+    """('session', '<uuid>') for 'session:<uuid>', or None when malformed."""
+    kind, sep, ident = room.partition(":")
+    if not sep or kind not in ROOM_KINDS or not ident or len(room) > 64:
+        return None
+    return kind, ident
+
+
+# Close codes (RFC 6455 private range 4000-4999), documented in PROTOCOL.md.
+CLOSE_UNAUTHORIZED = 4001  # token missing, invalid or expired at the handshake
+CLOSE_SESSION_REVOKED = 4003  # the login session was logged out or deleted
+CLOSE_SLOW_CONSUMER = 4008  # the socket fell too far behind and was dropped
+CLOSE_TOO_MANY_ERRORS = 4009  # too many malformed frames in a row
+CLOSE_MESSAGE_TOO_BIG = 1009  # RFC 6455: frame larger than the limit
+CLOSE_GOING_AWAY = 1001  # RFC 6455: the node is shutting down; reconnect elsewhere

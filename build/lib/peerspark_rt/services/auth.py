@@ -1,0 +1,308 @@
+"""Accounts and sessions: register, log in, rotate refresh tokens, revoke, authenticate."""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import secrets
+import uuid
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+import asyncpg
+import msgspec
+
+from ..config import Settings
+from ..db import users as users_db
+from ..db.pool import Database
+from ..db.types import Conn
+from ..errors import Conflict, Forbidden, Invalid, NotFound, RateLimited, Unauthorized
+from . import validation
+from .passwords import hash_password, needs_rehash, verify_password
+from .ratelimit import Limit, RateLimiter
+from .tokens import AccessClaims, TokenIssuer, jti_digest, new_jti
+from .users import EDUCATION_LEVELS, UserProfile
+
+log = logging.getLogger(__name__)
+
+# The spec: 5 failed logins per 15 minutes, per account and address.
+LOGIN_LIMIT = Limit("login", 5, 15 * 60)
+
+
+class RegisterRequest(msgspec.Struct, rename="camel", forbid_unknown_fields=True):
+    email: str
+    username: str
+    password: str
+    first_name: str
+    last_name: str
+    education_level: str | None = None
+    institution: str | None = None
+
+
+class LoginRequest(msgspec.Struct, rename="camel", forbid_unknown_fields=True):
+    email: str
+    password: str
+    remember_me: bool = False
+
+
+class RefreshRequest(msgspec.Struct, rename="camel", forbid_unknown_fields=True):
+    refresh_token: str
+
+
+class AuthResult(msgspec.Struct, rename="camel"):
+    user: UserProfile
+    access_token: str
+    refresh_token: str
+    expires_in: int
+    session_id: uuid.UUID
+
+
+class TokenPair(msgspec.Struct, rename="camel"):
+    access_token: str
+    refresh_token: str
+    expires_in: int
+    session_id: uuid.UUID
+
+
+class SessionView(msgspec.Struct, rename="camel"):
+    id: uuid.UUID
+    device_info: dict[str, Any] | None
+    ip_address: str | None
+    created_at: dt.datetime
+    last_used_at: dt.datetime | None
+    expires_at: dt.datetime
+    remember_me: bool
+    current: bool
+
+
+@dataclass(frozen=True, slots=True)
+class ClientInfo:
+    ip: str | None
+    user_agent: str | None
+
+    def device_info(self) -> dict[str, Any]:
+        return {"userAgent": (self.user_agent or "")[:512]}
+
+
+@dataclass(frozen=True, slots=True)
+class Principal:
+    """The authenticated caller of a request or websocket."""
+
+    user_id: uuid.UUID
+    session_id: uuid.UUID
+    username: str
+    email: str
+    role: str
+    is_premium: bool
+
+    @property
+    def is_platform_moderator(self) -> bool:
+        return self.role in ("moderator", "admin")
+
+
+SessionRevokedHook = Callable[[uuid.UUID, uuid.UUID], Awaitable[None]]
+
+
+def _now() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
+
+
+class AuthService:
+    def __init__(self, db: Database, settings: Settings, limiter: RateLimiter) -> None:
+        self.db = db
+        self.settings = settings
+        self.limiter = limiter
+        self.tokens = TokenIssuer(
+            settings.jwt_secret, settings.jwt_refresh_secret, settings.access_token_ttl
+        )
+        # Called with (user_id, session_id) after a session is deleted, so live sockets close.
+        self.on_session_revoked: list[SessionRevokedHook] = []
+
+    # --- issuing -------------------------------------------------------------------------
+
+    def _session_ttl(self, remember_me: bool) -> int:
+        return self.settings.remember_me_ttl if remember_me else self.settings.refresh_token_ttl
+
+    async def _open_session(
+        self, conn: Conn, claims_row: Any, client: ClientInfo, remember_me: bool
+    ) -> TokenPair:
+        jti = new_jti()
+        expires_at = _now() + dt.timedelta(seconds=self._session_ttl(remember_me))
+        session = await users_db.insert_session(
+            conn,
+            user_id=claims_row["id"],
+            session_token=secrets.token_urlsafe(32),
+            refresh_digest=jti_digest(jti),
+            device_info=client.device_info(),
+            ip_address=client.ip,
+            expires_at=expires_at,
+            remember_me=remember_me,
+        )
+        return self._pair(claims_row, claims_row["id"], session["id"], jti, expires_at)
+
+    def _pair(
+        self, row: Any, user_id: uuid.UUID, session_id: uuid.UUID, jti: str, expires_at: dt.datetime
+    ) -> TokenPair:
+        access = self.tokens.access_token(
+            AccessClaims(
+                user_id=user_id,
+                session_id=session_id,
+                username=row["username"],
+                email=row["email"],
+                role=row["role"],
+                is_premium=row["is_premium"],
+            )
+        )
+        refresh = self.tokens.refresh_token(user_id, session_id, jti, int(expires_at.timestamp()))
+        return TokenPair(access, refresh, self.tokens.access_ttl, session_id)
+
+    # --- use cases -----------------------------------------------------------------------
+
+    async def register(self, body: RegisterRequest, client: ClientInfo) -> AuthResult:
+        email = validation.email(body.email)
+        username = validation.username(body.username.strip())
+        validation.password(body.password, email=email, username=username)
+        first = validation.text(body.first_name, "firstName", max_len=100)
+        last = validation.text(body.last_name, "lastName", max_len=100)
+        if body.education_level is not None:
+            validation.one_of(body.education_level, "educationLevel", EDUCATION_LEVELS)
+        institution = (
+            validation.text(body.institution, "institution", max_len=255)
+            if body.institution
+            else None
+        )
+        password_hash = await hash_password(body.password)
+        values = {
+            "email": email,
+            "username": username,
+            "password_hash": password_hash,
+            "first_name": first,
+            "last_name": last,
+            "education_level": body.education_level,
+            "institution": institution,
+        }
+        try:
+            async with self.db.transaction() as conn:
+                row = await users_db.insert_user(conn, values)
+                pair = await self._open_session(conn, row, client, remember_me=False)
+        except asyncpg.UniqueViolationError:
+            await self._raise_taken(email, username)
+            raise
+        return AuthResult(UserProfile.from_row(row), *msgspec.structs.astuple(pair))
+
+    async def _raise_taken(self, email: str, username: str) -> None:
+        email_taken, username_taken = await users_db.existing_identities(
+            self.db.pool, email, username
+        )
+        details = []
+        if email_taken:
+            details.append({"field": "email", "reason": "already registered"})
+        if username_taken:
+            details.append({"field": "username", "reason": "already taken"})
+        which = " and ".join(d["field"] for d in details) or "email or username"
+        raise Conflict(f"{which} already in use", code="already_exists", details=details)
+
+    async def login(self, body: LoginRequest, client: ClientInfo) -> AuthResult:
+        email = body.email.strip().lower()
+        if not email:
+            raise Invalid("email", "must not be empty")
+        if not body.password:
+            raise Invalid("password", "must not be empty")
+        # Every attempt counts and a success clears the window, so what is limited is failures.
+        # INCR is atomic, which keeps the limit exact under concurrent attempts.
+        limit_key = f"{email}|{client.ip or '-'}"
+        state = await self.limiter.hit(LOGIN_LIMIT, limit_key)
+        if state.exceeded:
+            raise RateLimited(
+                "too many failed logins; try again later", retry_after=state.retry_after
+            )
+        row = await users_db.get_credentials(self.db.pool, email)
+        ok = await verify_password(row["password_hash"] if row else None, body.password)
+        if not ok or row is None:
+            raise Unauthorized("email or password is incorrect", code="invalid_credentials")
+        if row["account_status"] != "active":
+            raise Forbidden(f"account is {row['account_status']}", code="account_inactive")
+        await self.limiter.reset(LOGIN_LIMIT, limit_key)
+        if needs_rehash(row["password_hash"]):
+            await users_db.set_password_hash(
+                self.db.pool, row["id"], await hash_password(body.password)
+            )
+        async with self.db.transaction() as conn:
+            pair = await self._open_session(conn, row, client, remember_me=body.remember_me)
+            profile = await users_db.get_profile(conn, row["id"])
+        assert profile is not None
+        await users_db.touch_last_active(self.db.pool, row["id"])
+        return AuthResult(UserProfile.from_row(profile), *msgspec.structs.astuple(pair))
+
+    async def refresh(self, refresh_token: str) -> TokenPair:
+        claims = self.tokens.decode_refresh(refresh_token)
+        reused = False
+        async with self.db.transaction() as conn:
+            row = await users_db.lock_session(conn, claims.session_id)
+            if row is None or row["user_id"] != claims.user_id:
+                raise Unauthorized("session has ended", code="session_revoked")
+            if row["expires_at"] <= _now():
+                await users_db.delete_session(conn, claims.session_id, claims.user_id)
+                raise Unauthorized("session has expired", code="session_expired")
+            if row["account_status"] != "active":
+                raise Unauthorized("account is not active", code="account_inactive")
+            if row["refresh_token"] != jti_digest(claims.jti):
+                # A validly signed but already-rotated token: someone replayed it. Whoever holds
+                # the newer one may be the thief, so end the whole session.
+                await users_db.delete_session(conn, claims.session_id, claims.user_id)
+                reused = True
+            else:
+                jti = new_jti()
+                expires_at = _now() + dt.timedelta(seconds=self._session_ttl(row["remember_me"]))
+                await users_db.rotate_session(conn, claims.session_id, jti_digest(jti), expires_at)
+                pair = self._pair(row, claims.user_id, claims.session_id, jti, expires_at)
+        if reused:
+            log.warning(
+                "refresh token reuse; session revoked",
+                extra={"user_id": str(claims.user_id), "session_id": str(claims.session_id)},
+            )
+            await self._revoked(claims.user_id, claims.session_id)
+            raise Unauthorized(
+                "refresh token was already used; the session has been revoked",
+                code="refresh_token_reused",
+            )
+        return pair
+
+    async def authenticate(self, access_token: str) -> Principal:
+        """Check the token and that its session is still alive; raises Unauthorized."""
+        claims = self.tokens.decode_access(access_token)
+        row = await users_db.session_principal(self.db.pool, claims.session_id, claims.user_id)
+        if row is None:
+            raise Unauthorized("session has ended", code="session_revoked")
+        if row["expires_at"] <= _now():
+            raise Unauthorized("session has expired", code="session_expired")
+        if row["account_status"] != "active":
+            raise Unauthorized("account is not active", code="account_inactive")
+        return Principal(
+            user_id=row["user_id"],
+            session_id=claims.session_id,
+            username=row["username"],
+            email=row["email"],
+            role=row["role"],
+            is_premium=row["is_premium"],
+        )
+
+    async def logout(self, principal: Principal) -> None:
+        await self.delete_session(principal, principal.session_id)
+
+    async def list_sessions(self, principal: Principal) -> list[SessionView]:
+        rows = await users_db.list_sessions(self.db.pool, principal.user_id)
+        return [SessionView(**dict(r), current=r["id"] == principal.session_id) for r in rows]
+
+    async def delete_session(self, principal: Principal, session_id: uuid.UUID) -> None:
+        if not await users_db.delete_session(self.db.pool, session_id, principal.user_id):
+            raise NotFound("session not found")
+        await self._revoked(principal.user_id, session_id)
+
+    async def _revoked(self, user_id: uuid.UUID, session_id: uuid.UUID) -> None:
+        for hook in self.on_session_revoked:
+            try:
+                await hook(user_id, session_id)
+            except Exception:
+                log.exception("session revocation hook failed")

@@ -1,0 +1,673 @@
+"""Study pods: the authorization backbone. Who belongs to a pod, with which role, decides what
+they may see and do in its feed, sessions and resources.
+
+Rules:
+* owner > admin > moderator > member. Only the owner deletes the pod or transfers ownership.
+  Owner and admins edit the pod and invite. Moderators and up remove or ban members ranked
+  below them.
+* Private pods are invisible (404) to everyone but active members and holders of a live
+  invitation; joining one needs an invitation.
+* Banned users cannot rejoin. `max_members` is enforced and `current_member_count` kept true
+  by locking the pod row for every membership change.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import secrets
+import uuid
+from typing import Any, Literal
+
+import asyncpg
+import msgspec
+
+from ..db import pods as pods_db
+from ..db.pool import Database
+from ..db.types import Conn
+from ..errors import Conflict, Forbidden, Invalid, NotFound
+from . import validation
+from .auth import Principal
+from .live import LiveEvents
+from .notifications import NewNotification, NotificationService
+
+ROLE_RANK = {"member": 1, "moderator": 2, "admin": 3, "owner": 4}
+CATEGORIES = ("academic", "professional", "hobby")
+DIFFICULTIES = ("beginner", "intermediate", "advanced")
+INVITATION_TTL = dt.timedelta(days=7)
+MAX_MEMBERS_LIMIT = 10_000
+
+Role = Literal["owner", "admin", "moderator", "member"]
+
+
+class PodCreate(msgspec.Struct, rename="camel", forbid_unknown_fields=True):
+    name: str
+    subject: str
+    description: str | None = None
+    category: str | None = None
+    difficulty_level: str | None = None
+    is_public: bool = True
+    max_members: int = 50
+    tags: list[str] = []
+    rules: str | None = None
+    cover_image_url: str | None = None
+    meeting_schedule: dict[str, Any] | list[Any] | None = None
+    timezone: str = "UTC"
+    language: str = "en"
+
+
+class PodUpdate(msgspec.Struct, rename="camel", forbid_unknown_fields=True):
+    name: str | msgspec.UnsetType = msgspec.UNSET
+    subject: str | msgspec.UnsetType = msgspec.UNSET
+    description: str | msgspec.UnsetType | None = msgspec.UNSET
+    category: str | msgspec.UnsetType | None = msgspec.UNSET
+    difficulty_level: str | msgspec.UnsetType | None = msgspec.UNSET
+    is_public: bool | msgspec.UnsetType = msgspec.UNSET
+    max_members: int | msgspec.UnsetType = msgspec.UNSET
+    tags: list[str] | msgspec.UnsetType = msgspec.UNSET
+    rules: str | msgspec.UnsetType | None = msgspec.UNSET
+    cover_image_url: str | msgspec.UnsetType | None = msgspec.UNSET
+    meeting_schedule: dict[str, Any] | list[Any] | msgspec.UnsetType | None = msgspec.UNSET
+    timezone: str | msgspec.UnsetType = msgspec.UNSET
+    language: str | msgspec.UnsetType = msgspec.UNSET
+    settings: dict[str, Any] | msgspec.UnsetType = msgspec.UNSET
+
+
+class PodQuery(msgspec.Struct, rename="camel", forbid_unknown_fields=True):
+    search: str | None = None
+    subject: str | None = None
+    category: str | None = None
+    difficulty: str | None = None
+    is_public: bool | None = None
+    member: bool = False
+    limit: int = 20
+    offset: int = 0
+
+
+class JoinRequest(msgspec.Struct, rename="camel", forbid_unknown_fields=True):
+    invitation_code: str | None = None
+
+
+class InviteRequest(msgspec.Struct, rename="camel", forbid_unknown_fields=True):
+    email: str | None = None
+    user_id: str | None = None
+    message: str | None = None
+
+
+class MemberUpdate(msgspec.Struct, rename="camel", forbid_unknown_fields=True):
+    role: Role
+
+
+class Pod(msgspec.Struct, rename="camel"):
+    id: uuid.UUID
+    name: str
+    description: str | None
+    subject: str
+    category: str | None
+    difficulty_level: str | None
+    cover_image_url: str | None
+    is_public: bool
+    max_members: int
+    current_member_count: int
+    creator_id: uuid.UUID | None
+    tags: list[str]
+    rules: str | None
+    meeting_schedule: Any
+    timezone: str | None
+    language: str | None
+    status: str
+    settings: dict[str, Any]
+    created_at: dt.datetime
+    updated_at: dt.datetime
+    my_role: str | None = None
+    my_status: str | None = None
+
+    @classmethod
+    def from_row(cls, row: asyncpg.Record) -> Pod:
+        fields = {f: row[f] for f in cls.__struct_fields__ if f in row.keys()}  # noqa: SIM118
+        if fields.get("my_status") != "active":
+            fields["my_role"] = None
+        return cls(**fields)
+
+
+class PodPage(msgspec.Struct, rename="camel"):
+    pods: list[Pod]
+    total: int
+    limit: int
+    offset: int
+
+
+class PodMember(msgspec.Struct, rename="camel"):
+    user_id: uuid.UUID
+    username: str
+    first_name: str
+    last_name: str
+    avatar_url: str | None
+    role: str
+    status: str
+    joined_at: dt.datetime
+    last_active_at: dt.datetime | None
+    contribution_score: int
+
+
+class MemberPage(msgspec.Struct, rename="camel"):
+    members: list[PodMember]
+    total: int
+    limit: int
+    offset: int
+
+
+class Membership(msgspec.Struct, rename="camel"):
+    pod_id: uuid.UUID
+    user_id: uuid.UUID
+    role: str
+    status: str
+    joined_at: dt.datetime
+    member_count: int
+
+
+class Invitation(msgspec.Struct, rename="camel"):
+    id: uuid.UUID
+    pod_id: uuid.UUID
+    inviter_id: uuid.UUID
+    invitee_email: str | None
+    invitee_id: uuid.UUID | None
+    invitation_code: str
+    message: str | None
+    status: str
+    expires_at: dt.datetime | None
+    created_at: dt.datetime
+
+
+class PodAnalytics(msgspec.Struct, rename="camel"):
+    member_count: int
+    active_members: int
+    total_sessions: int
+    total_resources: int
+    engagement_rate: float
+    growth_rate: float
+    new_members_last_30_days: int
+    posts_last_30_days: int
+
+
+def _page(limit: int, offset: int) -> tuple[int, int]:
+    if not 1 <= limit <= 100:
+        raise Invalid("limit", "must be between 1 and 100")
+    if offset < 0:
+        raise Invalid("offset", "must not be negative")
+    return limit, offset
+
+
+def _optional(value: str | None, field: str, max_len: int) -> str | None:
+    if value is None or not value.strip():
+        return None
+    return validation.text(value, field, max_len=max_len)
+
+
+def _url(value: str | None, field: str) -> str | None:
+    if value is None or not value.strip():
+        return None
+    if not value.startswith(("https://", "http://", "/")) or len(value) > 2048:
+        raise Invalid(field, "must be an http(s) URL")
+    return value
+
+
+def _pod_values(given: dict[str, Any]) -> dict[str, Any]:
+    """Validate pod fields (snake_case names) and return the column values."""
+    out: dict[str, Any] = {}
+    for name, value in given.items():
+        camel = "".join(part.capitalize() if i else part for i, part in enumerate(name.split("_")))
+        match name:
+            case "name":
+                out[name] = validation.text(value, camel, max_len=255)
+            case "subject":
+                out[name] = validation.text(value, camel, max_len=100)
+            case "description":
+                out[name] = _optional(value, camel, 5000)
+            case "rules":
+                out[name] = _optional(value, camel, 10000)
+            case "category":
+                out[name] = None if value is None else validation.one_of(value, camel, CATEGORIES)
+            case "difficulty_level":
+                out[name] = None if value is None else validation.one_of(value, camel, DIFFICULTIES)
+            case "max_members":
+                if not 2 <= value <= MAX_MEMBERS_LIMIT:
+                    raise Invalid(camel, f"must be between 2 and {MAX_MEMBERS_LIMIT}")
+                out[name] = value
+            case "tags":
+                out[name] = validation.tags(value, camel)
+            case "cover_image_url":
+                out[name] = _url(value, camel)
+            case "timezone":
+                out[name] = validation.timezone(value, camel)
+            case "language":
+                if not 2 <= len(value) <= 10:
+                    raise Invalid(camel, "must be a language tag such as 'en' or 'pt-BR'")
+                out[name] = value
+            case "meeting_schedule" | "settings":
+                if len(msgspec.json.encode(value)) > 16384:
+                    raise Invalid(camel, "is too large")
+                out[name] = value
+            case _:
+                out[name] = value
+    return out
+
+
+class PodService:
+    def __init__(self, db: Database, live: LiveEvents, notifications: NotificationService) -> None:
+        self.db = db
+        self.live = live
+        self.notifications = notifications
+
+    # --- access checks used by every area that belongs to a pod ----------------------------
+
+    async def visible_pod(self, principal: Principal, pod_id: uuid.UUID) -> asyncpg.Record:
+        """The pod row if the caller may see it, else NotFound (private pods stay hidden)."""
+        row = await pods_db.get_pod_for(self.db.pool, pod_id, principal.user_id)
+        if row is None or row["status"] == "suspended":
+            raise NotFound("pod not found")
+        if not row["is_public"] and row["my_status"] != "active" and not row["invited"]:
+            raise NotFound("pod not found")
+        return row
+
+    async def member_role(self, pod_id: uuid.UUID, user_id: uuid.UUID) -> str | None:
+        """The user's role if they are an active member, else None."""
+        row = await pods_db.get_membership(self.db.pool, pod_id, user_id)
+        if row is None or row["status"] != "active":
+            return None
+        role: str = row["role"]
+        return role
+
+    async def require_member(
+        self, principal: Principal, pod_id: uuid.UUID, min_role: Role = "member"
+    ) -> str:
+        """Raise unless the caller is an active member with at least `min_role`."""
+        row = await self.visible_pod(principal, pod_id)
+        role = row["my_role"] if row["my_status"] == "active" else None
+        if role is None:
+            raise Forbidden("you are not a member of this pod", code="not_a_member")
+        if ROLE_RANK[role] < ROLE_RANK[min_role]:
+            raise Forbidden(f"this needs the {min_role} role or higher", code="insufficient_role")
+        return str(role)
+
+    # --- pods ------------------------------------------------------------------------------
+
+    async def create(self, principal: Principal, body: PodCreate) -> Pod:
+        values = _pod_values(
+            {f: getattr(body, f) for f in body.__struct_fields__ if f != "meeting_schedule"}
+        )
+        values["meeting_schedule"] = body.meeting_schedule
+        values.update(creator_id=principal.user_id, current_member_count=1)
+        async with self.db.transaction() as conn:
+            pod_id = await pods_db.insert_pod(conn, values)
+            await pods_db.upsert_active_membership(conn, pod_id, principal.user_id, "owner")
+        return await self.get(principal, pod_id)
+
+    async def get(self, principal: Principal, pod_id: uuid.UUID) -> Pod:
+        return Pod.from_row(await self.visible_pod(principal, pod_id))
+
+    async def list(self, principal: Principal, query: PodQuery) -> PodPage:
+        limit, offset = _page(query.limit, query.offset)
+        if query.category is not None:
+            validation.one_of(query.category, "category", CATEGORIES)
+        if query.difficulty is not None:
+            validation.one_of(query.difficulty, "difficulty", DIFFICULTIES)
+        search = query.search.strip() if query.search else None
+        if search is not None and len(search) > 200:
+            raise Invalid("search", "must be at most 200 characters")
+        rows = await pods_db.list_pods(
+            self.db.pool,
+            principal.user_id,
+            search=search or None,
+            subject=query.subject,
+            category=query.category,
+            difficulty=query.difficulty,
+            is_public=query.is_public,
+            member_only=query.member,
+            limit=limit,
+            offset=offset,
+        )
+        total = rows[0]["total"] if rows else 0
+        return PodPage([Pod.from_row(r) for r in rows], total, limit, offset)
+
+    async def update(self, principal: Principal, pod_id: uuid.UUID, body: PodUpdate) -> Pod:
+        given = {
+            f: getattr(body, f)
+            for f in body.__struct_fields__
+            if getattr(body, f) is not msgspec.UNSET
+        }
+        if not given:
+            raise Invalid("body", "no pod fields to change")
+        for required in ("name", "subject", "timezone", "language"):
+            if required in given and given[required] is None:
+                raise Invalid(required, "must not be null")
+        changes = _pod_values(given)
+        await self.require_member(principal, pod_id, "admin")
+        async with self.db.transaction() as conn:
+            pod = await pods_db.lock_pod(conn, pod_id)
+            if pod is None:
+                raise NotFound("pod not found")
+            new_max = changes.get("max_members")
+            if new_max is not None and new_max < pod["current_member_count"]:
+                raise Invalid(
+                    "maxMembers",
+                    f"must be at least the current member count ({pod['current_member_count']})",
+                )
+            await pods_db.update_pod(conn, pod_id, changes)
+        updated = await self.get(principal, pod_id)
+        await self.live.event(f"pod:{pod_id}", "pod_updated", {"podId": str(pod_id)})
+        return updated
+
+    async def delete(self, principal: Principal, pod_id: uuid.UUID) -> None:
+        await self.require_member(principal, pod_id, "owner")
+        async with self.db.transaction() as conn:
+            await pods_db.delete_pod(conn, pod_id)
+        await self.live.event(f"pod:{pod_id}", "pod_deleted", {"podId": str(pod_id)})
+
+    # --- members ---------------------------------------------------------------------------
+
+    async def members(
+        self, principal: Principal, pod_id: uuid.UUID, limit: int, offset: int
+    ) -> MemberPage:
+        limit, offset = _page(limit, offset)
+        pod = await self.visible_pod(principal, pod_id)
+        my_role = pod["my_role"] if pod["my_status"] == "active" else None
+        if not pod["is_public"] and my_role is None:
+            raise Forbidden("only members see who is in a private pod", code="not_a_member")
+        include_banned = my_role is not None and ROLE_RANK[my_role] >= ROLE_RANK["moderator"]
+        rows = await pods_db.list_members(
+            self.db.pool, pod_id, include_banned=include_banned, limit=limit, offset=offset
+        )
+        total = rows[0]["total"] if rows else 0
+        members = [PodMember(**{k: r[k] for k in PodMember.__struct_fields__}) for r in rows]
+        return MemberPage(members, total, limit, offset)
+
+    async def join(self, principal: Principal, pod_id: uuid.UUID, body: JoinRequest) -> Membership:
+        async with self.db.transaction() as conn:
+            # The pod row lock serializes joins, leaves and bans of this pod, so the count and
+            # the limit stay exact however many people join at once.
+            pod = await pods_db.lock_pod(conn, pod_id)
+            if pod is None or pod["status"] != "active":
+                raise NotFound("pod not found")
+            membership = await pods_db.get_membership(conn, pod_id, principal.user_id, lock=True)
+            if membership is not None and membership["status"] == "banned":
+                raise Forbidden("you are banned from this pod", code="banned")
+            if membership is not None and membership["status"] == "active":
+                return Membership(
+                    pod_id,
+                    principal.user_id,
+                    membership["role"],
+                    "active",
+                    membership["joined_at"],
+                    pod["current_member_count"],
+                )
+            invitation = await self._usable_invitation(conn, pod_id, principal, body)
+            if not pod["is_public"] and invitation is None:
+                if body.invitation_code:
+                    raise Forbidden("invitation is not valid for you", code="invalid_invitation")
+                raise NotFound("pod not found")
+            if pod["current_member_count"] >= pod["max_members"]:
+                raise Conflict("this pod is full", code="pod_full")
+            row = await pods_db.upsert_active_membership(conn, pod_id, principal.user_id, "member")
+            count = await pods_db.change_member_count(conn, pod_id, +1)
+            if invitation is not None:
+                await pods_db.mark_invitation(conn, invitation["id"], "accepted")
+        await self.live.event(
+            f"pod:{pod_id}",
+            "member_joined",
+            {
+                "podId": str(pod_id),
+                "userId": str(principal.user_id),
+                "username": principal.username,
+                "memberCount": count,
+            },
+        )
+        return Membership(pod_id, principal.user_id, row["role"], "active", row["joined_at"], count)
+
+    async def _usable_invitation(
+        self,
+        conn: Conn,
+        pod_id: uuid.UUID,
+        principal: Principal,
+        body: JoinRequest,
+    ) -> asyncpg.Record | None:
+        if body.invitation_code:
+            inv = await pods_db.invitation_by_code(conn, pod_id, body.invitation_code)
+            if inv is None:
+                raise Forbidden("invitation is not valid for you", code="invalid_invitation")
+            addressed_to_me = inv["invitee_id"] == principal.user_id or (
+                inv["invitee_email"] is not None
+                and inv["invitee_email"].lower() == principal.email.lower()
+            )
+            if not addressed_to_me:
+                raise Forbidden("invitation is not valid for you", code="invalid_invitation")
+            if inv["status"] != "pending":
+                raise Conflict(f"invitation is {inv['status']}", code="invitation_used")
+            if inv["expires_at"] is not None and inv["expires_at"] <= dt.datetime.now(dt.UTC):
+                await pods_db.mark_invitation(conn, inv["id"], "expired")
+                raise Conflict("invitation has expired", code="invitation_expired")
+            return inv
+        return await pods_db.pending_invitation_for(
+            conn, pod_id, principal.user_id, principal.email
+        )
+
+    async def leave(self, principal: Principal, pod_id: uuid.UUID) -> None:
+        async with self.db.transaction() as conn:
+            pod = await pods_db.lock_pod(conn, pod_id)
+            if pod is None:
+                raise NotFound("pod not found")
+            membership = await pods_db.get_membership(conn, pod_id, principal.user_id, lock=True)
+            if membership is None or membership["status"] != "active":
+                if not pod["is_public"]:
+                    raise NotFound("pod not found")
+                raise Conflict("you are not a member of this pod", code="not_a_member")
+            if membership["role"] == "owner":
+                raise Conflict(
+                    "the owner cannot leave; transfer ownership or delete the pod",
+                    code="owner_cannot_leave",
+                )
+            await pods_db.delete_membership(conn, pod_id, principal.user_id)
+            count = await pods_db.change_member_count(conn, pod_id, -1)
+        await self.live.event(
+            f"pod:{pod_id}",
+            "member_left",
+            {"podId": str(pod_id), "userId": str(principal.user_id), "memberCount": count},
+        )
+
+    async def _target_for_moderation(
+        self, conn: Conn, principal: Principal, pod_id: uuid.UUID, user_id: uuid.UUID
+    ) -> tuple[str, asyncpg.Record | None]:
+        """Lock the pod, check the actor outranks the target; return (actor role, target)."""
+        if await pods_db.lock_pod(conn, pod_id) is None:
+            raise NotFound("pod not found")
+        actor = await pods_db.get_membership(conn, pod_id, principal.user_id)
+        if actor is None or actor["status"] != "active":
+            raise Forbidden("you are not a member of this pod", code="not_a_member")
+        if ROLE_RANK[actor["role"]] < ROLE_RANK["moderator"]:
+            raise Forbidden("this needs the moderator role or higher", code="insufficient_role")
+        if user_id == principal.user_id:
+            raise Conflict("you cannot do this to yourself", code="self_action")
+        target = await pods_db.get_membership(conn, pod_id, user_id, lock=True)
+        if target is not None and ROLE_RANK[target["role"]] >= ROLE_RANK[actor["role"]]:
+            raise Forbidden(
+                "you can only act on members ranked below you", code="insufficient_role"
+            )
+        return actor["role"], target
+
+    async def remove_member(
+        self, principal: Principal, pod_id: uuid.UUID, user_id: uuid.UUID
+    ) -> None:
+        await self.visible_pod(principal, pod_id)
+        async with self.db.transaction() as conn:
+            _, target = await self._target_for_moderation(conn, principal, pod_id, user_id)
+            if target is None or target["status"] != "active":
+                raise NotFound("member not found")
+            await pods_db.delete_membership(conn, pod_id, user_id)
+            count = await pods_db.change_member_count(conn, pod_id, -1)
+        await self.live.event(
+            f"pod:{pod_id}",
+            "member_removed",
+            {"podId": str(pod_id), "userId": str(user_id), "memberCount": count},
+        )
+
+    async def ban_member(self, principal: Principal, pod_id: uuid.UUID, user_id: uuid.UUID) -> None:
+        await self.visible_pod(principal, pod_id)
+        if await pods_db.get_user_brief(self.db.pool, user_id) is None:
+            raise NotFound("user not found")
+        async with self.db.transaction() as conn:
+            _, target = await self._target_for_moderation(conn, principal, pod_id, user_id)
+            if target is not None and target["status"] == "banned":
+                return
+            await pods_db.ban_membership(conn, pod_id, user_id)
+            count = None
+            if target is not None and target["status"] == "active":
+                count = await pods_db.change_member_count(conn, pod_id, -1)
+        await self.live.event(
+            f"pod:{pod_id}",
+            "member_banned",
+            {"podId": str(pod_id), "userId": str(user_id), "memberCount": count},
+        )
+
+    async def unban_member(
+        self, principal: Principal, pod_id: uuid.UUID, user_id: uuid.UUID
+    ) -> None:
+        await self.visible_pod(principal, pod_id)
+        async with self.db.transaction() as conn:
+            _, target = await self._target_for_moderation(conn, principal, pod_id, user_id)
+            if target is None or target["status"] != "banned":
+                raise NotFound("no ban for this user")
+            await pods_db.delete_membership(conn, pod_id, user_id)
+
+    async def set_role(
+        self, principal: Principal, pod_id: uuid.UUID, user_id: uuid.UUID, body: MemberUpdate
+    ) -> PodMember:
+        await self.visible_pod(principal, pod_id)
+        new_role = body.role
+        async with self.db.transaction() as conn:
+            if await pods_db.lock_pod(conn, pod_id) is None:
+                raise NotFound("pod not found")
+            actor = await pods_db.get_membership(conn, pod_id, principal.user_id)
+            if actor is None or actor["status"] != "active":
+                raise Forbidden("you are not a member of this pod", code="not_a_member")
+            target = await pods_db.get_membership(conn, pod_id, user_id, lock=True)
+            if target is None or target["status"] != "active":
+                raise NotFound("member not found")
+            if user_id == principal.user_id:
+                raise Conflict("you cannot change your own role", code="self_action")
+            actor_rank = ROLE_RANK[actor["role"]]
+            if new_role == "owner":
+                if actor["role"] != "owner":
+                    raise Forbidden(
+                        "only the owner can transfer ownership", code="insufficient_role"
+                    )
+                # The old owner stays on as an admin; a pod always has exactly one owner.
+                await pods_db.set_membership(
+                    conn, pod_id, principal.user_id, role="admin", status="active"
+                )
+            elif actor_rank < ROLE_RANK["admin"]:
+                raise Forbidden("this needs the admin role or higher", code="insufficient_role")
+            elif ROLE_RANK[target["role"]] >= actor_rank or ROLE_RANK[new_role] >= actor_rank:
+                raise Forbidden(
+                    "you can only change roles below your own", code="insufficient_role"
+                )
+            await pods_db.set_membership(conn, pod_id, user_id, role=new_role, status="active")
+        row = await pods_db.get_member(self.db.pool, pod_id, user_id)
+        assert row is not None
+        await self.live.event(
+            f"pod:{pod_id}",
+            "member_role_changed",
+            {"podId": str(pod_id), "userId": str(user_id), "role": new_role},
+        )
+        return PodMember(**{k: row[k] for k in PodMember.__struct_fields__})
+
+    # --- invitations -----------------------------------------------------------------------
+
+    async def invite(
+        self, principal: Principal, pod_id: uuid.UUID, body: InviteRequest
+    ) -> tuple[Invitation, bool]:
+        """Invite by email or user id. Returns (invitation, created); an existing pending
+        invitation for the same person is returned rather than duplicated."""
+        if (body.email is None) == (body.user_id is None):
+            raise Invalid("email", "give exactly one of email or userId")
+        message = _optional(body.message, "message", 1000)
+        invitee_id: uuid.UUID | None = None
+        email: str | None = None
+        if body.user_id is not None:
+            invitee_id = validation.parse_uuid(body.user_id, "userId")
+            invitee = await pods_db.get_user_brief(self.db.pool, invitee_id)
+            if invitee is None:
+                raise Invalid("userId", "no user has this id")
+        else:
+            assert body.email is not None
+            email = validation.email(body.email)
+            invitee_id = await pods_db.find_user_id_by_email(self.db.pool, email)
+        pod = await self.visible_pod(principal, pod_id)
+        await self.require_member(principal, pod_id, "admin")
+        created = False
+        notification: asyncpg.Record | None = None
+        async with self.db.transaction() as conn:
+            if await pods_db.lock_pod(conn, pod_id) is None:
+                raise NotFound("pod not found")
+            if invitee_id is not None:
+                existing = await pods_db.get_membership(conn, pod_id, invitee_id)
+                if existing is not None and existing["status"] == "active":
+                    raise Conflict("this user is already a member", code="already_member")
+                if existing is not None and existing["status"] == "banned":
+                    raise Conflict(
+                        "this user is banned from the pod; unban them first", code="banned"
+                    )
+            inv = await pods_db.pending_invitation_for(conn, pod_id, invitee_id, email)
+            if inv is None:
+                inv = await pods_db.insert_invitation(
+                    conn,
+                    {
+                        "pod_id": pod_id,
+                        "inviter_id": principal.user_id,
+                        "invitee_email": email,
+                        "invitee_id": invitee_id,
+                        "invitation_code": secrets.token_urlsafe(18),
+                        "message": message,
+                        "expires_at": dt.datetime.now(dt.UTC) + INVITATION_TTL,
+                    },
+                )
+                created = True
+                if invitee_id is not None:
+                    notification = await self.notifications.store(
+                        conn,
+                        NewNotification(
+                            recipient_id=invitee_id,
+                            notification_type="pod_invite",
+                            title=f"{principal.username} invited you to {pod['name']}",
+                            message=message,
+                            action_url=f"/pods/{pod_id}",
+                            metadata={
+                                "podId": str(pod_id),
+                                "invitationId": str(inv["id"]),
+                                "invitationCode": inv["invitation_code"],
+                            },
+                            sender_id=principal.user_id,
+                        ),
+                    )
+        if notification is not None:
+            await self.notifications.push(notification)
+        return Invitation(**dict(inv)), created
+
+    # --- analytics ---------------------------------------------------------------------------
+
+    async def analytics(self, principal: Principal, pod_id: uuid.UUID) -> PodAnalytics:
+        await self.require_member(principal, pod_id)
+        row = await pods_db.analytics(self.db.pool, pod_id)
+        members = int(row["member_count"])
+        new = int(row["joined_last_30_days"])
+        before = members - new
+        return PodAnalytics(
+            member_count=members,
+            active_members=int(row["active_members"]),
+            total_sessions=int(row["total_sessions"]),
+            total_resources=int(row["total_resources"]),
+            # share of members active in the last 7 days
+            engagement_rate=round(row["active_members"] / members, 4) if members else 0.0,
+            # growth over the last 30 days relative to the membership before them
+            growth_rate=round(new / before, 4) if before else float(new > 0),
+            new_members_last_30_days=new,
+            posts_last_30_days=int(row["posts_last_30_days"]),
+        )

@@ -1,0 +1,97 @@
+"""Checks shared by services. Each raises `Invalid` naming the field."""
+
+from __future__ import annotations
+
+import re
+import uuid
+import zoneinfo
+from functools import lru_cache
+
+from ..errors import Invalid
+
+_EMAIL = re.compile(
+    r"^[^@\s]{1,64}@[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)+$"
+)
+_USERNAME = re.compile(r"^[A-Za-z0-9_.-]{3,50}$")
+
+
+def email(value: str, field: str = "email") -> str:
+    value = value.strip()
+    if len(value) > 255 or not _EMAIL.match(value):
+        raise Invalid(field, "must be a valid email address")
+    return value
+
+
+def username(value: str, field: str = "username") -> str:
+    if not _USERNAME.match(value):
+        raise Invalid(field, "must be 3-50 characters: letters, digits, '_', '.' or '-'")
+    return value
+
+
+def password(value: str, *, email: str = "", username: str = "") -> str:
+    if len(value) < 8:
+        raise Invalid("password", "must be at least 8 characters long")
+    if len(value) > 128:
+        raise Invalid("password", "must be at most 128 characters long")
+    if not re.search(r"[A-Za-z]", value) or not re.search(r"[0-9]", value):
+        raise Invalid("password", "must contain at least one letter and one digit")
+    lowered = value.lower()
+    if (username and lowered == username.lower()) or (email and lowered == email.lower()):
+        raise Invalid("password", "must not be the same as your email or username")
+    if len(set(value)) < 4:
+        raise Invalid("password", "is too easy to guess")
+    return value
+
+
+def text(value: str, field: str, *, max_len: int, min_len: int = 1) -> str:
+    stripped = value.strip()
+    if len(stripped) < min_len:
+        raise Invalid(
+            field, "must not be empty" if min_len == 1 else f"must be at least {min_len} characters"
+        )
+    if len(stripped) > max_len:
+        raise Invalid(field, f"must be at most {max_len} characters")
+    return stripped
+
+
+def one_of(value: str, field: str, choices: tuple[str, ...]) -> str:
+    if value not in choices:
+        raise Invalid(field, f"must be one of: {', '.join(choices)}")
+    return value
+
+
+@lru_cache(maxsize=1024)
+def _zone_exists(name: str) -> bool:
+    try:
+        zoneinfo.ZoneInfo(name)
+    except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+        return False
+    return True
+
+
+def timezone(value: str, field: str = "timezone") -> str:
+    if not value or len(value) > 50 or not _zone_exists(value):
+        raise Invalid(
+            field, f"unknown time zone {value!r} (use an IANA name such as Europe/Berlin)"
+        )
+    return value
+
+
+def parse_uuid(value: str, field: str) -> uuid.UUID:
+    try:
+        return uuid.UUID(value)
+    except (ValueError, AttributeError, TypeError):
+        raise Invalid(field, "must be a UUID") from None
+
+
+def tags(values: list[str], field: str = "tags", *, max_count: int = 20) -> list[str]:
+    if len(values) > max_count:
+        raise Invalid(field, f"at most {max_count} tags")
+    cleaned: list[str] = []
+    for tag in values:
+        t = tag.strip().lower()
+        if not t or len(t) > 50:
+            raise Invalid(field, "each tag must be 1-50 characters")
+        if t not in cleaned:
+            cleaned.append(t)
+    return cleaned
