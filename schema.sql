@@ -522,6 +522,72 @@ CREATE INDEX IF NOT EXISTS idx_analytics_events_event ON analytics_events(event,
 -- (end of section: feed)
 
 -- ===================================================================== calendar, reminders, notifications, jobs
+-- Calendar events. added: span_start/span_end are the instants a whole series covers (its
+-- moved occurrences included; span_end NULL: repeats forever), kept by the calendar service on
+-- every write so the range query and the reminder scan filter with an index instead of
+-- expanding every series. ical_uid: the UID of an imported event, so importing the same .ics
+-- again updates instead of duplicating (exported events use the row id).
+ALTER TABLE calendar_events ADD COLUMN IF NOT EXISTS span_start TIMESTAMPTZ;
+ALTER TABLE calendar_events ADD COLUMN IF NOT EXISTS span_end TIMESTAMPTZ;
+ALTER TABLE calendar_events ADD COLUMN IF NOT EXISTS ical_uid VARCHAR(255);
+CREATE INDEX IF NOT EXISTS idx_calendar_events_user_span ON calendar_events(user_id, span_start);
+CREATE UNIQUE INDEX IF NOT EXISTS idx_calendar_events_user_uid
+    ON calendar_events(user_id, ical_uid) WHERE ical_uid IS NOT NULL;
+CREATE INDEX IF NOT EXISTS idx_calendar_events_reminders
+    ON calendar_events(span_start) WHERE reminder_settings <> '[]'::jsonb;
+
+-- The private iCalendar feed: one revocable token per user. Only its SHA-256 is kept.
+CREATE TABLE IF NOT EXISTS calendar_feed_tokens (
+    user_id UUID PRIMARY KEY REFERENCES users(id) ON DELETE CASCADE,
+    token_hash CHAR(64) UNIQUE NOT NULL,
+    created_at TIMESTAMPTZ NOT NULL DEFAULT NOW(),
+    last_used_at TIMESTAMPTZ
+);
+
+-- One row per reminder fired: the unique key makes each (occurrence, offset, channel) fire once,
+-- however many nodes scan and however often a job is retried.
+CREATE TABLE IF NOT EXISTS reminder_deliveries (
+    id BIGSERIAL PRIMARY KEY,
+    source VARCHAR(10) NOT NULL CHECK (source IN ('event', 'session')),
+    source_id UUID NOT NULL,
+    user_id UUID NOT NULL REFERENCES users(id) ON DELETE CASCADE,
+    occurrence_start TIMESTAMPTZ NOT NULL,
+    minutes_before INTEGER NOT NULL,
+    channel VARCHAR(10) NOT NULL CHECK (channel IN ('in_app', 'email')),
+    due_at TIMESTAMPTZ NOT NULL,
+    fired_at TIMESTAMPTZ NOT NULL DEFAULT NOW(),
+    late BOOLEAN NOT NULL DEFAULT FALSE,
+    notification_id UUID REFERENCES notifications(id) ON DELETE SET NULL,
+    fired_by VARCHAR(64),
+    UNIQUE (source, source_id, user_id, occurrence_start, minutes_before, channel)
+);
+CREATE INDEX IF NOT EXISTS idx_reminder_deliveries_fired ON reminder_deliveries(fired_at);
+
+-- The durable job queue. Workers claim ready rows with SELECT ... FOR UPDATE SKIP LOCKED and
+-- hold a lease (locked_until); a lease that runs out (the node died) puts the job back.
+-- dedupe_key makes an enqueue idempotent: periodic jobs use '<kind>@<period start>', so one
+-- node's insert wins and the job runs once per period across the cluster.
+CREATE TABLE IF NOT EXISTS jobs (
+    id BIGSERIAL PRIMARY KEY,
+    kind VARCHAR(50) NOT NULL,
+    payload JSONB NOT NULL DEFAULT '{}',
+    status VARCHAR(10) NOT NULL DEFAULT 'queued'
+        CHECK (status IN ('queued', 'running', 'done', 'dead')),
+    run_at TIMESTAMPTZ NOT NULL DEFAULT NOW(),
+    attempts INTEGER NOT NULL DEFAULT 0,
+    max_attempts INTEGER NOT NULL DEFAULT 5 CHECK (max_attempts >= 1),
+    last_error TEXT,
+    locked_by VARCHAR(64),
+    locked_until TIMESTAMPTZ,
+    dedupe_key VARCHAR(255) UNIQUE,
+    created_at TIMESTAMPTZ NOT NULL DEFAULT NOW(),
+    updated_at TIMESTAMPTZ NOT NULL DEFAULT NOW(),
+    finished_at TIMESTAMPTZ
+);
+CREATE INDEX IF NOT EXISTS idx_jobs_ready ON jobs(run_at, id) WHERE status = 'queued';
+CREATE INDEX IF NOT EXISTS idx_jobs_lease ON jobs(locked_until) WHERE status = 'running';
+CREATE INDEX IF NOT EXISTS idx_jobs_finished ON jobs(finished_at) WHERE status IN ('done', 'dead');
+CREATE INDEX IF NOT EXISTS idx_jobs_dead ON jobs(kind, updated_at DESC) WHERE status = 'dead';
 -- (end of section: calendar)
 
 -- ===================================================================== AI assistant and moderation

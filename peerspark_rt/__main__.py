@@ -29,6 +29,9 @@ commands:
             PostgreSQL is started in the data folder (PEERSPARK_DATA_DIR, default ./.data);
             with no REDIS_URL the broker, presence and rate limits are in-process.
   migrate   apply schema.sql to the database (idempotent) and exit.
+  worker    run only the job worker (emails, reminders, daily analytics, clean-up), no HTTP.
+            Every `serve` node runs one too unless RUN_WORKER=false; use this to run the
+            workers as separate processes. Any number may run against one database.
 
 Settings come from environment variables over config/defaults.toml; see README.md.
 """
@@ -77,6 +80,26 @@ async def _serve(settings: Settings, where_db: str) -> None:
     await runner.cleanup()
 
 
+async def _work(settings: Settings, where_db: str) -> None:
+    from .app import build_app
+
+    app = build_app(settings.replace(run_worker=True))
+    runner = web.AppRunner(app, handle_signals=False, access_log=None, shutdown_timeout=10)
+    await runner.setup()  # runs the app's start-up: database, broker, services, the worker
+    print(
+        f"PeerSpark RT worker {settings.node_id} running "
+        f"(database: {where_db}; concurrency {settings.worker_concurrency})",
+        flush=True,
+    )
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+    log.info("worker shutting down")
+    await runner.cleanup()
+
+
 def _run(coro_factory: object) -> None:
     try:
         import uvloop
@@ -98,6 +121,9 @@ def main(argv: list[str] | None = None) -> int:
     serve.add_argument("--host", help="address to listen on (env HOST)")
     serve.add_argument("--port", type=int, help="port to listen on, 0 for any free one (env PORT)")
     commands.add_parser("migrate", help="apply schema.sql and exit")
+    commands.add_parser(
+        "worker", help="run the job worker only (emails, reminders, analytics, clean-up)"
+    )
     args = parser.parse_args(argv)
 
     try:
@@ -123,7 +149,10 @@ def main(argv: list[str] | None = None) -> int:
                 asyncio.run(apply_schema(settings.database_url))
                 print(f"schema applied ({where_db})")
                 return 0
-            _run(_serve(settings, where_db))
+            if args.command == "worker":
+                _run(_work(settings, where_db))
+            else:
+                _run(_serve(settings, where_db))
     except EmbeddedPostgresError as exc:
         print(f"cannot start the embedded database: {exc}", file=sys.stderr)
         return 1

@@ -4,6 +4,7 @@ start-up and shutdown are symmetric and each test gets a clean application."""
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import logging
 import os
 import tempfile
@@ -21,39 +22,53 @@ from .config import Settings
 from .db.pool import Database, apply_schema
 from .db.users import live_sessions
 from .http import auth as auth_http
+from .http import calendar as calendar_http
 from .http import health as health_http
+from .http import notifications as notifications_http
 from .http import pods as pods_http
 from .http import sessions as sessions_http
 from .http import ws as ws_http
 from .http.keys import (
     AUTH,
     BROKER,
+    CALENDAR,
+    CALENDAR_FEED,
     CHAT,
     DB,
     HEALTH,
     HUB,
+    JOBS,
     LIMITER,
     LIVE,
+    MAILER,
     METRICS,
     NOTIFICATIONS,
     PODS,
     REALTIME,
     REDIS,
+    REMINDERS,
     SESSIONS,
     SETTINGS,
     USERS,
+    WORKER,
 )
 from .http.metrics import Metrics
 from .http.middleware import MIDDLEWARES
 from .protocol import CLOSE_SESSION_REVOKED
 from .services.auth import AuthService
+from .services.calendar import CalendarService
+from .services.calendar_feed import CalendarFeed
 from .services.chat import ChatService
+from .services.email import EmailJobs, Mailer
 from .services.health import Health
+from .services.jobs import JobQueue, Periodic, Worker, WorkerCounters
 from .services.live import LiveEvents
+from .services.maintenance import Maintenance, rollup_payload
 from .services.notifications import NotificationService
 from .services.pods import PodService
 from .services.ratelimit import LocalRateLimiter, RateLimiter, RedisRateLimiter
 from .services.realtime import RealtimeService, SessionHistory
+from .services.reminders import Reminders
 from .services.sessions import SessionService
 from .services.users import UserService
 
@@ -128,13 +143,28 @@ async def _redis_and_broker(app: web.Application) -> AsyncIterator[None]:
 
 
 async def _services(app: web.Application) -> AsyncIterator[None]:
-    settings, db = app[SETTINGS], app[DB]
+    settings, db, metrics = app[SETTINGS], app[DB], app[METRICS]
+    jobs = JobQueue(db)
+    app[JOBS] = jobs
     app[AUTH] = AuthService(db, settings, app[LIMITER])
     app[USERS] = UserService(db)
-    app[NOTIFICATIONS] = NotificationService(db, app[LIVE])
+    app[NOTIFICATIONS] = NotificationService(db, app[LIVE], jobs, settings.base_url)
     app[PODS] = PodService(db, app[LIVE], app[NOTIFICATIONS])
     app[SESSIONS] = SessionService(db, app[PODS], app[LIVE])
     app[CHAT] = ChatService(db, app[LIVE])
+    app[CALENDAR] = CalendarService(db, app[PODS])
+    app[CALENDAR_FEED] = CalendarFeed(db, app[CALENDAR], settings.base_url)
+    app[MAILER] = Mailer(settings)
+    app[REMINDERS] = Reminders(
+        db,
+        jobs,
+        app[NOTIFICATIONS],
+        settings,
+        on_fired=lambda source, late: metrics.reminders_fired.labels(
+            source, "true" if late else "false"
+        ).inc(),
+    )
+    _job_metrics(app)
     yield
     await app[CHAT].close()
 
@@ -217,6 +247,89 @@ async def _close_sockets(app: web.Application) -> None:
         await app[HUB].close()
 
 
+def _job_metrics(app: web.Application) -> None:
+    """Queue depth, failures (dead jobs) and the oldest ready job's age, read at each scrape."""
+    jobs, metrics = app[JOBS], app[METRICS]
+    latest: list[tuple[str, str, dict[str, str], float]] = []
+
+    async def refresh() -> None:
+        rows = await jobs.stats()
+        latest.clear()
+        for row in rows:
+            labels = {"kind": row["kind"], "status": row["status"]}
+            latest.append(("peerspark_jobs", "Jobs by kind and status", labels, float(row["n"])))
+            if row["status"] == "queued":
+                latest.append(
+                    (
+                        "peerspark_jobs_oldest_ready_seconds",
+                        "Age of the oldest job ready to run, by kind",
+                        {"kind": row["kind"]},
+                        float(row["oldest"]),
+                    )
+                )
+
+    metrics.add_refresher(refresh)
+    metrics.add_source(lambda: list(latest))
+
+    async def probe() -> dict[str, Any]:
+        rows = await jobs.stats()
+        counts: dict[str, int] = {}
+        for row in rows:
+            counts[row["status"]] = counts.get(row["status"], 0) + int(row["n"])
+        worker = "running" if WORKER in app else "not on this node (RUN_WORKER=false)"
+        return {"status": "healthy", "worker": worker, "jobs": counts}
+
+    app[HEALTH].add("jobs", probe, required=False)
+
+
+def build_worker(app: web.Application) -> Worker:
+    """The job worker with every job kind, periodic job and scan this product has."""
+    settings, db, metrics = app[SETTINGS], app[DB], app[METRICS]
+    maintenance = Maintenance(db)
+    notifications = app[NOTIFICATIONS]
+    reminders = app[REMINDERS]
+    assert settings.database_url
+    return Worker(
+        db,
+        settings.database_url,
+        node_id=settings.node_id,
+        handlers={
+            "send_email": EmailJobs(db, app[MAILER], settings).send_email,
+            "fire_reminder": reminders.fire,
+            "analytics_rollup": maintenance.analytics_rollup,
+            "cleanup": maintenance.cleanup,
+            "digest_scan": notifications.digest_scan,
+            "send_digest": notifications.send_digest,
+        },
+        periodic=[
+            Periodic("cleanup", dt.timedelta(hours=1)),
+            Periodic("analytics_rollup", dt.timedelta(days=1), rollup_payload),
+            Periodic("digest_scan", dt.timedelta(hours=1)),
+        ],
+        ticks=[(settings.reminder_scan_interval, reminders.scan)],
+        concurrency=settings.worker_concurrency,
+        poll_interval=settings.worker_poll_interval,
+        lease_seconds=settings.job_lease,
+        backoff_base=settings.job_retry_base,
+        counters=WorkerCounters(
+            lambda kind, outcome: metrics.jobs_processed.labels(kind, outcome).inc()
+        ),
+    )
+
+
+async def _worker(app: web.Application) -> AsyncIterator[None]:
+    """Run the job worker inside this node unless RUN_WORKER=false (a separate
+    `python -m peerspark_rt worker` process does the work then)."""
+    if not app[SETTINGS].run_worker:
+        yield
+        return
+    worker = build_worker(app)
+    await worker.start()
+    app[WORKER] = worker
+    yield
+    await worker.stop()
+
+
 def _storage_probe(settings: Settings) -> Any:
     async def probe() -> dict[str, Any]:
         if settings.aws_access_key_id:
@@ -253,9 +366,18 @@ def build_app(settings: Settings) -> web.Application:
     app[HEALTH] = Health()
     app[HEALTH].add("storage", _storage_probe(settings))
     app[HEALTH].add("ai", _ai_probe(settings), required=False)
-    app.cleanup_ctx.extend([_database, _redis_and_broker, _services, _realtime])
+    app.cleanup_ctx.extend([_database, _redis_and_broker, _services, _realtime, _worker])
     app.on_shutdown.append(_close_sockets)
-    for module in (health_http, auth_http, pods_http, sessions_http, ws_http):
+    http_modules = (
+        health_http,
+        auth_http,
+        pods_http,
+        sessions_http,
+        ws_http,
+        calendar_http,
+        notifications_http,
+    )
+    for module in http_modules:
         app.router.add_routes(module.routes)
     log.debug("app built for node %s (pid %d)", settings.node_id, os.getpid())
     return app

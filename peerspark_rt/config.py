@@ -77,6 +77,16 @@ class Settings:
     smtp_user: str | None = None
     smtp_pass: str | None = None
     email_from: str = "PeerSpark <noreply@peerspark.local>"
+    email_outbox_dir: Path | None = None  # None: <data_dir>/outbox
+
+    run_worker: bool = True
+    worker_concurrency: int = 4
+    worker_poll_interval: float = 1.0
+    job_retry_base: float = 10.0
+    job_lease: float = 300.0
+    reminder_scan_interval: float = 15.0
+    reminder_grace: float = 60.0
+    reminder_lookback_hours: int = 24
 
     enable_ai_features: bool = True
     enable_video_calls: bool = True
@@ -227,6 +237,15 @@ _VARIABLES: dict[str, tuple[str, Callable[[str], Any]]] = {
     "SMTP_USER": ("smtp_user", _text),
     "SMTP_PASS": ("smtp_pass", _text),
     "EMAIL_FROM": ("email_from", _text),
+    "EMAIL_OUTBOX_DIR": ("email_outbox_dir", lambda raw: Path(_text(raw))),
+    "RUN_WORKER": ("run_worker", _bool),
+    "WORKER_CONCURRENCY": ("worker_concurrency", _int_in(1, 256)),
+    "WORKER_POLL_INTERVAL": ("worker_poll_interval", _positive_float),
+    "JOB_RETRY_BASE": ("job_retry_base", _positive_float),
+    "JOB_LEASE": ("job_lease", _positive_float),
+    "REMINDER_SCAN_INTERVAL": ("reminder_scan_interval", _positive_float),
+    "REMINDER_GRACE": ("reminder_grace", _positive_float),
+    "REMINDER_LOOKBACK_HOURS": ("reminder_lookback_hours", _int_in(1, 24 * 30)),
     "ENABLE_AI_FEATURES": ("enable_ai_features", _bool),
     "ENABLE_VIDEO_CALLS": ("enable_video_calls", _bool),
     "ENABLE_PREMIUM_FEATURES": ("enable_premium_features", _bool),

@@ -178,6 +178,9 @@ def make_settings(pg_dsn: str, data_dir: Path, **overrides: Any) -> Settings:
         allowed_origins=("http://localhost:3000",),
         # a prefix per test keeps rate limits and channels of parallel runs apart in one Redis
         redis_key_prefix=f"t{secrets.token_hex(4)}:",
+        # Tests that need the job worker ask for it (run_worker=True), so the other tests' apps
+        # do not pick up jobs from the shared test database.
+        run_worker=False,
     )
     return base.replace(**overrides)
 

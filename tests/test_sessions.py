@@ -319,3 +319,44 @@ async def test_rest_send_is_idempotent_by_client_id(api: Api) -> None:
     assert first.body["id"] == again.body["id"] and first.body["seq"] == again.body["seq"]
     history = await api.get(f"/api/sessions/{sid}/messages", organizer)
     assert [m["body"] for m in history.body["messages"]] == ["only once"]
+
+
+async def test_recurring_sessions_use_the_calendars_rules(api: Api) -> None:
+    """A weekly Berlin session created over REST repeats at 09:00 local across the DST change,
+    exactly as calendar events do, and shows in the calendar as occurrences."""
+    user = await api.register()
+    body = {
+        "title": "Weekly review",
+        "sessionType": "group",
+        "startTime": "2036-03-24T08:00:00Z",  # 09:00 in Berlin (winter time)
+        "endTime": "2036-03-24T09:00:00Z",
+        "timezone": "Europe/Berlin",
+        "isRecurring": True,
+        "recurrencePattern": {"rrule": "FREQ=WEEKLY;COUNT=3"},
+    }
+    created = await api.post("/api/sessions", user, json=body)
+    assert created.status == 201, created.body
+    assert created.body["recurrencePattern"]["rrule"].startswith("FREQ=WEEKLY")
+    calendar = await api.get(
+        "/api/calendar/events",
+        user,
+        params={"startDate": "2036-03-20", "endDate": "2036-04-15", "timezone": "Europe/Berlin"},
+    )
+    starts = [e["startTime"] for e in calendar.body["events"] if e["id"] == created.body["id"]]
+    assert starts == [
+        "2036-03-24T09:00:00+01:00",
+        "2036-03-31T09:00:00+02:00",  # after the change to summer time: still 09:00
+        "2036-04-07T09:00:00+02:00",
+    ]
+    for pattern, recurring, field in [
+        ({"rrule": "FREQ=SOMETIMES"}, True, "recurrencePattern.rrule"),
+        ("FREQ=DAILY;COUNT=2;UNTIL=20360401T000000Z", True, "recurrencePattern.rrule"),
+        ({"rrule": "FREQ=DAILY"}, False, "isRecurring"),
+    ]:
+        bad = await api.post(
+            "/api/sessions",
+            user,
+            json={**body, "recurrencePattern": pattern, "isRecurring": recurring},
+        )
+        assert bad.status == 422, pattern
+        assert bad.error_field() == field, bad.body

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import uuid
 from typing import Any
 
@@ -24,13 +25,15 @@ async def insert(
     metadata: dict[str, Any],
     sender_id: uuid.UUID | None,
     priority: str,
+    push_live: bool = True,
 ) -> asyncpg.Record:
+    """Insert; the returned row also carries `push_live` (False: quiet hours, do not push)."""
     row = await conn.fetchrow(
         f"""INSERT INTO notifications
               (recipient_id, sender_id, notification_type, title, message, action_url, metadata,
                priority)
             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
-            RETURNING {COLUMNS}""",
+            RETURNING {COLUMNS}, $9::bool AS push_live""",
         recipient_id,
         sender_id,
         notification_type,
@@ -39,6 +42,7 @@ async def insert(
         action_url,
         metadata,
         priority,
+        push_live,
     )
     assert row is not None
     return row
@@ -50,4 +54,122 @@ async def unread_count(conn: Executor, recipient_id: uuid.UUID) -> int:
             "SELECT count(*) FROM notifications WHERE recipient_id = $1 AND NOT is_read",
             recipient_id,
         )
+    )
+
+
+async def recipient(conn: Executor, user_id: uuid.UUID) -> asyncpg.Record | None:
+    """What deciding how to notify a user needs: their settings, zone and address."""
+    return await conn.fetchrow(
+        """SELECT id, email, first_name, timezone, notification_settings, account_status
+             FROM users WHERE id = $1""",
+        user_id,
+    )
+
+
+async def page(
+    conn: Executor,
+    recipient_id: uuid.UUID,
+    *,
+    unread_only: bool,
+    after: tuple[dt.datetime, uuid.UUID] | None,
+    limit: int,
+) -> list[asyncpg.Record]:
+    """Newest first, keyset-paged on (created_at, id) after the cursor `after`."""
+    return await conn.fetch(
+        f"""SELECT {COLUMNS} FROM notifications
+             WHERE recipient_id = $1
+               AND ($2::bool IS FALSE OR NOT is_read)
+               AND ($3::timestamptz IS NULL OR (created_at, id) < ($3, $4::uuid))
+             ORDER BY created_at DESC, id DESC
+             LIMIT $5""",
+        recipient_id,
+        unread_only,
+        after[0] if after else None,
+        after[1] if after else None,
+        limit,
+    )
+
+
+async def mark_read(
+    conn: Executor, recipient_id: uuid.UUID, notification_id: uuid.UUID
+) -> asyncpg.Record | None:
+    return await conn.fetchrow(
+        f"""UPDATE notifications SET is_read = TRUE, read_at = COALESCE(read_at, NOW())
+             WHERE id = $1 AND recipient_id = $2
+         RETURNING {COLUMNS}""",
+        notification_id,
+        recipient_id,
+    )
+
+
+async def mark_all_read(conn: Executor, recipient_id: uuid.UUID) -> int:
+    status = await conn.execute(
+        """UPDATE notifications SET is_read = TRUE, read_at = NOW()
+            WHERE recipient_id = $1 AND NOT is_read""",
+        recipient_id,
+    )
+    return int(status.split()[-1])
+
+
+async def email_state(conn: Executor, notification_id: uuid.UUID) -> asyncpg.Record | None:
+    return await conn.fetchrow(
+        "SELECT is_read, is_email_sent FROM notifications WHERE id = $1", notification_id
+    )
+
+
+async def mark_email_sent(conn: Executor, notification_id: uuid.UUID) -> None:
+    await conn.execute(
+        "UPDATE notifications SET is_email_sent = TRUE WHERE id = $1", notification_id
+    )
+
+
+async def get_settings(conn: Executor, user_id: uuid.UUID) -> asyncpg.Record | None:
+    return await conn.fetchrow(
+        "SELECT notification_settings, timezone FROM users WHERE id = $1", user_id
+    )
+
+
+async def set_settings(conn: Executor, user_id: uuid.UUID, settings: dict[str, Any]) -> None:
+    await conn.execute(
+        "UPDATE users SET notification_settings = $2, updated_at = NOW() WHERE id = $1",
+        user_id,
+        settings,
+    )
+
+
+async def digest_recipients(conn: Executor, local_hour: int) -> list[asyncpg.Record]:
+    """Active users for whom it is now `local_hour` o'clock, who keep the daily digest on and
+    have unread notifications from the last day that no email told them about."""
+    return await conn.fetch(
+        """SELECT u.id, u.email, u.first_name, u.timezone,
+                  (NOW() AT TIME ZONE z.name)::date AS local_date
+             FROM users u
+             JOIN pg_timezone_names z ON z.name = COALESCE(u.timezone, 'UTC')
+            WHERE u.account_status = 'active'
+              AND COALESCE(u.notification_settings->>'dailyDigest', 'true') <> 'false'
+              AND EXTRACT(HOUR FROM NOW() AT TIME ZONE z.name) = $1
+              AND EXISTS (SELECT 1 FROM notifications n
+                           WHERE n.recipient_id = u.id AND NOT n.is_read
+                             AND NOT n.is_email_sent
+                             AND n.created_at > NOW() - INTERVAL '1 day')""",
+        local_hour,
+    )
+
+
+async def missed(conn: Executor, user_id: uuid.UUID, limit: int) -> list[asyncpg.Record]:
+    """Unread notifications of the last day that no email has mentioned, newest first."""
+    return await conn.fetch(
+        f"""SELECT {COLUMNS} FROM notifications
+             WHERE recipient_id = $1 AND NOT is_read AND NOT is_email_sent
+               AND created_at > NOW() - INTERVAL '1 day'
+             ORDER BY created_at DESC, id DESC
+             LIMIT $2""",
+        user_id,
+        limit,
+    )
+
+
+async def mark_many_email_sent(conn: Executor, ids: list[uuid.UUID]) -> None:
+    await conn.execute(
+        "UPDATE notifications SET is_email_sent = TRUE WHERE id = ANY($1::uuid[])", ids
     )

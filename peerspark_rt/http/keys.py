@@ -10,13 +10,18 @@ from ..cluster.broker import Broker
 from ..config import Settings
 from ..db.pool import Database
 from ..services.auth import AuthService, Principal
+from ..services.calendar import CalendarService
+from ..services.calendar_feed import CalendarFeed
 from ..services.chat import ChatService
+from ..services.email import Mailer
 from ..services.health import Health
+from ..services.jobs import JobQueue, Worker
 from ..services.live import LiveEvents
 from ..services.notifications import NotificationService
 from ..services.pods import PodService
 from ..services.ratelimit import RateLimiter
 from ..services.realtime import RealtimeService
+from ..services.reminders import Reminders
 from ..services.sessions import SessionService
 from ..services.users import UserService
 from .metrics import Metrics
@@ -36,6 +41,12 @@ SESSIONS = web.AppKey("sessions", SessionService)
 CHAT = web.AppKey("chat", ChatService)
 HUB = web.AppKey("hub", Hub)
 REALTIME = web.AppKey("realtime", RealtimeService)
+JOBS = web.AppKey("jobs", JobQueue)
+WORKER = web.AppKey("worker", Worker)  # only when this node runs a worker
+MAILER = web.AppKey("mailer", Mailer)
+CALENDAR = web.AppKey("calendar", CalendarService)
+CALENDAR_FEED = web.AppKey("calendar_feed", CalendarFeed)
+REMINDERS = web.AppKey("reminders", Reminders)
 
 PRINCIPAL = web.RequestKey("principal", Principal)
 REQUEST_ID = web.RequestKey("request_id", str)

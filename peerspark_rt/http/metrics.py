@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable
 
 from prometheus_client import (
     CollectorRegistry,
@@ -78,8 +78,21 @@ class Metrics:
         self.rooms_gauge = Gauge(
             "peerspark_rooms_active", "Room actors running on this node", registry=self.registry
         )
+        self.jobs_processed = Counter(
+            "peerspark_jobs_processed_total",
+            "Jobs this node's worker finished, by kind and outcome (done, retry, dead)",
+            ["kind", "outcome"],
+            registry=self.registry,
+        )
+        self.reminders_fired = Counter(
+            "peerspark_reminders_fired_total",
+            "Reminders this node delivered, by source (event, session) and lateness",
+            ["source", "late"],
+            registry=self.registry,
+        )
         self._callbacks = _CallbackCollector()
         self.registry.register(self._callbacks)
+        self._refreshers: list[Callable[[], Awaitable[None]]] = []
 
     # --- what the hub reports (actors.hub.HubMetrics) ---
 
@@ -97,6 +110,14 @@ class Metrics:
 
     def add_source(self, source: GaugeSource) -> None:
         self._callbacks.sources.append(source)
+
+    def add_refresher(self, refresh: Callable[[], Awaitable[None]]) -> None:
+        """Something to await before each scrape (values that need a database query)."""
+        self._refreshers.append(refresh)
+
+    async def refresh(self) -> None:
+        for refresh in self._refreshers:
+            await refresh()
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

@@ -24,7 +24,7 @@ from ..db import sessions as sessions_db
 from ..db.pool import Database
 from ..errors import Conflict, Forbidden, Invalid, NotFound
 from ..protocol import Message, Sender
-from . import validation
+from . import recurrence, validation
 from .auth import Principal
 from .live import LiveEvents
 from .pods import PodService
@@ -57,7 +57,7 @@ class SessionCreate(msgspec.Struct, rename="camel", forbid_unknown_fields=True):
     pod_id: str | None = None
     max_participants: int | None = None
     is_recurring: bool = False
-    recurrence_pattern: dict[str, Any] | None = None
+    recurrence_pattern: dict[str, Any] | str | None = None
     tags: list[str] = []
     meeting_url: str | None = None
     resources: list[Any] = []
@@ -220,11 +220,21 @@ def _check_times(start: dt.datetime, end: dt.datetime) -> None:
         raise Invalid("endTime", "a session lasts at most 7 days")
 
 
-def _check_recurrence(is_recurring: bool, pattern: dict[str, Any] | None) -> None:
-    if is_recurring and not pattern:
-        raise Invalid("recurrencePattern", "is required when isRecurring is true")
-    if pattern is not None and len(msgspec.json.encode(pattern)) > 8192:
+def _recurrence(
+    is_recurring: bool, pattern: Any, start: dt.datetime, end: dt.datetime, tz: str
+) -> dict[str, Any] | None:
+    """The normalized recurrence of a session: the same RFC 5545 rules as calendar events,
+    computed in the session's own time zone (services/recurrence.py)."""
+    if pattern is None:
+        if is_recurring:
+            raise Invalid("recurrencePattern", "is required when isRecurring is true")
+        return None
+    if not is_recurring:
+        raise Invalid("isRecurring", "must be true when a recurrencePattern is given")
+    if len(msgspec.json.encode(pattern)) > 8192:
         raise Invalid("recurrencePattern", "is too large")
+    parsed = recurrence.parse_pattern(pattern, recurrence.Series(start, end, tz))
+    return parsed.to_json(all_day=False)
 
 
 def _common_fields(given: dict[str, Any]) -> dict[str, Any]:
@@ -288,7 +298,13 @@ class SessionService:
             {f: getattr(body, f) for f in body.__struct_fields__ if f not in ("pod_id",)}
         )
         _check_times(values["start_time"], values["end_time"])
-        _check_recurrence(body.is_recurring, body.recurrence_pattern)
+        values["recurrence_pattern"] = _recurrence(
+            body.is_recurring,
+            body.recurrence_pattern,
+            values["start_time"],
+            values["end_time"],
+            values["timezone"],
+        )
         pod_id = validation.parse_uuid(body.pod_id, "podId") if body.pod_id else None
         if body.session_type == "pod":
             if pod_id is None:
@@ -373,14 +389,19 @@ class SessionService:
         current = await self._organized(principal, session_id)
         if current["status"] in ("completed", "cancelled"):
             raise Conflict(f"the session is {current['status']}", code="session_closed")
-        _check_times(
-            changes.get("start_time", current["start_time"]),
-            changes.get("end_time", current["end_time"]),
-        )
-        _check_recurrence(
-            changes.get("is_recurring", current["is_recurring"]),
-            changes.get("recurrence_pattern", current["recurrence_pattern"]),
-        )
+        start = changes.get("start_time", current["start_time"])
+        end = changes.get("end_time", current["end_time"])
+        _check_times(start, end)
+        if {"is_recurring", "recurrence_pattern", "start_time", "end_time", "timezone"} & set(
+            changes
+        ):
+            changes["recurrence_pattern"] = _recurrence(
+                changes.get("is_recurring", current["is_recurring"]),
+                changes.get("recurrence_pattern", current["recurrence_pattern"]),
+                start,
+                end,
+                changes.get("timezone", current["timezone"]),
+            )
         async with self.db.transaction() as conn:
             locked = await sessions_db.lock(conn, session_id)
             assert locked is not None

@@ -1,0 +1,297 @@
+"""SQL for calendar events, the study sessions a calendar shows, feed tokens and reminders."""
+
+from __future__ import annotations
+
+import datetime as dt
+import uuid
+from typing import Any
+
+import asyncpg
+
+from .types import Conn, Executor
+
+EVENT_COLUMNS = """id, user_id, title, description, event_type, start_time, end_time, timezone,
+    location, is_all_day, is_recurring, recurrence_pattern, reminder_settings, related_pod_id,
+    related_session_id, status, created_at, updated_at, span_start, span_end, ical_uid"""
+
+SESSION_COLUMNS = """s.id, s.title, s.description, s.session_type, s.pod_id, s.organizer_id,
+    s.start_time, s.end_time, s.timezone, s.meeting_url, s.status, s.is_recurring,
+    s.recurrence_pattern, s.created_at, s.updated_at"""
+
+# The sessions a user's calendar shows: those they organize, take part in (unless they
+# declined), and those of pods where they are an active member. Each branch uses an index.
+_MY_SESSIONS = """
+    SELECT id FROM study_sessions WHERE organizer_id = $1
+    UNION
+    SELECT session_id FROM session_participants WHERE user_id = $1 AND status <> 'declined'
+    UNION
+    SELECT s.id FROM pod_memberships m JOIN study_sessions s ON s.pod_id = m.pod_id
+     WHERE m.user_id = $1 AND m.status = 'active'
+"""
+
+
+async def insert_event(conn: Executor, values: dict[str, Any]) -> asyncpg.Record:
+    columns = list(values)
+    placeholders = ", ".join(f"${i}" for i in range(1, len(columns) + 1))
+    row = await conn.fetchrow(
+        f"INSERT INTO calendar_events ({', '.join(columns)}) VALUES ({placeholders}) "
+        f"RETURNING {EVENT_COLUMNS}",
+        *values.values(),
+    )
+    assert row is not None
+    return row
+
+
+async def update_event(
+    conn: Executor, event_id: uuid.UUID, values: dict[str, Any]
+) -> asyncpg.Record:
+    columns = list(values)
+    assignments = ", ".join(f"{c} = ${i}" for i, c in enumerate(columns, start=2))
+    row = await conn.fetchrow(
+        f"UPDATE calendar_events SET {assignments}, updated_at = NOW() WHERE id = $1 "
+        f"RETURNING {EVENT_COLUMNS}",
+        event_id,
+        *values.values(),
+    )
+    assert row is not None
+    return row
+
+
+async def get_event(
+    conn: Executor, user_id: uuid.UUID, event_id: uuid.UUID, *, lock: bool = False
+) -> asyncpg.Record | None:
+    """The event if `user_id` owns it (calendars are private: anyone else gets None)."""
+    return await conn.fetchrow(
+        f"SELECT {EVENT_COLUMNS} FROM calendar_events WHERE id = $1 AND user_id = $2"
+        + (" FOR UPDATE" if lock else ""),
+        event_id,
+        user_id,
+    )
+
+
+async def get_event_by_uid(conn: Conn, user_id: uuid.UUID, uid: str) -> asyncpg.Record | None:
+    return await conn.fetchrow(
+        f"SELECT {EVENT_COLUMNS} FROM calendar_events WHERE user_id = $1 AND ical_uid = $2 "
+        "FOR UPDATE",
+        user_id,
+        uid,
+    )
+
+
+async def delete_event(conn: Executor, user_id: uuid.UUID, event_id: uuid.UUID) -> bool:
+    status = await conn.execute(
+        "DELETE FROM calendar_events WHERE id = $1 AND user_id = $2", event_id, user_id
+    )
+    return status.endswith(" 1")
+
+
+async def events_between(
+    conn: Executor,
+    user_id: uuid.UUID,
+    start: dt.datetime,
+    end: dt.datetime,
+    event_types: list[str] | None,
+) -> list[asyncpg.Record]:
+    """Events of the user whose series may have an occurrence in [start, end)."""
+    return await conn.fetch(
+        f"""SELECT {EVENT_COLUMNS} FROM calendar_events
+             WHERE user_id = $1 AND span_start < $3
+               AND (span_end IS NULL OR span_end >= $2)
+               AND ($4::text[] IS NULL OR event_type = ANY($4::text[]))
+             ORDER BY span_start""",
+        user_id,
+        start,
+        end,
+        event_types,
+    )
+
+
+async def sessions_between(
+    conn: Executor, user_id: uuid.UUID, start: dt.datetime, end: dt.datetime
+) -> list[asyncpg.Record]:
+    """Study sessions the user's calendar shows that may fall in [start, end)."""
+    return await conn.fetch(
+        f"""SELECT {SESSION_COLUMNS},
+                   CASE WHEN s.organizer_id = $1 THEN 'organizer'
+                        WHEN p.user_id IS NOT NULL THEN 'participant'
+                        ELSE 'pod_member' END AS my_role
+              FROM study_sessions s
+              JOIN ({_MY_SESSIONS}) mine ON mine.id = s.id
+              LEFT JOIN session_participants p ON p.session_id = s.id AND p.user_id = $1
+             WHERE COALESCE(s.status, 'scheduled') <> 'cancelled'
+               AND s.start_time < $3
+               AND (s.is_recurring OR s.end_time >= $2)
+             ORDER BY s.start_time""",
+        user_id,
+        start,
+        end,
+    )
+
+
+async def session_visible(conn: Executor, user_id: uuid.UUID, session_id: uuid.UUID) -> bool:
+    return bool(
+        await conn.fetchval(
+            f"SELECT EXISTS (SELECT 1 FROM ({_MY_SESSIONS}) mine WHERE mine.id = $2)",
+            user_id,
+            session_id,
+        )
+    )
+
+
+async def feed_events(
+    conn: Executor, user_id: uuid.UUID, since: dt.datetime
+) -> list[asyncpg.Record]:
+    return await conn.fetch(
+        f"""SELECT {EVENT_COLUMNS} FROM calendar_events
+             WHERE user_id = $1 AND (span_end IS NULL OR span_end >= $2)
+             ORDER BY span_start""",
+        user_id,
+        since,
+    )
+
+
+async def feed_sessions(
+    conn: Executor, user_id: uuid.UUID, since: dt.datetime
+) -> list[asyncpg.Record]:
+    return await conn.fetch(
+        f"""SELECT {SESSION_COLUMNS}, 'x' AS my_role
+              FROM study_sessions s JOIN ({_MY_SESSIONS}) mine ON mine.id = s.id
+             WHERE s.is_recurring OR s.end_time >= $2
+             ORDER BY s.start_time""",
+        user_id,
+        since,
+    )
+
+
+# --------------------------------------------------------------------------- feed tokens
+
+
+async def set_feed_token(conn: Executor, user_id: uuid.UUID, token_hash: str) -> asyncpg.Record:
+    row = await conn.fetchrow(
+        """INSERT INTO calendar_feed_tokens (user_id, token_hash) VALUES ($1, $2)
+           ON CONFLICT (user_id) DO UPDATE
+             SET token_hash = EXCLUDED.token_hash, created_at = NOW(), last_used_at = NULL
+           RETURNING user_id, created_at, last_used_at""",
+        user_id,
+        token_hash,
+    )
+    assert row is not None
+    return row
+
+
+async def feed_token_info(conn: Executor, user_id: uuid.UUID) -> asyncpg.Record | None:
+    return await conn.fetchrow(
+        "SELECT user_id, created_at, last_used_at FROM calendar_feed_tokens WHERE user_id = $1",
+        user_id,
+    )
+
+
+async def delete_feed_token(conn: Executor, user_id: uuid.UUID) -> bool:
+    status = await conn.execute("DELETE FROM calendar_feed_tokens WHERE user_id = $1", user_id)
+    return status.endswith(" 1")
+
+
+async def feed_owner(conn: Executor, token_hash: str) -> asyncpg.Record | None:
+    """The user a feed token belongs to (and note that the feed was fetched)."""
+    return await conn.fetchrow(
+        """UPDATE calendar_feed_tokens t SET last_used_at = NOW()
+             FROM users u
+            WHERE t.token_hash = $1 AND u.id = t.user_id AND u.account_status = 'active'
+        RETURNING u.id, u.username, u.first_name, u.last_name, u.timezone""",
+        token_hash,
+    )
+
+
+async def user_timezone(conn: Executor, user_id: uuid.UUID) -> str:
+    tz = await conn.fetchval("SELECT timezone FROM users WHERE id = $1", user_id)
+    return str(tz or "UTC")
+
+
+# --------------------------------------------------------------------------- reminders
+
+
+async def events_with_reminders(
+    conn: Executor, since: dt.datetime, now: dt.datetime, horizon: dt.datetime
+) -> list[asyncpg.Record]:
+    """Events with a reminder that may have come due in (since, now]. One-off events are
+    narrowed by their own longest reminder; a repeating series is checked by its span only."""
+    return await conn.fetch(
+        f"""SELECT {EVENT_COLUMNS} FROM calendar_events e
+             WHERE reminder_settings <> '[]'::jsonb
+               AND COALESCE(status, 'scheduled') <> 'cancelled'
+               AND span_start < $3 AND (span_end IS NULL OR span_end >= $1)
+               AND (is_recurring OR start_time - make_interval(mins => (
+                        SELECT COALESCE(max((r->>'minutesBefore')::int), 0)
+                          FROM jsonb_array_elements(e.reminder_settings) r)) <= $2)""",
+        since,
+        now,
+        horizon,
+    )
+
+
+async def existing_dedupe_keys(conn: Executor, keys: list[str]) -> set[str]:
+    rows = await conn.fetch("SELECT dedupe_key FROM jobs WHERE dedupe_key = ANY($1::text[])", keys)
+    return {r["dedupe_key"] for r in rows}
+
+
+async def sessions_for_reminders(
+    conn: Executor, start: dt.datetime, end: dt.datetime
+) -> list[asyncpg.Record]:
+    """Scheduled sessions that may start in [start, end), one row per person to remind (the
+    organizer and accepted participants) with that person's notification settings."""
+    return await conn.fetch(
+        f"""SELECT {SESSION_COLUMNS}, r.user_id, u.notification_settings
+              FROM study_sessions s
+              JOIN LATERAL (
+                    SELECT s.organizer_id AS user_id
+                    UNION
+                    SELECT p.user_id FROM session_participants p
+                     WHERE p.session_id = s.id AND p.status = 'accepted') r ON TRUE
+              JOIN users u ON u.id = r.user_id AND u.account_status = 'active'
+             WHERE COALESCE(s.status, 'scheduled') = 'scheduled'
+               AND s.start_time < $2 AND (s.is_recurring OR s.start_time >= $1)""",
+        start,
+        end,
+    )
+
+
+async def insert_delivery(
+    conn: Conn,
+    *,
+    source: str,
+    source_id: uuid.UUID,
+    user_id: uuid.UUID,
+    occurrence_start: dt.datetime,
+    minutes_before: int,
+    channel: str,
+    due_at: dt.datetime,
+    late: bool,
+    fired_by: str,
+) -> int | None:
+    """Claim one reminder delivery; None when it was already delivered."""
+    value = await conn.fetchval(
+        """INSERT INTO reminder_deliveries
+             (source, source_id, user_id, occurrence_start, minutes_before, channel, due_at,
+              late, fired_by)
+           VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
+           ON CONFLICT DO NOTHING
+           RETURNING id""",
+        source,
+        source_id,
+        user_id,
+        occurrence_start,
+        minutes_before,
+        channel,
+        due_at,
+        late,
+        fired_by,
+    )
+    return int(value) if value is not None else None
+
+
+async def link_delivery(conn: Conn, delivery_id: int, notification_id: uuid.UUID) -> None:
+    await conn.execute(
+        "UPDATE reminder_deliveries SET notification_id = $2 WHERE id = $1",
+        delivery_id,
+        notification_id,
+    )

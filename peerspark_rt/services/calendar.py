@@ -1,0 +1,699 @@
+"""The calendar: a user's own events (one-off or recurring), the study sessions they organize,
+take part in or that belong to their pods, expanded into occurrences for a date range.
+
+Rules:
+* Calendars are private: an event is visible to its owner only (anyone else gets 404).
+* Times are instants; each event also has its own IANA time zone, in which a recurring event's
+  occurrences are computed (see services/recurrence.py). The range query renders instants in the
+  viewer's zone (the `timezone` parameter, else the profile's).
+* All-day events take dates, not times: `startTime`/`endTime` are the first and the last day
+  (inclusive), e.g. "2026-05-12" and "2026-05-13" for a two-day event.
+* One occurrence of a recurring event is changed or cancelled with `recurrenceId` and
+  `scope=this`; `scope=following` cuts the series there and the change applies to a new series
+  from that occurrence on (its id is returned).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import uuid
+from collections.abc import Mapping
+from dataclasses import replace
+from typing import Any, Literal
+
+import asyncpg
+import msgspec
+
+from ..db import calendar as calendar_db
+from ..db.pool import Database
+from ..db.types import Conn
+from ..errors import Invalid, NotFound
+from . import recurrence as rec
+from . import validation
+from .auth import Principal
+from .pods import PodService
+
+log = logging.getLogger(__name__)
+
+EVENT_TYPES = ("study", "exam", "assignment", "meeting", "deadline", "other")
+SESSION_TYPE = "session"  # how study sessions show in the range query and its filter
+STATUSES = ("scheduled", "tentative", "cancelled", "completed")
+CHANNELS = ("in_app", "email")
+MAX_REMINDERS = 5
+MAX_REMINDER_MINUTES = 4 * 7 * 24 * 60  # four weeks
+MAX_RANGE_DAYS = 400
+Scope = Literal["this", "following", "all"]
+# A stored row, or a dict shaped like one (the tail of a split series before it is stored).
+RowLike = asyncpg.Record | Mapping[str, Any]
+
+
+class ReminderSetting(msgspec.Struct, rename="camel", forbid_unknown_fields=True):
+    minutes_before: int
+    channels: list[str] = msgspec.field(default_factory=lambda: ["in_app"])
+
+
+class EventCreate(msgspec.Struct, rename="camel", forbid_unknown_fields=True):
+    title: str
+    start_time: str
+    timezone: str
+    event_type: str = "study"
+    description: str | None = None
+    end_time: str | None = None
+    location: str | None = None
+    is_all_day: bool = False
+    is_recurring: bool = False
+    recurrence_pattern: Any = None
+    reminder_settings: list[ReminderSetting] = []
+    related_pod_id: str | None = None
+    related_session_id: str | None = None
+    status: str = "scheduled"
+
+
+class EventUpdate(msgspec.Struct, rename="camel", forbid_unknown_fields=True):
+    title: str | msgspec.UnsetType = msgspec.UNSET
+    start_time: str | msgspec.UnsetType = msgspec.UNSET
+    end_time: str | msgspec.UnsetType | None = msgspec.UNSET
+    timezone: str | msgspec.UnsetType = msgspec.UNSET
+    event_type: str | msgspec.UnsetType = msgspec.UNSET
+    description: str | msgspec.UnsetType | None = msgspec.UNSET
+    location: str | msgspec.UnsetType | None = msgspec.UNSET
+    is_all_day: bool | msgspec.UnsetType = msgspec.UNSET
+    is_recurring: bool | msgspec.UnsetType = msgspec.UNSET
+    recurrence_pattern: Any = msgspec.UNSET
+    reminder_settings: list[ReminderSetting] | msgspec.UnsetType = msgspec.UNSET
+    related_pod_id: str | msgspec.UnsetType | None = msgspec.UNSET
+    related_session_id: str | msgspec.UnsetType | None = msgspec.UNSET
+    status: str | msgspec.UnsetType = msgspec.UNSET
+
+
+# Fields one occurrence may change on its own (scope=this).
+_OCCURRENCE_FIELDS = ("title", "description", "location", "start_time", "end_time")
+
+
+class OccurrenceQuery(msgspec.Struct, rename="camel", forbid_unknown_fields=True):
+    recurrence_id: str | None = None
+    scope: Scope | None = None
+
+
+class CalendarQuery(msgspec.Struct, rename="camel", forbid_unknown_fields=True):
+    start_date: str
+    end_date: str
+    timezone: str | None = None
+    event_types: list[str] = []
+
+
+class EventView(msgspec.Struct, rename="camel"):
+    id: uuid.UUID
+    title: str
+    description: str | None
+    event_type: str
+    start_time: dt.datetime | str
+    end_time: dt.datetime | str
+    timezone: str
+    location: str | None
+    is_all_day: bool
+    is_recurring: bool
+    recurrence_pattern: dict[str, Any] | None
+    reminder_settings: list[dict[str, Any]]
+    related_pod_id: uuid.UUID | None
+    related_session_id: uuid.UUID | None
+    status: str
+    created_at: dt.datetime
+    updated_at: dt.datetime
+
+
+class CalendarItem(msgspec.Struct, rename="camel"):
+    id: str  # the event's or session's id
+    source: str  # 'event' or 'session'
+    occurrence_id: str  # unique in a response: id, or id/recurrenceId
+    title: str
+    event_type: str
+    start_time: dt.datetime
+    end_time: dt.datetime
+    timezone: str
+    is_all_day: bool
+    is_recurring: bool
+    status: str
+    description: str | None = None
+    location: str | None = None
+    recurrence_id: str | None = None
+    is_exception: bool = False
+    start_date: str | None = None
+    end_date: str | None = None
+    related_pod_id: uuid.UUID | None = None
+    related_session_id: uuid.UUID | None = None
+    pod_id: uuid.UUID | None = None
+    session_type: str | None = None
+    meeting_url: str | None = None
+    role: str | None = None
+
+
+class CalendarRange(msgspec.Struct, rename="camel"):
+    events: list[CalendarItem]
+    start_date: dt.datetime
+    end_date: dt.datetime
+    timezone: str
+
+
+# --------------------------------------------------------------------------- series <-> rows
+
+
+def event_series(row: RowLike) -> rec.Series:
+    """The series a stored event describes (its pattern only if it repeats)."""
+    start = row["start_time"]
+    end = row["end_time"] or start
+    pattern = rec.load_pattern(row["recurrence_pattern"]) if row["is_recurring"] else None
+    return rec.Series(start, end, row["timezone"] or "UTC", bool(row["is_all_day"]), pattern)
+
+
+def session_series(row: asyncpg.Record) -> rec.Series:
+    pattern = rec.load_pattern(row["recurrence_pattern"]) if row["is_recurring"] else None
+    return rec.Series(row["start_time"], row["end_time"], row["timezone"] or "UTC", False, pattern)
+
+
+def safe_expand(
+    series: rec.Series, start: dt.datetime, end: dt.datetime, viewer_tz: str, what: str
+) -> list[rec.Occurrence]:
+    """Expand, treating a stored rule dateutil cannot read as a one-off (logged): one broken
+    row must not break a whole calendar."""
+    try:
+        return rec.expand(series, start, end, viewer_tz=viewer_tz)
+    except (ValueError, TypeError, OverflowError) as exc:
+        log.warning("cannot expand %s: %s", what, exc)
+        return rec.expand(replace(series, pattern=None), start, end, viewer_tz=viewer_tz)
+
+
+def _render_day(moment: dt.datetime) -> str:
+    return moment.date().isoformat()
+
+
+def event_view(row: RowLike) -> EventView:
+    series = event_series(row)
+    all_day = series.all_day
+    start: dt.datetime | str
+    end: dt.datetime | str
+    if all_day:
+        start = _render_day(series.start)
+        end = _render_day(series.end - dt.timedelta(days=1))
+    else:
+        start = series.start.astimezone(series.zone)
+        end = series.end.astimezone(series.zone)
+    pattern = series.pattern.to_json(all_day) if series.pattern else None
+    return EventView(
+        id=row["id"],
+        title=row["title"],
+        description=row["description"],
+        event_type=row["event_type"] or "study",
+        start_time=start,
+        end_time=end,
+        timezone=series.timezone,
+        location=row["location"],
+        is_all_day=all_day,
+        is_recurring=series.pattern is not None,
+        recurrence_pattern=pattern,
+        reminder_settings=list(row["reminder_settings"] or []),
+        related_pod_id=row["related_pod_id"],
+        related_session_id=row["related_session_id"],
+        status=row["status"] or "scheduled",
+        created_at=row["created_at"],
+        updated_at=row["updated_at"],
+    )
+
+
+def parse_reminders(values: list[ReminderSetting]) -> list[dict[str, Any]]:
+    if len(values) > MAX_REMINDERS:
+        raise Invalid("reminderSettings", f"at most {MAX_REMINDERS} reminders")
+    merged: dict[int, list[str]] = {}
+    for i, r in enumerate(values):
+        where = f"reminderSettings[{i}]"
+        if not 0 <= r.minutes_before <= MAX_REMINDER_MINUTES:
+            raise Invalid(
+                f"{where}.minutesBefore", f"must be from 0 to {MAX_REMINDER_MINUTES} minutes"
+            )
+        if not r.channels:
+            raise Invalid(f"{where}.channels", "name at least one channel: in_app, email")
+        for channel in r.channels:
+            if channel not in CHANNELS:
+                raise Invalid(f"{where}.channels", "each channel must be in_app or email")
+        known = merged.setdefault(r.minutes_before, [])
+        known.extend(c for c in r.channels if c not in known)
+    return [
+        {"minutesBefore": m, "channels": sorted(c)} for m, c in sorted(merged.items(), reverse=True)
+    ]
+
+
+def _times(
+    start_raw: str, end_raw: str | None, tz: str, all_day: bool
+) -> tuple[dt.datetime, dt.datetime]:
+    start = rec.parse_instant(start_raw, "startTime", all_day=all_day, tz=tz)
+    if all_day:
+        last = rec.parse_instant(end_raw, "endTime", all_day=True, tz=tz) if end_raw else start
+        if last < start:
+            raise Invalid("endTime", "must not be before startTime")
+        return start, last + dt.timedelta(days=1)
+    end = rec.parse_instant(end_raw, "endTime", all_day=False, tz=tz) if end_raw else start
+    if end < start:
+        raise Invalid("endTime", "must not be before startTime")
+    if end - start > dt.timedelta(days=366):
+        raise Invalid("endTime", "an event lasts at most a year")
+    return start, end
+
+
+def _optional_text(value: str | None, field: str, max_len: int) -> str | None:
+    if value is None:
+        return None
+    stripped = value.strip()
+    if len(stripped) > max_len:
+        raise Invalid(field, f"must be at most {max_len} characters")
+    return stripped or None
+
+
+def _timezone_name(value: str) -> str:
+    return validation.timezone(value, "timezone")
+
+
+class CalendarService:
+    def __init__(self, db: Database, pods: PodService) -> None:
+        self.db = db
+        self.pods = pods
+
+    # ------------------------------------------------------------------ single events
+
+    async def get(self, principal: Principal, event_id: uuid.UUID) -> EventView:
+        row = await calendar_db.get_event(self.db.pool, principal.user_id, event_id)
+        if row is None:
+            raise NotFound("event not found")
+        return event_view(row)
+
+    async def create(self, principal: Principal, body: EventCreate) -> EventView:
+        values = await self._validated(principal, body)
+        row = await calendar_db.insert_event(self.db.pool, {"user_id": principal.user_id, **values})
+        return event_view(row)
+
+    async def _validated(self, principal: Principal, body: EventCreate) -> dict[str, Any]:
+        """Column values for a full description of an event; Invalid names the bad field."""
+        title = validation.text(body.title, "title", max_len=255)
+        tz = _timezone_name(body.timezone)
+        event_type = validation.one_of(body.event_type, "eventType", EVENT_TYPES)
+        status = validation.one_of(body.status, "status", STATUSES)
+        start, end = _times(body.start_time, body.end_time, tz, body.is_all_day)
+        series = rec.Series(start, end, tz, body.is_all_day)
+        pattern = None
+        if body.recurrence_pattern is not None:
+            pattern = rec.parse_pattern(body.recurrence_pattern, series)
+        elif body.is_recurring:
+            raise Invalid("recurrencePattern", "is required when isRecurring is true")
+        series = replace(series, pattern=pattern)
+        span_start, span_end = rec.series_span(series)
+        pod_id = await self._related_pod(principal, body.related_pod_id)
+        session_id = await self._related_session(principal, body.related_session_id)
+        return {
+            "title": title,
+            "description": _optional_text(body.description, "description", 10_000),
+            "event_type": event_type,
+            "start_time": start,
+            "end_time": end,
+            "timezone": tz,
+            "location": _optional_text(body.location, "location", 1000),
+            "is_all_day": body.is_all_day,
+            "is_recurring": pattern is not None,
+            "recurrence_pattern": pattern.to_json(body.is_all_day) if pattern else None,
+            "reminder_settings": parse_reminders(body.reminder_settings),
+            "related_pod_id": pod_id,
+            "related_session_id": session_id,
+            "status": status,
+            "span_start": span_start,
+            "span_end": span_end,
+        }
+
+    async def _related_pod(self, principal: Principal, raw: str | None) -> uuid.UUID | None:
+        if raw is None:
+            return None
+        pod_id = validation.parse_uuid(raw, "relatedPodId")
+        try:
+            await self.pods.visible_pod(principal, pod_id)
+        except NotFound:
+            raise Invalid("relatedPodId", "no pod with this id") from None
+        return pod_id
+
+    async def _related_session(self, principal: Principal, raw: str | None) -> uuid.UUID | None:
+        if raw is None:
+            return None
+        session_id = validation.parse_uuid(raw, "relatedSessionId")
+        if not await calendar_db.session_visible(self.db.pool, principal.user_id, session_id):
+            raise Invalid("relatedSessionId", "no study session of yours has this id")
+        return session_id
+
+    @staticmethod
+    def _as_create(row: RowLike, body: EventUpdate) -> EventCreate:
+        """The full description after applying `body` to the stored event."""
+        series = event_series(row)
+        current = event_view(row)
+
+        def pick(name: str, default: Any) -> Any:
+            value = getattr(body, name)
+            return default if value is msgspec.UNSET else value
+
+        all_day = pick("is_all_day", series.all_day)
+        start_default = current.start_time
+        end_default: Any = current.end_time
+        if all_day != series.all_day:
+            # switching between timed and all-day: keep the dates, drop the times
+            start_default = _render_day(series.start.astimezone(series.zone))
+            end_default = None
+        start_raw = pick("start_time", start_default)
+        end_raw = pick("end_time", end_default)
+        if isinstance(start_raw, dt.datetime):
+            start_raw = start_raw.isoformat()
+        if isinstance(end_raw, dt.datetime):
+            end_raw = end_raw.isoformat()
+        if body.start_time is not msgspec.UNSET and body.end_time is msgspec.UNSET:
+            # moving the start keeps the duration
+            if not all_day and isinstance(start_raw, str) and not series.all_day:
+                new_start = rec.parse_instant(
+                    start_raw, "startTime", all_day=False, tz=pick("timezone", series.timezone)
+                )
+                end_raw = (new_start + series.duration).isoformat()
+            elif all_day and series.all_day and isinstance(start_raw, str):
+                new_start = rec.parse_instant(start_raw, "startTime", all_day=True)
+                end_raw = _render_day(new_start + series.duration - dt.timedelta(days=1))
+        pattern: Any = current.recurrence_pattern
+        if body.recurrence_pattern is not msgspec.UNSET:
+            pattern = body.recurrence_pattern
+        is_recurring = pick("is_recurring", current.is_recurring)
+        if body.is_recurring is False:
+            pattern = None
+        reminders = (
+            [msgspec.convert(r, ReminderSetting) for r in current.reminder_settings]
+            if isinstance(body.reminder_settings, msgspec.UnsetType)
+            else body.reminder_settings
+        )
+        return EventCreate(
+            title=pick("title", current.title),
+            start_time=str(start_raw),
+            end_time=None if end_raw is None else str(end_raw),
+            timezone=pick("timezone", current.timezone),
+            event_type=pick("event_type", current.event_type),
+            description=pick("description", current.description),
+            location=pick("location", current.location),
+            is_all_day=all_day,
+            is_recurring=bool(is_recurring) and pattern is not None,
+            recurrence_pattern=pattern,
+            reminder_settings=reminders,
+            related_pod_id=_str_or_none(pick("related_pod_id", current.related_pod_id)),
+            related_session_id=_str_or_none(pick("related_session_id", current.related_session_id)),
+            status=pick("status", current.status),
+        )
+
+    async def update(
+        self,
+        principal: Principal,
+        event_id: uuid.UUID,
+        body: EventUpdate,
+        where: OccurrenceQuery,
+    ) -> EventView:
+        """Change the whole series, one occurrence (scope=this) or an occurrence and every
+        later one (scope=following: returns the new series)."""
+        async with self.db.transaction() as conn:
+            row = await calendar_db.get_event(conn, principal.user_id, event_id, lock=True)
+            if row is None:
+                raise NotFound("event not found")
+            scope, rid = self._scope(row, where)
+            if scope == "this":
+                assert rid is not None
+                return event_view(await self._change_occurrence(conn, row, rid, body))
+            if scope == "following":
+                assert rid is not None
+                return await self._change_following(conn, principal, row, rid, body)
+            wanted = self._as_create(row, body)
+            if body.recurrence_pattern is msgspec.UNSET and wanted.recurrence_pattern is not None:
+                wanted = await self._rebased(row, wanted)
+            values = await self._validated(principal, wanted)
+            return event_view(await calendar_db.update_event(conn, event_id, values))
+
+    async def _rebased(self, row: RowLike, wanted: EventCreate) -> EventCreate:
+        """When times change but the pattern is not restated, keep only the exceptions that
+        still name occurrences of the moved series."""
+        old = event_series(row)
+        start, end = _times(wanted.start_time, wanted.end_time, wanted.timezone, wanted.is_all_day)
+        if old.pattern is None or (start == old.start and wanted.timezone == old.timezone):
+            return wanted
+        moved = rec.Series(start, end, wanted.timezone, wanted.is_all_day)
+        kept = rec.rebase(old.pattern, moved)
+        return replace_struct(wanted, recurrence_pattern=kept.to_json(wanted.is_all_day))
+
+    def _scope(self, row: asyncpg.Record, where: OccurrenceQuery) -> tuple[Scope, str | None]:
+        if where.recurrence_id is None:
+            if where.scope not in (None, "all"):
+                raise Invalid("recurrenceId", f"is required with scope={where.scope}")
+            return "all", None
+        series = event_series(row)
+        if series.pattern is None:
+            raise Invalid("recurrenceId", "this event does not repeat")
+        rid = rec.parse_recurrence_id(where.recurrence_id, all_day=series.all_day)
+        if not rec.occurs(series, rid) or rid in series.pattern.exdates:
+            raise NotFound("no such occurrence of this event")
+        return where.scope or "this", rid
+
+    async def _change_occurrence(
+        self, conn: Conn, row: asyncpg.Record, rid: str, body: EventUpdate
+    ) -> asyncpg.Record:
+        series = event_series(row)
+        assert series.pattern is not None
+        for name in EventUpdate.__struct_fields__:
+            if name not in _OCCURRENCE_FIELDS and getattr(body, name) is not msgspec.UNSET:
+                camel = EventUpdate.__struct_encode_fields__[
+                    EventUpdate.__struct_fields__.index(name)
+                ]
+                raise Invalid(
+                    camel, "cannot change for one occurrence; use scope=all or scope=following"
+                )
+        change: dict[str, Any] = {}
+        for name in ("title", "description", "location"):
+            value = getattr(body, name)
+            if value is not msgspec.UNSET:
+                if name == "title":
+                    value = validation.text(value or "", "title", max_len=255)
+                change[name] = value
+        if body.start_time is not msgspec.UNSET:
+            change["start"] = body.start_time
+        if body.end_time is not msgspec.UNSET and body.end_time is not None:
+            change["end"] = body.end_time
+        override = rec.parse_override(change, series, "body")
+        override = _check_override_times(override, series, rid)
+        pattern = rec.with_override(series.pattern, rid, override)
+        return await self._save_pattern(conn, row, series, pattern)
+
+    async def _save_pattern(
+        self, conn: Conn, row: asyncpg.Record, series: rec.Series, pattern: rec.Pattern
+    ) -> asyncpg.Record:
+        updated = replace(series, pattern=pattern)
+        span_start, span_end = rec.series_span(updated)
+        return await calendar_db.update_event(
+            conn,
+            row["id"],
+            {
+                "recurrence_pattern": pattern.to_json(series.all_day),
+                "span_start": span_start,
+                "span_end": span_end,
+            },
+        )
+
+    async def _change_following(
+        self,
+        conn: Conn,
+        principal: Principal,
+        row: asyncpg.Record,
+        rid: str,
+        body: EventUpdate,
+    ) -> EventView:
+        series = event_series(row)
+        parts = rec.split(series, rid)
+        # the tail starts as a copy of the series from the cut, with the tail's own rule
+        tail_start = parts.cut
+        tail_end = tail_start + series.duration
+        tail_row = dict(row)
+        tail_row.update(
+            start_time=tail_start,
+            end_time=tail_end,
+            recurrence_pattern=parts.after.to_json(series.all_day),
+            is_recurring=True,
+        )
+        wanted = self._as_create(tail_row, body)
+        if body.recurrence_pattern is msgspec.UNSET:
+            wanted = await self._rebased(tail_row, wanted)
+        values = await self._validated(principal, wanted)
+        if parts.before is None:  # cut at the first occurrence: the whole series changes
+            return event_view(await calendar_db.update_event(conn, row["id"], values))
+        await self._save_pattern(conn, row, series, parts.before)
+        created = await calendar_db.insert_event(conn, {"user_id": principal.user_id, **values})
+        return event_view(created)
+
+    async def delete(
+        self, principal: Principal, event_id: uuid.UUID, where: OccurrenceQuery
+    ) -> None:
+        async with self.db.transaction() as conn:
+            row = await calendar_db.get_event(conn, principal.user_id, event_id, lock=True)
+            if row is None:
+                raise NotFound("event not found")
+            scope, rid = self._scope(row, where)
+            series = event_series(row)
+            if scope == "all":
+                await calendar_db.delete_event(conn, principal.user_id, event_id)
+                return
+            assert rid is not None and series.pattern is not None
+            if scope == "this":
+                await self._save_pattern(conn, row, series, rec.with_exdate(series.pattern, rid))
+                return
+            before = rec.truncate(series, rid)
+            if before is None:
+                await calendar_db.delete_event(conn, principal.user_id, event_id)
+            else:
+                await self._save_pattern(conn, row, series, before)
+
+    # ------------------------------------------------------------------ the range query
+
+    async def range(self, principal: Principal, query: CalendarQuery) -> CalendarRange:
+        tz = (
+            _timezone_name_param(query.timezone)
+            if query.timezone
+            else await calendar_db.user_timezone(self.db.pool, principal.user_id)
+        )
+        start = rec.parse_instant(query.start_date, "startDate", all_day=False, tz=tz)
+        end = rec.parse_instant(query.end_date, "endDate", all_day=False, tz=tz)
+        if len(query.end_date.strip()) == 10:
+            # a date as the end means through that whole day (its local midnight after)
+            next_day = dt.date.fromisoformat(query.end_date.strip()) + dt.timedelta(days=1)
+            end = rec.parse_instant(next_day.isoformat(), "endDate", all_day=False, tz=tz)
+        if end <= start:
+            raise Invalid("endDate", "must be after startDate")
+        if end - start > dt.timedelta(days=MAX_RANGE_DAYS):
+            raise Invalid("endDate", f"a range covers at most {MAX_RANGE_DAYS} days")
+        types = list(dict.fromkeys(query.event_types))
+        for t in types:
+            validation.one_of(t, "eventTypes", (*EVENT_TYPES, SESSION_TYPE))
+        event_types = [t for t in types if t != SESSION_TYPE] if types else None
+        want_sessions = not types or SESSION_TYPE in types
+        items: list[CalendarItem] = []
+        # all-day series need the dates the window touches, so widen the database filter
+        margin = dt.timedelta(days=1)
+        if event_types is None or event_types:
+            rows = await calendar_db.events_between(
+                self.db.pool, principal.user_id, start - margin, end + margin, event_types
+            )
+            for row in rows:
+                items.extend(self._event_items(row, start, end, tz))
+        if want_sessions:
+            rows = await calendar_db.sessions_between(self.db.pool, principal.user_id, start, end)
+            for row in rows:
+                items.extend(self._session_items(row, start, end, tz))
+        items.sort(key=lambda i: (i.start_time, i.title, i.occurrence_id))
+        return CalendarRange(
+            items, start.astimezone(rec.zone(tz)), end.astimezone(rec.zone(tz)), tz
+        )
+
+    def _event_items(
+        self, row: asyncpg.Record, start: dt.datetime, end: dt.datetime, tz: str
+    ) -> list[CalendarItem]:
+        series = event_series(row)
+        out = []
+        for occ in safe_expand(series, start, end, tz, f"event {row['id']}"):
+            item = CalendarItem(
+                id=str(row["id"]),
+                source="event",
+                occurrence_id=_occurrence_id(row["id"], occ.recurrence_id),
+                title=str(occ.fields.get("title") or row["title"]),
+                description=occ.fields.get("description", row["description"]),
+                location=occ.fields.get("location", row["location"]),
+                event_type=row["event_type"] or "study",
+                start_time=occ.start,
+                end_time=occ.end,
+                timezone=series.timezone,
+                is_all_day=series.all_day,
+                is_recurring=series.pattern is not None,
+                status=row["status"] or "scheduled",
+                recurrence_id=occ.recurrence_id,
+                is_exception=occ.overridden,
+                related_pod_id=row["related_pod_id"],
+                related_session_id=row["related_session_id"],
+                role="owner",
+            )
+            out.append(_localize(item, occ, tz))
+        return out
+
+    def _session_items(
+        self, row: asyncpg.Record, start: dt.datetime, end: dt.datetime, tz: str
+    ) -> list[CalendarItem]:
+        series = session_series(row)
+        out = []
+        for occ in safe_expand(series, start, end, tz, f"session {row['id']}"):
+            item = CalendarItem(
+                id=str(row["id"]),
+                source="session",
+                occurrence_id=_occurrence_id(row["id"], occ.recurrence_id),
+                title=str(occ.fields.get("title") or row["title"]),
+                description=occ.fields.get("description", row["description"]),
+                event_type=SESSION_TYPE,
+                start_time=occ.start,
+                end_time=occ.end,
+                timezone=series.timezone,
+                is_all_day=False,
+                is_recurring=series.pattern is not None,
+                status=row["status"] or "scheduled",
+                recurrence_id=occ.recurrence_id,
+                is_exception=occ.overridden,
+                pod_id=row["pod_id"],
+                session_type=row["session_type"],
+                meeting_url=row["meeting_url"],
+                role=row["my_role"],
+            )
+            out.append(_localize(item, occ, tz))
+        return out
+
+
+def _str_or_none(value: Any) -> str | None:
+    return None if value is None else str(value)
+
+
+def replace_struct(value: EventCreate, **changes: Any) -> EventCreate:
+    return msgspec.structs.replace(value, **changes)
+
+
+def _timezone_name_param(value: str) -> str:
+    return validation.timezone(value, "timezone")
+
+
+def _occurrence_id(ident: uuid.UUID, rid: str | None) -> str:
+    return str(ident) if rid is None else f"{ident}/{rid}"
+
+
+def _localize(item: CalendarItem, occ: rec.Occurrence, tz: str) -> CalendarItem:
+    """Render the instants in the viewer's zone; all-day items get their dates (the last day
+    inclusive) and start/end at the viewer's local midnights of those dates."""
+    zone = rec.zone(tz)
+    if item.is_all_day:
+        first = occ.start.date()
+        last = (occ.end - dt.timedelta(days=1)).date()
+        item.start_date = first.isoformat()
+        item.end_date = last.isoformat()
+        item.start_time = dt.datetime.combine(first, dt.time(), zone)
+        item.end_time = dt.datetime.combine(last + dt.timedelta(days=1), dt.time(), zone)
+    else:
+        item.start_time = occ.start.astimezone(zone)
+        item.end_time = occ.end.astimezone(zone)
+    return item
+
+
+def _check_override_times(override: rec.Override, series: rec.Series, rid: str) -> rec.Override:
+    original = rec.parse_instant(rid, "recurrenceId", all_day=series.all_day)
+    start = override.start or original
+    if series.all_day and override.end is not None:
+        # the inclusive last day given by the client -> exclusive end
+        override = rec.Override(
+            override.start, override.end + dt.timedelta(days=1), override.fields
+        )
+    end = override.end or (start + series.duration)
+    if end < start or (series.all_day and end <= start):
+        raise Invalid("endTime", "must not be before startTime")
+    return override

@@ -1,0 +1,64 @@
+"""The periodic jobs that keep the database tidy and the analytics current."""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+
+from ..db import jobs as jobs_db
+from ..db import maintenance as maintenance_db
+from ..db.pool import Database
+from ..errors import Invalid
+from .jobs import Job, PermanentError
+
+log = logging.getLogger(__name__)
+
+KEEP_DONE_JOBS = dt.timedelta(days=7)
+KEEP_DEAD_JOBS = dt.timedelta(days=30)
+KEEP_DELIVERIES = dt.timedelta(days=90)  # longer than any reminder look-back
+
+
+class Maintenance:
+    def __init__(self, db: Database) -> None:
+        self.db = db
+
+    async def analytics_rollup(self, job: Job) -> None:
+        """`analytics_rollup` {date}: that day's study_analytics for every active user."""
+        try:
+            day = dt.date.fromisoformat(str(job.payload["date"]))
+        except (KeyError, ValueError) as exc:
+            raise PermanentError(f"bad date in payload: {exc}") from None
+        rows = await maintenance_db.rollup_day(self.db.pool, day)
+        log.info("analytics rolled up", extra={"date": day.isoformat(), "users": rows})
+
+    async def cleanup(self, job: Job) -> None:
+        """`cleanup`: expired login sessions, expired invitations, old finished jobs and old
+        reminder deliveries."""
+        now = dt.datetime.now(dt.UTC)
+        sessions = await maintenance_db.delete_expired_sessions(self.db.pool)
+        invitations = await maintenance_db.expire_invitations(self.db.pool)
+        jobs = await jobs_db.delete_finished(
+            self.db.pool, now - KEEP_DONE_JOBS, now - KEEP_DEAD_JOBS
+        )
+        deliveries = await maintenance_db.delete_old_deliveries(self.db.pool, now - KEEP_DELIVERIES)
+        log.info(
+            "cleanup done",
+            extra={
+                "sessions": sessions,
+                "invitations": invitations,
+                "jobs": jobs,
+                "deliveries": deliveries,
+            },
+        )
+
+
+def rollup_payload(period_start: dt.datetime) -> dict[str, str]:
+    """The daily rollup that runs in the first moments of a UTC day covers the day before."""
+    return {"date": (period_start - dt.timedelta(days=1)).date().isoformat()}
+
+
+def parse_day(value: str, field: str = "date") -> dt.date:
+    try:
+        return dt.date.fromisoformat(value)
+    except ValueError:
+        raise Invalid(field, "must be a date like 2026-05-12") from None

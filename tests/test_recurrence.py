@@ -1,0 +1,287 @@
+"""The recurrence rules (pure logic): DST in two zones, all-day series, exceptions, splits,
+COUNT and UNTIL, and refusals naming the field."""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import replace
+from zoneinfo import ZoneInfo
+
+import pytest
+
+from peerspark_rt.errors import Invalid
+from peerspark_rt.services import recurrence as rec
+
+UTC = dt.UTC
+BERLIN = ZoneInfo("Europe/Berlin")
+NEW_YORK = ZoneInfo("America/New_York")
+
+
+def timed(
+    start: dt.datetime, minutes: int, tz: str, rule: str | None = None, **pattern: object
+) -> rec.Series:
+    series = rec.Series(
+        start.astimezone(UTC), (start + dt.timedelta(minutes=minutes)).astimezone(UTC), tz
+    )
+    if rule is None:
+        return series
+    return replace(series, pattern=rec.parse_pattern({"rrule": rule, **pattern}, series))
+
+
+def all_day(first: dt.date, days: int, rule: str | None = None, **pattern: object) -> rec.Series:
+    start = rec.day_start(first)
+    series = rec.Series(start, start + dt.timedelta(days=days), "UTC", all_day=True)
+    if rule is None:
+        return series
+    return replace(series, pattern=rec.parse_pattern({"rrule": rule, **pattern}, series))
+
+
+def window(a: str, b: str) -> tuple[dt.datetime, dt.datetime]:
+    return dt.datetime.fromisoformat(a), dt.datetime.fromisoformat(b)
+
+
+def test_weekly_class_in_berlin_stays_at_nine_local_across_spring_dst() -> None:
+    # Europe/Berlin moves to summer time on 29 March 2026.
+    series = timed(
+        dt.datetime(2026, 3, 16, 9, 0, tzinfo=BERLIN), 90, "Europe/Berlin", "FREQ=WEEKLY"
+    )
+    occ = rec.expand(series, *window("2026-03-01T00:00:00+00:00", "2026-04-10T00:00:00+00:00"))
+    local = [o.start.astimezone(BERLIN) for o in occ]
+    assert [(x.day, x.hour, x.minute) for x in local] == [
+        (16, 9, 0),
+        (23, 9, 0),
+        (30, 9, 0),
+        (6, 9, 0),
+    ]
+    utc_hours = [o.start.hour for o in occ]
+    assert utc_hours == [8, 8, 7, 7]  # the instant moves, the wall clock does not
+    assert all(o.end - o.start == dt.timedelta(minutes=90) for o in occ)
+    assert occ[2].recurrence_id == "2026-03-30T07:00:00Z"
+
+
+def test_daily_in_new_york_across_autumn_dst_and_a_week_apart_from_europe() -> None:
+    # America/New_York falls back on 1 November 2026; Europe a week earlier (25 October).
+    series = timed(
+        dt.datetime(2026, 10, 30, 18, 30, tzinfo=NEW_YORK),
+        60,
+        "America/New_York",
+        "FREQ=DAILY;COUNT=4",
+    )
+    occ = rec.expand(series, *window("2026-10-01T00:00:00+00:00", "2026-12-01T00:00:00+00:00"))
+    assert [o.start.astimezone(NEW_YORK).strftime("%d %H:%M") for o in occ] == [
+        "30 18:30", "31 18:30", "01 18:30", "02 18:30",
+    ]  # fmt: skip
+    assert [o.start.strftime("%H:%M") for o in occ] == ["22:30", "22:30", "23:30", "23:30"]
+
+
+def test_a_time_that_does_not_exist_on_the_dst_day_moves_forward() -> None:
+    # 02:30 does not exist in Berlin on 29 March 2026: RFC 5545 reads it with the offset before
+    # the gap, which lands at 03:30 summer time.
+    series = timed(
+        dt.datetime(2026, 3, 28, 2, 30, tzinfo=BERLIN), 30, "Europe/Berlin", "FREQ=DAILY;COUNT=3"
+    )
+    occ = rec.expand(series, *window("2026-03-27T00:00:00+00:00", "2026-04-01T00:00:00+00:00"))
+    assert [o.start.astimezone(BERLIN).strftime("%d %H:%M") for o in occ] == [
+        "28 02:30", "29 03:30", "30 02:30",
+    ]  # fmt: skip
+
+
+def test_all_day_series_show_on_their_date_for_every_viewer() -> None:
+    series = all_day(dt.date(2026, 5, 12), 1, "FREQ=WEEKLY;COUNT=3")
+    # A viewer in Tokyo asks for 12 May local time; one in Los Angeles too.
+    tokyo = rec.expand(
+        series,
+        *window("2026-05-12T00:00:00+09:00", "2026-05-13T00:00:00+09:00"),
+        viewer_tz="Asia/Tokyo",
+    )
+    la = rec.expand(
+        series,
+        *window("2026-05-12T00:00:00-07:00", "2026-05-13T00:00:00-07:00"),
+        viewer_tz="America/Los_Angeles",
+    )
+    assert [o.recurrence_id for o in tokyo] == ["2026-05-12"]
+    assert [o.recurrence_id for o in la] == ["2026-05-12"]
+    assert tokyo[0].start == dt.datetime(2026, 5, 12, tzinfo=UTC)
+    assert tokyo[0].end == dt.datetime(2026, 5, 13, tzinfo=UTC)
+    # The day before, in either zone, has nothing.
+    assert not rec.expand(
+        series,
+        *window("2026-05-11T00:00:00+09:00", "2026-05-12T00:00:00+09:00"),
+        viewer_tz="Asia/Tokyo",
+    )
+    month = rec.expand(series, *window("2026-05-01T00:00:00+00:00", "2026-06-30T00:00:00+00:00"))
+    assert [o.recurrence_id for o in month] == ["2026-05-12", "2026-05-19", "2026-05-26"]
+
+
+def test_count_and_until_bound_the_series() -> None:
+    start = dt.datetime(2026, 1, 5, 10, 0, tzinfo=BERLIN)
+    by_count = timed(start, 60, "Europe/Berlin", "FREQ=WEEKLY;COUNT=3")
+    assert (
+        len(rec.expand(by_count, *window("2026-01-01T00:00:00+00:00", "2027-01-01T00:00:00+00:00")))
+        == 3
+    )
+    # A local UNTIL is read in the series' zone and stored as UTC.
+    by_until = timed(start, 60, "Europe/Berlin", "FREQ=WEEKLY;UNTIL=20260119T100000")
+    assert by_until.pattern is not None
+    assert by_until.pattern.rrule == "FREQ=WEEKLY;UNTIL=20260119T090000Z"
+    occ = rec.expand(by_until, *window("2026-01-01T00:00:00+00:00", "2027-01-01T00:00:00+00:00"))
+    assert [o.start.day for o in occ] == [5, 12, 19]
+    # A date UNTIL includes that whole day.
+    by_date = timed(start, 60, "Europe/Berlin", "FREQ=DAILY;UNTIL=20260107")
+    assert (
+        len(rec.expand(by_date, *window("2026-01-01T00:00:00+00:00", "2027-01-01T00:00:00+00:00")))
+        == 3
+    )
+    span_start, span_end = rec.series_span(by_count)
+    assert span_start == start.astimezone(UTC)
+    assert span_end == dt.datetime(2026, 1, 19, 10, 0, tzinfo=BERLIN).astimezone(
+        UTC
+    ) + dt.timedelta(hours=1)
+    assert rec.series_span(timed(start, 60, "Europe/Berlin", "FREQ=DAILY"))[1] is None
+
+
+def test_exdates_and_overrides_change_single_occurrences() -> None:
+    start = dt.datetime(2026, 3, 16, 9, 0, tzinfo=BERLIN)
+    series = timed(
+        start,
+        60,
+        "Europe/Berlin",
+        "FREQ=WEEKLY;COUNT=4",
+        exdates=["2026-03-23T09:00:00+01:00"],
+        overrides={"2026-03-30T07:00:00Z": {"start": "2026-03-31T15:00:00", "title": "Moved"}},
+    )
+    assert series.pattern is not None
+    assert series.pattern.exdates == ("2026-03-23T08:00:00Z",)
+    occ = rec.expand(series, *window("2026-03-01T00:00:00+00:00", "2026-05-01T00:00:00+00:00"))
+    assert [o.recurrence_id for o in occ] == [
+        "2026-03-16T08:00:00Z", "2026-03-30T07:00:00Z", "2026-04-06T07:00:00Z",
+    ]  # fmt: skip
+    moved = occ[1]
+    assert moved.overridden and moved.fields == {"title": "Moved"}
+    # a local time in an override is read in the series' zone; the duration is kept
+    assert moved.start == dt.datetime(2026, 3, 31, 15, 0, tzinfo=BERLIN)
+    assert moved.end - moved.start == dt.timedelta(hours=1)
+    # An override moved into a window its original is outside of still shows.
+    only_31st = rec.expand(
+        series, *window("2026-03-31T00:00:00+00:00", "2026-04-01T00:00:00+00:00")
+    )
+    assert [o.recurrence_id for o in only_31st] == ["2026-03-30T07:00:00Z"]
+    # Cancelling an overridden occurrence drops the override.
+    cancelled = rec.with_exdate(series.pattern, "2026-03-30T07:00:00Z")
+    assert "2026-03-30T07:00:00Z" not in cancelled.overrides
+    occ = rec.expand(
+        replace(series, pattern=cancelled),
+        *window("2026-03-01T00:00:00+00:00", "2026-05-01T00:00:00+00:00"),
+    )
+    assert len(occ) == 2
+
+
+def test_this_and_following_splits_a_counted_series() -> None:
+    start = dt.datetime(2026, 3, 2, 9, 0, tzinfo=BERLIN)
+    series = timed(
+        start, 60, "Europe/Berlin", "FREQ=WEEKLY;COUNT=6", exdates=["2026-03-09T08:00:00Z"]
+    )
+    cut = "2026-03-23T08:00:00Z"  # the 4th occurrence
+    assert rec.count_before(series, cut) == 3
+    parts = rec.split(series, cut)
+    assert parts.before is not None
+    assert parts.before.rrule == "FREQ=WEEKLY;UNTIL=20260323T075959Z"
+    assert parts.before.exdates == ("2026-03-09T08:00:00Z",)
+    assert parts.after.rrule == "FREQ=WEEKLY;COUNT=3"
+    before = replace(series, pattern=parts.before)
+    after_start = parts.cut
+    after = rec.Series(
+        after_start, after_start + series.duration, series.timezone, pattern=parts.after
+    )
+    everything = window("2026-01-01T00:00:00+00:00", "2027-01-01T00:00:00+00:00")
+    old = [o.start.astimezone(BERLIN).day for o in rec.expand(before, *everything)]
+    new = [o.start.astimezone(BERLIN).strftime("%m-%d %H") for o in rec.expand(after, *everything)]
+    assert old == [2, 16]
+    assert new == ["03-23 09", "03-30 09", "04-06 09"]  # still 09:00 after the DST change
+    # Cutting at the first occurrence leaves nothing before.
+    assert rec.split(series, "2026-03-02T08:00:00Z").before is None
+    assert rec.truncate(series, "2026-03-02T08:00:00Z") is None
+
+
+def test_all_day_split_uses_dates() -> None:
+    series = all_day(dt.date(2026, 6, 1), 1, "FREQ=DAILY;COUNT=10")
+    parts = rec.split(series, "2026-06-05")
+    assert parts.before is not None and parts.before.rrule == "FREQ=DAILY;UNTIL=20260604"
+    assert parts.after.rrule == "FREQ=DAILY;COUNT=6"
+    before = replace(series, pattern=parts.before)
+    occ = rec.expand(before, *window("2026-05-01T00:00:00+00:00", "2026-07-01T00:00:00+00:00"))
+    assert [o.recurrence_id for o in occ][-1] == "2026-06-04"
+
+
+def test_rebase_keeps_only_exceptions_that_still_exist() -> None:
+    start = dt.datetime(2026, 3, 2, 9, 0, tzinfo=BERLIN)
+    series = timed(start, 60, "Europe/Berlin", "FREQ=WEEKLY", exdates=["2026-03-09T08:00:00Z"])
+    assert series.pattern is not None
+    same_time = rec.rebase(series.pattern, series)
+    assert same_time.exdates == ("2026-03-09T08:00:00Z",)
+    later = rec.Series(
+        series.start + dt.timedelta(hours=1), series.end + dt.timedelta(hours=1), series.timezone
+    )
+    assert rec.rebase(series.pattern, later).exdates == ()
+
+
+@pytest.mark.parametrize(
+    ("raw", "field", "fragment"),
+    [
+        ({"rrule": "FREQ=FORTNIGHTLY"}, "recurrencePattern.rrule", "FREQ"),
+        ({"rrule": "FREQ=MINUTELY"}, "recurrencePattern.rrule", "FREQ must be one of"),
+        ({"rrule": "BYDAY=MO"}, "recurrencePattern.rrule", "FREQ is required"),
+        ({"rrule": "FREQ=WEEKLY;BYDAY=XX"}, "recurrencePattern.rrule", "not a valid"),
+        (
+            {"rrule": "FREQ=DAILY;COUNT=2;UNTIL=20270101"},
+            "recurrencePattern.rrule",
+            "COUNT and UNTIL",
+        ),
+        ({"rrule": "FREQ=DAILY;COUNT=0"}, "recurrencePattern.rrule", "COUNT"),
+        ({"rrule": "FREQ=DAILY;UNTIL=2027"}, "recurrencePattern.rrule", "UNTIL"),
+        ({"rrule": "FREQ=DAILY;UNTIL=20200101"}, "recurrencePattern.rrule", "no occurrence"),
+        (
+            {"rrule": "DTSTART:20260101T000000\nRRULE:FREQ=DAILY"},
+            "recurrencePattern.rrule",
+            "RRULE",
+        ),
+        ({"rrule": "FREQ=DAILY;DTSTART=20260101"}, "recurrencePattern.rrule", "DTSTART"),
+        ({"rrule": "garbage"}, "recurrencePattern.rrule", "malformed"),
+        ({}, "recurrencePattern.rrule", "required"),
+        (42, "recurrencePattern", "RRULE"),
+        ({"rrule": "FREQ=DAILY", "colour": "red"}, "recurrencePattern.colour", "not a known"),
+        (
+            {"rrule": "FREQ=DAILY", "exdates": ["2026-01-01T10:30:00Z"]},
+            "recurrencePattern.exdates",
+            "not an occurrence",
+        ),
+        (
+            {"rrule": "FREQ=DAILY", "exdates": ["yesterday"]},
+            "recurrencePattern.exdates",
+            "ISO 8601",
+        ),
+        (
+            {"rrule": "FREQ=DAILY", "overrides": {"2026-01-02T09:00:00Z": {"colour": 1}}},
+            "recurrencePattern.overrides.colour",
+            "not a known",
+        ),
+    ],
+)
+def test_bad_patterns_are_refused_naming_the_field(raw: object, field: str, fragment: str) -> None:
+    base = rec.Series(
+        dt.datetime(2026, 1, 1, 9, tzinfo=UTC), dt.datetime(2026, 1, 1, 10, tzinfo=UTC), "UTC"
+    )
+    with pytest.raises(Invalid) as caught:
+        rec.parse_pattern(raw, base)
+    assert caught.value.field == field
+    assert fragment in caught.value.reason
+
+
+def test_a_plain_string_rule_is_accepted_and_normalized() -> None:
+    base = rec.Series(
+        dt.datetime(2026, 1, 1, 9, tzinfo=UTC), dt.datetime(2026, 1, 1, 10, tzinfo=UTC), "UTC"
+    )
+    pattern = rec.parse_pattern("RRULE:freq=weekly;byday=th,fr", base)
+    assert pattern.rrule == "FREQ=WEEKLY;BYDAY=TH,FR"
+    assert rec.load_pattern(pattern.to_json(False)) == pattern
+    assert rec.load_pattern({"frequency": "weekly"}) is None
