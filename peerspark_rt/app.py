@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import logging
 import os
-import tempfile
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -16,30 +15,53 @@ from .cluster.broker import Broker, LocalBroker, RedisBroker
 from .config import Settings
 from .db.pool import Database, apply_schema
 from .http import auth as auth_http
+from .http import feed as feed_http
 from .http import health as health_http
+from .http import mobile as mobile_http
 from .http import pods as pods_http
+from .http import reports as reports_http
+from .http import resources as resources_http
+from .http import search as search_http
+from .http import uploads as uploads_http
 from .http.keys import (
     AUTH,
     BROKER,
+    COMMENTS,
     DB,
     HEALTH,
     LIMITER,
     LIVE,
     METRICS,
+    MOBILE,
     NOTIFICATIONS,
     PODS,
+    POSTS,
     REDIS,
+    REPORTS,
+    RESOURCES,
+    SEARCH,
     SETTINGS,
+    STORAGE,
+    UPLOADS,
     USERS,
 )
 from .http.metrics import Metrics
 from .http.middleware import MIDDLEWARES
 from .services.auth import AuthService
+from .services.comments import CommentService
+from .services.effects import Units
+from .services.feed import PostService
 from .services.health import Health
 from .services.live import LiveEvents
+from .services.mobile import MobileService
 from .services.notifications import NotificationService
 from .services.pods import PodService
 from .services.ratelimit import LocalRateLimiter, RateLimiter, RedisRateLimiter
+from .services.reports import CommentContent, PostContent, ReportService, ResourceContent
+from .services.resources import ResourceService
+from .services.search import SearchService
+from .services.storage import make_storage
+from .services.uploads import UploadService
 from .services.users import UserService
 
 log = logging.getLogger(__name__)
@@ -118,20 +140,40 @@ async def _services(app: web.Application) -> AsyncIterator[None]:
     app[USERS] = UserService(db)
     app[NOTIFICATIONS] = NotificationService(db, app[LIVE])
     app[PODS] = PodService(db, app[LIVE], app[NOTIFICATIONS])
+    _feed_services(app)
     yield
 
 
-def _storage_probe(settings: Settings) -> Any:
-    async def probe() -> dict[str, Any]:
-        if settings.aws_access_key_id:
-            return {"status": "healthy", "mode": "s3", "bucket": settings.aws_s3_bucket}
-        folder = settings.data_dir / "uploads"
-        folder.mkdir(parents=True, exist_ok=True)
-        with tempfile.NamedTemporaryFile(dir=folder, prefix=".probe-"):
-            pass
-        return {"status": "healthy", "mode": "local", "path": str(folder.resolve())}
+async def _storage(app: web.Application) -> AsyncIterator[None]:
+    """Uploaded files: S3 when AWS keys are set, else a folder in the data directory."""
+    storage = make_storage(app[SETTINGS])
+    await storage.start()
+    app[STORAGE] = storage
+    app[HEALTH].add("storage", storage.probe)
+    yield
+    await storage.close()
 
-    return probe
+
+def _feed_services(app: web.Application) -> None:
+    """Feed, comments, reports, resources, search, uploads and mobile sync."""
+    settings = app[SETTINGS]
+    units = Units(app[DB], app[LIVE], app[NOTIFICATIONS])
+    app[UPLOADS] = UploadService(
+        app[DB],
+        app[STORAGE],
+        app[LIMITER],
+        max_bytes=settings.upload_max_bytes,
+        per_hour=settings.upload_rate_limit,
+    )
+    reports = ReportService(units)
+    for handler in (PostContent(), CommentContent(), ResourceContent()):
+        reports.register(handler)
+    app[REPORTS] = reports
+    app[POSTS] = PostService(units, app[PODS], reports, app[UPLOADS])
+    app[COMMENTS] = CommentService(units, reports)
+    app[RESOURCES] = ResourceService(units, app[PODS], app[UPLOADS])
+    app[SEARCH] = SearchService(app[RESOURCES], app[POSTS], app[PODS])
+    app[MOBILE] = MobileService(units, app[POSTS], app[COMMENTS], app[RESOURCES])
 
 
 def _ai_probe(settings: Settings) -> Any:
@@ -155,10 +197,19 @@ def build_app(settings: Settings) -> web.Application:
     app[SETTINGS] = settings
     app[METRICS] = Metrics()
     app[HEALTH] = Health()
-    app[HEALTH].add("storage", _storage_probe(settings))
     app[HEALTH].add("ai", _ai_probe(settings), required=False)
-    app.cleanup_ctx.extend([_database, _redis_and_broker, _services])
-    for module in (health_http, auth_http, pods_http):
+    app.cleanup_ctx.extend([_database, _redis_and_broker, _storage, _services])
+    for module in (
+        health_http,
+        auth_http,
+        pods_http,
+        feed_http,
+        reports_http,
+        resources_http,
+        search_http,
+        uploads_http,
+        mobile_http,
+    ):
         app.router.add_routes(module.routes)
     log.debug("app built for node %s (pid %d)", settings.node_id, os.getpid())
     return app

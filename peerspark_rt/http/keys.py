@@ -9,11 +9,19 @@ from ..cluster.broker import Broker
 from ..config import Settings
 from ..db.pool import Database
 from ..services.auth import AuthService, Principal
+from ..services.comments import CommentService
+from ..services.feed import PostService
 from ..services.health import Health
 from ..services.live import LiveEvents
+from ..services.mobile import MobileService
 from ..services.notifications import NotificationService
 from ..services.pods import PodService
 from ..services.ratelimit import RateLimiter
+from ..services.reports import ReportService
+from ..services.resources import ResourceService
+from ..services.search import SearchService
+from ..services.storage import Storage
+from ..services.uploads import UploadService
 from ..services.users import UserService
 from .metrics import Metrics
 
@@ -28,6 +36,14 @@ AUTH = web.AppKey("auth", AuthService)
 USERS = web.AppKey("users", UserService)
 PODS = web.AppKey("pods", PodService)
 NOTIFICATIONS = web.AppKey("notifications", NotificationService)
+STORAGE = web.AppKey("storage", Storage)
+UPLOADS = web.AppKey("uploads", UploadService)
+REPORTS = web.AppKey("reports", ReportService)
+POSTS = web.AppKey("posts", PostService)
+COMMENTS = web.AppKey("comments", CommentService)
+RESOURCES = web.AppKey("resources", ResourceService)
+SEARCH = web.AppKey("search", SearchService)
+MOBILE = web.AppKey("mobile", MobileService)
 
 PRINCIPAL = web.RequestKey("principal", Principal)
 REQUEST_ID = web.RequestKey("request_id", str)
