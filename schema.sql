@@ -685,6 +685,10 @@ CREATE OR REPLACE FUNCTION peerspark_resource_rating() RETURNS trigger LANGUAGE 
 DECLARE
     target UUID := CASE WHEN TG_OP = 'DELETE' THEN OLD.resource_id ELSE NEW.resource_id END;
 BEGIN
+    -- Lock the resource first, so a concurrent rating has committed before the aggregate
+    -- below runs (with a fresh snapshot) and the last writer stores the true average.
+    -- NO KEY UPDATE does not wait on concurrent raters' foreign-key share locks: no deadlock.
+    PERFORM 1 FROM resources WHERE id = target FOR NO KEY UPDATE;
     UPDATE resources r SET
         rating_count = agg.n,
         rating_average = coalesce(round(agg.avg, 2), 0)

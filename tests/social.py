@@ -34,9 +34,7 @@ async def set_role(api: Api, owner: User, pod: dict[str, Any], user: User, role:
 async def platform_moderator(api: Api, db: asyncpg.Connection, user: User) -> User:
     """Make `user` a platform moderator and log in again (the role rides in the token)."""
     await db.execute("UPDATE users SET role = 'moderator' WHERE id = $1", user.id)
-    resp = await api.post(
-        "/api/auth/login", json={"email": user.email, "password": user.password}
-    )
+    resp = await api.post("/api/auth/login", json={"email": user.email, "password": user.password})
     assert resp.status == 200, resp.body
     user.token = resp.body["accessToken"]
     return user

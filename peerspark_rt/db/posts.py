@@ -28,7 +28,7 @@ def visible(p: str = "p", viewer: str = "$1") -> str:
       AND ({p}.author_id = {viewer}
            OR ({p}.visibility = 'public'
                AND ({p}.pod_id IS NULL
-                    OR EXISTS (SELECT 1 FROM pods vp WHERE vp.id = {p}.pod_id AND vp.is_public)))
+                    OR (SELECT vp.is_public FROM pods vp WHERE vp.id = {p}.pod_id)))
            OR ({p}.visibility IN ('public', 'pod')
                AND EXISTS (SELECT 1 FROM pod_memberships vm
                            WHERE vm.pod_id = {p}.pod_id AND vm.user_id = {viewer}
@@ -195,8 +195,7 @@ def _public(keys: tuple[tuple[str, str], ...], has_cursor: bool) -> str:
         keys,
         "posts p",
         """p.status = 'published' AND p.visibility = 'public'
-           AND (p.pod_id IS NULL
-                OR EXISTS (SELECT 1 FROM pods sp WHERE sp.id = p.pod_id AND sp.is_public))""",
+           AND (p.pod_id IS NULL OR (SELECT sp.is_public FROM pods sp WHERE sp.id = p.pod_id))""",
         has_cursor,
     )
 
@@ -265,13 +264,11 @@ def feed_sql(source: FeedSource, has_cursor: bool) -> str:
                 )
             ]
     names = [f"k{i}" for i in range(len(keys))]
-    if len(streams) == 1:
-        page = streams[0]
-    else:
-        # UNION removes a post found by two streams (a public post in my pod, my own post).
-        union = " UNION ".join(f"({s})" for s in streams)
-        merged_order = ", ".join(f"{n} DESC" for n in names)
-        page = f"SELECT id, {', '.join(names)} FROM ({union}) c ORDER BY {merged_order} LIMIT $2"
+    # UNION removes a post found by two streams (a public post in my pod, my own post); the
+    # outer LIMIT also bounds the per-pod LATERAL stream, which yields `limit` rows per pod.
+    union = " UNION ".join(f"({s})" for s in streams)
+    merged_order = ", ".join(f"{n} DESC" for n in names)
+    page = f"SELECT id, {', '.join(names)} FROM ({union}) c ORDER BY {merged_order} LIMIT $2"
     page_keys = ", ".join(f"page.{n}" for n in names)
     key_order = ", ".join(f"page.{n} DESC" for n in names)
     return f"""WITH page AS ({page})

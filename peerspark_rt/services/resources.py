@@ -236,9 +236,9 @@ class ResourceService:
                 content_type=row["upload_type"],
                 size=row["upload_size"],
             )
-        keys = row.keys()
+        keys = set(row.keys())
         highlights = None
-        if "hl_title" in keys:
+        if "hl_title" in keys and row["hl_title"] is not None:  # a search: always a dict
             found = {
                 name: marked
                 for name in ("title", "description", "content")

@@ -14,6 +14,7 @@ import re
 import unicodedata
 import uuid
 from typing import Protocol
+from urllib.parse import unquote
 
 import asyncpg
 import msgspec
@@ -67,6 +68,8 @@ def safe_filename(name: str | None) -> str:
     """A display name only (keys never come from it): no path, no control characters."""
     if not name:
         return "upload"
+    # Some clients (aiohttp among them) percent-encode the name in Content-Disposition.
+    name = unquote(name) if "%" in name else name
     name = unicodedata.normalize("NFC", name).replace("\\", "/").rsplit("/", 1)[-1]
     name = _UNSAFE.sub("_", name).strip(" .")
     return name[:200] or "upload"
