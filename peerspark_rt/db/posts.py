@@ -69,17 +69,6 @@ async def get_visible(db: Executor, viewer: uuid.UUID, post_id: uuid.UUID) -> as
     )
 
 
-async def get_many_visible(
-    db: Executor, viewer: uuid.UUID, post_ids: list[uuid.UUID]
-) -> list[asyncpg.Record]:
-    return await db.fetch(
-        f"""SELECT {POST_COLUMNS} FROM posts p {POST_JOINS}
-            WHERE p.id = ANY($2::uuid[]) AND {visible()}""",
-        viewer,
-        post_ids,
-    )
-
-
 async def lock(conn: Conn, post_id: uuid.UUID) -> asyncpg.Record | None:
     """The post's moderation-relevant fields, row-locked, whatever its status."""
     return await conn.fetchrow(

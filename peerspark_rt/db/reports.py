@@ -111,14 +111,6 @@ async def page(
     )
 
 
-async def get(db: Executor, report_id: uuid.UUID) -> asyncpg.Record | None:
-    return await db.fetchrow(
-        f"""SELECT {REPORT_COLUMNS}, 0::bigint AS pending_reports
-            FROM content_reports r LEFT JOIN users ru ON ru.id = r.reporter_id WHERE r.id = $1""",
-        report_id,
-    )
-
-
 async def moderated_pod_ids(db: Executor, user_id: uuid.UUID) -> list[uuid.UUID]:
     rows = await db.fetch(
         """SELECT pod_id FROM pod_memberships WHERE user_id = $1 AND status = 'active'

@@ -37,10 +37,6 @@ async def insert(
     return row
 
 
-async def get(db: Executor, upload_id: uuid.UUID) -> asyncpg.Record | None:
-    return await db.fetchrow(f"SELECT {UPLOAD_COLUMNS} FROM uploads WHERE id = $1", upload_id)
-
-
 async def by_key(db: Executor, key: str) -> asyncpg.Record | None:
     return await db.fetchrow(f"SELECT {UPLOAD_COLUMNS} FROM uploads WHERE storage_key = $1", key)
 

@@ -42,6 +42,19 @@ INTERACTIONS = ("like", "bookmark", "share", "report")
 MAX_CONTENT = 10_000
 MAX_MEDIA = 10
 MAX_FEED_LIMIT = 50
+# Which query serves each feed type, across pods or inside one (podId).
+_SOURCES: dict[str, posts_db.FeedSource] = {
+    "all": "all",
+    "my-pods": "my-pods",
+    "trending": "trending",
+    "bookmarked": "bookmarked",
+}
+_POD_SOURCES: dict[str, posts_db.FeedSource] = {
+    "all": "pod",
+    "my-pods": "pod",
+    "trending": "pod-trending",
+    "bookmarked": "bookmarked",
+}
 _KEY_TYPES: dict[str, type] = {
     "timestamptz": dt.datetime,
     "uuid": uuid.UUID,
@@ -269,17 +282,14 @@ class PostService:
         validation.one_of(query.type, "type", FEED_TYPES)
         if not 1 <= query.limit <= MAX_FEED_LIMIT:
             raise Invalid("limit", f"must be between 1 and {MAX_FEED_LIMIT}")
-        source: posts_db.FeedSource
         if query.pod_id is not None:
             if query.type == "my-pods":
                 await self.pods.require_member(principal, query.pod_id)
             else:
                 await self.pods.visible_pod(principal, query.pod_id)
-            source = {"trending": "pod-trending", "bookmarked": "bookmarked"}.get(  # type: ignore[assignment]
-                query.type, "pod"
-            )
+            source = _POD_SOURCES[query.type]
         else:
-            source = query.type  # type: ignore[assignment]
+            source = _SOURCES[query.type]
         listing = f"feed:{source}:{query.pod_id or ''}"
         key_types = tuple(_KEY_TYPES[t] for _, t in posts_db.SORT_KEYS[source])
         after = cursors.decode(query.cursor, listing, key_types) if query.cursor else None

@@ -273,7 +273,7 @@ class ReportService:
         validation.one_of(content_type, field, CONTENT_TYPES)
         handler = self._handlers.get(content_type)
         if handler is None:
-            raise Invalid(field, f"reports on {content_type}s are not handled yet")
+            raise Invalid(field, f"{content_type}s cannot be reported here")
         return handler
 
     # --- reporting -----------------------------------------------------------------------

@@ -21,7 +21,12 @@ from .feed import Post, PostService
 from .pods import PodService
 from .resources import Resource, ResourceService, highlight_html
 
-SORTS = ("relevance", "date", "rating", "downloads")
+SORTS: dict[str, search_db.ResourceSort] = {
+    "relevance": "relevance",
+    "date": "date",
+    "rating": "rating",
+    "downloads": "downloads",
+}
 MAX_QUERY = 200
 MAX_OFFSET = 10_000
 
@@ -143,8 +148,9 @@ class SearchService:
             and query.min_rating > query.max_rating
         ):
             raise Invalid("minRating", "must not be above maxRating")
-        sort = query.sort or ("relevance" if text else "date")
-        validation.one_of(sort, "sort", SORTS)
+        sort = SORTS[
+            validation.one_of(query.sort or ("relevance" if text else "date"), "sort", tuple(SORTS))
+        ]
         if query.pod_id is not None:
             await self.pods.visible_pod(principal, query.pod_id)
         filters = search_db.ResourceFilters(
@@ -170,7 +176,7 @@ class SearchService:
                 conn,
                 principal.user_id,
                 filters,
-                sort=sort,  # type: ignore[arg-type]
+                sort=sort,
                 limit=query.limit,
                 offset=query.offset,
             )

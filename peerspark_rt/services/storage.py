@@ -74,7 +74,8 @@ class Storage(Protocol):
     async def probe(self) -> dict[str, Any]: ...
 
 
-def _disposition(filename: str, content_type: str) -> str:
+def content_disposition(filename: str, content_type: str) -> str:
+    """inline for media the browser can show, attachment otherwise; the name made header-safe."""
     kind = (
         "inline"
         if content_type.startswith(("image/", "audio/", "video/"))
@@ -316,7 +317,7 @@ class S3Storage:
                 "Bucket": self.bucket,
                 "Key": key,
                 "ResponseContentType": content_type,
-                "ResponseContentDisposition": _disposition(filename, content_type),
+                "ResponseContentDisposition": content_disposition(filename, content_type),
             },
             ExpiresIn=self._ttl,
         )
@@ -336,6 +337,3 @@ def make_storage(settings: Settings) -> Storage:
     return LocalStorage(
         settings.data_dir / "uploads", settings.jwt_secret, settings.base_url, settings.file_url_ttl
     )
-
-
-content_disposition = _disposition

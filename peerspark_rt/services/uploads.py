@@ -172,16 +172,6 @@ class UploadService:
             raise
         return size
 
-    async def link(self, row: asyncpg.Record) -> FileLink | None:
-        """A fresh expiring link to a stored upload (None if it lives in another backend)."""
-        return await self.link_for(
-            key=row["storage_key"],
-            backend=row["backend"],
-            filename=row["original_name"],
-            content_type=row["content_type"],
-            size=row["size_bytes"],
-        )
-
     async def link_for(
         self, *, key: str, backend: str, filename: str, content_type: str, size: int
     ) -> FileLink | None:
