@@ -208,7 +208,7 @@ async def main() -> None:
         )
         print(
             f"seeded in {time.perf_counter() - started:.1f}s: "
-            + ", ".join(f"{k}={v}" for k, v in dict(counts).items())
+            + ", ".join(f"{k}={v}" for k, v in dict(counts or {}).items())
         )
         # A typical member: in 5 pods, with bookmarks, and authored posts.
         viewer = await conn.fetchval(
@@ -224,27 +224,22 @@ async def main() -> None:
         )
         print(f"viewer {viewer}, pod {pod}\n")
         summary: list[tuple[str, str, dict[str, Any]]] = []
-        for source in ("all", "my-pods", "trending", "bookmarked", "pod", "pod-trending"):
+        sources: tuple[posts_db.FeedSource, ...] = (
+            "all", "my-pods", "trending", "bookmarked", "pod", "pod-trending",
+        )  # fmt: skip
+        for source in sources:
             for page in ("first", "deep"):
-                after = (
-                    None
-                    if page == "first"
-                    else await deep_key(
-                        conn,
-                        source,
-                        viewer,
-                        pod,
-                        args.depth,  # type: ignore[arg-type]
-                    )
-                )
-                text, facts = await explain(conn, source, viewer, pod, after)  # type: ignore[arg-type]
+                after = None
+                if page == "deep":
+                    after = await deep_key(conn, source, viewer, pod, args.depth)
+                text, facts = await explain(conn, source, viewer, pod, after)
                 summary.append((source, page, facts))
                 if not args.quiet:
                     print(f"=== {source} ({page} page)\n{text}\n")
         print(f"{'feed':<14}{'page':<7}{'ms':>9}{'posts rows':>12}  seq scan  feed indexes")
-        for source, page, facts in summary:
+        for name, page, facts in summary:
             print(
-                f"{source:<14}{page:<7}{facts['ms']:>9}{facts['posts_rows_read']:>12}  "
+                f"{name:<14}{page:<7}{facts['ms']:>9}{facts['posts_rows_read']:>12}  "
                 f"{'YES' if facts['seq_scan_posts'] else 'no':<8}  "
                 + ", ".join(i for i in facts["indexes"] if i.startswith("idx_"))
             )

@@ -262,7 +262,7 @@ async def test_feed_queries_use_the_feed_indexes(db: asyncpg.Connection) -> None
         await db.execute(
             "ANALYZE posts; ANALYZE post_interactions; ANALYZE pod_memberships; ANALYZE pods"
         )
-        expected = {
+        expected: dict[posts_db.FeedSource, set[str]] = {
             "all": {"idx_posts_feed_public", "idx_posts_feed_pod", "idx_posts_feed_author"},
             "my-pods": {"idx_posts_feed_pod"},
             "trending": {"idx_posts_trending_public", "idx_posts_trending_pod"},
@@ -279,11 +279,11 @@ async def test_feed_queries_use_the_feed_indexes(db: asyncpg.Connection) -> None
                 if source == "bookmarked"
                 else []
             )
-            rows = await db.fetch(posts_db.feed_sql(source, False), viewer, 51, *pod_arg)  # type: ignore[arg-type]
+            rows = await db.fetch(posts_db.feed_sql(source, False), viewer, 51, *pod_arg)
             assert len(rows) == 51, source
             cursor = tuple(rows[-1][f"k{i}"] for i in range(key_count))
             for has_cursor, args in ((False, []), (True, list(cursor))):
-                sql = posts_db.feed_sql(source, has_cursor)  # type: ignore[arg-type]
+                sql = posts_db.feed_sql(source, has_cursor)
                 raw = await db.fetchval(
                     f"EXPLAIN (ANALYZE, FORMAT JSON) {sql}", viewer, 21, *args, *pod_arg
                 )
