@@ -519,6 +519,216 @@ CREATE INDEX IF NOT EXISTS idx_analytics_events_user ON analytics_events(user_id
 CREATE INDEX IF NOT EXISTS idx_analytics_events_event ON analytics_events(event, created_at DESC);
 
 -- ===================================================================== feed, resources, search, uploads, mobile
+--
+-- Posts, comments and interactions keep their counters in the row (maintained by the triggers
+-- below, so a count always equals the rows it counts, whatever code path wrote them), a trending
+-- score, and a weighted search vector. Moderation adds two statuses: 'hidden' (three pending
+-- reports: out of every read path but the author's until a moderator decides) and 'removed'.
+
+-- IMMUTABLE wrappers: generated columns may only call immutable functions, and these two are
+-- immutable for the arguments used here (text[] has no locale-dependent output; an epoch is
+-- the same instant in every time zone).
+CREATE OR REPLACE FUNCTION peerspark_array_text(value TEXT[]) RETURNS TEXT
+    LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$ SELECT coalesce(array_to_string(value, ' '), '') $$;
+
+-- Trending: engagement with exponential time decay, half-life 6 hours. At any instant `now`,
+--   log2(1 + likes + 2*comments + 3*shares + bookmarks) - age_hours / 6
+-- orders posts exactly like the stored score below (the two differ by now/6h, the same for every
+-- row), so the score never has to be recomputed as time passes and can be indexed: doubling a
+-- post's engagement is worth six hours of freshness.
+CREATE OR REPLACE FUNCTION peerspark_trending_score(
+    likes INTEGER, comments INTEGER, shares INTEGER, bookmarks INTEGER, created TIMESTAMPTZ
+) RETURNS DOUBLE PRECISION LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
+    SELECT ln(1 + greatest(likes, 0) + 2 * greatest(comments, 0) + 3 * greatest(shares, 0)
+              + greatest(bookmarks, 0)) / ln(2)
+           + extract(epoch FROM created)::double precision / 21600
+$$;
+
+ALTER TABLE posts ADD COLUMN IF NOT EXISTS like_count INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE posts ADD COLUMN IF NOT EXISTS comment_count INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE posts ADD COLUMN IF NOT EXISTS share_count INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE posts ADD COLUMN IF NOT EXISTS bookmark_count INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE posts ADD COLUMN IF NOT EXISTS trending_score DOUBLE PRECISION
+    GENERATED ALWAYS AS (
+        peerspark_trending_score(like_count, comment_count, share_count, bookmark_count, created_at)
+    ) STORED;
+ALTER TABLE posts ADD COLUMN IF NOT EXISTS search_vector TSVECTOR
+    GENERATED ALWAYS AS (
+        setweight(to_tsvector('english'::regconfig, coalesce(content, '')), 'A')
+        || setweight(to_tsvector('english'::regconfig, peerspark_array_text(tags)), 'B')
+    ) STORED;
+
+-- Feed indexes: each feed is a merge of index-ordered streams (public posts, each of my pods,
+-- my own posts), so a page reads about `limit` rows per stream, never the whole table.
+CREATE INDEX IF NOT EXISTS idx_posts_feed_public
+    ON posts (created_at DESC, id DESC) WHERE status = 'published' AND visibility = 'public';
+CREATE INDEX IF NOT EXISTS idx_posts_feed_pod
+    ON posts (pod_id, created_at DESC, id DESC) WHERE status = 'published';
+CREATE INDEX IF NOT EXISTS idx_posts_feed_pod_pinned
+    ON posts (pod_id, is_pinned DESC, created_at DESC, id DESC)
+    WHERE status IN ('published', 'hidden');
+CREATE INDEX IF NOT EXISTS idx_posts_feed_author
+    ON posts (author_id, created_at DESC, id DESC) WHERE status IN ('published', 'hidden');
+CREATE INDEX IF NOT EXISTS idx_posts_trending_public
+    ON posts (trending_score DESC, id DESC) WHERE status = 'published' AND visibility = 'public';
+CREATE INDEX IF NOT EXISTS idx_posts_trending_pod
+    ON posts (pod_id, trending_score DESC, id DESC) WHERE status = 'published';
+CREATE INDEX IF NOT EXISTS idx_posts_updated ON posts (updated_at);
+CREATE INDEX IF NOT EXISTS idx_posts_search_vector ON posts USING gin (search_vector);
+
+-- Bookmarked feed: my bookmarks, newest first.
+CREATE INDEX IF NOT EXISTS idx_post_interactions_user
+    ON post_interactions (user_id, interaction_type, created_at DESC, id DESC);
+
+CREATE OR REPLACE FUNCTION peerspark_post_interaction_counts() RETURNS trigger
+    LANGUAGE plpgsql AS $$
+DECLARE
+    delta INTEGER := CASE WHEN TG_OP = 'INSERT' THEN 1 ELSE -1 END;
+    kind TEXT := CASE WHEN TG_OP = 'INSERT' THEN NEW.interaction_type ELSE OLD.interaction_type END;
+    post UUID := CASE WHEN TG_OP = 'INSERT' THEN NEW.post_id ELSE OLD.post_id END;
+BEGIN
+    UPDATE posts SET
+        like_count = like_count + CASE WHEN kind = 'like' THEN delta ELSE 0 END,
+        share_count = share_count + CASE WHEN kind = 'share' THEN delta ELSE 0 END,
+        bookmark_count = bookmark_count + CASE WHEN kind = 'bookmark' THEN delta ELSE 0 END
+    WHERE id = post AND kind IN ('like', 'share', 'bookmark');
+    RETURN NULL;
+END $$;
+CREATE OR REPLACE TRIGGER trg_post_interaction_counts
+    AFTER INSERT OR DELETE ON post_interactions
+    FOR EACH ROW EXECUTE FUNCTION peerspark_post_interaction_counts();
+
+-- Comments: a materialized thread path (each level adds "<UTC timestamp><id>") orders a whole
+-- comment tree depth-first by one indexed column, so the tree pages with a plain keyset.
+ALTER TABLE comments ADD COLUMN IF NOT EXISTS like_count INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE comments ADD COLUMN IF NOT EXISTS depth SMALLINT NOT NULL DEFAULT 0;
+ALTER TABLE comments ADD COLUMN IF NOT EXISTS thread_path TEXT COLLATE "C";
+CREATE INDEX IF NOT EXISTS idx_comments_thread ON comments (post_id, thread_path);
+CREATE INDEX IF NOT EXISTS idx_comments_parent ON comments (parent_comment_id);
+
+CREATE OR REPLACE FUNCTION peerspark_comment_counts() RETURNS trigger LANGUAGE plpgsql AS $$
+DECLARE
+    delta INTEGER := 0;
+BEGIN
+    IF TG_OP IN ('UPDATE', 'DELETE') AND OLD.status = 'published' THEN delta := delta - 1; END IF;
+    IF TG_OP IN ('UPDATE', 'INSERT') AND NEW.status = 'published' THEN delta := delta + 1; END IF;
+    IF delta <> 0 THEN
+        UPDATE posts SET comment_count = comment_count + delta
+        WHERE id = CASE WHEN TG_OP = 'DELETE' THEN OLD.post_id ELSE NEW.post_id END;
+    END IF;
+    RETURN NULL;
+END $$;
+CREATE OR REPLACE TRIGGER trg_comment_counts
+    AFTER INSERT OR DELETE OR UPDATE OF status ON comments
+    FOR EACH ROW EXECUTE FUNCTION peerspark_comment_counts();
+
+CREATE OR REPLACE FUNCTION peerspark_comment_like_counts() RETURNS trigger
+    LANGUAGE plpgsql AS $$
+BEGIN
+    IF TG_OP = 'INSERT' AND NEW.interaction_type = 'like' THEN
+        UPDATE comments SET like_count = like_count + 1 WHERE id = NEW.comment_id;
+    ELSIF TG_OP = 'DELETE' AND OLD.interaction_type = 'like' THEN
+        UPDATE comments SET like_count = like_count - 1 WHERE id = OLD.comment_id;
+    END IF;
+    RETURN NULL;
+END $$;
+CREATE OR REPLACE TRIGGER trg_comment_like_counts
+    AFTER INSERT OR DELETE ON comment_interactions
+    FOR EACH ROW EXECUTE FUNCTION peerspark_comment_like_counts();
+
+-- Uploaded files: where the bytes are, whose they are, and what (if anything) uses them, so
+-- deleting that thing deletes the file. The key is generated by the server, never taken from
+-- the client.
+CREATE TABLE IF NOT EXISTS uploads (
+    id UUID PRIMARY KEY DEFAULT gen_random_uuid(),
+    owner_id UUID REFERENCES users(id) ON DELETE CASCADE,
+    storage_key VARCHAR(255) UNIQUE NOT NULL,
+    backend VARCHAR(10) NOT NULL CHECK (backend IN ('local', 's3')),
+    original_name VARCHAR(255),
+    content_type VARCHAR(100) NOT NULL,
+    size_bytes BIGINT NOT NULL CHECK (size_bytes >= 0),
+    attached_to VARCHAR(20), -- 'resource', 'post'
+    attached_id UUID,
+    created_at TIMESTAMPTZ NOT NULL DEFAULT NOW()
+);
+CREATE INDEX IF NOT EXISTS idx_uploads_owner ON uploads (owner_id, created_at DESC);
+
+-- Resources: the uploaded file, the weighted search vector (title > description, subject and
+-- tags > content), trigram title index (typo tolerance, autocomplete), and exact rating
+-- aggregates kept by a trigger.
+ALTER TABLE resources ADD COLUMN IF NOT EXISTS upload_id UUID REFERENCES uploads(id) ON DELETE SET NULL;
+ALTER TABLE resources ADD COLUMN IF NOT EXISTS search_vector TSVECTOR
+    GENERATED ALWAYS AS (
+        setweight(to_tsvector('english'::regconfig, coalesce(title, '')), 'A')
+        || setweight(to_tsvector('english'::regconfig, coalesce(description, '')), 'B')
+        || setweight(to_tsvector('english'::regconfig, coalesce(subject, '')), 'B')
+        || setweight(to_tsvector('english'::regconfig, peerspark_array_text(tags)), 'B')
+        || setweight(to_tsvector('english'::regconfig, coalesce(content, '')), 'C')
+    ) STORED;
+CREATE UNIQUE INDEX IF NOT EXISTS idx_resources_upload ON resources (upload_id) WHERE upload_id IS NOT NULL;
+CREATE INDEX IF NOT EXISTS idx_resources_search_vector ON resources USING gin (search_vector);
+CREATE INDEX IF NOT EXISTS idx_resources_title_trgm ON resources USING gin (title gin_trgm_ops);
+CREATE INDEX IF NOT EXISTS idx_resources_public_created
+    ON resources (created_at DESC, id DESC) WHERE is_public AND status = 'active';
+CREATE INDEX IF NOT EXISTS idx_resources_updated ON resources (updated_at);
+
+-- A share names exactly one grantee, once.
+DO $$ BEGIN
+    ALTER TABLE resource_shares ADD CONSTRAINT resource_shares_one_grantee
+        CHECK (num_nonnulls(shared_with_user_id, shared_with_pod_id) = 1);
+EXCEPTION WHEN duplicate_object THEN NULL; END $$;
+CREATE UNIQUE INDEX IF NOT EXISTS idx_resource_shares_user
+    ON resource_shares (shared_with_user_id, resource_id) WHERE shared_with_user_id IS NOT NULL;
+CREATE UNIQUE INDEX IF NOT EXISTS idx_resource_shares_pod
+    ON resource_shares (shared_with_pod_id, resource_id) WHERE shared_with_pod_id IS NOT NULL;
+CREATE INDEX IF NOT EXISTS idx_resource_shares_resource ON resource_shares (resource_id);
+
+CREATE OR REPLACE FUNCTION peerspark_resource_rating() RETURNS trigger LANGUAGE plpgsql AS $$
+DECLARE
+    target UUID := CASE WHEN TG_OP = 'DELETE' THEN OLD.resource_id ELSE NEW.resource_id END;
+BEGIN
+    -- Lock the resource first, so a concurrent rating has committed before the aggregate
+    -- below runs (with a fresh snapshot) and the last writer stores the true average.
+    -- NO KEY UPDATE does not wait on concurrent raters' foreign-key share locks: no deadlock.
+    PERFORM 1 FROM resources WHERE id = target FOR NO KEY UPDATE;
+    UPDATE resources r SET
+        rating_count = agg.n,
+        rating_average = coalesce(round(agg.avg, 2), 0)
+    FROM (SELECT count(*) AS n, avg(rating)::numeric AS avg
+          FROM resource_ratings WHERE resource_id = target) agg
+    WHERE r.id = target;
+    RETURN NULL;
+END $$;
+CREATE OR REPLACE TRIGGER trg_resource_rating
+    AFTER INSERT OR DELETE OR UPDATE OF rating ON resource_ratings
+    FOR EACH ROW EXECUTE FUNCTION peerspark_resource_rating();
+
+CREATE TABLE IF NOT EXISTS resource_bookmarks (
+    user_id UUID NOT NULL REFERENCES users(id) ON DELETE CASCADE,
+    resource_id UUID NOT NULL REFERENCES resources(id) ON DELETE CASCADE,
+    created_at TIMESTAMPTZ NOT NULL DEFAULT NOW(),
+    PRIMARY KEY (user_id, resource_id)
+);
+
+-- Reports: the pod the reported content belongs to (filled in when the report is made), so pod
+-- moderators' queues are an index range; platform moderators read the whole queue.
+ALTER TABLE content_reports ADD COLUMN IF NOT EXISTS pod_id UUID REFERENCES pods(id) ON DELETE CASCADE;
+CREATE INDEX IF NOT EXISTS idx_content_reports_queue ON content_reports (status, created_at DESC, id DESC);
+CREATE INDEX IF NOT EXISTS idx_content_reports_pod_queue
+    ON content_reports (pod_id, status, created_at DESC, id DESC);
+
+-- Mobile sync: each pending action's client id, applied once per user; a retried sync gets
+-- the stored result instead of applying the action again.
+CREATE TABLE IF NOT EXISTS sync_actions (
+    user_id UUID NOT NULL REFERENCES users(id) ON DELETE CASCADE,
+    client_action_id VARCHAR(100) NOT NULL,
+    action_type VARCHAR(50) NOT NULL,
+    ok BOOLEAN NOT NULL,
+    result JSONB NOT NULL,
+    created_at TIMESTAMPTZ NOT NULL DEFAULT NOW(),
+    PRIMARY KEY (user_id, client_action_id)
+);
+CREATE INDEX IF NOT EXISTS idx_sync_actions_age ON sync_actions (user_id, created_at);
 -- (end of section: feed)
 
 -- ===================================================================== calendar, reminders, notifications, jobs

@@ -7,7 +7,6 @@ import asyncio
 import datetime as dt
 import logging
 import os
-import tempfile
 import uuid
 from collections.abc import AsyncIterator
 from typing import Any
@@ -23,10 +22,16 @@ from .db.pool import Database, apply_schema
 from .db.users import live_sessions
 from .http import auth as auth_http
 from .http import calendar as calendar_http
+from .http import feed as feed_http
 from .http import health as health_http
+from .http import mobile as mobile_http
 from .http import notifications as notifications_http
 from .http import pods as pods_http
+from .http import reports as reports_http
+from .http import resources as resources_http
+from .http import search as search_http
 from .http import sessions as sessions_http
+from .http import uploads as uploads_http
 from .http import ws as ws_http
 from .http.keys import (
     AUTH,
@@ -34,6 +39,7 @@ from .http.keys import (
     CALENDAR,
     CALENDAR_FEED,
     CHAT,
+    COMMENTS,
     DB,
     HEALTH,
     HUB,
@@ -42,13 +48,20 @@ from .http.keys import (
     LIVE,
     MAILER,
     METRICS,
+    MOBILE,
     NOTIFICATIONS,
     PODS,
+    POSTS,
     REALTIME,
     REDIS,
     REMINDERS,
+    REPORTS,
+    RESOURCES,
+    SEARCH,
     SESSIONS,
     SETTINGS,
+    STORAGE,
+    UPLOADS,
     USERS,
     WORKER,
 )
@@ -59,17 +72,26 @@ from .services.auth import AuthService
 from .services.calendar import CalendarService
 from .services.calendar_feed import CalendarFeed
 from .services.chat import ChatService
+from .services.comments import CommentService
+from .services.effects import Units
 from .services.email import EmailJobs, Mailer
+from .services.feed import PostService
 from .services.health import Health
 from .services.jobs import JobQueue, Periodic, Worker, WorkerCounters
 from .services.live import LiveEvents
 from .services.maintenance import Maintenance, rollup_payload
+from .services.mobile import MobileService
 from .services.notifications import NotificationService
 from .services.pods import PodService
 from .services.ratelimit import LocalRateLimiter, RateLimiter, RedisRateLimiter
 from .services.realtime import RealtimeService, SessionHistory
 from .services.reminders import Reminders
+from .services.reports import CommentContent, PostContent, ReportService, ResourceContent
+from .services.resources import ResourceService
+from .services.search import SearchService
 from .services.sessions import SessionService
+from .services.storage import make_storage
+from .services.uploads import UploadService
 from .services.users import UserService
 
 log = logging.getLogger(__name__)
@@ -165,6 +187,7 @@ async def _services(app: web.Application) -> AsyncIterator[None]:
         ).inc(),
     )
     _job_metrics(app)
+    _feed_services(app)
     yield
     await app[CHAT].close()
 
@@ -330,17 +353,36 @@ async def _worker(app: web.Application) -> AsyncIterator[None]:
     await worker.stop()
 
 
-def _storage_probe(settings: Settings) -> Any:
-    async def probe() -> dict[str, Any]:
-        if settings.aws_access_key_id:
-            return {"status": "healthy", "mode": "s3", "bucket": settings.aws_s3_bucket}
-        folder = settings.data_dir / "uploads"
-        folder.mkdir(parents=True, exist_ok=True)
-        with tempfile.NamedTemporaryFile(dir=folder, prefix=".probe-"):
-            pass
-        return {"status": "healthy", "mode": "local", "path": str(folder.resolve())}
+async def _storage(app: web.Application) -> AsyncIterator[None]:
+    """Uploaded files: S3 when AWS keys are set, else a folder in the data directory."""
+    storage = make_storage(app[SETTINGS])
+    await storage.start()
+    app[STORAGE] = storage
+    app[HEALTH].add("storage", storage.probe)
+    yield
+    await storage.close()
 
-    return probe
+
+def _feed_services(app: web.Application) -> None:
+    """Feed, comments, reports, resources, search, uploads and mobile sync."""
+    settings = app[SETTINGS]
+    units = Units(app[DB], app[LIVE], app[NOTIFICATIONS])
+    app[UPLOADS] = UploadService(
+        app[DB],
+        app[STORAGE],
+        app[LIMITER],
+        max_bytes=settings.upload_max_bytes,
+        per_hour=settings.upload_rate_limit,
+    )
+    reports = ReportService(units)
+    for handler in (PostContent(), CommentContent(), ResourceContent()):
+        reports.register(handler)
+    app[REPORTS] = reports
+    app[POSTS] = PostService(units, app[PODS], reports, app[UPLOADS])
+    app[COMMENTS] = CommentService(units, reports)
+    app[RESOURCES] = ResourceService(units, app[PODS], app[UPLOADS])
+    app[SEARCH] = SearchService(app[RESOURCES], app[POSTS], app[PODS])
+    app[MOBILE] = MobileService(units, app[POSTS], app[COMMENTS], app[RESOURCES])
 
 
 def _ai_probe(settings: Settings) -> Any:
@@ -364,9 +406,8 @@ def build_app(settings: Settings) -> web.Application:
     app[SETTINGS] = settings
     app[METRICS] = Metrics()
     app[HEALTH] = Health()
-    app[HEALTH].add("storage", _storage_probe(settings))
     app[HEALTH].add("ai", _ai_probe(settings), required=False)
-    app.cleanup_ctx.extend([_database, _redis_and_broker, _services, _realtime, _worker])
+    app.cleanup_ctx.extend([_database, _redis_and_broker, _storage, _services, _realtime, _worker])
     app.on_shutdown.append(_close_sockets)
     http_modules = (
         health_http,
@@ -376,6 +417,12 @@ def build_app(settings: Settings) -> web.Application:
         ws_http,
         calendar_http,
         notifications_http,
+        feed_http,
+        reports_http,
+        resources_http,
+        search_http,
+        uploads_http,
+        mobile_http,
     )
     for module in http_modules:
         app.router.add_routes(module.routes)

@@ -65,6 +65,8 @@ class Settings:
     aws_s3_bucket: str = "peerspark-files"
     s3_endpoint_url: str | None = None
     upload_max_bytes: int = 25 * 1024 * 1024
+    upload_rate_limit: int = 10
+    file_url_ttl: int = 3600
     public_base_url: str | None = None
 
     openai_api_key: str | None = None
@@ -227,6 +229,8 @@ _VARIABLES: dict[str, tuple[str, Callable[[str], Any]]] = {
     "AWS_S3_BUCKET": ("aws_s3_bucket", _text),
     "S3_ENDPOINT_URL": ("s3_endpoint_url", _url("http", "https")),
     "UPLOAD_MAX_BYTES": ("upload_max_bytes", _int_in(1024, 5 * 1024**3)),
+    "UPLOAD_RATE_LIMIT": ("upload_rate_limit", _int_in(1, 100_000)),
+    "FILE_URL_TTL": ("file_url_ttl", _int_in(10, 7 * 86400)),
     "PUBLIC_BASE_URL": ("public_base_url", _url("http", "https")),
     "OPENAI_API_KEY": ("openai_api_key", _text),
     "OPENAI_BASE_URL": ("openai_base_url", _url("http", "https")),

@@ -13,16 +13,24 @@ from ..services.auth import AuthService, Principal
 from ..services.calendar import CalendarService
 from ..services.calendar_feed import CalendarFeed
 from ..services.chat import ChatService
+from ..services.comments import CommentService
 from ..services.email import Mailer
+from ..services.feed import PostService
 from ..services.health import Health
 from ..services.jobs import JobQueue, Worker
 from ..services.live import LiveEvents
+from ..services.mobile import MobileService
 from ..services.notifications import NotificationService
 from ..services.pods import PodService
 from ..services.ratelimit import RateLimiter
 from ..services.realtime import RealtimeService
 from ..services.reminders import Reminders
+from ..services.reports import ReportService
+from ..services.resources import ResourceService
+from ..services.search import SearchService
 from ..services.sessions import SessionService
+from ..services.storage import Storage
+from ..services.uploads import UploadService
 from ..services.users import UserService
 from .metrics import Metrics
 
@@ -47,6 +55,14 @@ MAILER = web.AppKey("mailer", Mailer)
 CALENDAR = web.AppKey("calendar", CalendarService)
 CALENDAR_FEED = web.AppKey("calendar_feed", CalendarFeed)
 REMINDERS = web.AppKey("reminders", Reminders)
+STORAGE = web.AppKey("storage", Storage)
+UPLOADS = web.AppKey("uploads", UploadService)
+REPORTS = web.AppKey("reports", ReportService)
+POSTS = web.AppKey("posts", PostService)
+COMMENTS = web.AppKey("comments", CommentService)
+RESOURCES = web.AppKey("resources", ResourceService)
+SEARCH = web.AppKey("search", SearchService)
+MOBILE = web.AppKey("mobile", MobileService)
 
 PRINCIPAL = web.RequestKey("principal", Principal)
 REQUEST_ID = web.RequestKey("request_id", str)

@@ -95,3 +95,11 @@ def tags(values: list[str], field: str = "tags", *, max_count: int = 20) -> list
         if t not in cleaned:
             cleaned.append(t)
     return cleaned
+
+
+def http_url(value: str, field: str, *, max_len: int = 2048) -> str:
+    """An absolute http(s) URL (what clients may link to from posts and resources)."""
+    value = value.strip()
+    if len(value) > max_len or not re.match(r"^https?://[^\s/$.?#][^\s]*$", value, re.IGNORECASE):
+        raise Invalid(field, "must be an http(s) URL")
+    return value

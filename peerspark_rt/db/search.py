@@ -1,0 +1,241 @@
+"""Full-text search in PostgreSQL: resources (with facets and typo tolerance) and posts.
+
+Matching: the weighted `search_vector` (title A > description, subject, tags B > content C)
+against `websearch_to_tsquery` (quotes, OR, -exclusions as people type them), or, for typos,
+the query's trigram word similarity to the title (`<%`, GIN trigram index). Relevance is
+ts_rank (which weighs A/B/C as 1.0/0.4/0.2) plus 0.3 x that word similarity.
+Highlights come from ts_headline, computed for the returned page only.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import asyncpg
+
+from . import posts as posts_db
+from . import resources as resources_db
+from .types import Executor
+
+# Highlight markers: private-use characters, escaped to <mark> after HTML-escaping the text.
+MARK_START = "\ue000"
+MARK_END = "\ue001"
+_MARKS = f"StartSel={MARK_START}, StopSel={MARK_END}"
+TITLE_HEADLINE = f"HighlightAll=true, {_MARKS}"
+SNIPPET_HEADLINE = f"MaxWords=35, MinWords=12, ShortWord=2, {_MARKS}"
+CONTENT_HEADLINE = f'MaxFragments=3, MaxWords=20, MinWords=8, FragmentDelimiter=" … ", {_MARKS}'
+
+ResourceSort = Literal["relevance", "date", "rating", "downloads"]
+_RESOURCE_ORDER: dict[str, str] = {
+    "relevance": "{score} DESC, r.created_at DESC, r.id DESC",
+    "date": "r.created_at DESC, r.id DESC",
+    "rating": "r.rating_average DESC, r.rating_count DESC, r.created_at DESC, r.id DESC",
+    "downloads": "r.download_count DESC, r.created_at DESC, r.id DESC",
+}
+
+
+class _Params:
+    """Numbered query parameters; $1 is always the viewer."""
+
+    def __init__(self, viewer: uuid.UUID) -> None:
+        self.values: list[Any] = [viewer]
+
+    def add(self, value: Any) -> str:
+        self.values.append(value)
+        return f"${len(self.values)}"
+
+
+@dataclass(slots=True)
+class ResourceFilters:
+    text: str | None = None
+    types: list[str] = field(default_factory=list)
+    subjects: list[str] = field(default_factory=list)
+    tags: list[str] = field(default_factory=list)
+    difficulties: list[str] = field(default_factory=list)
+    min_rating: float | None = None
+    max_rating: float | None = None
+    pod_id: uuid.UUID | None = None
+    owner_id: uuid.UUID | None = None
+    is_public: bool | None = None
+    bookmarked: bool = False
+
+
+def _where(f: ResourceFilters, params: _Params) -> tuple[str, str, str]:
+    """(WHERE clause, relevance expression, tsquery expression) for the filters."""
+    clauses = [resources_db.visible()]
+    score = "0::float8"
+    tsq = "NULL::tsquery"
+    if f.text:
+        q = params.add(f.text)
+        tsq = f"websearch_to_tsquery('english', {q})"
+        clauses.append(f"(r.search_vector @@ {tsq} OR {q} <% r.title)")
+        score = f"(ts_rank(r.search_vector, {tsq}) + 0.3 * word_similarity({q}, r.title))"
+    if f.types:
+        clauses.append(f"r.resource_type = ANY({params.add(f.types)}::text[])")
+    if f.subjects:
+        clauses.append(
+            f"lower(r.subject) = ANY({params.add([s.lower() for s in f.subjects])}::text[])"
+        )
+    if f.tags:
+        clauses.append(f"r.tags && {params.add(f.tags)}::text[]")
+    if f.difficulties:
+        clauses.append(f"r.difficulty_level = ANY({params.add(f.difficulties)}::text[])")
+    if f.min_rating is not None:
+        clauses.append(f"r.rating_average >= {params.add(f.min_rating)}::numeric")
+    if f.max_rating is not None:
+        clauses.append(f"r.rating_average <= {params.add(f.max_rating)}::numeric")
+    if f.pod_id is not None:
+        pod = params.add(f.pod_id)
+        clauses.append(
+            f"""(r.pod_id = {pod} OR EXISTS (SELECT 1 FROM resource_shares ps
+                 WHERE ps.resource_id = r.id AND ps.shared_with_pod_id = {pod}))"""
+        )
+    if f.owner_id is not None:
+        clauses.append(f"r.owner_id = {params.add(f.owner_id)}")
+    if f.is_public is not None:
+        clauses.append(f"r.is_public = {params.add(f.is_public)}")
+    if f.bookmarked:
+        clauses.append(
+            "EXISTS (SELECT 1 FROM resource_bookmarks b WHERE b.resource_id = r.id"
+            " AND b.user_id = $1)"
+        )
+    return " AND ".join(clauses), score, tsq
+
+
+async def resource_summary(
+    db: Executor, viewer: uuid.UUID, filters: ResourceFilters
+) -> asyncpg.Record:
+    """The total and the facet counts (type, subject, tags, difficulty) of everything that
+    matches and the viewer may see."""
+    params = _Params(viewer)
+    where, _, _ = _where(filters, params)
+    row = await db.fetchrow(
+        f"""WITH matched AS MATERIALIZED (
+              SELECT r.resource_type, r.subject, r.tags, r.difficulty_level
+              FROM resources r WHERE {where})
+            SELECT
+              (SELECT count(*) FROM matched) AS total,
+              (SELECT coalesce(jsonb_agg(jsonb_build_object('value', v, 'count', n)
+                                         ORDER BY n DESC, v), '[]'::jsonb)
+               FROM (SELECT resource_type AS v, count(*) AS n FROM matched GROUP BY 1) t)
+                AS resource_types,
+              (SELECT coalesce(jsonb_agg(jsonb_build_object('value', v, 'count', n)
+                                         ORDER BY n DESC, v), '[]'::jsonb)
+               FROM (SELECT subject AS v, count(*) AS n FROM matched
+                     WHERE subject IS NOT NULL GROUP BY 1) t) AS subjects,
+              (SELECT coalesce(jsonb_agg(jsonb_build_object('value', v, 'count', n)
+                                         ORDER BY n DESC, v), '[]'::jsonb)
+               FROM (SELECT v, count(*) AS n FROM matched, unnest(tags) AS v
+                     GROUP BY 1 ORDER BY 2 DESC, 1 LIMIT 20) t) AS tags,
+              (SELECT coalesce(jsonb_agg(jsonb_build_object('value', v, 'count', n)
+                                         ORDER BY n DESC, v), '[]'::jsonb)
+               FROM (SELECT difficulty_level AS v, count(*) AS n FROM matched
+                     WHERE difficulty_level IS NOT NULL GROUP BY 1) t) AS difficulty_levels""",
+        *params.values,
+    )
+    assert row is not None
+    return row
+
+
+async def resource_page(
+    db: Executor,
+    viewer: uuid.UUID,
+    filters: ResourceFilters,
+    *,
+    sort: ResourceSort,
+    limit: int,
+    offset: int,
+) -> list[asyncpg.Record]:
+    """One page of matching resources with score and (when searching) highlights."""
+    params = _Params(viewer)
+    where, score, tsq = _where(filters, params)
+    order = _RESOURCE_ORDER[sort if filters.text or sort != "relevance" else "date"].format(
+        score=score
+    )
+    limit_p, offset_p = params.add(limit), params.add(offset)
+    if filters.text:
+        highlights = f"""ts_headline('english', page.title, {tsq}, {params.add(TITLE_HEADLINE)})
+                           AS hl_title,
+                         ts_headline('english', coalesce(page.description, ''), {tsq},
+                                     {params.add(SNIPPET_HEADLINE)}) AS hl_description,
+                         ts_headline('english', coalesce(page.content, ''), {tsq},
+                                     {params.add(CONTENT_HEADLINE)}) AS hl_content"""
+    else:
+        highlights = "NULL AS hl_title, NULL AS hl_description, NULL AS hl_content"
+    return await db.fetch(
+        f"""SELECT page.*, {highlights}
+            FROM (SELECT {resources_db.LIST_COLUMNS}, r.content, {score} AS score,
+                         row_number() OVER (ORDER BY {order}) AS ord
+                  FROM resources r {resources_db.OWNER_JOIN}
+                  WHERE {where}
+                  ORDER BY {order} LIMIT {limit_p} OFFSET {offset_p}) page
+            ORDER BY page.ord""",
+        *params.values,
+    )
+
+
+def _like_prefix(text: str) -> str:
+    return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+
+
+async def suggest_titles(
+    db: Executor, viewer: uuid.UUID, text: str, limit: int
+) -> list[asyncpg.Record]:
+    """Titles of resources the viewer may see that start with the text, have a word starting
+    with it, or are close to it (typos); prefix matches first."""
+    escaped = _like_prefix(text)
+    return await db.fetch(
+        f"""SELECT title, max(score) AS score FROM (
+              SELECT r.title,
+                     CASE WHEN r.title ILIKE $3 THEN 1 ELSE 0 END
+                       + greatest(similarity(r.title, $2), word_similarity($2, r.title))
+                       + least(r.download_count, 1000) / 100000.0 AS score
+              FROM resources r
+              WHERE {resources_db.visible()}
+                AND (r.title ILIKE $3 OR r.title ILIKE $4 OR $2 <% r.title)) s
+            GROUP BY title ORDER BY score DESC, title LIMIT $5""",
+        viewer,
+        text,
+        f"{escaped}%",
+        f"% {escaped}%",
+        limit,
+    )
+
+
+async def post_page(
+    db: Executor,
+    viewer: uuid.UUID,
+    text: str,
+    *,
+    pod_id: uuid.UUID | None,
+    limit: int,
+    offset: int,
+) -> tuple[list[asyncpg.Record], int]:
+    """Published posts the viewer may read that match, most relevant first, and the total."""
+    where = f"""p.status = 'published' AND {posts_db.visible()}
+                AND p.search_vector @@ websearch_to_tsquery('english', $2)
+                AND ($3::uuid IS NULL OR p.pod_id = $3)"""
+    rows = await db.fetch(
+        f"""SELECT page.*,
+                   ts_headline('english', page.content, websearch_to_tsquery('english', $2), $6)
+                     AS hl_content
+            FROM (SELECT {posts_db.POST_COLUMNS},
+                         ts_rank(p.search_vector, websearch_to_tsquery('english', $2)) AS score,
+                         count(*) OVER () AS total
+                  FROM posts p {posts_db.POST_JOINS}
+                  WHERE {where}
+                  ORDER BY score DESC, p.created_at DESC, p.id DESC LIMIT $4 OFFSET $5) page
+            ORDER BY page.score DESC, page.created_at DESC, page.id DESC""",
+        viewer,
+        text,
+        pod_id,
+        limit,
+        offset,
+        CONTENT_HEADLINE,
+    )
+    if rows:
+        return rows, int(rows[0]["total"])
+    total = await db.fetchval(f"SELECT count(*) FROM posts p WHERE {where}", viewer, text, pod_id)
+    return rows, int(total)

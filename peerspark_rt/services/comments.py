@@ -1,0 +1,370 @@
+"""Threaded comments on posts, their likes and reports.
+
+Whoever may read a post may read and write its comments. The tree comes back depth-first
+(siblings oldest first), paginated by an opaque cursor; each page nests the replies it holds,
+and a reply whose parent was on an earlier page starts the page's list with its
+`parentCommentId` set. Deleted or held comments keep their place in the tree (so replies keep
+their context) but show no content or author to anyone but their author.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+import uuid
+from typing import Literal
+
+import asyncpg
+import msgspec
+
+from ..db import comments as comments_db
+from ..db import posts as posts_db
+from ..db.types import Conn
+from ..errors import Conflict, Forbidden, Invalid, NotFound
+from . import cursor as cursors
+from . import validation
+from .auth import Principal
+from .effects import AfterCommit, Units
+from .feed import AuthorBrief, author_brief, is_moderator, room_of
+from .notifications import NewNotification
+from .reports import ReportResult, ReportService
+
+MAX_CONTENT = 5000
+MAX_DEPTH = 15
+_PATH = re.compile(r"^(?:[0-9]{20}[0-9a-f]{32}/){1,16}$")
+
+
+class Comment(msgspec.Struct, rename="camel"):
+    id: uuid.UUID
+    post_id: uuid.UUID
+    parent_comment_id: uuid.UUID | None
+    author: AuthorBrief | None
+    is_anonymous: bool
+    is_mine: bool
+    content: str | None
+    status: str
+    depth: int
+    like_count: int
+    liked: bool
+    reply_count: int
+    created_at: dt.datetime
+    updated_at: dt.datetime
+    replies: list[Comment] = []
+
+
+class CommentPage(msgspec.Struct, rename="camel"):
+    post_id: uuid.UUID
+    comments: list[Comment]
+    next_cursor: str | None
+
+
+class CommentQuery(msgspec.Struct, rename="camel", forbid_unknown_fields=True):
+    limit: int = 50
+    cursor: str | None = None
+    parent_comment_id: uuid.UUID | None = None
+
+
+class CommentCreate(msgspec.Struct, rename="camel", forbid_unknown_fields=True):
+    content: str
+    parent_comment_id: uuid.UUID | None = None
+    is_anonymous: bool = False
+
+
+class CommentInteractionRequest(msgspec.Struct, rename="camel", forbid_unknown_fields=True):
+    type: Literal["like", "report"]
+    active: bool | None = None
+    reason: str | None = None
+    description: str | None = None
+
+
+class CommentInteractionResult(msgspec.Struct, rename="camel"):
+    comment_id: uuid.UUID
+    post_id: uuid.UUID
+    type: str
+    active: bool
+    changed: bool
+    like_count: int
+    report: ReportResult | None = None
+
+
+def render(row: asyncpg.Record, viewer: Principal | None, pod_role: str | None) -> Comment:
+    """A comment as `viewer` sees it (None: as broadcast to the post's pod room)."""
+    mine = viewer is not None and row["author_id"] == viewer.user_id
+    readable = row["status"] == "published" or mine
+    reveal = readable and (
+        not row["is_anonymous"] or mine or (viewer is not None and is_moderator(viewer, pod_role))
+    )
+    return Comment(
+        id=row["id"],
+        post_id=row["post_id"],
+        parent_comment_id=row["parent_comment_id"],
+        author=author_brief(row) if reveal else None,
+        is_anonymous=row["is_anonymous"],
+        is_mine=mine,
+        content=row["content"] if readable else None,
+        status=row["status"],
+        depth=row["depth"],
+        like_count=row["like_count"],
+        liked=viewer is not None and row["liked"],
+        reply_count=int(row["reply_count"]),
+        created_at=row["created_at"],
+        updated_at=row["updated_at"],
+    )
+
+
+class CommentService:
+    def __init__(self, units: Units, reports: ReportService) -> None:
+        self.units = units
+        self.db = units.db
+        self.reports = reports
+
+    async def _post(
+        self, db: Conn | None, principal: Principal, post_id: uuid.UUID
+    ) -> asyncpg.Record:
+        row = await posts_db.get_visible(db or self.db.pool, principal.user_id, post_id)
+        if row is None:
+            raise NotFound("post not found")
+        return row
+
+    async def list(
+        self, principal: Principal, post_id: uuid.UUID, query: CommentQuery
+    ) -> CommentPage:
+        if not 1 <= query.limit <= 100:
+            raise Invalid("limit", "must be between 1 and 100")
+        post = await self._post(None, principal, post_id)
+        subtree: str | None = None
+        if query.parent_comment_id is not None:
+            parent = await comments_db.get(self.db.pool, principal.user_id, query.parent_comment_id)
+            if parent is None or parent["post_id"] != post_id:
+                raise NotFound("comment not found")
+            subtree = parent["thread_path"]
+        listing = f"comments:{post_id}:{query.parent_comment_id or ''}"
+        after: str | None = None
+        if query.cursor:
+            (after,) = cursors.decode(query.cursor, listing, (str,))
+            if not _PATH.match(after):
+                raise Invalid("cursor", "is not a valid cursor")
+        rows = await comments_db.thread_page(
+            self.db.pool,
+            principal.user_id,
+            post_id,
+            subtree_of=subtree,
+            after=after,
+            limit=query.limit + 1,
+        )
+        more = len(rows) > query.limit
+        rows = rows[: query.limit]
+        nodes: dict[uuid.UUID, Comment] = {}
+        top: list[Comment] = []
+        for row in rows:  # depth-first: a parent on this page always comes before its replies
+            node = render(row, principal, post["my_pod_role"])
+            parent_node = nodes.get(row["parent_comment_id"]) if row["parent_comment_id"] else None
+            (parent_node.replies if parent_node is not None else top).append(node)
+            nodes[row["id"]] = node
+        next_cursor = cursors.encode(listing, (rows[-1]["thread_path"],)) if more else None
+        return CommentPage(post_id, top, next_cursor)
+
+    async def create(
+        self, principal: Principal, post_id: uuid.UUID, body: CommentCreate
+    ) -> Comment:
+        async with self.units.begin() as (conn, effects):
+            row, post = await self.create_in(conn, effects, principal, post_id, body)
+        return render(row, principal, post["my_pod_role"])
+
+    async def create_in(
+        self,
+        conn: Conn,
+        effects: AfterCommit,
+        principal: Principal,
+        post_id: uuid.UUID,
+        body: CommentCreate,
+    ) -> tuple[asyncpg.Record, asyncpg.Record]:
+        content = validation.text(body.content, "content", max_len=MAX_CONTENT)
+        post = await self._post(conn, principal, post_id)
+        if post["status"] != "published":
+            raise Conflict("this post is held for review", code="post_hidden")
+        parent: asyncpg.Record | None = None
+        if body.parent_comment_id is not None:
+            parent = await comments_db.lock(conn, body.parent_comment_id)
+            if parent is None or parent["post_id"] != post_id:
+                raise Invalid("parentCommentId", "is not a comment on this post")
+            if parent["status"] != "published":
+                raise Conflict("that comment no longer takes replies", code="parent_unavailable")
+            if parent["depth"] + 1 > MAX_DEPTH:
+                raise Invalid("parentCommentId", f"replies nest at most {MAX_DEPTH} levels deep")
+        comment_id = await comments_db.insert_comment(
+            conn,
+            post_id=post_id,
+            author_id=principal.user_id,
+            parent=parent,
+            content=content,
+            is_anonymous=body.is_anonymous,
+        )
+        row = await comments_db.get(conn, principal.user_id, comment_id)
+        assert row is not None
+        counts = await posts_db.counts(conn, post_id)
+        room = room_of(post["pod_id"], post["visibility"])
+        if room is not None:
+            effects.event(
+                room,
+                "comment_created",
+                {
+                    "postId": str(post_id),
+                    "comment": msgspec.to_builtins(render(row, None, None)),
+                    "commentCount": counts["comment_count"],
+                },
+            )
+        await self._notify(conn, effects, principal, post, parent, row, body.is_anonymous)
+        return row, post
+
+    async def _notify(
+        self,
+        conn: Conn,
+        effects: AfterCommit,
+        principal: Principal,
+        post: asyncpg.Record,
+        parent: asyncpg.Record | None,
+        comment: asyncpg.Record,
+        anonymous: bool,
+    ) -> None:
+        who = "Someone" if anonymous else principal.username
+        metadata = {
+            "postId": str(post["id"]),
+            "commentId": str(comment["id"]),
+            "podId": str(post["pod_id"]) if post["pod_id"] else None,
+        }
+        recipients: list[tuple[uuid.UUID, str, str]] = []
+        if post["author_id"] is not None and post["author_id"] != principal.user_id:
+            recipients.append((post["author_id"], "comment", f"{who} commented on your post"))
+        if parent is not None and parent["author_id"] not in (
+            None,
+            principal.user_id,
+            post["author_id"],
+        ):
+            recipients.append((parent["author_id"], "comment_reply", f"{who} replied to you"))
+        for recipient, kind, title in recipients:
+            effects.push(
+                await self.units.notifications.store(
+                    conn,
+                    NewNotification(
+                        recipient_id=recipient,
+                        notification_type=kind,
+                        title=title,
+                        message=comment["content"][:140],
+                        action_url=f"/posts/{post['id']}#comment-{comment['id']}",
+                        metadata=metadata,
+                        sender_id=None if anonymous else principal.user_id,
+                    ),
+                )
+            )
+
+    async def interact(
+        self, principal: Principal, comment_id: uuid.UUID, body: CommentInteractionRequest
+    ) -> CommentInteractionResult:
+        async with self.units.begin() as (conn, effects):
+            return await self.interact_in(
+                conn,
+                effects,
+                principal,
+                comment_id,
+                body.type,
+                active=body.active,
+                reason=body.reason,
+                description=body.description,
+            )
+
+    async def interact_in(
+        self,
+        conn: Conn,
+        effects: AfterCommit,
+        principal: Principal,
+        comment_id: uuid.UUID,
+        kind: str,
+        *,
+        active: bool | None = None,
+        reason: str | None = None,
+        description: str | None = None,
+    ) -> CommentInteractionResult:
+        validation.one_of(kind, "type", ("like", "report"))
+        me = principal.user_id
+        row = await comments_db.get(conn, me, comment_id)
+        if row is None:
+            raise NotFound("comment not found")
+        post = await posts_db.get_visible(conn, me, row["post_id"])
+        if post is None:
+            raise NotFound("comment not found")
+        report: ReportResult | None = None
+        if kind == "report":
+            if active is False:
+                raise Invalid("active", "a report cannot be withdrawn")
+            report = await self.reports.report_in(
+                conn,
+                effects,
+                principal,
+                "comment",
+                comment_id,
+                reason=reason,
+                description=description,
+            )
+            return CommentInteractionResult(
+                comment_id=comment_id,
+                post_id=row["post_id"],
+                type=kind,
+                active=True,
+                changed=not report.already_reported,
+                like_count=row["like_count"],
+                report=report,
+            )
+        if row["status"] != "published":
+            raise Conflict("this comment is not available", code="comment_unavailable")
+        if active is None:
+            active = not await comments_db.has_like(conn, comment_id, me)
+        if active:
+            changed = await comments_db.add_like(conn, comment_id, me)
+        else:
+            changed = await comments_db.remove_like(conn, comment_id, me)
+        likes = await comments_db.like_count(conn, comment_id)
+        room = room_of(post["pod_id"], post["visibility"])
+        if changed and room is not None:
+            effects.event(
+                room,
+                "comment_like_count",
+                {"postId": str(row["post_id"]), "commentId": str(comment_id), "likeCount": likes},
+            )
+        return CommentInteractionResult(
+            comment_id=comment_id,
+            post_id=row["post_id"],
+            type=kind,
+            active=active,
+            changed=changed,
+            like_count=likes,
+        )
+
+    async def delete(self, principal: Principal, comment_id: uuid.UUID) -> None:
+        async with self.units.begin() as (conn, effects):
+            row = await comments_db.lock(conn, comment_id)
+            if row is None:
+                raise NotFound("comment not found")
+            post = await posts_db.get_visible(conn, principal.user_id, row["post_id"])
+            if post is None or row["status"] not in ("published", "hidden"):
+                raise NotFound("comment not found")
+            if row["author_id"] != principal.user_id and not is_moderator(
+                principal, post["my_pod_role"]
+            ):
+                raise Forbidden(
+                    "only the author or a moderator can delete a comment",
+                    code="insufficient_role",
+                )
+            await comments_db.set_status(conn, comment_id, "deleted")
+            counts = await posts_db.counts(conn, row["post_id"])
+            room = room_of(post["pod_id"], post["visibility"])
+            if room is not None:
+                effects.event(
+                    room,
+                    "comment_deleted",
+                    {
+                        "postId": str(row["post_id"]),
+                        "commentId": str(comment_id),
+                        "commentCount": counts["comment_count"],
+                    },
+                )

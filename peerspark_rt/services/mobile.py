@@ -1,0 +1,468 @@
+"""Mobile endpoints: a compact feed and offline sync (spec: Mobile API Considerations).
+
+Sync applies the client's pending actions in order, each in its own transaction together with
+a record of its client id and result (`sync_actions`). A retried sync finds the record and
+answers with the stored result instead of applying the action again; two syncs racing with the
+same action serialize on the record's key. Each action gets its own result: a bad or unknown
+action is an error for that action only. Rate-limit and availability errors are not recorded,
+so the action can be retried.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import re
+import uuid
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
+
+import msgspec
+
+from ..db import posts as posts_db
+from ..db import resources as resources_db
+from ..db import sync as sync_db
+from ..db.types import Conn
+from ..errors import AppError, Invalid, RateLimited, Unavailable
+from .auth import Principal
+from .comments import CommentCreate, CommentService
+from .effects import AfterCommit, Units
+from .feed import FeedQuery, Post, PostCreate, PostService, PostUpdate
+from .resources import RateRequest, Resource, ResourceService
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+MAX_ACTIONS = 100
+MAX_UPDATES = 100
+SYNC_RECORD_DAYS = 30
+CLOCK_SKEW = dt.timedelta(minutes=5)
+
+
+# --------------------------------------------------------------------------- compact feed
+
+
+class MobileAuthor(msgspec.Struct, rename="camel"):
+    id: uuid.UUID
+    name: str
+    username: str
+    avatar: str | None
+    verified: bool
+
+
+class MobileStats(msgspec.Struct):
+    likes: int
+    comments: int
+
+
+class MobileInteractions(msgspec.Struct):
+    liked: bool
+    bookmarked: bool
+
+
+class MobilePost(msgspec.Struct, rename="camel"):
+    id: uuid.UUID
+    content: str
+    type: str
+    created_at: dt.datetime
+    author: MobileAuthor | None
+    pod: str | None
+    pod_id: uuid.UUID | None
+    stats: MobileStats
+    user_interactions: MobileInteractions
+    media: list[str]
+    tags: list[str]
+
+
+class MobileFeed(msgspec.Struct, rename="camel"):
+    posts: list[MobilePost]
+    next_cursor: str | None
+
+
+class MobileFeedQuery(msgspec.Struct, rename="camel", forbid_unknown_fields=True):
+    limit: int = 10
+    cursor: str | None = None
+
+
+def compact(post: Post) -> MobilePost:
+    author = None
+    if post.author is not None:
+        a = post.author
+        author = MobileAuthor(
+            a.id, f"{a.first_name} {a.last_name}".strip(), a.username, a.avatar_url, a.is_verified
+        )
+    media = list(post.media_urls) + [m.url for m in post.attachments if m.url]
+    return MobilePost(
+        id=post.id,
+        content=post.content,
+        type=post.post_type,
+        created_at=post.created_at,
+        author=author,
+        pod=post.pod_name,
+        pod_id=post.pod_id,
+        stats=MobileStats(post.like_count, post.comment_count),
+        user_interactions=MobileInteractions(post.liked, post.bookmarked),
+        media=media,
+        tags=post.tags,
+    )
+
+
+# --------------------------------------------------------------------------- sync shapes
+
+
+class PendingAction(msgspec.Struct, rename="camel", forbid_unknown_fields=True):
+    client_action_id: str
+    type: str
+    data: dict[str, Any] = {}
+
+
+class SyncRequest(msgspec.Struct, rename="camel", forbid_unknown_fields=True):
+    last_sync_timestamp: dt.datetime | None = None
+    pending_actions: list[PendingAction] = []
+
+
+class ActionResult(msgspec.Struct, rename="camel"):
+    client_action_id: str
+    type: str
+    status: str  # "ok" | "error"
+    replayed: bool
+    result: dict[str, Any] | None = None
+    error: dict[str, Any] | None = None
+
+
+class NotificationItem(msgspec.Struct, rename="camel"):
+    id: uuid.UUID
+    type: str
+    title: str
+    message: str | None
+    action_url: str | None
+    metadata: dict[str, Any] | None
+    is_read: bool
+    created_at: dt.datetime
+
+
+class SyncUpdates(msgspec.Struct, rename="camel"):
+    posts: list[MobilePost]
+    deleted_post_ids: list[uuid.UUID]
+    resources: list[Resource]
+    notifications: list[NotificationItem]
+    has_more: bool
+    full_sync_required: bool
+
+
+class SyncResponse(msgspec.Struct, rename="camel"):
+    sync_results: list[ActionResult]
+    updates: SyncUpdates
+    sync_timestamp: dt.datetime
+
+
+# Action payloads.
+class _PostRef(msgspec.Struct, rename="camel", forbid_unknown_fields=True):
+    post_id: uuid.UUID
+
+
+class _PostToggle(msgspec.Struct, rename="camel", forbid_unknown_fields=True):
+    post_id: uuid.UUID
+    active: bool | None = None
+
+
+class _PostEdit(PostUpdate, forbid_unknown_fields=True):
+    post_id: uuid.UUID | msgspec.UnsetType = msgspec.UNSET
+
+
+class _NewComment(CommentCreate, forbid_unknown_fields=True):
+    post_id: uuid.UUID | msgspec.UnsetType = msgspec.UNSET
+
+
+class _CommentToggle(msgspec.Struct, rename="camel", forbid_unknown_fields=True):
+    comment_id: uuid.UUID
+    active: bool | None = None
+
+
+class _ResourceToggle(msgspec.Struct, rename="camel", forbid_unknown_fields=True):
+    resource_id: uuid.UUID
+    active: bool | None = None
+
+
+class _Rating(RateRequest, forbid_unknown_fields=True):
+    resource_id: uuid.UUID | msgspec.UnsetType = msgspec.UNSET
+
+
+_AT = re.compile(r" - at `\$\.?(?P<path>[^`]*)`$")
+_NAMED = re.compile(r"(?:missing required field|unknown field) `(?P<name>[^`]+)`")
+
+
+def _payload(data: dict[str, Any], type_: type[T]) -> T:
+    """Convert an action's data, naming the bad field as `data.<field>`."""
+    try:
+        return msgspec.convert(data, type_)
+    except msgspec.ValidationError as exc:
+        message = str(exc)
+        at = _AT.search(message)
+        path = at.group("path") if at else ""
+        named = _NAMED.search(message)
+        if named:
+            path = f"{path}.{named.group('name')}" if path else named.group("name")
+        raise Invalid(f"data.{path}" if path else "data", message) from None
+
+
+def _required(value: uuid.UUID | msgspec.UnsetType, field: str) -> uuid.UUID:
+    if isinstance(value, msgspec.UnsetType):
+        raise Invalid(f"data.{field}", "is required")
+    return value
+
+
+Handler = Callable[[Conn, AfterCommit, Principal, dict[str, Any]], Awaitable[dict[str, Any]]]
+
+
+class MobileService:
+    def __init__(
+        self,
+        units: Units,
+        posts: PostService,
+        comments: CommentService,
+        resources: ResourceService,
+    ) -> None:
+        self.units = units
+        self.db = units.db
+        self.posts = posts
+        self.comments = comments
+        self.resources = resources
+        self.handlers: dict[str, Handler] = {
+            "create_post": self._create_post,
+            "update_post": self._update_post,
+            "delete_post": self._delete_post,
+            "like_post": self._like_post,
+            "bookmark_post": self._bookmark_post,
+            "share_post": self._share_post,
+            "create_comment": self._create_comment,
+            "like_comment": self._like_comment,
+            "bookmark_resource": self._bookmark_resource,
+            "rate_resource": self._rate_resource,
+        }
+
+    async def feed(self, principal: Principal, query: MobileFeedQuery) -> MobileFeed:
+        page = await self.posts.feed(
+            principal, FeedQuery(type="all", limit=query.limit, cursor=query.cursor)
+        )
+        return MobileFeed([compact(p) for p in page.posts], page.next_cursor)
+
+    # --- sync ----------------------------------------------------------------------------------
+
+    async def sync(self, principal: Principal, body: SyncRequest) -> SyncResponse:
+        if len(body.pending_actions) > MAX_ACTIONS:
+            raise Invalid("pendingActions", f"at most {MAX_ACTIONS} actions per sync")
+        for i, action in enumerate(body.pending_actions):
+            if not 1 <= len(action.client_action_id) <= 100:
+                raise Invalid(f"pendingActions[{i}].clientActionId", "must be 1-100 characters")
+        since = body.last_sync_timestamp
+        server_now = await sync_db.now(self.db.pool)
+        if since is not None:
+            if since.tzinfo is None:
+                raise Invalid("lastSyncTimestamp", "must include a time zone (e.g. Z)")
+            if since > server_now + CLOCK_SKEW:
+                raise Invalid("lastSyncTimestamp", "is in the future")
+        results = [await self._apply(principal, action) for action in body.pending_actions]
+        await sync_db.purge_older_than(
+            self.db.pool, principal.user_id, server_now - dt.timedelta(days=SYNC_RECORD_DAYS)
+        )
+        # Read the clock before reading changes, so nothing committed after this point can be
+        # missed by the next sync (it may be sent twice, which clients handle by id).
+        stamp = await sync_db.now(self.db.pool)
+        updates = await self._updates(principal, since)
+        return SyncResponse(results, updates, stamp)
+
+    async def _apply(self, principal: Principal, action: PendingAction) -> ActionResult:
+        me, cid = principal.user_id, action.client_action_id
+        handler = self.handlers.get(action.type)
+        if handler is None:
+            return ActionResult(
+                cid,
+                action.type,
+                "error",
+                False,
+                error={
+                    "code": "unknown_action",
+                    "message": f"unknown action type {action.type!r}; known: "
+                    + ", ".join(sorted(self.handlers)),
+                },
+            )
+        async with self.units.begin() as (conn, effects):
+            if not await sync_db.claim(conn, me, cid, action.type):
+                stored = await sync_db.get(conn, me, cid)
+                assert stored is not None
+                if stored["action_type"] != action.type:
+                    return ActionResult(
+                        cid,
+                        action.type,
+                        "error",
+                        True,
+                        error={
+                            "code": "client_id_reused",
+                            "message": "this clientActionId was already used for a "
+                            f"{stored['action_type']} action",
+                        },
+                    )
+                return self._stored(cid, action.type, stored["ok"], stored["result"], True)
+            mark = effects.mark()
+            try:
+                async with conn.transaction():  # a savepoint: a failed action leaves no trace
+                    result = await handler(conn, effects, principal, action.data)
+            except (RateLimited, Unavailable) as exc:
+                effects.discard_after(mark)
+                await sync_db.release(conn, me, cid)  # not an answer: let the client retry
+                return ActionResult(cid, action.type, "error", False, error=exc.to_dict())
+            except AppError as exc:
+                effects.discard_after(mark)
+                error = exc.to_dict()
+                await sync_db.record(conn, me, cid, False, {"error": error})
+                return ActionResult(cid, action.type, "error", False, error=error)
+            except Exception:
+                log.exception("sync action %s (%s) failed", action.type, cid)
+                effects.discard_after(mark)
+                await sync_db.release(conn, me, cid)
+                return ActionResult(
+                    cid,
+                    action.type,
+                    "error",
+                    False,
+                    error={"code": "internal_error", "message": "the action failed; retry later"},
+                )
+            await sync_db.record(conn, me, cid, True, result)
+        return ActionResult(cid, action.type, "ok", False, result=result)
+
+    @staticmethod
+    def _stored(
+        cid: str, kind: str, ok: bool, stored: dict[str, Any], replayed: bool
+    ) -> ActionResult:
+        if ok:
+            return ActionResult(cid, kind, "ok", replayed, result=stored)
+        return ActionResult(cid, kind, "error", replayed, error=stored.get("error"))
+
+    async def _updates(self, principal: Principal, since: dt.datetime | None) -> SyncUpdates:
+        if since is None:
+            return SyncUpdates([], [], [], [], has_more=False, full_sync_required=True)
+        me = principal.user_id
+        post_rows = await posts_db.changed_since(self.db.pool, me, since, MAX_UPDATES + 1)
+        gone = await posts_db.gone_since(self.db.pool, me, since, MAX_UPDATES + 1)
+        resource_rows = await resources_db.changed_since(self.db.pool, me, since, MAX_UPDATES + 1)
+        notes = await sync_db.notifications_since(self.db.pool, me, since, MAX_UPDATES + 1)
+        has_more = max(len(post_rows), len(gone), len(resource_rows), len(notes)) > MAX_UPDATES
+        posts = [
+            compact(p) for p in await self.posts.render_many(post_rows[:MAX_UPDATES], principal)
+        ]
+        resources = [await self.resources.render(r) for r in resource_rows[:MAX_UPDATES]]
+        notifications = [
+            NotificationItem(
+                id=n["id"],
+                type=n["notification_type"],
+                title=n["title"],
+                message=n["message"],
+                action_url=n["action_url"],
+                metadata=n["metadata"] or None,
+                is_read=n["is_read"],
+                created_at=n["created_at"],
+            )
+            for n in notes[:MAX_UPDATES]
+        ]
+        return SyncUpdates(
+            posts, gone[:MAX_UPDATES], resources, notifications, has_more, full_sync_required=False
+        )
+
+    # --- action handlers -------------------------------------------------------------------------
+
+    async def _create_post(
+        self, conn: Conn, effects: AfterCommit, principal: Principal, data: dict[str, Any]
+    ) -> dict[str, Any]:
+        row = await self.posts.create_in(conn, effects, principal, _payload(data, PostCreate))
+        post = await self.posts.render(row, principal)
+        return {"postId": str(row["id"]), "post": msgspec.to_builtins(compact(post))}
+
+    async def _update_post(
+        self, conn: Conn, effects: AfterCommit, principal: Principal, data: dict[str, Any]
+    ) -> dict[str, Any]:
+        edit = _payload(data, _PostEdit)
+        post_id = _required(edit.post_id, "postId")
+        changes = PostUpdate(**{f: getattr(edit, f) for f in PostUpdate.__struct_fields__})
+        row = await self.posts.update_in(conn, effects, principal, post_id, changes)
+        post = await self.posts.render(row, principal)
+        return {"postId": str(post_id), "post": msgspec.to_builtins(compact(post))}
+
+    async def _delete_post(
+        self, conn: Conn, effects: AfterCommit, principal: Principal, data: dict[str, Any]
+    ) -> dict[str, Any]:
+        ref = _payload(data, _PostRef)
+        await self.posts.delete_in(conn, effects, principal, ref.post_id)
+        return {"postId": str(ref.post_id), "deleted": True}
+
+    async def _post_interaction(
+        self,
+        conn: Conn,
+        effects: AfterCommit,
+        principal: Principal,
+        data: dict[str, Any],
+        kind: str,
+    ) -> dict[str, Any]:
+        ref = _payload(data, _PostToggle)
+        result = await self.posts.interact_in(
+            conn, effects, principal, ref.post_id, kind, active=ref.active
+        )
+        out: dict[str, Any] = msgspec.to_builtins(result)
+        out.pop("report", None)
+        return out
+
+    async def _like_post(
+        self, conn: Conn, effects: AfterCommit, principal: Principal, data: dict[str, Any]
+    ) -> dict[str, Any]:
+        return await self._post_interaction(conn, effects, principal, data, "like")
+
+    async def _bookmark_post(
+        self, conn: Conn, effects: AfterCommit, principal: Principal, data: dict[str, Any]
+    ) -> dict[str, Any]:
+        return await self._post_interaction(conn, effects, principal, data, "bookmark")
+
+    async def _share_post(
+        self, conn: Conn, effects: AfterCommit, principal: Principal, data: dict[str, Any]
+    ) -> dict[str, Any]:
+        return await self._post_interaction(conn, effects, principal, data, "share")
+
+    async def _create_comment(
+        self, conn: Conn, effects: AfterCommit, principal: Principal, data: dict[str, Any]
+    ) -> dict[str, Any]:
+        new = _payload(data, _NewComment)
+        post_id = _required(new.post_id, "postId")
+        body = CommentCreate(new.content, new.parent_comment_id, new.is_anonymous)
+        row, _ = await self.comments.create_in(conn, effects, principal, post_id, body)
+        return {"commentId": str(row["id"]), "postId": str(post_id)}
+
+    async def _like_comment(
+        self, conn: Conn, effects: AfterCommit, principal: Principal, data: dict[str, Any]
+    ) -> dict[str, Any]:
+        ref = _payload(data, _CommentToggle)
+        result = await self.comments.interact_in(
+            conn, effects, principal, ref.comment_id, "like", active=ref.active
+        )
+        out: dict[str, Any] = msgspec.to_builtins(result)
+        out.pop("report", None)
+        return out
+
+    async def _bookmark_resource(
+        self, conn: Conn, effects: AfterCommit, principal: Principal, data: dict[str, Any]
+    ) -> dict[str, Any]:
+        ref = _payload(data, _ResourceToggle)
+        result = await self.resources.bookmark_in(
+            conn, effects, principal, ref.resource_id, ref.active
+        )
+        out: dict[str, Any] = msgspec.to_builtins(result)
+        return out
+
+    async def _rate_resource(
+        self, conn: Conn, effects: AfterCommit, principal: Principal, data: dict[str, Any]
+    ) -> dict[str, Any]:
+        rating = _payload(data, _Rating)
+        resource_id = _required(rating.resource_id, "resourceId")
+        result = await self.resources.rate_in(
+            conn, effects, principal, resource_id, RateRequest(rating.rating, rating.review)
+        )
+        out: dict[str, Any] = msgspec.to_builtins(result)
+        return out

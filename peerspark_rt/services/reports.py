@@ -1,0 +1,559 @@
+"""Content reports and the moderation that follows (spec: handleContentReport).
+
+A user reports something they can see (not their own). When a piece of content has
+REPORT_THRESHOLD pending reports it is hidden pending review (out of every read path but its
+author's) and the moderators are notified: the moderators, admins and owner of the content's
+pod, or the platform moderators for content outside pods. A moderator then restores it or
+removes it, which closes every pending report on it.
+
+Content kinds plug in through `ContentHandler`, so other areas (session messages, AI
+moderation) can register theirs and reuse `hide_content` / `restore_content` / `remove_content`.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import uuid
+from dataclasses import dataclass, field
+from typing import Literal, Protocol
+
+import asyncpg
+import msgspec
+
+from ..db import comments as comments_db
+from ..db import pods as pods_db
+from ..db import posts as posts_db
+from ..db import reports as reports_db
+from ..db import resources as resources_db
+from ..db.types import Conn, Executor
+from ..errors import Conflict, Forbidden, Invalid, NotFound
+from . import cursor as cursors
+from . import validation
+from .auth import Principal
+from .effects import AfterCommit, Units
+from .notifications import NewNotification
+from .pods import ROLE_RANK
+
+REPORT_THRESHOLD = 3
+REASONS = ("spam", "harassment", "hate", "violence", "misinformation", "inappropriate", "other")
+CONTENT_TYPES = ("post", "comment", "resource", "message")
+MAX_NOTIFIED_PLATFORM_MODERATORS = 50
+
+State = Literal["live", "hidden", "removed"]
+
+
+@dataclass(frozen=True, slots=True)
+class ContentRef:
+    """What moderation needs to know about one piece of content."""
+
+    content_type: str
+    content_id: uuid.UUID
+    author_id: uuid.UUID | None
+    pod_id: uuid.UUID | None
+    status: str
+    live: bool
+    hidden: bool
+    excerpt: str
+    extra: dict[str, str] = field(default_factory=dict)
+
+
+class ContentHandler(Protocol):
+    content_type: str
+
+    async def lock(self, conn: Conn, content_id: uuid.UUID) -> ContentRef | None:
+        """The content, row-locked (so concurrent reports count exactly), or None."""
+
+    async def can_view(self, db: Executor, viewer: Principal, content_id: uuid.UUID) -> bool: ...
+
+    async def set_state(self, conn: Conn, content_id: uuid.UUID, state: State) -> None: ...
+
+    async def describe(self, db: Executor, ids: list[uuid.UUID]) -> dict[uuid.UUID, ContentRef]: ...
+
+
+def _excerpt(text: str | None) -> str:
+    text = (text or "").strip()
+    return text if len(text) <= 200 else text[:199] + "…"
+
+
+class PostContent:
+    content_type = "post"
+    _STATUS = {"live": "published", "hidden": "hidden", "removed": "removed"}
+
+    def _ref(self, row: asyncpg.Record) -> ContentRef:
+        return ContentRef(
+            "post",
+            row["id"],
+            row["author_id"],
+            row["pod_id"],
+            row["status"],
+            row["status"] == "published",
+            row["status"] == "hidden",
+            _excerpt(row["content"]),
+        )
+
+    async def lock(self, conn: Conn, content_id: uuid.UUID) -> ContentRef | None:
+        row = await posts_db.lock(conn, content_id)
+        return None if row is None else self._ref(row)
+
+    async def can_view(self, db: Executor, viewer: Principal, content_id: uuid.UUID) -> bool:
+        return await posts_db.is_visible(db, viewer.user_id, content_id)
+
+    async def set_state(self, conn: Conn, content_id: uuid.UUID, state: State) -> None:
+        await posts_db.set_status(conn, content_id, self._STATUS[state])
+
+    async def describe(self, db: Executor, ids: list[uuid.UUID]) -> dict[uuid.UUID, ContentRef]:
+        return {r["id"]: self._ref(r) for r in await posts_db.describe_many(db, ids)}
+
+
+class CommentContent:
+    content_type = "comment"
+    _STATUS = {"live": "published", "hidden": "hidden", "removed": "removed"}
+
+    def _ref(self, row: asyncpg.Record) -> ContentRef:
+        return ContentRef(
+            "comment",
+            row["id"],
+            row["author_id"],
+            row["pod_id"],
+            row["status"],
+            row["status"] == "published",
+            row["status"] == "hidden",
+            _excerpt(row["content"]),
+            {"postId": str(row["post_id"])},
+        )
+
+    async def lock(self, conn: Conn, content_id: uuid.UUID) -> ContentRef | None:
+        row = await comments_db.lock(conn, content_id)
+        return None if row is None else self._ref(row)
+
+    async def can_view(self, db: Executor, viewer: Principal, content_id: uuid.UUID) -> bool:
+        row = await comments_db.describe_many(db, [content_id])
+        if not row or row[0]["status"] != "published":
+            return False
+        return await posts_db.is_visible(db, viewer.user_id, row[0]["post_id"])
+
+    async def set_state(self, conn: Conn, content_id: uuid.UUID, state: State) -> None:
+        await comments_db.set_status(conn, content_id, self._STATUS[state])
+
+    async def describe(self, db: Executor, ids: list[uuid.UUID]) -> dict[uuid.UUID, ContentRef]:
+        return {r["id"]: self._ref(r) for r in await comments_db.describe_many(db, ids)}
+
+
+class ResourceContent:
+    content_type = "resource"
+    _STATUS = {"live": "active", "hidden": "hidden", "removed": "removed"}
+
+    def _ref(self, row: asyncpg.Record) -> ContentRef:
+        return ContentRef(
+            "resource",
+            row["id"],
+            row["owner_id"],
+            row["pod_id"],
+            row["status"],
+            row["status"] == "active",
+            row["status"] == "hidden",
+            _excerpt(row["title"]),
+        )
+
+    async def lock(self, conn: Conn, content_id: uuid.UUID) -> ContentRef | None:
+        row = await resources_db.lock(conn, content_id)
+        return None if row is None else self._ref(row)
+
+    async def can_view(self, db: Executor, viewer: Principal, content_id: uuid.UUID) -> bool:
+        return await resources_db.is_visible(db, viewer.user_id, content_id)
+
+    async def set_state(self, conn: Conn, content_id: uuid.UUID, state: State) -> None:
+        await resources_db.set_status(conn, content_id, self._STATUS[state])
+
+    async def describe(self, db: Executor, ids: list[uuid.UUID]) -> dict[uuid.UUID, ContentRef]:
+        return {r["id"]: self._ref(r) for r in await resources_db.describe_many(db, ids)}
+
+
+# --------------------------------------------------------------------------- API shapes
+
+
+class ReportRequest(msgspec.Struct, rename="camel", forbid_unknown_fields=True):
+    content_type: str
+    content_id: uuid.UUID
+    reason: str = "other"
+    description: str | None = None
+
+
+class ResolveRequest(msgspec.Struct, rename="camel", forbid_unknown_fields=True):
+    action: Literal["restore", "remove"]
+
+
+class ReportQuery(msgspec.Struct, rename="camel", forbid_unknown_fields=True):
+    status: Literal["pending", "resolved"] = "pending"
+    content_type: str | None = None
+    pod_id: uuid.UUID | None = None
+    limit: int = 20
+    cursor: str | None = None
+
+
+class ReportResult(msgspec.Struct, rename="camel"):
+    report_id: uuid.UUID | None
+    content_type: str
+    content_id: uuid.UUID
+    already_reported: bool
+    pending_reports: int
+    content_hidden: bool
+
+
+class Reporter(msgspec.Struct, rename="camel"):
+    id: uuid.UUID | None
+    username: str | None
+
+
+class ContentSnapshot(msgspec.Struct, rename="camel", omit_defaults=True):
+    type: str
+    id: uuid.UUID
+    status: str
+    excerpt: str
+    author_id: uuid.UUID | None
+    pod_id: uuid.UUID | None
+    post_id: str | None = None
+
+
+class Report(msgspec.Struct, rename="camel"):
+    id: uuid.UUID
+    content_type: str
+    content_id: uuid.UUID
+    pod_id: uuid.UUID | None
+    reason: str
+    description: str | None
+    status: str
+    resolution: str | None
+    reporter: Reporter
+    reviewed_by: uuid.UUID | None
+    reviewed_at: dt.datetime | None
+    created_at: dt.datetime
+    pending_reports: int
+    content: ContentSnapshot | None
+
+
+class ReportPage(msgspec.Struct, rename="camel"):
+    reports: list[Report]
+    next_cursor: str | None
+
+
+class Resolution(msgspec.Struct, rename="camel"):
+    report_id: uuid.UUID
+    content_type: str
+    content_id: uuid.UUID
+    action: str
+    content_status: str | None
+    resolved_reports: int
+
+
+def _snapshot(ref: ContentRef | None) -> ContentSnapshot | None:
+    if ref is None:
+        return None
+    return ContentSnapshot(
+        type=ref.content_type,
+        id=ref.content_id,
+        status=ref.status,
+        excerpt=ref.excerpt,
+        author_id=ref.author_id,
+        pod_id=ref.pod_id,
+        post_id=ref.extra.get("postId"),
+    )
+
+
+class ReportService:
+    def __init__(self, units: Units) -> None:
+        self.units = units
+        self.db = units.db
+        self._handlers: dict[str, ContentHandler] = {}
+
+    def register(self, handler: ContentHandler) -> None:
+        self._handlers[handler.content_type] = handler
+
+    def _handler(self, content_type: str, field: str = "contentType") -> ContentHandler:
+        validation.one_of(content_type, field, CONTENT_TYPES)
+        handler = self._handlers.get(content_type)
+        if handler is None:
+            raise Invalid(field, f"{content_type}s cannot be reported here")
+        return handler
+
+    # --- reporting -----------------------------------------------------------------------
+
+    async def report(self, principal: Principal, body: ReportRequest) -> ReportResult:
+        async with self.units.begin() as (conn, effects):
+            return await self.report_in(
+                conn,
+                effects,
+                principal,
+                body.content_type,
+                body.content_id,
+                reason=body.reason,
+                description=body.description,
+            )
+
+    async def report_in(
+        self,
+        conn: Conn,
+        effects: AfterCommit,
+        principal: Principal,
+        content_type: str,
+        content_id: uuid.UUID,
+        *,
+        reason: str | None,
+        description: str | None,
+    ) -> ReportResult:
+        handler = self._handler(content_type)
+        reason = validation.one_of(reason or "other", "reason", REASONS)
+        if description is not None:
+            description = description.strip()[:2000] or None
+        ref = await handler.lock(conn, content_id)
+        if ref is None or not await handler.can_view(conn, principal, content_id):
+            raise NotFound(f"{content_type} not found")
+        if ref.author_id == principal.user_id:
+            raise Conflict(f"you cannot report your own {content_type}", code="own_content")
+        report_id = await reports_db.insert(
+            conn,
+            reporter_id=principal.user_id,
+            content_type=content_type,
+            content_id=content_id,
+            pod_id=ref.pod_id,
+            reason=reason,
+            description=description,
+        )
+        pending = await reports_db.pending_count(conn, content_type, content_id)
+        hidden = False
+        if report_id is not None and pending >= REPORT_THRESHOLD and ref.live:
+            await self._set(conn, effects, handler, ref, "hidden")
+            await self._notify_moderators(conn, effects, ref, pending)
+            hidden = True
+        return ReportResult(
+            report_id=report_id,
+            content_type=content_type,
+            content_id=content_id,
+            already_reported=report_id is None,
+            pending_reports=pending,
+            content_hidden=hidden,
+        )
+
+    async def _set(
+        self,
+        conn: Conn,
+        effects: AfterCommit,
+        handler: ContentHandler,
+        ref: ContentRef,
+        state: State,
+    ) -> None:
+        await handler.set_state(conn, ref.content_id, state)
+        if ref.pod_id is not None:
+            kind = {
+                "live": "content_restored",
+                "hidden": "content_hidden",
+                "removed": "content_removed",
+            }
+            effects.event(
+                f"pod:{ref.pod_id}",
+                kind[state],
+                {"contentType": ref.content_type, "contentId": str(ref.content_id), **ref.extra},
+            )
+
+    async def _moderator_ids(self, conn: Conn, ref: ContentRef) -> list[uuid.UUID]:
+        if ref.pod_id is not None:
+            return await pods_db.active_member_ids(
+                conn, ref.pod_id, ("moderator", "admin", "owner")
+            )
+        return await reports_db.platform_moderator_ids(conn, MAX_NOTIFIED_PLATFORM_MODERATORS)
+
+    async def _notify_moderators(
+        self, conn: Conn, effects: AfterCommit, ref: ContentRef, pending: int
+    ) -> None:
+        for moderator in await self._moderator_ids(conn, ref):
+            if moderator == ref.author_id:
+                continue
+            effects.push(
+                await self.units.notifications.store(
+                    conn,
+                    NewNotification(
+                        recipient_id=moderator,
+                        notification_type="content_report",
+                        title=f"A {ref.content_type} was hidden after {pending} reports",
+                        message=ref.excerpt,
+                        action_url="/moderation/reports",
+                        metadata={
+                            "contentType": ref.content_type,
+                            "contentId": str(ref.content_id),
+                            "podId": str(ref.pod_id) if ref.pod_id else None,
+                            "pendingReports": pending,
+                            **ref.extra,
+                        },
+                        priority="high",
+                    ),
+                )
+            )
+
+    # --- reusable moderation actions (also for AI moderation of held content) --------------
+
+    async def hide_content(
+        self, conn: Conn, effects: AfterCommit, content_type: str, content_id: uuid.UUID
+    ) -> bool:
+        """Hide live content pending review; False if it is missing or not live."""
+        handler = self._handler(content_type)
+        ref = await handler.lock(conn, content_id)
+        if ref is None or not ref.live:
+            return False
+        await self._set(conn, effects, handler, ref, "hidden")
+        return True
+
+    async def restore_content(
+        self, conn: Conn, effects: AfterCommit, content_type: str, content_id: uuid.UUID
+    ) -> bool:
+        """Make hidden content live again; False if it was not hidden."""
+        handler = self._handler(content_type)
+        ref = await handler.lock(conn, content_id)
+        if ref is None or not ref.hidden:
+            return False
+        await self._set(conn, effects, handler, ref, "live")
+        return True
+
+    async def remove_content(
+        self,
+        conn: Conn,
+        effects: AfterCommit,
+        content_type: str,
+        content_id: uuid.UUID,
+        *,
+        by: uuid.UUID | None,
+    ) -> bool:
+        """Remove live or hidden content for good and tell its author; False if already gone."""
+        handler = self._handler(content_type)
+        ref = await handler.lock(conn, content_id)
+        if ref is None or not (ref.live or ref.hidden):
+            return False
+        await self._set(conn, effects, handler, ref, "removed")
+        if ref.author_id is not None and ref.author_id != by:
+            effects.push(
+                await self.units.notifications.store(
+                    conn,
+                    NewNotification(
+                        recipient_id=ref.author_id,
+                        notification_type="content_removed",
+                        title=f"Your {ref.content_type} was removed by a moderator",
+                        message=ref.excerpt,
+                        metadata={
+                            "contentType": ref.content_type,
+                            "contentId": str(ref.content_id),
+                            **ref.extra,
+                        },
+                    ),
+                )
+            )
+        return True
+
+    # --- the moderators' queue -------------------------------------------------------------
+
+    async def _is_moderator_of(self, principal: Principal, pod_id: uuid.UUID | None) -> bool:
+        if principal.is_platform_moderator:
+            return True
+        if pod_id is None:
+            return False
+        row = await pods_db.get_membership(self.db.pool, pod_id, principal.user_id)
+        return (
+            row is not None
+            and row["status"] == "active"
+            and ROLE_RANK[row["role"]] >= ROLE_RANK["moderator"]
+        )
+
+    async def list(self, principal: Principal, query: ReportQuery) -> ReportPage:
+        if not 1 <= query.limit <= 100:
+            raise Invalid("limit", "must be between 1 and 100")
+        if query.content_type is not None:
+            validation.one_of(query.content_type, "contentType", CONTENT_TYPES)
+        pod_ids: list[uuid.UUID] | None
+        if principal.is_platform_moderator:
+            pod_ids = [query.pod_id] if query.pod_id else None
+        else:
+            mine = await reports_db.moderated_pod_ids(self.db.pool, principal.user_id)
+            if not mine:
+                raise Forbidden("only moderators see reports", code="not_a_moderator")
+            if query.pod_id is not None and query.pod_id not in mine:
+                raise Forbidden("you do not moderate this pod", code="not_a_moderator")
+            pod_ids = [query.pod_id] if query.pod_id else mine
+        listing = f"reports:{query.status}"
+        after = (
+            cursors.decode(query.cursor, listing, (dt.datetime, uuid.UUID))
+            if query.cursor
+            else None
+        )
+        rows = await reports_db.page(
+            self.db.pool,
+            pod_ids=pod_ids,
+            status=query.status,
+            content_type=query.content_type,
+            after=(after[0], after[1]) if after else None,
+            limit=query.limit + 1,
+        )
+        more = len(rows) > query.limit
+        rows = rows[: query.limit]
+        refs: dict[uuid.UUID, ContentRef] = {}
+        by_type: dict[str, list[uuid.UUID]] = {}
+        for r in rows:
+            by_type.setdefault(r["content_type"], []).append(r["content_id"])
+        for content_type, ids in by_type.items():
+            handler = self._handlers.get(content_type)
+            if handler is not None:
+                refs.update(await handler.describe(self.db.pool, ids))
+        reports = [
+            Report(
+                id=r["id"],
+                content_type=r["content_type"],
+                content_id=r["content_id"],
+                pod_id=r["pod_id"],
+                reason=r["reason"],
+                description=r["description"],
+                status=r["status"],
+                resolution=r["resolution"],
+                reporter=Reporter(r["reporter_id"], r["reporter_username"]),
+                reviewed_by=r["reviewed_by"],
+                reviewed_at=r["reviewed_at"],
+                created_at=r["created_at"],
+                pending_reports=int(r["pending_reports"]),
+                content=_snapshot(refs.get(r["content_id"])),
+            )
+            for r in rows
+        ]
+        next_cursor = (
+            cursors.encode(listing, (rows[-1]["created_at"], rows[-1]["id"])) if more else None
+        )
+        return ReportPage(reports, next_cursor)
+
+    async def resolve(
+        self, principal: Principal, report_id: uuid.UUID, body: ResolveRequest
+    ) -> Resolution:
+        async with self.units.begin() as (conn, effects):
+            report = await reports_db.lock(conn, report_id)
+            # Reports are private to moderators: to anyone else they do not exist.
+            if report is None or not await self._is_moderator_of(principal, report["pod_id"]):
+                raise NotFound("report not found")
+            if report["status"] != "pending":
+                raise Conflict("this report is already resolved", code="already_resolved")
+            content_type, content_id = report["content_type"], report["content_id"]
+            if body.action == "restore":
+                await self.restore_content(conn, effects, content_type, content_id)
+            else:
+                await self.remove_content(
+                    conn, effects, content_type, content_id, by=principal.user_id
+                )
+            closed = await reports_db.resolve_pending(
+                conn,
+                content_type,
+                content_id,
+                reviewer=principal.user_id,
+                resolution="restored" if body.action == "restore" else "removed",
+            )
+            ref = await self._handler(content_type).lock(conn, content_id)
+        return Resolution(
+            report_id=report_id,
+            content_type=content_type,
+            content_id=content_id,
+            action=body.action,
+            content_status=ref.status if ref else None,
+            resolved_reports=closed,
+        )

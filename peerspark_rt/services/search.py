@@ -1,0 +1,234 @@
+"""Search (spec: searchResources, getSearchSuggestions) in PostgreSQL.
+
+`GET /api/resources` lists and searches resources in one response: hits (with score and
+highlights when searching), the total, and facet counts (type, subject, tags, difficulty), all
+counting only resources the caller may see. Sorts: relevance (default when searching), date
+(default otherwise), rating, downloads. Posts are searchable with the same query language.
+"""
+
+from __future__ import annotations
+
+import uuid
+
+import msgspec
+
+from ..db import resources as resources_db
+from ..db import search as search_db
+from ..errors import Invalid
+from . import validation
+from .auth import Principal
+from .feed import Post, PostService
+from .pods import PodService
+from .resources import Resource, ResourceService, highlight_html
+
+SORTS: dict[str, search_db.ResourceSort] = {
+    "relevance": "relevance",
+    "date": "date",
+    "rating": "rating",
+    "downloads": "downloads",
+}
+MAX_QUERY = 200
+MAX_OFFSET = 10_000
+
+
+class ResourceQuery(msgspec.Struct, rename="camel", forbid_unknown_fields=True):
+    search: str | None = None
+    type: list[str] = []
+    subject: list[str] = []
+    tags: list[str] = []
+    difficulty: list[str] = []
+    min_rating: float | None = None
+    max_rating: float | None = None
+    pod_id: uuid.UUID | None = None
+    owner_id: uuid.UUID | None = None
+    is_public: bool | None = None
+    bookmarked: bool = False
+    sort: str | None = None
+    limit: int = 20
+    offset: int = 0
+
+
+LIST_PARAMS = ("type", "subject", "tags", "difficulty")
+
+
+class Facet(msgspec.Struct):
+    value: str
+    count: int
+
+
+class Aggregations(msgspec.Struct, rename="camel"):
+    resource_types: list[Facet]
+    subjects: list[Facet]
+    tags: list[Facet]
+    difficulty_levels: list[Facet]
+
+
+class ResourceSearchResult(msgspec.Struct, rename="camel"):
+    hits: list[Resource]
+    total: int
+    limit: int
+    offset: int
+    sort: str
+    aggregations: Aggregations
+
+
+class PostSearchQuery(msgspec.Struct, rename="camel", forbid_unknown_fields=True):
+    q: str
+    pod_id: uuid.UUID | None = None
+    limit: int = 20
+    offset: int = 0
+
+
+class PostHit(msgspec.Struct, rename="camel"):
+    post: Post
+    score: float
+    highlight: str | None
+
+
+class PostSearchResult(msgspec.Struct, rename="camel"):
+    hits: list[PostHit]
+    total: int
+    limit: int
+    offset: int
+
+
+class SuggestQuery(msgspec.Struct, rename="camel", forbid_unknown_fields=True):
+    q: str
+    limit: int = 10
+
+
+class Suggestion(msgspec.Struct):
+    text: str
+    score: float
+
+
+class Suggestions(msgspec.Struct):
+    query: str
+    suggestions: list[Suggestion]
+
+
+def _paging(limit: int, offset: int, max_limit: int = 100) -> None:
+    if not 1 <= limit <= max_limit:
+        raise Invalid("limit", f"must be between 1 and {max_limit}")
+    if not 0 <= offset <= MAX_OFFSET:
+        raise Invalid("offset", f"must be between 0 and {MAX_OFFSET}")
+
+
+def _text(value: str | None, field: str) -> str | None:
+    if value is None or not value.strip():
+        return None
+    value = " ".join(value.split())
+    if len(value) > MAX_QUERY:
+        raise Invalid(field, f"must be at most {MAX_QUERY} characters")
+    return value
+
+
+class SearchService:
+    def __init__(self, resources: ResourceService, posts: PostService, pods: PodService) -> None:
+        self.resources = resources
+        self.posts = posts
+        self.pods = pods
+        self.db = resources.db
+
+    async def resources_page(
+        self, principal: Principal, query: ResourceQuery
+    ) -> ResourceSearchResult:
+        _paging(query.limit, query.offset)
+        text = _text(query.search, "search")
+        for value in query.type:
+            validation.one_of(value, "type", resources_db.RESOURCE_TYPES)
+        for value in query.difficulty:
+            validation.one_of(value, "difficulty", resources_db.DIFFICULTIES)
+        for name, rating in (("minRating", query.min_rating), ("maxRating", query.max_rating)):
+            if rating is not None and not 0 <= rating <= 5:
+                raise Invalid(name, "must be between 0 and 5")
+        if (
+            query.min_rating is not None
+            and query.max_rating is not None
+            and query.min_rating > query.max_rating
+        ):
+            raise Invalid("minRating", "must not be above maxRating")
+        sort = SORTS[
+            validation.one_of(query.sort or ("relevance" if text else "date"), "sort", tuple(SORTS))
+        ]
+        if query.pod_id is not None:
+            await self.pods.visible_pod(principal, query.pod_id)
+        filters = search_db.ResourceFilters(
+            text=text,
+            types=query.type,
+            subjects=[s.strip() for s in query.subject if s.strip()],
+            tags=[t.strip().lower() for t in query.tags if t.strip()],
+            difficulties=query.difficulty,
+            min_rating=query.min_rating,
+            max_rating=query.max_rating,
+            pod_id=query.pod_id,
+            owner_id=query.owner_id,
+            is_public=query.is_public,
+            bookmarked=query.bookmarked,
+        )
+        # One snapshot for the page and the counts, so the total always matches the hits.
+        async with (
+            self.db.pool.acquire() as conn,
+            conn.transaction(isolation="repeatable_read", readonly=True),
+        ):
+            summary = await search_db.resource_summary(conn, principal.user_id, filters)
+            rows = await search_db.resource_page(
+                conn,
+                principal.user_id,
+                filters,
+                sort=sort,
+                limit=query.limit,
+                offset=query.offset,
+            )
+        hits = [await self.resources.render(r) for r in rows]
+        return ResourceSearchResult(
+            hits=hits,
+            total=int(summary["total"]),
+            limit=query.limit,
+            offset=query.offset,
+            sort=sort,
+            aggregations=Aggregations(
+                resource_types=msgspec.convert(summary["resource_types"], list[Facet]),
+                subjects=msgspec.convert(summary["subjects"], list[Facet]),
+                tags=msgspec.convert(summary["tags"], list[Facet]),
+                difficulty_levels=msgspec.convert(summary["difficulty_levels"], list[Facet]),
+            ),
+        )
+
+    async def posts_page(self, principal: Principal, query: PostSearchQuery) -> PostSearchResult:
+        _paging(query.limit, query.offset)
+        text = _text(query.q, "q")
+        if text is None:
+            raise Invalid("q", "must not be empty")
+        if query.pod_id is not None:
+            await self.pods.visible_pod(principal, query.pod_id)
+        rows, total = await search_db.post_page(
+            self.db.pool,
+            principal.user_id,
+            text,
+            pod_id=query.pod_id,
+            limit=query.limit,
+            offset=query.offset,
+        )
+        hits = [
+            PostHit(
+                post=await self.posts.render(r, principal),
+                score=round(float(r["score"]), 6),
+                highlight=highlight_html(r["hl_content"]),
+            )
+            for r in rows
+        ]
+        return PostSearchResult(hits, total, query.limit, query.offset)
+
+    async def suggest(self, principal: Principal, query: SuggestQuery) -> Suggestions:
+        if not 1 <= query.limit <= 20:
+            raise Invalid("limit", "must be between 1 and 20")
+        text = _text(query.q, "q")
+        if text is None:
+            raise Invalid("q", "must not be empty")
+        if len(text) > 100:
+            raise Invalid("q", "must be at most 100 characters")
+        rows = await search_db.suggest_titles(self.db.pool, principal.user_id, text, query.limit)
+        return Suggestions(
+            text, [Suggestion(r["title"], round(float(r["score"]), 4)) for r in rows]
+        )
