@@ -53,11 +53,21 @@ def resolved_database(settings: Settings) -> Iterator[tuple[Settings, str]]:
         server.stop()
 
 
+async def _until_signalled() -> None:
+    """Wait for SIGINT (Ctrl-C) or SIGTERM."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+
+
 async def _serve(settings: Settings, where_db: str) -> None:
     from .app import build_app
 
-    app = build_app(settings)
-    runner = web.AppRunner(app, handle_signals=False, access_log=None, shutdown_timeout=10)
+    runner = web.AppRunner(
+        build_app(settings), handle_signals=False, access_log=None, shutdown_timeout=10
+    )
     await runner.setup()
     site = web.TCPSite(runner, settings.host, settings.port, reuse_address=True, backlog=4096)
     await site.start()
@@ -71,11 +81,7 @@ async def _serve(settings: Settings, where_db: str) -> None:
         f"(database: {where_db}; broker: {broker})",
         flush=True,
     )
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
-    await stop.wait()
+    await _until_signalled()
     log.info("shutting down")
     await runner.cleanup()
 
@@ -83,19 +89,19 @@ async def _serve(settings: Settings, where_db: str) -> None:
 async def _work(settings: Settings, where_db: str) -> None:
     from .app import build_app
 
-    app = build_app(settings.replace(run_worker=True))
-    runner = web.AppRunner(app, handle_signals=False, access_log=None, shutdown_timeout=10)
+    runner = web.AppRunner(
+        build_app(settings.replace(run_worker=True)),
+        handle_signals=False,
+        access_log=None,
+        shutdown_timeout=10,
+    )
     await runner.setup()  # runs the app's start-up: database, broker, services, the worker
     print(
         f"PeerSpark RT worker {settings.node_id} running "
         f"(database: {where_db}; concurrency {settings.worker_concurrency})",
         flush=True,
     )
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
-    await stop.wait()
+    await _until_signalled()
     log.info("worker shutting down")
     await runner.cleanup()
 

@@ -205,3 +205,18 @@ async def listen_live(api: Api, user: User, room: str) -> LiveCapture:
 
     api.background(pump())
     return capture
+
+
+async def messages_from(client: LiveClient, count: int, timeout: float = 20) -> list[Any]:
+    """The next `count` chat messages a live client receives (other frames are skipped);
+    fails if the server sent any message twice."""
+    from peerspark_rt import protocol
+
+    got: list[Any] = []
+    deadline = asyncio.get_running_loop().time() + timeout
+    while len(got) < count:
+        frame = await client.next(max(0.01, deadline - asyncio.get_running_loop().time()))
+        if isinstance(frame, protocol.Message):
+            got.append(frame)
+    assert client.duplicates == 0, "the server sent a message twice"
+    return got

@@ -17,7 +17,7 @@ import pytest
 
 from peerspark_rt import protocol
 from peerspark_rt.client import LiveClient
-from tests.helpers import Api, User
+from tests.helpers import Api, User, messages_from
 from tests.nodes import Node, start_node
 
 pytestmark = pytest.mark.multinode
@@ -83,17 +83,6 @@ async def open_session(api: Api, organizer: User, *people: User) -> str:
     return f"session:{resp.body['id']}"
 
 
-async def collect(client: LiveClient, count: int, timeout: float = 20) -> list[protocol.Message]:
-    got: list[protocol.Message] = []
-    deadline = asyncio.get_running_loop().time() + timeout
-    while len(got) < count:
-        frame = await client.next(max(0.01, deadline - asyncio.get_running_loop().time()))
-        if isinstance(frame, protocol.Message):
-            got.append(frame)
-    assert client.duplicates == 0, "the server sent a message twice"
-    return got
-
-
 async def presence_of(client: LiveClient, user_id: str, timeout: float) -> protocol.Presence:
     deadline = asyncio.get_running_loop().time() + timeout
     while True:
@@ -127,10 +116,10 @@ async def test_senders_on_different_nodes_are_seen_in_one_order(apis: list[Api],
     expected = await stored(db, room)
     assert [seq for seq, _ in expected] == list(range(1, 121))
     for reader in readers:
-        got = await collect(reader, 120)
+        got = await messages_from(reader, 120)
         assert [(m.seq, m.body) for m in got] == expected
         with pytest.raises(TimeoutError):  # and nothing twice
-            await collect(reader, 1, timeout=0.3)
+            await messages_from(reader, 1, timeout=0.3)
 
 
 async def test_resume_on_another_node(apis: list[Api], db: Any) -> None:
@@ -142,7 +131,7 @@ async def test_resume_on_another_node(apis: list[Api], db: Any) -> None:
     await r.join(room)
     for i in range(5):
         await w.send(room, f"seen {i}")
-    assert [m.seq for m in await collect(r, 5)] == [1, 2, 3, 4, 5]
+    assert [m.seq for m in await messages_from(r, 5)] == [1, 2, 3, 4, 5]
     await r.close()
     for i in range(5, 40):
         await w.send(room, f"missed {i}")
@@ -151,10 +140,10 @@ async def test_resume_on_another_node(apis: list[Api], db: Any) -> None:
     assert joined.last_seq == 40
     for i in range(40, 45):
         await w.send(room, f"live {i}")
-    got = await collect(back, 40)
+    got = await messages_from(back, 40)
     assert [(m.seq, m.body) for m in got] == (await stored(db, room))[5:]
     with pytest.raises(TimeoutError):
-        await collect(back, 1, timeout=0.3)
+        await messages_from(back, 1, timeout=0.3)
 
 
 async def test_a_retry_through_another_node_is_stored_once(apis: list[Api], db: Any) -> None:
@@ -170,9 +159,9 @@ async def test_a_retry_through_another_node_is_stored_once(apis: list[Api], db: 
     ack2 = await second.send(room, "once", cid="same-id")
     assert (ack1.seq, ack1.id, ack1.duplicate) == (ack2.seq, ack2.id, False)
     assert ack2.duplicate is True
-    assert [(m.seq, m.body) for m in await collect(r, 1)] == [(1, "once")]
+    assert [(m.seq, m.body) for m in await messages_from(r, 1)] == [(1, "once")]
     with pytest.raises(TimeoutError):
-        await collect(r, 1, timeout=0.5)
+        await messages_from(r, 1, timeout=0.5)
     assert await stored(db, room) == [(1, "once")]
 
 
@@ -255,7 +244,7 @@ async def test_killed_node_mid_conversation(
         assert [body for _, body in texts] == [f"m{i}" for i in range(60)]
         assert [seq for seq, _ in texts] == list(range(1, 61))
         for client in (w, far):
-            got = await collect(client, 60, timeout=30)
+            got = await messages_from(client, 60, timeout=30)
             assert [(m.seq, m.body) for m in got] == texts
     finally:
         await t.close()

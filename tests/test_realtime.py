@@ -15,7 +15,7 @@ import pytest
 from peerspark_rt import protocol
 from peerspark_rt.actors import room as room_module
 from peerspark_rt.client import LiveClient, LiveError
-from tests.helpers import Api, User
+from tests.helpers import Api, User, messages_from
 from tests.wsraw import RawSocket
 
 MISSING = "00000000-0000-0000-0000-000000000000"
@@ -35,17 +35,6 @@ async def open_session(api: Api, organizer: User, *people: User, **fields: Any) 
     for person in people:
         assert (await api.post(f"/api/sessions/{resp.body['id']}/join", person)).status == 200
     return f"session:{resp.body['id']}"
-
-
-async def messages(client: LiveClient, count: int, timeout: float = 10) -> list[protocol.Message]:
-    got: list[protocol.Message] = []
-    deadline = asyncio.get_running_loop().time() + timeout
-    while len(got) < count:
-        frame = await client.next(deadline - asyncio.get_running_loop().time())
-        if isinstance(frame, protocol.Message):
-            got.append(frame)
-    assert client.duplicates == 0, "the server sent a message twice"
-    return got
 
 
 async def frame_of(client: LiveClient, kind: type[Any], timeout: float = 5, **match: Any) -> Any:
@@ -169,7 +158,7 @@ async def test_concurrent_senders_are_delivered_in_order_once(api: Api, db: Any)
     )
     assert [r["seq"] for r in expected] == list(range(1, 101))
     for receiver in [*clients, binary]:
-        got = await messages(receiver, 100)
+        got = await messages_from(receiver, 100)
         assert [(m.seq, m.body) for m in got] == [(r["seq"], r["content"]) for r in expected]
     # each sender's own messages kept their order
     for who in range(4):
@@ -188,7 +177,7 @@ async def test_retried_send_is_stored_and_delivered_once(api: Api, db: Any) -> N
     assert (first.duplicate, second.duplicate) == (False, True)
     assert first.seq == second.seq and first.id == second.id
     await a.send(room, "next", cid="retry-2")
-    got = await messages(b, 2)
+    got = await messages_from(b, 2)
     assert [(m.seq, m.body, m.cid) for m in got] == [
         (1, "exactly once", "retry-1"),
         (2, "next", "retry-2"),
@@ -215,7 +204,7 @@ async def test_resume_delivers_every_missed_message_exactly_once(
     await b.join(room)
     for i in range(1, 4):
         await a.send(room, f"before {i}")
-    assert [m.seq for m in await messages(b, 3)] == [1, 2, 3]
+    assert [m.seq for m in await messages_from(b, 3)] == [1, 2, 3]
     await b.close()
     for i in range(4, 12):
         await a.send(room, f"missed {i}")
@@ -224,7 +213,7 @@ async def test_resume_delivers_every_missed_message_exactly_once(
     assert joined.last_seq == 11
     for i in range(12, 15):
         await a.send(room, f"after {i}")
-    got = await messages(again, 11)
+    got = await messages_from(again, 11)
     assert [m.seq for m in got] == list(range(4, 15))
     assert got[0].body == "missed 4" and got[-1].body == "after 14"
     with pytest.raises(TimeoutError):
@@ -384,7 +373,7 @@ async def test_bad_frames_get_errors_and_nobody_else_notices(make_client: Any) -
     assert bad.close_code == 1009
     ack = await (await api.live(a)).join(room)
     assert ack.last_seq == 1
-    got = await messages(good, 1)
+    got = await messages_from(good, 1)
     assert got[0].body == "still here"
 
 
@@ -436,7 +425,7 @@ async def test_a_slow_reader_is_resynced_then_dropped_without_slowing_the_room(
     started = asyncio.get_running_loop().time()
     for i in range(900):
         await s.send(room, f"{i}:{body}")
-    got = await messages(fast, 900, timeout=30)
+    got = await messages_from(fast, 900, timeout=30)
     assert [m.seq for m in got] == list(range(1, 901))
     elapsed = asyncio.get_running_loop().time() - started
     assert elapsed < 30
@@ -505,7 +494,7 @@ async def test_ack_frames_record_how_far_a_participant_read(api: Api, db: Any) -
     await r.join(room)
     for i in range(5):
         await w.send(room, f"m{i}")
-    await messages(r, 5)
+    await messages_from(r, 5)
     await r.ack(room, 3)
     await r.leave(room)
     for _ in range(50):

@@ -20,7 +20,7 @@ import uuid
 from collections.abc import Callable
 from typing import Any
 
-from ..protocol import CLOSE_SLOW_CONSUMER
+from ..protocol import CLOSE_SLOW_CONSUMER, json_encoder, msgpack_encoder
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +43,14 @@ def ws_frame(payload: bytes, opcode: int) -> bytes:
     if n < 65536:
         return struct.pack("!BBH", first, 126, n) + payload
     return struct.pack("!BBQ", first, 127, n) + payload
+
+
+def send_frame(conn: Connection, frame: Any) -> None:
+    """Encode one server frame (a protocol Struct) in the socket's format and queue it."""
+    if conn.binary:
+        conn.push(ws_frame(msgpack_encoder.encode(frame), OP_BINARY))
+    else:
+        conn.push(ws_frame(json_encoder.encode(frame), OP_TEXT))
 
 
 class Flusher:

@@ -35,7 +35,7 @@ from ..protocol import (
     msgpack_encoder,
     server_json_decoder,
 )
-from .connection import OP_BINARY, OP_TEXT, Connection, ws_frame
+from .connection import OP_BINARY, OP_TEXT, Connection, send_frame, ws_frame
 
 if TYPE_CHECKING:
     from .hub import Hub
@@ -188,10 +188,7 @@ class RoomActor:
 
     def send_to(self, conn: Connection, frame: msgspec.Struct) -> None:
         """One frame to one socket, in its format."""
-        if conn.binary:
-            conn.push(ws_frame(msgpack_encoder.encode(frame), OP_BINARY))
-        else:
-            conn.push(ws_frame(json_encoder.encode(frame), OP_TEXT))
+        send_frame(conn, frame)
 
     def _send_payload(self, conn: Connection, payload: bytes) -> None:
         if conn.binary:

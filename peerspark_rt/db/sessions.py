@@ -218,17 +218,21 @@ async def mark_present(db: Executor, session_id: uuid.UUID, user_id: uuid.UUID) 
     )
 
 
+# Ends a presence interval: adds it to the attendance (seconds, and minutes rounded up).
+_CLOSE_INTERVAL = """
+    attendance_seconds = attendance_seconds
+        + GREATEST(0, EXTRACT(EPOCH FROM NOW() - present_since))::int,
+    attendance_duration = CEIL((attendance_seconds
+        + GREATEST(0, EXTRACT(EPOCH FROM NOW() - present_since)))::numeric / 60)::int,
+    left_at = NOW(),
+    present_since = NULL"""
+
+
 async def mark_absent(db: Executor, session_id: uuid.UUID, user_id: uuid.UUID) -> None:
     """The user's last device left the live room: add the interval to their attendance."""
     await db.execute(
-        """UPDATE session_participants
-           SET attendance_seconds = attendance_seconds
-                 + GREATEST(0, EXTRACT(EPOCH FROM NOW() - present_since))::int,
-               attendance_duration = CEIL((attendance_seconds
-                 + GREATEST(0, EXTRACT(EPOCH FROM NOW() - present_since)))::numeric / 60)::int,
-               left_at = NOW(),
-               present_since = NULL
-           WHERE session_id = $1 AND user_id = $2 AND present_since IS NOT NULL""",
+        f"""UPDATE session_participants SET {_CLOSE_INTERVAL}
+            WHERE session_id = $1 AND user_id = $2 AND present_since IS NOT NULL""",
         session_id,
         user_id,
     )
@@ -248,14 +252,8 @@ async def close_attendance(conn: Conn, session_id: uuid.UUID) -> None:
     """At the end of a session: close every open presence interval, and mark accepted
     participants who never came as missed."""
     await conn.execute(
-        """UPDATE session_participants
-           SET attendance_seconds = attendance_seconds
-                 + GREATEST(0, EXTRACT(EPOCH FROM NOW() - present_since))::int,
-               attendance_duration = CEIL((attendance_seconds
-                 + GREATEST(0, EXTRACT(EPOCH FROM NOW() - present_since)))::numeric / 60)::int,
-               left_at = NOW(),
-               present_since = NULL
-           WHERE session_id = $1 AND present_since IS NOT NULL""",
+        f"""UPDATE session_participants SET {_CLOSE_INTERVAL}
+            WHERE session_id = $1 AND present_since IS NOT NULL""",
         session_id,
     )
     await conn.execute(

@@ -260,15 +260,6 @@ def _times(
     return start, end
 
 
-def _optional_text(value: str | None, field: str, max_len: int) -> str | None:
-    if value is None:
-        return None
-    stripped = value.strip()
-    if len(stripped) > max_len:
-        raise Invalid(field, f"must be at most {max_len} characters")
-    return stripped or None
-
-
 def _timezone_name(value: str) -> str:
     return validation.timezone(value, "timezone")
 
@@ -310,12 +301,12 @@ class CalendarService:
         session_id = await self._related_session(principal, body.related_session_id)
         return {
             "title": title,
-            "description": _optional_text(body.description, "description", 10_000),
+            "description": validation.optional_text(body.description, "description", 10_000),
             "event_type": event_type,
             "start_time": start,
             "end_time": end,
             "timezone": tz,
-            "location": _optional_text(body.location, "location", 1000),
+            "location": validation.optional_text(body.location, "location", 1000),
             "is_all_day": body.is_all_day,
             "is_recurring": pattern is not None,
             "recurrence_pattern": pattern.to_json(body.is_all_day) if pattern else None,

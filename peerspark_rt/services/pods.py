@@ -197,34 +197,20 @@ def _page(limit: int, offset: int) -> tuple[int, int]:
     return limit, offset
 
 
-def _optional(value: str | None, field: str, max_len: int) -> str | None:
-    if value is None or not value.strip():
-        return None
-    return validation.text(value, field, max_len=max_len)
-
-
-def _url(value: str | None, field: str) -> str | None:
-    if value is None or not value.strip():
-        return None
-    if not value.startswith(("https://", "http://", "/")) or len(value) > 2048:
-        raise Invalid(field, "must be an http(s) URL")
-    return value
-
-
 def _pod_values(given: dict[str, Any]) -> dict[str, Any]:
     """Validate pod fields (snake_case names) and return the column values."""
     out: dict[str, Any] = {}
     for name, value in given.items():
-        camel = "".join(part.capitalize() if i else part for i, part in enumerate(name.split("_")))
+        camel = validation.camel(name)
         match name:
             case "name":
                 out[name] = validation.text(value, camel, max_len=255)
             case "subject":
                 out[name] = validation.text(value, camel, max_len=100)
             case "description":
-                out[name] = _optional(value, camel, 5000)
+                out[name] = validation.optional_text(value, camel, 5000)
             case "rules":
-                out[name] = _optional(value, camel, 10000)
+                out[name] = validation.optional_text(value, camel, 10000)
             case "category":
                 out[name] = None if value is None else validation.one_of(value, camel, CATEGORIES)
             case "difficulty_level":
@@ -236,7 +222,7 @@ def _pod_values(given: dict[str, Any]) -> dict[str, Any]:
             case "tags":
                 out[name] = validation.tags(value, camel)
             case "cover_image_url":
-                out[name] = _url(value, camel)
+                out[name] = validation.optional_url(value, camel)
             case "timezone":
                 out[name] = validation.timezone(value, camel)
             case "language":
@@ -591,7 +577,7 @@ class PodService:
         invitation for the same person is returned rather than duplicated."""
         if (body.email is None) == (body.user_id is None):
             raise Invalid("email", "give exactly one of email or userId")
-        message = _optional(body.message, "message", 1000)
+        message = validation.optional_text(body.message, "message", 1000)
         invitee_id: uuid.UUID | None = None
         email: str | None = None
         if body.user_id is not None:

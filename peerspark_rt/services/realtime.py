@@ -14,7 +14,7 @@ from typing import Any
 
 import msgspec
 
-from ..actors.connection import OP_BINARY, OP_TEXT, Connection, ws_frame
+from ..actors.connection import Connection, send_frame
 from ..actors.hub import Hub
 from ..db import sessions as sessions_db
 from ..db.pool import Database
@@ -35,7 +35,6 @@ from ..protocol import (
     ServerFrame,
     Typing,
     json_encoder,
-    msgpack_encoder,
     parse_room,
 )
 from .auth import Principal
@@ -95,10 +94,7 @@ class RealtimeService:
 
     @staticmethod
     def reply(conn: Connection, frame: ServerFrame) -> None:
-        if conn.binary:
-            conn.push(ws_frame(msgpack_encoder.encode(frame), OP_BINARY))
-        else:
-            conn.push(ws_frame(json_encoder.encode(frame), OP_TEXT))
+        send_frame(conn, frame)
 
     def error(
         self,

@@ -167,18 +167,6 @@ def highlight_html(text: str | None) -> str | None:
     return escaped.replace(MARK_START, "<mark>").replace(MARK_END, "</mark>")
 
 
-def _optional_text(value: str | None, field: str, max_len: int) -> str | None:
-    if value is None or not value.strip():
-        return None
-    return validation.text(value, field, max_len=max_len)
-
-
-def _optional_url(value: str | None, field: str) -> str | None:
-    if value is None or not value.strip():
-        return None
-    return validation.http_url(value, field)
-
-
 def _values(given: dict[str, Any]) -> dict[str, Any]:
     """Validate resource fields (snake_case names, camelCase errors) into column values."""
     out: dict[str, Any] = {}
@@ -187,19 +175,19 @@ def _values(given: dict[str, Any]) -> dict[str, Any]:
             case "title":
                 out[name] = validation.text(value, "title", max_len=255)
             case "description":
-                out[name] = _optional_text(value, "description", 5000)
+                out[name] = validation.optional_text(value, "description", 5000)
             case "resource_type":
                 out[name] = validation.one_of(value, "resourceType", resources_db.RESOURCE_TYPES)
             case "content":
-                out[name] = _optional_text(value, "content", MAX_CONTENT)
+                out[name] = validation.optional_text(value, "content", MAX_CONTENT)
             case "file_url":
-                out[name] = _optional_url(value, "fileUrl")
+                out[name] = validation.optional_url(value, "fileUrl")
             case "thumbnail_url":
-                out[name] = _optional_url(value, "thumbnailUrl")
+                out[name] = validation.optional_url(value, "thumbnailUrl")
             case "tags":
                 out[name] = validation.tags(value)
             case "subject":
-                out[name] = _optional_text(value, "subject", 100)
+                out[name] = validation.optional_text(value, "subject", 100)
             case "difficulty_level":
                 out[name] = (
                     None
@@ -499,7 +487,7 @@ class ResourceService:
     ) -> RatingResult:
         if not 1 <= body.rating <= 5:
             raise Invalid("rating", "must be a whole number from 1 to 5")
-        review = _optional_text(body.review, "review", 2000)
+        review = validation.optional_text(body.review, "review", 2000)
         row = await self._visible(conn, principal, resource_id)
         if row["owner_id"] == principal.user_id:
             raise Forbidden("you cannot rate your own resource", code="own_resource")

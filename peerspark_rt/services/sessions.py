@@ -240,7 +240,7 @@ def _recurrence(
 def _common_fields(given: dict[str, Any]) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for name, value in given.items():
-        camel = "".join(p.capitalize() if i else p for i, p in enumerate(name.split("_")))
+        camel = validation.camel(name)
         match name:
             case "title":
                 out[name] = validation.text(value, camel, max_len=255)
@@ -261,9 +261,7 @@ def _common_fields(given: dict[str, Any]) -> dict[str, Any]:
             case "tags":
                 out[name] = validation.tags(value, camel)
             case "meeting_url" | "recording_url":
-                if value is not None and not value.startswith(("https://", "http://")):
-                    raise Invalid(camel, "must be an http(s) URL")
-                out[name] = value
+                out[name] = validation.optional_url(value, camel)
             case "resources":
                 if len(msgspec.json.encode(value)) > 16384:
                     raise Invalid(camel, "is too large")

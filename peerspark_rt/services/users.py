@@ -100,12 +100,6 @@ class ProfileUpdate(msgspec.Struct, rename="camel", forbid_unknown_fields=True):
     onboarding_completed: bool | msgspec.UnsetType = msgspec.UNSET
 
 
-def _optional_text(value: str | None, field: str, max_len: int) -> str | None:
-    if value is None or not value.strip():
-        return None
-    return validation.text(value, field, max_len=max_len)
-
-
 def _validated_changes(update: ProfileUpdate) -> dict[str, Any]:
     raw = {f: getattr(update, f) for f in update.__struct_fields__}
     given = {k: v for k, v in raw.items() if v is not msgspec.UNSET}
@@ -113,20 +107,18 @@ def _validated_changes(update: ProfileUpdate) -> dict[str, Any]:
         raise Invalid("body", "no profile fields to change")
     out: dict[str, Any] = {}
     for name, value in given.items():
-        camel = update.__struct_encode_fields__[update.__struct_fields__.index(name)]
+        camel = validation.camel(name)
         match name:
             case "username":
                 out[name] = validation.username(value, camel)
             case "first_name" | "last_name":
                 out[name] = validation.text(value, camel, max_len=100)
             case "bio":
-                out[name] = _optional_text(value, camel, 2000)
+                out[name] = validation.optional_text(value, camel, 2000)
             case "avatar_url":
-                if value is not None and not value.startswith(("https://", "http://", "/")):
-                    raise Invalid(camel, "must be an http(s) URL")
-                out[name] = _optional_text(value, camel, 2048)
+                out[name] = validation.optional_url(value, camel)
             case "institution" | "major" | "location":
-                out[name] = _optional_text(value, camel, 255)
+                out[name] = validation.optional_text(value, camel, 255)
             case "education_level":
                 if value is not None:
                     validation.one_of(value, camel, EDUCATION_LEVELS)

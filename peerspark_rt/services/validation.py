@@ -103,3 +103,22 @@ def http_url(value: str, field: str, *, max_len: int = 2048) -> str:
     if len(value) > max_len or not re.match(r"^https?://[^\s/$.?#][^\s]*$", value, re.IGNORECASE):
         raise Invalid(field, "must be an http(s) URL")
     return value
+
+
+def optional_text(value: str | None, field: str, max_len: int) -> str | None:
+    """Text that may be left out: blank becomes None, otherwise trimmed and bounded."""
+    if value is None or not value.strip():
+        return None
+    return text(value, field, max_len=max_len)
+
+
+def optional_url(value: str | None, field: str) -> str | None:
+    if value is None or not value.strip():
+        return None
+    return http_url(value, field)
+
+
+def camel(name: str) -> str:
+    """The API's name for a snake_case field (errors name fields as clients send them)."""
+    head, *rest = name.split("_")
+    return head + "".join(part.capitalize() for part in rest)
