@@ -4,6 +4,7 @@ start-up and shutdown are symmetric and each test gets a clean application."""
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import os
 import tempfile
@@ -20,12 +21,16 @@ from .cluster.presence import LocalPresence, Presence, RedisPresence
 from .config import Settings
 from .db.pool import Database, apply_schema
 from .db.users import live_sessions
+from .http import ai as ai_http
 from .http import auth as auth_http
 from .http import health as health_http
+from .http import moderation as moderation_http
 from .http import pods as pods_http
 from .http import sessions as sessions_http
 from .http import ws as ws_http
 from .http.keys import (
+    AI,
+    ASSISTANT,
     AUTH,
     BROKER,
     CHAT,
@@ -35,6 +40,7 @@ from .http.keys import (
     LIMITER,
     LIVE,
     METRICS,
+    MODERATION,
     NOTIFICATIONS,
     PODS,
     REALTIME,
@@ -46,10 +52,15 @@ from .http.keys import (
 from .http.metrics import Metrics
 from .http.middleware import MIDDLEWARES
 from .protocol import CLOSE_SESSION_REVOKED
+from .services.ai.assistant import AssistantService
+from .services.ai.client import AIClient
+from .services.ai.quota import QuotaService
+from .services.ai.retrieval import Retriever
 from .services.auth import AuthService
 from .services.chat import ChatService
 from .services.health import Health
 from .services.live import LiveEvents
+from .services.moderation import ModerationService
 from .services.notifications import NotificationService
 from .services.pods import PodService
 from .services.ratelimit import LocalRateLimiter, RateLimiter, RedisRateLimiter
@@ -127,14 +138,38 @@ async def _redis_and_broker(app: web.Application) -> AsyncIterator[None]:
         await redis.aclose()
 
 
+async def _ai_client(app: web.Application) -> AsyncIterator[None]:
+    """The OpenAI SDK client (its connection pool) lives as long as the app."""
+    client = AIClient(app[SETTINGS])
+    app[AI] = client
+    yield
+    await client.close()
+
+
 async def _services(app: web.Application) -> AsyncIterator[None]:
-    settings, db = app[SETTINGS], app[DB]
+    settings, db, metrics = app[SETTINGS], app[DB], app[METRICS]
     app[AUTH] = AuthService(db, settings, app[LIMITER])
     app[USERS] = UserService(db)
     app[NOTIFICATIONS] = NotificationService(db, app[LIVE])
     app[PODS] = PodService(db, app[LIVE], app[NOTIFICATIONS])
     app[SESSIONS] = SessionService(db, app[PODS], app[LIVE])
-    app[CHAT] = ChatService(db, app[LIVE])
+    app[MODERATION] = ModerationService(
+        db, settings, app[AI], app[PODS], app[NOTIFICATIONS], metrics
+    )
+    app[CHAT] = ChatService(db, app[LIVE], moderation=app[MODERATION])
+    app[ASSISTANT] = AssistantService(
+        db=db,
+        settings=settings,
+        ai=app[AI],
+        quota=QuotaService(db, settings),
+        retriever=Retriever(db, app[PODS]),
+        limiter=app[LIMITER],
+        sessions=app[SESSIONS],
+        chat=app[CHAT],
+        moderation=app[MODERATION],
+        live=app[LIVE],
+        metrics=metrics,
+    )
     yield
     await app[CHAT].close()
 
@@ -230,18 +265,10 @@ def _storage_probe(settings: Settings) -> Any:
     return probe
 
 
-def _ai_probe(settings: Settings) -> Any:
-    async def probe() -> dict[str, Any]:
-        if not settings.enable_ai_features:
-            return {"status": "disabled", "reason": "ENABLE_AI_FEATURES is false"}
-        if not settings.openai_api_key:
-            return {
-                "status": "not_configured",
-                "reason": "AI is not configured: set OPENAI_API_KEY",
-            }
-        return {"status": "configured", "model": settings.openai_model}
-
-    return probe
+async def _ai_probe(app: web.Application) -> dict[str, Any]:
+    if AI not in app:
+        return {"status": "starting"}
+    return await app[AI].health()
 
 
 def build_app(settings: Settings) -> web.Application:
@@ -252,10 +279,18 @@ def build_app(settings: Settings) -> web.Application:
     app[METRICS] = Metrics()
     app[HEALTH] = Health()
     app[HEALTH].add("storage", _storage_probe(settings))
-    app[HEALTH].add("ai", _ai_probe(settings), required=False)
-    app.cleanup_ctx.extend([_database, _redis_and_broker, _services, _realtime])
+    app[HEALTH].add("ai", functools.partial(_ai_probe, app), required=False)
+    app.cleanup_ctx.extend([_database, _redis_and_broker, _ai_client, _services, _realtime])
     app.on_shutdown.append(_close_sockets)
-    for module in (health_http, auth_http, pods_http, sessions_http, ws_http):
+    for module in (
+        health_http,
+        auth_http,
+        pods_http,
+        sessions_http,
+        ws_http,
+        ai_http,
+        moderation_http,
+    ):
         app.router.add_routes(module.routes)
     log.debug("app built for node %s (pid %d)", settings.node_id, os.getpid())
     return app

@@ -9,10 +9,13 @@ from ..actors.hub import Hub
 from ..cluster.broker import Broker
 from ..config import Settings
 from ..db.pool import Database
+from ..services.ai.assistant import AssistantService
+from ..services.ai.client import AIClient
 from ..services.auth import AuthService, Principal
 from ..services.chat import ChatService
 from ..services.health import Health
 from ..services.live import LiveEvents
+from ..services.moderation import ModerationService
 from ..services.notifications import NotificationService
 from ..services.pods import PodService
 from ..services.ratelimit import RateLimiter
@@ -36,6 +39,9 @@ SESSIONS = web.AppKey("sessions", SessionService)
 CHAT = web.AppKey("chat", ChatService)
 HUB = web.AppKey("hub", Hub)
 REALTIME = web.AppKey("realtime", RealtimeService)
+AI = web.AppKey("ai", AIClient)
+MODERATION = web.AppKey("moderation", ModerationService)
+ASSISTANT = web.AppKey("assistant", AssistantService)
 
 PRINCIPAL = web.RequestKey("principal", Principal)
 REQUEST_ID = web.RequestKey("request_id", str)
