@@ -801,4 +801,53 @@ CREATE INDEX IF NOT EXISTS idx_jobs_dead ON jobs(kind, updated_at DESC) WHERE st
 -- (end of section: calendar)
 
 -- ===================================================================== AI assistant and moderation
+-- What each user spent on the assistant per day (UTC), kept apart from ai_messages so deleting a
+-- conversation does not give tokens back. `tokens` includes estimates reserved by calls still
+-- running; a finished call replaces its estimate with what the upstream reported.
+CREATE TABLE IF NOT EXISTS ai_usage_daily (
+    user_id UUID NOT NULL REFERENCES users(id) ON DELETE CASCADE,
+    day DATE NOT NULL,
+    tokens BIGINT NOT NULL DEFAULT 0,
+    queries INTEGER NOT NULL DEFAULT 0,
+    updated_at TIMESTAMPTZ NOT NULL DEFAULT NOW(),
+    PRIMARY KEY (user_id, day)
+);
+
+-- Grounded answers search resources by this weighted vector (title > description > content).
+-- The expression must stay identical to the one in peerspark_rt/db/ai.py for the index to be used.
+CREATE INDEX IF NOT EXISTS idx_resources_ai_search ON resources USING gin((
+    setweight(to_tsvector('english', coalesce(title, '')), 'A')
+    || setweight(to_tsvector('english', coalesce(description, '')), 'B')
+    || setweight(to_tsvector('english', coalesce(content, '')), 'C')));
+CREATE INDEX IF NOT EXISTS idx_resource_shares_user ON resource_shares(shared_with_user_id, resource_id);
+CREATE INDEX IF NOT EXISTS idx_resource_shares_pod ON resource_shares(shared_with_pod_id, resource_id);
+
+-- Content that moderation held back: what would have been stored (snapshot), why, and what a
+-- reviewer decided. Approved content is handed back to its area, which stores it then.
+CREATE TABLE IF NOT EXISTS moderation_queue (
+    id UUID PRIMARY KEY DEFAULT gen_random_uuid(),
+    content_type VARCHAR(20) NOT NULL CHECK (content_type IN ('post', 'comment', 'message')),
+    author_id UUID NOT NULL REFERENCES users(id) ON DELETE CASCADE,
+    pod_id UUID REFERENCES pods(id) ON DELETE CASCADE,
+    session_id UUID REFERENCES study_sessions(id) ON DELETE CASCADE,
+    content TEXT NOT NULL,
+    snapshot JSONB NOT NULL DEFAULT '{}',
+    reason TEXT NOT NULL,
+    rule VARCHAR(40) NOT NULL, -- 'blocked_words', 'link_spam', 'repeated_content', 'post_rate', 'openai'
+    categories TEXT[] NOT NULL DEFAULT '{}',
+    status VARCHAR(20) NOT NULL DEFAULT 'pending' CHECK (status IN ('pending', 'approved', 'rejected')),
+    reviewer_id UUID REFERENCES users(id) ON DELETE SET NULL,
+    review_note TEXT,
+    reviewed_at TIMESTAMPTZ,
+    published_id UUID, -- the post, comment or message stored on approval
+    dedupe_key VARCHAR(200), -- e.g. a chat message's client id: a retried send is held once
+    created_at TIMESTAMPTZ NOT NULL DEFAULT NOW(),
+    updated_at TIMESTAMPTZ NOT NULL DEFAULT NOW()
+);
+CREATE INDEX IF NOT EXISTS idx_moderation_queue_status ON moderation_queue(status, created_at DESC, id DESC);
+CREATE INDEX IF NOT EXISTS idx_moderation_queue_pod ON moderation_queue(pod_id, status, created_at DESC, id DESC);
+CREATE INDEX IF NOT EXISTS idx_moderation_queue_session ON moderation_queue(session_id, status, created_at DESC, id DESC);
+CREATE INDEX IF NOT EXISTS idx_moderation_queue_author ON moderation_queue(author_id, created_at DESC);
+CREATE UNIQUE INDEX IF NOT EXISTS idx_moderation_queue_dedupe
+    ON moderation_queue(author_id, content_type, dedupe_key) WHERE dedupe_key IS NOT NULL;
 -- (end of section: ai)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import functools
 import logging
 import os
 import uuid
@@ -20,11 +21,13 @@ from .cluster.presence import LocalPresence, Presence, RedisPresence
 from .config import Settings
 from .db.pool import Database, apply_schema
 from .db.users import live_sessions
+from .http import ai as ai_http
 from .http import auth as auth_http
 from .http import calendar as calendar_http
 from .http import feed as feed_http
 from .http import health as health_http
 from .http import mobile as mobile_http
+from .http import moderation as moderation_http
 from .http import notifications as notifications_http
 from .http import pods as pods_http
 from .http import reports as reports_http
@@ -34,6 +37,8 @@ from .http import sessions as sessions_http
 from .http import uploads as uploads_http
 from .http import ws as ws_http
 from .http.keys import (
+    AI,
+    ASSISTANT,
     AUTH,
     BROKER,
     CALENDAR,
@@ -49,6 +54,7 @@ from .http.keys import (
     MAILER,
     METRICS,
     MOBILE,
+    MODERATION,
     NOTIFICATIONS,
     PODS,
     POSTS,
@@ -68,6 +74,10 @@ from .http.keys import (
 from .http.metrics import Metrics
 from .http.middleware import MIDDLEWARES
 from .protocol import CLOSE_SESSION_REVOKED
+from .services.ai.assistant import AssistantService
+from .services.ai.client import AIClient
+from .services.ai.quota import QuotaService
+from .services.ai.retrieval import Retriever
 from .services.auth import AuthService
 from .services.calendar import CalendarService
 from .services.calendar_feed import CalendarFeed
@@ -81,6 +91,7 @@ from .services.jobs import JobQueue, Periodic, Worker, WorkerCounters
 from .services.live import LiveEvents
 from .services.maintenance import Maintenance, rollup_payload
 from .services.mobile import MobileService
+from .services.moderation import ModerationService
 from .services.notifications import NotificationService
 from .services.pods import PodService
 from .services.ratelimit import LocalRateLimiter, RateLimiter, RedisRateLimiter
@@ -164,6 +175,14 @@ async def _redis_and_broker(app: web.Application) -> AsyncIterator[None]:
         await redis.aclose()
 
 
+async def _ai_client(app: web.Application) -> AsyncIterator[None]:
+    """The OpenAI SDK client (its connection pool) lives as long as the app."""
+    client = AIClient(app[SETTINGS])
+    app[AI] = client
+    yield
+    await client.close()
+
+
 async def _services(app: web.Application) -> AsyncIterator[None]:
     settings, db, metrics = app[SETTINGS], app[DB], app[METRICS]
     jobs = JobQueue(db)
@@ -173,7 +192,23 @@ async def _services(app: web.Application) -> AsyncIterator[None]:
     app[NOTIFICATIONS] = NotificationService(db, app[LIVE], jobs, settings.base_url)
     app[PODS] = PodService(db, app[LIVE], app[NOTIFICATIONS])
     app[SESSIONS] = SessionService(db, app[PODS], app[LIVE])
-    app[CHAT] = ChatService(db, app[LIVE])
+    app[MODERATION] = ModerationService(
+        db, settings, app[AI], app[PODS], app[NOTIFICATIONS], metrics
+    )
+    app[CHAT] = ChatService(db, app[LIVE], moderation=app[MODERATION])
+    app[ASSISTANT] = AssistantService(
+        db=db,
+        settings=settings,
+        ai=app[AI],
+        quota=QuotaService(db, settings),
+        retriever=Retriever(db, app[PODS]),
+        limiter=app[LIMITER],
+        sessions=app[SESSIONS],
+        chat=app[CHAT],
+        moderation=app[MODERATION],
+        live=app[LIVE],
+        metrics=metrics,
+    )
     app[CALENDAR] = CalendarService(db, app[PODS])
     app[CALENDAR_FEED] = CalendarFeed(db, app[CALENDAR], settings.base_url)
     app[MAILER] = Mailer(settings)
@@ -385,18 +420,10 @@ def _feed_services(app: web.Application) -> None:
     app[MOBILE] = MobileService(units, app[POSTS], app[COMMENTS], app[RESOURCES])
 
 
-def _ai_probe(settings: Settings) -> Any:
-    async def probe() -> dict[str, Any]:
-        if not settings.enable_ai_features:
-            return {"status": "disabled", "reason": "ENABLE_AI_FEATURES is false"}
-        if not settings.openai_api_key:
-            return {
-                "status": "not_configured",
-                "reason": "AI is not configured: set OPENAI_API_KEY",
-            }
-        return {"status": "configured", "model": settings.openai_model}
-
-    return probe
+async def _ai_probe(app: web.Application) -> dict[str, Any]:
+    if AI not in app:
+        return {"status": "starting"}
+    return await app[AI].health()
 
 
 def build_app(settings: Settings) -> web.Application:
@@ -406,8 +433,10 @@ def build_app(settings: Settings) -> web.Application:
     app[SETTINGS] = settings
     app[METRICS] = Metrics()
     app[HEALTH] = Health()
-    app[HEALTH].add("ai", _ai_probe(settings), required=False)
-    app.cleanup_ctx.extend([_database, _redis_and_broker, _storage, _services, _realtime, _worker])
+    app[HEALTH].add("ai", functools.partial(_ai_probe, app), required=False)
+    app.cleanup_ctx.extend(
+        [_database, _redis_and_broker, _storage, _ai_client, _services, _realtime, _worker]
+    )
     app.on_shutdown.append(_close_sockets)
     http_modules = (
         health_http,
@@ -423,6 +452,8 @@ def build_app(settings: Settings) -> web.Application:
         search_http,
         uploads_http,
         mobile_http,
+        ai_http,
+        moderation_http,
     )
     for module in http_modules:
         app.router.add_routes(module.routes)

@@ -73,6 +73,19 @@ class Settings:
     openai_base_url: str = "https://api.openai.com/v1"
     openai_model: str = "gpt-4o-mini"
     openai_org_id: str | None = None
+    openai_timeout: float = 60.0
+    openai_max_retries: int = 2
+
+    ai_max_tokens: int = 1000
+    ai_history_tokens: int = 3000
+    ai_daily_tokens: int = 20000
+    ai_daily_tokens_premium: int = 200000
+    ai_queries_per_hour: int = 50
+
+    moderation_timeout: float = 2.0
+    moderation_blocked_words: tuple[str, ...] = ()
+    moderation_max_links: int = 3
+    moderation_posts_per_hour: int = 10
 
     smtp_host: str | None = None
     smtp_port: int = 587
@@ -193,6 +206,22 @@ def _origins(raw: str) -> tuple[str, ...]:
     return origins
 
 
+def _words(raw: str) -> tuple[str, ...]:
+    """A comma-separated list; "none" is the empty list (an empty variable means "default")."""
+    if raw.strip().lower() == "none":
+        return ()
+    words: list[str] = []
+    for part in raw.split(","):
+        word = " ".join(part.lower().split())
+        if not word:
+            continue
+        if len(word) > 100:
+            raise ValueError(f"each entry must be at most 100 characters, got {word[:20]!r}...")
+        if word not in words:
+            words.append(word)
+    return tuple(words)
+
+
 def _text(raw: str) -> str:
     if not raw.strip():
         raise ValueError("must not be empty")
@@ -236,6 +265,17 @@ _VARIABLES: dict[str, tuple[str, Callable[[str], Any]]] = {
     "OPENAI_BASE_URL": ("openai_base_url", _url("http", "https")),
     "OPENAI_MODEL": ("openai_model", _text),
     "OPENAI_ORG_ID": ("openai_org_id", _text),
+    "OPENAI_TIMEOUT": ("openai_timeout", _positive_float),
+    "OPENAI_MAX_RETRIES": ("openai_max_retries", _int_in(0, 10)),
+    "AI_MAX_TOKENS": ("ai_max_tokens", _int_in(16, 100_000)),
+    "AI_HISTORY_TOKENS": ("ai_history_tokens", _int_in(0, 1_000_000)),
+    "AI_DAILY_TOKENS": ("ai_daily_tokens", _int_in(0, 1_000_000_000)),
+    "AI_DAILY_TOKENS_PREMIUM": ("ai_daily_tokens_premium", _int_in(0, 1_000_000_000)),
+    "AI_QUERIES_PER_HOUR": ("ai_queries_per_hour", _int_in(1, 1_000_000)),
+    "MODERATION_TIMEOUT": ("moderation_timeout", _positive_float),
+    "MODERATION_BLOCKED_WORDS": ("moderation_blocked_words", _words),
+    "MODERATION_MAX_LINKS": ("moderation_max_links", _int_in(0, 1000)),
+    "MODERATION_POSTS_PER_HOUR": ("moderation_posts_per_hour", _int_in(1, 100_000)),
     "SMTP_HOST": ("smtp_host", _text),
     "SMTP_PORT": ("smtp_port", _int_in(1, 65535)),
     "SMTP_USER": ("smtp_user", _text),

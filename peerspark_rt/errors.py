@@ -14,6 +14,8 @@ class AppError(Exception):
         super().__init__(message)
         self.message = message
         self.details = details
+        # extra response headers (e.g. the AI quota left on a 429)
+        self.headers: dict[str, str] = {}
         if code is not None:
             self.code = code
 
@@ -89,6 +91,23 @@ class RateLimited(AppError):
     def __init__(self, message: str, *, retry_after: int, details: Any = None) -> None:
         super().__init__(message, details=details)
         self.retry_after = max(1, int(retry_after))
+
+
+class HeldForReview(AppError):
+    """Content that moderation held back: nothing was published, a reviewer will decide.
+    The body names the field and carries the held item (id, reason, rule, categories)."""
+
+    status = 422
+    code = "held_for_review"
+
+    def __init__(self, message: str, *, field: str, held: dict[str, Any]) -> None:
+        super().__init__(message, details=[{"field": field, "reason": held["reason"]}])
+        self.held = held
+
+    def to_dict(self) -> dict[str, Any]:
+        body = super().to_dict()
+        body["held"] = self.held
+        return body
 
 
 class Unavailable(AppError):

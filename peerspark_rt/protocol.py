@@ -12,6 +12,7 @@ from typing import Any, Literal
 import msgspec
 
 MAX_BODY_CHARS = 8000
+MAX_AI_BODY_CHARS = 32000  # an assistant's answer posted to a room (kind "ai")
 ROOM_KINDS = ("session", "pod", "user")
 
 
@@ -176,6 +177,8 @@ class Error(_Frame, tag="error"):
     message: str
     room: str | None = None
     ref: str | None = None
+    # code held_for_review: the held item {id, status, reason, rule, categories}
+    held: dict[str, Any] | None = None
 
 
 class Pong(_Frame, tag="pong"):

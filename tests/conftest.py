@@ -30,6 +30,7 @@ from peerspark_rt.app import build_app
 from peerspark_rt.config import Settings
 from peerspark_rt.db.embedded import EmbeddedPostgres, EmbeddedPostgresError
 from peerspark_rt.db.pool import apply_schema
+from tests.fake_openai import FakeOpenAI
 from tests.helpers import Api
 
 LOCAL_PG = "postgresql://postgres@127.0.0.1:5432/postgres"
@@ -226,3 +227,32 @@ async def db(pg_dsn: str) -> AsyncIterator[asyncpg.Connection]:
     conn = await asyncpg.connect(pg_dsn)
     yield conn
     await conn.close()
+
+
+@pytest.fixture
+async def fake_ai() -> AsyncIterator[FakeOpenAI]:
+    """A local OpenAI-compatible server (chat completions, streaming, moderations)."""
+    server = FakeOpenAI()
+    await server.start()
+    yield server
+    await server.close()
+
+
+def ai_settings(fake: FakeOpenAI, **overrides: Any) -> dict[str, Any]:
+    """Settings that point the product's AI at the fake server, with short timeouts."""
+    return {
+        "openai_api_key": "sk-test",
+        "openai_base_url": fake.url,
+        "openai_model": "test-model",
+        "openai_timeout": 1.0,
+        "openai_max_retries": 0,
+        "moderation_timeout": 0.5,
+        **overrides,
+    }
+
+
+@pytest.fixture
+async def ai_api(make_client: Callable[..., Any], fake_ai: FakeOpenAI) -> Api:
+    """The product with AI configured against the fake OpenAI server."""
+    result: Api = await make_client(**ai_settings(fake_ai))
+    return result

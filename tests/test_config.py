@@ -49,6 +49,9 @@ def test_environment_wins_and_spec_aliases_work() -> None:
         ({"JWT_SECRET": "short"}, "JWT_SECRET: must be at least 32 characters"),
         ({"DATABASE_POOL_SIZE": "0"}, "DATABASE_POOL_SIZE"),
         ({"AWS_ACCESS_KEY_ID": "abc"}, "AWS_SECRET_ACCESS_KEY"),
+        ({"AI_DAILY_TOKENS": "lots"}, "AI_DAILY_TOKENS: expected an integer"),
+        ({"OPENAI_TIMEOUT": "0"}, "OPENAI_TIMEOUT: expected a positive number"),
+        ({"MODERATION_BLOCKED_WORDS": "x" * 101}, "MODERATION_BLOCKED_WORDS: each entry"),
     ],
 )
 def test_bad_values_name_the_variable(env: dict[str, str], message: str) -> None:
@@ -86,3 +89,16 @@ def test_production_refuses_to_start_without_secrets(tmp_path: Path) -> None:
 def test_production_rejects_wildcard_origins() -> None:
     with pytest.raises(ConfigError, match="ALLOWED_ORIGINS"):
         load_settings({"PEERSPARK_ENV": "production", "ALLOWED_ORIGINS": "*"})
+
+
+def test_ai_and_moderation_settings() -> None:
+    defaults = load_settings({})
+    assert defaults.ai_daily_tokens == 20000 and defaults.ai_daily_tokens_premium == 200000
+    assert defaults.ai_queries_per_hour == 50 and defaults.moderation_posts_per_hour == 10
+    assert "casino" in defaults.moderation_blocked_words
+    settings = load_settings(
+        {"MODERATION_BLOCKED_WORDS": " Casino, free  money,,casino ", "AI_MAX_TOKENS": "500"}
+    )
+    assert settings.moderation_blocked_words == ("casino", "free money")
+    assert settings.ai_max_tokens == 500
+    assert load_settings({"MODERATION_BLOCKED_WORDS": "none"}).moderation_blocked_words == ()

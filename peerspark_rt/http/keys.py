@@ -9,6 +9,8 @@ from ..actors.hub import Hub
 from ..cluster.broker import Broker
 from ..config import Settings
 from ..db.pool import Database
+from ..services.ai.assistant import AssistantService
+from ..services.ai.client import AIClient
 from ..services.auth import AuthService, Principal
 from ..services.calendar import CalendarService
 from ..services.calendar_feed import CalendarFeed
@@ -20,6 +22,7 @@ from ..services.health import Health
 from ..services.jobs import JobQueue, Worker
 from ..services.live import LiveEvents
 from ..services.mobile import MobileService
+from ..services.moderation import ModerationService
 from ..services.notifications import NotificationService
 from ..services.pods import PodService
 from ..services.ratelimit import RateLimiter
@@ -63,6 +66,9 @@ COMMENTS = web.AppKey("comments", CommentService)
 RESOURCES = web.AppKey("resources", ResourceService)
 SEARCH = web.AppKey("search", SearchService)
 MOBILE = web.AppKey("mobile", MobileService)
+AI = web.AppKey("ai", AIClient)
+MODERATION = web.AppKey("moderation", ModerationService)
+ASSISTANT = web.AppKey("assistant", AssistantService)
 
 PRINCIPAL = web.RequestKey("principal", Principal)
 REQUEST_ID = web.RequestKey("request_id", str)

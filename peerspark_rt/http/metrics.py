@@ -90,6 +90,21 @@ class Metrics:
             ["source", "late"],
             registry=self.registry,
         )
+        self.ai_calls = Counter(
+            "peerspark_ai_calls_total",
+            "AI assistant calls by endpoint and outcome (ok or the error code)",
+            ["endpoint", "outcome"],
+            registry=self.registry,
+        )
+        self.ai_tokens = Counter(
+            "peerspark_ai_tokens_total", "Tokens charged for AI calls", registry=self.registry
+        )
+        self.moderation_verdicts = Counter(
+            "peerspark_moderation_verdicts_total",
+            "Moderation verdicts by content kind and outcome (allowed, held:<rule>, fallback)",
+            ["kind", "outcome"],
+            registry=self.registry,
+        )
         self._callbacks = _CallbackCollector()
         self.registry.register(self._callbacks)
         self._refreshers: list[Callable[[], Awaitable[None]]] = []
@@ -107,6 +122,16 @@ class Metrics:
 
     def slow_consumer(self, action: str) -> None:
         self.ws_dropped.labels(action).inc()
+
+    # --- what services report (services.observe.ProductMetrics) ---
+
+    def ai_call(self, endpoint: str, outcome: str, tokens: int) -> None:
+        self.ai_calls.labels(endpoint, outcome).inc()
+        if tokens > 0:
+            self.ai_tokens.inc(tokens)
+
+    def moderated(self, kind: str, outcome: str) -> None:
+        self.moderation_verdicts.labels(kind, outcome).inc()
 
     def add_source(self, source: GaugeSource) -> None:
         self._callbacks.sources.append(source)

@@ -52,7 +52,7 @@ def error_response(error: AppError, request_id: str | None = None) -> web.Respon
     body = error.to_dict()
     if request_id:
         body["requestId"] = request_id
-    headers: dict[str, str] = {}
+    headers: dict[str, str] = dict(error.headers)
     if isinstance(error, RateLimited):
         headers["Retry-After"] = str(error.retry_after)
     if isinstance(error, Unauthorized):
@@ -126,14 +126,27 @@ async def cors(request: web.Request, handler: Handler) -> web.StreamResponse:
         return response
     response = await handler(request)
     if ok and not response.prepared:
-        assert origin is not None
-        response.headers["Access-Control-Allow-Origin"] = origin
-        response.headers["Access-Control-Allow-Credentials"] = "true"
-        response.headers["Access-Control-Expose-Headers"] = (
-            "X-Request-Id, Retry-After, X-RateLimit-Limit, X-RateLimit-Remaining"
-        )
-        response.headers.add("Vary", "Origin")
+        response.headers.update(cors_headers(request))
     return response
+
+
+def cors_headers(request: web.Request) -> dict[str, str]:
+    """The CORS headers of a response to an allowed origin (none otherwise). Handlers that
+    stream add them themselves, since a streamed response's headers go out before the
+    middleware sees it."""
+    origin = request.headers.get("Origin")
+    allowed = request.app[SETTINGS].allowed_origins
+    if origin is None or not ("*" in allowed or origin.rstrip("/") in allowed):
+        return {}
+    return {
+        "Access-Control-Allow-Origin": origin,
+        "Access-Control-Allow-Credentials": "true",
+        "Access-Control-Expose-Headers": (
+            "X-Request-Id, Retry-After, X-RateLimit-Limit, X-RateLimit-Remaining, "
+            "X-AI-Tokens-Limit, X-AI-Tokens-Remaining, X-AI-Tokens-Reset"
+        ),
+        "Vary": "Origin",
+    }
 
 
 @web.middleware

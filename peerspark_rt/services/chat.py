@@ -21,9 +21,10 @@ import msgspec
 from ..db import sessions as sessions_db
 from ..db.pool import Database
 from ..errors import Conflict, Invalid, NotFound, Unavailable
-from ..protocol import MAX_BODY_CHARS, Message, Sender
+from ..protocol import MAX_AI_BODY_CHARS, MAX_BODY_CHARS, Message, Sender
 from .auth import Principal
 from .live import LiveEvents
+from .moderation import HeldContent, ModerationContext, ModerationService
 from .sessions import message_frame
 
 log = logging.getLogger(__name__)
@@ -82,10 +83,19 @@ class _Shard:
 
 
 class ChatService:
-    def __init__(self, db: Database, live: LiveEvents, shards: int = 4) -> None:
+    def __init__(
+        self,
+        db: Database,
+        live: LiveEvents,
+        shards: int = 4,
+        moderation: ModerationService | None = None,
+    ) -> None:
         self.db = db
         self.live = live
+        self.moderation = moderation
         self._shards = [_Shard(db, i) for i in range(shards)]
+        if moderation is not None:
+            moderation.register_publisher("message", self.publish_approved)
 
     def _shard(self, session_id: uuid.UUID) -> _Shard:
         return self._shards[zlib.crc32(session_id.bytes) % len(self._shards)]
@@ -123,10 +133,71 @@ class ChatService:
             raise Invalid("kind", "only the organizer posts system messages")
         if meta is not None and len(msgspec.json.encode(meta)) > 4096:
             raise Invalid("meta", "is too large")
+        if self.moderation is not None and body.strip():
+            # Held messages never reach the store, so they take no sequence number.
+            await self.moderation.screen(
+                principal,
+                "message",
+                body,
+                {"kind": kind, "body": body, "cid": cid, "fileUrl": file_url, "meta": meta},
+                ModerationContext(session_id=session_id),
+                dedupe_key=f"{session_id}:{cid}" if cid else None,
+                field="body",
+            )
+        return await self._store(
+            principal.user_id, principal.username, session_id, kind, body, cid, file_url, meta
+        )
 
+    async def post_ai(
+        self,
+        principal: Principal,
+        session_id: uuid.UUID,
+        *,
+        body: str,
+        meta: dict[str, Any],
+        cid: str,
+    ) -> Posted:
+        """Store the assistant's complete answer to `principal`'s question as an `ai` message
+        (sent by the asker, on whose behalf the assistant spoke). Not moderated: the question
+        was, and the text is the model's."""
+        if not body.strip() or len(body) > MAX_AI_BODY_CHARS:
+            raise Invalid("body", f"an AI answer has 1-{MAX_AI_BODY_CHARS} characters")
+        return await self._store(
+            principal.user_id, principal.username, session_id, "ai", body, cid, None, meta
+        )
+
+    async def publish_approved(self, held: HeldContent) -> uuid.UUID | None:
+        """Moderation's publisher for messages: store a held message a reviewer approved and
+        deliver it with the room's next sequence number."""
+        if held.session_id is None:
+            raise Conflict("the held message has no session", code="invalid_held_item")
+        snap = held.snapshot
+        posted = await self._store(
+            held.author_id,
+            held.author_username,
+            held.session_id,
+            str(snap.get("kind") or "text"),
+            str(snap.get("body") or held.content),
+            snap.get("cid"),
+            snap.get("fileUrl"),
+            snap.get("meta"),
+        )
+        return uuid.UUID(posted.frame.id)
+
+    async def _store(
+        self,
+        sender_id: uuid.UUID,
+        username: str,
+        session_id: uuid.UUID,
+        kind: str,
+        body: str,
+        cid: str | None,
+        file_url: str | None,
+        meta: dict[str, Any] | None,
+    ) -> Posted:
         message = {
             "session_id": session_id,
-            "sender_id": principal.user_id,
+            "sender_id": sender_id,
             "message_type": kind,
             "content": body,
             "file_url": file_url,
@@ -153,7 +224,7 @@ class ChatService:
                 room=room,
                 seq=stored.seq,
                 id=str(stored.id),
-                sender=Sender(id=str(principal.user_id), username=principal.username),
+                sender=Sender(id=str(sender_id), username=username),
                 kind=kind,
                 body=body,
                 ts=stored.created_at.isoformat(),

@@ -18,7 +18,7 @@ from ..actors.connection import Connection, send_frame
 from ..actors.hub import Hub
 from ..db import sessions as sessions_db
 from ..db.pool import Database
-from ..errors import AppError, Forbidden, Invalid, NotFound
+from ..errors import AppError, Forbidden, HeldForReview, Invalid, NotFound
 from ..protocol import (
     CLOSE_TOO_MANY_ERRORS,
     Ack,
@@ -245,6 +245,19 @@ class RealtimeService:
                 meta=frame.meta,
                 is_organizer=is_organizer,
             )
+        except HeldForReview as exc:
+            # The client did nothing wrong: this does not count towards the bad-frame limit.
+            self.reply(
+                conn,
+                Error(
+                    code=exc.code,
+                    message=exc.message,
+                    room=frame.room,
+                    ref=frame.cid,
+                    held=exc.held,
+                ),
+            )
+            return True
         except AppError as exc:
             self.error(conn, exc.code, exc.message, room=frame.room, ref=frame.cid)
             return False
