@@ -813,12 +813,7 @@ CREATE TABLE IF NOT EXISTS ai_usage_daily (
     PRIMARY KEY (user_id, day)
 );
 
--- Grounded answers search resources by this weighted vector (title > description > content).
--- The expression must stay identical to the one in peerspark_rt/db/ai.py for the index to be used.
-CREATE INDEX IF NOT EXISTS idx_resources_ai_search ON resources USING gin((
-    setweight(to_tsvector('english', coalesce(title, '')), 'A')
-    || setweight(to_tsvector('english', coalesce(description, '')), 'B')
-    || setweight(to_tsvector('english', coalesce(content, '')), 'C')));
+-- Grounded answers search resources.search_vector (the feed section), through its GIN index.
 CREATE INDEX IF NOT EXISTS idx_resource_shares_user ON resource_shares(shared_with_user_id, resource_id);
 CREATE INDEX IF NOT EXISTS idx_resource_shares_pod ON resource_shares(shared_with_pod_id, resource_id);
 

@@ -21,6 +21,7 @@ from .cluster.presence import LocalPresence, Presence, RedisPresence
 from .config import Settings
 from .db.pool import Database, apply_schema
 from .db.users import live_sessions
+from .errors import Conflict
 from .http import ai as ai_http
 from .http import auth as auth_http
 from .http import calendar as calendar_http
@@ -91,7 +92,7 @@ from .services.jobs import JobQueue, Periodic, Worker, WorkerCounters
 from .services.live import LiveEvents
 from .services.maintenance import Maintenance, rollup_payload
 from .services.mobile import MobileService
-from .services.moderation import ModerationService
+from .services.moderation import HeldContent, ModerationService
 from .services.notifications import NotificationService
 from .services.pods import PodService
 from .services.ratelimit import LocalRateLimiter, RateLimiter, RedisRateLimiter
@@ -413,11 +414,32 @@ def _feed_services(app: web.Application) -> None:
     for handler in (PostContent(), CommentContent(), ResourceContent()):
         reports.register(handler)
     app[REPORTS] = reports
-    app[POSTS] = PostService(units, app[PODS], reports, app[UPLOADS])
-    app[COMMENTS] = CommentService(units, reports)
+    moderation = app[MODERATION]
+    app[POSTS] = PostService(units, app[PODS], reports, app[UPLOADS], moderation)
+    app[COMMENTS] = CommentService(units, reports, moderation)
+    _publish_approved(app)
     app[RESOURCES] = ResourceService(units, app[PODS], app[UPLOADS])
     app[SEARCH] = SearchService(app[RESOURCES], app[POSTS], app[PODS])
     app[MOBILE] = MobileService(units, app[POSTS], app[COMMENTS], app[RESOURCES])
+
+
+def _publish_approved(app: web.Application) -> None:
+    """Posts and comments held by moderation are stored by the feed once approved, as their
+    author (who must still be allowed to post there)."""
+    auth, posts, comments = app[AUTH], app[POSTS], app[COMMENTS]
+
+    def publisher(store: Any) -> Any:
+        async def publish(held: HeldContent) -> uuid.UUID:
+            author = await auth.principal_for(held.author_id)
+            if author is None:
+                raise Conflict("the author's account is no longer active", code="author_inactive")
+            result: uuid.UUID = await store(author, held.snapshot)
+            return result
+
+        return publish
+
+    app[MODERATION].register_publisher("post", publisher(posts.publish_approved))
+    app[MODERATION].register_publisher("comment", publisher(comments.publish_approved))
 
 
 async def _ai_probe(app: web.Application) -> dict[str, Any]:

@@ -559,6 +559,14 @@ async def add_resource(
         public,
         status,
     )
+    if pod is not None:  # as the vault does: a resource made in a pod is shared with the pod
+        await db.execute(
+            """INSERT INTO resource_shares (resource_id, shared_with_pod_id, shared_by_id)
+               VALUES ($1, $2, $3)""",
+            value,
+            uuid.UUID(pod),
+            uuid.UUID(owner.id),
+        )
     return str(value)
 
 

@@ -359,9 +359,7 @@ async def test_duplicate_posts_and_comments_are_held_and_publishers_get_approved
     error = held.error()
     assert error.status == 422 and error.held["id"] == str(held.id)
 
-    # the pod's owner reviews it; until the feed registers a publisher it cannot be published
-    none_yet = await api.post(f"/api/moderation/held/{held.id}/approve", owner)
-    assert none_yet.status == 409 and none_yet.body["error"]["code"] == "no_publisher"
+    # an area's own publisher stores what a moderator approves
     published: list[HeldContent] = []
 
     async def publish_post(item: HeldContent) -> uuid.UUID:
@@ -397,3 +395,61 @@ async def test_duplicate_posts_and_comments_are_held_and_publishers_get_approved
     assert failed.status == 500
     again = await api.get(f"/api/moderation/held/{held_comment.id}", owner)
     assert again.body["status"] == "pending" and again.body["reviewerId"] is None
+
+
+async def test_posts_and_comments_are_held_and_published_by_the_feed_on_approval(
+    make_client: Any,
+) -> None:
+    api = await make_client(moderation_blocked_words=("casino",))
+    owner, ann = await api.register(), await api.register()
+    pod = (await api.create_pod(owner))["id"]
+    assert (await api.post(f"/api/pods/{pod}/join", ann)).status == 200
+    room = await listen_live(api, owner, f"pod:{pod}")
+    inbox = await listen_live(api, ann, f"user:{ann.id}")
+
+    held = await api.post(
+        "/api/posts", ann, json={"content": "Best casino tips for exam week", "podId": pod}
+    )
+    assert held.status == 422 and held.body["error"]["code"] == "held_for_review"
+    assert held.error_field() == "content"
+    item_id = held.body["error"]["held"]["id"]
+    feed = await api.get(f"/api/feed?podId={pod}", owner)
+    assert feed.body["posts"] == []
+    await room.nothing_more("event", "post_created")
+
+    queue = await api.get(f"/api/moderation/held?podId={pod}", owner)
+    assert [(i["id"], i["contentType"]) for i in queue.body["items"]] == [(item_id, "post")]
+    approved = await api.post(f"/api/moderation/held/{item_id}/approve", owner)
+    assert approved.status == 200, approved.body
+    post_id = approved.body["publishedId"]
+    post = await api.get(f"/api/posts/{post_id}", owner)
+    assert post.status == 200
+    assert post.body["content"] == "Best casino tips for exam week"
+    assert post.body["author"]["id"] == ann.id
+    created = await room.next("event", "post_created")
+    assert created["data"]["id"] == post_id
+    assert (await inbox.next("notification"))["type"] == "moderation_approved"
+
+    # a comment: held, then rejected, so it is never stored
+    clean = await api.post("/api/posts", owner, json={"content": "Study plan?", "podId": pod})
+    assert clean.status == 201
+    comment = await api.post(
+        f"/api/posts/{clean.body['id']}/comments", ann, json={"content": "casino after?"}
+    )
+    assert comment.status == 422 and comment.body["error"]["code"] == "held_for_review"
+    comment_item = comment.body["error"]["held"]["id"]
+    rejected = await api.post(
+        f"/api/moderation/held/{comment_item}/reject", owner, json={"reason": "off topic"}
+    )
+    assert rejected.status == 200
+    comments = await api.get(f"/api/posts/{clean.body['id']}/comments", owner)
+    assert comments.body["comments"] == []
+    assert (await inbox.next("notification"))["type"] == "moderation_rejected"
+    # an approved comment lands in the thread
+    again = await api.post(
+        f"/api/posts/{clean.body['id']}/comments", ann, json={"content": "casino quiz night"}
+    )
+    ok = await api.post(f"/api/moderation/held/{again.body['error']['held']['id']}/approve", owner)
+    assert ok.status == 200
+    thread = await api.get(f"/api/posts/{clean.body['id']}/comments", owner)
+    assert [c["content"] for c in thread.body["comments"]] == ["casino quiz night"]

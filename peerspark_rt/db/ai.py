@@ -9,6 +9,7 @@ from typing import Any
 
 import asyncpg
 
+from . import resources as resources_db
 from .types import Conn, Executor
 
 # --- conversations and messages ---------------------------------------------------------------
@@ -238,27 +239,6 @@ async def record_query(
 # public resources, a user it is shared with, active members of a pod it is shared with, and
 # active members of the pod it belongs to. This is the only place the rule lives in this module:
 # replace it with the resource vault's shared predicate when that exists.
-RESOURCE_VISIBLE_TO = """(
-    r.status = 'active' AND (
-        r.owner_id = {viewer}
-        OR r.is_public
-        OR EXISTS (SELECT 1 FROM resource_shares rs
-                   WHERE rs.resource_id = r.id AND rs.shared_with_user_id = {viewer})
-        OR EXISTS (SELECT 1 FROM resource_shares rs
-                   JOIN pod_memberships pm ON pm.pod_id = rs.shared_with_pod_id
-                   WHERE rs.resource_id = r.id AND pm.user_id = {viewer} AND pm.status = 'active')
-        OR (r.pod_id IS NOT NULL AND EXISTS (
-                SELECT 1 FROM pod_memberships pm
-                WHERE pm.pod_id = r.pod_id AND pm.user_id = {viewer} AND pm.status = 'active'))
-    )
-)"""
-
-# Identical to the expression of idx_resources_ai_search in schema.sql.
-RESOURCE_VECTOR = """(
-    setweight(to_tsvector('english', coalesce(r.title, '')), 'A')
-    || setweight(to_tsvector('english', coalesce(r.description, '')), 'B')
-    || setweight(to_tsvector('english', coalesce(r.content, '')), 'C'))"""
-
 # A question as a search: any of its words (stemmed, without stop words), ranked by how many
 # match and where. Every word of a question is rarely in one passage, so requiring all of them
 # (as websearch_to_tsquery would) finds too little. At most 32 words count.
@@ -279,7 +259,7 @@ async def visible_resource(
 ) -> asyncpg.Record | None:
     return await db.fetchrow(
         f"SELECT r.id, r.title FROM resources r WHERE r.id = $1 AND "
-        f"{RESOURCE_VISIBLE_TO.format(viewer='$2')}",
+        f"{resources_db.visible('r', '$2')}",
         resource_id,
         viewer,
     )
@@ -305,15 +285,15 @@ async def search_passages(
         f"""WITH q AS ({QUESTION_QUERY.format(question="$2")}),
             hits AS (
                 SELECT r.id, r.title, r.description, r.content, q.query,
-                       ts_rank({RESOURCE_VECTOR}, q.query) AS rank
+                       ts_rank(r.search_vector, q.query) AS rank
                 FROM resources r, q
-                WHERE {RESOURCE_VISIBLE_TO.format(viewer="$1")}
+                WHERE {resources_db.visible("r", "$1")}
                   AND (($4::uuid IS NOT NULL AND r.id = $4)
                        OR ($4::uuid IS NULL AND $3::uuid IS NOT NULL
                            AND (r.pod_id = $3 OR EXISTS (
                                 SELECT 1 FROM resource_shares rs
                                 WHERE rs.resource_id = r.id AND rs.shared_with_pod_id = $3))
-                           AND {RESOURCE_VECTOR} @@ q.query))
+                           AND r.search_vector @@ q.query))
                 ORDER BY rank DESC, r.id
                 LIMIT $5)
             SELECT h.id, h.title, h.rank, {_HEADLINE} AS passage

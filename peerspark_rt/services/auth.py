@@ -101,6 +101,9 @@ class Principal:
         return self.role in ("moderator", "admin")
 
 
+# The session id of a principal that acts outside any login (see principal_for).
+NO_LOGIN_SESSION = uuid.UUID(int=0)
+
 SessionRevokedHook = Callable[[uuid.UUID, uuid.UUID], Awaitable[None]]
 
 
@@ -282,6 +285,21 @@ class AuthService:
         return Principal(
             user_id=row["user_id"],
             session_id=claims.session_id,
+            username=row["username"],
+            email=row["email"],
+            role=row["role"],
+            is_premium=row["is_premium"],
+        )
+
+    async def principal_for(self, user_id: uuid.UUID) -> Principal | None:
+        """The user as a principal outside any login (for work done on their behalf, such as
+        publishing content a moderator approved); None when the account is not active."""
+        row = await users_db.get_profile(self.db.pool, user_id)
+        if row is None or row["account_status"] != "active":
+            return None
+        return Principal(
+            user_id=row["id"],
+            session_id=NO_LOGIN_SESSION,
             username=row["username"],
             email=row["email"],
             role=row["role"],

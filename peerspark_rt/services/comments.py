@@ -12,7 +12,7 @@ from __future__ import annotations
 import datetime as dt
 import re
 import uuid
-from typing import Literal
+from typing import Any, Literal
 
 import asyncpg
 import msgspec
@@ -26,6 +26,7 @@ from . import validation
 from .auth import Principal
 from .effects import AfterCommit, Units
 from .feed import AuthorBrief, author_brief, is_moderator, room_of
+from .moderation import ModerationContext, ModerationService
 from .notifications import NewNotification
 from .reports import ReportResult, ReportService
 
@@ -113,10 +114,13 @@ def render(row: asyncpg.Record, viewer: Principal | None, pod_role: str | None) 
 
 
 class CommentService:
-    def __init__(self, units: Units, reports: ReportService) -> None:
+    def __init__(
+        self, units: Units, reports: ReportService, moderation: ModerationService | None = None
+    ) -> None:
         self.units = units
         self.db = units.db
         self.reports = reports
+        self.moderation = moderation
 
     async def _post(
         self, db: Conn | None, principal: Principal, post_id: uuid.UUID
@@ -178,7 +182,11 @@ class CommentService:
         principal: Principal,
         post_id: uuid.UUID,
         body: CommentCreate,
+        *,
+        screened: bool = False,
     ) -> tuple[asyncpg.Record, asyncpg.Record]:
+        """Create a comment in the caller's transaction, after moderation unless a moderator
+        already approved it (`screened`); held content raises HeldForReview (422)."""
         content = validation.text(body.content, "content", max_len=MAX_CONTENT)
         post = await self._post(conn, principal, post_id)
         if post["status"] != "published":
@@ -192,6 +200,11 @@ class CommentService:
                 raise Conflict("that comment no longer takes replies", code="parent_unavailable")
             if parent["depth"] + 1 > MAX_DEPTH:
                 raise Invalid("parentCommentId", f"replies nest at most {MAX_DEPTH} levels deep")
+        if not screened and self.moderation is not None:
+            snapshot = {**msgspec.to_builtins(body), "postId": str(post_id)}
+            await self.moderation.screen(
+                principal, "comment", content, snapshot, ModerationContext(pod_id=post["pod_id"])
+            )
         comment_id = await comments_db.insert_comment(
             conn,
             post_id=post_id,
@@ -216,6 +229,15 @@ class CommentService:
             )
         await self._notify(conn, effects, principal, post, parent, row, body.is_anonymous)
         return row, post
+
+    async def publish_approved(self, author: Principal, snapshot: dict[str, Any]) -> uuid.UUID:
+        """Store a comment that was held for review and then approved by a moderator."""
+        post_id = uuid.UUID(snapshot["postId"])
+        body = msgspec.convert({k: v for k, v in snapshot.items() if k != "postId"}, CommentCreate)
+        async with self.units.begin() as (conn, effects):
+            row, _ = await self.create_in(conn, effects, author, post_id, body, screened=True)
+        comment_id: uuid.UUID = row["id"]
+        return comment_id
 
     async def _notify(
         self,

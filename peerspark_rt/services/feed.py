@@ -32,6 +32,7 @@ from . import cursor as cursors
 from . import validation
 from .auth import Principal
 from .effects import AfterCommit, Units
+from .moderation import ModerationContext, ModerationService
 from .notifications import NewNotification
 from .pods import ROLE_RANK, PodService
 from .reports import ReportResult, ReportService
@@ -206,13 +207,19 @@ def _media_urls(values: list[str]) -> list[str]:
 
 class PostService:
     def __init__(
-        self, units: Units, pods: PodService, reports: ReportService, uploads: UploadService
+        self,
+        units: Units,
+        pods: PodService,
+        reports: ReportService,
+        uploads: UploadService,
+        moderation: ModerationService | None = None,
     ) -> None:
         self.units = units
         self.db = units.db
         self.pods = pods
         self.reports = reports
         self.uploads = uploads
+        self.moderation = moderation
 
     # --- rendering ---------------------------------------------------------------------------
 
@@ -329,8 +336,17 @@ class PostService:
         return await self.render(row, principal)
 
     async def create_in(
-        self, conn: Conn, effects: AfterCommit, principal: Principal, body: PostCreate
+        self,
+        conn: Conn,
+        effects: AfterCommit,
+        principal: Principal,
+        body: PostCreate,
+        *,
+        screened: bool = False,
     ) -> asyncpg.Record:
+        """Create a post in the caller's transaction. Unless a moderator already approved it
+        (`screened`), it passes moderation first: held content raises HeldForReview (422) and
+        the transaction stores nothing."""
         content = validation.text(body.content, "content", max_len=MAX_CONTENT)
         post_type = validation.one_of(body.post_type, "postType", posts_db.POST_TYPES)
         tags = validation.tags(body.tags)
@@ -347,6 +363,14 @@ class PostService:
         if (body.is_pinned or post_type == "announcement") and not is_moderator(principal, role):
             what = "pin posts" if body.is_pinned else "post announcements"
             raise Forbidden(f"only moderators may {what}", code="insufficient_role")
+        if not screened and self.moderation is not None:
+            await self.moderation.screen(
+                principal,
+                "post",
+                content,
+                msgspec.to_builtins(body),
+                ModerationContext(pod_id=body.pod_id),
+            )
         post_id = uuid.uuid4()
         attachments = await self._attach(conn, principal, post_id, body.attachments)
         await posts_db.insert_post(
@@ -371,6 +395,14 @@ class PostService:
             post = await self.render(row, None)
             effects.event(room, "post_created", msgspec.to_builtins(post))
         return row
+
+    async def publish_approved(self, author: Principal, snapshot: dict[str, Any]) -> uuid.UUID:
+        """Store a post that was held for review and then approved by a moderator."""
+        body = msgspec.convert(snapshot, PostCreate)
+        async with self.units.begin() as (conn, effects):
+            row = await self.create_in(conn, effects, author, body, screened=True)
+        post_id: uuid.UUID = row["id"]
+        return post_id
 
     async def _attach(
         self, conn: Conn, principal: Principal, post_id: uuid.UUID, refs: list[AttachmentRef]

@@ -1,8 +1,8 @@
 """Grounding: passages from resources the asker may read, found by PostgreSQL full-text search.
 
-Visibility is decided in SQL (db/ai.py `RESOURCE_VISIBLE_TO`) inside the same query that ranks
-the passages, so nothing the asker may not read is ever put in a prompt, and therefore nothing
-of it can be cited.
+Visibility is decided in SQL (db/resources.py `visible`, the vault's one rule) inside the same
+query that ranks the passages, so nothing the asker may not read is ever put in a prompt, and
+therefore nothing of it can be cited.
 """
 
 from __future__ import annotations
