@@ -813,9 +813,8 @@ CREATE TABLE IF NOT EXISTS ai_usage_daily (
     PRIMARY KEY (user_id, day)
 );
 
--- Grounded answers search resources.search_vector (the feed section), through its GIN index.
-CREATE INDEX IF NOT EXISTS idx_resource_shares_user ON resource_shares(shared_with_user_id, resource_id);
-CREATE INDEX IF NOT EXISTS idx_resource_shares_pod ON resource_shares(shared_with_pod_id, resource_id);
+-- Grounded answers search resources.search_vector and check shares through the indexes of
+-- the feed section (idx_resources_search_vector, idx_resource_shares_user/_pod).
 
 -- Content that moderation held back: what would have been stored (snapshot), why, and what a
 -- reviewer decided. Approved content is handed back to its area, which stores it then.

@@ -826,3 +826,69 @@ async def test_at_most_so_many_ai_questions_an_hour(make_client: Any, fake_ai: F
     assert limited.status == 429 and limited.body["error"]["code"] == "rate_limited"
     assert 3500 <= int(limited.headers["Retry-After"]) <= 3600
     assert (await api.post("/api/ai/chat", bob, json={"message": "q"})).status == 200
+
+
+async def test_answers_in_a_room_use_only_what_everyone_there_may_read(
+    ai_api: Api, fake_ai: FakeOpenAI, db: asyncpg.Connection
+) -> None:
+    """The asker may read more than the room: an answer streamed into a session must not
+    carry (or cite) the asker's private notes to the other participants."""
+    organizer, ann, bob = [await ai_api.register() for _ in range(3)]
+    private_pod = (await ai_api.create_pod(ann, isPublic=False))["id"]  # bob is not in it
+    secret = await add_resource(
+        db, ann, "Secret exam answers", "osmosis answer key: B, D, A", pod=private_pod
+    )
+    open_notes = await add_resource(
+        db, organizer, "Osmosis explained", "Osmosis moves water across membranes.", public=True
+    )
+    assert (await ai_api.get(f"/api/resources/{secret}", bob)).status == 404
+    session_id = await open_session(ai_api, organizer, ann, bob)
+
+    refused = await ai_api.post(
+        "/api/ai/chat",
+        ann,
+        json={"message": "osmosis?", "sessionId": session_id, "context": {"podId": private_pod}},
+    )
+    assert refused.status == 422 and refused.error_field() == "context.podId"
+    refused = await ai_api.post(
+        "/api/ai/chat",
+        ann,
+        json={"message": "osmosis?", "sessionId": session_id, "context": {"resourceId": secret}},
+    )
+    assert refused.status == 422 and refused.error_field() == "context.resourceId"
+
+    # a conversation grounded in the private pod, continued into the room, cites nothing of it
+    private = await ai_api.post(
+        "/api/ai/chat", ann, json={"message": "osmosis answer", "context": {"podId": private_pod}}
+    )
+    assert {c["id"] for c in private.body["citations"]} == {secret}
+    into_room = await ai_api.post(
+        "/api/ai/chat",
+        ann,
+        json={
+            "message": "osmosis answer",
+            "conversationId": private.body["conversationId"],
+            "sessionId": session_id,
+        },
+    )
+    assert into_room.status == 200, into_room.body
+    assert into_room.body["citations"] == []
+    assert "Secret exam answers" not in FakeOpenAI.system_prompt(fake_ai.requests[-1])
+    # a public resource is fine to use in the room
+    public = await ai_api.post(
+        "/api/ai/chat",
+        ann,
+        json={
+            "message": "explain osmosis",
+            "sessionId": session_id,
+            "context": {"resourceId": open_notes},
+        },
+    )
+    assert [c["id"] for c in public.body["citations"]] == [open_notes]
+    history = await ai_api.get(f"/api/sessions/{session_id}/messages", bob)
+    cited = [
+        c["id"]
+        for m in history.body["messages"]
+        for c in (m.get("meta") or {}).get("citations", [])
+    ]
+    assert secret not in cited and open_notes in cited

@@ -453,3 +453,21 @@ async def test_posts_and_comments_are_held_and_published_by_the_feed_on_approval
     assert ok.status == 200
     thread = await api.get(f"/api/posts/{clean.body['id']}/comments", owner)
     assert [c["content"] for c in thread.body["comments"]] == ["casino quiz night"]
+
+
+async def test_approving_content_that_can_no_longer_be_stored_is_a_conflict(
+    make_client: Any,
+) -> None:
+    api = await make_client(moderation_blocked_words=("casino",))
+    owner, ann = await api.register(), await api.register()
+    pod = (await api.create_pod(owner))["id"]
+    await api.post(f"/api/pods/{pod}/join", ann)
+    held = await api.post("/api/posts", ann, json={"content": "casino night", "podId": pod})
+    item = held.body["error"]["held"]["id"]
+    assert (await api.delete(f"/api/pods/{pod}/leave", ann)).status == 204
+    approve = await api.post(f"/api/moderation/held/{item}/approve", owner)
+    assert approve.status == 409, approve.body
+    error = approve.body["error"]
+    assert error["code"] == "cannot_publish"
+    assert "not a member of this pod" in error["message"]
+    assert (await api.get(f"/api/moderation/held/{item}", owner)).body["status"] == "pending"

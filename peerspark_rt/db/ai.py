@@ -235,10 +235,8 @@ async def record_query(
 
 # --- retrieval --------------------------------------------------------------------------------
 
-# Who may read a resource; {viewer} is the viewer's parameter. The resource's owner, anyone for
-# public resources, a user it is shared with, active members of a pod it is shared with, and
-# active members of the pod it belongs to. This is the only place the rule lives in this module:
-# replace it with the resource vault's shared predicate when that exists.
+# Who may read a resource is the vault's one rule, resources_db.visible.
+
 # A question as a search: any of its words (stemmed, without stop words), ranked by how many
 # match and where. Every word of a question is rarely in one passage, so requiring all of them
 # (as websearch_to_tsquery would) finds too little. At most 32 words count.
@@ -252,6 +250,24 @@ _HEADLINE = (
     '\'MaxFragments=2, MaxWords=45, MinWords=20, FragmentDelimiter=" … ", '
     'StartSel="", StopSel=""\')'
 )
+
+
+# Resources everyone in a session room may read: public ones, and those shared with the
+# session's pod ({pod} is NULL for group sessions). Pod-only notes of the asker stay private.
+ROOM_READABLE = """(r.status = 'active' AND (r.is_public OR ({pod}::uuid IS NOT NULL AND EXISTS (
+    SELECT 1 FROM resource_shares rr
+    WHERE rr.resource_id = r.id AND rr.shared_with_pod_id = {pod}::uuid))))"""
+
+
+async def readable_by_room(db: Executor, resource_id: uuid.UUID, pod_id: uuid.UUID | None) -> bool:
+    return bool(
+        await db.fetchval(
+            f"SELECT EXISTS (SELECT 1 FROM resources r WHERE r.id = $1 AND "
+            f"{ROOM_READABLE.format(pod='$2')})",
+            resource_id,
+            pod_id,
+        )
+    )
 
 
 async def visible_resource(
@@ -273,8 +289,12 @@ async def search_passages(
     pod_id: uuid.UUID | None,
     resource_id: uuid.UUID | None,
     limit: int,
+    room: bool = False,
+    room_pod_id: uuid.UUID | None = None,
 ) -> list[asyncpg.Record]:
-    """The best passages for `question` among resources `viewer` may read.
+    """The best passages for `question` among resources `viewer` may read (and, for an answer
+    into a session room, that everyone there may read: public, or shared with the session's
+    pod).
 
     With `resource_id`: that resource (whether or not the words match, since the user named it).
     With `pod_id`: resources of the pod or shared with it that match any of the question's
@@ -288,6 +308,7 @@ async def search_passages(
                        ts_rank(r.search_vector, q.query) AS rank
                 FROM resources r, q
                 WHERE {resources_db.visible("r", "$1")}
+                  AND (NOT $6 OR {ROOM_READABLE.format(pod="$7")})
                   AND (($4::uuid IS NOT NULL AND r.id = $4)
                        OR ($4::uuid IS NULL AND $3::uuid IS NOT NULL
                            AND (r.pod_id = $3 OR EXISTS (
@@ -303,4 +324,6 @@ async def search_passages(
         pod_id,
         resource_id,
         limit,
+        room,
+        room_pod_id,
     )

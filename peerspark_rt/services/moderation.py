@@ -121,7 +121,7 @@ class HeldItem(msgspec.Struct, rename="camel"):
 
     def error(self, field: str = "content") -> HeldForReview:
         """The error that tells the author their content is held, and why."""
-        what = {"post": "post", "comment": "comment", "message": "message"}[self.content_type]
+        what = self.content_type
         verb = "was rejected by a moderator" if self.status == "rejected" else "is held for review"
         return HeldForReview(
             f"your {what} {verb}: {self.reason}",
@@ -142,8 +142,8 @@ class HeldPage(msgspec.Struct, rename="camel"):
 
 
 class HeldQuery(msgspec.Struct, rename="camel", forbid_unknown_fields=True):
-    pod_id: str | None = None
-    session_id: str | None = None
+    pod_id: uuid.UUID | None = None
+    session_id: uuid.UUID | None = None
     status: str | None = "pending"
     kind: str | None = None
     mine: bool = False
@@ -379,8 +379,7 @@ class ModerationService:
             raise Invalid("status", "must be one of: pending, approved, rejected, all")
         if query.kind is not None and query.kind not in CONTENT_KINDS:
             raise Invalid("kind", f"must be one of: {', '.join(CONTENT_KINDS)}")
-        pod_id = _uuid_or_none(query.pod_id, "podId")
-        session_id = _uuid_or_none(query.session_id, "sessionId")
+        pod_id, session_id = query.pod_id, query.session_id
         before = (
             cursors.decode(query.cursor, "moderation_held", (dt.datetime, uuid.UUID))
             if query.cursor
@@ -451,6 +450,15 @@ class ModerationService:
         )
         try:
             published = await self._publishers[held.kind](held)
+        except AppError as exc:
+            # The content cannot be stored as it stands (its author left the pod, its post is
+            # gone...): that is about the content, not about the reviewer. It stays pending.
+            await moderation_db.unclaim(self.db.pool, held_id)
+            raise Conflict(
+                f"this {held.kind} cannot be published now: {exc.message}",
+                code="cannot_publish",
+                details=[{"field": "content", "reason": exc.message, "cause": exc.code}],
+            ) from None
         except BaseException:
             await moderation_db.unclaim(self.db.pool, held_id)
             raise
@@ -488,15 +496,6 @@ class ModerationService:
             )
         except Exception:
             log.exception("telling the author about held item %s failed", row["id"])
-
-
-def _uuid_or_none(value: str | None, field: str) -> uuid.UUID | None:
-    if value is None:
-        return None
-    try:
-        return uuid.UUID(value)
-    except ValueError:
-        raise Invalid(field, "must be a UUID") from None
 
 
 def _note(value: str | None, field: str) -> str | None:

@@ -38,7 +38,7 @@ from ..sessions import SessionService
 from . import budget, prompts
 from .client import AIClient, ChatMessage, Delta, StreamEnd, Usage
 from .quota import QuotaService, QuotaState, Reservation
-from .retrieval import Retriever
+from .retrieval import Retriever, RoomAudience
 
 log = logging.getLogger(__name__)
 
@@ -171,6 +171,9 @@ class UsageView(msgspec.Struct, rename="camel"):
 class Room:
     session_id: uuid.UUID
     name: str
+    # Everyone in the room reads the answer, so it may only draw on what they all may read:
+    # public resources, and those shared with the session's pod (for pod sessions).
+    pod_id: uuid.UUID | None = None
 
 
 @dataclass(slots=True)
@@ -218,12 +221,6 @@ def _message_type(text: str) -> str:
     if re.search(r"\$\$|\\\(|\\\[|\\frac|\\sum|\\int", text):
         return "math"
     return "text"
-
-
-def _optional_text(value: str | None, field: str, max_len: int) -> str | None:
-    if value is None or not value.strip():
-        return None
-    return validation.text(value, field, max_len=max_len)
 
 
 class AssistantService:
@@ -328,7 +325,7 @@ class AssistantService:
         )
         if ctx.type is not None:
             validation.one_of(ctx.type, "context.type", prompts.CONVERSATION_TYPES)
-        subject = _optional_text(ctx.subject, "context.subject", 100)
+        subject = validation.optional_text(ctx.subject, "context.subject", 100)
         pod_id = validation.parse_uuid(ctx.pod_id, "context.podId") if ctx.pod_id else None
         resource_id = (
             validation.parse_uuid(ctx.resource_id, "context.resourceId")
@@ -365,12 +362,12 @@ class AssistantService:
         # what the conversation had (whose resources the search still filters by visibility
         # now, so a pod the asker has left grounds nothing private any more).
         subject = subject or stored_context.get("subject")
+        room = await self._room(principal, session_id) if session_id else None
         if pod_id is not None or resource_id is not None:
-            await self.retriever.check(principal, pod_id, resource_id)
+            await self.retriever.check(principal, pod_id, resource_id, room_pod=_room_pod(room))
         else:
             pod_id = _stored_uuid(stored_context.get("podId"))
             resource_id = _stored_uuid(stored_context.get("resourceId"))
-        room = await self._room(principal, session_id) if session_id else None
 
         mode: str | None = None
         suggestions: list[str] | None = None
@@ -383,7 +380,7 @@ class AssistantService:
                 else ["Give me a similar problem to practise"]
             )
         sources = await self.retriever.sources(
-            principal, question, pod_id=pod_id, resource_id=resource_id
+            principal, question, pod_id=pod_id, resource_id=resource_id, room_pod=_room_pod(room)
         )
         system = prompts.system_prompt(
             conversation_type,
@@ -494,7 +491,7 @@ class AssistantService:
             )
         if session["status"] in ("completed", "cancelled"):
             raise Conflict(f"the session is {session['status']}", code="session_closed")
-        return Room(session_id, f"session:{session_id}")
+        return Room(session_id, f"session:{session_id}", session["pod_id"])
 
     async def _reserve(
         self,
@@ -815,6 +812,10 @@ class AssistantService:
             room.name, "ai_done", {**ids, "seq": posted.frame.seq, "tokensUsed": tokens}
         )
         return posted.frame.seq
+
+
+def _room_pod(room: Room | None) -> RoomAudience | None:
+    return None if room is None else RoomAudience(room.pod_id)
 
 
 def _stored_uuid(value: Any) -> uuid.UUID | None:
