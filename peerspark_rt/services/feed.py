@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import datetime as dt
 import uuid
+from dataclasses import dataclass
 from typing import Any
 
 import asyncpg
@@ -34,7 +35,7 @@ from .auth import Principal
 from .effects import AfterCommit, Units
 from .moderation import ModerationContext, ModerationService
 from .notifications import NewNotification
-from .pods import ROLE_RANK, PodService
+from .pods import PodService, is_moderator
 from .reports import ReportResult, ReportService
 from .uploads import UploadService
 
@@ -165,13 +166,6 @@ class InteractionResult(msgspec.Struct, rename="camel"):
     report: ReportResult | None = None
 
 
-def is_moderator(principal: Principal, pod_role: str | None) -> bool:
-    """Platform moderators, and moderators (or higher) of the pod in question."""
-    if principal.is_platform_moderator:
-        return True
-    return pod_role is not None and ROLE_RANK[pod_role] >= ROLE_RANK["moderator"]
-
-
 def reveals_author(row: asyncpg.Record, viewer: Principal | None) -> bool:
     """Whether `viewer` (None: a room of pod members) may see who wrote `row`."""
     if not row["is_anonymous"]:
@@ -203,6 +197,17 @@ def _media_urls(values: list[str]) -> list[str]:
     if len(values) > MAX_MEDIA:
         raise Invalid("mediaUrls", f"at most {MAX_MEDIA} media URLs")
     return [validation.http_url(v, f"mediaUrls[{i}]") for i, v in enumerate(values)]
+
+
+@dataclass(frozen=True, slots=True)
+class _NewPost:
+    """A new post's checked values."""
+
+    content: str
+    post_type: str
+    tags: list[str]
+    media_urls: list[str]
+    visibility: str
 
 
 class PostService:
@@ -331,22 +336,14 @@ class PostService:
         )
 
     async def create(self, principal: Principal, body: PostCreate) -> Post:
+        await self.screen_new(principal, body)
         async with self.units.begin() as (conn, effects):
-            row = await self.create_in(conn, effects, principal, body)
+            row = await self.create_in(conn, effects, principal, body, screened=True)
         return await self.render(row, principal)
 
-    async def create_in(
-        self,
-        conn: Conn,
-        effects: AfterCommit,
-        principal: Principal,
-        body: PostCreate,
-        *,
-        screened: bool = False,
-    ) -> asyncpg.Record:
-        """Create a post in the caller's transaction. Unless a moderator already approved it
-        (`screened`), it passes moderation first: held content raises HeldForReview (422) and
-        the transaction stores nothing."""
+    async def _check_new(self, db: Executor, principal: Principal, body: PostCreate) -> _NewPost:
+        """Validate a new post and check the author may publish it (in its pod, pinned, as an
+        announcement); raises the 422/403/404 that applies."""
         content = validation.text(body.content, "content", max_len=MAX_CONTENT)
         post_type = validation.one_of(body.post_type, "postType", posts_db.POST_TYPES)
         tags = validation.tags(body.tags)
@@ -359,18 +356,43 @@ class PostService:
             raise Invalid("attachments", f"at most {MAX_MEDIA} attachments")
         role: str | None = None
         if body.pod_id is not None:
-            role = await self.pods.require_member(principal, body.pod_id)
+            role = await self.pods.require_member(principal, body.pod_id, db=db)
         if (body.is_pinned or post_type == "announcement") and not is_moderator(principal, role):
             what = "pin posts" if body.is_pinned else "post announcements"
             raise Forbidden(f"only moderators may {what}", code="insufficient_role")
-        if not screened and self.moderation is not None:
+        return _NewPost(content, post_type, tags, media_urls, visibility)
+
+    async def screen_new(
+        self, principal: Principal, body: PostCreate, *, dedupe_key: str | None = None
+    ) -> None:
+        """Check a new post, then pass it through moderation: raises HeldForReview (422) when
+        it is held. Call before the transaction that stores it opens: moderation may call an
+        external API and stores held posts on a connection of its own."""
+        checked = await self._check_new(self.db.pool, principal, body)
+        if self.moderation is not None:
             await self.moderation.screen(
                 principal,
                 "post",
-                content,
+                checked.content,
                 msgspec.to_builtins(body),
                 ModerationContext(pod_id=body.pod_id),
+                dedupe_key=dedupe_key,
             )
+
+    async def create_in(
+        self,
+        conn: Conn,
+        effects: AfterCommit,
+        principal: Principal,
+        body: PostCreate,
+        *,
+        screened: bool = False,
+    ) -> asyncpg.Record:
+        """Create a post in the caller's transaction. `screened`: it passed `screen_new` before
+        the transaction opened, or a moderator approved it."""
+        if not screened and self.moderation is not None:
+            raise RuntimeError("screen a new post (screen_new) before its transaction opens")
+        checked = await self._check_new(conn, principal, body)
         post_id = uuid.uuid4()
         attachments = await self._attach(conn, principal, post_id, body.attachments)
         await posts_db.insert_post(
@@ -379,18 +401,18 @@ class PostService:
                 "id": post_id,
                 "author_id": principal.user_id,
                 "pod_id": body.pod_id,
-                "content": content,
-                "post_type": post_type,
-                "media_urls": media_urls,
+                "content": checked.content,
+                "post_type": checked.post_type,
+                "media_urls": checked.media_urls,
                 "attachments": attachments,
-                "tags": tags,
+                "tags": checked.tags,
                 "is_pinned": body.is_pinned,
                 "is_anonymous": body.is_anonymous,
-                "visibility": visibility,
+                "visibility": checked.visibility,
             },
         )
         row = await self.visible_row(conn, principal, post_id)
-        room = room_of(body.pod_id, visibility)
+        room = room_of(body.pod_id, checked.visibility)
         if room is not None:
             post = await self.render(row, None)
             effects.event(room, "post_created", msgspec.to_builtins(post))

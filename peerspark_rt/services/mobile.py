@@ -6,6 +6,10 @@ answers with the stored result instead of applying the action again; two syncs r
 same action serialize on the record's key. Each action gets its own result: a bad or unknown
 action is an error for that action only. Rate-limit and availability errors are not recorded,
 so the action can be retried.
+
+An action runs in two steps: `prepare` (parse, check, moderation) before its transaction opens,
+then the returned `apply` inside it. Moderation must not run inside a transaction: it may call
+an external API, and it stores held content on a connection of its own.
 """
 
 from __future__ import annotations
@@ -212,7 +216,10 @@ def _required(value: uuid.UUID | msgspec.UnsetType, field: str) -> uuid.UUID:
     return value
 
 
-Handler = Callable[[Conn, AfterCommit, Principal, dict[str, Any]], Awaitable[dict[str, Any]]]
+# Runs inside the action's transaction; returns the action's result.
+Apply = Callable[[Conn, AfterCommit], Awaitable[dict[str, Any]]]
+# Parses and checks an action's data (and screens new content) before the transaction opens.
+Prepare = Callable[[Principal, str, dict[str, Any]], Awaitable[Apply]]
 
 
 class MobileService:
@@ -228,7 +235,7 @@ class MobileService:
         self.posts = posts
         self.comments = comments
         self.resources = resources
-        self.handlers: dict[str, Handler] = {
+        self.handlers: dict[str, Prepare] = {
             "create_post": self._create_post,
             "update_post": self._update_post,
             "delete_post": self._delete_post,
@@ -274,8 +281,8 @@ class MobileService:
 
     async def _apply(self, principal: Principal, action: PendingAction) -> ActionResult:
         me, cid = principal.user_id, action.client_action_id
-        handler = self.handlers.get(action.type)
-        if handler is None:
+        prepare = self.handlers.get(action.type)
+        if prepare is None:
             return ActionResult(
                 cid,
                 action.type,
@@ -287,49 +294,76 @@ class MobileService:
                     + ", ".join(sorted(self.handlers)),
                 },
             )
+        # A retry of an action already answered gets that answer, without checking or
+        # screening the content again.
+        stored = await sync_db.get(self.db.pool, me, cid)
+        if stored is not None:
+            return self._replayed(cid, action.type, stored)
+        apply: Apply | None = None
+        failure: AppError | None = None
+        try:
+            apply = await prepare(principal, cid, action.data)
+        except (RateLimited, Unavailable) as exc:
+            return ActionResult(cid, action.type, "error", False, error=exc.to_dict())
+        except AppError as exc:
+            failure = exc  # a final answer (held for review, invalid, not found...): record it
+        except Exception:
+            log.exception("sync action %s (%s) failed", action.type, cid)
+            return self._internal_error(cid, action.type)
         async with self.units.begin() as (conn, effects):
             if not await sync_db.claim(conn, me, cid, action.type):
                 stored = await sync_db.get(conn, me, cid)
                 assert stored is not None
-                if stored["action_type"] != action.type:
-                    return ActionResult(
-                        cid,
-                        action.type,
-                        "error",
-                        True,
-                        error={
-                            "code": "client_id_reused",
-                            "message": "this clientActionId was already used for a "
-                            f"{stored['action_type']} action",
-                        },
-                    )
-                return self._stored(cid, action.type, stored["ok"], stored["result"], True)
-            mark = effects.mark()
-            try:
-                async with conn.transaction():  # a savepoint: a failed action leaves no trace
-                    result = await handler(conn, effects, principal, action.data)
-            except (RateLimited, Unavailable) as exc:
-                effects.discard_after(mark)
-                await sync_db.release(conn, me, cid)  # not an answer: let the client retry
-                return ActionResult(cid, action.type, "error", False, error=exc.to_dict())
-            except AppError as exc:
-                effects.discard_after(mark)
-                error = exc.to_dict()
+                return self._replayed(cid, action.type, stored)
+            result: dict[str, Any] = {}
+            if apply is not None:
+                mark = effects.mark()
+                try:
+                    async with conn.transaction():  # a savepoint: a failed action leaves no trace
+                        result = await apply(conn, effects)
+                except (RateLimited, Unavailable) as exc:
+                    effects.discard_after(mark)
+                    await sync_db.release(conn, me, cid)  # not an answer: let the client retry
+                    return ActionResult(cid, action.type, "error", False, error=exc.to_dict())
+                except AppError as exc:
+                    effects.discard_after(mark)
+                    failure = exc
+                except Exception:
+                    log.exception("sync action %s (%s) failed", action.type, cid)
+                    effects.discard_after(mark)
+                    await sync_db.release(conn, me, cid)
+                    return self._internal_error(cid, action.type)
+            if failure is not None:
+                error = failure.to_dict()
                 await sync_db.record(conn, me, cid, False, {"error": error})
                 return ActionResult(cid, action.type, "error", False, error=error)
-            except Exception:
-                log.exception("sync action %s (%s) failed", action.type, cid)
-                effects.discard_after(mark)
-                await sync_db.release(conn, me, cid)
-                return ActionResult(
-                    cid,
-                    action.type,
-                    "error",
-                    False,
-                    error={"code": "internal_error", "message": "the action failed; retry later"},
-                )
             await sync_db.record(conn, me, cid, True, result)
         return ActionResult(cid, action.type, "ok", False, result=result)
+
+    def _replayed(self, cid: str, kind: str, stored: Any) -> ActionResult:
+        if stored["action_type"] != kind:
+            return ActionResult(
+                cid,
+                kind,
+                "error",
+                True,
+                error={
+                    "code": "client_id_reused",
+                    "message": "this clientActionId was already used for a "
+                    f"{stored['action_type']} action",
+                },
+            )
+        return self._stored(cid, kind, stored["ok"], stored["result"], True)
+
+    @staticmethod
+    def _internal_error(cid: str, kind: str) -> ActionResult:
+        return ActionResult(
+            cid,
+            kind,
+            "error",
+            False,
+            error={"code": "internal_error", "message": "the action failed; retry later"},
+        )
 
     @staticmethod
     def _stored(
@@ -370,99 +404,113 @@ class MobileService:
         )
 
     # --- action handlers -------------------------------------------------------------------------
+    # Each parses its data and does what must happen before the transaction, and returns what
+    # runs inside it. New content is screened by moderation here, with the client action id as
+    # the held item's dedupe key (two racing copies of one sync hold it once).
 
-    async def _create_post(
-        self, conn: Conn, effects: AfterCommit, principal: Principal, data: dict[str, Any]
-    ) -> dict[str, Any]:
-        row = await self.posts.create_in(conn, effects, principal, _payload(data, PostCreate))
-        post = await self.posts.render(row, principal)
-        return {"postId": str(row["id"]), "post": msgspec.to_builtins(compact(post))}
+    async def _create_post(self, principal: Principal, cid: str, data: dict[str, Any]) -> Apply:
+        body = _payload(data, PostCreate)
+        await self.posts.screen_new(principal, body, dedupe_key=f"sync:{cid}")
 
-    async def _update_post(
-        self, conn: Conn, effects: AfterCommit, principal: Principal, data: dict[str, Any]
-    ) -> dict[str, Any]:
+        async def apply(conn: Conn, effects: AfterCommit) -> dict[str, Any]:
+            row = await self.posts.create_in(conn, effects, principal, body, screened=True)
+            post = await self.posts.render(row, principal)
+            return {"postId": str(row["id"]), "post": msgspec.to_builtins(compact(post))}
+
+        return apply
+
+    async def _update_post(self, principal: Principal, cid: str, data: dict[str, Any]) -> Apply:
         edit = _payload(data, _PostEdit)
         post_id = _required(edit.post_id, "postId")
         changes = PostUpdate(**{f: getattr(edit, f) for f in PostUpdate.__struct_fields__})
-        row = await self.posts.update_in(conn, effects, principal, post_id, changes)
-        post = await self.posts.render(row, principal)
-        return {"postId": str(post_id), "post": msgspec.to_builtins(compact(post))}
 
-    async def _delete_post(
-        self, conn: Conn, effects: AfterCommit, principal: Principal, data: dict[str, Any]
-    ) -> dict[str, Any]:
+        async def apply(conn: Conn, effects: AfterCommit) -> dict[str, Any]:
+            row = await self.posts.update_in(conn, effects, principal, post_id, changes)
+            post = await self.posts.render(row, principal)
+            return {"postId": str(post_id), "post": msgspec.to_builtins(compact(post))}
+
+        return apply
+
+    async def _delete_post(self, principal: Principal, cid: str, data: dict[str, Any]) -> Apply:
         ref = _payload(data, _PostRef)
-        await self.posts.delete_in(conn, effects, principal, ref.post_id)
-        return {"postId": str(ref.post_id), "deleted": True}
 
-    async def _post_interaction(
-        self,
-        conn: Conn,
-        effects: AfterCommit,
-        principal: Principal,
-        data: dict[str, Any],
-        kind: str,
-    ) -> dict[str, Any]:
+        async def apply(conn: Conn, effects: AfterCommit) -> dict[str, Any]:
+            await self.posts.delete_in(conn, effects, principal, ref.post_id)
+            return {"postId": str(ref.post_id), "deleted": True}
+
+        return apply
+
+    def _post_interaction(self, principal: Principal, data: dict[str, Any], kind: str) -> Apply:
         ref = _payload(data, _PostToggle)
-        result = await self.posts.interact_in(
-            conn, effects, principal, ref.post_id, kind, active=ref.active
-        )
-        out: dict[str, Any] = msgspec.to_builtins(result)
-        out.pop("report", None)
-        return out
 
-    async def _like_post(
-        self, conn: Conn, effects: AfterCommit, principal: Principal, data: dict[str, Any]
-    ) -> dict[str, Any]:
-        return await self._post_interaction(conn, effects, principal, data, "like")
+        async def apply(conn: Conn, effects: AfterCommit) -> dict[str, Any]:
+            result = await self.posts.interact_in(
+                conn, effects, principal, ref.post_id, kind, active=ref.active
+            )
+            out: dict[str, Any] = msgspec.to_builtins(result)
+            out.pop("report", None)
+            return out
 
-    async def _bookmark_post(
-        self, conn: Conn, effects: AfterCommit, principal: Principal, data: dict[str, Any]
-    ) -> dict[str, Any]:
-        return await self._post_interaction(conn, effects, principal, data, "bookmark")
+        return apply
 
-    async def _share_post(
-        self, conn: Conn, effects: AfterCommit, principal: Principal, data: dict[str, Any]
-    ) -> dict[str, Any]:
-        return await self._post_interaction(conn, effects, principal, data, "share")
+    async def _like_post(self, principal: Principal, cid: str, data: dict[str, Any]) -> Apply:
+        return self._post_interaction(principal, data, "like")
 
-    async def _create_comment(
-        self, conn: Conn, effects: AfterCommit, principal: Principal, data: dict[str, Any]
-    ) -> dict[str, Any]:
+    async def _bookmark_post(self, principal: Principal, cid: str, data: dict[str, Any]) -> Apply:
+        return self._post_interaction(principal, data, "bookmark")
+
+    async def _share_post(self, principal: Principal, cid: str, data: dict[str, Any]) -> Apply:
+        return self._post_interaction(principal, data, "share")
+
+    async def _create_comment(self, principal: Principal, cid: str, data: dict[str, Any]) -> Apply:
         new = _payload(data, _NewComment)
         post_id = _required(new.post_id, "postId")
         body = CommentCreate(new.content, new.parent_comment_id, new.is_anonymous)
-        row, _ = await self.comments.create_in(conn, effects, principal, post_id, body)
-        return {"commentId": str(row["id"]), "postId": str(post_id)}
+        await self.comments.screen_new(principal, post_id, body, dedupe_key=f"sync:{cid}")
 
-    async def _like_comment(
-        self, conn: Conn, effects: AfterCommit, principal: Principal, data: dict[str, Any]
-    ) -> dict[str, Any]:
+        async def apply(conn: Conn, effects: AfterCommit) -> dict[str, Any]:
+            row, _ = await self.comments.create_in(
+                conn, effects, principal, post_id, body, screened=True
+            )
+            return {"commentId": str(row["id"]), "postId": str(post_id)}
+
+        return apply
+
+    async def _like_comment(self, principal: Principal, cid: str, data: dict[str, Any]) -> Apply:
         ref = _payload(data, _CommentToggle)
-        result = await self.comments.interact_in(
-            conn, effects, principal, ref.comment_id, "like", active=ref.active
-        )
-        out: dict[str, Any] = msgspec.to_builtins(result)
-        out.pop("report", None)
-        return out
+
+        async def apply(conn: Conn, effects: AfterCommit) -> dict[str, Any]:
+            result = await self.comments.interact_in(
+                conn, effects, principal, ref.comment_id, "like", active=ref.active
+            )
+            out: dict[str, Any] = msgspec.to_builtins(result)
+            out.pop("report", None)
+            return out
+
+        return apply
 
     async def _bookmark_resource(
-        self, conn: Conn, effects: AfterCommit, principal: Principal, data: dict[str, Any]
-    ) -> dict[str, Any]:
+        self, principal: Principal, cid: str, data: dict[str, Any]
+    ) -> Apply:
         ref = _payload(data, _ResourceToggle)
-        result = await self.resources.bookmark_in(
-            conn, effects, principal, ref.resource_id, ref.active
-        )
-        out: dict[str, Any] = msgspec.to_builtins(result)
-        return out
 
-    async def _rate_resource(
-        self, conn: Conn, effects: AfterCommit, principal: Principal, data: dict[str, Any]
-    ) -> dict[str, Any]:
+        async def apply(conn: Conn, effects: AfterCommit) -> dict[str, Any]:
+            result = await self.resources.bookmark_in(
+                conn, effects, principal, ref.resource_id, ref.active
+            )
+            out: dict[str, Any] = msgspec.to_builtins(result)
+            return out
+
+        return apply
+
+    async def _rate_resource(self, principal: Principal, cid: str, data: dict[str, Any]) -> Apply:
         rating = _payload(data, _Rating)
         resource_id = _required(rating.resource_id, "resourceId")
-        result = await self.resources.rate_in(
-            conn, effects, principal, resource_id, RateRequest(rating.rating, rating.review)
-        )
-        out: dict[str, Any] = msgspec.to_builtins(result)
-        return out
+        request = RateRequest(rating.rating, rating.review)
+
+        async def apply(conn: Conn, effects: AfterCommit) -> dict[str, Any]:
+            result = await self.resources.rate_in(conn, effects, principal, resource_id, request)
+            out: dict[str, Any] = msgspec.to_builtins(result)
+            return out
+
+        return apply

@@ -319,7 +319,7 @@ class ResourceService:
         if values["resource_type"] == "link" and not values.get("file_url"):
             raise Invalid("fileUrl", "is required for a link")
         if body.pod_id is not None:
-            await self.pods.require_member(principal, body.pod_id)
+            await self.pods.require_member(principal, body.pod_id, db=conn)
         resource_id = uuid.uuid4()
         if body.upload_id is not None:
             upload = await uploads_db.attach(
