@@ -57,6 +57,9 @@ _POD_SOURCES: dict[str, posts_db.FeedSource] = {
     "trending": "pod-trending",
     "bookmarked": "bookmarked",
 }
+# Moderation rules about how often and how repetitively someone posts judge new posts. An edit
+# would be compared with the very post it changes (a typo fix is over 90% similar to it).
+_NEW_POST_RULES = ("post_rate", "repeated_content")
 _KEY_TYPES: dict[str, type] = {
     "timestamptz": dt.datetime,
     "uuid": uuid.UUID,
@@ -419,7 +422,14 @@ class PostService:
         return row
 
     async def publish_approved(self, author: Principal, snapshot: dict[str, Any]) -> uuid.UUID:
-        """Store a post that was held for review and then approved by a moderator."""
+        """Store a post that was held for review and then approved by a moderator: a new post,
+        or an edit (the snapshot names the post in `editOf`) applied to its post."""
+        if "editOf" in snapshot:
+            edit_of = uuid.UUID(snapshot["editOf"])
+            edit = msgspec.convert({k: v for k, v in snapshot.items() if k != "editOf"}, PostUpdate)
+            async with self.units.begin() as (conn, effects):
+                await self.update_in(conn, effects, author, edit_of, edit, screened=True)
+            return edit_of
         body = msgspec.convert(snapshot, PostCreate)
         async with self.units.begin() as (conn, effects):
             row = await self.create_in(conn, effects, author, body, screened=True)
@@ -447,9 +457,88 @@ class PostService:
         return out
 
     async def update(self, principal: Principal, post_id: uuid.UUID, body: PostUpdate) -> Post:
+        await self.screen_edit(principal, post_id, body)
         async with self.units.begin() as (conn, effects):
-            row = await self.update_in(conn, effects, principal, post_id, body)
+            row = await self.update_in(conn, effects, principal, post_id, body, screened=True)
         return await self.render(row, principal)
+
+    @staticmethod
+    def _edit_values(body: PostUpdate) -> dict[str, Any]:
+        """The fields an edit gives (snake_case), checked one by one."""
+        given = {
+            f: getattr(body, f)
+            for f in body.__struct_fields__
+            if getattr(body, f) is not msgspec.UNSET
+        }
+        if not given:
+            raise Invalid("body", "no post fields to change")
+        values = dict(given)
+        if "content" in given:
+            values["content"] = validation.text(given["content"], "content", max_len=MAX_CONTENT)
+        if "post_type" in given:
+            values["post_type"] = validation.one_of(
+                given["post_type"], "postType", posts_db.POST_TYPES
+            )
+        if "tags" in given:
+            values["tags"] = validation.tags(given["tags"])
+        if "media_urls" in given:
+            values["media_urls"] = _media_urls(given["media_urls"])
+        if "visibility" in given:
+            values["visibility"] = validation.one_of(
+                given["visibility"], "visibility", posts_db.VISIBILITIES
+            )
+        return values
+
+    @staticmethod
+    def _changes(
+        principal: Principal, values: dict[str, Any], post: asyncpg.Record, pod_role: str | None
+    ) -> dict[str, Any]:
+        """What the edit changes in `post`, if the principal (`pod_role` in its pod) may make
+        each change."""
+        moderator = is_moderator(principal, pod_role)
+        if set(values) - {"is_pinned"} and post["author_id"] != principal.user_id:
+            raise Forbidden("only the author can edit a post", code="not_author")
+        if values.get("post_type") == "announcement" and not moderator:
+            raise Forbidden("only moderators may post announcements", code="insufficient_role")
+        if values.get("visibility") == "pod" and post["pod_id"] is None:
+            raise Invalid("visibility", "'pod' needs the post to be in a pod")
+        changes = {k: v for k, v in values.items() if k != "is_pinned"}
+        if "is_pinned" in values and values["is_pinned"] != post["is_pinned"]:
+            if not moderator:
+                raise Forbidden("only moderators may pin posts", code="insufficient_role")
+            changes["is_pinned"] = values["is_pinned"]
+        return changes
+
+    async def screen_edit(
+        self,
+        principal: Principal,
+        post_id: uuid.UUID,
+        body: PostUpdate,
+        *,
+        dedupe_key: str | None = None,
+    ) -> None:
+        """Check an edit and, when it changes the content, pass the new content through
+        moderation: raises HeldForReview (422) and changes nothing when it is held (a
+        moderator's approval applies the edit then, see `publish_approved`). Call before the
+        transaction that applies the edit opens."""
+        values = self._edit_values(body)
+        if self.moderation is None or "content" not in values:
+            return
+        post = await self.visible_row(self.db.pool, principal, post_id)
+        changes = self._changes(principal, values, post, post["my_pod_role"])
+        content: str = changes["content"]
+        if content == post["content"]:
+            return
+        context = ModerationContext(pod_id=post["pod_id"])
+        verdict = await self.moderation.review(principal, "post", content, context)
+        if verdict.allowed or verdict.rule in _NEW_POST_RULES:
+            return
+        snapshot = {"editOf": str(post_id), **msgspec.to_builtins(body)}
+        held = await self.moderation.hold(
+            principal, "post", content, snapshot, verdict, context, dedupe_key=dedupe_key
+        )
+        if held.status != "approved":
+            raise held.error("content")
 
     async def update_in(
         self,
@@ -458,45 +547,23 @@ class PostService:
         principal: Principal,
         post_id: uuid.UUID,
         body: PostUpdate,
+        *,
+        screened: bool = False,
     ) -> asyncpg.Record:
-        given = {
-            f: getattr(body, f)
-            for f in body.__struct_fields__
-            if getattr(body, f) is not msgspec.UNSET
-        }
-        if not given:
-            raise Invalid("body", "no post fields to change")
+        """Apply an edit in the caller's transaction. `screened`: it passed `screen_edit`
+        before the transaction opened, or a moderator approved it."""
+        values = self._edit_values(body)
         current = await self.visible_row(conn, principal, post_id)
         locked = await posts_db.lock(conn, post_id)
         if locked is None or locked["status"] not in ("published", "hidden"):
             raise NotFound("post not found")
-        is_author = locked["author_id"] == principal.user_id
-        moderator = is_moderator(principal, current["my_pod_role"])
-        if set(given) - {"is_pinned"} and not is_author:
-            raise Forbidden("only the author can edit a post", code="not_author")
-        changes: dict[str, Any] = {}
-        if "content" in given:
-            changes["content"] = validation.text(given["content"], "content", max_len=MAX_CONTENT)
-        if "post_type" in given:
-            changes["post_type"] = validation.one_of(
-                given["post_type"], "postType", posts_db.POST_TYPES
-            )
-            if changes["post_type"] == "announcement" and not moderator:
-                raise Forbidden("only moderators may post announcements", code="insufficient_role")
-        if "tags" in given:
-            changes["tags"] = validation.tags(given["tags"])
-        if "media_urls" in given:
-            changes["media_urls"] = _media_urls(given["media_urls"])
-        if "visibility" in given:
-            changes["visibility"] = validation.one_of(
-                given["visibility"], "visibility", posts_db.VISIBILITIES
-            )
-            if changes["visibility"] == "pod" and locked["pod_id"] is None:
-                raise Invalid("visibility", "'pod' needs the post to be in a pod")
-        if "is_pinned" in given and given["is_pinned"] != locked["is_pinned"]:
-            if not moderator:
-                raise Forbidden("only moderators may pin posts", code="insufficient_role")
-            changes["is_pinned"] = given["is_pinned"]
+        changes = self._changes(principal, values, locked, current["my_pod_role"])
+        if (
+            not screened
+            and self.moderation is not None
+            and changes.get("content", locked["content"]) != locked["content"]
+        ):
+            raise RuntimeError("screen an edit (screen_edit) before its transaction opens")
         if changes:
             await posts_db.update_post(conn, post_id, changes)
         row = await self.visible_row(conn, principal, post_id)

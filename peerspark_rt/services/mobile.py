@@ -423,9 +423,12 @@ class MobileService:
         edit = _payload(data, _PostEdit)
         post_id = _required(edit.post_id, "postId")
         changes = PostUpdate(**{f: getattr(edit, f) for f in PostUpdate.__struct_fields__})
+        await self.posts.screen_edit(principal, post_id, changes, dedupe_key=f"sync:{cid}")
 
         async def apply(conn: Conn, effects: AfterCommit) -> dict[str, Any]:
-            row = await self.posts.update_in(conn, effects, principal, post_id, changes)
+            row = await self.posts.update_in(
+                conn, effects, principal, post_id, changes, screened=True
+            )
             post = await self.posts.render(row, principal)
             return {"postId": str(post_id), "post": msgspec.to_builtins(compact(post))}
 
