@@ -11,7 +11,7 @@ from typing import Any
 import asyncpg
 
 from tests.helpers import Api
-from tests.social import join, post, resource
+from tests.social import invite_and_join, join, post, resource
 
 
 async def test_compact_feed(api: Api) -> None:
@@ -231,3 +231,26 @@ async def test_sync_request_validation(api: Api) -> None:
         assert resp.status == 422, (body, resp.body)
         assert resp.error_field() == field, (body, resp.body)
     assert (await api.post("/api/mobile/sync", None, json={})).status == 401
+
+
+async def test_deleted_post_ids_name_only_posts_the_user_could_read(api: Api) -> None:
+    owner, member, outsider = await api.register(), await api.register(), await api.register()
+    private = await api.create_pod(owner, isPublic=False)
+    await invite_and_join(api, owner, member, private)
+    since = "2000-01-01T00:00:00Z"
+    # "public" inside a private pod still reaches only the pod's members
+    marked_public = await post(api, owner, "members only", podId=private["id"], visibility="public")
+    pod_only = await post(api, owner, "pod only", podId=private["id"])
+    everyone = await post(api, owner, "for everyone")
+    for made in (marked_public, pod_only, everyone):
+        assert (await api.delete(f"/api/posts/{made['id']}", owner)).status == 204
+
+    async def gone(user: Any) -> set[str]:
+        resp = await api.post("/api/mobile/sync", user, json={"lastSyncTimestamp": since})
+        assert resp.status == 200, resp.body
+        return set(resp.body["updates"]["deletedPostIds"])
+
+    mine = {marked_public["id"], pod_only["id"], everyone["id"]}
+    assert mine & await gone(outsider) == {everyone["id"]}
+    assert mine & await gone(member) == mine
+    assert mine & await gone(owner) == mine

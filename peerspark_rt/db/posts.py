@@ -21,18 +21,24 @@ EDITABLE_COLUMNS = frozenset(
 )
 
 
-def visible(p: str = "p", viewer: str = "$1") -> str:
-    """SQL true when the viewer may read post `p`: published (or their own post held for
-    review), and theirs, public (outside private pods), or in a pod they actively belong to."""
-    return f"""(({p}.status = 'published' OR ({p}.status = 'hidden' AND {p}.author_id = {viewer}))
-      AND ({p}.author_id = {viewer}
+def audience(p: str = "p", viewer: str = "$1") -> str:
+    """SQL true when post `p` is addressed to the viewer, whatever its status: theirs, public
+    (outside private pods), or in a pod they actively belong to."""
+    return f"""({p}.author_id = {viewer}
            OR ({p}.visibility = 'public'
                AND ({p}.pod_id IS NULL
                     OR (SELECT vp.is_public FROM pods vp WHERE vp.id = {p}.pod_id)))
            OR ({p}.visibility IN ('public', 'pod')
                AND EXISTS (SELECT 1 FROM pod_memberships vm
                            WHERE vm.pod_id = {p}.pod_id AND vm.user_id = {viewer}
-                             AND vm.status = 'active'))))"""
+                             AND vm.status = 'active')))"""
+
+
+def visible(p: str = "p", viewer: str = "$1") -> str:
+    """SQL true when the viewer may read post `p`: published (or their own post held for
+    review), and addressed to them (`audience`)."""
+    return f"""(({p}.status = 'published' OR ({p}.status = 'hidden' AND {p}.author_id = {viewer}))
+      AND {audience(p, viewer)})"""
 
 
 # Everything a client is shown about a post, relative to the viewer ($1).
@@ -302,20 +308,17 @@ async def changed_since(
 async def gone_since(
     db: Executor, viewer: uuid.UUID, since: dt.datetime, limit: int
 ) -> list[uuid.UUID]:
-    """Posts deleted, removed or held for review after `since` that the viewer could have had:
-    their own, public ones, and those of pods they belong to."""
+    """Posts deleted, removed or held for review after `since` that the viewer could read
+    before: others' posts addressed to them (`audience`, the rule `visible` applies), and
+    their own deleted or removed ones (they still see their own held posts)."""
     rows = await db.fetch(
-        """SELECT p.id FROM posts p
-           WHERE p.updated_at > $2 AND p.status IN ('deleted', 'removed', 'hidden')
-             AND p.author_id IS DISTINCT FROM $1
-             AND (p.visibility = 'public'
-                  OR (p.visibility = 'pod' AND EXISTS (
-                        SELECT 1 FROM pod_memberships vm WHERE vm.pod_id = p.pod_id
-                          AND vm.user_id = $1 AND vm.status = 'active')))
-           UNION
-           SELECT p.id FROM posts p
-           WHERE p.updated_at > $2 AND p.author_id = $1 AND p.status IN ('deleted', 'removed')
-           LIMIT $3""",
+        f"""SELECT p.id FROM posts p
+            WHERE p.updated_at > $2 AND p.status IN ('deleted', 'removed', 'hidden')
+              AND p.author_id IS DISTINCT FROM $1 AND {audience()}
+            UNION
+            SELECT p.id FROM posts p
+            WHERE p.updated_at > $2 AND p.author_id = $1 AND p.status IN ('deleted', 'removed')
+            LIMIT $3""",
         viewer,
         since,
         limit,
