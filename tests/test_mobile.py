@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import secrets
 import uuid
 from typing import Any
 
 import asyncpg
 
+from peerspark_rt.services.mobile import resume_point
 from tests.helpers import Api
 from tests.social import invite_and_join, join, post, resource
 
@@ -24,7 +26,7 @@ async def test_compact_feed(api: Api) -> None:
     assert first.status == 200
     entry = first.body["posts"][0]
     assert set(entry) == {
-        "id", "content", "type", "createdAt", "author", "pod", "podId", "stats",
+        "id", "content", "type", "createdAt", "updatedAt", "author", "pod", "podId", "stats",
         "userInteractions", "media", "tags",
     }  # fmt: skip
     assert entry["id"] == made[2]["id"]
@@ -254,3 +256,43 @@ async def test_deleted_post_ids_name_only_posts_the_user_could_read(api: Api) ->
     assert mine & await gone(outsider) == {everyone["id"]}
     assert mine & await gone(member) == mine
     assert mine & await gone(owner) == mine
+
+
+async def test_a_cut_sync_resumes_where_it_stopped(make_client: Any) -> None:
+    api: Api = await make_client(moderation_posts_per_hour=1000)
+    friend, phone = await api.register(), await api.register()
+    stamp = (await api.post("/api/mobile/sync", phone, json={})).body["syncTimestamp"]
+    made = []
+    for i in range(105):
+        text = " ".join(secrets.token_hex(4) for _ in range(3))  # unlike each other
+        made.append((await post(api, friend, f"{i} {text}"))["id"])
+
+    first = await api.post("/api/mobile/sync", phone, json={"lastSyncTimestamp": stamp})
+    page = first.body["updates"]["posts"]
+    assert [p["id"] for p in page] == made[:100]
+    assert first.body["updates"]["hasMore"] is True
+    assert first.body["updates"]["fullSyncRequired"] is False
+    # the next sync starts after the last change sent, not at "now"
+    assert first.body["syncTimestamp"] == page[-1]["updatedAt"]
+    edit = await api.put(f"/api/posts/{made[0]}", friend, json={"content": "edited meanwhile"})
+    assert edit.status == 200
+
+    second = await api.post(
+        "/api/mobile/sync", phone, json={"lastSyncTimestamp": first.body["syncTimestamp"]}
+    )
+    rest = second.body["updates"]["posts"]
+    assert [p["id"] for p in rest] == [*made[100:], made[0]]
+    assert rest[-1]["content"] == "edited meanwhile"
+    assert rest[-1]["updatedAt"] > page[0]["updatedAt"]
+    assert second.body["updates"]["hasMore"] is False
+
+
+def test_resume_point_never_skips_a_change() -> None:
+    t = [dt.datetime(2026, 1, 1, tzinfo=dt.UTC) + dt.timedelta(seconds=s) for s in range(10)]
+    assert resume_point([[t[0], t[1]], []], 2) == (None, False)  # nothing cut
+    # cut after t[2] in one stream and after t[4] in another: resume from the earlier
+    assert resume_point([[t[0], t[1], t[2], t[3]], [t[4], t[4], t[4], t[5]]], 3) == (t[2], False)
+    # the first row left out shares its time with the last ones sent: resume before them
+    assert resume_point([[t[0], t[1], t[1], t[1]]], 3) == (t[0], False)
+    # more changes at one instant than a page holds: no time resumes it
+    assert resume_point([[t[1], t[1], t[1], t[1]], [t[0], t[9]]], 3) == (None, True)

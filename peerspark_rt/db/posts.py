@@ -307,23 +307,25 @@ async def changed_since(
 
 async def gone_since(
     db: Executor, viewer: uuid.UUID, since: dt.datetime, limit: int
-) -> list[uuid.UUID]:
-    """Posts deleted, removed or held for review after `since` that the viewer could read
-    before: others' posts addressed to them (`audience`, the rule `visible` applies), and
-    their own deleted or removed ones (they still see their own held posts)."""
-    rows = await db.fetch(
-        f"""SELECT p.id FROM posts p
-            WHERE p.updated_at > $2 AND p.status IN ('deleted', 'removed', 'hidden')
-              AND p.author_id IS DISTINCT FROM $1 AND {audience()}
-            UNION
-            SELECT p.id FROM posts p
-            WHERE p.updated_at > $2 AND p.author_id = $1 AND p.status IN ('deleted', 'removed')
-            LIMIT $3""",
+) -> list[asyncpg.Record]:
+    """Posts (id, updated_at) deleted, removed or held for review after `since` that the
+    viewer could read before, oldest change first: others' posts addressed to them
+    (`audience`, the rule `visible` applies), and their own deleted or removed ones (they still
+    see their own held posts)."""
+    return await db.fetch(
+        f"""SELECT id, updated_at FROM (
+              SELECT p.id, p.updated_at FROM posts p
+              WHERE p.updated_at > $2 AND p.status IN ('deleted', 'removed', 'hidden')
+                AND p.author_id IS DISTINCT FROM $1 AND {audience()}
+              UNION
+              SELECT p.id, p.updated_at FROM posts p
+              WHERE p.updated_at > $2 AND p.author_id = $1 AND p.status IN ('deleted', 'removed')
+            ) gone
+            ORDER BY updated_at, id LIMIT $3""",
         viewer,
         since,
         limit,
     )
-    return [r["id"] for r in rows]
 
 
 # --- moderation ---

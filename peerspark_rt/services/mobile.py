@@ -69,6 +69,7 @@ class MobilePost(msgspec.Struct, rename="camel"):
     content: str
     type: str
     created_at: dt.datetime
+    updated_at: dt.datetime
     author: MobileAuthor | None
     pod: str | None
     pod_id: uuid.UUID | None
@@ -101,6 +102,7 @@ def compact(post: Post) -> MobilePost:
         content=post.content,
         type=post.post_type,
         created_at=post.created_at,
+        updated_at=post.updated_at,
         author=author,
         pod=post.pod_name,
         pod_id=post.pod_id,
@@ -210,6 +212,28 @@ def _payload(data: dict[str, Any], type_: type[T]) -> T:
         raise Invalid(f"data.{path}" if path else "data", message) from None
 
 
+def resume_point(streams: list[list[dt.datetime]], limit: int) -> tuple[dt.datetime | None, bool]:
+    """Where the next sync continues when a stream of changes is cut at `limit` rows.
+
+    `streams` holds each stream's change times as read, oldest first, up to `limit + 1` deep.
+    Returns (time, stuck): the latest time up to which every cut stream was sent in full, so
+    that asking for changes strictly after it misses nothing (None when no stream was cut);
+    `stuck` when a cut stream sent nothing older than the first row it left out (more than
+    `limit` changes at one instant): no time resumes it, the client must sync in full."""
+    cut_at: list[dt.datetime] = []
+    stuck = False
+    for times in streams:
+        if len(times) <= limit:
+            continue
+        first_left_out = times[limit]
+        sent_in_full = [t for t in times[:limit] if t < first_left_out]
+        if sent_in_full:
+            cut_at.append(sent_in_full[-1])
+        else:
+            stuck = True
+    return (min(cut_at) if cut_at else None), stuck
+
+
 def _required(value: uuid.UUID | msgspec.UnsetType, field: str) -> uuid.UUID:
     if isinstance(value, msgspec.UnsetType):
         raise Invalid(f"data.{field}", "is required")
@@ -276,8 +300,8 @@ class MobileService:
         # Read the clock before reading changes, so nothing committed after this point can be
         # missed by the next sync (it may be sent twice, which clients handle by id).
         stamp = await sync_db.now(self.db.pool)
-        updates = await self._updates(principal, since)
-        return SyncResponse(results, updates, stamp)
+        updates, resume = await self._updates(principal, since)
+        return SyncResponse(results, updates, resume or stamp)
 
     async def _apply(self, principal: Principal, action: PendingAction) -> ActionResult:
         me, cid = principal.user_id, action.client_action_id
@@ -373,14 +397,27 @@ class MobileService:
             return ActionResult(cid, kind, "ok", replayed, result=stored)
         return ActionResult(cid, kind, "error", replayed, error=stored.get("error"))
 
-    async def _updates(self, principal: Principal, since: dt.datetime | None) -> SyncUpdates:
+    async def _updates(
+        self, principal: Principal, since: dt.datetime | None
+    ) -> tuple[SyncUpdates, dt.datetime | None]:
+        """The changes since `since`, each stream cut at MAX_UPDATES, and the time the next
+        sync must continue from when a stream was cut (None: the clock read before)."""
         if since is None:
-            return SyncUpdates([], [], [], [], has_more=False, full_sync_required=True)
-        me = principal.user_id
-        post_rows = await posts_db.changed_since(self.db.pool, me, since, MAX_UPDATES + 1)
-        gone = await posts_db.gone_since(self.db.pool, me, since, MAX_UPDATES + 1)
-        resource_rows = await resources_db.changed_since(self.db.pool, me, since, MAX_UPDATES + 1)
-        notes = await sync_db.notifications_since(self.db.pool, me, since, MAX_UPDATES + 1)
+            return SyncUpdates([], [], [], [], has_more=False, full_sync_required=True), None
+        me, deep = principal.user_id, MAX_UPDATES + 1
+        post_rows = await posts_db.changed_since(self.db.pool, me, since, deep)
+        gone = await posts_db.gone_since(self.db.pool, me, since, deep)
+        resource_rows = await resources_db.changed_since(self.db.pool, me, since, deep)
+        notes = await sync_db.notifications_since(self.db.pool, me, since, deep)
+        resume, stuck = resume_point(
+            [
+                [r["updated_at"] for r in post_rows],
+                [r["updated_at"] for r in gone],
+                [r["updated_at"] for r in resource_rows],
+                [n["created_at"] for n in notes],
+            ],
+            MAX_UPDATES,
+        )
         has_more = max(len(post_rows), len(gone), len(resource_rows), len(notes)) > MAX_UPDATES
         posts = [
             compact(p) for p in await self.posts.render_many(post_rows[:MAX_UPDATES], principal)
@@ -399,9 +436,15 @@ class MobileService:
             )
             for n in notes[:MAX_UPDATES]
         ]
-        return SyncUpdates(
-            posts, gone[:MAX_UPDATES], resources, notifications, has_more, full_sync_required=False
+        updates = SyncUpdates(
+            posts,
+            [r["id"] for r in gone[:MAX_UPDATES]],
+            resources,
+            notifications,
+            has_more,
+            full_sync_required=stuck,
         )
+        return updates, None if stuck else resume
 
     # --- action handlers -------------------------------------------------------------------------
     # Each parses its data and does what must happen before the transaction, and returns what
