@@ -21,6 +21,7 @@ import uuid
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
+import asyncpg
 import msgspec
 
 from ..db import posts as posts_db
@@ -28,6 +29,7 @@ from ..db import resources as resources_db
 from ..db import sync as sync_db
 from ..db.types import Conn
 from ..errors import AppError, Invalid, RateLimited, Unavailable
+from . import validation
 from .auth import Principal
 from .comments import CommentCreate, CommentService
 from .effects import AfterCommit, Units
@@ -234,6 +236,23 @@ def resume_point(streams: list[list[dt.datetime]], limit: int) -> tuple[dt.datet
     return (min(cut_at) if cut_at else None), stuck
 
 
+def _storable(value: Any) -> Any:
+    """`value` with NUL characters replaced: an error may quote what the client sent (an
+    unknown field's name), and PostgreSQL's JSONB cannot hold NUL."""
+    if isinstance(value, str):
+        return value.replace("\x00", "\ufffd")
+    if isinstance(value, dict):
+        return {_storable(k): _storable(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_storable(v) for v in value]
+    return value
+
+
+def _data_error(exc: asyncpg.DataError) -> Invalid:
+    log.warning("sync action refused by the database: %s", exc)
+    return Invalid("data", f"a value is out of range: {exc}")
+
+
 def _required(value: uuid.UUID | msgspec.UnsetType, field: str) -> uuid.UUID:
     if isinstance(value, msgspec.UnsetType):
         raise Invalid(f"data.{field}", "is required")
@@ -284,8 +303,10 @@ class MobileService:
         if len(body.pending_actions) > MAX_ACTIONS:
             raise Invalid("pendingActions", f"at most {MAX_ACTIONS} actions per sync")
         for i, action in enumerate(body.pending_actions):
+            field = f"pendingActions[{i}].clientActionId"
             if not 1 <= len(action.client_action_id) <= 100:
-                raise Invalid(f"pendingActions[{i}].clientActionId", "must be 1-100 characters")
+                raise Invalid(field, "must be 1-100 characters")
+            validation.no_control_characters(action.client_action_id, field)
         since = body.last_sync_timestamp
         server_now = await sync_db.now(self.db.pool)
         if since is not None:
@@ -331,6 +352,8 @@ class MobileService:
             return ActionResult(cid, action.type, "error", False, error=exc.to_dict())
         except AppError as exc:
             failure = exc  # a final answer (held for review, invalid, not found...): record it
+        except asyncpg.DataError as exc:
+            failure = _data_error(exc)
         except Exception:
             log.exception("sync action %s (%s) failed", action.type, cid)
             return self._internal_error(cid, action.type)
@@ -352,13 +375,18 @@ class MobileService:
                 except AppError as exc:
                     effects.discard_after(mark)
                     failure = exc
+                except asyncpg.DataError as exc:
+                    # A value the database refuses would be refused again on every retry: an
+                    # answer, like an invalid field, not a failure to try again later.
+                    effects.discard_after(mark)
+                    failure = _data_error(exc)
                 except Exception:
                     log.exception("sync action %s (%s) failed", action.type, cid)
                     effects.discard_after(mark)
                     await sync_db.release(conn, me, cid)
                     return self._internal_error(cid, action.type)
             if failure is not None:
-                error = failure.to_dict()
+                error = _storable(failure.to_dict())
                 await sync_db.record(conn, me, cid, False, {"error": error})
                 return ActionResult(cid, action.type, "error", False, error=error)
             await sync_db.record(conn, me, cid, True, result)

@@ -304,6 +304,7 @@ class ReportService:
         handler = self._handler(content_type)
         reason = validation.one_of(reason or "other", "reason", REASONS)
         if description is not None:
+            validation.no_control_characters(description, "description")
             description = description.strip()[:2000] or None
         ref = await handler.lock(conn, content_id)
         if ref is None or not await handler.can_view(conn, principal, content_id):

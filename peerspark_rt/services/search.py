@@ -117,6 +117,7 @@ def _paging(limit: int, offset: int, max_limit: int = 100) -> None:
 def _text(value: str | None, field: str) -> str | None:
     if value is None or not value.strip():
         return None
+    validation.no_control_characters(value, field)
     value = " ".join(value.split())
     if len(value) > MAX_QUERY:
         raise Invalid(field, f"must be at most {MAX_QUERY} characters")
@@ -139,6 +140,9 @@ class SearchService:
             validation.one_of(value, "type", resources_db.RESOURCE_TYPES)
         for value in query.difficulty:
             validation.one_of(value, "difficulty", resources_db.DIFFICULTIES)
+        for name, values in (("subject", query.subject), ("tags", query.tags)):
+            for value in values:
+                validation.no_control_characters(value, name)
         for name, rating in (("minRating", query.min_rating), ("maxRating", query.max_rating)):
             if rating is not None and not 0 <= rating <= 5:
                 raise Invalid(name, "must be between 0 and 5")

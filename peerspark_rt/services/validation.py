@@ -13,6 +13,9 @@ _EMAIL = re.compile(
     r"^[^@\s]{1,64}@[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)+$"
 )
 _USERNAME = re.compile(r"^[A-Za-z0-9_.-]{3,50}$")
+# Control characters other than tab, newline and carriage return: PostgreSQL cannot store NUL
+# in text at all, and the rest have no business in what people write to each other.
+_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
 
 
 def email(value: str, field: str = "email") -> str:
@@ -43,7 +46,18 @@ def password(value: str, *, email: str = "", username: str = "") -> str:
     return value
 
 
+def no_control_characters(value: str, field: str) -> str:
+    """Refuse NUL and other control characters (tab, newline and carriage return are fine)."""
+    found = _CONTROL.search(value)
+    if found:
+        raise Invalid(
+            field, f"must not contain control characters (found U+{ord(found.group()):04X})"
+        )
+    return value
+
+
 def text(value: str, field: str, *, max_len: int, min_len: int = 1) -> str:
+    no_control_characters(value, field)
     stripped = value.strip()
     if len(stripped) < min_len:
         raise Invalid(
@@ -89,6 +103,7 @@ def tags(values: list[str], field: str = "tags", *, max_count: int = 20) -> list
         raise Invalid(field, f"at most {max_count} tags")
     cleaned: list[str] = []
     for tag in values:
+        no_control_characters(tag, field)
         t = tag.strip().lower()
         if not t or len(t) > 50:
             raise Invalid(field, "each tag must be 1-50 characters")
@@ -99,7 +114,7 @@ def tags(values: list[str], field: str = "tags", *, max_count: int = 20) -> list
 
 def http_url(value: str, field: str, *, max_len: int = 2048) -> str:
     """An absolute http(s) URL (what clients may link to from posts and resources)."""
-    value = value.strip()
+    value = no_control_characters(value, field).strip()
     if len(value) > max_len or not re.match(r"^https?://[^\s/$.?#][^\s]*$", value, re.IGNORECASE):
         raise Invalid(field, "must be an http(s) URL")
     return value
