@@ -30,6 +30,11 @@ from .storage import LocalStorage, SignedUrl, Storage, Writer, new_key
 log = logging.getLogger(__name__)
 
 CHUNK = 64 * 1024
+# An upload not attached to anything within a day was abandoned (a cancelled post).
+UNATTACHED_FOR = dt.timedelta(hours=24)
+# A deleted post's files stay a while, so an operator can still restore a mistaken deletion.
+RELEASED_FOR = dt.timedelta(days=30)
+PURGE_BATCH = 500
 
 
 class FilePart(Protocol):
@@ -195,6 +200,31 @@ class UploadService:
             await self.storage.delete(row["storage_key"])
         except Exception:
             log.exception("could not delete stored file %s", row["storage_key"])
+
+    async def purge_unused(
+        self,
+        *,
+        unattached_for: dt.timedelta = UNATTACHED_FOR,
+        released_for: dt.timedelta = RELEASED_FOR,
+    ) -> int:
+        """Delete uploads nobody uses, rows first and then their bytes: those never attached
+        within `unattached_for`, and those of posts deleted more than `released_for` ago.
+        Returns how many went. (Run by the hourly `cleanup` job.)"""
+        purged = 0
+        while True:
+            async with self.db.transaction() as conn:
+                rows = await uploads_db.delete_unused(
+                    conn,
+                    unattached_for=unattached_for,
+                    released_for=released_for,
+                    limit=PURGE_BATCH,
+                )
+            for row in rows:
+                await self.discard(row)
+            purged += len(rows)
+            # Each kind yields at most a batch: a shorter answer means both ran dry.
+            if len(rows) < PURGE_BATCH:
+                return purged
 
     async def local_file(
         self, key: str, expires_at: str, signature: str
