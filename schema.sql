@@ -598,6 +598,14 @@ CREATE OR REPLACE TRIGGER trg_post_interaction_counts
     AFTER INSERT OR DELETE ON post_interactions
     FOR EACH ROW EXECUTE FUNCTION peerspark_post_interaction_counts();
 
+-- Whose likes of a post its author has been told about: one notification for a user's first
+-- like, none for liking again after an unlike.
+CREATE TABLE IF NOT EXISTS post_like_notices (
+    post_id UUID NOT NULL REFERENCES posts(id) ON DELETE CASCADE,
+    user_id UUID NOT NULL REFERENCES users(id) ON DELETE CASCADE,
+    PRIMARY KEY (post_id, user_id)
+);
+
 -- Comments: a materialized thread path (each level adds "<UTC timestamp><id>") orders a whole
 -- comment tree depth-first by one indexed column, so the tree pages with a plain keyset.
 ALTER TABLE comments ADD COLUMN IF NOT EXISTS like_count INTEGER NOT NULL DEFAULT 0;

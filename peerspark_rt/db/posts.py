@@ -137,6 +137,17 @@ async def remove_interaction(conn: Conn, post_id: uuid.UUID, user_id: uuid.UUID,
     return row is not None
 
 
+async def first_like_notice(conn: Conn, post_id: uuid.UUID, user_id: uuid.UUID) -> bool:
+    """Record that the author hears of this user's like; False when they already did."""
+    row = await conn.fetchval(
+        """INSERT INTO post_like_notices (post_id, user_id) VALUES ($1, $2)
+           ON CONFLICT (post_id, user_id) DO NOTHING RETURNING 1""",
+        post_id,
+        user_id,
+    )
+    return row is not None
+
+
 async def counts(conn: Executor, post_id: uuid.UUID) -> asyncpg.Record:
     row = await conn.fetchrow(
         "SELECT like_count, comment_count, share_count, bookmark_count FROM posts WHERE id = $1",

@@ -12,7 +12,8 @@ Rules:
   each other (a double click) both see the same state and make one change. Counts are kept
   by triggers on the interaction rows, so they always equal them.
 * Live: new posts, edits, deletions and like counts go to `pod:<id>` (posts outside pods have
-  no room); the author is notified (and pushed to `user:<id>`) when someone else likes.
+  no room); the author is notified (and pushed to `user:<id>`) when someone else likes, once
+  per user: liking again after an unlike tells nobody.
 """
 
 from __future__ import annotations
@@ -657,7 +658,12 @@ class PostService:
         counts = await posts_db.counts(conn, post_id)
         if changed and kind == "like":
             self._publish_like_count(effects, row)
-            if active and row["author_id"] is not None and row["author_id"] != me:
+            if (
+                active
+                and row["author_id"] is not None
+                and row["author_id"] != me
+                and await posts_db.first_like_notice(conn, post_id, me)
+            ):
                 effects.push(
                     await self.units.notifications.store(
                         conn,
