@@ -6,8 +6,10 @@ author's) and the moderators are notified: the moderators, admins and owner of t
 pod, or the platform moderators for content outside pods. A moderator then restores it or
 removes it, which closes every pending report on it.
 
-Content kinds plug in through `ContentHandler`, so other areas (session messages, AI
-moderation) can register theirs and reuse `hide_content` / `restore_content` / `remove_content`.
+Posts, comments and resources can be reported (the spec's reports); each kind plugs in
+through a `ContentHandler`, and other code may reuse `hide_content` / `restore_content` /
+`remove_content` on them. Session messages are not reported here: moderation screens them
+before they are delivered (services/moderation.py).
 """
 
 from __future__ import annotations
@@ -36,7 +38,7 @@ from .pods import is_moderator, roles_at_least
 
 REPORT_THRESHOLD = 3
 REASONS = ("spam", "harassment", "hate", "violence", "misinformation", "inappropriate", "other")
-CONTENT_TYPES = ("post", "comment", "resource", "message")
+CONTENT_TYPES = ("post", "comment", "resource")
 MAX_NOTIFIED_PLATFORM_MODERATORS = 50
 
 State = Literal["live", "hidden", "removed"]
@@ -267,6 +269,8 @@ class ReportService:
         self._handlers: dict[str, ContentHandler] = {}
 
     def register(self, handler: ContentHandler) -> None:
+        if handler.content_type not in CONTENT_TYPES:
+            raise ValueError(f"{handler.content_type!r} is not a reportable content type")
         self._handlers[handler.content_type] = handler
 
     def _handler(self, content_type: str, field: str = "contentType") -> ContentHandler:
