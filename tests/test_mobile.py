@@ -161,9 +161,14 @@ async def test_other_actions_and_reused_ids(api: Api) -> None:
     assert got["l"]["result"]["likeCount"] == 1
     assert got["r"]["result"]["ratingAverage"] == 4.0
     assert got["d"]["result"] == {"postId": mine["id"], "deleted": True}
-    assert got["x"]["error"]["details"][0]["field"] == "data.postId"
-    assert got["y"]["error"]["details"][0]["field"] == "data.postId"
-    assert got["z"]["error"]["details"][0]["field"] == "data.bogus"
+    # the same field names and reasons as REST bodies get
+    assert got["x"]["error"]["details"] == [{"field": "data.postId", "reason": "is required"}]
+    assert got["y"]["error"]["details"] == [{"field": "data.postId", "reason": "invalid UUID"}]
+    assert got["z"]["error"]["details"] == [
+        {"field": "data.bogus", "reason": "is not a known field"}
+    ]
+    rest = await api.post(f"/api/posts/{theirs['id']}/interactions", phone, json={"bogus": 1})
+    assert rest.body["error"]["details"] == [{"field": "bogus", "reason": "is not a known field"}]
     assert got["n"]["error"]["code"] == "not_found"
     assert (await api.get(f"/api/posts/{mine['id']}", phone)).status == 404
     reused = await api.post(

@@ -28,7 +28,8 @@ SNIPPET_HEADLINE = f"MaxWords=35, MinWords=12, ShortWord=2, {_MARKS}"
 CONTENT_HEADLINE = f'MaxFragments=3, MaxWords=20, MinWords=8, FragmentDelimiter=" … ", {_MARKS}'
 
 ResourceSort = Literal["relevance", "date", "rating", "downloads"]
-_RESOURCE_ORDER: dict[str, str] = {
+RESOURCE_SORTS: tuple[ResourceSort, ...] = ("relevance", "date", "rating", "downloads")
+_RESOURCE_ORDER: dict[ResourceSort, str] = {
     "relevance": "{score} DESC, r.created_at DESC, r.id DESC",
     "date": "r.created_at DESC, r.id DESC",
     "rating": "r.rating_average DESC, r.rating_count DESC, r.created_at DESC, r.id DESC",

@@ -40,18 +40,12 @@ from .pods import PodService, is_moderator
 from .reports import ReportResult, ReportService
 from .uploads import UploadService
 
-FEED_TYPES = ("all", "my-pods", "bookmarked", "trending")
+# Each feed type is served by the query of the same name; inside one pod, by `_POD_SOURCES`.
+FEED_TYPES: tuple[posts_db.FeedSource, ...] = ("all", "my-pods", "bookmarked", "trending")
 INTERACTIONS = ("like", "bookmark", "share", "report")
 MAX_CONTENT = 10_000
 MAX_MEDIA = 10
 MAX_FEED_LIMIT = 50
-# Which query serves each feed type, across pods or inside one (podId).
-_SOURCES: dict[str, posts_db.FeedSource] = {
-    "all": "all",
-    "my-pods": "my-pods",
-    "trending": "trending",
-    "bookmarked": "bookmarked",
-}
 _POD_SOURCES: dict[str, posts_db.FeedSource] = {
     "all": "pod",
     "my-pods": "pod",
@@ -235,13 +229,7 @@ class PostService:
     async def _media(self, attachments: Any) -> list[Media]:
         out: list[Media] = []
         for item in attachments or []:
-            link = await self.uploads.link_for(
-                key=item["key"],
-                backend=item["backend"],
-                filename=item["filename"],
-                content_type=item["type"],
-                size=item["size"],
-            )
+            link = await self.uploads.link_for_attachment(item)
             out.append(
                 Media(
                     upload_id=uuid.UUID(item["uploadId"]),
@@ -295,7 +283,7 @@ class PostService:
     # --- feeds -------------------------------------------------------------------------------
 
     async def feed(self, principal: Principal, query: FeedQuery) -> FeedPage:
-        validation.one_of(query.type, "type", FEED_TYPES)
+        kind = validation.one_of(query.type, "type", FEED_TYPES)
         if not 1 <= query.limit <= MAX_FEED_LIMIT:
             raise Invalid("limit", f"must be between 1 and {MAX_FEED_LIMIT}")
         if query.pod_id is not None:
@@ -303,9 +291,9 @@ class PostService:
                 await self.pods.require_member(principal, query.pod_id)
             else:
                 await self.pods.visible_pod(principal, query.pod_id)
-            source = _POD_SOURCES[query.type]
+            source = _POD_SOURCES[kind]
         else:
-            source = _SOURCES[query.type]
+            source = kind
         listing = f"feed:{source}:{query.pod_id or ''}"
         key_types = tuple(_KEY_TYPES[t] for _, t in posts_db.SORT_KEYS[source])
         after = cursors.decode(query.cursor, listing, key_types) if query.cursor else None
@@ -445,16 +433,7 @@ class PostService:
             row = await uploads_db.attach(conn, ref.upload_id, principal.user_id, "post", post_id)
             if row is None:
                 raise Invalid(f"attachments[{i}].uploadId", "is not an unused upload of yours")
-            out.append(
-                {
-                    "uploadId": str(row["id"]),
-                    "key": row["storage_key"],
-                    "backend": row["backend"],
-                    "filename": row["original_name"],
-                    "size": row["size_bytes"],
-                    "type": row["content_type"],
-                }
-            )
+            out.append(UploadService.attachment(row))
         return out
 
     async def update(self, principal: Principal, post_id: uuid.UUID, body: PostUpdate) -> Post:

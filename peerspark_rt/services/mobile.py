@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
-import re
 import uuid
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
@@ -196,22 +195,9 @@ class _Rating(RateRequest, forbid_unknown_fields=True):
     resource_id: uuid.UUID | msgspec.UnsetType = msgspec.UNSET
 
 
-_AT = re.compile(r" - at `\$\.?(?P<path>[^`]*)`$")
-_NAMED = re.compile(r"(?:missing required field|unknown field) `(?P<name>[^`]+)`")
-
-
 def _payload(data: dict[str, Any], type_: type[T]) -> T:
     """Convert an action's data, naming the bad field as `data.<field>`."""
-    try:
-        return msgspec.convert(data, type_)
-    except msgspec.ValidationError as exc:
-        message = str(exc)
-        at = _AT.search(message)
-        path = at.group("path") if at else ""
-        named = _NAMED.search(message)
-        if named:
-            path = f"{path}.{named.group('name')}" if path else named.group("name")
-        raise Invalid(f"data.{path}" if path else "data", message) from None
+    return validation.convert(data, type_, within="data")
 
 
 def resume_point(streams: list[list[dt.datetime]], limit: int) -> tuple[dt.datetime | None, bool]:

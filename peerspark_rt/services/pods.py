@@ -498,7 +498,7 @@ class PodService:
         actor = await pods_db.get_membership(conn, pod_id, principal.user_id)
         if actor is None or actor["status"] != "active":
             raise Forbidden("you are not a member of this pod", code="not_a_member")
-        if ROLE_RANK[actor["role"]] < ROLE_RANK["moderator"]:
+        if not ranks_at_least(actor["role"], "moderator"):
             raise Forbidden("this needs the moderator role or higher", code="insufficient_role")
         if user_id == principal.user_id:
             raise Conflict("you cannot do this to yourself", code="self_action")

@@ -21,12 +21,6 @@ from .feed import Post, PostService
 from .pods import PodService
 from .resources import Resource, ResourceService, highlight_html
 
-SORTS: dict[str, search_db.ResourceSort] = {
-    "relevance": "relevance",
-    "date": "date",
-    "rating": "rating",
-    "downloads": "downloads",
-}
 MAX_QUERY = 200
 MAX_OFFSET = 10_000
 
@@ -152,9 +146,9 @@ class SearchService:
             and query.min_rating > query.max_rating
         ):
             raise Invalid("minRating", "must not be above maxRating")
-        sort = SORTS[
-            validation.one_of(query.sort or ("relevance" if text else "date"), "sort", tuple(SORTS))
-        ]
+        sort = validation.one_of(
+            query.sort or ("relevance" if text else "date"), "sort", search_db.RESOURCE_SORTS
+        )
         if query.pod_id is not None:
             await self.pods.visible_pod(principal, query.pod_id)
         filters = search_db.ResourceFilters(

@@ -13,7 +13,8 @@ import logging
 import re
 import unicodedata
 import uuid
-from typing import Protocol
+from collections.abc import Mapping
+from typing import Any, Protocol
 from urllib.parse import unquote
 
 import asyncpg
@@ -177,7 +178,7 @@ class UploadService:
             raise
         return size
 
-    async def link_for(
+    async def _link(
         self, *, key: str, backend: str, filename: str, content_type: str, size: int
     ) -> FileLink | None:
         if backend != self.storage.backend:
@@ -189,6 +190,44 @@ class UploadService:
             filename=filename,
             size=size,
             type=content_type,
+        )
+
+    async def link_for_row(
+        self, row: asyncpg.Record | Mapping[str, Any], prefix: str = "upload_"
+    ) -> FileLink | None:
+        """A fresh link to the upload a row was joined with (its columns `<prefix>key`,
+        `backend`, `name`, `type` and `size`); None without one or when it sits in another
+        backend than this node's."""
+        if row[f"{prefix}key"] is None:
+            return None
+        return await self._link(
+            key=row[f"{prefix}key"],
+            backend=row[f"{prefix}backend"],
+            filename=row[f"{prefix}name"],
+            content_type=row[f"{prefix}type"],
+            size=row[f"{prefix}size"],
+        )
+
+    @staticmethod
+    def attachment(row: asyncpg.Record) -> dict[str, Any]:
+        """How a post keeps an attached upload (an entry of its `attachments` JSON)."""
+        return {
+            "uploadId": str(row["id"]),
+            "key": row["storage_key"],
+            "backend": row["backend"],
+            "filename": row["original_name"],
+            "size": row["size_bytes"],
+            "type": row["content_type"],
+        }
+
+    async def link_for_attachment(self, item: Mapping[str, Any]) -> FileLink | None:
+        """A fresh link to a post's attachment (an entry made by `attachment`)."""
+        return await self._link(
+            key=item["key"],
+            backend=item["backend"],
+            filename=item["filename"],
+            content_type=item["type"],
+            size=item["size"],
         )
 
     async def discard(self, row: asyncpg.Record) -> None:
