@@ -598,6 +598,14 @@ CREATE OR REPLACE TRIGGER trg_post_interaction_counts
     AFTER INSERT OR DELETE ON post_interactions
     FOR EACH ROW EXECUTE FUNCTION peerspark_post_interaction_counts();
 
+-- Whose likes of a post its author has been told about: one notification for a user's first
+-- like, none for liking again after an unlike.
+CREATE TABLE IF NOT EXISTS post_like_notices (
+    post_id UUID NOT NULL REFERENCES posts(id) ON DELETE CASCADE,
+    user_id UUID NOT NULL REFERENCES users(id) ON DELETE CASCADE,
+    PRIMARY KEY (post_id, user_id)
+);
+
 -- Comments: a materialized thread path (each level adds "<UTC timestamp><id>") orders a whole
 -- comment tree depth-first by one indexed column, so the tree pages with a plain keyset.
 ALTER TABLE comments ADD COLUMN IF NOT EXISTS like_count INTEGER NOT NULL DEFAULT 0;
@@ -652,6 +660,31 @@ CREATE TABLE IF NOT EXISTS uploads (
     created_at TIMESTAMPTZ NOT NULL DEFAULT NOW()
 );
 CREATE INDEX IF NOT EXISTS idx_uploads_owner ON uploads (owner_id, created_at DESC);
+-- Clean-up (the hourly `cleanup` job): uploads never attached within a day, and files of posts
+-- deleted (soft, or for good with their pod or author) a while ago, are deleted with their
+-- bytes. `released_at` is when the post that used the file went; the posts' triggers set it.
+ALTER TABLE uploads ADD COLUMN IF NOT EXISTS released_at TIMESTAMPTZ;
+CREATE INDEX IF NOT EXISTS idx_uploads_unattached ON uploads (created_at) WHERE attached_to IS NULL;
+CREATE INDEX IF NOT EXISTS idx_uploads_released ON uploads (released_at) WHERE released_at IS NOT NULL;
+
+CREATE OR REPLACE FUNCTION peerspark_release_post_uploads() RETURNS trigger LANGUAGE plpgsql AS $$
+DECLARE
+    files JSONB := CASE WHEN TG_OP = 'DELETE' THEN OLD.attachments ELSE NEW.attachments END;
+BEGIN
+    IF jsonb_typeof(files) = 'array' AND jsonb_array_length(files) > 0 THEN
+        UPDATE uploads SET released_at = NOW()
+        WHERE id IN (SELECT (f ->> 'uploadId')::uuid FROM jsonb_array_elements(files) f)
+          AND released_at IS NULL;
+    END IF;
+    RETURN NULL;
+END $$;
+CREATE OR REPLACE TRIGGER trg_post_uploads_deleted
+    AFTER DELETE ON posts
+    FOR EACH ROW EXECUTE FUNCTION peerspark_release_post_uploads();
+CREATE OR REPLACE TRIGGER trg_post_uploads_soft_deleted
+    AFTER UPDATE OF status ON posts
+    FOR EACH ROW WHEN (NEW.status = 'deleted' AND OLD.status IS DISTINCT FROM 'deleted')
+    EXECUTE FUNCTION peerspark_release_post_uploads();
 
 -- Resources: the uploaded file, the weighted search vector (title > description, subject and
 -- tags > content), trigram title index (typo tolerance, autocomplete), and exact rating

@@ -344,7 +344,7 @@ def _job_metrics(app: web.Application) -> None:
 def build_worker(app: web.Application) -> Worker:
     """The job worker with every job kind, periodic job and scan this product has."""
     settings, db, metrics = app[SETTINGS], app[DB], app[METRICS]
-    maintenance = Maintenance(db)
+    maintenance = Maintenance(db, app[UPLOADS])
     notifications = app[NOTIFICATIONS]
     reminders = app[REMINDERS]
     assert settings.database_url

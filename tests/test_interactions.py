@@ -114,6 +114,28 @@ async def test_likes_are_live_and_notify_the_author(api: Api) -> None:
     await inbox.nothing_more("notification")
 
 
+async def test_liking_again_after_an_unlike_does_not_notify_again(api: Api) -> None:
+    author, fan, other = await api.register(), await api.register(), await api.register()
+    made = await post(api, author, "like me once")
+    inbox = await listen_live(api, author, f"user:{author.id}")
+    path = f"/api/posts/{made['id']}/interactions"
+    for active in (True, False, True, False, True):
+        resp = await api.post(path, fan, json={"type": "like", "active": active})
+        assert resp.status == 200 and resp.body["changed"], resp.body
+    assert (await inbox.next("notification"))["unreadCount"] == 1
+    await inbox.nothing_more("notification")
+    # Concurrent like/unlike/like clicks still tell the author once.
+    await asyncio.gather(
+        *(api.post(path, other, json={"type": "like", "active": i % 2 == 0}) for i in range(6))
+    )
+    await api.post(path, other, json={"type": "like", "active": True})
+    assert (await inbox.next("notification"))["unreadCount"] == 2
+    await inbox.nothing_more("notification")
+    listed = await api.get("/api/notifications", author)
+    likes = [n for n in listed.body["notifications"] if n["type"] == "post_like"]
+    assert sorted(n["senderId"] for n in likes) == sorted([fan.id, other.id])
+
+
 async def test_bookmarks_and_shares(api: Api, db: asyncpg.Connection) -> None:
     author, reader = await api.register(), await api.register()
     made = await post(api, author, "keep this")

@@ -5,13 +5,15 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import secrets
 import uuid
 from typing import Any
 
 import asyncpg
 
+from peerspark_rt.services.mobile import resume_point
 from tests.helpers import Api
-from tests.social import join, post, resource
+from tests.social import invite_and_join, join, post, resource
 
 
 async def test_compact_feed(api: Api) -> None:
@@ -24,7 +26,7 @@ async def test_compact_feed(api: Api) -> None:
     assert first.status == 200
     entry = first.body["posts"][0]
     assert set(entry) == {
-        "id", "content", "type", "createdAt", "author", "pod", "podId", "stats",
+        "id", "content", "type", "createdAt", "updatedAt", "author", "pod", "podId", "stats",
         "userInteractions", "media", "tags",
     }  # fmt: skip
     assert entry["id"] == made[2]["id"]
@@ -159,9 +161,14 @@ async def test_other_actions_and_reused_ids(api: Api) -> None:
     assert got["l"]["result"]["likeCount"] == 1
     assert got["r"]["result"]["ratingAverage"] == 4.0
     assert got["d"]["result"] == {"postId": mine["id"], "deleted": True}
-    assert got["x"]["error"]["details"][0]["field"] == "data.postId"
-    assert got["y"]["error"]["details"][0]["field"] == "data.postId"
-    assert got["z"]["error"]["details"][0]["field"] == "data.bogus"
+    # the same field names and reasons as REST bodies get
+    assert got["x"]["error"]["details"] == [{"field": "data.postId", "reason": "is required"}]
+    assert got["y"]["error"]["details"] == [{"field": "data.postId", "reason": "invalid UUID"}]
+    assert got["z"]["error"]["details"] == [
+        {"field": "data.bogus", "reason": "is not a known field"}
+    ]
+    rest = await api.post(f"/api/posts/{theirs['id']}/interactions", phone, json={"bogus": 1})
+    assert rest.body["error"]["details"] == [{"field": "bogus", "reason": "is not a known field"}]
     assert got["n"]["error"]["code"] == "not_found"
     assert (await api.get(f"/api/posts/{mine['id']}", phone)).status == 404
     reused = await api.post(
@@ -180,11 +187,11 @@ async def test_updates_since_the_last_sync(api: Api) -> None:
     friend, phone = await api.register(), await api.register()
     pod = await api.create_pod(friend)
     await join(api, phone, pod)
+    # (from now on: the shared test database holds other tests' public posts too)
+    start = (await api.post("/api/mobile/sync", phone, json={})).body["syncTimestamp"]
     old = await post(api, friend, "before", podId=pod["id"])
     doomed = await post(api, friend, "soon gone", podId=pod["id"])
-    first = await api.post(
-        "/api/mobile/sync", phone, json={"lastSyncTimestamp": "2000-01-01T00:00:00Z"}
-    )
+    first = await api.post("/api/mobile/sync", phone, json={"lastSyncTimestamp": start})
     stamp = first.body["syncTimestamp"]
     assert {old["id"], doomed["id"]} <= {p["id"] for p in first.body["updates"]["posts"]}
     newer = await post(api, friend, "after", podId=pod["id"])
@@ -231,3 +238,66 @@ async def test_sync_request_validation(api: Api) -> None:
         assert resp.status == 422, (body, resp.body)
         assert resp.error_field() == field, (body, resp.body)
     assert (await api.post("/api/mobile/sync", None, json={})).status == 401
+
+
+async def test_deleted_post_ids_name_only_posts_the_user_could_read(api: Api) -> None:
+    owner, member, outsider = await api.register(), await api.register(), await api.register()
+    private = await api.create_pod(owner, isPublic=False)
+    await invite_and_join(api, owner, member, private)
+    since = (await api.post("/api/mobile/sync", owner, json={})).body["syncTimestamp"]
+    # "public" inside a private pod still reaches only the pod's members
+    marked_public = await post(api, owner, "members only", podId=private["id"], visibility="public")
+    pod_only = await post(api, owner, "pod only", podId=private["id"])
+    everyone = await post(api, owner, "for everyone")
+    for made in (marked_public, pod_only, everyone):
+        assert (await api.delete(f"/api/posts/{made['id']}", owner)).status == 204
+
+    async def gone(user: Any) -> set[str]:
+        resp = await api.post("/api/mobile/sync", user, json={"lastSyncTimestamp": since})
+        assert resp.status == 200, resp.body
+        return set(resp.body["updates"]["deletedPostIds"])
+
+    mine = {marked_public["id"], pod_only["id"], everyone["id"]}
+    assert mine & await gone(outsider) == {everyone["id"]}
+    assert mine & await gone(member) == mine
+    assert mine & await gone(owner) == mine
+
+
+async def test_a_cut_sync_resumes_where_it_stopped(make_client: Any) -> None:
+    api: Api = await make_client(moderation_posts_per_hour=1000)
+    friend, phone = await api.register(), await api.register()
+    stamp = (await api.post("/api/mobile/sync", phone, json={})).body["syncTimestamp"]
+    made = []
+    for i in range(105):
+        text = " ".join(secrets.token_hex(4) for _ in range(3))  # unlike each other
+        made.append((await post(api, friend, f"{i} {text}"))["id"])
+
+    first = await api.post("/api/mobile/sync", phone, json={"lastSyncTimestamp": stamp})
+    page = first.body["updates"]["posts"]
+    assert [p["id"] for p in page] == made[:100]
+    assert first.body["updates"]["hasMore"] is True
+    assert first.body["updates"]["fullSyncRequired"] is False
+    # the next sync starts after the last change sent, not at "now"
+    assert first.body["syncTimestamp"] == page[-1]["updatedAt"]
+    edit = await api.put(f"/api/posts/{made[0]}", friend, json={"content": "edited meanwhile"})
+    assert edit.status == 200
+
+    second = await api.post(
+        "/api/mobile/sync", phone, json={"lastSyncTimestamp": first.body["syncTimestamp"]}
+    )
+    rest = second.body["updates"]["posts"]
+    assert [p["id"] for p in rest] == [*made[100:], made[0]]
+    assert rest[-1]["content"] == "edited meanwhile"
+    assert rest[-1]["updatedAt"] > page[0]["updatedAt"]
+    assert second.body["updates"]["hasMore"] is False
+
+
+def test_resume_point_never_skips_a_change() -> None:
+    t = [dt.datetime(2026, 1, 1, tzinfo=dt.UTC) + dt.timedelta(seconds=s) for s in range(10)]
+    assert resume_point([[t[0], t[1]], []], 2) == (None, False)  # nothing cut
+    # cut after t[2] in one stream and after t[4] in another: resume from the earlier
+    assert resume_point([[t[0], t[1], t[2], t[3]], [t[4], t[4], t[4], t[5]]], 3) == (t[2], False)
+    # the first row left out shares its time with the last ones sent: resume before them
+    assert resume_point([[t[0], t[1], t[1], t[1]]], 3) == (t[0], False)
+    # more changes at one instant than a page holds: no time resumes it
+    assert resume_point([[t[1], t[1], t[1], t[1]], [t[0], t[9]]], 3) == (None, True)

@@ -108,6 +108,7 @@ async def test_moderators_list_and_restore(api: Api) -> None:
         ("status=open", "status"),
         ("limit=0", "limit"),
         ("contentType=x", "contentType"),
+        ("contentType=message", "contentType"),  # only posts, comments, resources are reported
     ]:
         bad = await api.get(f"/api/reports?{query}", mod)
         assert bad.status == 422 and bad.error_field() == field
@@ -200,3 +201,6 @@ async def test_report_refusals(api: Api) -> None:
         assert resp.status == status, (body, resp.body)
         if field:
             assert resp.error_field() == field
+        if field == "contentType":
+            reason = resp.body["error"]["details"][0]["reason"]
+            assert reason == "must be one of: post, comment, resource"

@@ -235,3 +235,18 @@ async def test_post_search(api: Api) -> None:
     assert empty_page.body == {"hits": [], "total": 3, "limit": 20, "offset": 10}
     assert (await api.get("/api/search/posts", member)).error_field() == "q"
     assert (await api.get("/api/search/posts?q=%20", member)).error_field() == "q"
+
+
+async def test_the_subject_facet_keeps_the_twenty_commonest(api: Api) -> None:
+    owner = await api.register()
+    common = unique("Common ")
+    subjects = [common] * 3 + [f"Subject {i:02d}" for i in range(25)]
+    for i, subject in enumerate(subjects):
+        await resource(api, owner, f"Sheet {i}", subject=subject)
+    resp = await api.get(f"/api/resources?ownerId={owner.id}&limit=1", owner)
+    assert resp.status == 200, resp.body
+    assert resp.body["total"] == 28
+    facet = resp.body["aggregations"]["subjects"]
+    assert facet == [{"value": common, "count": 3}] + [
+        {"value": f"Subject {i:02d}", "count": 1} for i in range(19)
+    ]

@@ -20,7 +20,7 @@ import pytest
 from aiobotocore.session import get_session
 from botocore.exceptions import ClientError
 
-from peerspark_rt.http.keys import STORAGE
+from peerspark_rt.http.keys import DB, JOBS, STORAGE, WORKER
 from peerspark_rt.services.storage import LocalStorage
 from tests.helpers import Api, User, unique
 from tests.social import post, resource
@@ -296,3 +296,60 @@ async def test_s3_upload_over_the_limit_leaves_nothing(make_client: Any, moto_ur
         assert listed.get("KeyCount", 0) == 0
         pending = await client.list_multipart_uploads(Bucket=bucket)
         assert not pending.get("Uploads")
+
+
+async def test_the_cleanup_job_deletes_unused_files(
+    make_client: Any, db: asyncpg.Connection
+) -> None:
+    """Uploads never attached within a day, and files of posts deleted (or gone with their
+    pod) more than 30 days ago, go with their bytes; everything still in use stays."""
+    api: Api = await make_client(run_worker=True, worker_poll_interval=0.1)
+    owner = await api.register()
+    storage = api.app[STORAGE]
+    assert isinstance(storage, LocalStorage)
+
+    async def new_upload() -> dict[str, Any]:
+        resp = await upload(api, owner, PNG, "image/png")
+        assert resp.status == 201, resp.body
+        body: dict[str, Any] = resp.body
+        return body
+
+    async def attached_post(**fields: Any) -> tuple[dict[str, Any], dict[str, Any]]:
+        up = await new_upload()
+        made = await post(
+            api, owner, unique("with a file "), attachments=[{"uploadId": up["id"]}], **fields
+        )
+        return up, made
+
+    stale, fresh = await new_upload(), await new_upload()
+    await db.execute(
+        "UPDATE uploads SET created_at = NOW() - INTERVAL '25 hours' WHERE id = $1",
+        uuid.UUID(stale["id"]),
+    )
+    long_deleted, deleted_post = await attached_post()
+    recently_deleted, recent_post = await attached_post()
+    live, live_post = await attached_post()
+    pod = await api.create_pod(owner)
+    with_pod, _ = await attached_post(podId=pod["id"])
+    for made in (deleted_post, recent_post):
+        assert (await api.delete(f"/api/posts/{made['id']}", owner)).status == 204
+    assert (await api.delete(f"/api/pods/{pod['id']}", owner)).status == 204
+    await db.execute(
+        "UPDATE uploads SET released_at = NOW() - INTERVAL '31 days' WHERE id = ANY($1::uuid[])",
+        [uuid.UUID(long_deleted["id"]), uuid.UUID(with_pod["id"])],
+    )
+
+    await api.app[JOBS].enqueue(api.app[DB].pool, "cleanup")
+    await api.app[WORKER].drain()
+
+    gone = {stale["id"], long_deleted["id"], with_pod["id"]}
+    kept = {fresh["id"], recently_deleted["id"], live["id"]}
+    rows = await db.fetch(
+        "SELECT id FROM uploads WHERE id = ANY($1::uuid[])", [uuid.UUID(i) for i in gone | kept]
+    )
+    assert {str(r["id"]) for r in rows} == kept
+    for up in (stale, fresh, long_deleted, recently_deleted, live, with_pod):
+        assert storage.path_for(up["key"]).exists() == (up["id"] in kept), up
+    shown = await api.get(f"/api/posts/{live_post['id']}", owner)
+    fetched = await api.get(path_of(shown.body["attachments"][0]["url"]))
+    assert fetched.status == 200 and fetched.body == PNG

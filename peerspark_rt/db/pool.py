@@ -4,15 +4,17 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Generator
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypeAlias
 
 import asyncpg
 import orjson
+from asyncpg.pool import PoolAcquireContext, PoolConnectionProxy
 
 from ..config import project_file
+from ..errors import Unavailable
 from .types import Conn
 
 log = logging.getLogger(__name__)
@@ -20,6 +22,18 @@ log = logging.getLogger(__name__)
 SCHEMA_FILE = project_file("schema.sql")
 # Any constant works; it only has to be the same on every node.
 _MIGRATION_LOCK = 0x5045_4552  # "PEER"
+# How long anything waits for a free connection before it is refused (503). A pool that stays
+# exhausted this long is overloaded, or code holds a connection while waiting for another:
+# failing loudly (and letting go of the held connection) beats requests that hang for good.
+ACQUIRE_TIMEOUT = 10.0
+
+if TYPE_CHECKING:
+    _PoolBase: TypeAlias = asyncpg.Pool[asyncpg.Record]
+    _AcquireBase: TypeAlias = PoolAcquireContext[asyncpg.Record]
+    _Proxy: TypeAlias = PoolConnectionProxy[asyncpg.Record]
+else:  # not subscriptable at run time
+    _PoolBase = asyncpg.Pool
+    _AcquireBase = PoolAcquireContext
 
 
 def _dumps(value: Any) -> str:
@@ -34,6 +48,46 @@ async def _init_connection(conn: asyncpg.Connection[asyncpg.Record]) -> None:
         )
 
 
+def _busy(timeout: float | None) -> Unavailable:
+    return Unavailable(
+        f"the server is too busy: no database connection became free within {timeout:g} s; "
+        "try again shortly",
+        code="database_busy",
+    )
+
+
+class _AcquireOrBusy(_AcquireBase):
+    """`pool.acquire()` that turns running out of time into a 503."""
+
+    __slots__ = ()
+
+    async def __aenter__(self) -> _Proxy:
+        try:
+            return await super().__aenter__()
+        except TimeoutError:
+            log.warning("no database connection free within %ss", self.timeout)
+            raise _busy(self.timeout) from None
+
+    def __await__(self) -> Generator[Any, None, _Proxy]:
+        try:
+            return (yield from super().__await__())
+        except TimeoutError:
+            log.warning("no database connection free within %ss", self.timeout)
+            raise _busy(self.timeout) from None
+
+
+class TimedPool(_PoolBase):
+    """An asyncpg pool whose every acquisition, also the implicit one of `pool.fetch(...)`,
+    waits at most `acquire_timeout` seconds. Bounding only our own `transaction()` would not
+    do: in a pool deadlock the holders are stuck in such inner acquisitions."""
+
+    __slots__ = ("acquire_timeout",)
+    acquire_timeout: float
+
+    def acquire(self, *, timeout: float | None = None) -> _AcquireBase:
+        return _AcquireOrBusy(self, self.acquire_timeout if timeout is None else timeout)
+
+
 class Database:
     """A pool of connections plus the helpers services use to run SQL."""
 
@@ -42,18 +96,31 @@ class Database:
 
     @classmethod
     async def connect(
-        cls, dsn: str, *, max_size: int = 20, statement_timeout_ms: int = 30000
+        cls,
+        dsn: str,
+        *,
+        max_size: int = 20,
+        statement_timeout_ms: int = 30000,
+        acquire_timeout: float = ACQUIRE_TIMEOUT,
     ) -> Database:
-        pool = await asyncpg.create_pool(
+        # What asyncpg.create_pool does, with our pool class.
+        pool = TimedPool(
             dsn,
             min_size=1,
             max_size=max_size,
+            max_queries=50000,
+            max_inactive_connection_lifetime=300.0,
             init=_init_connection,
+            loop=None,
+            connection_class=asyncpg.Connection,
+            record_class=asyncpg.Record,
             server_settings={
                 "statement_timeout": str(statement_timeout_ms),
                 "application_name": "peerspark-rt",
             },
         )
+        pool.acquire_timeout = acquire_timeout
+        await pool
         return cls(pool)
 
     async def close(self) -> None:
@@ -61,11 +128,13 @@ class Database:
 
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[Conn]:
+        """A connection in a transaction; 503 (Unavailable) when none becomes free in time."""
         async with self.pool.acquire() as conn, conn.transaction():
             yield conn
 
     @asynccontextmanager
     async def connection(self) -> AsyncIterator[Conn]:
+        """A connection of the pool; 503 (Unavailable) when none becomes free in time."""
         async with self.pool.acquire() as conn:
             yield conn
 

@@ -21,18 +21,24 @@ EDITABLE_COLUMNS = frozenset(
 )
 
 
-def visible(p: str = "p", viewer: str = "$1") -> str:
-    """SQL true when the viewer may read post `p`: published (or their own post held for
-    review), and theirs, public (outside private pods), or in a pod they actively belong to."""
-    return f"""(({p}.status = 'published' OR ({p}.status = 'hidden' AND {p}.author_id = {viewer}))
-      AND ({p}.author_id = {viewer}
+def audience(p: str = "p", viewer: str = "$1") -> str:
+    """SQL true when post `p` is addressed to the viewer, whatever its status: theirs, public
+    (outside private pods), or in a pod they actively belong to."""
+    return f"""({p}.author_id = {viewer}
            OR ({p}.visibility = 'public'
                AND ({p}.pod_id IS NULL
                     OR (SELECT vp.is_public FROM pods vp WHERE vp.id = {p}.pod_id)))
            OR ({p}.visibility IN ('public', 'pod')
                AND EXISTS (SELECT 1 FROM pod_memberships vm
                            WHERE vm.pod_id = {p}.pod_id AND vm.user_id = {viewer}
-                             AND vm.status = 'active'))))"""
+                             AND vm.status = 'active')))"""
+
+
+def visible(p: str = "p", viewer: str = "$1") -> str:
+    """SQL true when the viewer may read post `p`: published (or their own post held for
+    review), and addressed to them (`audience`)."""
+    return f"""(({p}.status = 'published' OR ({p}.status = 'hidden' AND {p}.author_id = {viewer}))
+      AND {audience(p, viewer)})"""
 
 
 # Everything a client is shown about a post, relative to the viewer ($1).
@@ -127,6 +133,17 @@ async def remove_interaction(conn: Conn, post_id: uuid.UUID, user_id: uuid.UUID,
         post_id,
         user_id,
         kind,
+    )
+    return row is not None
+
+
+async def first_like_notice(conn: Conn, post_id: uuid.UUID, user_id: uuid.UUID) -> bool:
+    """Record that the author hears of this user's like; False when they already did."""
+    row = await conn.fetchval(
+        """INSERT INTO post_like_notices (post_id, user_id) VALUES ($1, $2)
+           ON CONFLICT (post_id, user_id) DO NOTHING RETURNING 1""",
+        post_id,
+        user_id,
     )
     return row is not None
 
@@ -301,26 +318,25 @@ async def changed_since(
 
 async def gone_since(
     db: Executor, viewer: uuid.UUID, since: dt.datetime, limit: int
-) -> list[uuid.UUID]:
-    """Posts deleted, removed or held for review after `since` that the viewer could have had:
-    their own, public ones, and those of pods they belong to."""
-    rows = await db.fetch(
-        """SELECT p.id FROM posts p
-           WHERE p.updated_at > $2 AND p.status IN ('deleted', 'removed', 'hidden')
-             AND p.author_id IS DISTINCT FROM $1
-             AND (p.visibility = 'public'
-                  OR (p.visibility = 'pod' AND EXISTS (
-                        SELECT 1 FROM pod_memberships vm WHERE vm.pod_id = p.pod_id
-                          AND vm.user_id = $1 AND vm.status = 'active')))
-           UNION
-           SELECT p.id FROM posts p
-           WHERE p.updated_at > $2 AND p.author_id = $1 AND p.status IN ('deleted', 'removed')
-           LIMIT $3""",
+) -> list[asyncpg.Record]:
+    """Posts (id, updated_at) deleted, removed or held for review after `since` that the
+    viewer could read before, oldest change first: others' posts addressed to them
+    (`audience`, the rule `visible` applies), and their own deleted or removed ones (they still
+    see their own held posts)."""
+    return await db.fetch(
+        f"""SELECT id, updated_at FROM (
+              SELECT p.id, p.updated_at FROM posts p
+              WHERE p.updated_at > $2 AND p.status IN ('deleted', 'removed', 'hidden')
+                AND p.author_id IS DISTINCT FROM $1 AND {audience()}
+              UNION
+              SELECT p.id, p.updated_at FROM posts p
+              WHERE p.updated_at > $2 AND p.author_id = $1 AND p.status IN ('deleted', 'removed')
+            ) gone
+            ORDER BY updated_at, id LIMIT $3""",
         viewer,
         since,
         limit,
     )
-    return [r["id"] for r in rows]
 
 
 # --- moderation ---

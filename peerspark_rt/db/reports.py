@@ -111,11 +111,15 @@ async def page(
     )
 
 
-async def moderated_pod_ids(db: Executor, user_id: uuid.UUID) -> list[uuid.UUID]:
+async def moderated_pod_ids(
+    db: Executor, user_id: uuid.UUID, roles: tuple[str, ...]
+) -> list[uuid.UUID]:
+    """The pods where the user is an active member with one of `roles` (the moderating ones)."""
     rows = await db.fetch(
         """SELECT pod_id FROM pod_memberships WHERE user_id = $1 AND status = 'active'
-             AND role IN ('moderator', 'admin', 'owner')""",
+             AND role = ANY($2::text[])""",
         user_id,
+        list(roles),
     )
     return [r["pod_id"] for r in rows]
 

@@ -28,7 +28,8 @@ SNIPPET_HEADLINE = f"MaxWords=35, MinWords=12, ShortWord=2, {_MARKS}"
 CONTENT_HEADLINE = f'MaxFragments=3, MaxWords=20, MinWords=8, FragmentDelimiter=" … ", {_MARKS}'
 
 ResourceSort = Literal["relevance", "date", "rating", "downloads"]
-_RESOURCE_ORDER: dict[str, str] = {
+RESOURCE_SORTS: tuple[ResourceSort, ...] = ("relevance", "date", "rating", "downloads")
+_RESOURCE_ORDER: dict[ResourceSort, str] = {
     "relevance": "{score} DESC, r.created_at DESC, r.id DESC",
     "date": "r.created_at DESC, r.id DESC",
     "rating": "r.rating_average DESC, r.rating_count DESC, r.created_at DESC, r.id DESC",
@@ -108,7 +109,8 @@ async def resource_summary(
     db: Executor, viewer: uuid.UUID, filters: ResourceFilters
 ) -> asyncpg.Record:
     """The total and the facet counts (type, subject, tags, difficulty) of everything that
-    matches and the viewer may see."""
+    matches and the viewer may see; the open-ended facets (subjects, tags) keep their 20
+    commonest values."""
     params = _Params(viewer)
     where, _, _ = _where(filters, params)
     row = await db.fetchrow(
@@ -124,7 +126,8 @@ async def resource_summary(
               (SELECT coalesce(jsonb_agg(jsonb_build_object('value', v, 'count', n)
                                          ORDER BY n DESC, v), '[]'::jsonb)
                FROM (SELECT subject AS v, count(*) AS n FROM matched
-                     WHERE subject IS NOT NULL GROUP BY 1) t) AS subjects,
+                     WHERE subject IS NOT NULL GROUP BY 1 ORDER BY 2 DESC, 1 LIMIT 20) t)
+                AS subjects,
               (SELECT coalesce(jsonb_agg(jsonb_build_object('value', v, 'count', n)
                                          ORDER BY n DESC, v), '[]'::jsonb)
                FROM (SELECT v, count(*) AS n FROM matched, unnest(tags) AS v

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import uuid
 
 import asyncpg
@@ -60,4 +61,28 @@ async def attach(
 async def delete(conn: Conn, upload_id: uuid.UUID) -> asyncpg.Record | None:
     return await conn.fetchrow(
         f"DELETE FROM uploads WHERE id = $1 RETURNING {UPLOAD_COLUMNS}", upload_id
+    )
+
+
+async def delete_unused(
+    conn: Conn, *, unattached_for: dt.timedelta, released_for: dt.timedelta, limit: int
+) -> list[asyncpg.Record]:
+    """Delete up to `limit` of each kind of unused upload and return them: never attached
+    within `unattached_for` of being uploaded, or released (the post using it went) more than
+    `released_for` ago. Rows another transaction is attaching right now are skipped; the
+    locking reads recheck the conditions, so one attached meanwhile is kept."""
+    return await conn.fetch(
+        f"""WITH unattached AS (
+                SELECT id FROM uploads
+                WHERE attached_to IS NULL AND created_at < NOW() - $1::interval
+                ORDER BY created_at LIMIT $3 FOR UPDATE SKIP LOCKED),
+            released AS (
+                SELECT id FROM uploads WHERE released_at < NOW() - $2::interval
+                ORDER BY released_at LIMIT $3 FOR UPDATE SKIP LOCKED)
+            DELETE FROM uploads
+            WHERE id IN (SELECT id FROM unattached UNION SELECT id FROM released)
+            RETURNING {UPLOAD_COLUMNS}""",
+        unattached_for,
+        released_for,
+        limit,
     )

@@ -6,37 +6,19 @@ it in the one error shape.
 
 from __future__ import annotations
 
-import re
 import uuid
 from typing import Any, TypeVar
 
 import msgspec
 from aiohttp import web
 
-from ..errors import BadRequest, Invalid, NotFound, PayloadTooLarge, UnsupportedMediaType
+from ..errors import BadRequest, NotFound, PayloadTooLarge, UnsupportedMediaType
+from ..services import validation
 
 T = TypeVar("T")
 
 MAX_JSON_BODY = 1024 * 1024
 _encoder = msgspec.json.Encoder(decimal_format="number")
-_AT_PATH = re.compile(r" - at `\$(?P<path>[^`]*)`$")
-_MISSING = re.compile(r"missing required field `(?P<name>[^`]+)`")
-_UNKNOWN = re.compile(r"unknown field `(?P<name>[^`]+)`")
-
-
-def _field_from_error(message: str) -> tuple[str, str]:
-    """Turn msgspec's 'Expected `int`, got `str` - at `$.maxMembers`' into (field, reason)."""
-    path = ""
-    m = _AT_PATH.search(message)
-    if m:
-        path = m.group("path").lstrip(".")
-        message = message[: m.start()]
-    for pattern, reason in ((_MISSING, "is required"), (_UNKNOWN, "is not a known field")):
-        found = pattern.search(message)
-        if found:
-            name = found.group("name")
-            return (f"{path}.{name}" if path else name), reason
-    return path or "body", message[0].lower() + message[1:] if message else "is invalid"
 
 
 def encode(obj: Any) -> bytes:
@@ -56,11 +38,7 @@ def no_content() -> web.Response:
 
 
 def convert(data: Any, type_: type[T], *, strict: bool = True) -> T:
-    try:
-        return msgspec.convert(data, type_, strict=strict)
-    except msgspec.ValidationError as exc:
-        field, reason = _field_from_error(str(exc))
-        raise Invalid(field, reason) from None
+    return validation.convert(data, type_, strict=strict)
 
 
 async def read_body(request: web.Request, type_: type[T], *, allow_empty: bool = False) -> T:
@@ -81,8 +59,7 @@ async def read_body(request: web.Request, type_: type[T], *, allow_empty: bool =
     try:
         return msgspec.json.decode(raw, type=type_)
     except msgspec.ValidationError as exc:
-        field, reason = _field_from_error(str(exc))
-        raise Invalid(field, reason) from None
+        raise validation.invalid_from(exc) from None
     except msgspec.DecodeError as exc:
         raise BadRequest(f"body is not valid JSON: {exc}", code="invalid_json") from None
 
@@ -97,11 +74,7 @@ def read_query(request: web.Request, type_: type[T], *, lists: tuple[str, ...] =
             data[key] = values
         else:
             data[key] = request.query[key]
-    try:
-        return msgspec.convert(data, type_, strict=False)
-    except msgspec.ValidationError as exc:
-        field, reason = _field_from_error(str(exc))
-        raise Invalid(field, reason) from None
+    return validation.convert(data, type_, strict=False)
 
 
 def path_id(request: web.Request, name: str, what: str) -> uuid.UUID:

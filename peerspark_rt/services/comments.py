@@ -19,15 +19,16 @@ import msgspec
 
 from ..db import comments as comments_db
 from ..db import posts as posts_db
-from ..db.types import Conn
+from ..db.types import Conn, Executor
 from ..errors import Conflict, Forbidden, Invalid, NotFound
 from . import cursor as cursors
 from . import validation
 from .auth import Principal
 from .effects import AfterCommit, Units
-from .feed import AuthorBrief, author_brief, is_moderator, room_of
+from .feed import AuthorBrief, author_brief, room_of
 from .moderation import ModerationContext, ModerationService
 from .notifications import NewNotification
+from .pods import is_moderator
 from .reports import ReportResult, ReportService
 
 MAX_CONTENT = 5000
@@ -123,7 +124,7 @@ class CommentService:
         self.moderation = moderation
 
     async def _post(
-        self, db: Conn | None, principal: Principal, post_id: uuid.UUID
+        self, db: Executor | None, principal: Principal, post_id: uuid.UUID
     ) -> asyncpg.Record:
         row = await posts_db.get_visible(db or self.db.pool, principal.user_id, post_id)
         if row is None:
@@ -171,9 +172,55 @@ class CommentService:
     async def create(
         self, principal: Principal, post_id: uuid.UUID, body: CommentCreate
     ) -> Comment:
+        await self.screen_new(principal, post_id, body)
         async with self.units.begin() as (conn, effects):
-            row, post = await self.create_in(conn, effects, principal, post_id, body)
+            row, post = await self.create_in(conn, effects, principal, post_id, body, screened=True)
         return render(row, principal, post["my_pod_role"])
+
+    async def _check_new(
+        self, db: Executor, principal: Principal, post_id: uuid.UUID, body: CommentCreate
+    ) -> tuple[str, asyncpg.Record]:
+        """Validate a new comment and check its post takes it: (content, post)."""
+        content = validation.text(body.content, "content", max_len=MAX_CONTENT)
+        post = await self._post(db, principal, post_id)
+        if post["status"] != "published":
+            raise Conflict("this post is held for review", code="post_hidden")
+        return content, post
+
+    @staticmethod
+    def _check_parent(parent: asyncpg.Record | None, post_id: uuid.UUID) -> None:
+        if parent is None or parent["post_id"] != post_id:
+            raise Invalid("parentCommentId", "is not a comment on this post")
+        if parent["status"] != "published":
+            raise Conflict("that comment no longer takes replies", code="parent_unavailable")
+        if parent["depth"] + 1 > MAX_DEPTH:
+            raise Invalid("parentCommentId", f"replies nest at most {MAX_DEPTH} levels deep")
+
+    async def screen_new(
+        self,
+        principal: Principal,
+        post_id: uuid.UUID,
+        body: CommentCreate,
+        *,
+        dedupe_key: str | None = None,
+    ) -> None:
+        """Check a new comment, then pass it through moderation: raises HeldForReview (422)
+        when it is held. Call before the transaction that stores it opens (see
+        `PostService.screen_new`)."""
+        content, post = await self._check_new(self.db.pool, principal, post_id, body)
+        if body.parent_comment_id is not None:
+            parent = await comments_db.get(self.db.pool, principal.user_id, body.parent_comment_id)
+            self._check_parent(parent, post_id)
+        if self.moderation is not None:
+            snapshot = {**msgspec.to_builtins(body), "postId": str(post_id)}
+            await self.moderation.screen(
+                principal,
+                "comment",
+                content,
+                snapshot,
+                ModerationContext(pod_id=post["pod_id"]),
+                dedupe_key=dedupe_key,
+            )
 
     async def create_in(
         self,
@@ -185,26 +232,15 @@ class CommentService:
         *,
         screened: bool = False,
     ) -> tuple[asyncpg.Record, asyncpg.Record]:
-        """Create a comment in the caller's transaction, after moderation unless a moderator
-        already approved it (`screened`); held content raises HeldForReview (422)."""
-        content = validation.text(body.content, "content", max_len=MAX_CONTENT)
-        post = await self._post(conn, principal, post_id)
-        if post["status"] != "published":
-            raise Conflict("this post is held for review", code="post_hidden")
+        """Create a comment in the caller's transaction: (comment, post). `screened`: it passed
+        `screen_new` before the transaction opened, or a moderator approved it."""
+        if not screened and self.moderation is not None:
+            raise RuntimeError("screen a new comment (screen_new) before its transaction opens")
+        content, post = await self._check_new(conn, principal, post_id, body)
         parent: asyncpg.Record | None = None
         if body.parent_comment_id is not None:
             parent = await comments_db.lock(conn, body.parent_comment_id)
-            if parent is None or parent["post_id"] != post_id:
-                raise Invalid("parentCommentId", "is not a comment on this post")
-            if parent["status"] != "published":
-                raise Conflict("that comment no longer takes replies", code="parent_unavailable")
-            if parent["depth"] + 1 > MAX_DEPTH:
-                raise Invalid("parentCommentId", f"replies nest at most {MAX_DEPTH} levels deep")
-        if not screened and self.moderation is not None:
-            snapshot = {**msgspec.to_builtins(body), "postId": str(post_id)}
-            await self.moderation.screen(
-                principal, "comment", content, snapshot, ModerationContext(pod_id=post["pod_id"])
-            )
+            self._check_parent(parent, post_id)
         comment_id = await comments_db.insert_comment(
             conn,
             post_id=post_id,

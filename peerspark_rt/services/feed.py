@@ -12,13 +12,15 @@ Rules:
   each other (a double click) both see the same state and make one change. Counts are kept
   by triggers on the interaction rows, so they always equal them.
 * Live: new posts, edits, deletions and like counts go to `pod:<id>` (posts outside pods have
-  no room); the author is notified (and pushed to `user:<id>`) when someone else likes.
+  no room); the author is notified (and pushed to `user:<id>`) when someone else likes, once
+  per user: liking again after an unlike tells nobody.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import uuid
+from dataclasses import dataclass
 from typing import Any
 
 import asyncpg
@@ -34,28 +36,25 @@ from .auth import Principal
 from .effects import AfterCommit, Units
 from .moderation import ModerationContext, ModerationService
 from .notifications import NewNotification
-from .pods import ROLE_RANK, PodService
+from .pods import PodService, is_moderator
 from .reports import ReportResult, ReportService
 from .uploads import UploadService
 
-FEED_TYPES = ("all", "my-pods", "bookmarked", "trending")
+# Each feed type is served by the query of the same name; inside one pod, by `_POD_SOURCES`.
+FEED_TYPES: tuple[posts_db.FeedSource, ...] = ("all", "my-pods", "bookmarked", "trending")
 INTERACTIONS = ("like", "bookmark", "share", "report")
 MAX_CONTENT = 10_000
 MAX_MEDIA = 10
 MAX_FEED_LIMIT = 50
-# Which query serves each feed type, across pods or inside one (podId).
-_SOURCES: dict[str, posts_db.FeedSource] = {
-    "all": "all",
-    "my-pods": "my-pods",
-    "trending": "trending",
-    "bookmarked": "bookmarked",
-}
 _POD_SOURCES: dict[str, posts_db.FeedSource] = {
     "all": "pod",
     "my-pods": "pod",
     "trending": "pod-trending",
     "bookmarked": "bookmarked",
 }
+# Moderation rules about how often and how repetitively someone posts judge new posts. An edit
+# would be compared with the very post it changes (a typo fix is over 90% similar to it).
+_NEW_POST_RULES = ("post_rate", "repeated_content")
 _KEY_TYPES: dict[str, type] = {
     "timestamptz": dt.datetime,
     "uuid": uuid.UUID,
@@ -165,13 +164,6 @@ class InteractionResult(msgspec.Struct, rename="camel"):
     report: ReportResult | None = None
 
 
-def is_moderator(principal: Principal, pod_role: str | None) -> bool:
-    """Platform moderators, and moderators (or higher) of the pod in question."""
-    if principal.is_platform_moderator:
-        return True
-    return pod_role is not None and ROLE_RANK[pod_role] >= ROLE_RANK["moderator"]
-
-
 def reveals_author(row: asyncpg.Record, viewer: Principal | None) -> bool:
     """Whether `viewer` (None: a room of pod members) may see who wrote `row`."""
     if not row["is_anonymous"]:
@@ -205,6 +197,17 @@ def _media_urls(values: list[str]) -> list[str]:
     return [validation.http_url(v, f"mediaUrls[{i}]") for i, v in enumerate(values)]
 
 
+@dataclass(frozen=True, slots=True)
+class _NewPost:
+    """A new post's checked values."""
+
+    content: str
+    post_type: str
+    tags: list[str]
+    media_urls: list[str]
+    visibility: str
+
+
 class PostService:
     def __init__(
         self,
@@ -226,13 +229,7 @@ class PostService:
     async def _media(self, attachments: Any) -> list[Media]:
         out: list[Media] = []
         for item in attachments or []:
-            link = await self.uploads.link_for(
-                key=item["key"],
-                backend=item["backend"],
-                filename=item["filename"],
-                content_type=item["type"],
-                size=item["size"],
-            )
+            link = await self.uploads.link_for_attachment(item)
             out.append(
                 Media(
                     upload_id=uuid.UUID(item["uploadId"]),
@@ -286,7 +283,7 @@ class PostService:
     # --- feeds -------------------------------------------------------------------------------
 
     async def feed(self, principal: Principal, query: FeedQuery) -> FeedPage:
-        validation.one_of(query.type, "type", FEED_TYPES)
+        kind = validation.one_of(query.type, "type", FEED_TYPES)
         if not 1 <= query.limit <= MAX_FEED_LIMIT:
             raise Invalid("limit", f"must be between 1 and {MAX_FEED_LIMIT}")
         if query.pod_id is not None:
@@ -294,9 +291,9 @@ class PostService:
                 await self.pods.require_member(principal, query.pod_id)
             else:
                 await self.pods.visible_pod(principal, query.pod_id)
-            source = _POD_SOURCES[query.type]
+            source = _POD_SOURCES[kind]
         else:
-            source = _SOURCES[query.type]
+            source = kind
         listing = f"feed:{source}:{query.pod_id or ''}"
         key_types = tuple(_KEY_TYPES[t] for _, t in posts_db.SORT_KEYS[source])
         after = cursors.decode(query.cursor, listing, key_types) if query.cursor else None
@@ -331,22 +328,14 @@ class PostService:
         )
 
     async def create(self, principal: Principal, body: PostCreate) -> Post:
+        await self.screen_new(principal, body)
         async with self.units.begin() as (conn, effects):
-            row = await self.create_in(conn, effects, principal, body)
+            row = await self.create_in(conn, effects, principal, body, screened=True)
         return await self.render(row, principal)
 
-    async def create_in(
-        self,
-        conn: Conn,
-        effects: AfterCommit,
-        principal: Principal,
-        body: PostCreate,
-        *,
-        screened: bool = False,
-    ) -> asyncpg.Record:
-        """Create a post in the caller's transaction. Unless a moderator already approved it
-        (`screened`), it passes moderation first: held content raises HeldForReview (422) and
-        the transaction stores nothing."""
+    async def _check_new(self, db: Executor, principal: Principal, body: PostCreate) -> _NewPost:
+        """Validate a new post and check the author may publish it (in its pod, pinned, as an
+        announcement); raises the 422/403/404 that applies."""
         content = validation.text(body.content, "content", max_len=MAX_CONTENT)
         post_type = validation.one_of(body.post_type, "postType", posts_db.POST_TYPES)
         tags = validation.tags(body.tags)
@@ -359,18 +348,43 @@ class PostService:
             raise Invalid("attachments", f"at most {MAX_MEDIA} attachments")
         role: str | None = None
         if body.pod_id is not None:
-            role = await self.pods.require_member(principal, body.pod_id)
+            role = await self.pods.require_member(principal, body.pod_id, db=db)
         if (body.is_pinned or post_type == "announcement") and not is_moderator(principal, role):
             what = "pin posts" if body.is_pinned else "post announcements"
             raise Forbidden(f"only moderators may {what}", code="insufficient_role")
-        if not screened and self.moderation is not None:
+        return _NewPost(content, post_type, tags, media_urls, visibility)
+
+    async def screen_new(
+        self, principal: Principal, body: PostCreate, *, dedupe_key: str | None = None
+    ) -> None:
+        """Check a new post, then pass it through moderation: raises HeldForReview (422) when
+        it is held. Call before the transaction that stores it opens: moderation may call an
+        external API and stores held posts on a connection of its own."""
+        checked = await self._check_new(self.db.pool, principal, body)
+        if self.moderation is not None:
             await self.moderation.screen(
                 principal,
                 "post",
-                content,
+                checked.content,
                 msgspec.to_builtins(body),
                 ModerationContext(pod_id=body.pod_id),
+                dedupe_key=dedupe_key,
             )
+
+    async def create_in(
+        self,
+        conn: Conn,
+        effects: AfterCommit,
+        principal: Principal,
+        body: PostCreate,
+        *,
+        screened: bool = False,
+    ) -> asyncpg.Record:
+        """Create a post in the caller's transaction. `screened`: it passed `screen_new` before
+        the transaction opened, or a moderator approved it."""
+        if not screened and self.moderation is not None:
+            raise RuntimeError("screen a new post (screen_new) before its transaction opens")
+        checked = await self._check_new(conn, principal, body)
         post_id = uuid.uuid4()
         attachments = await self._attach(conn, principal, post_id, body.attachments)
         await posts_db.insert_post(
@@ -379,25 +393,32 @@ class PostService:
                 "id": post_id,
                 "author_id": principal.user_id,
                 "pod_id": body.pod_id,
-                "content": content,
-                "post_type": post_type,
-                "media_urls": media_urls,
+                "content": checked.content,
+                "post_type": checked.post_type,
+                "media_urls": checked.media_urls,
                 "attachments": attachments,
-                "tags": tags,
+                "tags": checked.tags,
                 "is_pinned": body.is_pinned,
                 "is_anonymous": body.is_anonymous,
-                "visibility": visibility,
+                "visibility": checked.visibility,
             },
         )
         row = await self.visible_row(conn, principal, post_id)
-        room = room_of(body.pod_id, visibility)
+        room = room_of(body.pod_id, checked.visibility)
         if room is not None:
             post = await self.render(row, None)
             effects.event(room, "post_created", msgspec.to_builtins(post))
         return row
 
     async def publish_approved(self, author: Principal, snapshot: dict[str, Any]) -> uuid.UUID:
-        """Store a post that was held for review and then approved by a moderator."""
+        """Store a post that was held for review and then approved by a moderator: a new post,
+        or an edit (the snapshot names the post in `editOf`) applied to its post."""
+        if "editOf" in snapshot:
+            edit_of = uuid.UUID(snapshot["editOf"])
+            edit = msgspec.convert({k: v for k, v in snapshot.items() if k != "editOf"}, PostUpdate)
+            async with self.units.begin() as (conn, effects):
+                await self.update_in(conn, effects, author, edit_of, edit, screened=True)
+            return edit_of
         body = msgspec.convert(snapshot, PostCreate)
         async with self.units.begin() as (conn, effects):
             row = await self.create_in(conn, effects, author, body, screened=True)
@@ -412,22 +433,92 @@ class PostService:
             row = await uploads_db.attach(conn, ref.upload_id, principal.user_id, "post", post_id)
             if row is None:
                 raise Invalid(f"attachments[{i}].uploadId", "is not an unused upload of yours")
-            out.append(
-                {
-                    "uploadId": str(row["id"]),
-                    "key": row["storage_key"],
-                    "backend": row["backend"],
-                    "filename": row["original_name"],
-                    "size": row["size_bytes"],
-                    "type": row["content_type"],
-                }
-            )
+            out.append(UploadService.attachment(row))
         return out
 
     async def update(self, principal: Principal, post_id: uuid.UUID, body: PostUpdate) -> Post:
+        await self.screen_edit(principal, post_id, body)
         async with self.units.begin() as (conn, effects):
-            row = await self.update_in(conn, effects, principal, post_id, body)
+            row = await self.update_in(conn, effects, principal, post_id, body, screened=True)
         return await self.render(row, principal)
+
+    @staticmethod
+    def _edit_values(body: PostUpdate) -> dict[str, Any]:
+        """The fields an edit gives (snake_case), checked one by one."""
+        given = {
+            f: getattr(body, f)
+            for f in body.__struct_fields__
+            if getattr(body, f) is not msgspec.UNSET
+        }
+        if not given:
+            raise Invalid("body", "no post fields to change")
+        values = dict(given)
+        if "content" in given:
+            values["content"] = validation.text(given["content"], "content", max_len=MAX_CONTENT)
+        if "post_type" in given:
+            values["post_type"] = validation.one_of(
+                given["post_type"], "postType", posts_db.POST_TYPES
+            )
+        if "tags" in given:
+            values["tags"] = validation.tags(given["tags"])
+        if "media_urls" in given:
+            values["media_urls"] = _media_urls(given["media_urls"])
+        if "visibility" in given:
+            values["visibility"] = validation.one_of(
+                given["visibility"], "visibility", posts_db.VISIBILITIES
+            )
+        return values
+
+    @staticmethod
+    def _changes(
+        principal: Principal, values: dict[str, Any], post: asyncpg.Record, pod_role: str | None
+    ) -> dict[str, Any]:
+        """What the edit changes in `post`, if the principal (`pod_role` in its pod) may make
+        each change."""
+        moderator = is_moderator(principal, pod_role)
+        if set(values) - {"is_pinned"} and post["author_id"] != principal.user_id:
+            raise Forbidden("only the author can edit a post", code="not_author")
+        if values.get("post_type") == "announcement" and not moderator:
+            raise Forbidden("only moderators may post announcements", code="insufficient_role")
+        if values.get("visibility") == "pod" and post["pod_id"] is None:
+            raise Invalid("visibility", "'pod' needs the post to be in a pod")
+        changes = {k: v for k, v in values.items() if k != "is_pinned"}
+        if "is_pinned" in values and values["is_pinned"] != post["is_pinned"]:
+            if not moderator:
+                raise Forbidden("only moderators may pin posts", code="insufficient_role")
+            changes["is_pinned"] = values["is_pinned"]
+        return changes
+
+    async def screen_edit(
+        self,
+        principal: Principal,
+        post_id: uuid.UUID,
+        body: PostUpdate,
+        *,
+        dedupe_key: str | None = None,
+    ) -> None:
+        """Check an edit and, when it changes the content, pass the new content through
+        moderation: raises HeldForReview (422) and changes nothing when it is held (a
+        moderator's approval applies the edit then, see `publish_approved`). Call before the
+        transaction that applies the edit opens."""
+        values = self._edit_values(body)
+        if self.moderation is None or "content" not in values:
+            return
+        post = await self.visible_row(self.db.pool, principal, post_id)
+        changes = self._changes(principal, values, post, post["my_pod_role"])
+        content: str = changes["content"]
+        if content == post["content"]:
+            return
+        context = ModerationContext(pod_id=post["pod_id"])
+        verdict = await self.moderation.review(principal, "post", content, context)
+        if verdict.allowed or verdict.rule in _NEW_POST_RULES:
+            return
+        snapshot = {"editOf": str(post_id), **msgspec.to_builtins(body)}
+        held = await self.moderation.hold(
+            principal, "post", content, snapshot, verdict, context, dedupe_key=dedupe_key
+        )
+        if held.status != "approved":
+            raise held.error("content")
 
     async def update_in(
         self,
@@ -436,45 +527,23 @@ class PostService:
         principal: Principal,
         post_id: uuid.UUID,
         body: PostUpdate,
+        *,
+        screened: bool = False,
     ) -> asyncpg.Record:
-        given = {
-            f: getattr(body, f)
-            for f in body.__struct_fields__
-            if getattr(body, f) is not msgspec.UNSET
-        }
-        if not given:
-            raise Invalid("body", "no post fields to change")
+        """Apply an edit in the caller's transaction. `screened`: it passed `screen_edit`
+        before the transaction opened, or a moderator approved it."""
+        values = self._edit_values(body)
         current = await self.visible_row(conn, principal, post_id)
         locked = await posts_db.lock(conn, post_id)
         if locked is None or locked["status"] not in ("published", "hidden"):
             raise NotFound("post not found")
-        is_author = locked["author_id"] == principal.user_id
-        moderator = is_moderator(principal, current["my_pod_role"])
-        if set(given) - {"is_pinned"} and not is_author:
-            raise Forbidden("only the author can edit a post", code="not_author")
-        changes: dict[str, Any] = {}
-        if "content" in given:
-            changes["content"] = validation.text(given["content"], "content", max_len=MAX_CONTENT)
-        if "post_type" in given:
-            changes["post_type"] = validation.one_of(
-                given["post_type"], "postType", posts_db.POST_TYPES
-            )
-            if changes["post_type"] == "announcement" and not moderator:
-                raise Forbidden("only moderators may post announcements", code="insufficient_role")
-        if "tags" in given:
-            changes["tags"] = validation.tags(given["tags"])
-        if "media_urls" in given:
-            changes["media_urls"] = _media_urls(given["media_urls"])
-        if "visibility" in given:
-            changes["visibility"] = validation.one_of(
-                given["visibility"], "visibility", posts_db.VISIBILITIES
-            )
-            if changes["visibility"] == "pod" and locked["pod_id"] is None:
-                raise Invalid("visibility", "'pod' needs the post to be in a pod")
-        if "is_pinned" in given and given["is_pinned"] != locked["is_pinned"]:
-            if not moderator:
-                raise Forbidden("only moderators may pin posts", code="insufficient_role")
-            changes["is_pinned"] = given["is_pinned"]
+        changes = self._changes(principal, values, locked, current["my_pod_role"])
+        if (
+            not screened
+            and self.moderation is not None
+            and changes.get("content", locked["content"]) != locked["content"]
+        ):
+            raise RuntimeError("screen an edit (screen_edit) before its transaction opens")
         if changes:
             await posts_db.update_post(conn, post_id, changes)
         row = await self.visible_row(conn, principal, post_id)
@@ -568,7 +637,12 @@ class PostService:
         counts = await posts_db.counts(conn, post_id)
         if changed and kind == "like":
             self._publish_like_count(effects, row)
-            if active and row["author_id"] is not None and row["author_id"] != me:
+            if (
+                active
+                and row["author_id"] is not None
+                and row["author_id"] != me
+                and await posts_db.first_like_notice(conn, post_id, me)
+            ):
                 effects.push(
                     await self.units.notifications.store(
                         conn,

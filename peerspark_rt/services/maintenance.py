@@ -10,6 +10,7 @@ from ..db import maintenance as maintenance_db
 from ..db.pool import Database
 from ..errors import Invalid
 from .jobs import Job, PermanentError
+from .uploads import UploadService
 
 log = logging.getLogger(__name__)
 
@@ -19,8 +20,9 @@ KEEP_DELIVERIES = dt.timedelta(days=90)  # longer than any reminder look-back
 
 
 class Maintenance:
-    def __init__(self, db: Database) -> None:
+    def __init__(self, db: Database, uploads: UploadService | None = None) -> None:
         self.db = db
+        self.uploads = uploads
 
     async def analytics_rollup(self, job: Job) -> None:
         """`analytics_rollup` {date}: that day's study_analytics for every active user."""
@@ -32,8 +34,8 @@ class Maintenance:
         log.info("analytics rolled up", extra={"date": day.isoformat(), "users": rows})
 
     async def cleanup(self, job: Job) -> None:
-        """`cleanup`: expired login sessions, expired invitations, old finished jobs and old
-        reminder deliveries."""
+        """`cleanup`: expired login sessions, expired invitations, old finished jobs, old
+        reminder deliveries and unused uploaded files."""
         now = dt.datetime.now(dt.UTC)
         sessions = await maintenance_db.delete_expired_sessions(self.db.pool)
         invitations = await maintenance_db.expire_invitations(self.db.pool)
@@ -41,6 +43,7 @@ class Maintenance:
             self.db.pool, now - KEEP_DONE_JOBS, now - KEEP_DEAD_JOBS
         )
         deliveries = await maintenance_db.delete_old_deliveries(self.db.pool, now - KEEP_DELIVERIES)
+        uploads = await self.uploads.purge_unused() if self.uploads is not None else 0
         log.info(
             "cleanup done",
             extra={
@@ -48,6 +51,7 @@ class Maintenance:
                 "invitations": invitations,
                 "jobs": jobs,
                 "deliveries": deliveries,
+                "uploads": uploads,
             },
         )
 

@@ -6,17 +6,21 @@ answers with the stored result instead of applying the action again; two syncs r
 same action serialize on the record's key. Each action gets its own result: a bad or unknown
 action is an error for that action only. Rate-limit and availability errors are not recorded,
 so the action can be retried.
+
+An action runs in two steps: `prepare` (parse, check, moderation) before its transaction opens,
+then the returned `apply` inside it. Moderation must not run inside a transaction: it may call
+an external API, and it stores held content on a connection of its own.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import logging
-import re
 import uuid
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
+import asyncpg
 import msgspec
 
 from ..db import posts as posts_db
@@ -24,6 +28,7 @@ from ..db import resources as resources_db
 from ..db import sync as sync_db
 from ..db.types import Conn
 from ..errors import AppError, Invalid, RateLimited, Unavailable
+from . import validation
 from .auth import Principal
 from .comments import CommentCreate, CommentService
 from .effects import AfterCommit, Units
@@ -65,6 +70,7 @@ class MobilePost(msgspec.Struct, rename="camel"):
     content: str
     type: str
     created_at: dt.datetime
+    updated_at: dt.datetime
     author: MobileAuthor | None
     pod: str | None
     pod_id: uuid.UUID | None
@@ -97,6 +103,7 @@ def compact(post: Post) -> MobilePost:
         content=post.content,
         type=post.post_type,
         created_at=post.created_at,
+        updated_at=post.updated_at,
         author=author,
         pod=post.pod_name,
         pod_id=post.pod_id,
@@ -188,22 +195,48 @@ class _Rating(RateRequest, forbid_unknown_fields=True):
     resource_id: uuid.UUID | msgspec.UnsetType = msgspec.UNSET
 
 
-_AT = re.compile(r" - at `\$\.?(?P<path>[^`]*)`$")
-_NAMED = re.compile(r"(?:missing required field|unknown field) `(?P<name>[^`]+)`")
-
-
 def _payload(data: dict[str, Any], type_: type[T]) -> T:
     """Convert an action's data, naming the bad field as `data.<field>`."""
-    try:
-        return msgspec.convert(data, type_)
-    except msgspec.ValidationError as exc:
-        message = str(exc)
-        at = _AT.search(message)
-        path = at.group("path") if at else ""
-        named = _NAMED.search(message)
-        if named:
-            path = f"{path}.{named.group('name')}" if path else named.group("name")
-        raise Invalid(f"data.{path}" if path else "data", message) from None
+    return validation.convert(data, type_, within="data")
+
+
+def resume_point(streams: list[list[dt.datetime]], limit: int) -> tuple[dt.datetime | None, bool]:
+    """Where the next sync continues when a stream of changes is cut at `limit` rows.
+
+    `streams` holds each stream's change times as read, oldest first, up to `limit + 1` deep.
+    Returns (time, stuck): the latest time up to which every cut stream was sent in full, so
+    that asking for changes strictly after it misses nothing (None when no stream was cut);
+    `stuck` when a cut stream sent nothing older than the first row it left out (more than
+    `limit` changes at one instant): no time resumes it, the client must sync in full."""
+    cut_at: list[dt.datetime] = []
+    stuck = False
+    for times in streams:
+        if len(times) <= limit:
+            continue
+        first_left_out = times[limit]
+        sent_in_full = [t for t in times[:limit] if t < first_left_out]
+        if sent_in_full:
+            cut_at.append(sent_in_full[-1])
+        else:
+            stuck = True
+    return (min(cut_at) if cut_at else None), stuck
+
+
+def _storable(value: Any) -> Any:
+    """`value` with NUL characters replaced: an error may quote what the client sent (an
+    unknown field's name), and PostgreSQL's JSONB cannot hold NUL."""
+    if isinstance(value, str):
+        return value.replace("\x00", "\ufffd")
+    if isinstance(value, dict):
+        return {_storable(k): _storable(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_storable(v) for v in value]
+    return value
+
+
+def _data_error(exc: asyncpg.DataError) -> Invalid:
+    log.warning("sync action refused by the database: %s", exc)
+    return Invalid("data", f"a value is out of range: {exc}")
 
 
 def _required(value: uuid.UUID | msgspec.UnsetType, field: str) -> uuid.UUID:
@@ -212,7 +245,10 @@ def _required(value: uuid.UUID | msgspec.UnsetType, field: str) -> uuid.UUID:
     return value
 
 
-Handler = Callable[[Conn, AfterCommit, Principal, dict[str, Any]], Awaitable[dict[str, Any]]]
+# Runs inside the action's transaction; returns the action's result.
+Apply = Callable[[Conn, AfterCommit], Awaitable[dict[str, Any]]]
+# Parses and checks an action's data (and screens new content) before the transaction opens.
+Prepare = Callable[[Principal, str, dict[str, Any]], Awaitable[Apply]]
 
 
 class MobileService:
@@ -228,7 +264,7 @@ class MobileService:
         self.posts = posts
         self.comments = comments
         self.resources = resources
-        self.handlers: dict[str, Handler] = {
+        self.handlers: dict[str, Prepare] = {
             "create_post": self._create_post,
             "update_post": self._update_post,
             "delete_post": self._delete_post,
@@ -253,8 +289,10 @@ class MobileService:
         if len(body.pending_actions) > MAX_ACTIONS:
             raise Invalid("pendingActions", f"at most {MAX_ACTIONS} actions per sync")
         for i, action in enumerate(body.pending_actions):
+            field = f"pendingActions[{i}].clientActionId"
             if not 1 <= len(action.client_action_id) <= 100:
-                raise Invalid(f"pendingActions[{i}].clientActionId", "must be 1-100 characters")
+                raise Invalid(field, "must be 1-100 characters")
+            validation.no_control_characters(action.client_action_id, field)
         since = body.last_sync_timestamp
         server_now = await sync_db.now(self.db.pool)
         if since is not None:
@@ -269,13 +307,13 @@ class MobileService:
         # Read the clock before reading changes, so nothing committed after this point can be
         # missed by the next sync (it may be sent twice, which clients handle by id).
         stamp = await sync_db.now(self.db.pool)
-        updates = await self._updates(principal, since)
-        return SyncResponse(results, updates, stamp)
+        updates, resume = await self._updates(principal, since)
+        return SyncResponse(results, updates, resume or stamp)
 
     async def _apply(self, principal: Principal, action: PendingAction) -> ActionResult:
         me, cid = principal.user_id, action.client_action_id
-        handler = self.handlers.get(action.type)
-        if handler is None:
+        prepare = self.handlers.get(action.type)
+        if prepare is None:
             return ActionResult(
                 cid,
                 action.type,
@@ -287,49 +325,83 @@ class MobileService:
                     + ", ".join(sorted(self.handlers)),
                 },
             )
+        # A retry of an action already answered gets that answer, without checking or
+        # screening the content again.
+        stored = await sync_db.get(self.db.pool, me, cid)
+        if stored is not None:
+            return self._replayed(cid, action.type, stored)
+        apply: Apply | None = None
+        failure: AppError | None = None
+        try:
+            apply = await prepare(principal, cid, action.data)
+        except (RateLimited, Unavailable) as exc:
+            return ActionResult(cid, action.type, "error", False, error=exc.to_dict())
+        except AppError as exc:
+            failure = exc  # a final answer (held for review, invalid, not found...): record it
+        except asyncpg.DataError as exc:
+            failure = _data_error(exc)
+        except Exception:
+            log.exception("sync action %s (%s) failed", action.type, cid)
+            return self._internal_error(cid, action.type)
         async with self.units.begin() as (conn, effects):
             if not await sync_db.claim(conn, me, cid, action.type):
                 stored = await sync_db.get(conn, me, cid)
                 assert stored is not None
-                if stored["action_type"] != action.type:
-                    return ActionResult(
-                        cid,
-                        action.type,
-                        "error",
-                        True,
-                        error={
-                            "code": "client_id_reused",
-                            "message": "this clientActionId was already used for a "
-                            f"{stored['action_type']} action",
-                        },
-                    )
-                return self._stored(cid, action.type, stored["ok"], stored["result"], True)
-            mark = effects.mark()
-            try:
-                async with conn.transaction():  # a savepoint: a failed action leaves no trace
-                    result = await handler(conn, effects, principal, action.data)
-            except (RateLimited, Unavailable) as exc:
-                effects.discard_after(mark)
-                await sync_db.release(conn, me, cid)  # not an answer: let the client retry
-                return ActionResult(cid, action.type, "error", False, error=exc.to_dict())
-            except AppError as exc:
-                effects.discard_after(mark)
-                error = exc.to_dict()
+                return self._replayed(cid, action.type, stored)
+            result: dict[str, Any] = {}
+            if apply is not None:
+                mark = effects.mark()
+                try:
+                    async with conn.transaction():  # a savepoint: a failed action leaves no trace
+                        result = await apply(conn, effects)
+                except (RateLimited, Unavailable) as exc:
+                    effects.discard_after(mark)
+                    await sync_db.release(conn, me, cid)  # not an answer: let the client retry
+                    return ActionResult(cid, action.type, "error", False, error=exc.to_dict())
+                except AppError as exc:
+                    effects.discard_after(mark)
+                    failure = exc
+                except asyncpg.DataError as exc:
+                    # A value the database refuses would be refused again on every retry: an
+                    # answer, like an invalid field, not a failure to try again later.
+                    effects.discard_after(mark)
+                    failure = _data_error(exc)
+                except Exception:
+                    log.exception("sync action %s (%s) failed", action.type, cid)
+                    effects.discard_after(mark)
+                    await sync_db.release(conn, me, cid)
+                    return self._internal_error(cid, action.type)
+            if failure is not None:
+                error = _storable(failure.to_dict())
                 await sync_db.record(conn, me, cid, False, {"error": error})
                 return ActionResult(cid, action.type, "error", False, error=error)
-            except Exception:
-                log.exception("sync action %s (%s) failed", action.type, cid)
-                effects.discard_after(mark)
-                await sync_db.release(conn, me, cid)
-                return ActionResult(
-                    cid,
-                    action.type,
-                    "error",
-                    False,
-                    error={"code": "internal_error", "message": "the action failed; retry later"},
-                )
             await sync_db.record(conn, me, cid, True, result)
         return ActionResult(cid, action.type, "ok", False, result=result)
+
+    def _replayed(self, cid: str, kind: str, stored: Any) -> ActionResult:
+        if stored["action_type"] != kind:
+            return ActionResult(
+                cid,
+                kind,
+                "error",
+                True,
+                error={
+                    "code": "client_id_reused",
+                    "message": "this clientActionId was already used for a "
+                    f"{stored['action_type']} action",
+                },
+            )
+        return self._stored(cid, kind, stored["ok"], stored["result"], True)
+
+    @staticmethod
+    def _internal_error(cid: str, kind: str) -> ActionResult:
+        return ActionResult(
+            cid,
+            kind,
+            "error",
+            False,
+            error={"code": "internal_error", "message": "the action failed; retry later"},
+        )
 
     @staticmethod
     def _stored(
@@ -339,14 +411,27 @@ class MobileService:
             return ActionResult(cid, kind, "ok", replayed, result=stored)
         return ActionResult(cid, kind, "error", replayed, error=stored.get("error"))
 
-    async def _updates(self, principal: Principal, since: dt.datetime | None) -> SyncUpdates:
+    async def _updates(
+        self, principal: Principal, since: dt.datetime | None
+    ) -> tuple[SyncUpdates, dt.datetime | None]:
+        """The changes since `since`, each stream cut at MAX_UPDATES, and the time the next
+        sync must continue from when a stream was cut (None: the clock read before)."""
         if since is None:
-            return SyncUpdates([], [], [], [], has_more=False, full_sync_required=True)
-        me = principal.user_id
-        post_rows = await posts_db.changed_since(self.db.pool, me, since, MAX_UPDATES + 1)
-        gone = await posts_db.gone_since(self.db.pool, me, since, MAX_UPDATES + 1)
-        resource_rows = await resources_db.changed_since(self.db.pool, me, since, MAX_UPDATES + 1)
-        notes = await sync_db.notifications_since(self.db.pool, me, since, MAX_UPDATES + 1)
+            return SyncUpdates([], [], [], [], has_more=False, full_sync_required=True), None
+        me, deep = principal.user_id, MAX_UPDATES + 1
+        post_rows = await posts_db.changed_since(self.db.pool, me, since, deep)
+        gone = await posts_db.gone_since(self.db.pool, me, since, deep)
+        resource_rows = await resources_db.changed_since(self.db.pool, me, since, deep)
+        notes = await sync_db.notifications_since(self.db.pool, me, since, deep)
+        resume, stuck = resume_point(
+            [
+                [r["updated_at"] for r in post_rows],
+                [r["updated_at"] for r in gone],
+                [r["updated_at"] for r in resource_rows],
+                [n["created_at"] for n in notes],
+            ],
+            MAX_UPDATES,
+        )
         has_more = max(len(post_rows), len(gone), len(resource_rows), len(notes)) > MAX_UPDATES
         posts = [
             compact(p) for p in await self.posts.render_many(post_rows[:MAX_UPDATES], principal)
@@ -365,104 +450,127 @@ class MobileService:
             )
             for n in notes[:MAX_UPDATES]
         ]
-        return SyncUpdates(
-            posts, gone[:MAX_UPDATES], resources, notifications, has_more, full_sync_required=False
+        updates = SyncUpdates(
+            posts,
+            [r["id"] for r in gone[:MAX_UPDATES]],
+            resources,
+            notifications,
+            has_more,
+            full_sync_required=stuck,
         )
+        return updates, None if stuck else resume
 
     # --- action handlers -------------------------------------------------------------------------
+    # Each parses its data and does what must happen before the transaction, and returns what
+    # runs inside it. New content is screened by moderation here, with the client action id as
+    # the held item's dedupe key (two racing copies of one sync hold it once).
 
-    async def _create_post(
-        self, conn: Conn, effects: AfterCommit, principal: Principal, data: dict[str, Any]
-    ) -> dict[str, Any]:
-        row = await self.posts.create_in(conn, effects, principal, _payload(data, PostCreate))
-        post = await self.posts.render(row, principal)
-        return {"postId": str(row["id"]), "post": msgspec.to_builtins(compact(post))}
+    async def _create_post(self, principal: Principal, cid: str, data: dict[str, Any]) -> Apply:
+        body = _payload(data, PostCreate)
+        await self.posts.screen_new(principal, body, dedupe_key=f"sync:{cid}")
 
-    async def _update_post(
-        self, conn: Conn, effects: AfterCommit, principal: Principal, data: dict[str, Any]
-    ) -> dict[str, Any]:
+        async def apply(conn: Conn, effects: AfterCommit) -> dict[str, Any]:
+            row = await self.posts.create_in(conn, effects, principal, body, screened=True)
+            post = await self.posts.render(row, principal)
+            return {"postId": str(row["id"]), "post": msgspec.to_builtins(compact(post))}
+
+        return apply
+
+    async def _update_post(self, principal: Principal, cid: str, data: dict[str, Any]) -> Apply:
         edit = _payload(data, _PostEdit)
         post_id = _required(edit.post_id, "postId")
         changes = PostUpdate(**{f: getattr(edit, f) for f in PostUpdate.__struct_fields__})
-        row = await self.posts.update_in(conn, effects, principal, post_id, changes)
-        post = await self.posts.render(row, principal)
-        return {"postId": str(post_id), "post": msgspec.to_builtins(compact(post))}
+        await self.posts.screen_edit(principal, post_id, changes, dedupe_key=f"sync:{cid}")
 
-    async def _delete_post(
-        self, conn: Conn, effects: AfterCommit, principal: Principal, data: dict[str, Any]
-    ) -> dict[str, Any]:
+        async def apply(conn: Conn, effects: AfterCommit) -> dict[str, Any]:
+            row = await self.posts.update_in(
+                conn, effects, principal, post_id, changes, screened=True
+            )
+            post = await self.posts.render(row, principal)
+            return {"postId": str(post_id), "post": msgspec.to_builtins(compact(post))}
+
+        return apply
+
+    async def _delete_post(self, principal: Principal, cid: str, data: dict[str, Any]) -> Apply:
         ref = _payload(data, _PostRef)
-        await self.posts.delete_in(conn, effects, principal, ref.post_id)
-        return {"postId": str(ref.post_id), "deleted": True}
 
-    async def _post_interaction(
-        self,
-        conn: Conn,
-        effects: AfterCommit,
-        principal: Principal,
-        data: dict[str, Any],
-        kind: str,
-    ) -> dict[str, Any]:
+        async def apply(conn: Conn, effects: AfterCommit) -> dict[str, Any]:
+            await self.posts.delete_in(conn, effects, principal, ref.post_id)
+            return {"postId": str(ref.post_id), "deleted": True}
+
+        return apply
+
+    def _post_interaction(self, principal: Principal, data: dict[str, Any], kind: str) -> Apply:
         ref = _payload(data, _PostToggle)
-        result = await self.posts.interact_in(
-            conn, effects, principal, ref.post_id, kind, active=ref.active
-        )
-        out: dict[str, Any] = msgspec.to_builtins(result)
-        out.pop("report", None)
-        return out
 
-    async def _like_post(
-        self, conn: Conn, effects: AfterCommit, principal: Principal, data: dict[str, Any]
-    ) -> dict[str, Any]:
-        return await self._post_interaction(conn, effects, principal, data, "like")
+        async def apply(conn: Conn, effects: AfterCommit) -> dict[str, Any]:
+            result = await self.posts.interact_in(
+                conn, effects, principal, ref.post_id, kind, active=ref.active
+            )
+            out: dict[str, Any] = msgspec.to_builtins(result)
+            out.pop("report", None)
+            return out
 
-    async def _bookmark_post(
-        self, conn: Conn, effects: AfterCommit, principal: Principal, data: dict[str, Any]
-    ) -> dict[str, Any]:
-        return await self._post_interaction(conn, effects, principal, data, "bookmark")
+        return apply
 
-    async def _share_post(
-        self, conn: Conn, effects: AfterCommit, principal: Principal, data: dict[str, Any]
-    ) -> dict[str, Any]:
-        return await self._post_interaction(conn, effects, principal, data, "share")
+    async def _like_post(self, principal: Principal, cid: str, data: dict[str, Any]) -> Apply:
+        return self._post_interaction(principal, data, "like")
 
-    async def _create_comment(
-        self, conn: Conn, effects: AfterCommit, principal: Principal, data: dict[str, Any]
-    ) -> dict[str, Any]:
+    async def _bookmark_post(self, principal: Principal, cid: str, data: dict[str, Any]) -> Apply:
+        return self._post_interaction(principal, data, "bookmark")
+
+    async def _share_post(self, principal: Principal, cid: str, data: dict[str, Any]) -> Apply:
+        return self._post_interaction(principal, data, "share")
+
+    async def _create_comment(self, principal: Principal, cid: str, data: dict[str, Any]) -> Apply:
         new = _payload(data, _NewComment)
         post_id = _required(new.post_id, "postId")
         body = CommentCreate(new.content, new.parent_comment_id, new.is_anonymous)
-        row, _ = await self.comments.create_in(conn, effects, principal, post_id, body)
-        return {"commentId": str(row["id"]), "postId": str(post_id)}
+        await self.comments.screen_new(principal, post_id, body, dedupe_key=f"sync:{cid}")
 
-    async def _like_comment(
-        self, conn: Conn, effects: AfterCommit, principal: Principal, data: dict[str, Any]
-    ) -> dict[str, Any]:
+        async def apply(conn: Conn, effects: AfterCommit) -> dict[str, Any]:
+            row, _ = await self.comments.create_in(
+                conn, effects, principal, post_id, body, screened=True
+            )
+            return {"commentId": str(row["id"]), "postId": str(post_id)}
+
+        return apply
+
+    async def _like_comment(self, principal: Principal, cid: str, data: dict[str, Any]) -> Apply:
         ref = _payload(data, _CommentToggle)
-        result = await self.comments.interact_in(
-            conn, effects, principal, ref.comment_id, "like", active=ref.active
-        )
-        out: dict[str, Any] = msgspec.to_builtins(result)
-        out.pop("report", None)
-        return out
+
+        async def apply(conn: Conn, effects: AfterCommit) -> dict[str, Any]:
+            result = await self.comments.interact_in(
+                conn, effects, principal, ref.comment_id, "like", active=ref.active
+            )
+            out: dict[str, Any] = msgspec.to_builtins(result)
+            out.pop("report", None)
+            return out
+
+        return apply
 
     async def _bookmark_resource(
-        self, conn: Conn, effects: AfterCommit, principal: Principal, data: dict[str, Any]
-    ) -> dict[str, Any]:
+        self, principal: Principal, cid: str, data: dict[str, Any]
+    ) -> Apply:
         ref = _payload(data, _ResourceToggle)
-        result = await self.resources.bookmark_in(
-            conn, effects, principal, ref.resource_id, ref.active
-        )
-        out: dict[str, Any] = msgspec.to_builtins(result)
-        return out
 
-    async def _rate_resource(
-        self, conn: Conn, effects: AfterCommit, principal: Principal, data: dict[str, Any]
-    ) -> dict[str, Any]:
+        async def apply(conn: Conn, effects: AfterCommit) -> dict[str, Any]:
+            result = await self.resources.bookmark_in(
+                conn, effects, principal, ref.resource_id, ref.active
+            )
+            out: dict[str, Any] = msgspec.to_builtins(result)
+            return out
+
+        return apply
+
+    async def _rate_resource(self, principal: Principal, cid: str, data: dict[str, Any]) -> Apply:
         rating = _payload(data, _Rating)
         resource_id = _required(rating.resource_id, "resourceId")
-        result = await self.resources.rate_in(
-            conn, effects, principal, resource_id, RateRequest(rating.rating, rating.review)
-        )
-        out: dict[str, Any] = msgspec.to_builtins(result)
-        return out
+        request = RateRequest(rating.rating, rating.review)
+
+        async def apply(conn: Conn, effects: AfterCommit) -> dict[str, Any]:
+            result = await self.resources.rate_in(conn, effects, principal, resource_id, request)
+            out: dict[str, Any] = msgspec.to_builtins(result)
+            return out
+
+        return apply

@@ -23,7 +23,7 @@ import msgspec
 
 from ..db import pods as pods_db
 from ..db.pool import Database
-from ..db.types import Conn
+from ..db.types import Conn, Executor
 from ..errors import Conflict, Forbidden, Invalid, NotFound
 from . import validation
 from .auth import Principal
@@ -37,6 +37,23 @@ INVITATION_TTL = dt.timedelta(days=7)
 MAX_MEMBERS_LIMIT = 10_000
 
 Role = Literal["owner", "admin", "moderator", "member"]
+
+
+def ranks_at_least(role: str | None, min_role: Role) -> bool:
+    """Whether an active member's `role` (None: not a member) is `min_role` or higher."""
+    return role is not None and ROLE_RANK[role] >= ROLE_RANK[min_role]
+
+
+def roles_at_least(min_role: Role) -> tuple[str, ...]:
+    """Every role ranked `min_role` or higher (for SQL that filters memberships by role)."""
+    return tuple(role for role, rank in ROLE_RANK.items() if rank >= ROLE_RANK[min_role])
+
+
+def is_moderator(principal: Principal, pod_role: str | None) -> bool:
+    """Who moderates content in a pod: platform moderators, and the pod's moderators (or
+    higher). `pod_role` is the principal's role in the pod, None outside pods or when they are
+    not an active member."""
+    return principal.is_platform_moderator or ranks_at_least(pod_role, "moderator")
 
 
 class PodCreate(msgspec.Struct, rename="camel", forbid_unknown_fields=True):
@@ -246,32 +263,44 @@ class PodService:
 
     # --- access checks used by every area that belongs to a pod ----------------------------
 
-    async def visible_pod(self, principal: Principal, pod_id: uuid.UUID) -> asyncpg.Record:
+    # Each check takes the caller's connection (`db`) when it runs inside a transaction: taking
+    # a second connection from the pool while holding one deadlocks once every connection is
+    # held by a request waiting for another.
+
+    async def visible_pod(
+        self, principal: Principal, pod_id: uuid.UUID, db: Executor | None = None
+    ) -> asyncpg.Record:
         """The pod row if the caller may see it, else NotFound (private pods stay hidden)."""
-        row = await pods_db.get_pod_for(self.db.pool, pod_id, principal.user_id)
+        row = await pods_db.get_pod_for(db or self.db.pool, pod_id, principal.user_id)
         if row is None or row["status"] == "suspended":
             raise NotFound("pod not found")
         if not row["is_public"] and row["my_status"] != "active" and not row["invited"]:
             raise NotFound("pod not found")
         return row
 
-    async def member_role(self, pod_id: uuid.UUID, user_id: uuid.UUID) -> str | None:
+    async def member_role(
+        self, pod_id: uuid.UUID, user_id: uuid.UUID, db: Executor | None = None
+    ) -> str | None:
         """The user's role if they are an active member, else None."""
-        row = await pods_db.get_membership(self.db.pool, pod_id, user_id)
+        row = await pods_db.get_membership(db or self.db.pool, pod_id, user_id)
         if row is None or row["status"] != "active":
             return None
         role: str = row["role"]
         return role
 
     async def require_member(
-        self, principal: Principal, pod_id: uuid.UUID, min_role: Role = "member"
+        self,
+        principal: Principal,
+        pod_id: uuid.UUID,
+        min_role: Role = "member",
+        db: Executor | None = None,
     ) -> str:
         """Raise unless the caller is an active member with at least `min_role`."""
-        row = await self.visible_pod(principal, pod_id)
+        row = await self.visible_pod(principal, pod_id, db)
         role = row["my_role"] if row["my_status"] == "active" else None
         if role is None:
             raise Forbidden("you are not a member of this pod", code="not_a_member")
-        if ROLE_RANK[role] < ROLE_RANK[min_role]:
+        if not ranks_at_least(role, min_role):
             raise Forbidden(f"this needs the {min_role} role or higher", code="insufficient_role")
         return str(role)
 
@@ -359,7 +388,7 @@ class PodService:
         my_role = pod["my_role"] if pod["my_status"] == "active" else None
         if not pod["is_public"] and my_role is None:
             raise Forbidden("only members see who is in a private pod", code="not_a_member")
-        include_banned = my_role is not None and ROLE_RANK[my_role] >= ROLE_RANK["moderator"]
+        include_banned = ranks_at_least(my_role, "moderator")
         rows = await pods_db.list_members(
             self.db.pool, pod_id, include_banned=include_banned, limit=limit, offset=offset
         )
@@ -469,7 +498,7 @@ class PodService:
         actor = await pods_db.get_membership(conn, pod_id, principal.user_id)
         if actor is None or actor["status"] != "active":
             raise Forbidden("you are not a member of this pod", code="not_a_member")
-        if ROLE_RANK[actor["role"]] < ROLE_RANK["moderator"]:
+        if not ranks_at_least(actor["role"], "moderator"):
             raise Forbidden("this needs the moderator role or higher", code="insufficient_role")
         if user_id == principal.user_id:
             raise Conflict("you cannot do this to yourself", code="self_action")

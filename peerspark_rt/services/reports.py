@@ -6,8 +6,10 @@ author's) and the moderators are notified: the moderators, admins and owner of t
 pod, or the platform moderators for content outside pods. A moderator then restores it or
 removes it, which closes every pending report on it.
 
-Content kinds plug in through `ContentHandler`, so other areas (session messages, AI
-moderation) can register theirs and reuse `hide_content` / `restore_content` / `remove_content`.
+Posts, comments and resources can be reported (the spec's reports); each kind plugs in
+through a `ContentHandler`, and other code may reuse `hide_content` / `restore_content` /
+`remove_content` on them. Session messages are not reported here: moderation screens them
+before they are delivered (services/moderation.py).
 """
 
 from __future__ import annotations
@@ -32,11 +34,11 @@ from . import validation
 from .auth import Principal
 from .effects import AfterCommit, Units
 from .notifications import NewNotification
-from .pods import ROLE_RANK
+from .pods import is_moderator, roles_at_least
 
 REPORT_THRESHOLD = 3
 REASONS = ("spam", "harassment", "hate", "violence", "misinformation", "inappropriate", "other")
-CONTENT_TYPES = ("post", "comment", "resource", "message")
+CONTENT_TYPES = ("post", "comment", "resource")
 MAX_NOTIFIED_PLATFORM_MODERATORS = 50
 
 State = Literal["live", "hidden", "removed"]
@@ -267,6 +269,8 @@ class ReportService:
         self._handlers: dict[str, ContentHandler] = {}
 
     def register(self, handler: ContentHandler) -> None:
+        if handler.content_type not in CONTENT_TYPES:
+            raise ValueError(f"{handler.content_type!r} is not a reportable content type")
         self._handlers[handler.content_type] = handler
 
     def _handler(self, content_type: str, field: str = "contentType") -> ContentHandler:
@@ -304,6 +308,7 @@ class ReportService:
         handler = self._handler(content_type)
         reason = validation.one_of(reason or "other", "reason", REASONS)
         if description is not None:
+            validation.no_control_characters(description, "description")
             description = description.strip()[:2000] or None
         ref = await handler.lock(conn, content_id)
         if ref is None or not await handler.can_view(conn, principal, content_id):
@@ -357,9 +362,7 @@ class ReportService:
 
     async def _moderator_ids(self, conn: Conn, ref: ContentRef) -> list[uuid.UUID]:
         if ref.pod_id is not None:
-            return await pods_db.active_member_ids(
-                conn, ref.pod_id, ("moderator", "admin", "owner")
-            )
+            return await pods_db.active_member_ids(conn, ref.pod_id, roles_at_least("moderator"))
         return await reports_db.platform_moderator_ids(conn, MAX_NOTIFIED_PLATFORM_MODERATORS)
 
     async def _notify_moderators(
@@ -449,17 +452,14 @@ class ReportService:
 
     # --- the moderators' queue -------------------------------------------------------------
 
-    async def _is_moderator_of(self, principal: Principal, pod_id: uuid.UUID | None) -> bool:
-        if principal.is_platform_moderator:
-            return True
-        if pod_id is None:
-            return False
-        row = await pods_db.get_membership(self.db.pool, pod_id, principal.user_id)
-        return (
-            row is not None
-            and row["status"] == "active"
-            and ROLE_RANK[row["role"]] >= ROLE_RANK["moderator"]
-        )
+    async def _is_moderator_of(
+        self, conn: Conn, principal: Principal, pod_id: uuid.UUID | None
+    ) -> bool:
+        role: str | None = None
+        if pod_id is not None:
+            row = await pods_db.get_membership(conn, pod_id, principal.user_id)
+            role = row["role"] if row is not None and row["status"] == "active" else None
+        return is_moderator(principal, role)
 
     async def list(self, principal: Principal, query: ReportQuery) -> ReportPage:
         if not 1 <= query.limit <= 100:
@@ -470,7 +470,9 @@ class ReportService:
         if principal.is_platform_moderator:
             pod_ids = [query.pod_id] if query.pod_id else None
         else:
-            mine = await reports_db.moderated_pod_ids(self.db.pool, principal.user_id)
+            mine = await reports_db.moderated_pod_ids(
+                self.db.pool, principal.user_id, roles_at_least("moderator")
+            )
             if not mine:
                 raise Forbidden("only moderators see reports", code="not_a_moderator")
             if query.pod_id is not None and query.pod_id not in mine:
@@ -530,7 +532,7 @@ class ReportService:
         async with self.units.begin() as (conn, effects):
             report = await reports_db.lock(conn, report_id)
             # Reports are private to moderators: to anyone else they do not exist.
-            if report is None or not await self._is_moderator_of(principal, report["pod_id"]):
+            if report is None or not await self._is_moderator_of(conn, principal, report["pod_id"]):
                 raise NotFound("report not found")
             if report["status"] != "pending":
                 raise Conflict("this report is already resolved", code="already_resolved")

@@ -215,15 +215,7 @@ class ResourceService:
         permission = (
             PERMISSION_NAMES.get(level) if level else ("view" if row["is_public"] else None)
         )
-        file: FileLink | None = None
-        if row["upload_key"] is not None:
-            file = await self.uploads.link_for(
-                key=row["upload_key"],
-                backend=row["upload_backend"],
-                filename=row["upload_name"],
-                content_type=row["upload_type"],
-                size=row["upload_size"],
-            )
+        file = await self.uploads.link_for_row(row)
         keys = set(row.keys())
         highlights = None
         if "hl_title" in keys and row["hl_title"] is not None:  # a search: always a dict
@@ -319,7 +311,7 @@ class ResourceService:
         if values["resource_type"] == "link" and not values.get("file_url"):
             raise Invalid("fileUrl", "is required for a link")
         if body.pod_id is not None:
-            await self.pods.require_member(principal, body.pod_id)
+            await self.pods.require_member(principal, body.pod_id, db=conn)
         resource_id = uuid.uuid4()
         if body.upload_id is not None:
             upload = await uploads_db.attach(
@@ -530,15 +522,7 @@ class ResourceService:
 
     async def download(self, principal: Principal, resource_id: uuid.UUID) -> Download:
         row = await self._visible(self.db.pool, principal, resource_id)
-        link: FileLink | None = None
-        if row["upload_key"] is not None:
-            link = await self.uploads.link_for(
-                key=row["upload_key"],
-                backend=row["upload_backend"],
-                filename=row["upload_name"],
-                content_type=row["upload_type"],
-                size=row["upload_size"],
-            )
+        link = await self.uploads.link_for_row(row)
         if link is None and not row["file_url"]:
             raise Conflict("this resource has no file to download", code="no_file")
         count = await resources_db.count_download(self.db.pool, resource_id)

@@ -21,12 +21,6 @@ from .feed import Post, PostService
 from .pods import PodService
 from .resources import Resource, ResourceService, highlight_html
 
-SORTS: dict[str, search_db.ResourceSort] = {
-    "relevance": "relevance",
-    "date": "date",
-    "rating": "rating",
-    "downloads": "downloads",
-}
 MAX_QUERY = 200
 MAX_OFFSET = 10_000
 
@@ -117,6 +111,7 @@ def _paging(limit: int, offset: int, max_limit: int = 100) -> None:
 def _text(value: str | None, field: str) -> str | None:
     if value is None or not value.strip():
         return None
+    validation.no_control_characters(value, field)
     value = " ".join(value.split())
     if len(value) > MAX_QUERY:
         raise Invalid(field, f"must be at most {MAX_QUERY} characters")
@@ -139,6 +134,9 @@ class SearchService:
             validation.one_of(value, "type", resources_db.RESOURCE_TYPES)
         for value in query.difficulty:
             validation.one_of(value, "difficulty", resources_db.DIFFICULTIES)
+        for name, values in (("subject", query.subject), ("tags", query.tags)):
+            for value in values:
+                validation.no_control_characters(value, name)
         for name, rating in (("minRating", query.min_rating), ("maxRating", query.max_rating)):
             if rating is not None and not 0 <= rating <= 5:
                 raise Invalid(name, "must be between 0 and 5")
@@ -148,9 +146,9 @@ class SearchService:
             and query.min_rating > query.max_rating
         ):
             raise Invalid("minRating", "must not be above maxRating")
-        sort = SORTS[
-            validation.one_of(query.sort or ("relevance" if text else "date"), "sort", tuple(SORTS))
-        ]
+        sort = validation.one_of(
+            query.sort or ("relevance" if text else "date"), "sort", search_db.RESOURCE_SORTS
+        )
         if query.pod_id is not None:
             await self.pods.visible_pod(principal, query.pod_id)
         filters = search_db.ResourceFilters(

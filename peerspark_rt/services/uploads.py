@@ -13,7 +13,8 @@ import logging
 import re
 import unicodedata
 import uuid
-from typing import Protocol
+from collections.abc import Mapping
+from typing import Any, Protocol
 from urllib.parse import unquote
 
 import asyncpg
@@ -30,6 +31,11 @@ from .storage import LocalStorage, SignedUrl, Storage, Writer, new_key
 log = logging.getLogger(__name__)
 
 CHUNK = 64 * 1024
+# An upload not attached to anything within a day was abandoned (a cancelled post).
+UNATTACHED_FOR = dt.timedelta(hours=24)
+# A deleted post's files stay a while, so an operator can still restore a mistaken deletion.
+RELEASED_FOR = dt.timedelta(days=30)
+PURGE_BATCH = 500
 
 
 class FilePart(Protocol):
@@ -172,7 +178,7 @@ class UploadService:
             raise
         return size
 
-    async def link_for(
+    async def _link(
         self, *, key: str, backend: str, filename: str, content_type: str, size: int
     ) -> FileLink | None:
         if backend != self.storage.backend:
@@ -186,6 +192,44 @@ class UploadService:
             type=content_type,
         )
 
+    async def link_for_row(
+        self, row: asyncpg.Record | Mapping[str, Any], prefix: str = "upload_"
+    ) -> FileLink | None:
+        """A fresh link to the upload a row was joined with (its columns `<prefix>key`,
+        `backend`, `name`, `type` and `size`); None without one or when it sits in another
+        backend than this node's."""
+        if row[f"{prefix}key"] is None:
+            return None
+        return await self._link(
+            key=row[f"{prefix}key"],
+            backend=row[f"{prefix}backend"],
+            filename=row[f"{prefix}name"],
+            content_type=row[f"{prefix}type"],
+            size=row[f"{prefix}size"],
+        )
+
+    @staticmethod
+    def attachment(row: asyncpg.Record) -> dict[str, Any]:
+        """How a post keeps an attached upload (an entry of its `attachments` JSON)."""
+        return {
+            "uploadId": str(row["id"]),
+            "key": row["storage_key"],
+            "backend": row["backend"],
+            "filename": row["original_name"],
+            "size": row["size_bytes"],
+            "type": row["content_type"],
+        }
+
+    async def link_for_attachment(self, item: Mapping[str, Any]) -> FileLink | None:
+        """A fresh link to a post's attachment (an entry made by `attachment`)."""
+        return await self._link(
+            key=item["key"],
+            backend=item["backend"],
+            filename=item["filename"],
+            content_type=item["type"],
+            size=item["size"],
+        )
+
     async def discard(self, row: asyncpg.Record) -> None:
         """Delete a file's bytes (after the row pointing at them is gone)."""
         if row["backend"] != self.storage.backend:
@@ -195,6 +239,31 @@ class UploadService:
             await self.storage.delete(row["storage_key"])
         except Exception:
             log.exception("could not delete stored file %s", row["storage_key"])
+
+    async def purge_unused(
+        self,
+        *,
+        unattached_for: dt.timedelta = UNATTACHED_FOR,
+        released_for: dt.timedelta = RELEASED_FOR,
+    ) -> int:
+        """Delete uploads nobody uses, rows first and then their bytes: those never attached
+        within `unattached_for`, and those of posts deleted more than `released_for` ago.
+        Returns how many went. (Run by the hourly `cleanup` job.)"""
+        purged = 0
+        while True:
+            async with self.db.transaction() as conn:
+                rows = await uploads_db.delete_unused(
+                    conn,
+                    unattached_for=unattached_for,
+                    released_for=released_for,
+                    limit=PURGE_BATCH,
+                )
+            for row in rows:
+                await self.discard(row)
+            purged += len(rows)
+            # Each kind yields at most a batch: a shorter answer means both ran dry.
+            if len(rows) < PURGE_BATCH:
+                return purged
 
     async def local_file(
         self, key: str, expires_at: str, signature: str

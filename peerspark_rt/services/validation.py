@@ -6,13 +6,25 @@ import re
 import uuid
 import zoneinfo
 from functools import lru_cache
+from typing import Any, TypeVar
+
+import msgspec
 
 from ..errors import Invalid
+
+T = TypeVar("T")
+S = TypeVar("S", bound=str)
 
 _EMAIL = re.compile(
     r"^[^@\s]{1,64}@[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)+$"
 )
 _USERNAME = re.compile(r"^[A-Za-z0-9_.-]{3,50}$")
+# Control characters other than tab, newline and carriage return: PostgreSQL cannot store NUL
+# in text at all, and the rest have no business in what people write to each other.
+_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
+_AT_PATH = re.compile(r" - at `\$(?P<path>[^`]*)`$")
+_MISSING = re.compile(r"missing required field `(?P<name>[^`]+)`")
+_UNKNOWN = re.compile(r"unknown field `(?P<name>[^`]+)`")
 
 
 def email(value: str, field: str = "email") -> str:
@@ -43,7 +55,18 @@ def password(value: str, *, email: str = "", username: str = "") -> str:
     return value
 
 
+def no_control_characters(value: str, field: str) -> str:
+    """Refuse NUL and other control characters (tab, newline and carriage return are fine)."""
+    found = _CONTROL.search(value)
+    if found:
+        raise Invalid(
+            field, f"must not contain control characters (found U+{ord(found.group()):04X})"
+        )
+    return value
+
+
 def text(value: str, field: str, *, max_len: int, min_len: int = 1) -> str:
+    no_control_characters(value, field)
     stripped = value.strip()
     if len(stripped) < min_len:
         raise Invalid(
@@ -54,10 +77,11 @@ def text(value: str, field: str, *, max_len: int, min_len: int = 1) -> str:
     return stripped
 
 
-def one_of(value: str, field: str, choices: tuple[str, ...]) -> str:
+def one_of(value: str, field: str, choices: tuple[S, ...]) -> S:
+    """`value` if it is one of `choices`, typed as the choices are (e.g. a Literal)."""
     if value not in choices:
         raise Invalid(field, f"must be one of: {', '.join(choices)}")
-    return value
+    return choices[choices.index(value)]
 
 
 @lru_cache(maxsize=1024)
@@ -89,6 +113,7 @@ def tags(values: list[str], field: str = "tags", *, max_count: int = 20) -> list
         raise Invalid(field, f"at most {max_count} tags")
     cleaned: list[str] = []
     for tag in values:
+        no_control_characters(tag, field)
         t = tag.strip().lower()
         if not t or len(t) > 50:
             raise Invalid(field, "each tag must be 1-50 characters")
@@ -99,7 +124,7 @@ def tags(values: list[str], field: str = "tags", *, max_count: int = 20) -> list
 
 def http_url(value: str, field: str, *, max_len: int = 2048) -> str:
     """An absolute http(s) URL (what clients may link to from posts and resources)."""
-    value = value.strip()
+    value = no_control_characters(value, field).strip()
     if len(value) > max_len or not re.match(r"^https?://[^\s/$.?#][^\s]*$", value, re.IGNORECASE):
         raise Invalid(field, "must be an http(s) URL")
     return value
@@ -122,3 +147,37 @@ def camel(name: str) -> str:
     """The API's name for a snake_case field (errors name fields as clients send them)."""
     head, *rest = name.split("_")
     return head + "".join(part.capitalize() for part in rest)
+
+
+def field_of_msgspec_error(message: str) -> tuple[str, str]:
+    """Turn msgspec's 'Expected `int`, got `str` - at `$.maxMembers`' into (field, reason);
+    the field is "" when the error is about the value as a whole."""
+    path = ""
+    m = _AT_PATH.search(message)
+    if m:
+        path = m.group("path").lstrip(".")
+        message = message[: m.start()]
+    for pattern, reason in ((_MISSING, "is required"), (_UNKNOWN, "is not a known field")):
+        found = pattern.search(message)
+        if found:
+            name = found.group("name")
+            return (f"{path}.{name}" if path else name), reason
+    return path, (message[0].lower() + message[1:] if message else "is invalid")
+
+
+def invalid_from(exc: msgspec.ValidationError, *, within: str = "body") -> Invalid:
+    """The 422 for a msgspec validation error, naming the field; fields of a value that is
+    itself a field are named `within.field` (unless `within` is the request body)."""
+    field, reason = field_of_msgspec_error(str(exc))
+    if within == "body":
+        return Invalid(field or "body", reason)
+    return Invalid(f"{within}.{field}" if field else within, reason)
+
+
+def convert(data: Any, type_: type[T], *, strict: bool = True, within: str = "body") -> T:
+    """`msgspec.convert`, with a 422 naming the field (see `invalid_from`) when the data does
+    not fit `type_`."""
+    try:
+        return msgspec.convert(data, type_, strict=strict)
+    except msgspec.ValidationError as exc:
+        raise invalid_from(exc, within=within) from None
