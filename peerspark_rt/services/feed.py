@@ -52,9 +52,6 @@ _POD_SOURCES: dict[str, posts_db.FeedSource] = {
     "trending": "pod-trending",
     "bookmarked": "bookmarked",
 }
-# Moderation rules about how often and how repetitively someone posts judge new posts. An edit
-# would be compared with the very post it changes (a typo fix is over 90% similar to it).
-_NEW_POST_RULES = ("post_rate", "repeated_content")
 _KEY_TYPES: dict[str, type] = {
     "timestamptz": dt.datetime,
     "uuid": uuid.UUID,
@@ -510,8 +507,10 @@ class PostService:
         if content == post["content"]:
             return
         context = ModerationContext(pod_id=post["pod_id"])
-        verdict = await self.moderation.review(principal, "post", content, context)
-        if verdict.allowed or verdict.rule in _NEW_POST_RULES:
+        # Not the rules about the author's recent posts: an edit would be compared with the
+        # very post it changes (a typo fix is over 90% similar to it).
+        verdict = await self.moderation.review(principal, "post", content, context, history=False)
+        if verdict.allowed:
             return
         snapshot = {"editOf": str(post_id), **msgspec.to_builtins(body)}
         held = await self.moderation.hold(

@@ -246,11 +246,14 @@ class ModerationService:
         context: ModerationContext | None = None,
         *,
         dedupe_key: str | None = None,
+        history: bool = True,
     ) -> Verdict:
         """Decide whether `text` may be published now. Stores nothing (see `hold`).
 
         `dedupe_key` identifies a resend of the same content (a chat message's client id), so
-        a retry is not taken for a repeat."""
+        a retry is not taken for a repeat. `history=False` skips the rules about the author's
+        recent content (posting rate, near-duplicates): for an edit of existing content, which
+        would otherwise be taken for a repeat of itself."""
         if kind not in CONTENT_KINDS:
             raise ValueError(f"unknown content kind {kind!r}")
         verdict = self._local(kind, text)
@@ -265,7 +268,7 @@ class ModerationService:
             verdict = Verdict(
                 False, "you sent the same message several times in a row", rule="repeated_content"
             )
-        if verdict.allowed:
+        if verdict.allowed and history:
             verdict = await self._history(author, kind, text)
         if verdict.allowed and text.strip():
             verdict = await self._upstream(kind, text)
