@@ -47,7 +47,7 @@ from .ai.client import AIClient
 from .auth import Principal
 from .notifications import NewNotification, NotificationService
 from .observe import NoMetrics, ProductMetrics
-from .pods import PodService
+from .pods import PodService, ranks_at_least
 
 log = logging.getLogger(__name__)
 
@@ -368,7 +368,7 @@ class ModerationService:
             return
         if session["pod_id"] is not None:
             role = await self.pods.member_role(session["pod_id"], principal.user_id)
-            if role in ("moderator", "admin", "owner"):
+            if ranks_at_least(role, "moderator"):
                 return
         raise Forbidden(
             "only the organizer and pod moderators review this session's messages",
