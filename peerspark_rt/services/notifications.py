@@ -12,7 +12,6 @@ What a user's preferences do (GET/PUT /api/notifications/preferences):
 
 from __future__ import annotations
 
-import base64
 import datetime as dt
 import html
 import logging
@@ -28,6 +27,7 @@ from ..db.pool import Database
 from ..db.types import Conn
 from ..errors import Invalid, NotFound
 from ..protocol import Notification
+from . import cursor as cursors
 from . import notification_prefs as prefs_mod
 from .email import absolute, link_html
 from .jobs import Job, JobQueue
@@ -104,18 +104,7 @@ class ReadAllResult(msgspec.Struct, rename="camel"):
     unread_count: int
 
 
-def _encode_cursor(created_at: dt.datetime, ident: uuid.UUID) -> str:
-    raw = f"{created_at.isoformat()}|{ident}".encode()
-    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
-
-
-def _decode_cursor(cursor: str) -> tuple[dt.datetime, uuid.UUID]:
-    try:
-        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
-        stamp, _, ident = raw.partition("|")
-        return dt.datetime.fromisoformat(stamp), uuid.UUID(ident)
-    except (ValueError, UnicodeDecodeError):
-        raise Invalid("cursor", "is not a cursor this API returned") from None
+CURSOR_LISTING = "notifications"
 
 
 class NotificationService:
@@ -234,13 +223,18 @@ class NotificationService:
     ) -> NotificationPage:
         if not 1 <= limit <= 100:
             raise Invalid("limit", "must be between 1 and 100")
-        after = _decode_cursor(cursor) if cursor else None
+        after = None
+        if cursor:
+            created_at, ident = cursors.decode(cursor, CURSOR_LISTING, (dt.datetime, uuid.UUID))
+            after = (created_at, ident)
         rows = await notifications_db.page(
             self.db.pool, user_id, unread_only=unread_only, after=after, limit=limit + 1
         )
         more = len(rows) > limit
         rows = rows[:limit]
-        next_cursor = _encode_cursor(rows[-1]["created_at"], rows[-1]["id"]) if more else None
+        next_cursor = None
+        if more:
+            next_cursor = cursors.encode(CURSOR_LISTING, (rows[-1]["created_at"], rows[-1]["id"]))
         unread = await notifications_db.unread_count(self.db.pool, user_id)
         return NotificationPage([NotificationView.from_row(r) for r in rows], next_cursor, unread)
 
