@@ -773,6 +773,17 @@ CREATE TABLE IF NOT EXISTS reminder_deliveries (
 );
 CREATE INDEX IF NOT EXISTS idx_reminder_deliveries_fired ON reminder_deliveries(fired_at);
 
+-- How far each periodic scan has got ('session_reminders', 'digest'), so the next one looks
+-- only at what came since (and, after downtime, at what was missed).
+CREATE TABLE IF NOT EXISTS scan_watermarks (
+    name VARCHAR(50) PRIMARY KEY,
+    scanned_until TIMESTAMPTZ NOT NULL,
+    updated_at TIMESTAMPTZ NOT NULL DEFAULT NOW()
+);
+-- The daily digest reads the active users of the time zones where it is 08:00, by id.
+CREATE INDEX IF NOT EXISTS idx_users_digest_zone
+    ON users ((COALESCE(timezone, 'UTC')), id) WHERE account_status = 'active';
+
 -- The durable job queue. Workers claim ready rows with SELECT ... FOR UPDATE SKIP LOCKED and
 -- hold a lease (locked_until); a lease that runs out (the node died) puts the job back.
 -- dedupe_key makes an enqueue idempotent: periodic jobs use '<kind>@<period start>', so one

@@ -19,6 +19,7 @@ from aiosmtpd.controller import Controller
 
 from peerspark_rt.http.keys import JOBS, NOTIFICATIONS, WORKER
 from peerspark_rt.services.email import header_text
+from peerspark_rt.services.jobs import Job
 from peerspark_rt.services.notifications import NewNotification
 from tests.helpers import Api
 
@@ -263,3 +264,47 @@ def test_header_text_keeps_headers_on_one_line() -> None:
     assert header_text("  Reminder:\u00a0Café 👩‍🔬  ") == "Reminder: Café 👩‍🔬"
     long = header_text("x" * 500)
     assert len(long) == 200 and long.endswith("\u2026")
+
+
+def _zone_where_it_is(hour_now: int, local_hour: int) -> str:
+    offset = (local_hour - hour_now) % 24
+    offset = offset - 24 if offset > 14 else offset
+    return f"Etc/GMT{-offset:+d}" if offset else "UTC"
+
+
+async def test_a_digest_missed_while_the_scan_did_not_run_goes_out_when_it_runs(
+    api: Api, db: Any
+) -> None:
+    late, early = await api.register(), await api.register()
+    hour = int(await db.fetchval("SELECT extract(hour FROM now() AT TIME ZONE 'UTC')"))
+    # for `late` it is 10:xx: 08:00 came two to three hours ago; for `early` it is 07:xx
+    for user, local_hour in ((late, 10), (early, 7)):
+        await db.execute(
+            "UPDATE users SET timezone = $2 WHERE id = $1",
+            uuid.UUID(user.id),
+            _zone_where_it_is(hour, local_hour),
+        )
+        await api.app[NOTIFICATIONS].notify(
+            NewNotification(uuid.UUID(user.id), "post_like", "Bob liked your post")
+        )
+    # the hourly scan last ran three hours ago (the workers were down since)
+    await db.execute(
+        """INSERT INTO scan_watermarks (name, scanned_until)
+           VALUES ('digest', now() - '3 hours'::interval)
+           ON CONFLICT (name) DO UPDATE SET scanned_until = EXCLUDED.scanned_until"""
+    )
+    job = Job(0, "digest_scan", {}, 1, 5, dt.datetime.now(dt.UTC))
+    await api.app[NOTIFICATIONS].digest_scan(job)
+    queued = await db.fetch(
+        "SELECT payload->>'userId' AS user_id, dedupe_key FROM jobs WHERE kind = 'send_digest'"
+        " AND payload->>'userId' = ANY($1::text[])",
+        [late.id, early.id],
+    )
+    assert [r["user_id"] for r in queued] == [late.id]
+    # it ran: the next scan looks at the last hour only, and queues nothing new
+    await api.app[NOTIFICATIONS].digest_scan(job)
+    again = await db.fetchval(
+        "SELECT count(*) FROM jobs WHERE kind = 'send_digest' AND payload->>'userId' = $1",
+        late.id,
+    )
+    assert again == 1
