@@ -69,12 +69,43 @@ async def get_event(
     )
 
 
-async def get_event_by_uid(conn: Conn, user_id: uuid.UUID, uid: str) -> asyncpg.Record | None:
-    return await conn.fetchrow(
-        f"SELECT {EVENT_COLUMNS} FROM calendar_events WHERE user_id = $1 AND ical_uid = $2 "
-        "FOR UPDATE",
+async def upsert_imported_event(
+    conn: Executor, values: dict[str, Any]
+) -> tuple[asyncpg.Record, bool]:
+    """Insert an imported event, or update the one imported before with the same UID (its
+    user's). One statement, so two imports of the same file at once cannot both insert.
+    Returns the row and whether it is new."""
+    columns = list(values)
+    placeholders = ", ".join(f"${i}" for i in range(1, len(columns) + 1))
+    changes = ", ".join(f"{c} = EXCLUDED.{c}" for c in columns if c not in ("user_id", "ical_uid"))
+    row = await conn.fetchrow(
+        f"""INSERT INTO calendar_events ({", ".join(columns)}) VALUES ({placeholders})
+            ON CONFLICT (user_id, ical_uid) WHERE ical_uid IS NOT NULL
+            DO UPDATE SET {changes}, updated_at = NOW()
+            RETURNING {EVENT_COLUMNS}, (xmax = 0) AS inserted""",
+        *values.values(),
+    )
+    assert row is not None
+    return row, bool(row["inserted"])
+
+
+async def lock_user_events(conn: Conn, user_id: uuid.UUID) -> None:
+    """Serialize the transactions that add events for one user (until the transaction ends)."""
+    await conn.execute(
+        "SELECT pg_advisory_xact_lock(hashtextextended('calendar_events:' || $1::uuid::text, 0))",
         user_id,
-        uid,
+    )
+
+
+async def count_events(conn: Executor, user_id: uuid.UUID, at_most: int) -> int:
+    """How many events the user has, counting no further than `at_most`."""
+    return int(
+        await conn.fetchval(
+            """SELECT count(*) FROM (
+                   SELECT 1 FROM calendar_events WHERE user_id = $1 LIMIT $2) mine""",
+            user_id,
+            at_most,
+        )
     )
 
 
@@ -91,25 +122,31 @@ async def events_between(
     start: dt.datetime,
     end: dt.datetime,
     event_types: list[str] | None,
+    *,
+    limit: int,
 ) -> list[asyncpg.Record]:
-    """Events of the user whose series may have an occurrence in [start, end)."""
+    """Events of the user whose series may have an occurrence in [start, end) (the first
+    `limit` by start)."""
     return await conn.fetch(
         f"""SELECT {EVENT_COLUMNS} FROM calendar_events
              WHERE user_id = $1 AND span_start < $3
                AND (span_end IS NULL OR span_end >= $2)
                AND ($4::text[] IS NULL OR event_type = ANY($4::text[]))
-             ORDER BY span_start""",
+             ORDER BY span_start, id
+             LIMIT $5""",
         user_id,
         start,
         end,
         event_types,
+        limit,
     )
 
 
 async def sessions_between(
-    conn: Executor, user_id: uuid.UUID, start: dt.datetime, end: dt.datetime
+    conn: Executor, user_id: uuid.UUID, start: dt.datetime, end: dt.datetime, *, limit: int
 ) -> list[asyncpg.Record]:
-    """Study sessions the user's calendar shows that may fall in [start, end)."""
+    """Study sessions the user's calendar shows that may fall in [start, end) (the first
+    `limit` by start)."""
     return await conn.fetch(
         f"""SELECT {SESSION_COLUMNS},
                    CASE WHEN s.organizer_id = $1 THEN 'organizer'
@@ -121,10 +158,12 @@ async def sessions_between(
              WHERE COALESCE(s.status, 'scheduled') <> 'cancelled'
                AND s.start_time < $3
                AND (s.is_recurring OR s.end_time >= $2)
-             ORDER BY s.start_time""",
+             ORDER BY s.start_time, s.id
+             LIMIT $4""",
         user_id,
         start,
         end,
+        limit,
     )
 
 
@@ -139,27 +178,35 @@ async def session_visible(conn: Executor, user_id: uuid.UUID, session_id: uuid.U
 
 
 async def feed_events(
-    conn: Executor, user_id: uuid.UUID, since: dt.datetime
+    conn: Executor, user_id: uuid.UUID, since: dt.datetime, *, limit: int
 ) -> list[asyncpg.Record]:
+    """The user's events still of interest after `since`, at most `limit`: series that never
+    end first, then those that start latest."""
     return await conn.fetch(
         f"""SELECT {EVENT_COLUMNS} FROM calendar_events
              WHERE user_id = $1 AND (span_end IS NULL OR span_end >= $2)
-             ORDER BY span_start""",
+             ORDER BY span_end IS NULL DESC, span_start DESC, id DESC
+             LIMIT $3""",
         user_id,
         since,
+        limit,
     )
 
 
 async def feed_sessions(
-    conn: Executor, user_id: uuid.UUID, since: dt.datetime
+    conn: Executor, user_id: uuid.UUID, since: dt.datetime, *, limit: int
 ) -> list[asyncpg.Record]:
+    """The user's sessions still of interest after `since`, at most `limit`: recurring ones
+    first, then those that start latest."""
     return await conn.fetch(
         f"""SELECT {SESSION_COLUMNS}, 'x' AS my_role
               FROM study_sessions s JOIN ({_MY_SESSIONS}) mine ON mine.id = s.id
              WHERE s.is_recurring OR s.end_time >= $2
-             ORDER BY s.start_time""",
+             ORDER BY s.is_recurring DESC, s.start_time DESC, s.id DESC
+             LIMIT $3""",
         user_id,
         since,
+        limit,
     )
 
 
