@@ -743,8 +743,17 @@ ALTER TABLE calendar_events ADD COLUMN IF NOT EXISTS ical_uid VARCHAR(255);
 CREATE INDEX IF NOT EXISTS idx_calendar_events_user_span ON calendar_events(user_id, span_start);
 CREATE UNIQUE INDEX IF NOT EXISTS idx_calendar_events_user_uid
     ON calendar_events(user_id, ical_uid) WHERE ical_uid IS NOT NULL;
-CREATE INDEX IF NOT EXISTS idx_calendar_events_reminders
-    ON calendar_events(span_start) WHERE reminder_settings <> '[]'::jsonb;
+-- reminder_due_at: when the event's next reminder comes due (NULL: none will), kept by the
+-- calendar service on every write and moved on by the reminder scan, which reads only events
+-- whose time has come (through idx_calendar_events_reminder_due). Rows from before the column
+-- (or written without it) start in 1970: the first scan works out theirs.
+ALTER TABLE calendar_events ADD COLUMN IF NOT EXISTS reminder_due_at TIMESTAMPTZ
+    DEFAULT '1970-01-01 00:00:00+00';
+CREATE INDEX IF NOT EXISTS idx_calendar_events_reminder_due
+    ON calendar_events(reminder_due_at, id) WHERE reminder_due_at IS NOT NULL;
+DROP INDEX IF EXISTS idx_calendar_events_reminders; -- the scan used to read events by span
+-- The reminder scan pages recurring study sessions by id.
+CREATE INDEX IF NOT EXISTS idx_study_sessions_recurring ON study_sessions(id) WHERE is_recurring;
 
 -- The private iCalendar feed: one revocable token per user. Only its SHA-256 is kept.
 CREATE TABLE IF NOT EXISTS calendar_feed_tokens (

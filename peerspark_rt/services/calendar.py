@@ -288,6 +288,18 @@ def _timezone_name(value: str) -> str:
     return validation.timezone(value, "timezone")
 
 
+def reminder_due_at(
+    series: rec.Series, reminders: list[dict[str, Any]], status: str, after: dt.datetime
+) -> dt.datetime | None:
+    """When the first of the event's reminders due at or after `after` comes due; None when
+    none will (no reminders, cancelled, or the series is over). Kept on the row
+    (`reminder_due_at`) so the reminder scan reads only events with something due."""
+    if status == "cancelled" or not reminders:
+        return None
+    minutes = [int(r.get("minutesBefore", 0)) for r in reminders if isinstance(r, dict)]
+    return rec.next_alarm(series, minutes, after - dt.timedelta(microseconds=1))
+
+
 def _series_values(
     raw_pattern: Any,
     is_recurring: bool,
@@ -308,6 +320,7 @@ def _series_values(
         "recurrence_pattern": pattern.to_json(series.all_day) if pattern else None,
         "span_start": span_start,
         "span_end": span_end,
+        "reminder_due_at": reminder_due_at(series, reminders, status, dt.datetime.now(dt.UTC)),
     }
 
 
@@ -530,6 +543,10 @@ class CalendarService:
     ) -> asyncpg.Record:
         updated = replace(series, pattern=pattern)
         span_start, span_end = rec.series_span(updated)
+        reminders = list(row["reminder_settings"] or [])
+        due = reminder_due_at(
+            updated, reminders, row["status"] or "scheduled", dt.datetime.now(dt.UTC)
+        )
         return await calendar_db.update_event(
             conn,
             row["id"],
@@ -537,6 +554,7 @@ class CalendarService:
                 "recurrence_pattern": pattern.to_json(series.all_day),
                 "span_start": span_start,
                 "span_end": span_end,
+                "reminder_due_at": due,
             },
         )
 
