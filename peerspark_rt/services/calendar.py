@@ -18,7 +18,6 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import heapq
-import itertools
 import logging
 import uuid
 from collections.abc import Iterator, Mapping
@@ -199,13 +198,6 @@ def safe_occurrences(
             yield from rec.iter_occurrences(
                 replace(series, pattern=None), start, end, viewer_tz=viewer_tz
             )
-
-
-def safe_expand(
-    series: rec.Series, start: dt.datetime, end: dt.datetime, viewer_tz: str, what: str
-) -> list[rec.Occurrence]:
-    found = safe_occurrences(series, start, end, viewer_tz, what)
-    return list(itertools.islice(found, rec.MAX_EXPANDED))
 
 
 def _render_day(moment: dt.datetime) -> str:

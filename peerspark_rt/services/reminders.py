@@ -150,7 +150,16 @@ class Reminders:
     def _plan_events(
         self, rows: list[Any], now: dt.datetime, floor: dt.datetime
     ) -> list[_EventPlan]:
-        return [self._plan_event(row, now, floor) for row in rows]
+        plans = []
+        for row in rows:
+            try:
+                plans.append(self._plan_event(row, now, floor))
+            except Exception:
+                # one row that cannot be planned must not hold up everyone's reminders (the
+                # scan reads in due order): it is left without a next reminder, and logged
+                log.exception("reminders of event %s cannot be worked out", row["id"])
+                plans.append(_EventPlan(row["id"], row["updated_at"], [], None))
+        return plans
 
     def _plan_event(self, row: Any, now: dt.datetime, floor: dt.datetime) -> _EventPlan:
         reminders = [r for r in row["reminder_settings"] or [] if isinstance(r, dict)]
@@ -258,11 +267,14 @@ class Reminders:
             if minutes is None or not (chosen.in_app or chosen.email):
                 continue
             key = (row["id"], minutes)
-            if key not in alarms:
-                if len(alarms) > 64:
-                    alarms.clear()
-                alarms[key] = self._session_alarms(row, minutes, since, now)
-            out.extend(self._session_reminders(row, alarms[key], minutes, chosen))
+            try:
+                if key not in alarms:
+                    if len(alarms) > 64:
+                        alarms.clear()
+                    alarms[key] = self._session_alarms(row, minutes, since, now)
+                out.extend(self._session_reminders(row, alarms[key], minutes, chosen))
+            except Exception:  # one bad row must not stop the scan (nor its watermark)
+                log.exception("reminders of session %s cannot be worked out", row["id"])
         return out
 
     def _session_alarms(
