@@ -776,8 +776,17 @@ ALTER TABLE calendar_events ADD COLUMN IF NOT EXISTS ical_uid VARCHAR(255);
 CREATE INDEX IF NOT EXISTS idx_calendar_events_user_span ON calendar_events(user_id, span_start);
 CREATE UNIQUE INDEX IF NOT EXISTS idx_calendar_events_user_uid
     ON calendar_events(user_id, ical_uid) WHERE ical_uid IS NOT NULL;
-CREATE INDEX IF NOT EXISTS idx_calendar_events_reminders
-    ON calendar_events(span_start) WHERE reminder_settings <> '[]'::jsonb;
+-- reminder_due_at: when the event's next reminder comes due (NULL: none will), kept by the
+-- calendar service on every write and moved on by the reminder scan, which reads only events
+-- whose time has come (through idx_calendar_events_reminder_due). Rows from before the column
+-- (or written without it) start in 1970: the first scan works out theirs.
+ALTER TABLE calendar_events ADD COLUMN IF NOT EXISTS reminder_due_at TIMESTAMPTZ
+    DEFAULT '1970-01-01 00:00:00+00';
+CREATE INDEX IF NOT EXISTS idx_calendar_events_reminder_due
+    ON calendar_events(reminder_due_at, id) WHERE reminder_due_at IS NOT NULL;
+DROP INDEX IF EXISTS idx_calendar_events_reminders; -- the scan used to read events by span
+-- The reminder scan pages recurring study sessions by id.
+CREATE INDEX IF NOT EXISTS idx_study_sessions_recurring ON study_sessions(id) WHERE is_recurring;
 
 -- The private iCalendar feed: one revocable token per user. Only its SHA-256 is kept.
 CREATE TABLE IF NOT EXISTS calendar_feed_tokens (
@@ -805,6 +814,17 @@ CREATE TABLE IF NOT EXISTS reminder_deliveries (
     UNIQUE (source, source_id, user_id, occurrence_start, minutes_before, channel)
 );
 CREATE INDEX IF NOT EXISTS idx_reminder_deliveries_fired ON reminder_deliveries(fired_at);
+
+-- How far each periodic scan has got ('session_reminders', 'digest'), so the next one looks
+-- only at what came since (and, after downtime, at what was missed).
+CREATE TABLE IF NOT EXISTS scan_watermarks (
+    name VARCHAR(50) PRIMARY KEY,
+    scanned_until TIMESTAMPTZ NOT NULL,
+    updated_at TIMESTAMPTZ NOT NULL DEFAULT NOW()
+);
+-- The daily digest reads the active users of the time zones where it is 08:00, by id.
+CREATE INDEX IF NOT EXISTS idx_users_digest_zone
+    ON users ((COALESCE(timezone, 'UTC')), id) WHERE account_status = 'active';
 
 -- The durable job queue. Workers claim ready rows with SELECT ... FOR UPDATE SKIP LOCKED and
 -- hold a lease (locked_until); a lease that runs out (the node died) puts the job back.

@@ -3,11 +3,15 @@ query with study sessions, and refusals naming the field."""
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import json
 import uuid
 from typing import Any
 
+import pytest
+
+from peerspark_rt.services import calendar as calendar_service
 from tests.helpers import Api, User
 
 EVENTS = "/api/calendar/events"
@@ -367,3 +371,128 @@ async def test_range_includes_sessions_organized_joined_and_of_my_pods(api: Api,
         },
     )
     assert resp.status == 201 and resp.body["relatedSessionId"] == str(joined)
+
+
+# --------------------------------------------------------------------------- limits
+
+
+async def test_dates_outside_the_supported_years_are_refused_naming_the_field(api: Api) -> None:
+    ann = await api.register()
+    far = await api.get(EVENTS, ann, params={"startDate": "9999-12-30", "endDate": "9999-12-31"})
+    assert far.status == 422 and far.error_field() == "startDate", far.body
+    far = await api.get(EVENTS, ann, params={"startDate": "2026-12-30", "endDate": "9999-12-31"})
+    assert far.status == 422 and far.error_field() == "endDate", far.body
+    cases = [
+        ({"startTime": "0001-01-01T00:00:00+09:00", "timezone": "UTC"}, "startTime"),
+        ({"startTime": "2026-01-01T09:00:00Z", "endTime": "9999-12-31T23:59:59-05:00"}, "endTime"),
+        (
+            {
+                "startTime": "9990-01-01T00:00:00Z",
+                "isRecurring": True,
+                "recurrencePattern": "FREQ=YEARLY;COUNT=2",
+            },
+            "startTime",
+        ),
+        (
+            {"recurrencePattern": "FREQ=DAILY;UNTIL=99991231", "timezone": "America/New_York"},
+            "recurrencePattern.rrule",
+        ),
+        (
+            {
+                "recurrencePattern": {
+                    "rrule": "FREQ=DAILY",
+                    "overrides": {"2026-03-17T08:00:00Z": {"start": "0001-01-01T00:00:00+05:00"}},
+                }
+            },
+            "recurrencePattern.overrides.start",
+        ),
+    ]
+    base = {"title": "x", "startTime": "2026-03-16T09:00:00", "timezone": "Europe/Berlin"}
+    for change, field in cases:
+        resp = await api.post(EVENTS, ann, json={**base, **change})
+        assert resp.status == 422, (change, resp.body)
+        assert resp.error_field() == field, (change, resp.body)
+
+
+async def test_rules_firing_more_than_48_times_a_day_are_refused(api: Api) -> None:
+    ann = await api.register()
+    every_minute = ",".join(str(m) for m in range(60))
+    start = dt.datetime.now(dt.UTC).replace(microsecond=0)
+    until = (start + dt.timedelta(days=1)).strftime("%Y%m%dT%H%M%SZ")
+    for rule, fragment in (
+        (f"FREQ=HOURLY;BYMINUTE={every_minute};BYSECOND=0,30;UNTIL={until}", "BYSECOND"),
+        (f"FREQ=HOURLY;BYMINUTE={every_minute};UNTIL={until}", "1440 occurrences a day"),
+    ):
+        resp = await api.post(
+            EVENTS,
+            ann,
+            json={
+                "title": "spam",
+                "startTime": start.isoformat(),
+                "timezone": "UTC",
+                "recurrencePattern": rule,
+            },
+        )
+        assert resp.status == 422 and resp.error_field() == "recurrencePattern.rrule", resp.body
+        assert fragment in resp.body["error"]["details"][0]["reason"]
+
+
+async def test_a_range_carries_at_most_2000_occurrences_the_earliest_ones(api: Api) -> None:
+    ann = await api.register()
+    # three series, 24 a day each, for 30 days: 2160 occurrences
+    for minute in (0, 20, 40):
+        await create(
+            api,
+            ann,
+            title=f"Drill :{minute:02d}",
+            startTime=f"2026-03-01T00:{minute:02d}:00Z",
+            timezone="UTC",
+            recurrencePattern="FREQ=HOURLY",
+        )
+    resp = await api.get(
+        EVENTS, ann, params={"startDate": "2026-03-01", "endDate": "2026-03-30", "timezone": "UTC"}
+    )
+    assert resp.status == 200
+    items = resp.body["events"]
+    assert resp.body["truncated"] is True and len(items) == 2000
+    starts = [i["startTime"] for i in items]
+    assert starts == sorted(starts)
+    assert starts[0] == "2026-03-01T00:00:00Z" and starts[-1] == "2026-03-28T18:20:00Z"
+    assert len({i["occurrenceId"] for i in items}) == 2000
+    # a range that holds fewer is whole
+    week = await api.get(
+        EVENTS, ann, params={"startDate": "2026-03-01", "endDate": "2026-03-07", "timezone": "UTC"}
+    )
+    assert week.body["truncated"] is False and len(week.body["events"]) == 7 * 72
+
+
+async def test_a_calendar_holds_a_bounded_number_of_events(
+    api: Api, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(calendar_service, "MAX_EVENTS_PER_USER", 3)
+    ann, bob = await api.register(), await api.register()
+    weekly = await create(api, ann, title="Weekly", recurrencePattern="FREQ=WEEKLY")
+    await create(api, ann, title="Once")
+    # two at once for the last place: exactly one gets it
+    both = await asyncio.gather(*(api.post(EVENTS, ann, json=_body(f"Race {i}")) for i in range(2)))
+    assert sorted(r.status for r in both) == [201, 409]
+    full = next(r for r in both if r.status == 409).body["error"]
+    assert full["code"] == "calendar_full" and "at most 3 events" in full["message"]
+    assert (await api.post(EVENTS, ann, json=_body("One more"))).status == 409
+    # splitting a series makes one more event: refused too, and the series is left whole
+    split = await api.put(
+        f"{EVENTS}/{weekly['id']}",
+        ann,
+        params={"recurrenceId": "2026-03-30T07:00:00Z", "scope": "following"},
+        json={"title": "Weekly, later"},
+    )
+    assert split.status == 409, split.body
+    assert (await api.get(f"{EVENTS}/{weekly['id']}", ann)).body == weekly
+    # others are not affected, and deleting makes room
+    assert (await api.post(EVENTS, bob, json=_body("Bob's"))).status == 201
+    assert (await api.delete(f"{EVENTS}/{weekly['id']}", ann)).status == 204
+    assert (await api.post(EVENTS, ann, json=_body("Now it fits"))).status == 201
+
+
+def _body(title: str) -> dict[str, Any]:
+    return {"title": title, "startTime": "2026-03-16T09:00:00", "timezone": "Europe/Berlin"}

@@ -2,13 +2,19 @@
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
+import uuid
+from typing import Any
 from zoneinfo import ZoneInfo
 
 import aiohttp
 import icalendar
+import pytest
 from dateutil.rrule import rrulestr
 
+from peerspark_rt.services import calendar as calendar_service
+from peerspark_rt.services import calendar_feed
 from tests.helpers import Api, User
 
 EVENTS = "/api/calendar/events"
@@ -252,3 +258,111 @@ async def test_import_refuses_what_is_not_a_calendar(api: Api) -> None:
     )
     assert resp.status == 413
     assert (await api.post("/api/calendar/import", data=ICS)).status == 401
+
+
+def _ics(events: list[str]) -> bytes:
+    body = "".join(events)
+    return (
+        "BEGIN:VCALENDAR\r\nVERSION:2.0\r\nPRODID:-//Test//EN\r\n" + body + "END:VCALENDAR\r\n"
+    ).encode()
+
+
+def _vevent(uid: str, start: str, summary: str) -> str:
+    return (
+        f"BEGIN:VEVENT\r\nUID:{uid}\r\nDTSTAMP:20260101T000000Z\r\nDTSTART:{start}\r\n"
+        f"SUMMARY:{summary}\r\nEND:VEVENT\r\n"
+    )
+
+
+async def test_two_imports_of_the_same_file_at_once_make_each_event_once(api: Api, db: Any) -> None:
+    ann = await api.register()
+    for round_ in range(3):  # several rounds: a race shows up in most, not in every one
+        data = _ics(
+            [
+                _vevent(f"lecture-{round_}-{i}@example.com", f"202605{i + 1:02d}T090000Z", f"L{i}")
+                for i in range(20)
+            ]
+        )
+
+        async def upload(data: bytes = data) -> Any:
+            return await api.post(
+                "/api/calendar/import", ann, data=data, headers={"Content-Type": "text/calendar"}
+            )
+
+        results = await asyncio.gather(*(upload() for _ in range(8)))
+        assert [r.status for r in results] == [200] * 8, [r.body for r in results]
+        assert all(r.body["skipped"] == [] for r in results)
+        assert sum(r.body["imported"] for r in results) == 20
+        assert sum(r.body["updated"] for r in results) == 7 * 20
+    count = await db.fetchval(
+        "SELECT count(*) FROM calendar_events WHERE user_id = $1", uuid.UUID(ann.id)
+    )
+    assert count == 3 * 20
+
+
+async def test_an_event_that_cannot_be_imported_is_skipped_with_its_reason(api: Api) -> None:
+    ann = await api.register()
+    await api.patch("/api/auth/me", ann, json={"timezone": "Asia/Tokyo"})
+    data = _ics(
+        [
+            _vevent("ancient@example.com", "00010101T000000", "Year one, floating"),
+            _vevent("far@example.com", "99991231T230000Z", "Year 9999"),
+            _vevent("fine@example.com", "20260512T090000", "Fine"),
+        ]
+    )
+    resp = await api.post(
+        "/api/calendar/import", ann, data=data, headers={"Content-Type": "text/calendar"}
+    )
+    assert resp.status == 200, resp.body
+    assert resp.body["imported"] == 1
+    reasons = {s["uid"]: s["reason"] for s in resp.body["skipped"]}
+    assert set(reasons) == {"ancient@example.com", "far@example.com"}
+    assert all("1900 and 2200" in r for r in reasons.values()), reasons
+    items = (
+        await api.get(EVENTS, ann, params={"startDate": "2026-05-12", "endDate": "2026-05-12"})
+    ).body["events"]
+    assert [(i["title"], i["startTime"]) for i in items] == [("Fine", "2026-05-12T09:00:00+09:00")]
+
+
+async def test_an_import_stops_adding_when_the_calendar_is_full(
+    api: Api, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(calendar_feed, "MAX_EVENTS_PER_USER", 2)
+    monkeypatch.setattr(calendar_service, "MAX_EVENTS_PER_USER", 2)
+    ann = await api.register()
+    data = _ics(
+        [_vevent(f"e{i}@example.com", f"2026050{i + 1}T090000Z", f"E{i}") for i in range(3)]
+    )
+    resp = await api.post(
+        "/api/calendar/import", ann, data=data, headers={"Content-Type": "text/calendar"}
+    )
+    assert resp.status == 200 and resp.body["imported"] == 2
+    assert [s["uid"] for s in resp.body["skipped"]] == ["e2@example.com"]
+    assert "at most 2 events" in resp.body["skipped"][0]["reason"]
+    # updating what was imported before still works on a full calendar
+    again = await api.post(
+        "/api/calendar/import", ann, data=data, headers={"Content-Type": "text/calendar"}
+    )
+    assert again.body["imported"] == 0 and again.body["updated"] == 2
+
+
+async def test_the_feed_carries_a_bounded_number_of_events(
+    api: Api, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(calendar_feed, "FEED_MAX_EVENTS", 2)
+    ann = await api.register()
+    for day in (10, 11, 12):
+        resp = await api.post(
+            EVENTS,
+            ann,
+            json={
+                "title": f"May {day}",
+                "startTime": f"2036-05-{day}T09:00:00Z",
+                "timezone": "UTC",
+            },
+        )
+        assert resp.status == 201
+    status, body, _ = await fetch(api, await feed_url(api, ann))
+    assert status == 200
+    titles = sorted(str(e["SUMMARY"]) for e in icalendar.Calendar.from_ical(body).walk("VEVENT"))
+    assert titles == ["May 11", "May 12"]  # the latest ones

@@ -4,6 +4,7 @@ written to the outbox folder without SMTP settings, and the daily digest."""
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import email
 import email.policy
 import socket
@@ -17,6 +18,8 @@ import pytest
 from aiosmtpd.controller import Controller
 
 from peerspark_rt.http.keys import JOBS, NOTIFICATIONS, WORKER
+from peerspark_rt.services.email import header_text
+from peerspark_rt.services.jobs import Job
 from peerspark_rt.services.notifications import NewNotification
 from tests.helpers import Api
 
@@ -192,3 +195,116 @@ async def test_an_email_held_by_quiet_hours_is_dropped_if_read_meanwhile(
     )
     assert status == "done"
     assert [m for m in inbox.messages if m["To"] == ann.email] == []
+
+
+async def test_a_reminder_for_a_title_with_line_breaks_is_emailed(
+    make_client: Any, tmp_path: Path, db: Any
+) -> None:
+    api: Api = await make_client(
+        run_worker=True, worker_poll_interval=0.1, reminder_scan_interval=0.2
+    )
+    ann = await api.register()
+    start = dt.datetime.now(dt.UTC) + dt.timedelta(seconds=1)
+    resp = await api.post(
+        "/api/calendar/events",
+        ann,
+        json={
+            "title": "Chemistry\nBcc: everyone@example.com\r\n\tlab",
+            "startTime": start.isoformat(),
+            "timezone": "UTC",
+            "reminderSettings": [{"minutesBefore": 0, "channels": ["email"]}],
+        },
+    )
+    assert resp.status == 201, resp.body
+
+    async def emailed() -> list[EmailMessage]:
+        found = []
+        for path in (tmp_path / "outbox").glob("*.eml"):
+            msg = email.message_from_bytes(path.read_bytes(), policy=email.policy.default)
+            if isinstance(msg, EmailMessage) and msg["To"] == ann.email:
+                found.append(msg)
+        return found
+
+    deadline = asyncio.get_running_loop().time() + 15
+    while not (mails := await emailed()):
+        assert asyncio.get_running_loop().time() < deadline, await db.fetch(
+            "SELECT status, attempts, last_error FROM jobs WHERE payload->>'to' = $1", ann.email
+        )
+        await asyncio.sleep(0.1)
+    [mail] = mails
+    assert mail["Subject"] == "Reminder: Chemistry Bcc: everyone@example.com lab"
+    assert mail["Bcc"] is None
+    text, _html = bodies(mail)
+    assert "Chemistry" in text
+
+
+async def test_an_email_that_cannot_be_built_fails_at_once_with_its_reason(
+    make_client: Any, db: Any
+) -> None:
+    api: Api = await make_client(run_worker=True, worker_poll_interval=0.1)
+    async with api.app[JOBS].db.transaction() as conn:
+        job_id = await api.app[JOBS].enqueue(
+            conn,
+            "send_email",
+            {
+                "to": "ann@example.com\r\nBcc: everyone@example.com",
+                "subject": "Hello",
+                "template": "notification",
+                "context": {"title": "Hello"},
+            },
+        )
+    await api.app[WORKER].drain()
+    row = await db.fetchrow("SELECT status, attempts, last_error FROM jobs WHERE id = $1", job_id)
+    assert row["status"] == "dead" and row["attempts"] == 1
+    assert "PermanentError: cannot build the email" in row["last_error"]
+
+
+def test_header_text_keeps_headers_on_one_line() -> None:
+    assert header_text("a\nb\r\nc\u2028d\x85e\x00f\tg   h") == "a b c d e f g h"
+    assert header_text("  Reminder:\u00a0Café 👩‍🔬  ") == "Reminder: Café 👩‍🔬"
+    long = header_text("x" * 500)
+    assert len(long) == 200 and long.endswith("\u2026")
+
+
+def _zone_where_it_is(hour_now: int, local_hour: int) -> str:
+    offset = (local_hour - hour_now) % 24
+    offset = offset - 24 if offset > 14 else offset
+    return f"Etc/GMT{-offset:+d}" if offset else "UTC"
+
+
+async def test_a_digest_missed_while_the_scan_did_not_run_goes_out_when_it_runs(
+    api: Api, db: Any
+) -> None:
+    late, early = await api.register(), await api.register()
+    hour = int(await db.fetchval("SELECT extract(hour FROM now() AT TIME ZONE 'UTC')"))
+    # for `late` it is 10:xx: 08:00 came two to three hours ago; for `early` it is 07:xx
+    for user, local_hour in ((late, 10), (early, 7)):
+        await db.execute(
+            "UPDATE users SET timezone = $2 WHERE id = $1",
+            uuid.UUID(user.id),
+            _zone_where_it_is(hour, local_hour),
+        )
+        await api.app[NOTIFICATIONS].notify(
+            NewNotification(uuid.UUID(user.id), "post_like", "Bob liked your post")
+        )
+    # the hourly scan last ran three hours ago (the workers were down since)
+    await db.execute(
+        """INSERT INTO scan_watermarks (name, scanned_until)
+           VALUES ('digest', now() - '3 hours'::interval)
+           ON CONFLICT (name) DO UPDATE SET scanned_until = EXCLUDED.scanned_until"""
+    )
+    job = Job(0, "digest_scan", {}, 1, 5, dt.datetime.now(dt.UTC))
+    await api.app[NOTIFICATIONS].digest_scan(job)
+    queued = await db.fetch(
+        "SELECT payload->>'userId' AS user_id, dedupe_key FROM jobs WHERE kind = 'send_digest'"
+        " AND payload->>'userId' = ANY($1::text[])",
+        [late.id, early.id],
+    )
+    assert [r["user_id"] for r in queued] == [late.id]
+    # it ran: the next scan looks at the last hour only, and queues nothing new
+    await api.app[NOTIFICATIONS].digest_scan(job)
+    again = await db.fetchval(
+        "SELECT count(*) FROM jobs WHERE kind = 'send_digest' AND payload->>'userId' = $1",
+        late.id,
+    )
+    assert again == 1

@@ -3,6 +3,7 @@ delivery to every device of a user (two nodes over Redis)."""
 
 from __future__ import annotations
 
+import base64
 import datetime as dt
 import json
 import uuid
@@ -10,6 +11,7 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from peerspark_rt.http.keys import DB, NOTIFICATIONS
+from peerspark_rt.services import cursor
 from peerspark_rt.services.notifications import NewNotification
 from tests.helpers import Api, User, listen_live
 
@@ -295,3 +297,25 @@ def test_quiet_hours_are_read_in_the_users_zone_and_may_cross_midnight() -> None
     )
     assert lunch.until("UTC", dt.datetime(2026, 1, 1, 13, 0, tzinfo=dt.UTC)) is None
     assert QuietHours(False).until("UTC", berlin_2330) is None
+
+
+async def test_inbox_cursors_are_the_shared_opaque_kind(api: Api) -> None:
+    ann = await api.register()
+    for i in range(3):
+        await notify(api, ann, f"note {i}")
+    first = await api.get("/api/notifications", ann, params={"limit": "1"})
+    key = cursor.decode(first.body["nextCursor"], "notifications", (dt.datetime, uuid.UUID))
+    assert key[0].tzinfo is not None
+    # the hand-made form this inbox used to accept is refused, like any other foreign cursor
+    stamp = first.body["notifications"][0]["createdAt"]
+    ident = first.body["notifications"][0]["id"]
+    naive = dt.datetime.fromisoformat(stamp).replace(tzinfo=None).isoformat()
+    old_style = base64.urlsafe_b64encode(f"{naive}|{ident}".encode()).decode().rstrip("=")
+    for bad in (
+        old_style,
+        cursor.encode("feed", (dt.datetime.now(dt.UTC), uuid.UUID(ident))),
+        cursor.encode("notifications", (dt.datetime.now(), uuid.UUID(ident))),  # naive
+        cursor.encode("notifications", ("yesterday", uuid.UUID(ident))),
+    ):
+        resp = await api.get("/api/notifications", ann, params={"cursor": bad})
+        assert resp.status == 422 and resp.error_field() == "cursor", (bad, resp.body)

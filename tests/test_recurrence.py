@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import datetime as dt
 from dataclasses import replace
+from typing import Any
 from zoneinfo import ZoneInfo
 
 import pytest
+from dateutil.rrule import rrule
 
 from peerspark_rt.errors import Invalid
 from peerspark_rt.services import recurrence as rec
@@ -285,3 +287,210 @@ def test_a_plain_string_rule_is_accepted_and_normalized() -> None:
     assert pattern.rrule == "FREQ=WEEKLY;BYDAY=TH,FR"
     assert rec.load_pattern(pattern.to_json(False)) == pattern
     assert rec.load_pattern({"frequency": "weekly"}) is None
+
+
+# --------------------------------------------------------------------------- bounded work
+
+
+@pytest.fixture
+def walked(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """Counts the occurrences dateutil produces (the work a rule costs), in a one-item list."""
+    count = [0]
+    original = rrule._iter
+
+    def counting(self: rrule) -> Any:
+        for moment in original(self):
+            count[0] += 1
+            yield moment
+
+    monkeypatch.setattr(rrule, "_iter", counting)
+    return count
+
+
+@pytest.mark.parametrize(
+    ("rule", "fragment"),
+    [
+        ("FREQ=HOURLY;BYMINUTE=0,30;BYSECOND=0,30", "BYSECOND"),
+        ("FREQ=DAILY;BYSECOND=5", "BYSECOND"),
+        ("FREQ=HOURLY;BYMINUTE=" + ",".join(map(str, range(60))), "1440 occurrences a day"),
+        ("FREQ=DAILY;BYHOUR=0,1,2,3,4,5,6,7,8,9,10,11;BYMINUTE=0,10,20,30,40", "60 occurrences"),
+        ("FREQ=HOURLY;BYMINUTE=0,20,40", "72 occurrences"),
+    ],
+)
+def test_rules_that_fire_too_often_are_refused(rule: str, fragment: str) -> None:
+    base = rec.Series(
+        dt.datetime(2026, 1, 1, 9, tzinfo=UTC), dt.datetime(2026, 1, 1, 10, tzinfo=UTC), "UTC"
+    )
+    with pytest.raises(Invalid) as caught:
+        rec.parse_pattern({"rrule": rule}, base)
+    assert caught.value.field == "recurrencePattern.rrule"
+    assert fragment in caught.value.reason
+
+
+def test_up_to_48_a_day_is_allowed() -> None:
+    base = rec.Series(
+        dt.datetime(2026, 1, 1, 9, tzinfo=UTC), dt.datetime(2026, 1, 1, 9, 20, tzinfo=UTC), "UTC"
+    )
+    for rule in ("FREQ=HOURLY;BYMINUTE=0,30", "FREQ=HOURLY;INTERVAL=2;BYMINUTE=0,20,40"):
+        assert rec.parse_pattern(rule, base).rrule == rule
+
+
+def test_a_rule_that_never_matches_is_refused() -> None:
+    base = rec.Series(
+        dt.datetime(2026, 1, 1, 9, tzinfo=UTC), dt.datetime(2026, 1, 1, 10, tzinfo=UTC), "UTC"
+    )
+    for rule in ("FREQ=DAILY;BYMONTH=2;BYMONTHDAY=30", "FREQ=WEEKLY;BYDAY=MO;BYSETPOS=2"):
+        with pytest.raises(Invalid) as caught:
+            rec.parse_pattern(rule, base)
+        assert "no occurrence" in caught.value.reason
+    # one that matches only once in 28 years is found
+    leap_monday = rec.parse_pattern("FREQ=YEARLY;BYMONTH=2;BYMONTHDAY=29;BYDAY=MO", base)
+    series = replace(base, pattern=leap_monday)
+    first = rec.expand(series, *window("2026-01-01T00:00:00+00:00", "2060-01-01T00:00:00+00:00"))
+    assert [o.start.date() for o in first] == [dt.date(2044, 2, 29)]
+
+
+def test_expanding_far_from_the_start_walks_only_near_the_window(walked: list[int]) -> None:
+    # 48 a day since 1990: a day of 2026 must not cost the 36 years before it
+    series = timed(
+        dt.datetime(1990, 1, 1, 9, 0, tzinfo=BERLIN),
+        20,
+        "Europe/Berlin",
+        "FREQ=HOURLY;BYMINUTE=0,30",
+    )
+    walked[0] = 0
+    day = rec.expand(series, *window("2026-03-10T00:00:00+01:00", "2026-03-11T00:00:00+01:00"))
+    assert len(day) == 48 and day[0].start == dt.datetime(2026, 3, 9, 23, 0, tzinfo=UTC)
+    assert walked[0] < 200
+    walked[0] = 0
+    assert rec.occurs(series, "2026-03-10T07:30:00Z") and walked[0] < 200
+
+
+def test_span_and_count_before_stop_walking_at_the_cap(walked: list[int]) -> None:
+    start = dt.datetime(2000, 1, 1, 0, 0, tzinfo=UTC)
+    series = timed(start, 10, "UTC", "FREQ=HOURLY;BYMINUTE=0,30;UNTIL=20190101T000000Z")
+    walked[0] = 0
+    span_start, span_end = rec.series_span(series)
+    # ~330,000 occurrences: past the cap the series is taken to end at its UNTIL
+    assert walked[0] <= rec.MAX_WALK + 10
+    assert span_start == start
+    assert span_end == dt.datetime(2019, 1, 1, tzinfo=UTC) + dt.timedelta(minutes=10)
+    walked[0] = 0
+    assert rec.count_before(series, "2018-06-01T00:00:00Z") == rec.MAX_WALK
+    assert walked[0] <= rec.MAX_WALK + 10
+
+
+def test_a_long_event_repeating_often_is_expanded_within_the_limit(walked: list[int]) -> None:
+    # each occurrence lasts a year and there are 48 a day: every one of the last year's
+    # overlaps the window, and only the first `limit` are produced
+    start = dt.datetime(2020, 1, 1, tzinfo=UTC)
+    series = timed(start, 366 * 24 * 60, "UTC", "FREQ=HOURLY;BYMINUTE=0,30")
+    walked[0] = 0
+    found = rec.expand(
+        series, *window("2026-01-01T00:00:00+00:00", "2026-01-02T00:00:00+00:00"), limit=100
+    )
+    assert len(found) == 100 and found[0].start == dt.datetime(2024, 12, 31, 0, 30, tzinfo=UTC)
+    assert walked[0] < 500
+
+
+@pytest.mark.parametrize(
+    "rule",
+    [
+        "FREQ=DAILY;INTERVAL=3",
+        "FREQ=WEEKLY;INTERVAL=2;BYDAY=MO,TH",
+        "FREQ=WEEKLY;INTERVAL=3;BYDAY=SU,SA;WKST=SU",
+        "FREQ=MONTHLY;INTERVAL=5;BYMONTHDAY=-1",
+        "FREQ=MONTHLY;BYDAY=MO,TU,WE,TH,FR;BYSETPOS=-1",
+        "FREQ=YEARLY;INTERVAL=2;BYMONTH=3,9;BYDAY=-1SU",
+        "FREQ=YEARLY;BYWEEKNO=20;BYDAY=MO",
+        "FREQ=HOURLY;INTERVAL=7;BYMINUTE=0,30",
+        "FREQ=DAILY;BYHOUR=8,20;BYMINUTE=15,45",
+        "FREQ=WEEKLY;BYDAY=MO;COUNT=300",
+        "FREQ=DAILY;UNTIL=20300101T000000Z",
+        "FREQ=MONTHLY",
+        "FREQ=YEARLY",
+    ],
+)
+@pytest.mark.parametrize("tz", ["Europe/Berlin", "America/New_York", "Australia/Lord_Howe"])
+def test_expansion_from_anywhere_matches_dateutil_walking_from_the_start(
+    rule: str, tz: str
+) -> None:
+    start = dt.datetime(1999, 7, 13, 21, 15, tzinfo=ZoneInfo(tz))
+    series = timed(start, 90, tz, rule)
+    built = rec.rule_of(series)
+    assert built is not None
+    for lo_text in ("2004-03-01", "2017-10-20", "2029-12-28"):
+        lo = dt.datetime.fromisoformat(lo_text + "T00:00:00+00:00")
+        hi = lo + dt.timedelta(days=45)
+        expected = []
+        for moment in built:
+            instant = moment.astimezone(UTC)
+            if instant >= hi:
+                break
+            if instant + series.duration > lo:
+                expected.append(instant)
+        assert [o.start for o in rec.expand(series, lo, hi)] == expected, (rule, lo_text)
+
+
+# --------------------------------------------------------------------------- the year range
+
+
+@pytest.mark.parametrize(
+    "value", ["0001-01-01T00:00:00+09:00", "9999-12-31T23:00:00-05:00", "1899-12-31", "2201-01-01"]
+)
+def test_instants_outside_the_years_supported_are_refused(value: str) -> None:
+    with pytest.raises(Invalid) as caught:
+        rec.parse_instant(value, "startTime", all_day=False, tz="Asia/Tokyo")
+    assert caught.value.field == "startTime" and "1900" in caught.value.reason
+
+
+def test_an_until_outside_the_years_supported_is_refused() -> None:
+    base = rec.Series(
+        dt.datetime(2026, 1, 1, 9, tzinfo=UTC),
+        dt.datetime(2026, 1, 1, 10, tzinfo=UTC),
+        "America/New_York",
+    )
+    for rule in ("FREQ=DAILY;UNTIL=99991231", "FREQ=DAILY;UNTIL=99991231T235959Z"):
+        with pytest.raises(Invalid) as caught:
+            rec.parse_pattern(rule, base)
+        assert caught.value.field == "recurrencePattern.rrule" and "UNTIL" in caught.value.reason
+
+
+# --------------------------------------------------------------------------- reminders
+
+
+def test_alarms_of_all_day_events_start_at_midnight_in_the_events_zone() -> None:
+    # 12 May in Kiritimati (UTC+14) starts at 10:00 UTC on 11 May
+    first = rec.day_start(dt.date(2026, 5, 12))
+    series = rec.Series(first, first + dt.timedelta(days=1), "Pacific/Kiritimati", all_day=True)
+    series = replace(series, pattern=rec.parse_pattern("FREQ=WEEKLY", series))
+    found = rec.alarms_between(
+        series, *window("2026-05-11T00:00:00+00:00", "2026-05-19T00:00:00+00:00")
+    )
+    assert [at for _occ, at in found] == [
+        dt.datetime(2026, 5, 11, 10, tzinfo=UTC),
+        dt.datetime(2026, 5, 18, 10, tzinfo=UTC),
+    ]
+    assert rec.next_alarm(series, [60], dt.datetime(2026, 5, 11, 9, tzinfo=UTC)) == dt.datetime(
+        2026, 5, 18, 9, tzinfo=UTC
+    )
+
+
+def test_the_next_alarm_skips_cancelled_and_follows_moved_occurrences() -> None:
+    start = dt.datetime(2026, 3, 16, 9, 0, tzinfo=BERLIN)  # Mondays at 09:00
+    series = timed(
+        start,
+        60,
+        "Europe/Berlin",
+        "FREQ=WEEKLY;COUNT=4",
+        exdates=["2026-03-23T08:00:00Z"],
+        overrides={"2026-03-30T07:00:00Z": {"start": "2026-03-29T12:00:00+02:00"}},
+    )
+    after = dt.datetime(2026, 3, 16, 9, 0, tzinfo=BERLIN)
+    # the 23rd is cancelled; the 30th moved to Sunday the 29th at noon; 10 and 60 min before
+    assert rec.next_alarm(series, [10, 60], after) == dt.datetime(2026, 3, 29, 11, tzinfo=BERLIN)
+    last = dt.datetime(2026, 4, 6, 9, 0, tzinfo=BERLIN)
+    assert rec.next_alarm(series, [10], last - dt.timedelta(minutes=10)) is None
+    assert rec.next_alarm(series, [10], last - dt.timedelta(minutes=11)) == last - dt.timedelta(
+        minutes=10
+    )

@@ -14,7 +14,9 @@ from typing import Any
 import aiohttp
 import pytest
 
-from tests.helpers import PASSWORD, Api, listen_live, unique
+from peerspark_rt.http.keys import REMINDERS
+from peerspark_rt.services import reminders as reminders_module
+from tests.helpers import PASSWORD, Api, User, listen_live, unique
 from tests.nodes import Node, start_node
 
 FAST = {"reminder_scan_interval": 0.2, "worker_poll_interval": 0.1, "run_worker": True}
@@ -160,6 +162,132 @@ async def test_study_sessions_remind_organizer_and_accepted_participants(
         for u in (ann, bob, eve)
     }
     assert counts == {ann.username: 1, bob.username: 0, eve.username: 0}
+
+
+# --------------------------------------------------------------------------- what a scan reads
+
+
+async def fire_jobs(db: Any, user: User) -> list[dict[str, Any]]:
+    """The payloads of the fire_reminder jobs enqueued for `user`, oldest first."""
+    rows = await db.fetch(
+        """SELECT payload FROM jobs WHERE kind = 'fire_reminder' AND payload->>'userId' = $1
+            ORDER BY id""",
+        user.id,
+    )
+    return [json.loads(r["payload"]) for r in rows]
+
+
+async def test_a_scan_reads_only_the_events_with_a_reminder_due(
+    api: Api, db: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    ann = await api.register()
+    now = dt.datetime.now(dt.UTC).replace(microsecond=0)
+    for i in range(5):  # daily classes from tomorrow, reminded 10 minutes before
+        resp = await api.post(
+            "/api/calendar/events",
+            ann,
+            json={
+                "title": f"Class {i}",
+                "startTime": iso(now + dt.timedelta(days=1, hours=i)),
+                "timezone": "Europe/Berlin",
+                "recurrencePattern": "FREQ=DAILY",
+                "reminderSettings": [{"minutesBefore": 10}],
+            },
+        )
+        assert resp.status == 201
+    soon = await api.post(
+        "/api/calendar/events",
+        ann,
+        json={
+            "title": "Starts now",
+            "startTime": iso(now + dt.timedelta(seconds=1)),
+            "timezone": "UTC",
+            "reminderSettings": [{"minutesBefore": 0}],
+        },
+    )
+    assert soon.status == 201
+    expanded: list[str] = []
+    real_event_series = reminders_module.event_series
+
+    def spy(row: Any) -> Any:
+        if str(row["user_id"]) == ann.id:
+            expanded.append(row["title"])
+        return real_event_series(row)
+
+    monkeypatch.setattr(reminders_module, "event_series", spy)
+    scanner = api.app[REMINDERS]
+    await scanner.scan(now + dt.timedelta(seconds=2))
+    assert expanded == ["Starts now"]
+    assert [j["sourceId"] for j in await fire_jobs(db, ann)] == [soon.body["id"]]
+    expanded.clear()
+    await scanner.scan(now + dt.timedelta(seconds=3))
+    assert expanded == []  # nothing more is due until tomorrow
+    # tomorrow, ten minutes before the first class, only that class is read, and fires
+    await scanner.scan(now + dt.timedelta(days=1, minutes=-10, seconds=1))
+    assert expanded == ["Class 0"]
+    assert len(await fire_jobs(db, ann)) == 2
+
+
+async def test_an_edited_event_is_reminded_at_its_new_time(api: Api, db: Any) -> None:
+    ann = await api.register()
+    now = dt.datetime.now(dt.UTC).replace(microsecond=0)
+    event = await api.post(
+        "/api/calendar/events",
+        ann,
+        json={
+            "title": "Office hours",
+            "startTime": iso(now + dt.timedelta(hours=2)),
+            "timezone": "UTC",
+            "reminderSettings": [{"minutesBefore": 0}],
+        },
+    )
+    scanner = api.app[REMINDERS]
+    await scanner.scan(now + dt.timedelta(seconds=5))
+    assert await fire_jobs(db, ann) == []
+    moved = await api.put(
+        f"/api/calendar/events/{event.body['id']}",
+        ann,
+        json={"startTime": iso(now + dt.timedelta(minutes=1))},
+    )
+    assert moved.status == 200
+    await scanner.scan(now + dt.timedelta(minutes=1, seconds=1))
+    [job] = await fire_jobs(db, ann)
+    assert job["occurrenceStart"] == iso(now + dt.timedelta(minutes=1))
+    # the old time passes without a second reminder
+    await scanner.scan(now + dt.timedelta(hours=2, seconds=1))
+    assert len(await fire_jobs(db, ann)) == 1
+
+
+async def test_the_session_scan_looks_back_only_to_where_it_stopped(api: Api, db: Any) -> None:
+    ann = await api.register()
+    now = dt.datetime.now(dt.UTC)
+    # started 1h45 ago: its 15-minute reminder came due two hours ago
+    start = now - dt.timedelta(hours=1, minutes=45)
+    await db.execute(
+        """INSERT INTO study_sessions (title, session_type, organizer_id, start_time, end_time,
+                                       created_at, updated_at)
+           VALUES ('Early review', 'group', $1, $2, $3, $4, $4)""",
+        uuid.UUID(ann.id),
+        start,
+        start + dt.timedelta(hours=3),
+        now - dt.timedelta(hours=3),
+    )
+    set_mark = """INSERT INTO scan_watermarks (name, scanned_until) VALUES ('session_reminders', $1)
+                  ON CONFLICT (name) DO UPDATE SET scanned_until = EXCLUDED.scanned_until"""
+    scanner = api.app[REMINDERS]
+    # the last scan was a minute ago: that reminder was handled (or not due) back then
+    await db.execute(set_mark, now - dt.timedelta(minutes=1))
+    await scanner.scan(now)
+    assert await fire_jobs(db, ann) == []
+    # the workers were down for three hours: the first scan after finds it, to fire late
+    await db.execute(set_mark, now - dt.timedelta(hours=3))
+    await scanner.scan(now)
+    [job] = await fire_jobs(db, ann)
+    assert job["dueAt"] == iso(start - dt.timedelta(minutes=15))
+    mark = await db.fetchval(
+        "SELECT scanned_until FROM scan_watermarks WHERE name = 'session_reminders'"
+    )
+    assert mark >= now
 
 
 # --------------------------------------------------------------------------- real nodes

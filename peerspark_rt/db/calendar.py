@@ -12,7 +12,8 @@ from .types import Conn, Executor
 
 EVENT_COLUMNS = """id, user_id, title, description, event_type, start_time, end_time, timezone,
     location, is_all_day, is_recurring, recurrence_pattern, reminder_settings, related_pod_id,
-    related_session_id, status, created_at, updated_at, span_start, span_end, ical_uid"""
+    related_session_id, status, created_at, updated_at, span_start, span_end, ical_uid,
+    reminder_due_at"""
 
 SESSION_COLUMNS = """s.id, s.title, s.description, s.session_type, s.pod_id, s.organizer_id,
     s.start_time, s.end_time, s.timezone, s.meeting_url, s.status, s.is_recurring,
@@ -69,12 +70,43 @@ async def get_event(
     )
 
 
-async def get_event_by_uid(conn: Conn, user_id: uuid.UUID, uid: str) -> asyncpg.Record | None:
-    return await conn.fetchrow(
-        f"SELECT {EVENT_COLUMNS} FROM calendar_events WHERE user_id = $1 AND ical_uid = $2 "
-        "FOR UPDATE",
+async def upsert_imported_event(
+    conn: Executor, values: dict[str, Any]
+) -> tuple[asyncpg.Record, bool]:
+    """Insert an imported event, or update the one imported before with the same UID (its
+    user's). One statement, so two imports of the same file at once cannot both insert.
+    Returns the row and whether it is new."""
+    columns = list(values)
+    placeholders = ", ".join(f"${i}" for i in range(1, len(columns) + 1))
+    changes = ", ".join(f"{c} = EXCLUDED.{c}" for c in columns if c not in ("user_id", "ical_uid"))
+    row = await conn.fetchrow(
+        f"""INSERT INTO calendar_events ({", ".join(columns)}) VALUES ({placeholders})
+            ON CONFLICT (user_id, ical_uid) WHERE ical_uid IS NOT NULL
+            DO UPDATE SET {changes}, updated_at = NOW()
+            RETURNING {EVENT_COLUMNS}, (xmax = 0) AS inserted""",
+        *values.values(),
+    )
+    assert row is not None
+    return row, bool(row["inserted"])
+
+
+async def lock_user_events(conn: Conn, user_id: uuid.UUID) -> None:
+    """Serialize the transactions that add events for one user (until the transaction ends)."""
+    await conn.execute(
+        "SELECT pg_advisory_xact_lock(hashtextextended('calendar_events:' || $1::uuid::text, 0))",
         user_id,
-        uid,
+    )
+
+
+async def count_events(conn: Executor, user_id: uuid.UUID, at_most: int) -> int:
+    """How many events the user has, counting no further than `at_most`."""
+    return int(
+        await conn.fetchval(
+            """SELECT count(*) FROM (
+                   SELECT 1 FROM calendar_events WHERE user_id = $1 LIMIT $2) mine""",
+            user_id,
+            at_most,
+        )
     )
 
 
@@ -91,25 +123,31 @@ async def events_between(
     start: dt.datetime,
     end: dt.datetime,
     event_types: list[str] | None,
+    *,
+    limit: int,
 ) -> list[asyncpg.Record]:
-    """Events of the user whose series may have an occurrence in [start, end)."""
+    """Events of the user whose series may have an occurrence in [start, end) (the first
+    `limit` by start)."""
     return await conn.fetch(
         f"""SELECT {EVENT_COLUMNS} FROM calendar_events
              WHERE user_id = $1 AND span_start < $3
                AND (span_end IS NULL OR span_end >= $2)
                AND ($4::text[] IS NULL OR event_type = ANY($4::text[]))
-             ORDER BY span_start""",
+             ORDER BY span_start, id
+             LIMIT $5""",
         user_id,
         start,
         end,
         event_types,
+        limit,
     )
 
 
 async def sessions_between(
-    conn: Executor, user_id: uuid.UUID, start: dt.datetime, end: dt.datetime
+    conn: Executor, user_id: uuid.UUID, start: dt.datetime, end: dt.datetime, *, limit: int
 ) -> list[asyncpg.Record]:
-    """Study sessions the user's calendar shows that may fall in [start, end)."""
+    """Study sessions the user's calendar shows that may fall in [start, end) (the first
+    `limit` by start)."""
     return await conn.fetch(
         f"""SELECT {SESSION_COLUMNS},
                    CASE WHEN s.organizer_id = $1 THEN 'organizer'
@@ -121,10 +159,12 @@ async def sessions_between(
              WHERE COALESCE(s.status, 'scheduled') <> 'cancelled'
                AND s.start_time < $3
                AND (s.is_recurring OR s.end_time >= $2)
-             ORDER BY s.start_time""",
+             ORDER BY s.start_time, s.id
+             LIMIT $4""",
         user_id,
         start,
         end,
+        limit,
     )
 
 
@@ -139,27 +179,35 @@ async def session_visible(conn: Executor, user_id: uuid.UUID, session_id: uuid.U
 
 
 async def feed_events(
-    conn: Executor, user_id: uuid.UUID, since: dt.datetime
+    conn: Executor, user_id: uuid.UUID, since: dt.datetime, *, limit: int
 ) -> list[asyncpg.Record]:
+    """The user's events still of interest after `since`, at most `limit`: series that never
+    end first, then those that start latest."""
     return await conn.fetch(
         f"""SELECT {EVENT_COLUMNS} FROM calendar_events
              WHERE user_id = $1 AND (span_end IS NULL OR span_end >= $2)
-             ORDER BY span_start""",
+             ORDER BY span_end IS NULL DESC, span_start DESC, id DESC
+             LIMIT $3""",
         user_id,
         since,
+        limit,
     )
 
 
 async def feed_sessions(
-    conn: Executor, user_id: uuid.UUID, since: dt.datetime
+    conn: Executor, user_id: uuid.UUID, since: dt.datetime, *, limit: int
 ) -> list[asyncpg.Record]:
+    """The user's sessions still of interest after `since`, at most `limit`: recurring ones
+    first, then those that start latest."""
     return await conn.fetch(
         f"""SELECT {SESSION_COLUMNS}, 'x' AS my_role
               FROM study_sessions s JOIN ({_MY_SESSIONS}) mine ON mine.id = s.id
              WHERE s.is_recurring OR s.end_time >= $2
-             ORDER BY s.start_time""",
+             ORDER BY s.is_recurring DESC, s.start_time DESC, s.id DESC
+             LIMIT $3""",
         user_id,
         since,
+        limit,
     )
 
 
@@ -210,22 +258,40 @@ async def user_timezone(conn: Executor, user_id: uuid.UUID) -> str:
 # --------------------------------------------------------------------------- reminders
 
 
-async def events_with_reminders(
-    conn: Executor, since: dt.datetime, now: dt.datetime, horizon: dt.datetime
+async def events_due(
+    conn: Executor, now: dt.datetime, after: tuple[dt.datetime, uuid.UUID] | None, limit: int
 ) -> list[asyncpg.Record]:
-    """Events with a reminder that may have come due in (since, now]. One-off events are
-    narrowed by their own longest reminder; a repeating series is checked by its span only."""
+    """Events whose next reminder is due by `now`, in order of that time, keyset-paged after
+    `after` (reminder_due_at, id). Through idx_calendar_events_reminder_due, so a scan reads
+    only the events with something due."""
     return await conn.fetch(
-        f"""SELECT {EVENT_COLUMNS} FROM calendar_events e
-             WHERE reminder_settings <> '[]'::jsonb
-               AND COALESCE(status, 'scheduled') <> 'cancelled'
-               AND span_start < $3 AND (span_end IS NULL OR span_end >= $1)
-               AND (is_recurring OR start_time - make_interval(mins => (
-                        SELECT COALESCE(max((r->>'minutesBefore')::int), 0)
-                          FROM jsonb_array_elements(e.reminder_settings) r)) <= $2)""",
-        since,
+        f"""SELECT {EVENT_COLUMNS} FROM calendar_events
+             WHERE reminder_due_at <= $1
+               AND ($2::timestamptz IS NULL OR (reminder_due_at, id) > ($2, $3::uuid))
+             ORDER BY reminder_due_at, id
+             LIMIT $4""",
         now,
-        horizon,
+        after[0] if after else None,
+        after[1] if after else None,
+        limit,
+    )
+
+
+async def set_reminders_due(
+    conn: Executor, changes: list[tuple[uuid.UUID, dt.datetime, dt.datetime | None]]
+) -> None:
+    """Move events' next reminders on: (event id, updated_at as read, next due). An event
+    edited since it was read is left alone (the edit computed its own). updated_at stays: it is
+    when the event's reminders were armed."""
+    if not changes:
+        return
+    await conn.execute(
+        """UPDATE calendar_events e SET reminder_due_at = c.due
+             FROM unnest($1::uuid[], $2::timestamptz[], $3::timestamptz[]) AS c(id, seen, due)
+            WHERE e.id = c.id AND e.updated_at = c.seen""",
+        [c[0] for c in changes],
+        [c[1] for c in changes],
+        [c[2] for c in changes],
     )
 
 
@@ -234,24 +300,62 @@ async def existing_dedupe_keys(conn: Executor, keys: list[str]) -> set[str]:
     return {r["dedupe_key"] for r in rows}
 
 
-async def sessions_for_reminders(
-    conn: Executor, start: dt.datetime, end: dt.datetime
+_SESSION_ATTENDEES = f"""
+    SELECT {SESSION_COLUMNS}, r.user_id, u.notification_settings
+      FROM study_sessions s
+      JOIN LATERAL (
+            SELECT s.organizer_id AS user_id
+            UNION
+            SELECT p.user_id FROM session_participants p
+             WHERE p.session_id = s.id AND p.status = 'accepted') r ON TRUE
+      JOIN users u ON u.id = r.user_id AND u.account_status = 'active'
+     WHERE COALESCE(s.status, 'scheduled') = 'scheduled'"""
+
+
+async def one_off_sessions_for_reminders(
+    conn: Executor,
+    start: dt.datetime,
+    end: dt.datetime,
+    after: tuple[dt.datetime, uuid.UUID, uuid.UUID] | None,
+    limit: int,
 ) -> list[asyncpg.Record]:
-    """Scheduled sessions that may start in [start, end), one row per person to remind (the
-    organizer and accepted participants) with that person's notification settings."""
+    """Sessions that do not repeat and start in (start, end], one row per person to remind
+    (the organizer and accepted participants) with their notification settings, keyset-paged
+    on (start_time, session id, user id)."""
     return await conn.fetch(
-        f"""SELECT {SESSION_COLUMNS}, r.user_id, u.notification_settings
-              FROM study_sessions s
-              JOIN LATERAL (
-                    SELECT s.organizer_id AS user_id
-                    UNION
-                    SELECT p.user_id FROM session_participants p
-                     WHERE p.session_id = s.id AND p.status = 'accepted') r ON TRUE
-              JOIN users u ON u.id = r.user_id AND u.account_status = 'active'
-             WHERE COALESCE(s.status, 'scheduled') = 'scheduled'
-               AND s.start_time < $2 AND (s.is_recurring OR s.start_time >= $1)""",
+        f"""{_SESSION_ATTENDEES}
+               AND NOT s.is_recurring AND s.start_time > $1 AND s.start_time <= $2
+               AND ($3::timestamptz IS NULL
+                    OR (s.start_time, s.id, r.user_id) > ($3, $4::uuid, $5::uuid))
+             ORDER BY s.start_time, s.id, r.user_id
+             LIMIT $6""",
         start,
         end,
+        after[0] if after else None,
+        after[1] if after else None,
+        after[2] if after else None,
+        limit,
+    )
+
+
+async def recurring_sessions_for_reminders(
+    conn: Executor,
+    before: dt.datetime,
+    after: tuple[uuid.UUID, uuid.UUID] | None,
+    limit: int,
+) -> list[asyncpg.Record]:
+    """Recurring sessions that started before `before`, one row per person to remind,
+    keyset-paged on (session id, user id)."""
+    return await conn.fetch(
+        f"""{_SESSION_ATTENDEES}
+               AND s.is_recurring AND s.start_time < $1
+               AND ($2::uuid IS NULL OR (s.id, r.user_id) > ($2, $3::uuid))
+             ORDER BY s.id, r.user_id
+             LIMIT $4""",
+        before,
+        after[0] if after else None,
+        after[1] if after else None,
+        limit,
     )
 
 

@@ -150,3 +150,22 @@ async def delete_finished(
         dead_before,
     )
     return int(status.split()[-1])
+
+
+async def watermark(conn: Executor, name: str) -> dt.datetime | None:
+    """How far the periodic scan `name` has got (None: it never ran)."""
+    value = await conn.fetchval("SELECT scanned_until FROM scan_watermarks WHERE name = $1", name)
+    return value if isinstance(value, dt.datetime) else None
+
+
+async def advance_watermark(conn: Executor, name: str, until: dt.datetime) -> None:
+    """Record that scan `name` covered everything up to `until`; never moves it back (several
+    nodes scan at once and finish in any order)."""
+    await conn.execute(
+        """INSERT INTO scan_watermarks (name, scanned_until) VALUES ($1, $2)
+           ON CONFLICT (name) DO UPDATE
+             SET scanned_until = GREATEST(scan_watermarks.scanned_until, EXCLUDED.scanned_until),
+                 updated_at = NOW()""",
+        name,
+        until,
+    )

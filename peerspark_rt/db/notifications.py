@@ -137,22 +137,26 @@ async def set_settings(conn: Executor, user_id: uuid.UUID, settings: dict[str, A
     )
 
 
-async def digest_recipients(conn: Executor, local_hour: int) -> list[asyncpg.Record]:
-    """Active users for whom it is now `local_hour` o'clock, who keep the daily digest on and
-    have unread notifications from the last day that no email told them about."""
+async def digest_recipients(
+    conn: Executor, zone: str, after: uuid.UUID | None, limit: int
+) -> list[asyncpg.Record]:
+    """Active users of time zone `zone` who keep the daily digest on and have unread
+    notifications from the last day that no email told them about; keyset-paged by id through
+    idx_users_digest_zone."""
     return await conn.fetch(
-        """SELECT u.id, u.email, u.first_name, u.timezone,
-                  (NOW() AT TIME ZONE z.name)::date AS local_date
-             FROM users u
-             JOIN pg_timezone_names z ON z.name = COALESCE(u.timezone, 'UTC')
-            WHERE u.account_status = 'active'
+        """SELECT u.id FROM users u
+            WHERE COALESCE(u.timezone, 'UTC') = $1 AND u.account_status = 'active'
+              AND ($2::uuid IS NULL OR u.id > $2)
               AND COALESCE(u.notification_settings->>'dailyDigest', 'true') <> 'false'
-              AND EXTRACT(HOUR FROM NOW() AT TIME ZONE z.name) = $1
               AND EXISTS (SELECT 1 FROM notifications n
                            WHERE n.recipient_id = u.id AND NOT n.is_read
                              AND NOT n.is_email_sent
-                             AND n.created_at > NOW() - INTERVAL '1 day')""",
-        local_hour,
+                             AND n.created_at > NOW() - INTERVAL '1 day')
+            ORDER BY u.id
+            LIMIT $3""",
+        zone,
+        after,
+        limit,
     )
 
 

@@ -15,10 +15,12 @@ Rules:
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
+import heapq
 import logging
 import uuid
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import replace
 from typing import Any, Literal
 
@@ -28,7 +30,7 @@ import msgspec
 from ..db import calendar as calendar_db
 from ..db.pool import Database
 from ..db.types import Conn
-from ..errors import Invalid, NotFound
+from ..errors import Conflict, Invalid, NotFound
 from . import recurrence as rec
 from . import validation
 from .auth import Principal
@@ -43,6 +45,11 @@ CHANNELS = ("in_app", "email")
 MAX_REMINDERS = 5
 MAX_REMINDER_MINUTES = 4 * 7 * 24 * 60  # four weeks
 MAX_RANGE_DAYS = 400
+# Occurrences one range response carries at most (the earliest ones; `truncated` says more
+# were left out), and the events and sessions one response looks at.
+MAX_RANGE_OCCURRENCES = 2000
+MAX_RANGE_SOURCES = 5000
+MAX_EVENTS_PER_USER = 5000  # more is a 409 calendar_full
 Scope = Literal["this", "following", "all"]
 # A stored row, or a dict shaped like one (the tail of a split series before it is stored).
 RowLike = asyncpg.Record | Mapping[str, Any]
@@ -154,6 +161,9 @@ class CalendarRange(msgspec.Struct, rename="camel"):
     start_date: dt.datetime
     end_date: dt.datetime
     timezone: str
+    # True when the range holds more than MAX_RANGE_OCCURRENCES occurrences: `events` are the
+    # earliest of them; ask for a shorter range (from the last one shown) for the rest.
+    truncated: bool = False
 
 
 # --------------------------------------------------------------------------- series <-> rows
@@ -172,16 +182,22 @@ def session_series(row: asyncpg.Record) -> rec.Series:
     return rec.Series(row["start_time"], row["end_time"], row["timezone"] or "UTC", False, pattern)
 
 
-def safe_expand(
+def safe_occurrences(
     series: rec.Series, start: dt.datetime, end: dt.datetime, viewer_tz: str, what: str
-) -> list[rec.Occurrence]:
-    """Expand, treating a stored rule dateutil cannot read as a one-off (logged): one broken
-    row must not break a whole calendar."""
+) -> Iterator[rec.Occurrence]:
+    """The occurrences in [start, end) in order of start, lazily, treating a stored rule
+    dateutil cannot read as a one-off (logged): one broken row must not break a calendar."""
+    shown = False
     try:
-        return rec.expand(series, start, end, viewer_tz=viewer_tz)
+        for occ in rec.iter_occurrences(series, start, end, viewer_tz=viewer_tz):
+            shown = True
+            yield occ
     except (ValueError, TypeError, OverflowError) as exc:
         log.warning("cannot expand %s: %s", what, exc)
-        return rec.expand(replace(series, pattern=None), start, end, viewer_tz=viewer_tz)
+        if not shown:
+            yield from rec.iter_occurrences(
+                replace(series, pattern=None), start, end, viewer_tz=viewer_tz
+            )
 
 
 def _render_day(moment: dt.datetime) -> str:
@@ -264,6 +280,42 @@ def _timezone_name(value: str) -> str:
     return validation.timezone(value, "timezone")
 
 
+def reminder_due_at(
+    series: rec.Series, reminders: list[dict[str, Any]], status: str, after: dt.datetime
+) -> dt.datetime | None:
+    """When the first of the event's reminders due at or after `after` comes due; None when
+    none will (no reminders, cancelled, or the series is over). Kept on the row
+    (`reminder_due_at`) so the reminder scan reads only events with something due."""
+    if status == "cancelled" or not reminders:
+        return None
+    minutes = [int(r.get("minutesBefore", 0)) for r in reminders if isinstance(r, dict)]
+    return rec.next_alarm(series, minutes, after - dt.timedelta(microseconds=1))
+
+
+def _series_values(
+    raw_pattern: Any,
+    is_recurring: bool,
+    series: rec.Series,
+    reminders: list[dict[str, Any]],
+    status: str,
+) -> dict[str, Any]:
+    """The recurrence columns of an event (pure, CPU-bound: run in a thread)."""
+    pattern = None
+    if raw_pattern is not None:
+        pattern = rec.parse_pattern(raw_pattern, series)
+    elif is_recurring:
+        raise Invalid("recurrencePattern", "is required when isRecurring is true")
+    series = replace(series, pattern=pattern)
+    span_start, span_end = rec.series_span(series)
+    return {
+        "is_recurring": pattern is not None,
+        "recurrence_pattern": pattern.to_json(series.all_day) if pattern else None,
+        "span_start": span_start,
+        "span_end": span_end,
+        "reminder_due_at": reminder_due_at(series, reminders, status, dt.datetime.now(dt.UTC)),
+    }
+
+
 class CalendarService:
     def __init__(self, db: Database, pods: PodService) -> None:
         self.db = db
@@ -279,7 +331,9 @@ class CalendarService:
 
     async def create(self, principal: Principal, body: EventCreate) -> EventView:
         values = await self._validated(principal, body)
-        row = await calendar_db.insert_event(self.db.pool, {"user_id": principal.user_id, **values})
+        async with self.db.transaction() as conn:
+            await make_room(conn, principal.user_id)
+            row = await calendar_db.insert_event(conn, {"user_id": principal.user_id, **values})
         return event_view(row)
 
     async def _validated(self, principal: Principal, body: EventCreate) -> dict[str, Any]:
@@ -289,14 +343,17 @@ class CalendarService:
         event_type = validation.one_of(body.event_type, "eventType", EVENT_TYPES)
         status = validation.one_of(body.status, "status", STATUSES)
         start, end = _times(body.start_time, body.end_time, tz, body.is_all_day)
-        series = rec.Series(start, end, tz, body.is_all_day)
-        pattern = None
-        if body.recurrence_pattern is not None:
-            pattern = rec.parse_pattern(body.recurrence_pattern, series)
-        elif body.is_recurring:
-            raise Invalid("recurrencePattern", "is required when isRecurring is true")
-        series = replace(series, pattern=pattern)
-        span_start, span_end = rec.series_span(series)
+        reminders = parse_reminders(body.reminder_settings)
+        # Rules are bounded (recurrence.normalize_rule) but checking one still walks it: off
+        # the event loop.
+        recurrence = await asyncio.to_thread(
+            _series_values,
+            body.recurrence_pattern,
+            body.is_recurring,
+            rec.Series(start, end, tz, body.is_all_day),
+            reminders,
+            status,
+        )
         pod_id = await self._related_pod(principal, body.related_pod_id)
         session_id = await self._related_session(principal, body.related_session_id)
         return {
@@ -308,14 +365,11 @@ class CalendarService:
             "timezone": tz,
             "location": validation.optional_text(body.location, "location", 1000),
             "is_all_day": body.is_all_day,
-            "is_recurring": pattern is not None,
-            "recurrence_pattern": pattern.to_json(body.is_all_day) if pattern else None,
-            "reminder_settings": parse_reminders(body.reminder_settings),
+            "reminder_settings": reminders,
             "related_pod_id": pod_id,
             "related_session_id": session_id,
             "status": status,
-            "span_start": span_start,
-            "span_end": span_end,
+            **recurrence,
         }
 
     async def _related_pod(self, principal: Principal, raw: str | None) -> uuid.UUID | None:
@@ -481,6 +535,10 @@ class CalendarService:
     ) -> asyncpg.Record:
         updated = replace(series, pattern=pattern)
         span_start, span_end = rec.series_span(updated)
+        reminders = list(row["reminder_settings"] or [])
+        due = reminder_due_at(
+            updated, reminders, row["status"] or "scheduled", dt.datetime.now(dt.UTC)
+        )
         return await calendar_db.update_event(
             conn,
             row["id"],
@@ -488,6 +546,7 @@ class CalendarService:
                 "recurrence_pattern": pattern.to_json(series.all_day),
                 "span_start": span_start,
                 "span_end": span_end,
+                "reminder_due_at": due,
             },
         )
 
@@ -518,6 +577,7 @@ class CalendarService:
         if parts.before is None:  # cut at the first occurrence: the whole series changes
             return event_view(await calendar_db.update_event(conn, row["id"], values))
         await self._save_pattern(conn, row, series, parts.before)
+        await make_room(conn, principal.user_id)
         created = await calendar_db.insert_event(conn, {"user_id": principal.user_id, **values})
         return event_view(created)
 
@@ -547,7 +607,7 @@ class CalendarService:
 
     async def range(self, principal: Principal, query: CalendarQuery) -> CalendarRange:
         tz = (
-            _timezone_name_param(query.timezone)
+            _timezone_name(query.timezone)
             if query.timezone
             else await calendar_db.user_timezone(self.db.pool, principal.user_id)
         )
@@ -566,30 +626,71 @@ class CalendarService:
             validation.one_of(t, "eventTypes", (*EVENT_TYPES, SESSION_TYPE))
         event_types = [t for t in types if t != SESSION_TYPE] if types else None
         want_sessions = not types or SESSION_TYPE in types
-        items: list[CalendarItem] = []
+        events: list[asyncpg.Record] = []
+        sessions: list[asyncpg.Record] = []
         # all-day series need the dates the window touches, so widen the database filter
         margin = dt.timedelta(days=1)
         if event_types is None or event_types:
-            rows = await calendar_db.events_between(
-                self.db.pool, principal.user_id, start - margin, end + margin, event_types
+            events = await calendar_db.events_between(
+                self.db.pool,
+                principal.user_id,
+                start - margin,
+                end + margin,
+                event_types,
+                limit=MAX_RANGE_SOURCES + 1,
             )
-            for row in rows:
-                items.extend(self._event_items(row, start, end, tz))
         if want_sessions:
-            rows = await calendar_db.sessions_between(self.db.pool, principal.user_id, start, end)
-            for row in rows:
-                items.extend(self._session_items(row, start, end, tz))
-        items.sort(key=lambda i: (i.start_time, i.title, i.occurrence_id))
-        return CalendarRange(
-            items, start.astimezone(rec.zone(tz)), end.astimezone(rec.zone(tz)), tz
+            sessions = await calendar_db.sessions_between(
+                self.db.pool, principal.user_id, start, end, limit=MAX_RANGE_SOURCES + 1
+            )
+        cut = len(events) > MAX_RANGE_SOURCES or len(sessions) > MAX_RANGE_SOURCES
+        # Expanding thousands of series is CPU work: off the event loop.
+        items, more = await asyncio.to_thread(
+            self._items,
+            events[:MAX_RANGE_SOURCES],
+            sessions[:MAX_RANGE_SOURCES],
+            start,
+            end,
+            tz,
         )
+        zone = rec.zone(tz)
+        return CalendarRange(
+            items, start.astimezone(zone), end.astimezone(zone), tz, truncated=more or cut
+        )
+
+    def _items(
+        self,
+        events: list[asyncpg.Record],
+        sessions: list[asyncpg.Record],
+        start: dt.datetime,
+        end: dt.datetime,
+        tz: str,
+    ) -> tuple[list[CalendarItem], bool]:
+        """The earliest MAX_RANGE_OCCURRENCES occurrences of all these series, and whether
+        there were more. Each series yields its occurrences lazily in order of start and they
+        are merged, so only what is shown (and each series' next one) is ever computed."""
+        streams = [self._event_items(row, start, end, tz) for row in events]
+        streams += [self._session_items(row, start, end, tz) for row in sessions]
+        items: list[CalendarItem] = []
+        more = False
+        for item in heapq.merge(*streams, key=lambda i: i.start_time):
+            # past the cap, keep taking only what starts at the same instant as the last one
+            # taken, so the sort below cuts exactly where a sort of everything would
+            if len(items) >= MAX_RANGE_OCCURRENCES and item.start_time > items[-1].start_time:
+                more = True
+                break
+            items.append(item)
+        items.sort(key=lambda i: (i.start_time, i.title, i.occurrence_id))
+        if len(items) > MAX_RANGE_OCCURRENCES:
+            del items[MAX_RANGE_OCCURRENCES:]
+            more = True
+        return items, more
 
     def _event_items(
         self, row: asyncpg.Record, start: dt.datetime, end: dt.datetime, tz: str
-    ) -> list[CalendarItem]:
+    ) -> Iterator[CalendarItem]:
         series = event_series(row)
-        out = []
-        for occ in safe_expand(series, start, end, tz, f"event {row['id']}"):
+        for occ in safe_occurrences(series, start, end, tz, f"event {row['id']}"):
             item = CalendarItem(
                 id=str(row["id"]),
                 source="event",
@@ -610,15 +711,13 @@ class CalendarService:
                 related_session_id=row["related_session_id"],
                 role="owner",
             )
-            out.append(_localize(item, occ, tz))
-        return out
+            yield _localize(item, occ, tz)
 
     def _session_items(
         self, row: asyncpg.Record, start: dt.datetime, end: dt.datetime, tz: str
-    ) -> list[CalendarItem]:
+    ) -> Iterator[CalendarItem]:
         series = session_series(row)
-        out = []
-        for occ in safe_expand(series, start, end, tz, f"session {row['id']}"):
+        for occ in safe_occurrences(series, start, end, tz, f"session {row['id']}"):
             item = CalendarItem(
                 id=str(row["id"]),
                 source="session",
@@ -639,8 +738,22 @@ class CalendarService:
                 meeting_url=row["meeting_url"],
                 role=row["my_role"],
             )
-            out.append(_localize(item, occ, tz))
-        return out
+            yield _localize(item, occ, tz)
+
+
+async def make_room(conn: Conn, user_id: uuid.UUID) -> None:
+    """Refuse a new event when the user's calendar is full. Holds a per-user lock until the
+    caller's transaction ends, so two creations at once cannot both take the last place."""
+    await calendar_db.lock_user_events(conn, user_id)
+    if await calendar_db.count_events(conn, user_id, MAX_EVENTS_PER_USER) >= MAX_EVENTS_PER_USER:
+        raise calendar_full()
+
+
+def calendar_full() -> Conflict:
+    return Conflict(
+        f"a calendar holds at most {MAX_EVENTS_PER_USER} events: delete some first",
+        code="calendar_full",
+    )
 
 
 def _str_or_none(value: Any) -> str | None:
@@ -649,10 +762,6 @@ def _str_or_none(value: Any) -> str | None:
 
 def replace_struct(value: EventCreate, **changes: Any) -> EventCreate:
     return msgspec.structs.replace(value, **changes)
-
-
-def _timezone_name_param(value: str) -> str:
-    return validation.timezone(value, "timezone")
 
 
 def _occurrence_id(ident: uuid.UUID, rid: str | None) -> str:

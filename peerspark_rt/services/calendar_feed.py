@@ -8,6 +8,7 @@ route: the token in the path is its only credential, as calendar clients cannot 
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import hashlib
 import logging
@@ -26,12 +27,25 @@ from ..db.pool import Database
 from ..errors import AppError, BadRequest, NotFound
 from . import recurrence as rec
 from .auth import Principal
-from .calendar import CalendarService, EventCreate, event_series, event_view, session_series
+from .calendar import (
+    MAX_EVENTS_PER_USER,
+    CalendarService,
+    EventCreate,
+    calendar_full,
+    event_series,
+    event_view,
+    session_series,
+)
 
 log = logging.getLogger(__name__)
 
 FEED_HISTORY = dt.timedelta(days=180)  # past events a feed still carries
+FEED_MAX_EVENTS = MAX_EVENTS_PER_USER  # events and sessions one feed carries at most
+FEED_MAX_SESSIONS = 2000
 MAX_IMPORT_EVENTS = 1000
+# What a malformed calendar may make the parser or the checks raise: a reason to skip one
+# event, never an error for the whole import.
+_UNREADABLE = (ValueError, TypeError, KeyError, IndexError, AttributeError, OverflowError)
 PRODID = f"-//PeerSpark//PeerSpark RT {__version__}//EN"
 _STATUS_OUT = {"scheduled": "CONFIRMED", "completed": "CONFIRMED", "tentative": "TENTATIVE",
                "cancelled": "CANCELLED"}  # fmt: skip
@@ -181,7 +195,7 @@ def build_feed(
         uid = row["ical_uid"] or f"event-{row['id']}@peerspark"
         try:
             components = _series_components(uid, series, base)
-        except (ValueError, TypeError) as exc:
+        except _UNREADABLE as exc:
             log.warning("event %s left out of the feed: %s", row["id"], exc)
             continue
         _alarms(components[0], row["reminder_settings"] or [])
@@ -201,7 +215,7 @@ def build_feed(
         }
         try:
             components = _series_components(f"session-{row['id']}@peerspark", series, base)
-        except (ValueError, TypeError) as exc:
+        except _UNREADABLE as exc:
             log.warning("session %s left out of the feed: %s", row["id"], exc)
             continue
         for component in components:
@@ -261,7 +275,7 @@ def drafts_from_ics(
     """(uid, event) for each importable series in `data`, and what was skipped and why."""
     try:
         calendars = icalendar.Calendar.from_ical(data, multiple=True)
-    except (ValueError, IndexError, KeyError) as exc:
+    except _UNREADABLE as exc:
         raise BadRequest(f"not an iCalendar file: {exc}", code="invalid_ics") from None
     masters: dict[str, icalendar.cal.Component] = {}
     exceptions: dict[str, list[icalendar.cal.Component]] = {}
@@ -286,7 +300,7 @@ def drafts_from_ics(
     for uid, component in masters.items():
         try:
             drafts.append((uid, _draft(component, exceptions.get(uid, []), default_tz)))
-        except (ValueError, TypeError, KeyError) as exc:
+        except _UNREADABLE as exc:
             problems.append(ImportProblem(uid, str(exc) or type(exc).__name__))
     for uid in exceptions.keys() - masters.keys():
         problems.append(ImportProblem(uid, "a changed occurrence without its series"))
@@ -403,15 +417,22 @@ class CalendarFeed:
         if owner is None:
             raise NotFound("calendar feed not found")
         since = dt.datetime.now(dt.UTC) - FEED_HISTORY
-        events = await calendar_db.feed_events(self.db.pool, owner["id"], since)
-        sessions = await calendar_db.feed_sessions(self.db.pool, owner["id"], since)
+        events = await calendar_db.feed_events(
+            self.db.pool, owner["id"], since, limit=FEED_MAX_EVENTS
+        )
+        sessions = await calendar_db.feed_sessions(
+            self.db.pool, owner["id"], since, limit=FEED_MAX_SESSIONS
+        )
         name = f"{owner['first_name']} {owner['last_name']}".strip() or owner["username"]
-        return build_feed(name, events, sessions, self.base_url)
+        # building thousands of components is CPU work: off the event loop
+        return await asyncio.to_thread(build_feed, name, events, sessions, self.base_url)
 
     async def import_ics(self, principal: Principal, data: bytes) -> ImportResult:
-        """Create (or, for a UID imported before, update) an event per series in the file."""
+        """Create (or, for a UID imported before, update) an event per series in the file. An
+        event that cannot be imported is skipped with its reason; the others still are."""
         tz = await calendar_db.user_timezone(self.db.pool, principal.user_id)
-        drafts, problems = drafts_from_ics(data, tz)
+        # parsing up to 2 MB of iCalendar is CPU work: off the event loop
+        drafts, problems = await asyncio.to_thread(drafts_from_ics, data, tz)
         imported = updated = 0
         for uid, draft in drafts:
             try:
@@ -419,16 +440,31 @@ class CalendarFeed:
             except AppError as exc:
                 problems.append(ImportProblem(uid, exc.message))
                 continue
-            async with self.db.transaction() as conn:
-                existing = await calendar_db.get_event_by_uid(conn, principal.user_id, uid)
-                if existing is None:
-                    await calendar_db.insert_event(
+            except _UNREADABLE as exc:
+                log.info("imported event %s skipped: %r", uid, exc)
+                problems.append(ImportProblem(uid, f"cannot be read: {exc}"))
+                continue
+            try:
+                async with self.db.transaction() as conn:
+                    await calendar_db.lock_user_events(conn, principal.user_id)
+                    _row, inserted = await calendar_db.upsert_imported_event(
                         conn, {"user_id": principal.user_id, "ical_uid": uid, **values}
                     )
-                    imported += 1
-                else:
-                    await calendar_db.update_event(conn, existing["id"], values)
-                    updated += 1
+                    if (
+                        inserted
+                        and await calendar_db.count_events(
+                            conn, principal.user_id, MAX_EVENTS_PER_USER + 1
+                        )
+                        > MAX_EVENTS_PER_USER
+                    ):
+                        raise calendar_full()  # rolls this one event back
+            except AppError as exc:
+                problems.append(ImportProblem(uid, exc.message))
+                continue
+            if inserted:
+                imported += 1
+            else:
+                updated += 1
         return ImportResult(imported, updated, problems)
 
 

@@ -14,6 +14,7 @@ import html
 import logging
 import secrets
 import string
+import unicodedata
 import uuid
 from dataclasses import dataclass
 from email.message import EmailMessage
@@ -33,6 +34,7 @@ log = logging.getLogger(__name__)
 
 TEMPLATES = Path(__file__).resolve().parent.parent / "templates" / "email"
 TEMPLATE_NAMES = ("notification", "reminder", "digest")
+MAX_SUBJECT = 200  # characters; longer subjects are cut with an ellipsis
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,6 +74,17 @@ def _tidy(text: str) -> str:
     return "\n".join(out).strip() + "\n"
 
 
+def header_text(value: str, limit: int = MAX_SUBJECT) -> str:
+    """User text made fit for a header such as Subject: line breaks (of any kind), tabs and
+    other control characters become spaces, runs of spaces one, and it is cut to `limit`.
+    (A title with a newline would otherwise make the email impossible to build.)"""
+    spaced = "".join(" " if unicodedata.category(c) in ("Cc", "Zl", "Zp") else c for c in value)
+    collapsed = " ".join(spaced.split())
+    if len(collapsed) > limit:
+        collapsed = collapsed[: limit - 1].rstrip() + "\u2026"
+    return collapsed
+
+
 def link_html(url: str | None, label: str) -> str:
     if not url:
         return ""
@@ -101,14 +114,20 @@ class Mailer:
         return "smtp" if self.settings.smtp_host else "outbox"
 
     def message(self, mail: Email) -> EmailMessage:
-        msg = EmailMessage()
-        msg["From"] = self.settings.email_from
-        msg["To"] = mail.to
-        msg["Subject"] = mail.subject
-        msg["Date"] = format_datetime(dt.datetime.now(dt.UTC))
-        msg["Message-ID"] = make_msgid(domain="peerspark.local")
-        msg.set_content(mail.text)
-        msg.add_alternative(mail.html, subtype="html")
+        """The MIME message. The subject is user text and is tidied (`header_text`); anything
+        else that cannot go in an email (an address with a line break, say) is a
+        PermanentError: retrying cannot fix it, so the job fails at once, with the reason."""
+        try:
+            msg = EmailMessage()
+            msg["From"] = self.settings.email_from
+            msg["To"] = mail.to
+            msg["Subject"] = header_text(mail.subject)
+            msg["Date"] = format_datetime(dt.datetime.now(dt.UTC))
+            msg["Message-ID"] = make_msgid(domain="peerspark.local")
+            msg.set_content(mail.text)
+            msg.add_alternative(mail.html, subtype="html")
+        except ValueError as exc:  # UnicodeError is one too
+            raise PermanentError(f"cannot build the email to {mail.to!r}: {exc}") from None
         return msg
 
     async def send(self, mail: Email) -> str:

@@ -12,22 +12,25 @@ What a user's preferences do (GET/PUT /api/notifications/preferences):
 
 from __future__ import annotations
 
-import base64
 import datetime as dt
 import html
 import logging
 import uuid
+import zoneinfo
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Any
 
 import asyncpg
 import msgspec
 
+from ..db import jobs as jobs_db
 from ..db import notifications as notifications_db
 from ..db.pool import Database
 from ..db.types import Conn
 from ..errors import Invalid, NotFound
 from ..protocol import Notification
+from . import cursor as cursors
 from . import notification_prefs as prefs_mod
 from .email import absolute, link_html
 from .jobs import Job, JobQueue
@@ -39,6 +42,8 @@ log = logging.getLogger(__name__)
 PRIORITIES = ("low", "normal", "high", "urgent")
 DIGEST_LOCAL_HOUR = 8  # the daily digest goes out at 08:00 in each user's time zone
 DIGEST_MAX_ITEMS = 20
+DIGEST_PAGE = 500  # users read and queued at a time
+DIGEST_WATERMARK = "digest"
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,18 +109,31 @@ class ReadAllResult(msgspec.Struct, rename="camel"):
     unread_count: int
 
 
-def _encode_cursor(created_at: dt.datetime, ident: uuid.UUID) -> str:
-    raw = f"{created_at.isoformat()}|{ident}".encode()
-    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+CURSOR_LISTING = "notifications"
 
 
-def _decode_cursor(cursor: str) -> tuple[dt.datetime, uuid.UUID]:
-    try:
-        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
-        stamp, _, ident = raw.partition("|")
-        return dt.datetime.fromisoformat(stamp), uuid.UUID(ident)
-    except (ValueError, UnicodeDecodeError):
-        raise Invalid("cursor", "is not a cursor this API returned") from None
+@lru_cache(maxsize=1)
+def _zone_names() -> tuple[str, ...]:
+    return tuple(sorted(zoneinfo.available_timezones() | {"UTC"}))
+
+
+def digest_zones(since: dt.datetime, now: dt.datetime) -> list[tuple[str, dt.date]]:
+    """The time zones where DIGEST_LOCAL_HOUR o'clock came in (since, now], each with that
+    local date (the latest, if the window holds several)."""
+    due: list[tuple[str, dt.date]] = []
+    for name in _zone_names():
+        tz = zoneinfo.ZoneInfo(name)
+        day = since.astimezone(tz).date()
+        last = now.astimezone(tz).date()
+        found: dt.date | None = None
+        while day <= last:
+            moment = dt.datetime.combine(day, dt.time(DIGEST_LOCAL_HOUR), tz)
+            if since < moment <= now:
+                found = day
+            day += dt.timedelta(days=1)
+        if found is not None:
+            due.append((name, found))
+    return due
 
 
 class NotificationService:
@@ -234,13 +252,18 @@ class NotificationService:
     ) -> NotificationPage:
         if not 1 <= limit <= 100:
             raise Invalid("limit", "must be between 1 and 100")
-        after = _decode_cursor(cursor) if cursor else None
+        after = None
+        if cursor:
+            created_at, ident = cursors.decode(cursor, CURSOR_LISTING, (dt.datetime, uuid.UUID))
+            after = (created_at, ident)
         rows = await notifications_db.page(
             self.db.pool, user_id, unread_only=unread_only, after=after, limit=limit + 1
         )
         more = len(rows) > limit
         rows = rows[:limit]
-        next_cursor = _encode_cursor(rows[-1]["created_at"], rows[-1]["id"]) if more else None
+        next_cursor = None
+        if more:
+            next_cursor = cursors.encode(CURSOR_LISTING, (rows[-1]["created_at"], rows[-1]["id"]))
         unread = await notifications_db.unread_count(self.db.pool, user_id)
         return NotificationPage([NotificationView.from_row(r) for r in rows], next_cursor, unread)
 
@@ -293,18 +316,36 @@ class NotificationService:
     # ------------------------------------------------------------------ the daily digest
 
     async def digest_scan(self, job: Job) -> None:
-        """Hourly: queue a digest for every user for whom it is now 08:00 and who missed
-        something. The dedupe key (user, local date) sends at most one a day."""
+        """Hourly: queue a digest for every user whose local 08:00 came in the last hour (or,
+        after the scan did not run for a while, since it last ran, at most a day back) and who
+        missed something. Only the zones where 08:00 came are read, page by page. The dedupe
+        key (user, local date) sends at most one a day."""
         if self.jobs is None:
             return
-        rows = await notifications_db.digest_recipients(self.db.pool, DIGEST_LOCAL_HOUR)
-        for row in rows:
-            await self.jobs.enqueue(
-                self.db.pool,
-                "send_digest",
-                {"userId": str(row["id"])},
-                dedupe_key=f"digest:{row['id']}:{row['local_date'].isoformat()}",
-            )
+        now = dt.datetime.now(dt.UTC)
+        since = now - dt.timedelta(hours=1)
+        mark = await jobs_db.watermark(self.db.pool, DIGEST_WATERMARK)
+        if mark is not None:
+            since = max(now - dt.timedelta(days=1), min(mark, since))
+        for zone_name, local_date in digest_zones(since, now):
+            after: uuid.UUID | None = None
+            while True:
+                rows = await notifications_db.digest_recipients(
+                    self.db.pool, zone_name, after, DIGEST_PAGE
+                )
+                if rows:
+                    async with self.db.transaction() as conn:
+                        for row in rows:
+                            await self.jobs.enqueue(
+                                conn,
+                                "send_digest",
+                                {"userId": str(row["id"])},
+                                dedupe_key=f"digest:{row['id']}:{local_date.isoformat()}",
+                            )
+                if len(rows) < DIGEST_PAGE:
+                    break
+                after = rows[-1]["id"]
+        await jobs_db.advance_watermark(self.db.pool, DIGEST_WATERMARK, now)
 
     async def send_digest(self, job: Job) -> None:
         """Email one user what they missed: unread notifications of the last day no email told

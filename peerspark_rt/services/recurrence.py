@@ -22,10 +22,13 @@ Stored form (the `recurrence_pattern` JSONB column):
 from __future__ import annotations
 
 import datetime as dt
+import heapq
+import itertools
 import logging
 import zoneinfo
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field, replace
+from functools import lru_cache
 from typing import Any
 
 from dateutil.rrule import rrule, rrulestr
@@ -38,11 +41,24 @@ UTC = dt.UTC
 MAX_COUNT = 5000
 MAX_EXCEPTIONS = 500
 MAX_EXPANDED = 2000  # occurrences of one series in one window, at most
+MAX_PER_DAY = 48  # occurrences a rule may make in one day (BYHOUR x BYMINUTE)
+# Occurrences walked at most to answer one question about a series (where it ends, how many
+# come before an occurrence, its next reminder): past this the answer is a bound (see
+# series_span, count_before). Windows walk from near themselves, never from the start.
+MAX_WALK = MAX_COUNT
+# Instants a client may give: outside these years dates mean nothing to a study calendar, and
+# arithmetic on them (zones, spans, horizons) would overflow Python's datetime.
+MIN_YEAR = 1900
+MAX_YEAR = 2200
 OVERRIDE_TEXT_FIELDS = {"title": 255, "description": 10_000, "location": 1000}
 ALLOWED_FREQ = ("HOURLY", "DAILY", "WEEKLY", "MONTHLY", "YEARLY")
 _FORBIDDEN_PARTS = ("DTSTART", "RDATE", "EXDATE", "EXRULE")
 # Past this many years an UNTIL is treated as open-ended when computing where a series stops.
 _SPAN_YEARS = 20
+# The Gregorian calendar repeats every 400 years (146097 days, a whole number of weeks).
+_CYCLE_YEARS = 400
+_PROBE_YEAR = dt.MAXYEAR - _CYCLE_YEARS  # where a rule is probed: dateutil stops at MAXYEAR
+_WEEKDAYS = ("MO", "TU", "WE", "TH", "FR", "SA", "SU")
 
 
 @dataclass(frozen=True, slots=True)
@@ -132,22 +148,39 @@ def recurrence_id_of(original_start: dt.datetime, all_day: bool) -> str:
 
 def parse_instant(value: str, field: str, *, all_day: bool, tz: str = "UTC") -> dt.datetime:
     """An ISO 8601 date or date-time into an aware instant. A date-time without an offset is
-    read in `tz`; for all-day values only the date counts (midnight UTC)."""
+    read in `tz`; for all-day values only the date counts (midnight UTC). Years outside
+    MIN_YEAR..MAX_YEAR are refused (Invalid naming `field`)."""
     text = value.strip()
     try:
         if len(text) == 10:
             day = dt.date.fromisoformat(text)
+            check_year(day.year, field)
             if all_day:
                 return day_start(day)
             return dt.datetime(day.year, day.month, day.day, tzinfo=zone(tz)).astimezone(UTC)
         moment = dt.datetime.fromisoformat(text.replace("Z", "+00:00").replace("z", "+00:00"))
     except ValueError:
         raise Invalid(field, "must be an ISO 8601 date or date-time") from None
+    except OverflowError:
+        raise Invalid(field, _year_reason()) from None
+    check_year(moment.year, field)
     if all_day:
         return day_start(moment.date())
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=zone(tz))
-    return moment.astimezone(UTC)
+    try:
+        return moment.astimezone(UTC)
+    except OverflowError:
+        raise Invalid(field, _year_reason()) from None
+
+
+def _year_reason() -> str:
+    return f"must be a date between the years {MIN_YEAR} and {MAX_YEAR}"
+
+
+def check_year(year: int, field: str, what: str = "") -> None:
+    if not MIN_YEAR <= year <= MAX_YEAR:
+        raise Invalid(field, f"{what} {_year_reason()}".strip())
 
 
 def parse_recurrence_id(value: str, *, all_day: bool, field: str = "recurrenceId") -> str:
@@ -204,7 +237,11 @@ def _build(rule_text: str, series: Series) -> rrule:
 
 def normalize_rule(text: str, series: Series, field: str = "recurrencePattern.rrule") -> str:
     """Check a rule and return it in canonical form (upper case, UNTIL in UTC for timed
-    series, a date for all-day ones). Raises Invalid naming `field`."""
+    series, a date for all-day ones). Raises Invalid naming `field`.
+
+    Rules that would cost more than a calendar is worth are refused here, before anything
+    expands them: BYSECOND, more than MAX_PER_DAY occurrences a day, and rules whose first
+    occurrence cannot be found in a bounded walk (see `_first_original`)."""
     parts = _rule_parts(text, field)
     keys = {k for k, _ in parts}
     freq = dict(parts).get("FREQ")
@@ -214,25 +251,77 @@ def normalize_rule(text: str, series: Series, field: str = "recurrencePattern.rr
         raise Invalid(field, f"FREQ must be one of {', '.join(ALLOWED_FREQ)}")
     if {"COUNT", "UNTIL"} <= keys:
         raise Invalid(field, "COUNT and UNTIL must not both be given (RFC 5545)")
+    if "BYSECOND" in keys:
+        raise Invalid(field, "BYSECOND is not supported: occurrences fall on whole minutes")
+    per_day = _per_day(parts)
+    if per_day > MAX_PER_DAY:
+        raise Invalid(
+            field,
+            f"the rule makes up to {per_day} occurrences a day; at most {MAX_PER_DAY} are allowed",
+        )
     normalized: list[tuple[str, str]] = []
+    until: dt.datetime | None = None
     for key, val in parts:
         if key == "COUNT" and (not val.isdigit() or not 1 <= int(val) <= MAX_COUNT):
             raise Invalid(field, f"COUNT must be an integer from 1 to {MAX_COUNT}")
         if key == "UNTIL":
-            val = _format_until(_parse_until(val, series, field), series.all_day)
+            until = _parse_until(val, series, field)
+            val = _format_until(until, series.all_day)
+            if series.all_day:  # compared with naive dates below
+                until = dt.datetime.combine(until.date(), dt.time())
         normalized.append((key, val))
     canonical = _rule_text(normalized)
     try:
-        built = _build(canonical, series)
+        _build(canonical, series)
+        first = _first_original(canonical, series)
     except (ValueError, TypeError, OverflowError) as exc:
         raise Invalid(field, f"not a valid RFC 5545 rule: {exc}") from None
-    try:
-        first = next(iter(built.xafter(_dtstart(series), count=1, inc=True)), None)
-    except (ValueError, OverflowError) as exc:
-        raise Invalid(field, f"not a valid RFC 5545 rule: {exc}") from None
-    if first is None:
+    if first is None or (until is not None and first > until):
         raise Invalid(field, "the rule produces no occurrence on or after the start")
     return canonical
+
+
+def _per_day(parts: list[tuple[str, str]]) -> int:
+    """At most how many occurrences the rule makes in one day: hours x minutes (an upper
+    bound: BYSETPOS and the date parts only remove some)."""
+    given = dict(parts)
+
+    def count(key: str) -> int | None:
+        raw = given.get(key)
+        return len({v for v in raw.split(",") if v.strip()}) if raw else None
+
+    interval_raw = given.get("INTERVAL", "1")
+    interval = int(interval_raw) if interval_raw.isdigit() and int(interval_raw) > 0 else 1
+    hours = count("BYHOUR")
+    if given.get("FREQ") == "HOURLY":
+        reachable = -(-24 // interval)  # every INTERVAL hours: at most this many a day
+        hours = min(hours, reachable) if hours is not None else reachable
+    return (hours or 1) * (count("BYMINUTE") or 1)
+
+
+def _first_original(rule_text: str, series: Series) -> dt.datetime | None:
+    """The first occurrence the rule makes (aware for timed series, naive for all-day), found
+    without walking more than about 800 years whatever the rule.
+
+    dateutil walks period by period until it finds a match or reaches year 9999, so a rule that
+    never matches (FREQ=DAILY;BYMONTH=2;BYMONTHDAY=30) would walk ~8000 years (seconds of CPU).
+    The calendar repeats every 400 years, so the rule (without COUNT/UNTIL, which do not change
+    where it starts) is probed from the same date moved forward by whole 400-year cycles to
+    between 400 and 800 years before 9999: what it finds there, moved back, is the first
+    occurrence; finding nothing means there is none."""
+    start = _dtstart(series)
+    local = start.replace(tzinfo=None)
+    shift = _CYCLE_YEARS * max(0, (_PROBE_YEAR - local.year) // _CYCLE_YEARS)
+    parts = [(k, v) for k, v in _rule_parts(rule_text, "rrule") if k not in ("COUNT", "UNTIL")]
+    probe = rrulestr(_rule_text(parts), dtstart=local.replace(year=local.year + shift))
+    assert isinstance(probe, rrule)
+    found = next(iter(probe), None)
+    if found is None:
+        return None
+    first = found.replace(year=found.year - shift)
+    if series.all_day:
+        return first
+    return first.replace(tzinfo=series.zone)
 
 
 def _parse_until(val: str, series: Series, field: str) -> dt.datetime:
@@ -241,20 +330,26 @@ def _parse_until(val: str, series: Series, field: str) -> dt.datetime:
     try:
         if len(val) == 8:
             day = dt.datetime.strptime(val, "%Y%m%d")
+            check_year(day.year, field, "UNTIL")
             if series.all_day:
                 return day
             end_of_day = day.replace(hour=23, minute=59, second=59)
             return end_of_day.replace(tzinfo=series.zone).astimezone(UTC)
         if val.endswith("Z"):
-            return dt.datetime.strptime(val, "%Y%m%dT%H%M%SZ").replace(tzinfo=UTC)
+            moment = dt.datetime.strptime(val, "%Y%m%dT%H%M%SZ").replace(tzinfo=UTC)
+            check_year(moment.year, field, "UNTIL")
+            return moment
         local = dt.datetime.strptime(val, "%Y%m%dT%H%M%S")
+        check_year(local.year, field, "UNTIL")
+        if series.all_day:
+            return local
+        return local.replace(tzinfo=series.zone).astimezone(UTC)
     except ValueError:
         raise Invalid(
             field, f"UNTIL must look like 20260501 or 20260501T090000Z, got {val}"
         ) from None
-    if series.all_day:
-        return local
-    return local.replace(tzinfo=series.zone).astimezone(UTC)
+    except OverflowError:
+        raise Invalid(field, f"UNTIL {_year_reason()}") from None
 
 
 def rule_of(series: Series) -> rrule | None:
@@ -371,28 +466,149 @@ def _loose_instant(value: Any) -> dt.datetime | None:
 
 
 # --------------------------------------------------------------------------- expansion
+#
+# dateutil walks a rule from its DTSTART: asking for the occurrences of 2026 of a rule that
+# started in 1990 walks 36 years of them. `_walk_from` starts the walk instead at the start of
+# the rule's period (its day, week, month, year or hour, in step with INTERVAL) a day before the
+# instant asked for, with the rule's implicit parts (BYDAY of a weekly rule, BYHOUR, ...) made
+# explicit from the real DTSTART, so the walk is short and the occurrences are the same. A COUNT
+# rule is first turned into the same rule with UNTIL = its last occurrence (found once, by a
+# walk of at most MAX_COUNT occurrences, and cached).
 
 
-def _original_starts(series: Series, rule: rrule, after: dt.datetime) -> Iterator[dt.datetime]:
+def _local(moment: dt.datetime, series: Series) -> dt.datetime:
+    """An instant as the naive wall time dateutil works in for this series."""
+    if series.all_day:
+        return dt.datetime(moment.year, moment.month, moment.day)
+    return moment.astimezone(series.zone).replace(tzinfo=None)
+
+
+def _explicit_parts(parts: dict[str, str], start: dt.datetime) -> dict[str, str]:
+    """The rule with the parts dateutil derives from DTSTART written out (same occurrences
+    whatever DTSTART the rule is then given, as long as it is in step with INTERVAL)."""
+    out = dict(parts)
+    freq = out["FREQ"]
+    if not {"BYWEEKNO", "BYYEARDAY", "BYMONTHDAY", "BYDAY", "BYEASTER"} & out.keys():
+        if freq == "YEARLY":
+            out.setdefault("BYMONTH", str(start.month))
+            out["BYMONTHDAY"] = str(start.day)
+        elif freq == "MONTHLY":
+            out["BYMONTHDAY"] = str(start.day)
+        elif freq == "WEEKLY":
+            out["BYDAY"] = _WEEKDAYS[start.weekday()]
+    if freq != "HOURLY":
+        out.setdefault("BYHOUR", str(start.hour))
+    out.setdefault("BYMINUTE", str(start.minute))
+    out.setdefault("BYSECOND", str(start.second))
+    return out
+
+
+def _stored_parts(text: str) -> dict[str, str]:
+    """The parts of a stored rule; ValueError (like dateutil's) if it is not one."""
+    try:
+        parts = dict(_rule_parts(text, "rrule"))
+    except Invalid as exc:
+        raise ValueError(exc.reason) from None
+    if parts.get("FREQ") not in ALLOWED_FREQ:
+        raise ValueError(f"unsupported FREQ in {text!r}")
+    return parts
+
+
+def _period_start(parts: dict[str, str], start: dt.datetime, target: dt.datetime) -> dt.datetime:
+    """The start of the last period of the rule (counted in INTERVALs from `start`) that
+    begins at or before `target`; `start` itself when that is the first period."""
+    freq = parts["FREQ"]
+    interval = max(1, int(parts.get("INTERVAL", "1")))
+
+    def steps(n: int) -> int:
+        return (n // interval) * interval
+
+    if freq == "YEARLY":
+        n = steps(target.year - start.year)
+        found = dt.datetime(start.year + n, 1, 1)
+    elif freq == "MONTHLY":
+        n = steps((target.year - start.year) * 12 + target.month - start.month)
+        years, month = divmod(start.month - 1 + n, 12)
+        found = dt.datetime(start.year + years, month + 1, 1)
+    elif freq == "WEEKLY":
+        wkst = _WEEKDAYS.index(parts.get("WKST", "MO")) if parts.get("WKST") in _WEEKDAYS else 0
+
+        def week_of(moment: dt.datetime) -> dt.date:
+            return moment.date() - dt.timedelta(days=(moment.weekday() - wkst) % 7)
+
+        n = steps((week_of(target) - week_of(start)).days // 7)
+        found = dt.datetime.combine(week_of(start) + dt.timedelta(weeks=n), dt.time())
+    elif freq == "DAILY":
+        n = steps((target.date() - start.date()).days)
+        found = dt.datetime.combine(start.date() + dt.timedelta(days=n), dt.time())
+    else:  # HOURLY: dateutil counts wall-clock hours
+        hour = start.replace(minute=0, second=0, microsecond=0)
+        n = steps(int((target - hour).total_seconds() // 3600))
+        found = hour + dt.timedelta(hours=n)
+    return found if n > 0 else start
+
+
+@lru_cache(maxsize=4096)
+def _count_end(rule_text: str, start: dt.datetime) -> dt.datetime | None:
+    """The last occurrence of a COUNT rule (at most MAX_COUNT of them to walk)."""
+    built = rrulestr(rule_text, dtstart=start)
+    assert isinstance(built, rrule)
+    last = None
+    for moment in itertools.islice(built, MAX_COUNT):
+        last = moment
+    return last
+
+
+def _walk_from(series: Series, after: dt.datetime) -> Iterator[dt.datetime]:
+    """The rule's original starts (naive wall times for all-day series, aware in the series'
+    zone otherwise) from the period that holds `after` less a day, in order."""
+    assert series.pattern is not None
+    start = _dtstart(series)
+    parts = _stored_parts(series.pattern.rrule)
+    if "COUNT" in parts:
+        last = _count_end(series.pattern.rrule, start)
+        if last is None:
+            return
+        del parts["COUNT"]
+        parts["UNTIL"] = _format_until(last, series.all_day)
+    target = _local(after, series) - dt.timedelta(days=1)  # room for DST folds and gaps
+    local_start = start.replace(tzinfo=None)
+    if target <= local_start:
+        yield from _build(series.pattern.rrule, series)
+        return
+    explicit = _explicit_parts(parts, local_start)
+    begin = _period_start(explicit, local_start, target)
+    if begin == local_start:
+        yield from _build(series.pattern.rrule, series)
+        return
+    dtstart = begin if series.all_day else begin.replace(tzinfo=series.zone)
+    built = rrulestr(_rule_text(list(explicit.items())), dtstart=dtstart)
+    assert isinstance(built, rrule)
+    yield from built
+
+
+def _original_starts(series: Series, after: dt.datetime) -> Iterator[dt.datetime]:
     """Original occurrence starts (aware; midnight UTC for all-day) from `after` on."""
     if series.all_day:
-        naive = dt.datetime(after.year, after.month, after.day)
-        for moment in rule.xafter(naive, inc=True):
-            yield day_start(moment.date())
+        floor = dt.datetime(after.year, after.month, after.day)
+        for moment in _walk_from(series, after):
+            if moment >= floor:
+                yield day_start(moment.date())
     else:
-        for moment in rule.xafter(after.astimezone(series.zone), inc=True):
-            yield moment.astimezone(UTC)
+        for moment in _walk_from(series, after):
+            instant = moment.astimezone(UTC)
+            if instant >= after:
+                yield instant
 
 
 def occurs(series: Series, recurrence_id: str) -> bool:
     """Whether `recurrence_id` is an occurrence the rule produces (cancelled or not)."""
-    rule = rule_of(series)
-    if rule is None:
+    if series.pattern is None:
         return False
     target = _loose_instant(recurrence_id)
     if target is None:
         return False
-    for moment in _original_starts(series, rule, target):
+    for moment in _original_starts(series, target):
         return moment == target
     return False
 
@@ -413,6 +629,82 @@ def _day_window(
     return day_start(first), day_start(last) + dt.timedelta(days=1)
 
 
+def _order(occ: Occurrence) -> tuple[dt.datetime, str]:
+    return occ.start, occ.recurrence_id or ""
+
+
+def _moved(series: Series) -> list[Occurrence]:
+    """The changed occurrences, where they are now (cancelled ones left out), by start."""
+    assert series.pattern is not None
+    pattern = series.pattern
+    out = []
+    for rid, change in pattern.overrides.items():
+        if rid in pattern.exdates:
+            continue
+        moved_from = _loose_instant(rid)
+        if moved_from is None:
+            continue
+        start = change.start or moved_from
+        end = change.end or (start + series.duration)
+        out.append(Occurrence(start, end, rid, overridden=True, fields=change.fields))
+    out.sort(key=_order)
+    return out
+
+
+def _by_start(
+    series: Series, after: dt.datetime, moved: Iterable[Occurrence]
+) -> Iterator[Occurrence]:
+    """Occurrences in order of start: the rule's from `after` on (cancelled and changed ones
+    left out), merged with `moved` (sorted)."""
+    assert series.pattern is not None
+    skipped = set(series.pattern.exdates) | set(series.pattern.overrides)
+    duration = series.duration
+
+    def originals() -> Iterator[Occurrence]:
+        for original in _original_starts(series, after):
+            rid = recurrence_id_of(original, series.all_day)
+            if rid not in skipped:
+                yield Occurrence(original, original + duration, rid)
+
+    return heapq.merge(originals(), moved, key=_order)
+
+
+def iter_occurrences(
+    series: Series,
+    window_start: dt.datetime,
+    window_end: dt.datetime,
+    *,
+    viewer_tz: str = "UTC",
+    max_walk: int = MAX_EXPANDED + 2 * MAX_EXCEPTIONS + MAX_PER_DAY,
+) -> Iterator[Occurrence]:
+    """Occurrences overlapping [window_start, window_end), lazily, in order of start: a caller
+    that needs only the first few pays only for those. At most `max_walk` occurrences are
+    looked at, whatever the window.
+
+    For all-day series the window is widened to the whole dates it touches in `viewer_tz`:
+    an all-day event on 12 May shows on 12 May wherever the viewer is."""
+    lo, hi = window_start, window_end
+    if series.all_day:
+        lo, hi = _day_window(lo, hi, viewer_tz)
+    if series.pattern is None:
+        if _overlaps(series.start, series.end, lo, hi):
+            yield Occurrence(series.start, series.end, None)
+        return
+    # An occurrence overlapping the window starts after lo - duration (or at lo, if it is a
+    # point in time); changed ones may have any length, so they are checked one by one.
+    begin = max(series.start, lo - series.duration)
+    moved = [o for o in _moved(series) if _overlaps(o.start, o.end, lo, hi)]
+    # every changed occurrence kept starts before hi, so past hi only the rule's remain
+    for walked, occ in enumerate(_by_start(series, begin, moved)):
+        if occ.start >= hi:
+            return
+        if walked >= max_walk:
+            log.warning("expansion stopped after %d occurrences", walked)
+            return
+        if _overlaps(occ.start, occ.end, lo, hi):
+            yield occ
+
+
 def expand(
     series: Series,
     window_start: dt.datetime,
@@ -421,72 +713,120 @@ def expand(
     viewer_tz: str = "UTC",
     limit: int = MAX_EXPANDED,
 ) -> list[Occurrence]:
-    """Occurrences overlapping [window_start, window_end), sorted by start.
+    """The first `limit` occurrences overlapping [window_start, window_end), sorted by start
+    (see `iter_occurrences`)."""
+    found = iter_occurrences(series, window_start, window_end, viewer_tz=viewer_tz)
+    return list(itertools.islice(found, limit))
 
-    For all-day series the window is widened to the whole dates it touches in `viewer_tz`:
-    an all-day event on 12 May shows on 12 May wherever the viewer is."""
-    lo, hi = window_start, window_end
+
+def alarm_start(series: Series, occ: Occurrence) -> dt.datetime:
+    """When an occurrence starts for a reminder: an all-day one at midnight in the series' own
+    zone (12 May starts at 00:00 Berlin time for an event kept in Berlin)."""
     if series.all_day:
-        lo, hi = _day_window(lo, hi, viewer_tz)
-    rule = rule_of(series)
-    if rule is None or series.pattern is None:
-        if _overlaps(series.start, series.end, lo, hi):
-            return [Occurrence(series.start, series.end, None)]
-        return []
-    pattern = series.pattern
-    duration = series.duration
-    skipped = set(pattern.exdates) | set(pattern.overrides)
-    found: list[Occurrence] = []
-    begin = max(series.start, lo - duration - dt.timedelta(days=1))
-    for original in _original_starts(series, rule, begin):
-        if original >= hi or len(found) >= limit:
+        return dt.datetime.combine(occ.start.date(), dt.time(), series.zone).astimezone(UTC)
+    return occ.start
+
+
+def _by_alarm(series: Series, after: dt.datetime) -> Iterator[tuple[Occurrence, dt.datetime]]:
+    """(occurrence, alarm start) for occurrences whose alarm start is at or after `after`, in
+    order of alarm start."""
+    if series.pattern is None:
+        occ = Occurrence(series.start, series.end, None)
+        at = alarm_start(series, occ)
+        if at >= after:
+            yield occ, at
+        return
+    # an all-day occurrence's alarm start is within a day of its start (midnight UTC)
+    margin = dt.timedelta(days=1) if series.all_day else dt.timedelta(0)
+    moved = [o for o in _moved(series) if o.start >= after - margin]
+    for occ in _by_start(series, after - margin, moved):
+        at = alarm_start(series, occ)
+        if at >= after:
+            yield occ, at
+
+
+def alarms_between(
+    series: Series, lo: dt.datetime, hi: dt.datetime
+) -> list[tuple[Occurrence, dt.datetime]]:
+    """(occurrence, alarm start) for the occurrences whose alarm start is in (lo, hi]."""
+    margin = dt.timedelta(days=1) if series.all_day else dt.timedelta(0)
+    out = []
+    for walked, (occ, at) in enumerate(_by_alarm(series, lo)):
+        if occ.start > hi + margin or walked >= MAX_WALK:
             break
-        rid = recurrence_id_of(original, series.all_day)
-        if rid in skipped:
-            continue
-        if _overlaps(original, original + duration, lo, hi):
-            found.append(Occurrence(original, original + duration, rid))
-    for rid, change in pattern.overrides.items():
-        if rid in pattern.exdates:
-            continue
-        moved_from = _loose_instant(rid)
-        if moved_from is None:
-            continue
-        start = change.start or moved_from
-        end = change.end or (start + duration)
-        if _overlaps(start, end, lo, hi):
-            found.append(Occurrence(start, end, rid, overridden=True, fields=change.fields))
-    found.sort(key=lambda o: (o.start, o.recurrence_id or ""))
-    return found[:limit]
+        if lo < at <= hi:
+            out.append((occ, at))
+    return out
+
+
+def next_alarm(
+    series: Series, minutes_before: Iterable[int], after: dt.datetime
+) -> dt.datetime | None:
+    """When the next of the series' reminders (`minutes_before` each occurrence's alarm start)
+    comes due after `after`; None when none will."""
+    best: dt.datetime | None = None
+    for minutes in set(minutes_before):
+        lead = dt.timedelta(minutes=minutes)
+        for walked, (_occ, at) in enumerate(_by_alarm(series, after + lead)):
+            if walked >= MAX_WALK:
+                break
+            due = at - lead
+            if due > after:
+                if best is None or due < best:
+                    best = due
+                break
+    return best
 
 
 def series_span(series: Series) -> tuple[dt.datetime, dt.datetime | None]:
-    """The instants the whole series covers (its exceptions included); None: no end."""
-    rule = rule_of(series)
-    if rule is None or series.pattern is None:
+    """The instants the whole series covers (its exceptions included); None: no end.
+
+    A series bounded by COUNT or UNTIL ends at its last occurrence, found by walking at most
+    MAX_WALK occurrences: past that, an UNTIL series is taken to end at its UNTIL (a bound a
+    little late at worst, which is all the range query and reminders need). Past _SPAN_YEARS
+    years a series counts as open-ended."""
+    if series.pattern is None:
         return series.start, series.end
     start = series.start
-    end: dt.datetime | None = series.end
-    parts = dict(_rule_parts(series.pattern.rrule, "rrule"))
-    last: dt.datetime | None = None
+    end: dt.datetime | None = None
+    parts = _stored_parts(series.pattern.rrule)
     if "COUNT" in parts or "UNTIL" in parts:
-        horizon = series.start + dt.timedelta(days=366 * _SPAN_YEARS)
-        for original in _original_starts(series, rule, series.start):
-            if original > horizon:
-                last = None
+        horizon = _plus(series.start, dt.timedelta(days=366 * _SPAN_YEARS))
+        last: dt.datetime | None = None
+        for walked, original in enumerate(_original_starts(series, series.start), start=1):
+            if walked > MAX_WALK:
+                last = _until_instant(parts.get("UNTIL"), series)
                 break
             last = original
-        end = (last + series.duration) if last is not None else None
-    else:
-        end = None
+        if last is not None and (horizon is None or last <= horizon):
+            end = _plus(last, series.duration)
     for change in series.pattern.overrides.values():
         if change.start is not None:
             start = min(start, change.start)
         if end is not None and change.end is not None:
             end = max(end, change.end)
         elif end is not None and change.start is not None:
-            end = max(end, change.start + series.duration)
+            end = max(end, _plus(change.start, series.duration) or end)
     return start, end
+
+
+def _until_instant(value: str | None, series: Series) -> dt.datetime | None:
+    """A stored (normalized) UNTIL as an instant, for the latest an occurrence may start."""
+    if value is None:
+        return None
+    try:
+        if series.all_day:
+            return day_start(dt.datetime.strptime(value[:8], "%Y%m%d").date())
+        return dt.datetime.strptime(value, "%Y%m%dT%H%M%SZ").replace(tzinfo=UTC)
+    except ValueError:
+        return None
+
+
+def _plus(moment: dt.datetime, delta: dt.timedelta) -> dt.datetime | None:
+    try:
+        return moment + delta
+    except OverflowError:
+        return None
 
 
 # --------------------------------------------------------------------------- edits
@@ -515,14 +855,14 @@ def with_override(pattern: Pattern, recurrence_id: str, change: Override) -> Pat
 
 
 def count_before(series: Series, recurrence_id: str) -> int:
-    """How many occurrences the rule produces before `recurrence_id`."""
-    rule = rule_of(series)
+    """How many occurrences the rule produces before `recurrence_id`, counting at most
+    MAX_WALK (exact for COUNT rules, which have at most MAX_COUNT = MAX_WALK)."""
     target = _loose_instant(recurrence_id)
-    if rule is None or target is None:
+    if series.pattern is None or target is None:
         return 0
     n = 0
-    for original in _original_starts(series, rule, series.start):
-        if original >= target:
+    for original in _original_starts(series, series.start):
+        if original >= target or n >= MAX_WALK:
             break
         n += 1
     return n
