@@ -13,6 +13,7 @@ Rules:
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import uuid
 from typing import Any, Literal
@@ -220,7 +221,7 @@ def _check_times(start: dt.datetime, end: dt.datetime) -> None:
         raise Invalid("endTime", "a session lasts at most 7 days")
 
 
-def _recurrence(
+async def _recurrence(
     is_recurring: bool, pattern: Any, start: dt.datetime, end: dt.datetime, tz: str
 ) -> dict[str, Any] | None:
     """The normalized recurrence of a session: the same RFC 5545 rules as calendar events,
@@ -233,7 +234,9 @@ def _recurrence(
         raise Invalid("isRecurring", "must be true when a recurrencePattern is given")
     if len(msgspec.json.encode(pattern)) > 8192:
         raise Invalid("recurrencePattern", "is too large")
-    parsed = recurrence.parse_pattern(pattern, recurrence.Series(start, end, tz))
+    # Checking a rule can walk many candidate dates (bounded, but up to ~0.5 s): off the loop.
+    series = recurrence.Series(start, end, tz)
+    parsed = await asyncio.to_thread(recurrence.parse_pattern, pattern, series)
     return parsed.to_json(all_day=False)
 
 
@@ -296,7 +299,7 @@ class SessionService:
             {f: getattr(body, f) for f in body.__struct_fields__ if f not in ("pod_id",)}
         )
         _check_times(values["start_time"], values["end_time"])
-        values["recurrence_pattern"] = _recurrence(
+        values["recurrence_pattern"] = await _recurrence(
             body.is_recurring,
             body.recurrence_pattern,
             values["start_time"],
@@ -393,7 +396,7 @@ class SessionService:
         if {"is_recurring", "recurrence_pattern", "start_time", "end_time", "timezone"} & set(
             changes
         ):
-            changes["recurrence_pattern"] = _recurrence(
+            changes["recurrence_pattern"] = await _recurrence(
                 changes.get("is_recurring", current["is_recurring"]),
                 changes.get("recurrence_pattern", current["recurrence_pattern"]),
                 start,
