@@ -20,7 +20,7 @@ import asyncio
 import contextlib
 import logging
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from types import TracebackType
 from typing import Any
 
@@ -70,6 +70,7 @@ class LiveClient:
         headers: dict[str, str] | None = None,
         max_queue: int = 100_000,
         fallback_urls: tuple[str, ...] = (),
+        on_frame: Callable[[ServerFrame], None] | None = None,
     ) -> None:
         self.url = url
         # Reconnects go round these in turn when one stops answering (no load balancer).
@@ -94,6 +95,9 @@ class LiveClient:
         self._reader: asyncio.Task[None] | None = None
         self._connected = asyncio.Event()
         self._closed = False
+        # When set, frames go to this callback as they arrive instead of to the queue that
+        # `next()` and iteration read (the bench processes thousands of sockets this way).
+        self._on_frame_cb = on_frame
         self._encoder = protocol.msgpack_encoder if binary else protocol.json_encoder
         self._decoder: msgspec.json.Decoder[Any] | msgspec.msgpack.Decoder[Any] = (
             protocol.server_msgpack_decoder if binary else protocol.server_json_decoder
@@ -226,6 +230,9 @@ class LiveClient:
                 task.add_done_callback(lambda t: t.exception())
             case Error():
                 self._on_error(frame)
+        if self._on_frame_cb is not None:
+            self._on_frame_cb(frame)
+            return
         try:
             self._frames.put_nowait(frame)
         except asyncio.QueueFull:
