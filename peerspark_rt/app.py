@@ -156,6 +156,7 @@ async def _realtime(app: web.Application) -> AsyncIterator[None]:
         metrics=app[METRICS],
         typing_ttl=settings.typing_timeout,
         outbound_limit=settings.ws_outbound_queue,
+        presence_grace=settings.presence_grace,
     )
     await hub.start()
     await presence.start()

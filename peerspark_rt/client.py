@@ -19,6 +19,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
+import socket
 import uuid
 from collections.abc import AsyncIterator, Callable
 from types import TracebackType
@@ -147,10 +149,19 @@ class LiveClient:
         self._fail_waiters(ConnectionError("client closed"))
 
     async def drop(self) -> None:
-        """Close the socket without closing the client (tests and the bench use this to
-        simulate a network drop; with reconnect=True the client comes back by itself)."""
-        if self._ws is not None:
-            await self._ws.close()
+        """Lose the connection the way a network does, with no close handshake (tests and
+        the bench use this; with reconnect=True the client comes back by itself)."""
+        ws = self._ws
+        if ws is None or ws.closed:
+            return
+        sock = ws.get_extra_info("socket")
+        if sock is None:
+            await ws.close()
+            return
+        # The event loop's socket object may not offer shutdown(); a duplicate of its file
+        # descriptor does, and shutting the connection down ends it for both.
+        with socket.socket(fileno=os.dup(sock.fileno())) as dup, contextlib.suppress(OSError):
+            dup.shutdown(socket.SHUT_RDWR)
 
     def _fail_waiters(self, exc: Exception) -> None:
         for waiters in (self._joins, self._pings):

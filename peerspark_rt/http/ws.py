@@ -57,14 +57,19 @@ async def websocket(request: web.Request) -> web.StreamResponse:
         session_id=principal.session_id,
         binary=fmt == "msgpack",
     )
+    closed_by_client = False
     try:
-        async for msg in ws:
+        while True:
+            msg = await ws.receive()
             decoder: msgspec.json.Decoder[Any] | msgspec.msgpack.Decoder[Any]
             if msg.type is WSMsgType.TEXT:
                 decoder = client_json_decoder
             elif msg.type is WSMsgType.BINARY:
                 decoder = client_msgpack_decoder
             else:
+                # A close frame from the client is a leave; anything else (the connection
+                # dropped, the heartbeat went unanswered, we closed it) may come back.
+                closed_by_client = msg.type is WSMsgType.CLOSE and not conn.closing
                 break
             try:
                 frame = decoder.decode(msg.data)
@@ -78,5 +83,5 @@ async def websocket(request: web.Request) -> web.StreamResponse:
                 log.exception("websocket frame %s failed", type(frame).__name__)
                 realtime.error(conn, "internal_error", "the server failed on this frame")
     finally:
-        await hub.disconnect(conn)
+        await hub.disconnect(conn, lost=not closed_by_client)
     return ws
