@@ -134,7 +134,7 @@ async def _services(app: web.Application) -> AsyncIterator[None]:
     app[NOTIFICATIONS] = NotificationService(db, app[LIVE])
     app[PODS] = PodService(db, app[LIVE], app[NOTIFICATIONS])
     app[SESSIONS] = SessionService(db, app[PODS], app[LIVE])
-    app[CHAT] = ChatService(db, app[LIVE])
+    app[CHAT] = ChatService(db, app[LIVE], shards=settings.chat_store_shards)
     yield
     await app[CHAT].close()
 

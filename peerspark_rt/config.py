@@ -94,6 +94,7 @@ class Settings:
     ws_send_burst: int = 100
     typing_timeout: float = 6.0
     presence_grace: float = 5.0
+    chat_store_shards: int = 1
 
     node_id: str = field(default_factory=lambda: secrets.token_hex(4))
 
@@ -252,6 +253,7 @@ _VARIABLES: dict[str, tuple[str, Callable[[str], Any]]] = {
     "WS_SEND_BURST": ("ws_send_burst", _int_in(1, 100_000)),
     "TYPING_TIMEOUT": ("typing_timeout", _positive_float),
     "PRESENCE_GRACE": ("presence_grace", _non_negative_float),
+    "CHAT_STORE_SHARDS": ("chat_store_shards", _int_in(1, 64)),
     "NODE_ID": ("node_id", _text),
 }
 
