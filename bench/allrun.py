@@ -29,10 +29,14 @@ async def main_all(args: argparse.Namespace, ctx: Context) -> int:
     unknown = [n for n in names if n not in SCENARIOS]
     if unknown:
         raise SystemExit(f"unknown scenario(s): {', '.join(unknown)}")
+    peers = not args.skip_peers
+    if peers and ctx.target:
+        ctx.log("--target given: the Socket.IO and echo comparison needs servers started here")
+        peers = False
     runs: list[tuple[str, Kind]] = []
     for name in names:
         runs.append((name, "product"))
-        if name == "classroom" and not args.skip_peers:
+        if name == "classroom" and peers:
             runs += [(name, "socketio"), (name, "echo")]
     ws_results: list[dict[str, Any]] = []
     rest_result: dict[str, Any] | None = None
@@ -40,6 +44,8 @@ async def main_all(args: argparse.Namespace, ctx: Context) -> int:
     try:
         for name, kind in runs:
             config = replace(preset(name, quick=True), kind=kind)
+            if ctx.target and config.heartbeat:
+                config = replace(config, heartbeat=25.0)  # a running node's: assume the default
             try:
                 result = await run_ws(ctx, config, folder / f"{name}-{kind}")
             except Exception as exc:  # one broken run must not hide the others' figures

@@ -32,8 +32,13 @@ def plot_ws(result: dict[str, Any], path: Path) -> None:
     rows = result["timeline"]
     seconds = [r["second"] + 1 for r in rows]
     fig, (top, bottom) = plt.subplots(2, 1, figsize=(10, 7), sharex=True)
-    title = f"{result['scenario']} against {result['server_kind']}"
-    fig.suptitle(f"{title}: {result['description']}", fontsize=11)
+    cfg = result["config"]
+    fig.suptitle(
+        f"{result['scenario']} against {result['server_kind']}: {cfg['clients']:,} clients, "
+        f"{cfg['rooms']} rooms, {cfg['senders']} senders, {cfg['rate']:g} msg/s\n"
+        f"{result['description']}",
+        fontsize=10,
+    )
     for key, style in (("p50", "-"), ("p99", "--"), ("max", ":")):
         values = [_ms(r[key]) for r in rows]
         if any(v is not None for v in values):
