@@ -124,6 +124,12 @@ def _ws_args(parser: argparse.ArgumentParser) -> None:
         "for the per-ping figure)",
     )
     g.add_argument(
+        "--settle",
+        type=float,
+        metavar="SECONDS",
+        help="pause after connecting before the memory sample and the start (default 2)",
+    )
+    g.add_argument(
         "--connect-concurrency",
         type=int,
         metavar="N",
@@ -226,6 +232,7 @@ def ws_config(args: argparse.Namespace, kind: Kind) -> Any:
         "heartbeat",
         "connect_concurrency",
         "client",
+        "settle",
     ):
         value = getattr(args, field)
         if value is not None:

@@ -19,8 +19,6 @@ from .scenarios import WsConfig
 from .seed import Account, RestApi, create_rooms
 from .stats import Histogram, merged
 
-SETTLE = 2.0  # seconds between the last handshake and the "connected" memory sample
-
 
 class WorkerProc:
     """One `python -m bench.worker` process and the events it reports."""
@@ -251,7 +249,7 @@ class WsRun:
         self.specs, self.seeding = await self._people(target)
         plans = self._plans(target, self.specs)
         events: asyncio.Queue[wire.Event | Exception] = asyncio.Queue()
-        await asyncio.sleep(1.0)  # let the seeding's garbage settle before the baseline
+        await asyncio.sleep(cfg.settle / 2)  # let the seeding's garbage settle first
         self.samples["before"] = await self._sample(target)
         db_before = self.ctx.db_cpu() if target.owned else None
         self.log(
@@ -285,7 +283,7 @@ class WsRun:
             f"{self.connect_seconds:.1f}s (handshake p50 {_ms(handshake.percentile(50))}, "
             f"p99 {_ms(handshake.percentile(99))})" + (f"; errors {errors}" if errors else "")
         )
-        await asyncio.sleep(SETTLE)
+        await asyncio.sleep(self.config.settle)
         self.samples["connected"] = await self._sample(self.target)
 
     @property

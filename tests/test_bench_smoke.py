@@ -71,6 +71,8 @@ def test_websocket_run_reports_sane_figures(node: Node, tmp_path: Path) -> None:
         "20",
         "--duration",
         "2",
+        "--settle",
+        "0.2",
     )
     assert result["connect"]["connected"] == 6 and result["connect"]["failed"] == 0
     delivery = result["delivery"]
@@ -108,6 +110,8 @@ def test_dropping_and_resuming_loses_nothing(node: Node, tmp_path: Path) -> None
         "3",
         "--drop-at",
         "1",
+        "--settle",
+        "0.2",
     )
     assert result["config"]["client"] == "live"  # the product's LiveClient resumes
     burst = result["burst"]
