@@ -111,6 +111,12 @@ def _ws_args(parser: argparse.ArgumentParser) -> None:
     )
     g.add_argument("--binary", action="store_true", help="MessagePack frames (product only)")
     g.add_argument(
+        "--user-rooms",
+        action="store_true",
+        help="every product socket also joins its user's own room (user:<id>), as apps do "
+        "for notifications",
+    )
+    g.add_argument(
         "--client",
         choices=("lean", "live"),
         help="product sockets: the lean raw client (default) or peerspark_rt.client.LiveClient "
@@ -239,6 +245,8 @@ def ws_config(args: argparse.Namespace, kind: Kind) -> Any:
             overrides[field] = value
     if args.binary:
         overrides["binary"] = True
+    if args.user_rooms:
+        overrides["user_rooms"] = True
     config = replace(base, **overrides)
     if args.target and args.heartbeat is None:
         # The harness cannot set a running node's heartbeat: assume the product's default.

@@ -24,6 +24,7 @@ class WsConfig:
     connect_concurrency: int = 64  # handshakes in flight per worker process
     ack_timeout: float = 30.0
     settle: float = 2.0  # seconds between the last join and the "connected" memory sample
+    user_rooms: bool = False  # every product socket also joins its user's own room
     heartbeat: float | None = None  # WS_HEARTBEAT of a node the harness starts
     # product sockets: the lean raw client, or peerspark_rt.client.LiveClient (which resumes)
     client: Literal["lean", "live"] = "lean"

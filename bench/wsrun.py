@@ -166,7 +166,8 @@ class WsRun:
                 wire.ClientSpec(
                     token=account.token,
                     name=account.username,
-                    rooms=[room] if room else [],
+                    rooms=([room] if room else [])
+                    + ([f"user:{account.id}"] if cfg.user_rooms and cfg.kind == "product" else []),
                     sends_to=sends,
                 )
             )

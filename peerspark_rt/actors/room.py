@@ -36,6 +36,7 @@ from ..protocol import (
     server_json_decoder,
 )
 from .connection import OP_BINARY, OP_TEXT, Connection, ws_frame
+from .mailbox import Mailbox
 
 if TYPE_CHECKING:
     from .hub import Hub
@@ -51,6 +52,9 @@ LINGER = 5.0  # seconds an empty room stays up (reconnects are cheap)
 TYPING_THROTTLE = 2.0  # seconds between re-broadcasts of a user's "typing start"
 
 
+_NO_MESSAGES: collections.deque[tuple[int, bytes]] = collections.deque(maxlen=0)
+
+
 def _to_msgpack(payload: bytes) -> bytes:
     return msgpack_encoder.encode(server_json_decoder.decode(payload))
 
@@ -62,7 +66,7 @@ class RoomActor:
         kind = room.partition(":")[0]
         self.sequenced = kind == "session"
         self.tracks_presence = kind in ("session", "pod")
-        self.mailbox: asyncio.Queue[tuple[Any, ...]] = asyncio.Queue()
+        self.mailbox: Mailbox[tuple[Any, ...]] = Mailbox()
         self.task: asyncio.Task[None] | None = None
         # members, by wire format (so fan-out needs no per-member branch)
         self.text_members: dict[Connection, None] = {}
@@ -77,7 +81,11 @@ class RoomActor:
         self.sharing: dict[str, ScreenShareState] = {}
         self.last_seq = 0
         self.pending: dict[int, bytes] = {}
-        self.recent: collections.deque[tuple[int, bytes]] = collections.deque(maxlen=RECENT)
+        # (only session rooms keep messages; others share one empty, never-filled deque: an
+        # empty deque still costs ~0.7 KB, and there is a user room per connected user)
+        self.recent: collections.deque[tuple[int, bytes]] = (
+            collections.deque(maxlen=RECENT) if self.sequenced else _NO_MESSAGES
+        )
         self.holding: dict[Connection, list[tuple[int, bytes]]] = {}
         # user id -> (username, timer): lost their last local socket; still present until
         # the timer fires, unless they come back first

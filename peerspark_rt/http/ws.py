@@ -64,7 +64,9 @@ async def websocket(request: web.Request) -> web.StreamResponse:
         binary=fmt == "msgpack",
     )
     closed_by_client = False
-    sending: collections.deque[asyncio.Future[None]] = collections.deque()
+    # this socket's chat messages waiting for their commit (made on the first one: an empty
+    # deque is ~0.7 KB, and most sockets never send)
+    sending: collections.deque[asyncio.Future[None]] | None = None
     try:
         while True:
             msg = await ws.receive()
@@ -88,6 +90,8 @@ async def websocket(request: web.Request) -> web.StreamResponse:
                 # A chat message waits for its commit before it is acknowledged. Handing it
                 # over without waiting lets the next ones from this socket join the same
                 # group commit; they are submitted, and so numbered, in the order they came.
+                if sending is None:
+                    sending = collections.deque()
                 sending.append(asyncio.ensure_future(_handle(realtime, conn, principal, frame)))
                 while sending and sending[0].done():
                     sending.popleft()
