@@ -3,7 +3,6 @@ database the harness starts itself), and how it reports progress."""
 
 from __future__ import annotations
 
-import asyncio
 import datetime as dt
 import os
 import sys
@@ -21,6 +20,7 @@ from .procs import (
     Probe,
     ProcProbe,
     ServerProcess,
+    children_cpu,
     start_echo,
     start_product,
     start_socketio,
@@ -139,8 +139,6 @@ class Context:
 
     def db_cpu(self) -> float | None:
         """CPU seconds of the embedded PostgreSQL so far (None when it is not ours)."""
-        from .procs import children_cpu
-
         if self.db is None:
             return None
         pid = self.db.postmaster_pid()
@@ -156,7 +154,3 @@ def rest_session() -> aiohttp.ClientSession:
         connector=aiohttp.TCPConnector(limit=0),
         timeout=aiohttp.ClientTimeout(total=120),
     )
-
-
-async def settle(seconds: float) -> None:
-    await asyncio.sleep(seconds)

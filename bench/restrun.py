@@ -19,10 +19,10 @@ from typing import Any
 
 from . import wire
 from .context import Context, Target, machine_load, rest_session
+from .generator import next_event, start_workers
 from .report import rest_table, write_rest_outputs
 from .seed import BENCH_PASSWORD, Account, RestApi, RestError, gather_limited
 from .stats import Histogram, merged
-from .wsrun import next_event, start_workers
 
 WORDS = (
     "calculus", "algebra", "geometry", "statistics", "physics", "chemistry", "biology",

@@ -21,7 +21,6 @@ import sys
 import time
 import traceback
 import uuid
-from typing import Any
 
 import aiohttp
 
@@ -307,8 +306,8 @@ class WsWorker:
             )
         )
 
-    def _roll_second(self) -> wire.Tick | None:
-        """Fold the current second into the totals; the tick to report (None if empty)."""
+    def _roll_second(self) -> wire.Tick:
+        """Fold the current second into the totals; returns its tick (second 0: set it)."""
         tick = wire.Tick(
             worker=self.plan.worker,
             second=0,
@@ -330,7 +329,6 @@ class WsWorker:
         while True:
             await asyncio.sleep(max(0.0, start + second + 1 - loop.time()))
             tick = self._roll_second()
-            assert tick is not None
             tick.second = second
             self.out.emit(tick)
             second += 1
@@ -590,6 +588,3 @@ def main() -> None:
 
 if __name__ == "__main__":
     main()
-
-
-__all__: list[Any] = ["main"]
