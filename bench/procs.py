@@ -13,8 +13,9 @@ import secrets
 import shutil
 import signal
 import sys
+import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import aiohttp
@@ -36,6 +37,7 @@ _PAGE = os.sysconf("SC_PAGE_SIZE")
 class Sample:
     cpu_seconds: float
     rss_bytes: int
+    at: float = field(default_factory=time.monotonic)  # when it was taken
 
 
 class Probe:

@@ -340,10 +340,11 @@ class WsRun:
             server["rss_end_mib"] = round(end.rss_bytes / 2**20, 1)
             if deliveries and cpu > 0:
                 server["deliveries_per_cpu_second"] = round(deliveries / cpu)
-        if conn_s and sent_s:
-            window = cfg.duration
+        if conn_s and sent_s and sent_s.at > conn_s.at:
+            # from the start to the last acknowledgement (the sending window, and more when
+            # acknowledgements lagged behind)
             busy = sent_s.cpu_seconds - conn_s.cpu_seconds
-            server["cpu_utilisation"] = round(busy / window, 3) if window else None
+            server["cpu_utilisation"] = round(busy / (sent_s.at - conn_s.at), 3)
         if self.db_cpu is not None:
             server["database_cpu_seconds"] = round(self.db_cpu, 3)
         generator_cpu = sum(d.cpu_seconds for d in done) - sum(r.cpu_seconds for r in ready)
