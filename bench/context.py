@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import aiohttp
+import asyncpg
 
 from .procs import (
     BenchDatabase,
@@ -136,6 +137,20 @@ class Context:
             )
         key = api.base.split("://", 1)[-1].replace("/", "_").replace(":", "_")
         return RestSeeder(api, self.out_root / "accounts" / f"{key}.json")
+
+    async def database_settings(self) -> dict[str, str] | None:
+        """How durable the database of a node started here is (None for --target)."""
+        if self.target or self.node is None:
+            return None
+        conn = await asyncpg.connect(self.node.database_url)
+        try:
+            return {
+                "fsync": await conn.fetchval("SHOW fsync"),
+                "synchronous_commit": await conn.fetchval("SHOW synchronous_commit"),
+                "where": "embedded (bench/out/pgdata)" if self.db and self.db.embedded else "given",
+            }
+        finally:
+            await conn.close()
 
     def db_cpu(self) -> float | None:
         """CPU seconds of the embedded PostgreSQL so far (None when it is not ours)."""

@@ -45,6 +45,7 @@ class WsRun:
         self.connect_seconds = 0.0
         self.start = 0.0
         self.db_cpu: float | None = None
+        self.database: dict[str, str] | None = None
 
     def log(self, text: str) -> None:
         self.ctx.log(f"{self.label}: {text}")
@@ -148,6 +149,8 @@ class WsRun:
         if cfg.heartbeat:
             node_env["WS_HEARTBEAT"] = str(cfg.heartbeat)
         target = await ctx.open_target(cfg.kind, **node_env)
+        if cfg.kind == "product":
+            self.database = await ctx.database_settings()
         self.log(f"server at {target.base_url} ({target.where}); {ctx.placement.describe()}")
         try:
             return await self._run(target, load_before)
@@ -361,6 +364,7 @@ class WsRun:
             "machine_load_before": self.load_before,
             "machine_load_after": machine_load(),
             "seeding": self.seeding,
+            "database": self.database,
             "connect": {
                 "clients": len(self.specs),
                 "connected": connected,
