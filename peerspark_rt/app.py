@@ -196,7 +196,9 @@ async def _services(app: web.Application) -> AsyncIterator[None]:
     app[MODERATION] = ModerationService(
         db, settings, app[AI], app[PODS], app[NOTIFICATIONS], metrics
     )
-    app[CHAT] = ChatService(db, app[LIVE], moderation=app[MODERATION])
+    app[CHAT] = ChatService(
+        db, app[LIVE], shards=settings.chat_store_shards, moderation=app[MODERATION]
+    )
     app[ASSISTANT] = AssistantService(
         db=db,
         settings=settings,
@@ -245,6 +247,7 @@ async def _realtime(app: web.Application) -> AsyncIterator[None]:
         metrics=app[METRICS],
         typing_ttl=settings.typing_timeout,
         outbound_limit=settings.ws_outbound_queue,
+        presence_grace=settings.presence_grace,
     )
     await hub.start()
     await presence.start()

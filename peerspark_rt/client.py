@@ -19,8 +19,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
+import socket
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from types import TracebackType
 from typing import Any
 
@@ -70,6 +72,7 @@ class LiveClient:
         headers: dict[str, str] | None = None,
         max_queue: int = 100_000,
         fallback_urls: tuple[str, ...] = (),
+        on_frame: Callable[[ServerFrame], None] | None = None,
     ) -> None:
         self.url = url
         # Reconnects go round these in turn when one stops answering (no load balancer).
@@ -94,6 +97,9 @@ class LiveClient:
         self._reader: asyncio.Task[None] | None = None
         self._connected = asyncio.Event()
         self._closed = False
+        # When set, frames go to this callback as they arrive instead of to the queue that
+        # `next()` and iteration read (the bench processes thousands of sockets this way).
+        self._on_frame_cb = on_frame
         self._encoder = protocol.msgpack_encoder if binary else protocol.json_encoder
         self._decoder: msgspec.json.Decoder[Any] | msgspec.msgpack.Decoder[Any] = (
             protocol.server_msgpack_decoder if binary else protocol.server_json_decoder
@@ -143,10 +149,19 @@ class LiveClient:
         self._fail_waiters(ConnectionError("client closed"))
 
     async def drop(self) -> None:
-        """Close the socket without closing the client (tests and the bench use this to
-        simulate a network drop; with reconnect=True the client comes back by itself)."""
-        if self._ws is not None:
-            await self._ws.close()
+        """Lose the connection the way a network does, with no close handshake (tests and
+        the bench use this; with reconnect=True the client comes back by itself)."""
+        ws = self._ws
+        if ws is None or ws.closed:
+            return
+        sock = ws.get_extra_info("socket")
+        if sock is None:
+            await ws.close()
+            return
+        # The event loop's socket object may not offer shutdown(); a duplicate of its file
+        # descriptor does, and shutting the connection down ends it for both.
+        with socket.socket(fileno=os.dup(sock.fileno())) as dup, contextlib.suppress(OSError):
+            dup.shutdown(socket.SHUT_RDWR)
 
     def _fail_waiters(self, exc: Exception) -> None:
         for waiters in (self._joins, self._pings):
@@ -226,6 +241,9 @@ class LiveClient:
                 task.add_done_callback(lambda t: t.exception())
             case Error():
                 self._on_error(frame)
+        if self._on_frame_cb is not None:
+            self._on_frame_cb(frame)
+            return
         try:
             self._frames.put_nowait(frame)
         except asyncio.QueueFull:

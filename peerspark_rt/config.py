@@ -118,6 +118,8 @@ class Settings:
     ws_send_rate: float = 50.0
     ws_send_burst: int = 100
     typing_timeout: float = 6.0
+    presence_grace: float = 5.0
+    chat_store_shards: int = 1
 
     node_id: str = field(default_factory=lambda: secrets.token_hex(4))
 
@@ -159,6 +161,16 @@ def _positive_float(raw: str) -> float:
         raise ValueError(f"expected a number, got {raw!r}") from None
     if value <= 0:
         raise ValueError(f"expected a positive number, got {raw!r}")
+    return value
+
+
+def _non_negative_float(raw: str) -> float:
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ValueError(f"expected a number, got {raw!r}") from None
+    if value < 0:
+        raise ValueError(f"expected zero or a positive number, got {raw!r}")
     return value
 
 
@@ -303,6 +315,8 @@ _VARIABLES: dict[str, tuple[str, Callable[[str], Any]]] = {
     "WS_SEND_RATE": ("ws_send_rate", _positive_float),
     "WS_SEND_BURST": ("ws_send_burst", _int_in(1, 100_000)),
     "TYPING_TIMEOUT": ("typing_timeout", _positive_float),
+    "PRESENCE_GRACE": ("presence_grace", _non_negative_float),
+    "CHAT_STORE_SHARDS": ("chat_store_shards", _int_in(1, 64)),
     "NODE_ID": ("node_id", _text),
 }
 

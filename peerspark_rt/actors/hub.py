@@ -67,6 +67,7 @@ class Hub:
         metrics: HubMetrics,
         typing_ttl: float = 6.0,
         outbound_limit: int = 256,
+        presence_grace: float = 5.0,
     ) -> None:
         self.broker = broker
         self.presence = presence
@@ -74,6 +75,8 @@ class Hub:
         self.metrics = metrics
         self.typing_ttl = typing_ttl
         self.outbound_limit = outbound_limit
+        # seconds a user whose last socket was lost (not closed) stays present
+        self.presence_grace = presence_grace
         self.rooms: dict[str, RoomActor] = {}
         self.connections: set[Connection] = set()
         self.on_presence: list[PresenceHook] = []
@@ -119,8 +122,10 @@ class Hub:
         self.metrics.connections(len(self.connections))
         return conn
 
-    async def disconnect(self, conn: Connection) -> None:
-        """The socket is gone: leave every room it was in."""
+    async def disconnect(self, conn: Connection, *, lost: bool = False) -> None:
+        """The socket is gone: leave every room it was in. `lost`: the client did not close
+        it (a dropped network, a missed heartbeat, a socket we closed): its user stays present
+        for the grace period in case it comes back."""
         # A join still in a room's mailbox must not add it back after this.
         conn.closing = True
         self.connections.discard(conn)
@@ -130,7 +135,7 @@ class Hub:
             actor = self.rooms.get(room)
             if actor is not None:
                 done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-                actor.post(("leave", conn, done))
+                actor.post(("leave", conn, done, lost))
                 waits.append(done)
         if waits:
             await asyncio.wait(waits, timeout=10)
@@ -183,7 +188,7 @@ class Hub:
         if actor is None or room not in conn.rooms:
             return
         done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        actor.post(("leave", conn, done))
+        actor.post(("leave", conn, done, False))
         await done
 
     def post(self, conn: Connection, room: str, item: tuple[Any, ...]) -> bool:

@@ -36,6 +36,7 @@ from ..protocol import (
     server_json_decoder,
 )
 from .connection import OP_BINARY, OP_TEXT, Connection, send_frame, ws_frame
+from .mailbox import Mailbox
 
 if TYPE_CHECKING:
     from .hub import Hub
@@ -46,7 +47,12 @@ RECENT = 1024  # messages kept in memory for resumes
 MAX_RESUME = 5000  # a resume further back than this must reload history over REST
 GAP_WAIT = 0.15  # seconds a later message waits for a missing one before we fetch it
 LINGER = 5.0  # seconds an empty room stays up (reconnects are cheap)
+# (A user whose last socket was lost, rather than closed, stays present for the hub's
+# `presence_grace` seconds: a reconnect within it is not a leave and a join.)
 TYPING_THROTTLE = 2.0  # seconds between re-broadcasts of a user's "typing start"
+
+
+_NO_MESSAGES: collections.deque[tuple[int, bytes]] = collections.deque(maxlen=0)
 
 
 def _to_msgpack(payload: bytes) -> bytes:
@@ -60,20 +66,30 @@ class RoomActor:
         kind = room.partition(":")[0]
         self.sequenced = kind == "session"
         self.tracks_presence = kind in ("session", "pod")
-        self.mailbox: asyncio.Queue[tuple[Any, ...]] = asyncio.Queue()
+        self.mailbox: Mailbox[tuple[Any, ...]] = Mailbox()
         self.task: asyncio.Task[None] | None = None
         # members, by wire format (so fan-out needs no per-member branch)
         self.text_members: dict[Connection, None] = {}
         self.binary_members: dict[Connection, None] = {}
         self.local_users: dict[str, int] = {}  # user id -> sockets here
         self.presence: dict[str, str] = {}  # user id -> username, on every node
+        # `presence` as the joined frame lists it; rebuilt after a change (in a reconnect
+        # storm thousands of joins in a row reuse one list)
+        self._presence_list: list[Member] | None = None
         self.typing: dict[str, tuple[str, float]] = {}  # user id -> (username, expires)
         self.typing_sent: dict[str, float] = {}  # user id -> last broadcast (our users)
         self.sharing: dict[str, ScreenShareState] = {}
         self.last_seq = 0
         self.pending: dict[int, bytes] = {}
-        self.recent: collections.deque[tuple[int, bytes]] = collections.deque(maxlen=RECENT)
+        # (only session rooms keep messages; others share one empty, never-filled deque: an
+        # empty deque still costs ~0.7 KB, and there is a user room per connected user)
+        self.recent: collections.deque[tuple[int, bytes]] = (
+            collections.deque(maxlen=RECENT) if self.sequenced else _NO_MESSAGES
+        )
         self.holding: dict[Connection, list[tuple[int, bytes]]] = {}
+        # user id -> (username, timer): lost their last local socket; still present until
+        # the timer fires, unless they come back first
+        self.departing: dict[str, tuple[str, asyncio.TimerHandle]] = {}
         self._gap_timer: asyncio.TimerHandle | None = None
         self._gap_fetching = False
         self._typing_timer: asyncio.TimerHandle | None = None
@@ -101,6 +117,7 @@ class RoomActor:
             while True:
                 item = await self.mailbox.get()
                 if item[0] == "stop":
+                    await self._depart_all()
                     break
                 try:
                     await self._handle(item)
@@ -120,6 +137,7 @@ class RoomActor:
                 self.last_seq = await self.hub.history.last_seq(self.room)
             if self.tracks_presence:
                 self.presence = await self.hub.presence.members(self.room)
+                self._presence_list = None
         except Exception:
             log.exception("room %s could not load its state", self.room)
 
@@ -127,6 +145,8 @@ class RoomActor:
         for timer in (self._gap_timer, self._typing_timer, self._idle_timer):
             if timer is not None:
                 timer.cancel()
+        for _, grace in self.departing.values():
+            grace.cancel()
 
     def _handoff(self) -> None:
         """After retiring, joins that raced with it go to the room's next actor."""
@@ -142,9 +162,11 @@ class RoomActor:
             case "join":
                 await self._join(item[1], item[2], item[3])
             case "leave":
-                await self._leave(item[1])
+                await self._leave(item[1], lost=item[3])
                 if item[2] is not None and not item[2].done():
                     item[2].set_result(None)
+            case "depart":
+                await self._grace_over(item[1])
             case "typing":
                 await self._typing_from(item[1], item[2])
             case "share":
@@ -298,7 +320,7 @@ class RoomActor:
         return Joined(
             room=self.room,
             last_seq=self.last_seq,
-            presence=[Member(user_id=u, username=n) for u, n in self.presence.items()],
+            presence=self._presence_members(),
             typing=[
                 Member(user_id=u, username=n)
                 for u, (n, expires) in self.typing.items()
@@ -307,12 +329,22 @@ class RoomActor:
             screen_shares=list(self.sharing.values()),
         )
 
+    def _presence_members(self) -> list[Member]:
+        if self._presence_list is None:
+            self._presence_list = [Member(user_id=u, username=n) for u, n in self.presence.items()]
+        return self._presence_list
+
     async def _arrive(self, conn: Connection) -> None:
         user = str(conn.user_id)
         count = self.local_users.get(user, 0) + 1
         self.local_users[user] = count
         if count == 1 and self.tracks_presence:
+            departing = self.departing.pop(user, None)
+            if departing is not None:
+                departing[1].cancel()  # back within the grace: they never left
+                return
             self.presence[user] = conn.username
+            self._presence_list = None
             try:
                 first = await self.hub.presence.add(self.room, user, conn.username)
                 if first:
@@ -320,7 +352,36 @@ class RoomActor:
             except Exception:  # Redis away: the room works, presence catches up on resync
                 log.exception("room %s could not record presence", self.room)
 
-    async def _leave(self, conn: Connection) -> None:
+    async def _depart(self, user: str, username: str) -> None:
+        """The user's last local socket is gone: drop them from presence, on every node."""
+        try:
+            last = await self.hub.presence.remove(self.room, user)
+            if last:
+                await self.hub.announce_presence(self.room, user, username, "leave")
+        except Exception:  # Redis away: the departure is swept when this node's entries are
+            log.exception("room %s could not record a departure", self.room)
+
+    async def _grace_over(self, user: str) -> None:
+        departing = self.departing.pop(user, None)
+        if departing is not None and user not in self.local_users:
+            await self._depart(user, departing[0])
+        self._arm_idle()
+
+    async def _depart_all(self) -> None:
+        for user, (username, grace) in list(self.departing.items()):
+            grace.cancel()
+            del self.departing[user]
+            await self._depart(user, username)
+
+    def _arm_idle(self) -> None:
+        if self.member_count == 0 and self._idle_timer is None:
+            loop = asyncio.get_running_loop()
+            self._idle_timer = loop.call_later(LINGER, self.post, ("idle",))
+
+    async def _leave(self, conn: Connection, *, lost: bool = False) -> None:
+        """The socket leaves the room. A socket that was `lost` (no close from the client)
+        keeps its user present for the grace period, so a reconnect does not flap presence
+        for everyone in the room (nor rewrite attendance)."""
         removed = conn in self.text_members or conn in self.binary_members
         self.text_members.pop(conn, None)
         self.binary_members.pop(conn, None)
@@ -335,19 +396,16 @@ class RoomActor:
                 self.local_users.pop(user, None)
                 self.typing_sent.pop(user, None)
                 if self.tracks_presence:
-                    try:
-                        last = await self.hub.presence.remove(self.room, user)
-                        if last:
-                            await self.hub.announce_presence(
-                                self.room, user, conn.username, "leave"
-                            )
-                    except Exception:
-                        log.exception("room %s could not record a departure", self.room)
+                    grace = self.hub.presence_grace
+                    if lost and grace > 0 and user not in self.departing:
+                        loop = asyncio.get_running_loop()
+                        timer = loop.call_later(grace, self.post, ("depart", user))
+                        self.departing[user] = (conn.username, timer)
+                    elif user not in self.departing:
+                        await self._depart(user, conn.username)
             if conn.acked.get(self.room):
                 self.hub.record_read(self.room, conn.user_id, conn.acked.pop(self.room))
-        if self.member_count == 0 and self._idle_timer is None:
-            loop = asyncio.get_running_loop()
-            self._idle_timer = loop.call_later(LINGER, self.post, ("idle",))
+        self._arm_idle()
 
     async def _evict(self, user_id: str) -> None:
         for conn in self._members():
@@ -361,8 +419,8 @@ class RoomActor:
 
     async def _maybe_retire(self) -> None:
         self._idle_timer = None
-        if self.member_count or not self.mailbox.empty():
-            return
+        if self.member_count or self.departing or not self.mailbox.empty():
+            return  # (the last departure re-arms the idle timer)
         self._retired = True
         await self.hub.retire(self)
 
@@ -435,8 +493,10 @@ class RoomActor:
             return
         if frame.state == "join":
             self.presence[frame.user_id] = frame.username
+            self._presence_list = None
         else:
             self.presence.pop(frame.user_id, None)
+            self._presence_list = None
             if self.typing.pop(frame.user_id, None) is not None:
                 self._fanout(self._typing_payload(frame.user_id, frame.username, "stop"))
             if self.sharing.pop(frame.user_id, None) is not None:

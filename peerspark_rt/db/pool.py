@@ -88,6 +88,15 @@ class TimedPool(_PoolBase):
         return _AcquireOrBusy(self, self.acquire_timeout if timeout is None else timeout)
 
 
+async def _keep_session(conn: asyncpg.Connection[asyncpg.Record]) -> None:
+    """What the pool runs on a connection it takes back (after asyncpg's own rollback of a
+    transaction left open): nothing. asyncpg's default resets the whole session with a query
+    (`RESET ALL; UNLISTEN *; CLOSE ALL; ...`) on every release, a round trip that doubled the
+    statements of each one-query request; nothing here leaves session state behind: settings
+    are given at connect time, locks are transaction-scoped, there is no LISTEN and no
+    cursor outside a transaction."""
+
+
 class Database:
     """A pool of connections plus the helpers services use to run SQL."""
 
@@ -114,6 +123,7 @@ class Database:
             loop=None,
             connection_class=asyncpg.Connection,
             record_class=asyncpg.Record,
+            reset=_keep_session,
             server_settings={
                 "statement_timeout": str(statement_timeout_ms),
                 "application_name": "peerspark-rt",

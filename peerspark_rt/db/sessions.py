@@ -326,12 +326,16 @@ async def store_batch(conn: Conn, batch: list[dict[str, Any]]) -> list[StoredMes
     longer exists or is completed or cancelled.
     """
     seqs: dict[uuid.UUID, int] = {}
-    for room in sorted({m["session_id"] for m in batch}):
-        locked = await conn.fetchrow(
-            "SELECT last_message_seq, status FROM study_sessions WHERE id = $1 FOR UPDATE", room
-        )
-        if locked is not None and locked["status"] not in ("completed", "cancelled"):
-            seqs[room] = locked["last_message_seq"]
+    # One statement locks every room of the batch; ORDER BY makes it take the row locks in id
+    # order, as one statement per room in sorted order did, at one round trip instead of one
+    # per room (a study hall's batch touches dozens of rooms).
+    for locked in await conn.fetch(
+        """SELECT id, last_message_seq, status FROM study_sessions
+           WHERE id = ANY($1::uuid[]) ORDER BY id FOR UPDATE""",
+        sorted({m["session_id"] for m in batch}),
+    ):
+        if locked["status"] not in ("completed", "cancelled"):
+            seqs[locked["id"]] = locked["last_message_seq"]
     closed = {m["session_id"] for m in batch} - set(seqs)
     batch_open = [m for m in batch if m["session_id"] not in closed]
     keyed = [m for m in batch_open if m.get("client_message_id")]

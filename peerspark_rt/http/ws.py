@@ -3,14 +3,19 @@ realtime service. Everything a socket receives is written by the hub's room acto
 
 from __future__ import annotations
 
+import asyncio
+import collections
 import logging
 from typing import Any
 
 import msgspec
 from aiohttp import WSMsgType, web
 
+from ..actors.connection import Connection
 from ..errors import Forbidden, Invalid, Unauthorized
-from ..protocol import client_json_decoder, client_msgpack_decoder
+from ..protocol import Send, client_json_decoder, client_msgpack_decoder
+from ..services.auth import Principal
+from ..services.realtime import RealtimeService
 from .keys import AUTH, HUB, METRICS, REALTIME, SETTINGS
 from .middleware import bearer_token
 
@@ -19,6 +24,7 @@ log = logging.getLogger(__name__)
 routes = web.RouteTableDef()
 
 CLOSE_TIMEOUT = 3.0  # seconds to wait for a client's answer to our close frame
+SEND_PIPELINE = 64  # chat messages of one socket waiting for their commit at once
 
 
 @routes.get("/ws")
@@ -57,14 +63,22 @@ async def websocket(request: web.Request) -> web.StreamResponse:
         session_id=principal.session_id,
         binary=fmt == "msgpack",
     )
+    closed_by_client = False
+    # this socket's chat messages waiting for their commit (made on the first one: an empty
+    # deque is ~0.7 KB, and most sockets never send)
+    sending: collections.deque[asyncio.Future[None]] | None = None
     try:
-        async for msg in ws:
+        while True:
+            msg = await ws.receive()
             decoder: msgspec.json.Decoder[Any] | msgspec.msgpack.Decoder[Any]
             if msg.type is WSMsgType.TEXT:
                 decoder = client_json_decoder
             elif msg.type is WSMsgType.BINARY:
                 decoder = client_msgpack_decoder
             else:
+                # A close frame from the client is a leave; anything else (the connection
+                # dropped, the heartbeat went unanswered, we closed it) may come back.
+                closed_by_client = msg.type is WSMsgType.CLOSE and not conn.closing
                 break
             try:
                 frame = decoder.decode(msg.data)
@@ -72,11 +86,32 @@ async def websocket(request: web.Request) -> web.StreamResponse:
                 realtime.bad_frame(conn, exc, binary=msg.type is WSMsgType.BINARY)
                 continue
             metrics.ws_frames_in.labels(type(frame).__name__.lower()).inc()
-            try:
-                await realtime.handle(conn, principal, frame)
-            except Exception:
-                log.exception("websocket frame %s failed", type(frame).__name__)
-                realtime.error(conn, "internal_error", "the server failed on this frame")
+            if type(frame) is Send and frame.kind != "system":
+                # A chat message waits for its commit before it is acknowledged. Handing it
+                # over without waiting lets the next ones from this socket join the same
+                # group commit; they are submitted, and so numbered, in the order they came.
+                if sending is None:
+                    sending = collections.deque()
+                sending.append(asyncio.ensure_future(_handle(realtime, conn, principal, frame)))
+                while sending and sending[0].done():
+                    sending.popleft()
+                if len(sending) >= SEND_PIPELINE:
+                    await asyncio.wait([sending.popleft()])
+                continue
+            if sending:  # anything else happens after this socket's messages are stored
+                await asyncio.wait(sending)
+                sending.clear()
+            await _handle(realtime, conn, principal, frame)
     finally:
-        await hub.disconnect(conn)
+        await hub.disconnect(conn, lost=not closed_by_client)
     return ws
+
+
+async def _handle(
+    realtime: RealtimeService, conn: Connection, principal: Principal, frame: Any
+) -> None:
+    try:
+        await realtime.handle(conn, principal, frame)
+    except Exception:
+        log.exception("websocket frame %s failed", type(frame).__name__)
+        realtime.error(conn, "internal_error", "the server failed on this frame")

@@ -1,0 +1,101 @@
+"""`python -m bench all` (what `make bench` runs): a short version of every websocket scenario,
+the classroom against the Socket.IO and echo peers, and the REST scenarios; one summary table
+at the end, and every run's result.json and plot.png under one folder."""
+
+from __future__ import annotations
+
+import argparse
+import time
+from dataclasses import replace
+from typing import Any
+
+from .context import Context, machine_load
+from .report import comparison_lines, rest_table, write_json, write_rest_outputs, ws_table
+from .restrun import run_rest
+from .scenarios import SCENARIOS, preset
+from .wire import Kind
+from .wsrun import run_ws
+
+
+async def main_all(args: argparse.Namespace, ctx: Context) -> int:
+    from .cli import raise_open_file_limit
+
+    soft, hard = raise_open_file_limit()
+    started = time.monotonic()
+    folder = ctx.run_dir("all")
+    ctx.log(f"open-file limit (RLIMIT_NOFILE) raised from {soft} to {hard}")
+    ctx.log(f"machine load before: {machine_load()}; {ctx.placement.describe()}")
+    names = [n.strip() for n in args.only.split(",")] if args.only else list(SCENARIOS)
+    unknown = [n for n in names if n not in SCENARIOS]
+    if unknown:
+        raise SystemExit(f"unknown scenario(s): {', '.join(unknown)}")
+    peers = not args.skip_peers
+    if peers and ctx.target:
+        ctx.log("--target given: the Socket.IO and echo comparison needs servers started here")
+        peers = False
+    runs: list[tuple[str, Kind]] = []
+    for name in names:
+        runs.append((name, "product"))
+        if name == "classroom" and peers:
+            runs += [(name, "socketio"), (name, "echo")]
+    ws_results: list[dict[str, Any]] = []
+    rest_result: dict[str, Any] | None = None
+    failures: list[str] = []
+    try:
+        for name, kind in runs:
+            config = replace(preset(name, quick=True), kind=kind)
+            if ctx.target and config.heartbeat:
+                config = replace(config, heartbeat=25.0)  # a running node's: assume the default
+            try:
+                result = await run_ws(ctx, config, folder / f"{name}-{kind}")
+            except Exception as exc:  # one broken run must not hide the others' figures
+                failures.append(f"{name}/{kind}: {exc}")
+                ctx.log(f"{name}/{kind} failed: {exc}")
+                continue
+            ws_results.append(result)
+        if not args.skip_rest:
+            try:
+                rest_result = await run_rest(ctx, [], concurrency=32, duration=4, users=100)
+                write_rest_outputs(rest_result, folder / "rest")
+            except Exception as exc:
+                failures.append(f"rest: {exc}")
+                ctx.log(f"rest failed: {exc}")
+    finally:
+        await ctx.close()
+    elapsed = time.monotonic() - started
+    summary = {
+        "command": "all",
+        "seconds": round(elapsed, 1),
+        "placement": ctx.placement.describe(),
+        "machine_load_after": machine_load(),
+        "websocket": [_brief(r) for r in ws_results],
+        "comparison": comparison_lines(ws_results),
+        "rest": rest_result,
+        "failures": failures,
+    }
+    write_json(summary, folder / "summary.json")
+    lines = [
+        "",
+        f"PeerSpark RT bench: {len(ws_results)} websocket runs"
+        + (", REST" if rest_result else "")
+        + f" in {elapsed:.0f}s; {ctx.placement.describe()}; "
+        f"machine load now {machine_load()['load1']}",
+        "",
+        ws_table(ws_results) if ws_results else "(no websocket runs)",
+        "",
+        *comparison_lines(ws_results),
+    ]
+    if rest_result is not None:
+        lines += ["", rest_table(rest_result)]
+    if failures:
+        lines += ["", "FAILED:", *failures]
+    lines += ["", f"results: {folder}"]
+    text = "\n".join(lines)
+    (folder / "summary.txt").write_text(text + "\n")
+    print(text)
+    return 1 if failures else 0
+
+
+def _brief(result: dict[str, Any]) -> dict[str, Any]:
+    """A result without its timeline (the per-run result.json has everything)."""
+    return {k: v for k, v in result.items() if k != "timeline"}

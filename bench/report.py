@@ -1,0 +1,291 @@
+"""Results: the JSON file, the PNG plot, and the tables printed at the end of a run."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+
+def write_json(result: dict[str, Any], path: Path) -> None:
+    path.write_text(json.dumps(result, indent=2, default=str) + "\n")
+
+
+def _plt() -> Any:
+    import matplotlib
+
+    matplotlib.use("Agg")  # files only, no display
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _ms(v: float | None) -> float | None:
+    return None if v is None else v * 1000
+
+
+def plot_ws(result: dict[str, Any], path: Path) -> None:
+    """Latency (p50, p99, max per second) above, throughput (deliveries and sends per
+    second, and the server's CPU share) below."""
+    plt = _plt()
+    rows = result["timeline"]
+    seconds = [r["second"] + 1 for r in rows]
+    fig, (top, bottom) = plt.subplots(2, 1, figsize=(10, 7), sharex=True)
+    cfg = result["config"]
+    fig.suptitle(
+        f"{result['scenario']} against {result['server_kind']}: {cfg['clients']:,} clients, "
+        f"{cfg['rooms']} rooms, {cfg['senders']} senders, {cfg['rate']:g} msg/s\n"
+        f"{result['description']}",
+        fontsize=10,
+    )
+    for key, style in (("p50", "-"), ("p99", "--"), ("max", ":")):
+        values = [_ms(r[key]) for r in rows]
+        if any(v is not None for v in values):
+            top.plot(seconds, values, style, label=key, marker=".")
+    top.set_ylabel("send → receive latency (ms)")
+    if any(r["max"] for r in rows):
+        top.set_yscale("log")
+    top.grid(True, which="both", alpha=0.3)
+    top.legend(loc="upper left")
+    bottom.plot(seconds, [r["deliveries"] for r in rows], label="deliveries/s", marker=".")
+    bottom.plot(seconds, [r["sent"] for r in rows], label="messages sent/s", marker=".")
+    bottom.set_ylabel("per second")
+    bottom.set_xlabel("seconds since sending started")
+    bottom.grid(True, alpha=0.3)
+    bottom.legend(loc="upper left")
+    cpu = [r.get("server_cpu") for r in rows]
+    if any(c is not None for c in cpu):
+        twin = bottom.twinx()
+        twin.plot(
+            seconds,
+            [None if c is None else c * 100 for c in cpu],
+            color="grey",
+            alpha=0.6,
+            label="server CPU %",
+        )
+        twin.set_ylabel("server CPU (% of one core)")
+        twin.set_ylim(0, 110)
+        twin.legend(loc="upper right")
+    drop = result["config"].get("drop_at")
+    if drop is not None:
+        for ax in (top, bottom):
+            ax.axvline(drop, color="red", alpha=0.5)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def plot_rest(result: dict[str, Any], path: Path) -> None:
+    plt = _plt()
+    fig, (top, bottom) = plt.subplots(2, 1, figsize=(10, 7))
+    fig.suptitle("REST endpoints under concurrency", fontsize=11)
+    ran = [s for s in result["scenarios"] if s.get("timeline")]
+    for s in ran:
+        rows = s["timeline"]
+        seconds = [r["second"] + 1 for r in rows]
+        top.plot(seconds, [_ms(r["p99"]) for r in rows], marker=".", label=f"{s['name']} p99")
+        bottom.plot(seconds, [r["requests"] for r in rows], marker=".", label=s["name"])
+    top.set_ylabel("latency p99 (ms)")
+    top.grid(True, alpha=0.3)
+    bottom.set_ylabel("requests/s")
+    bottom.set_xlabel("seconds into the scenario")
+    bottom.grid(True, alpha=0.3)
+    if ran:
+        top.legend(fontsize=8)
+        bottom.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def write_ws_outputs(result: dict[str, Any], folder: Path) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    write_json(result, folder / "result.json")
+    plot_ws(result, folder / "plot.png")
+
+
+def write_rest_outputs(result: dict[str, Any], folder: Path) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    write_json(result, folder / "result.json")
+    plot_rest(result, folder / "plot.png")
+
+
+# --- tables --------------------------------------------------------------------------------------
+
+
+def fmt_ms(seconds: float | None) -> str:
+    if seconds is None:
+        return "-"
+    ms = seconds * 1000
+    if ms < 10:
+        return f"{ms:.2f}"
+    if ms < 1000:
+        return f"{ms:.1f}"
+    return f"{ms:,.0f}"
+
+
+def fmt_int(v: float | int | None) -> str:
+    return "-" if v is None else f"{v:,.0f}"
+
+
+def table(headers: Sequence[str], rows: Sequence[Sequence[str]], left: int = 1) -> str:
+    """A plain-text table; the first `left` columns and the last are left-aligned."""
+    widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(headers)]
+    line = "  ".join(h.ljust(w) for h, w in zip(headers, widths, strict=True))
+    out = [line, "  ".join("-" * w for w in widths)]
+    for r in rows:
+        out.append(
+            "  ".join(
+                (c.ljust(w) if i < left or i == len(widths) - 1 else c.rjust(w))
+                for i, (c, w) in enumerate(zip(r, widths, strict=True))
+            )
+        )
+    return "\n".join(out)
+
+
+WS_HEADERS = (
+    "run",
+    "clients",
+    "msg/s",
+    "deliveries/s",
+    "p50 ms",
+    "p90 ms",
+    "p99 ms",
+    "max ms",
+    "lost",
+    "dup",
+    "errors",
+    "srv CPU s",
+    "deliv/CPU-s",
+    "KiB/conn",
+    "extra",
+)
+
+
+def ws_row(r: dict[str, Any]) -> list[str]:
+    d, s, c = r["delivery"], r["server"], r["connect"]
+    lat = d["latency"]
+    extra = ""
+    if "burst" in r:
+        b = r["burst"]
+        extra = (
+            f"back {b['back']}/{b['dropped']} in max {fmt_ms(b['resume']['max'])} ms"
+            if b["resume"]["max"] is not None
+            else f"back 0/{b['dropped']}"
+        )
+    elif "idle" in r:
+        i = r["idle"]
+        share = i.get("server_cpu_share")
+        per = i.get("cpu_microseconds_per_ping")
+        extra = (f"idle CPU {share * 100:.1f}%" if share is not None else "idle CPU -") + (
+            f", {per} us/ping" if per is not None else ""
+        )
+    ack = d["ack_latency"].get("p99")
+    if ack is not None and r["server_kind"] != "echo":
+        extra = (extra + "; " if extra else "") + f"ack p99 {fmt_ms(ack)} ms"
+    errors = sum(d["errors"].values()) + c["failed"]
+    rate = r["config"]["rate"]
+    return [
+        f"{r['scenario']}/{r['server_kind']}",
+        f"{c['connected']:,}",
+        f"{rate:g}",
+        fmt_int(d["deliveries_per_second"]),
+        fmt_ms(lat["p50"]),
+        fmt_ms(lat["p90"]),
+        fmt_ms(lat["p99"]),
+        fmt_ms(lat["max"]),
+        fmt_int(d["missing"]),
+        fmt_int(d["duplicates"]),
+        fmt_int(errors),
+        "-" if s.get("cpu_seconds") is None else f"{s['cpu_seconds']:.2f}",
+        fmt_int(s.get("deliveries_per_cpu_second")),
+        "-"
+        if s.get("memory_per_connection_kib") is None
+        else f"{s['memory_per_connection_kib']:.1f}",
+        extra,
+    ]
+
+
+def ws_table(results: Sequence[dict[str, Any]]) -> str:
+    return table(WS_HEADERS, [ws_row(r) for r in results])
+
+
+def comparison_lines(results: Sequence[dict[str, Any]]) -> list[str]:
+    """The product against each peer in the same scenario: ratios of the headline figures."""
+    lines: list[str] = []
+    by_scenario: dict[str, dict[str, dict[str, Any]]] = {}
+    for r in results:
+        by_scenario.setdefault(r["scenario"], {})[r["server_kind"]] = r
+    for scenario, kinds in by_scenario.items():
+        product = kinds.get("product")
+        if product is None:
+            continue
+        for peer in ("socketio", "echo"):
+            other = kinds.get(peer)
+            if other is None:
+                continue
+            pd, od = product["delivery"], other["delivery"]
+            parts = [f"{scenario}: product vs {peer}:"]
+            if od["deliveries_per_second"]:
+                ratio = pd["deliveries_per_second"] / od["deliveries_per_second"]
+                parts.append(f"deliveries/s x{ratio:.2f}")
+            p99a, p99b = pd["latency"]["p99"], od["latency"]["p99"]
+            if p99a and p99b:
+                parts.append(
+                    f"p99 latency x{p99a / p99b:.2f} ({fmt_ms(p99a)} vs {fmt_ms(p99b)} ms)"
+                )
+            ea = product["server"].get("deliveries_per_cpu_second")
+            eb = other["server"].get("deliveries_per_cpu_second")
+            if ea and eb:
+                parts.append(f"deliveries per CPU-second x{ea / eb:.2f} ({ea:,} vs {eb:,})")
+            ma = product["server"].get("memory_per_connection_kib")
+            mb = other["server"].get("memory_per_connection_kib")
+            if ma and mb:
+                parts.append(f"memory/conn x{ma / mb:.2f}")
+            lines.append("  ".join(parts))
+    return lines
+
+
+REST_HEADERS = (
+    "scenario",
+    "endpoint",
+    "req/s",
+    "p50 ms",
+    "p90 ms",
+    "p99 ms",
+    "max ms",
+    "failed",
+    "srv CPU s",
+    "req/CPU-s",
+    "note",
+)
+
+
+def rest_rows(result: dict[str, Any]) -> list[list[str]]:
+    rows = []
+    for s in result["scenarios"]:
+        if s.get("skipped"):
+            rows.append([s["name"], s["endpoint"], *["-"] * 8, s["skipped"]])
+            continue
+        lat = s["latency"]
+        rows.append(
+            [
+                s["name"],
+                s["endpoint"],
+                fmt_int(s["requests_per_second"]),
+                fmt_ms(lat["p50"]),
+                fmt_ms(lat["p90"]),
+                fmt_ms(lat["p99"]),
+                fmt_ms(lat["max"]),
+                fmt_int(s["failures"]),
+                "-" if s.get("server_cpu_seconds") is None else f"{s['server_cpu_seconds']:.2f}",
+                fmt_int(s.get("requests_per_cpu_second")),
+                s.get("note", ""),
+            ]
+        )
+    return rows
+
+
+def rest_table(result: dict[str, Any]) -> str:
+    return table(REST_HEADERS, rest_rows(result), left=2)

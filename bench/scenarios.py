@@ -1,0 +1,94 @@
+"""The websocket scenarios, named after real use, and what a run of one is made of."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from typing import Literal
+
+from .wire import Kind
+
+
+@dataclass(frozen=True)
+class WsConfig:
+    scenario: str
+    clients: int  # sockets
+    rooms: int  # rooms they are spread over (0: they join none)
+    senders: int  # sockets that send, spread evenly over the rooms
+    rate: float  # messages per second, all senders together
+    duration: float  # seconds of sending (idle: seconds of watching)
+    kind: Kind = "product"
+    size: int = 120  # message body length, characters
+    drop_at: float | None = None  # burst: seconds after the start when every client drops
+    drain: float = 15.0  # seconds to wait after sending for the last deliveries
+    binary: bool = False  # MessagePack frames instead of JSON (product only)
+    connect_concurrency: int = 64  # handshakes in flight per worker process
+    ack_timeout: float = 30.0
+    settle: float = 2.0  # seconds between the last join and the "connected" memory sample
+    user_rooms: bool = False  # every product socket also joins its user's own room
+    heartbeat: float | None = None  # WS_HEARTBEAT of a node the harness starts
+    # product sockets: the lean raw client, or peerspark_rt.client.LiveClient (which resumes)
+    client: Literal["lean", "live"] = "lean"
+    description: str = ""
+
+    @property
+    def per_room(self) -> int:
+        return self.clients // self.rooms if self.rooms else 0
+
+
+SCENARIOS: dict[str, WsConfig] = {
+    "classroom": WsConfig(
+        scenario="classroom",
+        clients=1001,
+        rooms=1,
+        senders=1,
+        # 100k deliveries/s offered: the Socket.IO peer is near its limit on one core here
+        rate=100,
+        duration=10,
+        description="one room: 1 sender (the teacher) and 1,000 listeners",
+    ),
+    "study-hall": WsConfig(
+        scenario="study-hall",
+        clients=1000,
+        rooms=200,
+        senders=1000,
+        rate=2000,
+        duration=10,
+        description="200 rooms of 5, everyone chatting; every message stored durably first",
+    ),
+    "idle": WsConfig(
+        scenario="idle",
+        clients=10_000,
+        rooms=0,
+        senders=0,
+        rate=0,
+        duration=15,
+        heartbeat=5,
+        description="10,000 idle authenticated sockets: memory each, and the heartbeat's CPU",
+    ),
+    "burst": WsConfig(
+        scenario="burst",
+        clients=5000,
+        rooms=100,
+        senders=100,
+        rate=200,
+        duration=10,
+        drop_at=3,
+        client="live",
+        description="5,000 sockets in 100 rooms drop at once and resume while messages flow",
+    ),
+}
+
+# The short versions `python -m bench all` runs.
+QUICK: dict[str, dict[str, float]] = {
+    "classroom": {"duration": 6},
+    "study-hall": {"duration": 6},
+    "idle": {"duration": 11},
+    "burst": {"duration": 8},
+}
+
+
+def preset(name: str, quick: bool = False) -> WsConfig:
+    config = SCENARIOS[name]
+    if quick:
+        config = replace(config, **QUICK.get(name, {}))  # type: ignore[arg-type]
+    return config
