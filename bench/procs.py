@@ -308,6 +308,9 @@ async def start_product(config: NodeConfig, cpus: list[int] | None, **env: str) 
             # limit would refuse them. (Against --target nodes, set these on the node.)
             "WS_SEND_RATE": "100000",
             "WS_SEND_BURST": "100000",
+            # Bench accounts post far more than 10 times an hour; the post-create scenario
+            # measures the endpoint, not the moderation rule that would hold those posts.
+            "MODERATION_POSTS_PER_HOUR": "100000",
         }
     )
     if config.redis_url:
