@@ -21,12 +21,11 @@ import zlib
 from dataclasses import dataclass
 from typing import Any
 
-import msgspec
-
 from ..db import sessions as sessions_db
 from ..db.pool import Database
 from ..errors import Conflict, Invalid, NotFound, Unavailable
 from ..protocol import MAX_AI_BODY_CHARS, MAX_BODY_CHARS, Message, Sender
+from . import validation
 from .auth import Principal
 from .live import LiveEvents
 from .moderation import HeldContent, ModerationContext, ModerationService
@@ -136,8 +135,8 @@ class ChatService:
             raise Invalid("fileUrl", "only file messages carry a fileUrl")
         if kind == "system" and not is_organizer:
             raise Invalid("kind", "only the organizer posts system messages")
-        if meta is not None and len(msgspec.json.encode(meta)) > 4096:
-            raise Invalid("meta", "is too large")
+        if meta is not None:
+            validation.bounded_json(meta, "meta", 4096)
         if self.moderation is not None and body.strip():
             # Held messages never reach the store, so they take no sequence number.
             await self.moderation.screen(

@@ -247,9 +247,7 @@ def _pod_values(given: dict[str, Any]) -> dict[str, Any]:
                     raise Invalid(camel, "must be a language tag such as 'en' or 'pt-BR'")
                 out[name] = value
             case "meeting_schedule" | "settings":
-                if len(msgspec.json.encode(value)) > 16384:
-                    raise Invalid(camel, "is too large")
-                out[name] = value
+                out[name] = validation.bounded_json(value, camel, 16384)
             case _:
                 out[name] = value
     return out

@@ -232,8 +232,7 @@ async def _recurrence(
         return None
     if not is_recurring:
         raise Invalid("isRecurring", "must be true when a recurrencePattern is given")
-    if len(msgspec.json.encode(pattern)) > 8192:
-        raise Invalid("recurrencePattern", "is too large")
+    validation.bounded_json(pattern, "recurrencePattern", 8192)
     # Checking a rule can walk many candidate dates (bounded, but up to ~0.5 s): off the loop.
     series = recurrence.Series(start, end, tz)
     parsed = await asyncio.to_thread(recurrence.parse_pattern, pattern, series)
@@ -266,9 +265,7 @@ def _common_fields(given: dict[str, Any]) -> dict[str, Any]:
             case "meeting_url" | "recording_url":
                 out[name] = validation.optional_url(value, camel)
             case "resources":
-                if len(msgspec.json.encode(value)) > 16384:
-                    raise Invalid(camel, "is too large")
-                out[name] = value
+                out[name] = validation.bounded_json(value, camel, 16384)
             case _:
                 out[name] = value
     return out

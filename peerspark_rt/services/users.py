@@ -140,9 +140,7 @@ def _validated_changes(update: ProfileUpdate) -> dict[str, Any]:
             case "privacy_settings":
                 out[name] = msgspec.to_builtins(value)
             case "notification_settings":
-                if len(msgspec.json.encode(value)) > 8192:
-                    raise Invalid(camel, "is too large")
-                out[name] = value
+                out[name] = validation.bounded_json(value, camel, 8192)
             case _:
                 out[name] = value
     return out

@@ -181,3 +181,10 @@ def convert(data: Any, type_: type[T], *, strict: bool = True, within: str = "bo
         return msgspec.convert(data, type_, strict=strict)
     except msgspec.ValidationError as exc:
         raise invalid_from(exc, within=within) from None
+
+
+def bounded_json(value: T, field: str, max_bytes: int) -> T:
+    """A client-supplied JSON value (settings, metadata) no larger than `max_bytes` encoded."""
+    if len(msgspec.json.encode(value)) > max_bytes:
+        raise Invalid(field, "is too large")
+    return value
