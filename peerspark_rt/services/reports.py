@@ -17,7 +17,7 @@ from __future__ import annotations
 import datetime as dt
 import uuid
 from dataclasses import dataclass, field
-from typing import Literal, Protocol
+from typing import Any, Literal, Protocol
 
 import asyncpg
 import msgspec
@@ -77,98 +77,81 @@ def _excerpt(text: str | None) -> str:
     return text if len(text) <= 200 else text[:199] + "…"
 
 
-class PostContent:
-    content_type = "post"
-    _STATUS = {"live": "published", "hidden": "hidden", "removed": "removed"}
+class _TableContent:
+    """A content kind stored in one table with a status column; its db module provides
+    lock / set_status / describe_many. Subclasses say which columns hold the author and the
+    text, and who may view it."""
+
+    content_type: str
+    _db: Any  # the db module (posts_db, comments_db, resources_db)
+    _live: str  # the status of visible content ("published", "active")
+    _author: str = "author_id"
+    _text: str = "content"
+
+    def _extra(self, row: asyncpg.Record) -> dict[str, str]:
+        return {}
 
     def _ref(self, row: asyncpg.Record) -> ContentRef:
         return ContentRef(
-            "post",
+            self.content_type,
             row["id"],
-            row["author_id"],
+            row[self._author],
             row["pod_id"],
             row["status"],
-            row["status"] == "published",
+            row["status"] == self._live,
             row["status"] == "hidden",
-            _excerpt(row["content"]),
+            _excerpt(row[self._text]),
+            self._extra(row),
         )
 
     async def lock(self, conn: Conn, content_id: uuid.UUID) -> ContentRef | None:
-        row = await posts_db.lock(conn, content_id)
+        row = await self._db.lock(conn, content_id)
         return None if row is None else self._ref(row)
-
-    async def can_view(self, db: Executor, viewer: Principal, content_id: uuid.UUID) -> bool:
-        return await posts_db.is_visible(db, viewer.user_id, content_id)
 
     async def set_state(self, conn: Conn, content_id: uuid.UUID, state: State) -> None:
-        await posts_db.set_status(conn, content_id, self._STATUS[state])
+        status = self._live if state == "live" else state
+        await self._db.set_status(conn, content_id, status)
 
     async def describe(self, db: Executor, ids: list[uuid.UUID]) -> dict[uuid.UUID, ContentRef]:
-        return {r["id"]: self._ref(r) for r in await posts_db.describe_many(db, ids)}
+        return {r["id"]: self._ref(r) for r in await self._db.describe_many(db, ids)}
 
 
-class CommentContent:
+class PostContent(_TableContent):
+    content_type = "post"
+    _db = posts_db
+    _live = "published"
+
+    async def can_view(self, db: Executor, viewer: Principal, content_id: uuid.UUID) -> bool:
+        visible: bool = await posts_db.is_visible(db, viewer.user_id, content_id)
+        return visible
+
+
+class CommentContent(_TableContent):
     content_type = "comment"
-    _STATUS = {"live": "published", "hidden": "hidden", "removed": "removed"}
+    _db = comments_db
+    _live = "published"
 
-    def _ref(self, row: asyncpg.Record) -> ContentRef:
-        return ContentRef(
-            "comment",
-            row["id"],
-            row["author_id"],
-            row["pod_id"],
-            row["status"],
-            row["status"] == "published",
-            row["status"] == "hidden",
-            _excerpt(row["content"]),
-            {"postId": str(row["post_id"])},
-        )
-
-    async def lock(self, conn: Conn, content_id: uuid.UUID) -> ContentRef | None:
-        row = await comments_db.lock(conn, content_id)
-        return None if row is None else self._ref(row)
+    def _extra(self, row: asyncpg.Record) -> dict[str, str]:
+        return {"postId": str(row["post_id"])}
 
     async def can_view(self, db: Executor, viewer: Principal, content_id: uuid.UUID) -> bool:
         row = await comments_db.describe_many(db, [content_id])
         if not row or row[0]["status"] != "published":
             return False
-        return await posts_db.is_visible(db, viewer.user_id, row[0]["post_id"])
-
-    async def set_state(self, conn: Conn, content_id: uuid.UUID, state: State) -> None:
-        await comments_db.set_status(conn, content_id, self._STATUS[state])
-
-    async def describe(self, db: Executor, ids: list[uuid.UUID]) -> dict[uuid.UUID, ContentRef]:
-        return {r["id"]: self._ref(r) for r in await comments_db.describe_many(db, ids)}
+        visible: bool = await posts_db.is_visible(db, viewer.user_id, row[0]["post_id"])
+        return visible
 
 
-class ResourceContent:
+class ResourceContent(_TableContent):
     content_type = "resource"
-    _STATUS = {"live": "active", "hidden": "hidden", "removed": "removed"}
-
-    def _ref(self, row: asyncpg.Record) -> ContentRef:
-        return ContentRef(
-            "resource",
-            row["id"],
-            row["owner_id"],
-            row["pod_id"],
-            row["status"],
-            row["status"] == "active",
-            row["status"] == "hidden",
-            _excerpt(row["title"]),
-        )
-
-    async def lock(self, conn: Conn, content_id: uuid.UUID) -> ContentRef | None:
-        row = await resources_db.lock(conn, content_id)
-        return None if row is None else self._ref(row)
+    _db = resources_db
+    _live = "active"
+    _author = "owner_id"
+    _text = "title"
 
     async def can_view(self, db: Executor, viewer: Principal, content_id: uuid.UUID) -> bool:
-        return await resources_db.is_visible(db, viewer.user_id, content_id)
-
-    async def set_state(self, conn: Conn, content_id: uuid.UUID, state: State) -> None:
-        await resources_db.set_status(conn, content_id, self._STATUS[state])
-
-    async def describe(self, db: Executor, ids: list[uuid.UUID]) -> dict[uuid.UUID, ContentRef]:
-        return {r["id"]: self._ref(r) for r in await resources_db.describe_many(db, ids)}
+        visible: bool = await resources_db.is_visible(db, viewer.user_id, content_id)
+        return visible
 
 
 # --------------------------------------------------------------------------- API shapes
