@@ -281,8 +281,8 @@ CREATE TABLE IF NOT EXISTS study_sessions (
     created_at TIMESTAMPTZ DEFAULT NOW(),
     updated_at TIMESTAMPTZ DEFAULT NOW()
 );
--- added: the last sequence number handed out in this session's live room. Incremented in the
--- same transaction that stores a message, so sequences are gap-free and strictly increasing.
+-- added (superseded by session_seqs, which holds the live value; kept so that older data
+-- migrates): the last sequence number handed out in this session's live room.
 ALTER TABLE study_sessions ADD COLUMN IF NOT EXISTS last_message_seq BIGINT NOT NULL DEFAULT 0;
 -- added: when the organizer started and ended the live session.
 ALTER TABLE study_sessions ADD COLUMN IF NOT EXISTS started_at TIMESTAMPTZ;
@@ -478,7 +478,7 @@ CREATE TABLE IF NOT EXISTS session_messages (
     metadata JSONB DEFAULT '{}',
     created_at TIMESTAMPTZ DEFAULT NOW()
 );
--- added: the room-scoped sequence number (see study_sessions.last_message_seq) and the
+-- added: the room-scoped sequence number (see session_seqs) and the
 -- client's own id for the message, so a retried send is stored once.
 ALTER TABLE session_messages ADD COLUMN IF NOT EXISTS seq BIGINT;
 ALTER TABLE session_messages ADD COLUMN IF NOT EXISTS client_message_id VARCHAR(64);
@@ -486,6 +486,39 @@ CREATE UNIQUE INDEX IF NOT EXISTS idx_session_messages_seq ON session_messages(s
 CREATE UNIQUE INDEX IF NOT EXISTS idx_session_messages_client_id
     ON session_messages(session_id, sender_id, client_message_id)
     WHERE client_message_id IS NOT NULL;
+-- added: a message automated moderation removed after it was delivered (CHAT_AI_MODERATION=after);
+-- history then shows it as removed. A reviewer's approval clears it again.
+ALTER TABLE session_messages ADD COLUMN IF NOT EXISTS retracted_at TIMESTAMPTZ;
+
+-- added: each session room's message sequence, in a narrow row of its own. The chat store locks
+-- only these rows (in id order) to hand out sequence numbers, so a slow transaction on a session
+-- (joining, editing, starting) never stalls its chat, and the chat never waits on study_sessions.
+-- `open` follows the session's status (messages are refused once it is completed or cancelled);
+-- both are kept by triggers, so every way a session is created or changed keeps them true.
+CREATE TABLE IF NOT EXISTS session_seqs (
+    session_id UUID PRIMARY KEY REFERENCES study_sessions(id) ON DELETE CASCADE,
+    last_seq BIGINT NOT NULL DEFAULT 0,
+    open BOOLEAN NOT NULL DEFAULT TRUE
+);
+INSERT INTO session_seqs (session_id, last_seq, open)
+    SELECT s.id, s.last_message_seq, s.status NOT IN ('completed', 'cancelled')
+    FROM study_sessions s
+    WHERE NOT EXISTS (SELECT 1 FROM session_seqs q WHERE q.session_id = s.id);
+CREATE OR REPLACE FUNCTION peerspark_session_seq_row() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    IF TG_OP = 'INSERT' THEN
+        INSERT INTO session_seqs (session_id, open)
+            VALUES (NEW.id, NEW.status IS NULL OR NEW.status NOT IN ('completed', 'cancelled'))
+            ON CONFLICT (session_id) DO NOTHING;
+    ELSIF NEW.status IS DISTINCT FROM OLD.status THEN
+        UPDATE session_seqs SET open = NEW.status NOT IN ('completed', 'cancelled')
+            WHERE session_id = NEW.id;
+    END IF;
+    RETURN NULL;
+END $$;
+CREATE OR REPLACE TRIGGER trg_session_seq_row
+    AFTER INSERT OR UPDATE OF status ON study_sessions
+    FOR EACH ROW EXECUTE FUNCTION peerspark_session_seq_row();
 
 -- ===================================================================== used by the spec's code, not declared there
 

@@ -9,7 +9,7 @@ import functools
 import logging
 import os
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 from aiohttp import web
@@ -18,6 +18,7 @@ from redis.asyncio import Redis
 from .actors.hub import Hub
 from .cluster.broker import Broker, LocalBroker, RedisBroker
 from .cluster.presence import LocalPresence, Presence, RedisPresence
+from .cluster.publisher import Publisher
 from .config import Settings
 from .db.pool import Database, apply_schema
 from .db.users import live_sessions
@@ -45,6 +46,7 @@ from .http.keys import (
     CALENDAR,
     CALENDAR_FEED,
     CHAT,
+    CHAT_DB,
     COMMENTS,
     DB,
     HEALTH,
@@ -82,7 +84,7 @@ from .services.ai.retrieval import Retriever
 from .services.auth import AuthService
 from .services.calendar import CalendarService
 from .services.calendar_feed import CalendarFeed
-from .services.chat import ChatService
+from .services.chat import ChatLimiter, ChatService
 from .services.comments import CommentService
 from .services.effects import Units
 from .services.email import EmailJobs, Mailer
@@ -95,7 +97,12 @@ from .services.mobile import MobileService
 from .services.moderation import HeldContent, ModerationService
 from .services.notifications import NotificationService
 from .services.pods import PodService
-from .services.ratelimit import LocalRateLimiter, RateLimiter, RedisRateLimiter
+from .services.ratelimit import (
+    FallbackRateLimiter,
+    LocalRateLimiter,
+    RateLimiter,
+    RedisRateLimiter,
+)
 from .services.realtime import RealtimeService, SessionHistory
 from .services.reminders import Reminders
 from .services.reports import CommentContent, PostContent, ReportService, ResourceContent
@@ -120,6 +127,16 @@ async def _database(app: web.Application) -> AsyncIterator[None]:
         statement_timeout_ms=settings.database_timeout_ms,
     )
     app[DB] = db
+    # The chat store's own connections (one per shard, and one for reads of the live path):
+    # requests that exhaust the main pool, or hold a session's rows, never stall chat.
+    store = await Database.connect(
+        settings.database_url,
+        max_size=settings.chat_store_shards + 1,
+        statement_timeout_ms=min(settings.database_timeout_ms, 10_000),
+        lock_timeout_ms=settings.chat_lock_timeout_ms,
+        application_name="peerspark-rt-chat",
+    )
+    app[CHAT_DB] = store
 
     async def probe() -> dict[str, Any]:
         version = await db.fetchval("SHOW server_version")
@@ -133,6 +150,7 @@ async def _database(app: web.Application) -> AsyncIterator[None]:
         ]
     )
     yield
+    await store.close()
     await db.close()
 
 
@@ -146,26 +164,67 @@ async def _redis_and_broker(app: web.Application) -> AsyncIterator[None]:
             settings.redis_url,
             max_connections=settings.redis_pool_size,
             socket_connect_timeout=5,
+            # every call has a deadline (pub/sub's blocking read excepted: it waits for news)
+            socket_timeout=settings.redis_timeout,
             health_check_interval=15,
         )
         await redis.ping()  # fail start-up now rather than on the first request
         app[REDIS] = redis
-        limiter = RedisRateLimiter(redis, settings.redis_key_prefix)
-        broker = RedisBroker(redis, settings.node_id, settings.redis_key_prefix)
+        fallback = FallbackRateLimiter(
+            RedisRateLimiter(redis, settings.redis_key_prefix),
+            LocalRateLimiter(),
+            timeout=settings.redis_timeout,
+        )
+        limiter = fallback
+        publisher = Publisher(
+            redis,
+            max_bytes=settings.redis_publish_buffer,
+            timeout=settings.redis_timeout,
+            metrics=app[METRICS],
+        )
+        broker = RedisBroker(
+            redis,
+            settings.node_id,
+            settings.redis_key_prefix,
+            publisher=publisher,
+            timeout=settings.redis_timeout,
+        )
+        app[METRICS].add_source(
+            lambda: [
+                (
+                    "peerspark_redis_publish_buffered_bytes",
+                    "Bytes of cross-node traffic waiting for Redis",
+                    {},
+                    float(publisher.buffered_bytes),
+                )
+            ]
+        )
 
         async def probe() -> dict[str, Any]:
             await redis.ping()
             info = await redis.info("server")
-            return {"status": "healthy", "mode": "redis", "version": info.get("redis_version")}
+            return {
+                **broker.health(),
+                "version": info.get("redis_version"),
+                "rateLimits": fallback.health(),
+            }
 
     else:
         limiter = LocalRateLimiter()
         broker = LocalBroker(settings.node_id)
 
         async def probe() -> dict[str, Any]:
-            return {"status": "healthy", "mode": "in-process"}
+            return {
+                "status": "healthy",
+                "mode": "in-process",
+                "note": "no REDIS_URL: a single node; pub/sub, presence and rate limits live "
+                "in this process",
+            }
 
-    app[HEALTH].add("redis", probe)
+    # Not required: a node without Redis still serves its users (cross-node delivery then
+    # goes through the store's position checks), and every node loses Redis at once: taking
+    # them all out of the load balancer would turn a degradation into an outage.
+    app[HEALTH].add("redis", probe, required=False)
     app[LIMITER] = limiter
     app[BROKER] = broker
     app[LIVE] = LiveEvents(broker)
@@ -197,7 +256,14 @@ async def _services(app: web.Application) -> AsyncIterator[None]:
         db, settings, app[AI], app[PODS], app[NOTIFICATIONS], metrics
     )
     app[CHAT] = ChatService(
-        db, app[LIVE], shards=settings.chat_store_shards, moderation=app[MODERATION]
+        db,
+        app[LIVE],
+        store_db=app[CHAT_DB],
+        shards=settings.chat_store_shards,
+        moderation=app[MODERATION],
+        moderation_mode=settings.chat_ai_moderation,  # type: ignore[arg-type]
+        limiter=ChatLimiter(settings.ws_send_rate, settings.ws_send_burst),
+        observe_batch=metrics.chat_committed,
     )
     app[ASSISTANT] = AssistantService(
         db=db,
@@ -231,6 +297,22 @@ async def _services(app: web.Application) -> AsyncIterator[None]:
 
 
 SESSION_CHECK_EVERY = 60.0  # seconds between checks that live sockets' logins still exist
+LAG_SAMPLE = 0.25  # seconds between event-loop lag samples
+LAG_WINDOW = 20  # samples in one reported maximum (5 s)
+
+
+async def watch_loop_lag(report: Callable[[float], None]) -> None:
+    """How late the event loop runs a timer: the delay every socket and room then sees."""
+    loop = asyncio.get_running_loop()
+    worst, samples = 0.0, 0
+    while True:
+        started = loop.time()
+        await asyncio.sleep(LAG_SAMPLE)
+        worst = max(worst, loop.time() - started - LAG_SAMPLE)
+        samples += 1
+        if samples >= LAG_WINDOW:
+            report(worst)
+            worst, samples = 0.0, 0
 
 
 async def _realtime(app: web.Application) -> AsyncIterator[None]:
@@ -243,24 +325,49 @@ async def _realtime(app: web.Application) -> AsyncIterator[None]:
     hub = Hub(
         broker=app[BROKER],
         presence=presence,
-        history=SessionHistory(db),
+        history=SessionHistory(app[CHAT_DB]),
         metrics=app[METRICS],
         typing_ttl=settings.typing_timeout,
-        outbound_limit=settings.ws_outbound_queue,
+        outbound_limit=settings.ws_outbound_bytes,
         presence_grace=settings.presence_grace,
+        max_resume=settings.ws_max_resume,
+        redis_timeout=settings.redis_timeout,
+        position_interval=settings.position_check_interval,
     )
     await hub.start()
     await presence.start()
     app[HUB] = hub
+    metrics = app[METRICS]
+    metrics.add_source(
+        lambda: [
+            (
+                "peerspark_room_mailbox_depth_max",
+                "Deepest room mailbox on this node",
+                {},
+                float(hub.deepest_mailbox()),
+            ),
+            (
+                "peerspark_ws_outbound_bytes",
+                "Bytes queued for websocket clients on this node",
+                {},
+                float(hub.queued_bytes()),
+            ),
+            (
+                "peerspark_presence_writes_backlog",
+                "Presence writes waiting for the registry",
+                {},
+                float(hub.presence_writer.backlog),
+            ),
+        ]
+    )
     sessions = app[SESSIONS]
     app[REALTIME] = RealtimeService(
         hub=hub,
         pods=app[PODS],
         sessions=sessions,
         chat=app[CHAT],
-        send_rate=settings.ws_send_rate,
-        send_burst=settings.ws_send_burst,
         screen_share_enabled=settings.enable_video_calls,
+        max_rooms=settings.ws_max_rooms,
     )
 
     async def attendance(room: str, user_id: uuid.UUID, present: bool) -> None:
@@ -296,8 +403,10 @@ async def _realtime(app: web.Application) -> AsyncIterator[None]:
                     conn.close(CLOSE_SESSION_REVOKED, "session ended")
 
     checker = asyncio.create_task(check_logins(), name="ws-session-check")
+    lag = asyncio.create_task(watch_loop_lag(metrics.loop_lag.set), name="loop-lag")
     yield
     checker.cancel()
+    lag.cancel()
     await hub.close()
     await presence.close()
 

@@ -281,14 +281,17 @@ class LiveClient:
 
     # --- requests ------------------------------------------------------------------------
 
-    async def join(self, room: str, since: int | None = None, timeout: float = 10) -> Joined:
-        """Enter a room; returns the `joined` frame (presence, last sequence)."""
+    async def join(
+        self, room: str, since: int | None = None, timeout: float = 10, *, enrol: bool = False
+    ) -> Joined:
+        """Enter a room; returns the `joined` frame (presence, last sequence). `enrol`: take
+        part in a session first when not yet a participant."""
         future: asyncio.Future[Joined] = asyncio.get_running_loop().create_future()
         self._joins[room] = future
         self.rooms[room] = None
         if since is not None:
             self.last_seq[room] = since
-        await self._write(Join(room=room, since=since))
+        await self._write(Join(room=room, since=since, enrol=enrol))
         return await asyncio.wait_for(future, timeout)
 
     async def leave(self, room: str) -> None:

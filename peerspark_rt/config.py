@@ -50,6 +50,8 @@ class Settings:
     redis_url: str | None = None
     redis_pool_size: int = 10
     redis_key_prefix: str = "ps:"
+    redis_timeout: float = 1.0
+    redis_publish_buffer: int = 8 * 1024 * 1024
 
     jwt_secret: str = ""
     jwt_refresh_secret: str = ""
@@ -113,13 +115,18 @@ class Settings:
     auto_migrate: bool = True
 
     ws_max_message_bytes: int = 65536
-    ws_outbound_queue: int = 256
+    ws_outbound_bytes: int = 1024 * 1024
     ws_heartbeat: float = 25.0
     ws_send_rate: float = 50.0
     ws_send_burst: int = 100
+    ws_max_rooms: int = 100
+    ws_max_resume: int = 5000
     typing_timeout: float = 6.0
     presence_grace: float = 5.0
+    position_check_interval: float = 1.0
     chat_store_shards: int = 1
+    chat_ai_moderation: str = "after"
+    chat_lock_timeout_ms: int = 2000
 
     node_id: str = field(default_factory=lambda: secrets.token_hex(4))
 
@@ -258,6 +265,8 @@ _VARIABLES: dict[str, tuple[str, Callable[[str], Any]]] = {
     "REDIS_URL": ("redis_url", _url("redis", "rediss", "unix")),
     "REDIS_POOL_SIZE": ("redis_pool_size", _int_in(1, 1000)),
     "REDIS_KEY_PREFIX": ("redis_key_prefix", _text),
+    "REDIS_TIMEOUT": ("redis_timeout", _positive_float),
+    "REDIS_PUBLISH_BUFFER": ("redis_publish_buffer", _int_in(64 * 1024, 1024**3)),
     "JWT_SECRET": ("jwt_secret", _secret),
     "JWT_REFRESH_SECRET": ("jwt_refresh_secret", _secret),
     "ACCESS_TOKEN_TTL": ("access_token_ttl", _int_in(10, 86400)),
@@ -310,13 +319,18 @@ _VARIABLES: dict[str, tuple[str, Callable[[str], Any]]] = {
     "TRUST_PROXY_HEADERS": ("trust_proxy_headers", _bool),
     "AUTO_MIGRATE": ("auto_migrate", _bool),
     "WS_MAX_MESSAGE_BYTES": ("ws_max_message_bytes", _int_in(1024, 16 * 1024 * 1024)),
-    "WS_OUTBOUND_QUEUE": ("ws_outbound_queue", _int_in(8, 100_000)),
+    "WS_OUTBOUND_BYTES": ("ws_outbound_bytes", _int_in(16 * 1024, 256 * 1024 * 1024)),
     "WS_HEARTBEAT": ("ws_heartbeat", _positive_float),
     "WS_SEND_RATE": ("ws_send_rate", _positive_float),
     "WS_SEND_BURST": ("ws_send_burst", _int_in(1, 100_000)),
+    "WS_MAX_ROOMS": ("ws_max_rooms", _int_in(1, 10_000)),
+    "WS_MAX_RESUME": ("ws_max_resume", _int_in(1, 1_000_000)),
     "TYPING_TIMEOUT": ("typing_timeout", _positive_float),
     "PRESENCE_GRACE": ("presence_grace", _non_negative_float),
+    "POSITION_CHECK_INTERVAL": ("position_check_interval", _positive_float),
     "CHAT_STORE_SHARDS": ("chat_store_shards", _int_in(1, 64)),
+    "CHAT_AI_MODERATION": ("chat_ai_moderation", _one_of("after", "before", "off")),
+    "CHAT_LOCK_TIMEOUT": ("chat_lock_timeout_ms", _int_in(10, 600_000)),
     "NODE_ID": ("node_id", _text),
 }
 

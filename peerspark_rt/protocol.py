@@ -24,10 +24,13 @@ class _Frame(msgspec.Struct, tag_field="t", rename="camel", omit_defaults=True):
 
 
 class Join(_Frame, tag="join", forbid_unknown_fields=True):
-    """Enter a room. `since`: the last sequence seen, to receive every later message."""
+    """Enter a room. `since`: the last sequence seen, to receive every later message.
+    `enrol`: (session rooms) take part in the session first, as POST /api/sessions/{id}/join
+    does, when not yet a participant; without it a non-participant is refused."""
 
     room: str
     since: int | None = None
+    enrol: bool = False
 
 
 class Leave(_Frame, tag="leave", forbid_unknown_fields=True):
@@ -114,6 +117,18 @@ class Message(_Frame, tag="message"):
     cid: str | None = None
     file_url: str | None = None
     meta: dict[str, Any] | None = None
+    # removed by moderation after it was delivered: body, fileUrl and meta are gone
+    retracted: bool = False
+
+
+class Retracted(_Frame, tag="retracted"):
+    """A delivered message was removed (automated moderation flagged it): clients replace
+    it with a notice. `reason` says why."""
+
+    room: str
+    seq: int
+    id: str
+    reason: str
 
 
 class Presence(_Frame, tag="presence"):
@@ -196,6 +211,7 @@ ServerFrame = (
     Joined
     | Left
     | Message
+    | Retracted
     | Presence
     | TypingEvent
     | ScreenShareEvent

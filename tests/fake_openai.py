@@ -55,6 +55,9 @@ class FakeOpenAI:
         self.moderation_inputs: list[str] = []
         self.mode = "ok"
         self.moderation_mode = "ok"
+        # seconds every moderation call takes, and per word in the text (slow upstreams)
+        self.moderation_delay = 0.0
+        self.moderation_delays: dict[str, float] = {}
         self.models_down = False
         self.reply: str | None = None
         self.slow_seconds = 5.0
@@ -209,6 +212,12 @@ class FakeOpenAI:
             return web.json_response({"error": {"message": "down", "type": "x"}}, status=503)
         if self.moderation_mode == "slow":
             await self._stall()
+        delay = max(
+            [self.moderation_delay]
+            + [d for word, d in self.moderation_delays.items() if word in text.lower()]
+        )
+        if delay > 0:
+            await asyncio.sleep(delay)
         flagged = {cat for word, cat in self.flag_words.items() if word in text.lower()}
         return web.json_response(
             {

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import itertools
 import secrets
 from dataclasses import dataclass
@@ -220,3 +221,29 @@ async def messages_from(client: LiveClient, count: int, timeout: float = 20) -> 
             got.append(frame)
     assert client.duplicates == 0, "the server sent a message twice"
     return got
+
+
+async def open_session(api: Api, organizer: User, *people: User, **fields: Any) -> str:
+    """A group session starting in five minutes, with `people` taking part; its room name."""
+    start = dt.datetime.now(dt.UTC) + dt.timedelta(minutes=5)
+    body = {
+        "title": "Live room",
+        "sessionType": "group",
+        "startTime": start.isoformat(),
+        "endTime": (start + dt.timedelta(hours=1)).isoformat(),
+        **fields,
+    }
+    resp = await api.post("/api/sessions", organizer, json=body)
+    assert resp.status == 201, resp.body
+    for person in people:
+        assert (await api.post(f"/api/sessions/{resp.body['id']}/join", person)).status == 200
+    return f"session:{resp.body['id']}"
+
+
+async def frame_of(client: LiveClient, of: type[Any], timeout: float = 5, **match: Any) -> Any:
+    """The next frame of type `of` whose fields equal `match` (others are skipped)."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    while True:
+        frame = await client.next(max(0.01, deadline - asyncio.get_running_loop().time()))
+        if isinstance(frame, of) and all(getattr(frame, k) == v for k, v in match.items()):
+            return frame

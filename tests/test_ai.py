@@ -459,7 +459,7 @@ async def test_upstream_dying_mid_stream_stores_nothing(
     assert (await ai_api.get("/api/ai/conversations", ann)).body["conversations"] == []
     assert (
         await db.fetchval(
-            "SELECT last_message_seq FROM study_sessions WHERE id = $1", uuid.UUID(session_id)
+            "SELECT last_seq FROM session_seqs WHERE session_id = $1", uuid.UUID(session_id)
         )
         == 0
     )

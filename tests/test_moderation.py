@@ -237,7 +237,11 @@ async def test_link_spam_and_repeats_are_held(make_client: Any) -> None:
 async def test_openai_moderation_flags_and_falls_back_to_local_rules(
     make_client: Any, fake_ai: FakeOpenAI
 ) -> None:
-    api = await make_client(**ai_settings(fake_ai, moderation_blocked_words=("casino",)))
+    """CHAT_AI_MODERATION=before: a message waits for the OpenAI check and is held if flagged
+    (`after`, the default, is in test_chat_moderation.py)."""
+    api = await make_client(
+        **ai_settings(fake_ai, moderation_blocked_words=("casino",), chat_ai_moderation="before")
+    )
     organizer, ann = await api.register(), await api.register()
     session_id = await open_session(api, organizer, ann)
     room = f"session:{session_id}"

@@ -1,13 +1,23 @@
-"""One websocket's outbound side: a bounded queue of ready-made frames, written straight to the
+"""One websocket's outbound side: bounded queues of ready-made frames, written straight to the
 socket's transport.
 
 Fan-out builds a websocket frame once (header + payload) and hands the same bytes object to
 every member's `push`. Nothing awaits per member: `push` appends to the member's queue and
-marks it dirty; once per event-loop tick the `Flusher` writes each dirty socket's queue in one
-`transport.write` call (so frames that pile up in a tick go out in one send). A socket whose
-kernel buffer is full keeps its frames queued; if the queue passes its bound the socket is told
-to resync (its queue is dropped) and, if it keeps falling behind, closed with 4008. A slow
-reader therefore costs a bounded amount of memory and never slows its rooms.
+marks it dirty; once per event-loop tick the `Flusher` writes each dirty socket's queues in one
+`transport.write` call (so frames that pile up in a tick go out in one send).
+
+Two queues, because they are bounded differently:
+* room traffic (messages, presence, typing, events) is bounded in **bytes** (`limit`). A socket
+  whose kernel buffer is full keeps it queued; past the bound the queued room traffic is
+  dropped and the socket is told to resync (the hub's `on_overflow`); falling behind again
+  within `RESYNC_GRACE` closes it with 4008.
+* control frames (`joined`, `ack`, `error`, `resync`, `left`, `pong`) are never dropped by an
+  overflow: they answer what the client asked and are small. A client that keeps asking while
+  reading nothing still cannot grow them without bound (`CONTROL_LIMIT` aborts it).
+
+Replays (a resume) are paced by the room actor through `on_drain`, so a catch-up of any size
+goes only as fast as the socket drains. Every close has a deadline and ends in
+`transport.abort()`: a client that stops reading cannot pin its handler, rooms and buffers.
 """
 
 from __future__ import annotations
@@ -28,7 +38,9 @@ OP_TEXT = 0x1
 OP_BINARY = 0x2
 HIGH_WATER = 256 * 1024  # bytes in the transport's buffer before we stop writing to it
 HARD_LIMIT = 4 * 1024 * 1024  # the client is not reading at all: drop it
+CONTROL_LIMIT = 1024 * 1024  # control frames queued for a client that reads nothing
 RESYNC_GRACE = 10.0  # seconds: a second overflow within this closes the socket
+CLOSE_DEADLINE = 3.0  # seconds a close handshake may take before the connection is cut
 
 
 _closing: set[asyncio.Future[None]] = set()  # close handshakes in flight (keeps them referenced)
@@ -46,11 +58,26 @@ def ws_frame(payload: bytes, opcode: int) -> bytes:
 
 
 def send_frame(conn: Connection, frame: Any) -> None:
-    """Encode one server frame (a protocol Struct) in the socket's format and queue it."""
+    """Encode one control frame (a protocol Struct: joined, ack, error...) in the socket's
+    format and queue it; it is never dropped by an overflow."""
     if conn.binary:
-        conn.push(ws_frame(msgpack_encoder.encode(frame), OP_BINARY))
+        conn.push_control(ws_frame(msgpack_encoder.encode(frame), OP_BINARY))
     else:
-        conn.push(ws_frame(json_encoder.encode(frame), OP_TEXT))
+        conn.push_control(ws_frame(json_encoder.encode(frame), OP_TEXT))
+
+
+def abort_if_stuck(transport: asyncio.Transport) -> None:
+    """Cut a connection that a graceful close left holding unsent bytes (a client that stopped
+    reading keeps a closed transport, and its kernel buffers, alive forever)."""
+    if not transport.is_closing() or _write_buffer(transport):
+        transport.abort()
+
+
+def _write_buffer(transport: asyncio.Transport) -> int:
+    try:
+        return transport.get_write_buffer_size()
+    except (AttributeError, RuntimeError):  # (a transport already torn down)
+        return 0
 
 
 class Flusher:
@@ -97,11 +124,14 @@ class Connection:
 
     __slots__ = (
         "__weakref__",
+        "_ctl",
+        "_ctl_bytes",
         "_dirty",
+        "_drain",
         "_flusher",
         "_last_overflow",
         "_out",
-        "_queued_bytes",
+        "_out_bytes",
         "acked",
         "binary",
         "closing",
@@ -110,8 +140,6 @@ class Connection:
         "limit",
         "on_overflow",
         "rooms",
-        "send_allowance",
-        "send_checked",
         "session_id",
         "transport",
         "user_id",
@@ -142,29 +170,59 @@ class Connection:
         self.acked: dict[str, int] = {}
         self.errors = 0
         self.closing = False
-        self.limit = limit
-        self.send_allowance = 0.0
-        self.send_checked = 0.0
-        # called with (conn, hard) when the queue overflows; set by the hub
+        self.limit = limit  # bytes of room traffic that may wait for this socket
+        # called with (conn, hard) when the room traffic overflows; set by the hub
         self.on_overflow: Callable[[Connection, bool], None] | None = None
         self._flusher = flusher
         self._out: list[bytes] = []
-        self._queued_bytes = 0
+        self._out_bytes = 0
+        self._ctl: list[bytes] = []
+        self._ctl_bytes = 0
+        self._drain: list[Callable[[], None]] | None = None
         self._dirty = False
         self._last_overflow = 0.0
 
     def __repr__(self) -> str:
         return f"<Connection {self.id} user={self.username}>"
 
+    @property
+    def queued_bytes(self) -> int:
+        return self._out_bytes + self._ctl_bytes
+
     def push(self, frame: bytes) -> None:
-        """Queue a ready-made websocket frame; never blocks, never awaits."""
+        """Queue a ready-made frame of room traffic; never blocks, never awaits."""
         if self.closing:
             return
-        if len(self._out) >= self.limit:
+        if self._out_bytes + len(frame) > self.limit and self._out:
             self._overflow()
             return
         self._out.append(frame)
-        self._queued_bytes += len(frame)
+        self._out_bytes += len(frame)
+        self._mark()
+
+    def push_control(self, frame: bytes) -> None:
+        """Queue a control frame: it survives overflows of room traffic."""
+        if self.closing:
+            return
+        self._ctl.append(frame)
+        self._ctl_bytes += len(frame)
+        if self._ctl_bytes > CONTROL_LIMIT:
+            # It asks and asks and reads nothing.
+            self.close(CLOSE_SLOW_CONSUMER, "not reading", abort=True)
+            return
+        self._mark()
+
+    def on_drain(self, callback: Callable[[], None]) -> None:
+        """Call `callback` once what is queued now has been handed to the transport (and the
+        transport had room for it): the pace of a replay."""
+        if self.closing:
+            return
+        if self._drain is None:
+            self._drain = []
+        self._drain.append(callback)
+        self._mark()
+
+    def _mark(self) -> None:
         if not self._dirty:
             self._dirty = True
             self._flusher.mark(self)
@@ -173,60 +231,75 @@ class Connection:
         """Write what is queued. False when the socket is congested and frames remain."""
         self._dirty = False
         if self.closing or self.transport.is_closing():
+            self._clear()
+            return True
+        if self._ctl or self._out:
+            buffered = self.transport.get_write_buffer_size()
+            if buffered > HIGH_WATER:
+                if buffered > HARD_LIMIT:
+                    # Megabytes unread: a close frame would sit behind them forever.
+                    self.close(CLOSE_SLOW_CONSUMER, "too slow", abort=True)
+                    self._overflowed(hard=True)
+                    return True
+                return False
+            frames = self._ctl + self._out if self._ctl else self._out
+            self.transport.write(frames[0] if len(frames) == 1 else b"".join(frames))
+            self._ctl.clear()
             self._out.clear()
-            self._queued_bytes = 0
-            return True
-        if not self._out:
-            return True
-        buffered = self.transport.get_write_buffer_size()
-        if buffered > HIGH_WATER:
-            if buffered > HARD_LIMIT:
-                # Megabytes unread: a close frame would sit behind them forever.
-                self.close(CLOSE_SLOW_CONSUMER, "too slow", abort=True)
-                self._drop(hard=True)
-                return True
-            return False
-        out = self._out
-        self.transport.write(out[0] if len(out) == 1 else b"".join(out))
-        out.clear()
-        self._queued_bytes = 0
+            self._ctl_bytes = self._out_bytes = 0
+        drain, self._drain = self._drain, None
+        if drain:
+            for callback in drain:
+                callback()
         return True
+
+    def _clear(self) -> None:
+        self._out.clear()
+        self._ctl.clear()
+        self._out_bytes = self._ctl_bytes = 0
+        self._drain = None
 
     def _overflow(self) -> None:
         now = time.monotonic()
         hard = now - self._last_overflow < RESYNC_GRACE
         self._last_overflow = now
-        self._drop(hard=hard)
-
-    def _drop(self, *, hard: bool) -> None:
         if not hard:
-            # Told to resync: what was queued is dropped, the notice goes first in line.
+            # Told to resync: queued room traffic is dropped (control frames stay).
             self._out.clear()
-            self._queued_bytes = 0
-        # (When closing, the bounded queue, resync notice included, goes out before the close.)
+            self._out_bytes = 0
+            self._drain = None
+        self._overflowed(hard=hard)
+
+    def _overflowed(self, *, hard: bool) -> None:
         if self.on_overflow is not None:
             self.on_overflow(self, hard)
 
     def close(self, code: int, reason: str, *, abort: bool = False) -> None:
-        """Close with `code`: the close frame follows what the socket already buffered, and
-        aiohttp drops the connection if the client does not answer it in time. `abort` cuts
-        the connection at once (for a client that reads nothing at all)."""
+        """Close with `code`: the close frame follows what is queued, and the connection is
+        cut if the client has not completed the close within `CLOSE_DEADLINE`. `abort` cuts it
+        at once (for a client that reads nothing at all)."""
         if self.closing:
             return
         self.closing = True
         if abort:
             self.transport.abort()
-        elif self._out and not self.transport.is_closing():
-            # What is queued (at most `limit` frames, e.g. a resync notice) goes out before
-            # the close frame.
-            self.transport.write(b"".join(self._out))
-        self._out.clear()
+        elif (self._ctl or self._out) and not self.transport.is_closing():
+            # What is queued (bounded: e.g. a resync notice) goes out before the close frame.
+            self.transport.write(b"".join(self._ctl + self._out))
+        self._clear()
         task = asyncio.ensure_future(self._close_ws(code, reason))
         _closing.add(task)
         task.add_done_callback(_closing.discard)
 
     async def _close_ws(self, code: int, reason: str) -> None:
         try:
-            await self.ws.close(code=code, message=reason.encode())
+            async with asyncio.timeout(CLOSE_DEADLINE):
+                await self.ws.close(code=code, message=reason.encode())
+        except TimeoutError:
+            log.info("%s did not complete its close within %.0fs; cut", self, CLOSE_DEADLINE)
+            self.transport.abort()
         except Exception:  # the peer may already be gone
             log.debug("close of %s failed", self, exc_info=True)
+            self.transport.abort()
+        else:
+            abort_if_stuck(self.transport)

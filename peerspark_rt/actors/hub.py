@@ -1,14 +1,22 @@
 """The hub: this node's registry of room actors and open sockets.
 
-It starts a room's actor on the first local join (subscribing the node to the room on the
-broker first, so nothing published meanwhile is missed), routes broker traffic to actors,
-retires idle actors, applies node-wide control messages (evict a user from a room, close the
-sockets of a revoked login session) and closes everything with "going away" on shutdown.
+It starts a room's actor on the first local join, routes broker traffic to actors, retires
+idle actors, applies node-wide control messages (evict a user from a room, close the sockets of
+a revoked login session) and closes everything with "going away" on shutdown.
+
+It also runs what the actors hand off, so that none of them awaits the network:
+* presence writes go through one `PresenceWriter`, whose answers (first arrival anywhere, last
+  departure everywhere) the hub announces to the other nodes and to the room;
+* the position check: now and then (with several nodes) one query asks the store for the
+  latest sequence of every session room here, so a room that missed a publication fetches it
+  within a bounded time even if the room then falls silent;
+* presence and read hooks (attendance, read markers) go through one bounded queue.
 """
 
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import logging
 import uuid
@@ -20,16 +28,16 @@ import orjson
 from ..cluster import envelope
 from ..cluster.broker import CONTROL_ROOM, Broker
 from ..cluster.presence import Presence
-from ..protocol import (
-    CLOSE_GOING_AWAY,
-    CLOSE_SESSION_REVOKED,
-    CLOSE_SLOW_CONSUMER,
-    Resync,
-)
-from .connection import Connection, Flusher
+from ..cluster.presence_writer import PresenceWriter
+from ..protocol import CLOSE_GOING_AWAY, CLOSE_SESSION_REVOKED, CLOSE_SLOW_CONSUMER
+from . import mail
+from .connection import CLOSE_DEADLINE, Connection, Flusher
 from .room import RoomActor, presence_payload
 
 log = logging.getLogger(__name__)
+
+HOOK_QUEUE = 10_000  # presence/read hook calls waiting to run; more are dropped (and counted)
+HOOK_TIMEOUT = 10.0  # seconds one hook call may take
 
 
 class History(Protocol):
@@ -39,6 +47,9 @@ class History(Protocol):
 
     async def since(self, room: str, after: int, upto: int, limit: int) -> list[tuple[int, bytes]]:
         """Encoded message frames with after < seq <= upto, in order."""
+
+    async def positions(self, rooms: list[str]) -> dict[str, int]:
+        """The latest stored sequence of each room."""
 
 
 # (room, user_id, present) when a user's presence in a room starts or ends cluster-wide
@@ -56,6 +67,14 @@ class HubMetrics(Protocol):
 
     def slow_consumer(self, action: str) -> None: ...
 
+    def resume(self, outcome: str) -> None: ...
+
+    def gap_fetch(self) -> None: ...
+
+    def room_load_failed(self) -> None: ...
+
+    def hook_dropped(self) -> None: ...
+
 
 class Hub:
     def __init__(
@@ -66,8 +85,13 @@ class Hub:
         history: History,
         metrics: HubMetrics,
         typing_ttl: float = 6.0,
-        outbound_limit: int = 256,
+        outbound_limit: int = 1024 * 1024,
         presence_grace: float = 5.0,
+        max_resume: int = 5000,
+        load_timeout: float = 5.0,
+        join_timeout: float = 10.0,
+        redis_timeout: float = 1.0,
+        position_interval: float = 1.0,
     ) -> None:
         self.broker = broker
         self.presence = presence
@@ -77,11 +101,24 @@ class Hub:
         self.outbound_limit = outbound_limit
         # seconds a user whose last socket was lost (not closed) stays present
         self.presence_grace = presence_grace
+        self.max_resume = max_resume
+        self.load_timeout = load_timeout
+        self.join_timeout = join_timeout
+        # 0: no position checks (a single node misses nothing)
+        self.position_interval = position_interval if broker.distributed else 0.0
         self.rooms: dict[str, RoomActor] = {}
         self.connections: set[Connection] = set()
         self.on_presence: list[PresenceHook] = []
         self.on_read: list[ReadHook] = []
+        self.presence_writer = PresenceWriter(
+            presence, self._presence_result, timeout=redis_timeout
+        )
         self._tasks: set[asyncio.Task[Any]] = set()
+        self._hooks: collections.deque[Awaitable[None]] = collections.deque()
+        self._hooks_wake = asyncio.Event()
+        self._hooks_idle = asyncio.Event()
+        self._hooks_idle.set()
+        self._workers: list[asyncio.Task[None]] = []
         self._flusher: Flusher | None = None
         self._closing = False
 
@@ -90,28 +127,41 @@ class Hub:
         self.broker.set_handler(self._on_broker)
         self.presence.on_expired(self._expired)
         self.presence.on_resync(self._resync)
+        self.presence_writer.start()
+        self._workers.append(asyncio.create_task(self._run_hooks(), name="hub-hooks"))
+        if self.position_interval > 0:
+            self._workers.append(asyncio.create_task(self._check_positions(), name="positions"))
 
     @property
     def flusher(self) -> Flusher:
-        assert self._flusher is not None, "hub not started"
+        if self._flusher is None:
+            raise RuntimeError("hub not started")
         return self._flusher
 
     async def close(self) -> None:
-        """Close every socket with 'going away' and let the rooms process the leaves."""
+        """Close every socket with 'going away', all at once, and let the rooms process the
+        leaves; every wait has a deadline."""
         if self._closing:
             return
         self._closing = True
-        for conn in list(self.connections):
+        conns = list(self.connections)
+        for conn in conns:
             conn.close(CLOSE_GOING_AWAY, "server shutting down")
-        for conn in list(self.connections):
-            await self.disconnect(conn)
+        if conns:
+            await asyncio.gather(*(self.disconnect(c) for c in conns))
         for actor in list(self.rooms.values()):
-            actor.post(("stop",))
+            actor.post(mail.Stop())
         actors = [a.task for a in self.rooms.values() if a.task is not None]
         if actors:
-            await asyncio.wait(actors, timeout=5)
+            await asyncio.wait(actors, timeout=CLOSE_DEADLINE)
+        await self.presence_writer.close(timeout=CLOSE_DEADLINE)
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(CLOSE_DEADLINE):
+                await self._hooks_idle.wait()
+        for worker in self._workers:
+            worker.cancel()
         if self._tasks:
-            await asyncio.wait(list(self._tasks), timeout=5)
+            await asyncio.wait(list(self._tasks), timeout=CLOSE_DEADLINE)
 
     # --- sockets -------------------------------------------------------------------------
 
@@ -135,10 +185,10 @@ class Hub:
             actor = self.rooms.get(room)
             if actor is not None:
                 done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-                actor.post(("leave", conn, done, lost))
+                actor.post(mail.Leave(conn, done, lost))
                 waits.append(done)
         if waits:
-            await asyncio.wait(waits, timeout=10)
+            await asyncio.wait(waits, timeout=self.join_timeout)
 
     def _overflow(self, conn: Connection, hard: bool) -> None:
         if hard:
@@ -149,37 +199,48 @@ class Hub:
         for room in conn.rooms:
             actor = self.rooms.get(room)
             if actor is not None:
-                actor.send_to(conn, Resync(room=room))
+                actor.post(mail.Overflowed(conn))
 
     # --- rooms ---------------------------------------------------------------------------
 
-    async def _actor(self, room: str) -> RoomActor:
+    def _actor(self, room: str) -> RoomActor:
         actor = self.rooms.get(room)
         if actor is None:
             actor = RoomActor(self, room)
             self.rooms[room] = actor
-            # Subscribe before the actor reads its state, so nothing falls in between.
-            await self.broker.subscribe(room)
+            # (not awaited: what is published before the subscription takes effect is caught
+            # up by the room's gap fill and position checks)
+            self.broker.subscribe(room)
             actor.start()
             self.metrics.rooms(len(self.rooms))
         return actor
 
-    async def join(self, conn: Connection, room: str, since: int | None) -> None:
-        """Put the socket in the room (authorization was checked by the caller)."""
-        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        (await self._actor(room)).post(("join", conn, since, done))
-        await done
+    async def join(self, conn: Connection, room: str, since: int | None) -> str | None:
+        """Put the socket in the room (authorization was checked by the caller). None when it
+        joined, else an error code (`unavailable`: the room cannot serve joins now; retry)."""
+        if self._closing:
+            return "unavailable"
+        done: mail.JoinResult = asyncio.get_running_loop().create_future()
+        item = mail.Join(conn, since, done)
+        self._actor(room).post(item)
+        try:
+            async with asyncio.timeout(self.join_timeout):
+                return await asyncio.shield(done)
+        except TimeoutError:
+            item.cancelled = True
+            return "unavailable"
 
-    def redispatch_join(self, room: str, item: tuple[Any, ...]) -> None:
+    def redispatch_join(self, room: str, item: mail.Join) -> None:
         """A join that reached an actor as it retired: hand it to the room's next actor."""
-        _, conn, since, done = item
 
         async def again() -> None:
+            result: str | None = "unavailable"
             try:
-                await self.join(conn, room, since)
+                if not item.cancelled:
+                    result = await self.join(item.conn, room, item.since)
             finally:
-                if done is not None and not done.done():
-                    done.set_result(None)
+                if item.done is not None and not item.done.done():
+                    item.done.set_result(result)
 
         self.spawn(again())
 
@@ -188,10 +249,10 @@ class Hub:
         if actor is None or room not in conn.rooms:
             return
         done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        actor.post(("leave", conn, done, False))
-        await done
+        actor.post(mail.Leave(conn, done))
+        await asyncio.wait([done], timeout=self.join_timeout)
 
-    def post(self, conn: Connection, room: str, item: tuple[Any, ...]) -> bool:
+    def post(self, conn: Connection, room: str, item: mail.Mail) -> bool:
         """Send a local socket's request (typing, share, resume) to its room's actor."""
         actor = self.rooms.get(room)
         if actor is None or room not in conn.rooms:
@@ -199,12 +260,11 @@ class Hub:
         actor.post(item)
         return True
 
-    async def retire(self, actor: RoomActor) -> None:
+    def retire(self, actor: RoomActor) -> None:
         if self.rooms.get(actor.room) is actor:
             del self.rooms[actor.room]
             self.metrics.rooms(len(self.rooms))
-            with contextlib.suppress(Exception):
-                await self.broker.unsubscribe(actor.room)
+            self.broker.unsubscribe(actor.room)
 
     # --- broker traffic ------------------------------------------------------------------
 
@@ -214,7 +274,7 @@ class Hub:
             return
         actor = self.rooms.get(room)
         if actor is not None:
-            actor.post(("wire", payload))
+            actor.post(mail.Wire(payload))
 
     def _control(self, payload: bytes) -> None:
         if not payload or payload[0] != envelope.CONTROL:
@@ -226,38 +286,117 @@ class Hub:
         if body.get("op") == "evict":
             actor = self.rooms.get(body.get("room", ""))
             if actor is not None:
-                actor.post(("evict", body.get("userId", "")))
+                actor.post(mail.Evict(body.get("userId", "")))
         elif body.get("op") == "revoke":
             session = body.get("sessionId")
             for conn in list(self.connections):
                 if str(conn.session_id) == session:
                     conn.close(CLOSE_SESSION_REVOKED, "session revoked")
 
-    async def broadcast(self, room: str, payload: bytes) -> None:
-        await self.broker.publish(room, payload)
+    def publish_remote(self, room: str, payload: bytes) -> None:
+        """State a room has applied locally, for the other nodes (never waits)."""
+        self.broker.publish_remote(room, payload)
 
-    async def announce_presence(self, room: str, user_id: str, username: str, state: str) -> None:
-        """A user's presence started or ended cluster-wide: tell every node, record it."""
-        await self.broker.publish(room, presence_payload(room, user_id, username, state))
+    # --- presence ------------------------------------------------------------------------
+
+    def presence_add(self, room: str, user_id: str, username: str) -> None:
+        self.presence_writer.add(room, user_id, username)
+
+    def presence_remove(self, room: str, user_id: str, username: str) -> None:
+        self.presence_writer.remove(room, user_id, username)
+
+    def _presence_result(
+        self, op: str, room: str, user_id: str, username: str, changed: bool
+    ) -> None:
+        """The registry's answer to a presence write: announce a first arrival or a last
+        departure to the other nodes (the room here already knows of an arrival)."""
+        if not changed:
+            return
+        state = "join" if op == "add" else "leave"
+        self.broker.publish_remote(room, presence_payload(room, user_id, username, state))
+        if state == "leave":
+            actor = self.rooms.get(room)
+            if actor is not None:
+                actor.post(mail.PresenceGone(user_id, username))
+        self._run_presence_hooks(room, user_id, state == "join")
+
+    def _run_presence_hooks(self, room: str, user_id: str, present: bool) -> None:
         for hook in self.on_presence:
-            self.spawn(hook(room, uuid.UUID(user_id), state == "join"))
+            self._queue_hook(hook(room, uuid.UUID(user_id), present))
 
     async def _expired(self, room: str, user_id: str, username: str) -> None:
-        await self.announce_presence(room, user_id, username, "leave")
+        """A dead node's user left the room: every node (this one too) hears it."""
+        self.broker.publish(room, presence_payload(room, user_id, username, "leave"))
+        self._run_presence_hooks(room, user_id, False)
 
     async def _resync(self) -> None:
         for actor in list(self.rooms.values()):
-            actor.post(("reassert",))
+            actor.post(mail.Reassert())
 
     def record_read(self, room: str, user_id: uuid.UUID, seq: int) -> None:
         for hook in self.on_read:
-            self.spawn(hook(room, user_id, seq))
+            self._queue_hook(hook(room, user_id, seq))
+
+    # --- handed-off work -----------------------------------------------------------------
+
+    def _queue_hook(self, call: Awaitable[None]) -> None:
+        if len(self._hooks) >= HOOK_QUEUE:
+            self.metrics.hook_dropped()
+            log.warning("hook queue full; dropping %s", call)
+            if asyncio.iscoroutine(call):
+                call.close()
+            return
+        self._hooks.append(call)
+        self._hooks_idle.clear()
+        self._hooks_wake.set()
+
+    async def _run_hooks(self) -> None:
+        while True:
+            if not self._hooks:
+                self._hooks_idle.set()
+                self._hooks_wake.clear()
+                await self._hooks_wake.wait()
+                continue
+            call = self._hooks.popleft()
+            try:
+                async with asyncio.timeout(HOOK_TIMEOUT):
+                    await call
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("presence/read hook failed")
+
+    async def _check_positions(self) -> None:
+        """Tell each session room the store's latest sequence (see the module docstring)."""
+        while True:
+            await asyncio.sleep(self.position_interval)
+            actors = [a for a in self.rooms.values() if a.sequenced and a.ready]
+            if not actors:
+                continue
+            try:
+                async with asyncio.timeout(self.load_timeout):
+                    positions = await self.history.positions([a.room for a in actors])
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                log.warning("position check failed: %s", exc or type(exc).__name__)
+                continue
+            for actor in actors:
+                seq = positions.get(actor.room)
+                if seq is not None and seq > actor.last_seq:
+                    actor.post(mail.Position(seq))
 
     # --- bookkeeping ---------------------------------------------------------------------
 
     def count_deliveries(self, n: int) -> None:
         if n:
             self.metrics.deliveries(n)
+
+    def deepest_mailbox(self) -> int:
+        return max((len(a.mailbox) for a in self.rooms.values()), default=0)
+
+    def queued_bytes(self) -> int:
+        return sum(c.queued_bytes for c in self.connections)
 
     def spawn(self, coro: Awaitable[Any]) -> None:
         """Run a background task, keep a reference until it ends, log its failure."""

@@ -47,5 +47,5 @@ class Mailbox(Generic[T]):
     def empty(self) -> bool:
         return not self._items
 
-    def qsize(self) -> int:
+    def __len__(self) -> int:
         return len(self._items)

@@ -1,14 +1,21 @@
 """A room actor: the one task on this node that owns a room's live state.
 
-It is fed by a mailbox: sockets joining and leaving, typing and screen-share changes from local
-sockets, and frames arriving from the broker (from this node or others). Nothing else touches
-its state. It fans each frame out by encoding it once per wire format and pushing the same
-bytes to every local member.
+It is fed by a mailbox (see `mail`): sockets joining and leaving, typing and screen-share
+changes from local sockets, frames arriving from the broker, and the results of work it handed
+off. It never awaits the network: loading its state, presence writes and store fetches run
+elsewhere and come back as mail, so a stalled Redis or PostgreSQL slows what depends on them
+and never freezes the room. It fans each frame out by encoding it once per wire format and
+pushing the same bytes to every local member.
 
-For session rooms it also keeps chat messages in sequence order: a frame that arrives ahead of
-a missing one waits briefly, then the gap is filled from the store, so every member sees each
-message once, in order, without gaps. A short ring buffer of recent frames serves resumes
-without touching the database.
+Session rooms also keep chat messages in sequence order: a frame that arrives ahead of a
+missing one waits briefly, then the gap is filled from the store, so every member sees each
+message once, in order, without gaps. The hub's periodic position check tells the room the
+store's latest sequence, so a message whose publication was lost is fetched even when the room
+then falls silent. A ring of recent frames serves resumes without touching the database; a
+resume is replayed only as fast as the socket drains.
+
+A room whose state cannot be loaded (its sequence, who is present) does not guess: it holds
+joins, answers them `unavailable` when a load attempt fails, and retries with backoff.
 """
 
 from __future__ import annotations
@@ -17,9 +24,8 @@ import asyncio
 import collections
 import logging
 import time
-from typing import TYPE_CHECKING, Any
-
-import msgspec
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from ..cluster import envelope
 from ..protocol import (
@@ -28,6 +34,7 @@ from ..protocol import (
     Left,
     Member,
     Presence,
+    Resync,
     ScreenShareEvent,
     ScreenShareState,
     TypingEvent,
@@ -35,6 +42,7 @@ from ..protocol import (
     msgpack_encoder,
     server_json_decoder,
 )
+from . import mail
 from .connection import OP_BINARY, OP_TEXT, Connection, send_frame, ws_frame
 from .mailbox import Mailbox
 
@@ -44,12 +52,15 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 RECENT = 1024  # messages kept in memory for resumes
-MAX_RESUME = 5000  # a resume further back than this must reload history over REST
 GAP_WAIT = 0.15  # seconds a later message waits for a missing one before we fetch it
+GAP_RETRY = 1.0  # seconds before a failed gap fetch is tried again
 LINGER = 5.0  # seconds an empty room stays up (reconnects are cheap)
 # (A user whose last socket was lost, rather than closed, stays present for the hub's
 # `presence_grace` seconds: a reconnect within it is not a leave and a join.)
 TYPING_THROTTLE = 2.0  # seconds between re-broadcasts of a user's "typing start"
+REPLAY_CHUNK = 64 * 1024  # bytes of a replay handed to a socket before waiting for it to drain
+REPLAY_PAGE = 200  # stored messages fetched at a time for a replay
+LOAD_BACKOFF = (0.2, 0.5, 1.0, 2.0, 5.0)  # seconds between attempts to load the room's state
 
 
 _NO_MESSAGES: collections.deque[tuple[int, bytes]] = collections.deque(maxlen=0)
@@ -59,6 +70,16 @@ def _to_msgpack(payload: bytes) -> bytes:
     return msgpack_encoder.encode(server_json_decoder.decode(payload))
 
 
+@dataclass(slots=True)
+class _Replay:
+    """Where one socket's catch-up stands: the next sequence it needs, and a fetched page of
+    stored messages when the ring no longer holds them."""
+
+    next: int
+    page: dict[int, bytes] | None = None
+    fetching: bool = False
+
+
 class RoomActor:
     def __init__(self, hub: Hub, room: str) -> None:
         self.hub = hub
@@ -66,7 +87,9 @@ class RoomActor:
         kind = room.partition(":")[0]
         self.sequenced = kind == "session"
         self.tracks_presence = kind in ("session", "pod")
-        self.mailbox: Mailbox[tuple[Any, ...]] = Mailbox()
+        # user rooms have no state to load
+        self.ready = not (self.sequenced or self.tracks_presence)
+        self.mailbox: Mailbox[mail.Mail] = Mailbox()
         self.task: asyncio.Task[None] | None = None
         # members, by wire format (so fan-out needs no per-member branch)
         self.text_members: dict[Connection, None] = {}
@@ -79,29 +102,36 @@ class RoomActor:
         self.typing: dict[str, tuple[str, float]] = {}  # user id -> (username, expires)
         self.typing_sent: dict[str, float] = {}  # user id -> last broadcast (our users)
         self.sharing: dict[str, ScreenShareState] = {}
-        self.last_seq = 0
+        self.last_seq = 0  # the last message delivered here, in order
+        self.known_seq = 0  # the latest message known to exist (live frames, positions)
         self.pending: dict[int, bytes] = {}
         # (only session rooms keep messages; others share one empty, never-filled deque: an
         # empty deque still costs ~0.7 KB, and there is a user room per connected user)
         self.recent: collections.deque[tuple[int, bytes]] = (
             collections.deque(maxlen=RECENT) if self.sequenced else _NO_MESSAGES
         )
-        self.holding: dict[Connection, list[tuple[int, bytes]]] = {}
+        self.replaying: dict[Connection, _Replay] = {}
         # user id -> (username, timer): lost their last local socket; still present until
         # the timer fires, unless they come back first
         self.departing: dict[str, tuple[str, asyncio.TimerHandle]] = {}
+        self.waiting: list[mail.Join] = []  # joins that came before the state was loaded
+        self._early: list[bytes] = []  # room state frames that came before it was loaded
+        self._loads = 0
         self._gap_timer: asyncio.TimerHandle | None = None
         self._gap_fetching = False
         self._typing_timer: asyncio.TimerHandle | None = None
         self._idle_timer: asyncio.TimerHandle | None = None
+        self._load_timer: asyncio.TimerHandle | None = None
         self._retired = False
 
     # --- plumbing ------------------------------------------------------------------------
 
     def start(self) -> None:
         self.task = asyncio.create_task(self._run(), name=f"room:{self.room}")
+        if not self.ready:
+            self.hub.spawn(self._load())
 
-    def post(self, item: tuple[Any, ...]) -> None:
+    def post(self, item: mail.Mail) -> None:
         self.mailbox.put_nowait(item)
 
     @property
@@ -113,36 +143,25 @@ class RoomActor:
 
     async def _run(self) -> None:
         try:
-            await self._init()
             while True:
                 item = await self.mailbox.get()
-                if item[0] == "stop":
-                    await self._depart_all()
+                if type(item) is mail.Stop:
+                    self._depart_all()
                     break
                 try:
-                    await self._handle(item)
+                    self._handle(item)
                 except asyncio.CancelledError:
                     raise
                 except Exception:
-                    log.exception("room %s failed on %s", self.room, item[0])
+                    log.exception("room %s failed on %s", self.room, type(item).__name__)
                 if self._retired:
                     break
         finally:
             self._cancel_timers()
             self._handoff()
 
-    async def _init(self) -> None:
-        try:
-            if self.sequenced:
-                self.last_seq = await self.hub.history.last_seq(self.room)
-            if self.tracks_presence:
-                self.presence = await self.hub.presence.members(self.room)
-                self._presence_list = None
-        except Exception:
-            log.exception("room %s could not load its state", self.room)
-
     def _cancel_timers(self) -> None:
-        for timer in (self._gap_timer, self._typing_timer, self._idle_timer):
+        for timer in (self._gap_timer, self._typing_timer, self._idle_timer, self._load_timer):
             if timer is not None:
                 timer.cancel()
         for _, grace in self.departing.values():
@@ -150,49 +169,114 @@ class RoomActor:
 
     def _handoff(self) -> None:
         """After retiring, joins that raced with it go to the room's next actor."""
+        for join in self.waiting:
+            self.hub.redispatch_join(self.room, join)
+        self.waiting.clear()
         while not self.mailbox.empty():
             item = self.mailbox.get_nowait()
-            if item[0] == "join":
+            if type(item) is mail.Join:
                 self.hub.redispatch_join(self.room, item)
+            elif type(item) is mail.Leave and item.done is not None and not item.done.done():
+                item.done.set_result(None)
 
-    async def _handle(self, item: tuple[Any, ...]) -> None:
-        match item[0]:
-            case "wire":
-                self._on_wire(item[1])
-            case "join":
-                await self._join(item[1], item[2], item[3])
-            case "leave":
-                await self._leave(item[1], lost=item[3])
-                if item[2] is not None and not item[2].done():
-                    item[2].set_result(None)
-            case "depart":
-                await self._grace_over(item[1])
-            case "typing":
-                await self._typing_from(item[1], item[2])
-            case "share":
-                await self._share_from(item[1], item[2], item[3])
-            case "resume":
-                self._resume(item[1], item[2])
-            case "backfill":
-                self._finish_backfill(item[1], item[2], item[3])
-            case "gap":
+    def _handle(self, item: mail.Mail) -> None:
+        match item:
+            case mail.Wire(payload=payload):
+                self._on_wire(payload)
+            case mail.Join():
+                self._join(item)
+            case mail.Leave(conn=conn, done=done, lost=lost):
+                self._leave(conn, lost=lost)
+                if done is not None and not done.done():
+                    done.set_result(None)
+            case mail.Depart(user_id=user):
+                self._grace_over(user)
+            case mail.TypingFrom(conn=conn, state=state):
+                self._typing_from(conn, state)
+            case mail.ShareFrom(conn=conn, sharing=sharing, stream_id=stream_id):
+                self._share_from(conn, sharing, stream_id)
+            case mail.Resume(conn=conn, since=since):
+                self._resume(conn, since)
+            case mail.ReplayMore(conn=conn):
+                self._replay_step(conn)
+            case mail.ReplayPage(conn=conn, frames=frames):
+                self._replay_page(conn, frames)
+            case mail.GapDue():
                 self._fill_gap()
-            case "gapfill":
-                self._gap_fetching = False
-                for seq, payload in item[1]:
-                    self._on_message(seq, payload)
-                if self.pending:
-                    self._arm_gap_timer()
-            case "typing_expiry":
+            case mail.GapFill(frames=frames, upto=upto):
+                self._gap_filled(frames, upto)
+            case mail.Position(seq=seq):
+                self._position(seq)
+            case mail.Loaded(last_seq=seq, presence=present):
+                self._loaded(seq, present)
+            case mail.LoadFailed(reason=reason):
+                self._load_failed(reason)
+            case mail.Reload():
+                self._load_timer = None
+                self.hub.spawn(self._load())
+            case mail.PresenceGone(user_id=user, username=username):
+                self._presence_gone(user, username)
+            case mail.TypingExpiry():
                 self._expire_typing()
-            case "evict":
-                await self._evict(item[1])
-            case "reassert":
-                await self._reassert_presence()
-            case "idle":
-                await self._maybe_retire()
-            case other:
-                log.warning("room %s got unknown mail %r", self.room, other)
+            case mail.Evict(user_id=user):
+                self._evict(user)
+            case mail.Overflowed(conn=conn):
+                self._overflowed(conn)
+            case mail.Reassert():
+                self._reassert_presence()
+            case mail.Idle():
+                self._maybe_retire()
+            case _:
+                log.warning("room %s got unknown mail %r", self.room, item)
+
+    # --- loading the room's state --------------------------------------------------------
+
+    async def _load(self) -> None:
+        """Read the room's sequence and who is present (off the actor; the answer is mail)."""
+        self._loads += 1
+        try:
+            async with asyncio.timeout(self.hub.load_timeout):
+                seq = await self.hub.history.last_seq(self.room) if self.sequenced else 0
+                present = await self.hub.presence.members(self.room) if self.tracks_presence else {}
+        except Exception as exc:
+            self.post(mail.LoadFailed(str(exc) or type(exc).__name__))
+        else:
+            self.post(mail.Loaded(seq, present))
+
+    def _loaded(self, seq: int, present: dict[str, str]) -> None:
+        if self.ready:
+            return
+        self.ready = True
+        self._loads = 0
+        self.last_seq = seq
+        self.known_seq = max(self.known_seq, seq)
+        self.presence = present
+        self._presence_list = None
+        for payload in self._early:
+            self._on_wire(payload)
+        self._early.clear()
+        waiting, self.waiting = self.waiting, []
+        for join in waiting:
+            self._join(join)
+        # Live messages that came while loading: what the store already had is dropped.
+        early = sorted(s for s in self.pending if s <= self.last_seq)
+        for s in early:
+            del self.pending[s]
+        self._drain_pending()
+        if self.pending or self.known_seq > self.last_seq:
+            self._arm_gap_timer()
+        self._arm_idle()
+
+    def _load_failed(self, reason: str) -> None:
+        log.warning("room %s could not load its state (%s); retrying", self.room, reason)
+        self.hub.metrics.room_load_failed()
+        waiting, self.waiting = self.waiting, []
+        for join in waiting:
+            _answer(join, "unavailable")
+        delay = LOAD_BACKOFF[min(self._loads, len(LOAD_BACKOFF)) - 1]
+        loop = asyncio.get_running_loop()
+        self._load_timer = loop.call_later(delay, self.post, mail.Reload())
+        self._arm_idle()
 
     # --- fan-out -------------------------------------------------------------------------
 
@@ -208,8 +292,8 @@ class RoomActor:
                 conn.push(frame)
         self.hub.count_deliveries(self.member_count)
 
-    def send_to(self, conn: Connection, frame: msgspec.Struct) -> None:
-        """One frame to one socket, in its format."""
+    def send_to(self, conn: Connection, frame: object) -> None:
+        """One control frame to one socket, in its format."""
         send_frame(conn, frame)
 
     def _send_payload(self, conn: Connection, payload: bytes) -> None:
@@ -227,6 +311,10 @@ class RoomActor:
         elif kind == envelope.MESSAGE:
             seq, frame = envelope.split_message(payload)
             self._on_message(seq, frame)
+        elif kind == envelope.REPLACE:
+            self._on_replace(payload)
+        elif not self.ready:
+            self._early.append(payload)  # applied once the room knows its state
         elif kind == envelope.PRESENCE:
             self._on_presence(payload[1:])
         elif kind == envelope.TYPING:
@@ -237,83 +325,145 @@ class RoomActor:
     def _on_message(self, seq: int, payload: bytes) -> None:
         if not self.sequenced or seq <= self.last_seq or seq in self.pending:
             return  # already delivered (a retry's re-publication, or a gap we filled)
-        if seq != self.last_seq + 1:
+        self.known_seq = max(self.known_seq, seq)
+        if not self.ready or seq != self.last_seq + 1:
             self.pending[seq] = payload
-            self._arm_gap_timer()
+            if self.ready:
+                self._arm_gap_timer()
             return
         self._deliver(seq, payload)
+        self._drain_pending()
+
+    def _drain_pending(self) -> None:
         while self.last_seq + 1 in self.pending:
             nxt = self.last_seq + 1
             self._deliver(nxt, self.pending.pop(nxt))
-        if not self.pending and self._gap_timer is not None:
+        if self.last_seq >= self.known_seq and not self.pending and self._gap_timer is not None:
             self._gap_timer.cancel()
             self._gap_timer = None
 
     def _deliver(self, seq: int, payload: bytes) -> None:
         self.last_seq = seq
         self.recent.append((seq, payload))
-        if self.holding:
-            for waiting in self.holding.values():
-                waiting.append((seq, payload))
-            held = self.holding
-            text = [c for c in self.text_members if c not in held]
-            binary = [c for c in self.binary_members if c not in held]
-            if text:
-                frame = ws_frame(payload, OP_TEXT)
-                for conn in text:
-                    conn.push(frame)
-            if binary:
-                frame = ws_frame(_to_msgpack(payload), OP_BINARY)
-                for conn in binary:
-                    conn.push(frame)
-            self.hub.count_deliveries(len(text) + len(binary))
+        if not self.replaying:
+            self._fanout(payload)
             return
-        self._fanout(payload)
+        # Sockets catching up get this one from their replay, in its turn.
+        replaying = self.replaying
+        text = [c for c in self.text_members if c not in replaying]
+        binary = [c for c in self.binary_members if c not in replaying]
+        if text:
+            frame = ws_frame(payload, OP_TEXT)
+            for conn in text:
+                conn.push(frame)
+        if binary:
+            frame = ws_frame(_to_msgpack(payload), OP_BINARY)
+            for conn in binary:
+                conn.push(frame)
+        self.hub.count_deliveries(len(text) + len(binary))
 
-    def _arm_gap_timer(self) -> None:
+    def _on_replace(self, payload: bytes) -> None:
+        """A delivered message changed (retracted, restored): the ring now holds what history
+        holds, and members get the notice."""
+        seq, replacement, notice = envelope.split_replace(payload)
+        if self.recent and self.recent[0][0] <= seq <= self.recent[-1][0]:
+            self.recent[seq - self.recent[0][0]] = (seq, replacement)
+        if seq in self.pending:
+            self.pending[seq] = replacement
+        self._fanout(notice)
+
+    def _position(self, seq: int) -> None:
+        if not self.ready or seq <= self.known_seq:
+            return
+        self.known_seq = seq
+        if seq > self.last_seq:
+            self._arm_gap_timer()
+
+    def _arm_gap_timer(self, delay: float = GAP_WAIT) -> None:
         if self._gap_timer is None and not self._gap_fetching:
             loop = asyncio.get_running_loop()
-            self._gap_timer = loop.call_later(GAP_WAIT, self.post, ("gap",))
+            self._gap_timer = loop.call_later(delay, self.post, mail.GapDue())
 
     def _fill_gap(self) -> None:
         self._gap_timer = None
-        if not self.pending or self._gap_fetching:
+        if self._gap_fetching or not self.ready:
             return
-        upto = min(self.pending) - 1
+        upto = min(self.pending) - 1 if self.pending else self.known_seq
         after = self.last_seq
+        if upto <= after:
+            self._drain_pending()
+            return
+        if upto - after > self.hub.max_resume:
+            self._skip_to(upto)
+            return
         self._gap_fetching = True
+        self.hub.metrics.gap_fetch()
         self.hub.spawn(self._fetch_gap(after, upto))
 
+    def _skip_to(self, upto: int) -> None:
+        """More is missing than a gap fetch may bring: members resume on their own (and get
+        'too old' if they are that far behind)."""
+        log.warning(
+            "room %s missed %d messages; members must resync", self.room, upto - self.last_seq
+        )
+        self.last_seq = upto
+        self.recent.clear()
+        for conn in self._members():
+            self.replaying.pop(conn, None)
+            self.send_to(conn, Resync(room=self.room, reason="gap"))
+        self._drain_pending()
+        if self.pending:
+            self._arm_gap_timer()
+
     async def _fetch_gap(self, after: int, upto: int) -> None:
-        frames: list[tuple[int, bytes]] = []
+        frames: list[tuple[int, bytes]] | None = None
         try:
-            frames = await self.hub.history.since(self.room, after, upto, upto - after)
+            async with asyncio.timeout(self.hub.load_timeout):
+                frames = await self.hub.history.since(self.room, after, upto, upto - after)
         except Exception:
-            log.exception("room %s could not fetch messages %d..%d", self.room, after + 1, upto)
-        self.post(("gapfill", frames))
+            log.warning("room %s could not fetch messages %d..%d", self.room, after + 1, upto)
+        self.post(mail.GapFill(frames, upto))
+
+    def _gap_filled(self, frames: list[tuple[int, bytes]] | None, upto: int) -> None:
+        self._gap_fetching = False
+        for seq, payload in frames or ():
+            self._on_message(seq, payload)
+        if frames is not None and self.last_seq < upto and not self.pending:
+            # The store has nothing between: those sequence numbers were never used (a
+            # position read ahead of a commit that then failed cannot happen, but a skipped
+            # number must not stall the room forever).
+            self.last_seq = upto
+        if self.pending or self.known_seq > self.last_seq:
+            self._arm_gap_timer(GAP_WAIT if frames is not None else GAP_RETRY)
 
     # --- joining and leaving -------------------------------------------------------------
 
-    async def _join(
-        self, conn: Connection, since: int | None, done: asyncio.Future[None] | None
-    ) -> None:
-        try:
-            if self._idle_timer is not None:
-                self._idle_timer.cancel()
-                self._idle_timer = None
-            if conn.closing:
-                return
-            already = conn in self.text_members or conn in self.binary_members
-            if not already:
-                (self.binary_members if conn.binary else self.text_members)[conn] = None
-                conn.rooms.add(self.room)
-                await self._arrive(conn)
-            self.send_to(conn, self._joined())
-            if since is not None:
-                self._resume(conn, since)
-        finally:
-            if done is not None and not done.done():
-                done.set_result(None)
+    def _join(self, join: mail.Join) -> None:
+        if join.cancelled:
+            return
+        if not self.ready:
+            self.waiting.append(join)
+            return
+        conn = join.conn
+        if self._idle_timer is not None:
+            self._idle_timer.cancel()
+            self._idle_timer = None
+        if conn.closing:
+            _answer(join, "unavailable")
+            return
+        already = conn in self.text_members or conn in self.binary_members
+        announce = False
+        if not already:
+            (self.binary_members if conn.binary else self.text_members)[conn] = None
+            conn.rooms.add(self.room)
+            announce = self._arrive(conn)
+        self.send_to(conn, self._joined())
+        if announce:
+            user = str(conn.user_id)
+            self._fanout(self._presence_payload(user, conn.username, "join"))
+        if join.since is not None:
+            self._resume(conn, join.since)
+        _answer(join, None)
 
     def _joined(self) -> Joined:
         typing_now = time.monotonic()
@@ -334,51 +484,48 @@ class RoomActor:
             self._presence_list = [Member(user_id=u, username=n) for u, n in self.presence.items()]
         return self._presence_list
 
-    async def _arrive(self, conn: Connection) -> None:
+    def _arrive(self, conn: Connection) -> bool:
+        """Count the socket; True when its user is new to the room's presence (members are
+        told at once; the cluster registry is written off the actor)."""
         user = str(conn.user_id)
         count = self.local_users.get(user, 0) + 1
         self.local_users[user] = count
-        if count == 1 and self.tracks_presence:
-            departing = self.departing.pop(user, None)
-            if departing is not None:
-                departing[1].cancel()  # back within the grace: they never left
-                return
-            self.presence[user] = conn.username
-            self._presence_list = None
-            try:
-                first = await self.hub.presence.add(self.room, user, conn.username)
-                if first:
-                    await self.hub.announce_presence(self.room, user, conn.username, "join")
-            except Exception:  # Redis away: the room works, presence catches up on resync
-                log.exception("room %s could not record presence", self.room)
+        if count > 1 or not self.tracks_presence:
+            return False
+        departing = self.departing.pop(user, None)
+        if departing is not None:
+            departing[1].cancel()  # back within the grace: they never left
+            return False
+        self.hub.presence_add(self.room, user, conn.username)
+        if user in self.presence:
+            return False  # present on another node already
+        self.presence[user] = conn.username
+        self._presence_list = None
+        return True
 
-    async def _depart(self, user: str, username: str) -> None:
-        """The user's last local socket is gone: drop them from presence, on every node."""
-        try:
-            last = await self.hub.presence.remove(self.room, user)
-            if last:
-                await self.hub.announce_presence(self.room, user, username, "leave")
-        except Exception:  # Redis away: the departure is swept when this node's entries are
-            log.exception("room %s could not record a departure", self.room)
+    def _depart(self, user: str, username: str) -> None:
+        """The user's last local socket is gone: the registry decides whether they are gone
+        everywhere (then every node hears `PresenceGone`)."""
+        self.hub.presence_remove(self.room, user, username)
 
-    async def _grace_over(self, user: str) -> None:
+    def _grace_over(self, user: str) -> None:
         departing = self.departing.pop(user, None)
         if departing is not None and user not in self.local_users:
-            await self._depart(user, departing[0])
+            self._depart(user, departing[0])
         self._arm_idle()
 
-    async def _depart_all(self) -> None:
+    def _depart_all(self) -> None:
         for user, (username, grace) in list(self.departing.items()):
             grace.cancel()
             del self.departing[user]
-            await self._depart(user, username)
+            self._depart(user, username)
 
     def _arm_idle(self) -> None:
-        if self.member_count == 0 and self._idle_timer is None:
+        if self.member_count == 0 and not self.waiting and self._idle_timer is None:
             loop = asyncio.get_running_loop()
-            self._idle_timer = loop.call_later(LINGER, self.post, ("idle",))
+            self._idle_timer = loop.call_later(LINGER, self.post, mail.Idle())
 
-    async def _leave(self, conn: Connection, *, lost: bool = False) -> None:
+    def _leave(self, conn: Connection, *, lost: bool = False) -> None:
         """The socket leaves the room. A socket that was `lost` (no close from the client)
         keeps its user present for the grace period, so a reconnect does not flap presence
         for everyone in the room (nor rewrite attendance)."""
@@ -386,7 +533,7 @@ class RoomActor:
         self.text_members.pop(conn, None)
         self.binary_members.pop(conn, None)
         conn.rooms.discard(self.room)
-        self.holding.pop(conn, None)
+        self.replaying.pop(conn, None)
         if removed:
             user = str(conn.user_id)
             count = self.local_users.get(user, 0) - 1
@@ -399,38 +546,43 @@ class RoomActor:
                     grace = self.hub.presence_grace
                     if lost and grace > 0 and user not in self.departing:
                         loop = asyncio.get_running_loop()
-                        timer = loop.call_later(grace, self.post, ("depart", user))
+                        timer = loop.call_later(grace, self.post, mail.Depart(user))
                         self.departing[user] = (conn.username, timer)
                     elif user not in self.departing:
-                        await self._depart(user, conn.username)
+                        self._depart(user, conn.username)
             if conn.acked.get(self.room):
                 self.hub.record_read(self.room, conn.user_id, conn.acked.pop(self.room))
         self._arm_idle()
 
-    async def _evict(self, user_id: str) -> None:
+    def _evict(self, user_id: str) -> None:
         for conn in self._members():
             if str(conn.user_id) == user_id:
-                await self._leave(conn)
+                self._leave(conn)
                 self.send_to(conn, Left(room=self.room))
                 self.send_to(
                     conn,
                     Error(code="removed", message="you are no longer in this room", room=self.room),
                 )
 
-    async def _maybe_retire(self) -> None:
+    def _overflowed(self, conn: Connection) -> None:
+        if conn in self.text_members or conn in self.binary_members:
+            self.replaying.pop(conn, None)
+            self.send_to(conn, Resync(room=self.room))
+
+    def _maybe_retire(self) -> None:
         self._idle_timer = None
-        if self.member_count or self.departing or not self.mailbox.empty():
+        if self.member_count or self.departing or self.waiting or not self.mailbox.empty():
             return  # (the last departure re-arms the idle timer)
         self._retired = True
-        await self.hub.retire(self)
+        self.hub.retire(self)
 
-    async def _reassert_presence(self) -> None:
+    def _reassert_presence(self) -> None:
         if not self.tracks_presence:
             return
-        for user in list(self.local_users):
+        for user in self.local_users:
             conn = next((c for c in self._members() if str(c.user_id) == user), None)
-            if conn is not None and await self.hub.presence.add(self.room, user, conn.username):
-                await self.hub.announce_presence(self.room, user, conn.username, "join")
+            if conn is not None:
+                self.hub.presence_add(self.room, user, conn.username)
 
     # --- resuming ------------------------------------------------------------------------
 
@@ -438,80 +590,123 @@ class RoomActor:
         if conn not in self.text_members and conn not in self.binary_members:
             return
         if not self.sequenced or since >= self.last_seq:
+            self.replaying.pop(conn, None)
             return
-        if since < self.last_seq - MAX_RESUME:
+        if since < self.last_seq - self.hub.max_resume:
+            self.hub.metrics.resume("too_old")
+            self.replaying.pop(conn, None)
             self.send_to(
                 conn,
                 Error(
                     code="resume_too_old",
-                    message=f"more than {MAX_RESUME} messages were missed; reload the history "
-                    f"over REST (last seq {self.last_seq})",
+                    message=f"more than {self.hub.max_resume} messages were missed; load the "
+                    f"history over REST and join without since (last seq {self.last_seq})",
                     room=self.room,
                 ),
             )
             return
-        if self.recent and self.recent[0][0] <= since + 1:
-            for seq, payload in self.recent:
-                if seq > since:
-                    self._send_payload(conn, payload)
-            return
-        # Too far back for memory: fetch from the store; hold live frames until it arrives.
-        self.holding[conn] = []
-        self.hub.spawn(self._fetch_backfill(conn, since, self.last_seq))
+        in_memory = bool(self.recent) and self.recent[0][0] <= since + 1
+        self.hub.metrics.resume("hit" if in_memory else "miss")
+        self.replaying[conn] = _Replay(next=since + 1)
+        self._replay_step(conn)
 
-    async def _fetch_backfill(self, conn: Connection, since: int, upto: int) -> None:
+    def _from_ring(self, seq: int) -> bytes | None:
+        recent = self.recent
+        if recent and recent[0][0] <= seq <= recent[-1][0]:
+            return recent[seq - recent[0][0]][1]
+        return None
+
+    def _replay_step(self, conn: Connection) -> None:
+        """Hand the socket the next part of its catch-up, as much as fits in one chunk, then
+        wait for it to drain (`ReplayMore`). Live messages reach it through the replay until
+        it has caught up."""
+        replay = self.replaying.get(conn)
+        if replay is None or conn.closing:
+            self.replaying.pop(conn, None)
+            return
+        # (a chunk stays well inside the socket's bound, whatever else is queued for it)
+        budget = min(REPLAY_CHUNK, conn.limit // 4) - conn.queued_bytes
+        while replay.next <= self.last_seq and budget > 0:
+            payload = self._from_ring(replay.next)
+            if payload is None and replay.page is not None:
+                payload = replay.page.pop(replay.next, None)
+            if payload is None:
+                if not replay.fetching:
+                    replay.fetching = True
+                    replay.page = None
+                    upto = min(replay.next - 1 + REPLAY_PAGE, self.last_seq)
+                    self.hub.spawn(self._fetch_page(conn, replay.next - 1, upto))
+                return
+            self._send_payload(conn, payload)
+            replay.next += 1
+            budget -= len(payload)
+        if replay.next > self.last_seq:
+            del self.replaying[conn]
+            return
+        conn.on_drain(lambda: self.post(mail.ReplayMore(conn)))
+
+    async def _fetch_page(self, conn: Connection, after: int, upto: int) -> None:
         frames: list[tuple[int, bytes]] | None = None
         try:
-            frames = await self.hub.history.since(self.room, since, upto, upto - since)
+            async with asyncio.timeout(self.hub.load_timeout):
+                frames = await self.hub.history.since(self.room, after, upto, upto - after)
         except Exception:
-            log.exception("room %s could not load history for a resume", self.room)
-        self.post(("backfill", conn, frames, upto))
+            log.warning("room %s could not load history for a resume", self.room)
+        self.post(mail.ReplayPage(conn, frames))
 
-    def _finish_backfill(
-        self, conn: Connection, frames: list[tuple[int, bytes]] | None, upto: int
-    ) -> None:
-        held = self.holding.pop(conn, None)
-        if held is None:
-            return  # the socket left meanwhile
-        if frames is None:
+    def _replay_page(self, conn: Connection, frames: list[tuple[int, bytes]] | None) -> None:
+        replay = self.replaying.get(conn)
+        if replay is None:
+            return  # the socket left or fell behind meanwhile
+        replay.fetching = False
+        if not frames:
+            del self.replaying[conn]
             self.send_to(
                 conn,
                 Error(code="resume_failed", message="could not load history", room=self.room),
             )
             return
-        for _, payload in frames:
-            self._send_payload(conn, payload)
-        for seq, payload in held:
-            if seq > upto:
-                self._send_payload(conn, payload)
+        replay.page = dict(frames)
+        self._replay_step(conn)
 
     # --- presence, typing, screen share --------------------------------------------------
 
+    def _presence_payload(self, user: str, username: str, state: str) -> bytes:
+        frame = Presence(room=self.room, user_id=user, username=username, state=state)  # type: ignore[arg-type]
+        return json_encoder.encode(frame)
+
     def _on_presence(self, payload: bytes) -> None:
+        """Another node says a user's presence started or ended: tell members only what
+        changes (announcements may repeat after a Redis hiccup)."""
         frame = server_json_decoder.decode(payload)
         if not isinstance(frame, Presence):
             return
         if frame.state == "join":
+            if frame.user_id in self.presence:
+                return
             self.presence[frame.user_id] = frame.username
             self._presence_list = None
+            self._fanout(payload)
         else:
-            self.presence.pop(frame.user_id, None)
-            self._presence_list = None
-            if self.typing.pop(frame.user_id, None) is not None:
-                self._fanout(self._typing_payload(frame.user_id, frame.username, "stop"))
-            if self.sharing.pop(frame.user_id, None) is not None:
-                stop = ScreenShareEvent(
-                    room=self.room, user_id=frame.user_id, username=frame.username, sharing=False
-                )
-                self._fanout(json_encoder.encode(stop))
-        self._fanout(payload)
+            self._presence_gone(frame.user_id, frame.username)
+
+    def _presence_gone(self, user: str, username: str) -> None:
+        if user in self.local_users or self.presence.pop(user, None) is None:
+            return  # (back here meanwhile: the registry hears of it and tells the others)
+        self._presence_list = None
+        if self.typing.pop(user, None) is not None:
+            self._fanout(self._typing_payload(user, username, "stop"))
+        if self.sharing.pop(user, None) is not None:
+            stop = ScreenShareEvent(room=self.room, user_id=user, username=username, sharing=False)
+            self._fanout(json_encoder.encode(stop))
+        self._fanout(self._presence_payload(user, username, "leave"))
 
     def _typing_payload(self, user: str, username: str, state: str) -> bytes:
         return json_encoder.encode(
             TypingEvent(room=self.room, user_id=user, username=username, state=state)  # type: ignore[arg-type]
         )
 
-    async def _typing_from(self, conn: Connection, state: str) -> None:
+    def _typing_from(self, conn: Connection, state: str) -> None:
         if self.room not in conn.rooms:
             return
         user = str(conn.user_id)
@@ -526,10 +721,9 @@ class RoomActor:
             self.typing_sent[user] = now
         else:
             self.typing_sent.pop(user, None)
-        await self.hub.broadcast(
-            self.room,
-            envelope.state(envelope.TYPING, self._typing_payload(user, conn.username, state)),
-        )
+        payload = self._typing_payload(user, conn.username, state)
+        self._on_typing(payload)
+        self.hub.publish_remote(self.room, envelope.state(envelope.TYPING, payload))
 
     def _on_typing(self, payload: bytes) -> None:
         frame = server_json_decoder.decode(payload)
@@ -550,7 +744,7 @@ class RoomActor:
             soonest = min(expires for _, expires in self.typing.values())
             delay = max(0.0, soonest - time.monotonic()) + 0.01
             loop = asyncio.get_running_loop()
-            self._typing_timer = loop.call_later(delay, self.post, ("typing_expiry",))
+            self._typing_timer = loop.call_later(delay, self.post, mail.TypingExpiry())
 
     def _expire_typing(self) -> None:
         """Typing that nobody stopped ends by itself."""
@@ -562,7 +756,7 @@ class RoomActor:
                 self._fanout(self._typing_payload(user, username, "stop"))
         self._arm_typing_timer()
 
-    async def _share_from(self, conn: Connection, sharing: bool, stream_id: str | None) -> None:
+    def _share_from(self, conn: Connection, sharing: bool, stream_id: str | None) -> None:
         if self.room not in conn.rooms:
             return
         frame = ScreenShareEvent(
@@ -572,9 +766,9 @@ class RoomActor:
             sharing=sharing,
             stream_id=stream_id,
         )
-        await self.hub.broadcast(
-            self.room, envelope.state(envelope.SCREEN, json_encoder.encode(frame))
-        )
+        payload = json_encoder.encode(frame)
+        self._on_share(payload)
+        self.hub.publish_remote(self.room, envelope.state(envelope.SCREEN, payload))
 
     def _on_share(self, payload: bytes) -> None:
         frame = server_json_decoder.decode(payload)
@@ -587,6 +781,11 @@ class RoomActor:
         elif self.sharing.pop(frame.user_id, None) is None:
             return
         self._fanout(payload)
+
+
+def _answer(join: mail.Join, error: str | None) -> None:
+    if join.done is not None and not join.done.done():
+        join.done.set_result(error)
 
 
 def presence_payload(room: str, user_id: str, username: str, state: str) -> bytes:

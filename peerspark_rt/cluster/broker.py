@@ -4,6 +4,12 @@
 channel; every node subscribes only to the rooms it has local members for. A publishing node
 delivers to its own members directly and ignores its own echo from Redis.
 
+Nothing here is awaited by a room or by a chat acknowledgement: `publish` hands local
+delivery over at once and queues the cross-node copy on the node's one pipelined `Publisher`;
+`subscribe`/`unsubscribe` record what the node wants, and one task brings the Redis
+subscription in line (retrying, with a deadline per attempt). What has not been subscribed
+yet shows in /health.
+
 Payloads are opaque bytes (an encoded server frame); the handler decides what they mean.
 """
 
@@ -13,10 +19,12 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Callable
-from typing import Protocol
+from typing import Any, Protocol
 
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
+
+from .publisher import Publisher
 
 log = logging.getLogger(__name__)
 
@@ -24,10 +32,13 @@ log = logging.getLogger(__name__)
 Handler = Callable[[str, bytes], None]
 
 CONTROL_ROOM = "_control"  # node-wide messages (e.g. "close the sockets of session X")
+SUBSCRIBE_BACKOFF = (0.1, 0.25, 0.5, 1.0, 2.0)
 
 
 class Broker(Protocol):
     node_id: str
+    # True when other nodes may exist (their publications can be missed and caught up)
+    distributed: bool
 
     def set_handler(self, handler: Handler) -> None: ...
 
@@ -35,19 +46,23 @@ class Broker(Protocol):
 
     async def close(self) -> None: ...
 
-    async def publish(self, room: str, payload: bytes) -> None:
-        """Deliver to every node subscribed to `room`, this one included."""
+    def publish(self, room: str, payload: bytes) -> None:
+        """Deliver to this node's handler now and to every other node subscribed to `room`."""
 
-    async def subscribe(self, room: str) -> None: ...
+    def publish_remote(self, room: str, payload: bytes) -> None:
+        """Deliver to the other nodes only (this node has applied it already)."""
 
-    async def unsubscribe(self, room: str) -> None: ...
+    def subscribe(self, room: str) -> None: ...
 
-    @property
-    def healthy(self) -> bool: ...
+    def unsubscribe(self, room: str) -> None: ...
+
+    def health(self) -> dict[str, Any]: ...
 
 
 class LocalBroker:
     """Everything stays in this process."""
+
+    distributed = False
 
     def __init__(self, node_id: str) -> None:
         self.node_id = node_id
@@ -63,40 +78,50 @@ class LocalBroker:
     async def close(self) -> None:
         self._rooms.clear()
 
-    async def publish(self, room: str, payload: bytes) -> None:
+    def publish(self, room: str, payload: bytes) -> None:
         if self._handler is not None and room in self._rooms:
             self._handler(room, payload)
 
-    async def subscribe(self, room: str) -> None:
+    def publish_remote(self, room: str, payload: bytes) -> None:
+        return None
+
+    def subscribe(self, room: str) -> None:
         self._rooms.add(room)
 
-    async def unsubscribe(self, room: str) -> None:
+    def unsubscribe(self, room: str) -> None:
         if room != CONTROL_ROOM:
             self._rooms.discard(room)
 
-    @property
-    def healthy(self) -> bool:
-        return True
+    def health(self) -> dict[str, Any]:
+        return {"status": "healthy", "mode": "in-process"}
 
 
 class RedisBroker:
     """Room traffic over Redis pub/sub. Losing Redis degrades this node to local-only delivery
     until the listener reconnects (with backoff) and re-subscribes."""
 
-    def __init__(self, redis: Redis, node_id: str, prefix: str) -> None:
+    distributed = True
+
+    def __init__(
+        self, redis: Redis, node_id: str, prefix: str, *, publisher: Publisher, timeout: float
+    ) -> None:
         self.node_id = node_id
         self._redis = redis
+        self._publisher = publisher
+        self._timeout = timeout
         self._prefix = f"{prefix}room:"
         self._origin = node_id.encode() + b"|"
         self._handler: Handler | None = None
         self._rooms: set[str] = {CONTROL_ROOM}  # what this node wants
         self._subscribed: set[str] = set()  # what the pubsub connection has
-        # Subscription changes are serialized and decided against the latest wish, so a room
-        # left and re-entered quickly never ends up unsubscribed.
+        self._changed = asyncio.Event()
+        # the syncer and a reconnect must not work on the pubsub connection at once
         self._lock = asyncio.Lock()
         self._pubsub = redis.pubsub(ignore_subscribe_messages=True)
-        self._task: asyncio.Task[None] | None = None
+        self._listener: asyncio.Task[None] | None = None
+        self._syncer: asyncio.Task[None] | None = None
         self._connected = False
+        self._sync_failures = 0
 
     def set_handler(self, handler: Handler) -> None:
         self._handler = handler
@@ -105,48 +130,81 @@ class RedisBroker:
         return self._prefix + room
 
     async def start(self) -> None:
-        await self._pubsub.subscribe(*(self._channel(r) for r in self._rooms))
+        async with asyncio.timeout(self._timeout * 5):
+            await self._pubsub.subscribe(*(self._channel(r) for r in self._rooms))
         self._subscribed = set(self._rooms)
         self._connected = True
-        self._task = asyncio.create_task(self._listen(), name=f"broker:{self.node_id}")
+        self._publisher.start()
+        self._listener = asyncio.create_task(self._listen(), name=f"broker:{self.node_id}")
+        self._syncer = asyncio.create_task(self._sync(), name=f"broker-subs:{self.node_id}")
 
     async def close(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-        with contextlib.suppress(RedisError, OSError):
-            await self._pubsub.aclose()  # type: ignore[no-untyped-call]
+        await self._publisher.close()
+        for task in (self._listener, self._syncer):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+        with contextlib.suppress(RedisError, OSError, TimeoutError):
+            async with asyncio.timeout(self._timeout):
+                await self._pubsub.aclose()  # type: ignore[no-untyped-call]
 
-    @property
-    def healthy(self) -> bool:
-        return self._connected
+    def health(self) -> dict[str, Any]:
+        pending = len(self._rooms - self._subscribed)
+        healthy = self._connected and self._publisher.healthy and not pending
+        return {
+            "status": "healthy" if healthy else "degraded",
+            "mode": "redis",
+            "pubsub": "connected" if self._connected else "reconnecting",
+            "publishing": "ok" if self._publisher.healthy else "failing",
+            "subscriptionsPending": pending,
+        }
 
-    async def publish(self, room: str, payload: bytes) -> None:
+    def publish(self, room: str, payload: bytes) -> None:
         if self._handler is not None and room in self._rooms:
             self._handler(room, payload)
-        try:
-            await self._redis.publish(self._channel(room), self._origin + payload)
-        except (RedisError, OSError) as exc:
-            log.warning("redis publish failed; delivered locally only: %s", exc)
+        self._publisher.publish(self._channel(room), self._origin + payload)
 
-    async def subscribe(self, room: str) -> None:
-        self._rooms.add(room)
-        async with self._lock:
-            if room in self._rooms and room not in self._subscribed:
-                with contextlib.suppress(RedisError, OSError):
-                    await self._pubsub.subscribe(self._channel(room))
-                    self._subscribed.add(room)
+    def publish_remote(self, room: str, payload: bytes) -> None:
+        self._publisher.publish(self._channel(room), self._origin + payload)
 
-    async def unsubscribe(self, room: str) -> None:
-        if room == CONTROL_ROOM:
-            return
-        self._rooms.discard(room)
-        async with self._lock:
-            if room not in self._rooms and room in self._subscribed:
-                with contextlib.suppress(RedisError, OSError):
-                    await self._pubsub.unsubscribe(self._channel(room))
-                self._subscribed.discard(room)
+    def subscribe(self, room: str) -> None:
+        if room not in self._rooms:
+            self._rooms.add(room)
+            self._changed.set()
+
+    def unsubscribe(self, room: str) -> None:
+        if room != CONTROL_ROOM and room in self._rooms:
+            self._rooms.discard(room)
+            self._changed.set()
+
+    async def _sync(self) -> None:
+        """Bring the Redis subscription in line with what the node wants, retrying failures
+        (a room whose SUBSCRIBE was lost would otherwise hear nothing from other nodes)."""
+        attempt = 0
+        while True:
+            if attempt == 0:
+                await self._changed.wait()
+            self._changed.clear()
+            try:
+                async with self._lock, asyncio.timeout(self._timeout):
+                    add = self._rooms - self._subscribed
+                    drop = self._subscribed - self._rooms
+                    if add:
+                        await self._pubsub.subscribe(*(self._channel(r) for r in add))
+                        self._subscribed |= add
+                    if drop:
+                        await self._pubsub.unsubscribe(*(self._channel(r) for r in drop))
+                        self._subscribed -= drop
+                attempt = 0
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                self._sync_failures += 1
+                if attempt == 0:
+                    log.warning("redis subscribe failed (%s); retrying", exc or type(exc).__name__)
+                await asyncio.sleep(SUBSCRIBE_BACKOFF[min(attempt, len(SUBSCRIBE_BACKOFF) - 1)])
+                attempt += 1
 
     def _dispatch(self, channel: bytes | str, data: bytes) -> None:
         if data.startswith(self._origin) or self._handler is None:
@@ -179,16 +237,22 @@ class RedisBroker:
                 await self._resubscribe()
 
     async def _resubscribe(self) -> None:
-        with contextlib.suppress(RedisError, OSError):
-            await self._pubsub.aclose()  # type: ignore[no-untyped-call]
+        async with self._lock:
+            await self._reconnect()
+
+    async def _reconnect(self) -> None:
+        with contextlib.suppress(RedisError, OSError, TimeoutError):
+            async with asyncio.timeout(self._timeout):
+                await self._pubsub.aclose()  # type: ignore[no-untyped-call]
         self._pubsub = self._redis.pubsub(ignore_subscribe_messages=True)
         self._subscribed = set()
         try:
-            async with self._lock:
-                wanted = set(self._rooms)
+            wanted = set(self._rooms)
+            async with asyncio.timeout(self._timeout):
                 await self._pubsub.subscribe(*(self._channel(r) for r in wanted))
-                self._subscribed = wanted
+            self._subscribed = wanted
             self._connected = True
-            log.info("redis pubsub re-subscribed to %d rooms", len(self._rooms))
-        except (RedisError, OSError) as exc:
-            log.warning("redis re-subscribe failed: %s", exc)
+            self._changed.set()  # rooms wanted meanwhile
+            log.info("redis pubsub re-subscribed to %d rooms", len(wanted))
+        except (RedisError, OSError, TimeoutError) as exc:
+            log.warning("redis re-subscribe failed: %s", exc or type(exc).__name__)

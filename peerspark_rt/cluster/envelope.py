@@ -13,6 +13,9 @@ PRESENCE = 0x50  # b"P": a presence frame
 TYPING = 0x54  # b"T": a typing frame
 SCREEN = 0x53  # b"S": a screen-share frame
 CONTROL = 0x43  # b"C": JSON for the nodes: {"op": "evict"|"revoke", ...}
+REPLACE = 0x52  # b"R": a delivered message changed (retracted or restored): 8-byte sequence,
+#                 4-byte length of the message frame history now holds, that frame, then the
+#                 notice frame for members
 
 
 def event(frame: bytes) -> bytes:
@@ -34,3 +37,16 @@ def control(body: bytes) -> bytes:
 def split_message(payload: bytes) -> tuple[int, bytes]:
     """(seq, frame) of a MESSAGE payload."""
     return int.from_bytes(payload[1:9], "big"), payload[9:]
+
+
+def replace(seq: int, replacement: bytes, notice: bytes) -> bytes:
+    return (
+        b"R" + seq.to_bytes(8, "big") + len(replacement).to_bytes(4, "big") + replacement + notice
+    )
+
+
+def split_replace(payload: bytes) -> tuple[int, bytes, bytes]:
+    """(seq, replacement message frame, notice frame) of a REPLACE payload."""
+    seq = int.from_bytes(payload[1:9], "big")
+    n = int.from_bytes(payload[9:13], "big")
+    return seq, payload[13 : 13 + n], payload[13 + n :]

@@ -44,6 +44,9 @@ class Presence(Protocol):
     async def members(self, room: str) -> dict[str, str]:
         """user_id -> username of everyone present in the room, on any node."""
 
+    async def is_present(self, room: str, user_id: str) -> bool:
+        """Whether the user is present in the room on any node."""
+
     def on_expired(self, hook: ExpiredHook) -> None: ...
 
     def on_resync(self, hook: ResyncHook) -> None: ...
@@ -78,6 +81,9 @@ class LocalPresence:
     async def members(self, room: str) -> dict[str, str]:
         return dict(self._rooms.get(room, {}))
 
+    async def is_present(self, room: str, user_id: str) -> bool:
+        return user_id in self._rooms.get(room, {})
+
     def on_expired(self, hook: ExpiredHook) -> None:
         return None  # a single node cannot outlive itself
 
@@ -107,6 +113,7 @@ class RedisPresence:
     HEARTBEAT_EVERY = 1.0  # seconds
     HEARTBEAT_TTL_MS = 4000
     SWEEP_EVERY = 1.0
+    ROUND_TIMEOUT = 5.0  # seconds one heartbeat-and-sweep round may take
 
     def __init__(self, redis: Redis, node_id: str, prefix: str) -> None:
         self._redis = redis
@@ -163,6 +170,9 @@ class RedisPresence:
         raw = await self._redis.hgetall(f"{self._p}names:{room}")
         return {_text(k): _text(v) for k, v in raw.items()}
 
+    async def is_present(self, room: str, user_id: str) -> bool:
+        return bool(await self._redis.hexists(f"{self._p}count:{room}", user_id))
+
     async def _beat(self) -> bool:
         """Refresh our heartbeat; True if it had lapsed (others may have swept us)."""
         previous = await self._redis.set(
@@ -177,16 +187,19 @@ class RedisPresence:
             await asyncio.sleep(min(self.HEARTBEAT_EVERY, self.SWEEP_EVERY))
             tick += 1
             try:
-                lapsed = await self._beat()
-                if lapsed:
-                    log.warning("presence heartbeat had lapsed; re-registering local presence")
-                    for hook in self._resync:
-                        await hook()
-                await self._sweep_dead()
+                # (every Redis call also has the client's socket timeout; this bounds a sweep
+                # of many entries as a whole)
+                async with asyncio.timeout(self.ROUND_TIMEOUT):
+                    lapsed = await self._beat()
+                    if lapsed:
+                        log.warning("presence heartbeat had lapsed; re-registering local presence")
+                        for hook in self._resync:
+                            await hook()
+                    await self._sweep_dead()
             except asyncio.CancelledError:
                 raise
-            except (RedisError, OSError) as exc:
-                log.warning("presence heartbeat failed: %s", exc)
+            except (RedisError, OSError, TimeoutError) as exc:
+                log.warning("presence heartbeat failed: %s", exc or type(exc).__name__)
             except Exception:
                 log.exception("presence loop error")
 

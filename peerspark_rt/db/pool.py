@@ -111,7 +111,19 @@ class Database:
         max_size: int = 20,
         statement_timeout_ms: int = 30000,
         acquire_timeout: float = ACQUIRE_TIMEOUT,
+        lock_timeout_ms: int | None = None,
+        application_name: str = "peerspark-rt",
     ) -> Database:
+        """A pool whose statements end after `statement_timeout_ms` (the server cancels them,
+        and asyncpg's own `command_timeout` gives up a little later should the server not
+        answer at all), whose lock waits end after `lock_timeout_ms`, and whose acquisitions
+        end after `acquire_timeout` (503)."""
+        settings = {
+            "statement_timeout": str(statement_timeout_ms),
+            "application_name": application_name,
+        }
+        if lock_timeout_ms is not None:
+            settings["lock_timeout"] = str(lock_timeout_ms)
         # What asyncpg.create_pool does, with our pool class.
         pool = TimedPool(
             dsn,
@@ -124,10 +136,8 @@ class Database:
             connection_class=asyncpg.Connection,
             record_class=asyncpg.Record,
             reset=_keep_session,
-            server_settings={
-                "statement_timeout": str(statement_timeout_ms),
-                "application_name": "peerspark-rt",
-            },
+            server_settings=settings,
+            command_timeout=statement_timeout_ms / 1000 + 5,
         )
         pool.acquire_timeout = acquire_timeout
         await pool

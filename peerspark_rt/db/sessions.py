@@ -14,8 +14,9 @@ from .types import Conn, Executor
 SESSION_COLUMNS = """s.id, s.title, s.description, s.session_type, s.pod_id, s.organizer_id,
     s.start_time, s.end_time, s.timezone, s.meeting_url, s.meeting_id, s.max_participants,
     s.current_participants, s.status, s.is_recurring, s.recurrence_pattern, s.tags, s.resources,
-    s.notes, s.recording_url, s.last_message_seq, s.started_at, s.ended_at, s.created_at,
-    s.updated_at"""
+    s.notes, s.recording_url,
+    (SELECT q.last_seq FROM session_seqs q WHERE q.session_id = s.id) AS last_message_seq,
+    s.started_at, s.ended_at, s.created_at, s.updated_at"""
 
 EDITABLE_COLUMNS = frozenset(
     {
@@ -76,10 +77,12 @@ async def get_for(db: Executor, session_id: uuid.UUID, user_id: uuid.UUID) -> as
 
 
 async def lock(conn: Conn, session_id: uuid.UUID) -> asyncpg.Record | None:
+    # NO KEY UPDATE: it serializes changes to the session, yet lets the chat store insert
+    # messages meanwhile (their foreign key only takes a KEY SHARE lock on the session).
     return await conn.fetchrow(
         """SELECT id, organizer_id, session_type, pod_id, status, max_participants,
                   current_participants, start_time, end_time, started_at
-           FROM study_sessions WHERE id = $1 FOR UPDATE""",
+           FROM study_sessions WHERE id = $1 FOR NO KEY UPDATE""",
         session_id,
     )
 
@@ -266,7 +269,8 @@ async def close_attendance(conn: Conn, session_id: uuid.UUID) -> None:
 # --- messages ---
 
 MESSAGE_COLUMNS = """m.id, m.session_id, m.seq, m.sender_id, u.username AS sender_username,
-    m.message_type, m.content, m.file_url, m.metadata, m.client_message_id, m.created_at"""
+    m.message_type, m.content, m.file_url, m.metadata, m.client_message_id, m.created_at,
+    m.retracted_at"""
 
 
 async def messages_after(
@@ -300,10 +304,33 @@ async def messages_before(
 
 
 async def last_seq(db: Executor, session_id: uuid.UUID) -> int:
-    value = await db.fetchval(
-        "SELECT last_message_seq FROM study_sessions WHERE id = $1", session_id
-    )
+    value = await db.fetchval("SELECT last_seq FROM session_seqs WHERE session_id = $1", session_id)
     return int(value or 0)
+
+
+async def positions(db: Executor, session_ids: list[uuid.UUID]) -> dict[uuid.UUID, int]:
+    """The latest sequence of each session room (one query for all of a node's rooms)."""
+    rows = await db.fetch(
+        "SELECT session_id, last_seq FROM session_seqs WHERE session_id = ANY($1::uuid[])",
+        session_ids,
+    )
+    return {r["session_id"]: int(r["last_seq"]) for r in rows}
+
+
+async def set_retracted(
+    db: Executor, message_id: uuid.UUID, retracted: bool
+) -> asyncpg.Record | None:
+    """Mark a stored message removed by moderation (or restored); returns it as history now
+    shows it."""
+    return await db.fetchrow(
+        f"""WITH changed AS (
+                UPDATE session_messages
+                SET retracted_at = CASE WHEN $2 THEN COALESCE(retracted_at, NOW()) END
+                WHERE id = $1 RETURNING *)
+            SELECT {MESSAGE_COLUMNS} FROM changed m LEFT JOIN users u ON u.id = m.sender_id""",
+        message_id,
+        retracted,
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -328,14 +355,15 @@ async def store_batch(conn: Conn, batch: list[dict[str, Any]]) -> list[StoredMes
     seqs: dict[uuid.UUID, int] = {}
     # One statement locks every room of the batch; ORDER BY makes it take the row locks in id
     # order, as one statement per room in sorted order did, at one round trip instead of one
-    # per room (a study hall's batch touches dozens of rooms).
+    # per room (a study hall's batch touches dozens of rooms). These are session_seqs rows:
+    # nothing else of the session is locked, so its REST transactions never stall the chat.
     for locked in await conn.fetch(
-        """SELECT id, last_message_seq, status FROM study_sessions
-           WHERE id = ANY($1::uuid[]) ORDER BY id FOR UPDATE""",
+        """SELECT session_id, last_seq, open FROM session_seqs
+           WHERE session_id = ANY($1::uuid[]) ORDER BY session_id FOR UPDATE""",
         sorted({m["session_id"] for m in batch}),
     ):
-        if locked["status"] not in ("completed", "cancelled"):
-            seqs[locked["id"]] = locked["last_message_seq"]
+        if locked["open"]:
+            seqs[locked["session_id"]] = locked["last_seq"]
     closed = {m["session_id"] for m in batch} - set(seqs)
     batch_open = [m for m in batch if m["session_id"] not in closed]
     keyed = [m for m in batch_open if m.get("client_message_id")]
@@ -398,8 +426,8 @@ async def store_batch(conn: Conn, batch: list[dict[str, Any]]) -> list[StoredMes
         created = {r["id"]: r["created_at"] for r in rows}
         touched = {m["session_id"] for m in fresh}
         await conn.execute(
-            """UPDATE study_sessions s SET last_message_seq = v.seq
-               FROM unnest($1::uuid[], $2::bigint[]) AS v(id, seq) WHERE s.id = v.id""",
+            """UPDATE session_seqs q SET last_seq = v.seq
+               FROM unnest($1::uuid[], $2::bigint[]) AS v(id, seq) WHERE q.session_id = v.id""",
             list(touched),
             [seqs[r] for r in touched],
         )

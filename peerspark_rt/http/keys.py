@@ -39,6 +39,7 @@ from .metrics import Metrics
 
 SETTINGS = web.AppKey("settings", Settings)
 DB = web.AppKey("db", Database)
+CHAT_DB = web.AppKey("chat_db", Database)  # the chat store's own connections
 REDIS = web.AppKey("redis", Redis)
 LIMITER = web.AppKey("limiter", RateLimiter)
 BROKER = web.AppKey("broker", Broker)

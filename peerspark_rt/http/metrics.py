@@ -75,6 +75,67 @@ class Metrics:
             ["action"],
             registry=self.registry,
         )
+        self.ws_closes = Counter(
+            "peerspark_ws_closes_total",
+            "Websockets closed, by close code (1006: the connection was cut)",
+            ["code"],
+            registry=self.registry,
+        )
+        self.resumes = Counter(
+            "peerspark_ws_resumes_total",
+            "Resumes by outcome: hit (from memory), miss (from the store), too_old",
+            ["outcome"],
+            registry=self.registry,
+        )
+        self.gap_fetches = Counter(
+            "peerspark_room_gap_fetches_total",
+            "Times a room fetched messages it had missed from the store",
+            registry=self.registry,
+        )
+        self.room_load_failures = Counter(
+            "peerspark_room_load_failures_total",
+            "Attempts to load a room's state (sequence, presence) that failed",
+            registry=self.registry,
+        )
+        self.hooks_dropped = Counter(
+            "peerspark_hooks_dropped_total",
+            "Attendance/read-marker updates dropped because their queue was full",
+            registry=self.registry,
+        )
+        self.chat_batch = Histogram(
+            "peerspark_chat_batch_messages",
+            "Chat messages per group commit",
+            buckets=(1, 2, 5, 10, 20, 50, 100, 200, 500),
+            registry=self.registry,
+        )
+        self.chat_commit = Histogram(
+            "peerspark_chat_commit_seconds",
+            "Chat group commit latency",
+            buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
+            registry=self.registry,
+        )
+        self.redis_publish_seconds = Histogram(
+            "peerspark_redis_publish_seconds",
+            "Latency of one pipelined batch of Redis publishes",
+            buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1),
+            registry=self.registry,
+        )
+        self.redis_publishes = Counter(
+            "peerspark_redis_publishes_total",
+            "Frames published to Redis",
+            registry=self.registry,
+        )
+        self.redis_dropped = Counter(
+            "peerspark_redis_publish_dropped_total",
+            "Frames not published to Redis, by reason (buffer_full, timeout, error, shutdown)",
+            ["reason"],
+            registry=self.registry,
+        )
+        self.loop_lag = Gauge(
+            "peerspark_event_loop_lag_seconds",
+            "Largest event-loop lag seen in the last few seconds",
+            registry=self.registry,
+        )
         self.rooms_gauge = Gauge(
             "peerspark_rooms_active", "Room actors running on this node", registry=self.registry
         )
@@ -122,6 +183,34 @@ class Metrics:
 
     def slow_consumer(self, action: str) -> None:
         self.ws_dropped.labels(action).inc()
+
+    def resume(self, outcome: str) -> None:
+        self.resumes.labels(outcome).inc()
+
+    def gap_fetch(self) -> None:
+        self.gap_fetches.inc()
+
+    def room_load_failed(self) -> None:
+        self.room_load_failures.inc()
+
+    def hook_dropped(self) -> None:
+        self.hooks_dropped.inc()
+
+    def ws_closed(self, code: int | None) -> None:
+        self.ws_closes.labels(str(code if code is not None else 1006)).inc()
+
+    # --- what the chat store and the Redis publisher report ---
+
+    def chat_committed(self, messages: int, seconds: float) -> None:
+        self.chat_batch.observe(messages)
+        self.chat_commit.observe(seconds)
+
+    def redis_publish(self, seconds: float, count: int) -> None:
+        self.redis_publish_seconds.observe(seconds)
+        self.redis_publishes.inc(count)
+
+    def redis_publish_dropped(self, reason: str, count: int) -> None:
+        self.redis_dropped.labels(reason).inc(count)
 
     # --- what services report (services.observe.ProductMetrics) ---
 

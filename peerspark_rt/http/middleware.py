@@ -84,7 +84,8 @@ async def request_context(request: web.Request, handler: Handler) -> web.StreamR
         metrics = request.app[METRICS]
         route = _route_label(request)
         metrics.http_requests.labels(request.method, route, str(status)).inc()
-        metrics.http_latency.labels(request.method, route).observe(elapsed)
+        if route != "/ws":  # a socket's lifetime is not a request's latency
+            metrics.http_latency.labels(request.method, route).observe(elapsed)
         log.info(
             "%s %s -> %d in %.1f ms",
             request.method,

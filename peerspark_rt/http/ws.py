@@ -11,10 +11,11 @@ from typing import Any
 import msgspec
 from aiohttp import WSMsgType, web
 
-from ..actors.connection import Connection
+from ..actors.connection import CLOSE_DEADLINE, Connection, abort_if_stuck
 from ..errors import Forbidden, Invalid, Unauthorized
 from ..protocol import Send, client_json_decoder, client_msgpack_decoder
 from ..services.auth import Principal
+from ..services.chat import SendOrder
 from ..services.realtime import RealtimeService
 from .keys import AUTH, HUB, METRICS, REALTIME, SETTINGS
 from .middleware import bearer_token
@@ -23,7 +24,6 @@ log = logging.getLogger(__name__)
 
 routes = web.RouteTableDef()
 
-CLOSE_TIMEOUT = 3.0  # seconds to wait for a client's answer to our close frame
 SEND_PIPELINE = 64  # chat messages of one socket waiting for their commit at once
 
 
@@ -48,7 +48,7 @@ async def websocket(request: web.Request) -> web.StreamResponse:
         raise web.HTTPBadRequest()
 
     ws = web.WebSocketResponse(
-        timeout=CLOSE_TIMEOUT,
+        timeout=CLOSE_DEADLINE,
         heartbeat=settings.ws_heartbeat,
         max_msg_size=settings.ws_max_message_bytes,
         compress=False,  # frames are pre-built once and written to every member as they are
@@ -67,6 +67,7 @@ async def websocket(request: web.Request) -> web.StreamResponse:
     # this socket's chat messages waiting for their commit (made on the first one: an empty
     # deque is ~0.7 KB, and most sockets never send)
     sending: collections.deque[asyncio.Future[None]] | None = None
+    last_turn: asyncio.Future[None] | None = None  # the latest send's place in line
     try:
         while True:
             msg = await ws.receive()
@@ -82,17 +83,23 @@ async def websocket(request: web.Request) -> web.StreamResponse:
                 break
             try:
                 frame = decoder.decode(msg.data)
-            except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+            except (msgspec.DecodeError, msgspec.ValidationError, RecursionError) as exc:
                 realtime.bad_frame(conn, exc, binary=msg.type is WSMsgType.BINARY)
                 continue
             metrics.ws_frames_in.labels(type(frame).__name__.lower()).inc()
             if type(frame) is Send and frame.kind != "system":
                 # A chat message waits for its commit before it is acknowledged. Handing it
                 # over without waiting lets the next ones from this socket join the same
-                # group commit; they are submitted, and so numbered, in the order they came.
+                # group commit; each is handed to the store only after the one before it
+                # (`SendOrder`), so they are numbered in the order they came, whatever each
+                # waited for on the way (moderation).
                 if sending is None:
                     sending = collections.deque()
-                sending.append(asyncio.ensure_future(_handle(realtime, conn, principal, frame)))
+                order = SendOrder(last_turn)
+                last_turn = order.mine
+                sending.append(
+                    asyncio.ensure_future(_handle(realtime, conn, principal, frame, order))
+                )
                 while sending and sending[0].done():
                     sending.popleft()
                 if len(sending) >= SEND_PIPELINE:
@@ -103,15 +110,26 @@ async def websocket(request: web.Request) -> web.StreamResponse:
                 sending.clear()
             await _handle(realtime, conn, principal, frame)
     finally:
+        metrics.ws_closed(ws.close_code)
         await hub.disconnect(conn, lost=not closed_by_client)
+        # aiohttp closes the transport gracefully, which waits for a reader that may never
+        # read again: cut it if it still holds bytes after the deadline.
+        asyncio.get_running_loop().call_later(CLOSE_DEADLINE, abort_if_stuck, transport)
     return ws
 
 
 async def _handle(
-    realtime: RealtimeService, conn: Connection, principal: Principal, frame: Any
+    realtime: RealtimeService,
+    conn: Connection,
+    principal: Principal,
+    frame: Any,
+    order: SendOrder | None = None,
 ) -> None:
     try:
-        await realtime.handle(conn, principal, frame)
+        await realtime.handle(conn, principal, frame, order)
     except Exception:
         log.exception("websocket frame %s failed", type(frame).__name__)
         realtime.error(conn, "internal_error", "the server failed on this frame")
+    finally:
+        if order is not None:
+            order.release()

@@ -247,13 +247,15 @@ class ModerationService:
         *,
         dedupe_key: str | None = None,
         history: bool = True,
+        upstream: bool = True,
     ) -> Verdict:
         """Decide whether `text` may be published now. Stores nothing (see `hold`).
 
         `dedupe_key` identifies a resend of the same content (a chat message's client id), so
         a retry is not taken for a repeat. `history=False` skips the rules about the author's
         recent content (posting rate, near-duplicates): for an edit of existing content, which
-        would otherwise be taken for a repeat of itself."""
+        would otherwise be taken for a repeat of itself. `upstream=False` skips the OpenAI
+        check (chat in CHAT_AI_MODERATION=after mode runs it after delivery: `upstream_verdict`)."""
         if kind not in CONTENT_KINDS:
             raise ValueError(f"unknown content kind {kind!r}")
         verdict = self._local(kind, text)
@@ -270,7 +272,7 @@ class ModerationService:
             )
         if verdict.allowed and history:
             verdict = await self._history(author, kind, text)
-        if verdict.allowed and text.strip():
+        if verdict.allowed and upstream and text.strip():
             verdict = await self._upstream(kind, text)
         if verdict.allowed:
             if repeatable:
@@ -326,11 +328,14 @@ class ModerationService:
         *,
         dedupe_key: str | None = None,
         field: str = "content",
+        upstream: bool = True,
     ) -> None:
         """Review, and hold what may not be published: raises HeldForReview (422, naming
         `field`, with the reason) when held. A resend of content already approved passes (its
         area finds it stored by the same key)."""
-        verdict = await self.review(author, kind, text, context, dedupe_key=dedupe_key)
+        verdict = await self.review(
+            author, kind, text, context, dedupe_key=dedupe_key, upstream=upstream
+        )
         if verdict.allowed:
             return
         held = await self.hold(
@@ -339,6 +344,49 @@ class ModerationService:
         if held.status == "approved":
             return
         raise held.error(field)
+
+    @property
+    def checks_upstream(self) -> bool:
+        """Whether content goes to the OpenAI moderation endpoint (AI is configured)."""
+        return self.ai.available
+
+    async def upstream_verdict(self, kind: ContentKind, text: str) -> Verdict:
+        """The OpenAI check alone, for content already published (chat in `after` mode)."""
+        verdict = await self._upstream(kind, text)
+        if not verdict.allowed:
+            self.metrics.moderated(kind, f"retracted:{verdict.rule}")
+        return verdict
+
+    async def hold_published(
+        self,
+        author: Principal,
+        kind: ContentKind,
+        text: str,
+        snapshot: dict[str, Any],
+        verdict: Verdict,
+        context: ModerationContext,
+        *,
+        dedupe_key: str | None = None,
+    ) -> HeldItem:
+        """Queue content that was published and has just been taken down for review; its
+        author is told. Approving it restores it (its area's publisher sees the snapshot)."""
+        held = await self.hold(
+            author, kind, text, snapshot, verdict, context, dedupe_key=dedupe_key
+        )
+        try:
+            await self.notifications.notify(
+                NewNotification(
+                    recipient_id=author.user_id,
+                    notification_type="moderation_removed",
+                    title=f"Your {kind} was removed pending review",
+                    message=verdict.reason,
+                    action_url=f"/sessions/{context.session_id}" if context.session_id else None,
+                    metadata={"heldId": str(held.id), "contentType": kind},
+                )
+            )
+        except Exception:
+            log.exception("telling the author about removed %s %s failed", kind, held.id)
+        return held
 
     # --- reviewing the queue --------------------------------------------------------------
 

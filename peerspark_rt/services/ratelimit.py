@@ -6,14 +6,19 @@ left in it. That is exactly "N per window" as the spec states its limits.
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import math
 import time
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 from redis.asyncio import Redis
+from redis.exceptions import RedisError
 
 from ..errors import RateLimited
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True, slots=True)
@@ -119,3 +124,46 @@ class RedisRateLimiter:
 
     async def reset(self, limit: Limit, key: str) -> None:
         await self._redis.delete(f"{self._prefix}{limit.name}:{key}")
+
+
+class FallbackRateLimiter:
+    """Redis-backed limits that keep working when Redis does not answer: each call has a
+    deadline, and while Redis is away this node counts in its own memory (per node, so a user
+    spread over nodes gets a little more). /health says which is in use."""
+
+    def __init__(self, primary: RateLimiter, fallback: RateLimiter, *, timeout: float) -> None:
+        self._primary = primary
+        self._fallback = fallback
+        self._timeout = timeout
+        self.degraded_since: float | None = None  # time.time() when the fallback took over
+
+    async def _call(self, method: str, limit: Limit, key: str) -> Any:
+        try:
+            async with asyncio.timeout(self._timeout):
+                result = await getattr(self._primary, method)(limit, key)
+        except (RedisError, OSError, TimeoutError) as exc:
+            if self.degraded_since is None:
+                self.degraded_since = time.time()
+                log.warning("rate limits fall back to this node's memory: %s", exc or type(exc))
+            return await getattr(self._fallback, method)(limit, key)
+        if self.degraded_since is not None:
+            log.info("rate limits are kept in Redis again")
+            self.degraded_since = None
+        return result
+
+    async def hit(self, limit: Limit, key: str) -> RateState:
+        state: RateState = await self._call("hit", limit, key)
+        return state
+
+    async def peek(self, limit: Limit, key: str) -> RateState:
+        state: RateState = await self._call("peek", limit, key)
+        return state
+
+    async def reset(self, limit: Limit, key: str) -> None:
+        await self._call("reset", limit, key)
+        await self._fallback.reset(limit, key)
+
+    def health(self) -> str:
+        if self.degraded_since is None:
+            return "redis"
+        return "in-process fallback (Redis not answering)"

@@ -8,12 +8,12 @@ room actors to do the live part. Every refusal becomes an `error` frame with a c
 from __future__ import annotations
 
 import logging
-import time
 import uuid
 from typing import Any
 
 import msgspec
 
+from ..actors import mail
 from ..actors.connection import Connection, send_frame
 from ..actors.hub import Hub
 from ..db import sessions as sessions_db
@@ -37,14 +37,18 @@ from ..protocol import (
     json_encoder,
     parse_room,
 )
+from . import validation
 from .auth import Principal
-from .chat import ChatService
+from .chat import ChatService, SendOrder
 from .pods import PodService
 from .sessions import SessionService, message_frame
 
 log = logging.getLogger(__name__)
 
 MAX_CONSECUTIVE_ERRORS = 10
+# Errors that are the server's, not the client's: they do not count towards the limit of bad
+# frames in a row (a database outage must not close every socket that keeps sending).
+SERVER_SIDE = frozenset({"unavailable", "internal_error", "database_busy", "upstream_error"})
 
 
 class SessionHistory:
@@ -69,6 +73,11 @@ class SessionHistory:
             after = rows[-1]["seq"]
         return out
 
+    async def positions(self, rooms: list[str]) -> dict[str, int]:
+        by_id = {uuid.UUID(room.partition(":")[2]): room for room in rooms}
+        found = await sessions_db.positions(self.db.pool, list(by_id))
+        return {by_id[session_id]: seq for session_id, seq in found.items()}
+
 
 class RealtimeService:
     def __init__(
@@ -78,17 +87,15 @@ class RealtimeService:
         pods: PodService,
         sessions: SessionService,
         chat: ChatService,
-        send_rate: float,
-        send_burst: int,
         screen_share_enabled: bool,
+        max_rooms: int = 100,
     ) -> None:
         self.hub = hub
         self.pods = pods
         self.sessions = sessions
         self.chat = chat
-        self.send_rate = send_rate
-        self.send_burst = send_burst
         self.screen_share_enabled = screen_share_enabled
+        self.max_rooms = max_rooms
 
     # --- replies to one socket -------------------------------------------------------------
 
@@ -105,7 +112,8 @@ class RealtimeService:
         room: str | None = None,
         ref: str | None = None,
     ) -> None:
-        conn.errors += 1
+        if code not in SERVER_SIDE:
+            conn.errors += 1
         self.reply(conn, Error(code=code, message=message, room=room, ref=ref))
         if conn.errors >= MAX_CONSECUTIVE_ERRORS:
             conn.close(CLOSE_TOO_MANY_ERRORS, "too many bad frames")
@@ -118,6 +126,8 @@ class RealtimeService:
                 "unknown_type" if "Invalid value" in text and "`$.t`" in text else "invalid_frame"
             )
             self.error(conn, code, text)
+        elif isinstance(exc, RecursionError):
+            self.error(conn, "invalid_frame", "the frame is nested too deeply")
         else:
             self.error(
                 conn, "bad_frame", f"frame is not valid {'MessagePack' if binary else 'JSON'}"
@@ -125,11 +135,13 @@ class RealtimeService:
 
     # --- dispatch ------------------------------------------------------------------------
 
-    async def handle(self, conn: Connection, principal: Principal, frame: Any) -> None:
+    async def handle(
+        self, conn: Connection, principal: Principal, frame: Any, order: SendOrder | None = None
+    ) -> None:
         ok = True
         match frame:
             case Send():
-                ok = await self._send(conn, principal, frame)
+                ok = await self._send(conn, principal, frame, order)
             case Join():
                 ok = await self._join(conn, principal, frame)
             case Leave():
@@ -137,7 +149,7 @@ class RealtimeService:
                 self.reply(conn, Left(room=frame.room))
             case Typing():
                 ok = self._in_room(conn, frame.room) and self.hub.post(
-                    conn, frame.room, ("typing", conn, frame.state)
+                    conn, frame.room, mail.TypingFrom(conn, frame.state)
                 )
             case ScreenShare():
                 ok = self._share(conn, frame)
@@ -146,8 +158,11 @@ class RealtimeService:
                 if ok and frame.seq > conn.acked.get(frame.room, 0):
                     conn.acked[frame.room] = frame.seq
             case Resume():
+                if frame.since < 0:
+                    self.error(conn, "invalid_frame", "since must not be negative", room=frame.room)
+                    return
                 ok = self._in_room(conn, frame.room) and self.hub.post(
-                    conn, frame.room, ("resume", conn, frame.since)
+                    conn, frame.room, mail.Resume(conn, frame.since)
                 )
             case Ping():
                 self.reply(conn, Pong(id=frame.id))
@@ -160,8 +175,9 @@ class RealtimeService:
         self.error(conn, "not_joined", "join the room first", room=room)
         return False
 
-    async def authorize_room(self, principal: Principal, room: str) -> None:
-        """Raise unless the principal may be in `room`."""
+    async def authorize_room(self, principal: Principal, room: str, *, enrol: bool = False) -> None:
+        """Raise unless the principal may be in `room` (with `enrol`, a session room's
+        would-be participant takes part first, as POST /api/sessions/{id}/join does)."""
         parsed = parse_room(room)
         if parsed is None:
             raise Invalid("room", "rooms are session:<id>, pod:<id> or user:<id>")
@@ -178,18 +194,31 @@ class RealtimeService:
                 await self.pods.visible_pod(principal, target)  # 404 for private pods
                 raise Forbidden("only members of the pod may join its room", code="not_a_member")
         else:
-            await self.sessions.enter_live(principal, target)
+            await self.sessions.enter_live(principal, target, enrol=enrol)
 
     async def _join(self, conn: Connection, principal: Principal, frame: Join) -> bool:
         if frame.since is not None and frame.since < 0:
             self.error(conn, "invalid_frame", "since must not be negative", room=frame.room)
             return False
+        if frame.room not in conn.rooms and len(conn.rooms) >= self.max_rooms:
+            self.error(
+                conn,
+                "too_many_rooms",
+                f"a socket may be in at most {self.max_rooms} rooms; leave one first",
+                room=frame.room,
+            )
+            return False
         try:
-            await self.authorize_room(principal, frame.room)
+            await self.authorize_room(principal, frame.room, enrol=frame.enrol)
         except AppError as exc:
             self.error(conn, exc.code, exc.message, room=frame.room)
             return False
-        await self.hub.join(conn, frame.room, frame.since)
+        refused = await self.hub.join(conn, frame.room, frame.since)
+        if refused is not None:
+            self.error(
+                conn, refused, "the room cannot be entered right now; try again", room=frame.room
+            )
+            return False
         return True
 
     def _share(self, conn: Connection, frame: ScreenShare) -> bool:
@@ -201,37 +230,32 @@ class RealtimeService:
                 conn, "invalid_frame", "screen sharing happens in session rooms", room=frame.room
             )
             return False
-        if frame.stream_id is not None and len(frame.stream_id) > 200:
-            self.error(conn, "invalid_frame", "streamId is too long", room=frame.room)
+        if frame.stream_id is not None and (
+            len(frame.stream_id) > 200 or _has_control(frame.stream_id)
+        ):
+            self.error(
+                conn,
+                "invalid_frame",
+                "streamId must be at most 200 characters, without control characters",
+                room=frame.room,
+            )
             return False
         return self._in_room(conn, frame.room) and self.hub.post(
-            conn, frame.room, ("share", conn, frame.sharing, frame.stream_id)
+            conn, frame.room, mail.ShareFrom(conn, frame.sharing, frame.stream_id)
         )
 
-    def _allow_send(self, conn: Connection) -> bool:
-        """A token bucket per socket: `send_rate` messages a second, bursts of `send_burst`."""
-        now = time.monotonic()
-        allowance = min(
-            self.send_burst, conn.send_allowance + (now - conn.send_checked) * self.send_rate
-        )
-        conn.send_checked = now
-        if allowance < 1:
-            conn.send_allowance = allowance
-            return False
-        conn.send_allowance = allowance - 1
-        return True
-
-    async def _send(self, conn: Connection, principal: Principal, frame: Send) -> bool:
-        if not frame.room.startswith("session:"):
-            self.error(conn, "invalid_frame", "messages are sent to session rooms", ref=frame.cid)
-            return False
-        if not self._in_room(conn, frame.room):
-            return False
-        if not self._allow_send(conn):
-            self.error(conn, "rate_limited", "slow down", room=frame.room, ref=frame.cid)
-            return False
-        session_id = uuid.UUID(frame.room.partition(":")[2])
+    async def _send(
+        self, conn: Connection, principal: Principal, frame: Send, order: SendOrder | None
+    ) -> bool:
         try:
+            if not frame.room.startswith("session:"):
+                self.error(
+                    conn, "invalid_frame", "messages are sent to session rooms", ref=frame.cid
+                )
+                return False
+            if not self._in_room(conn, frame.room):
+                return False
+            session_id = uuid.UUID(frame.room.partition(":")[2])
             is_organizer = frame.kind == "system" and await self._is_organizer(
                 session_id, principal
             )
@@ -244,6 +268,7 @@ class RealtimeService:
                 file_url=frame.file_url,
                 meta=frame.meta,
                 is_organizer=is_organizer,
+                order=order,
             )
         except HeldForReview as exc:
             # The client did nothing wrong: this does not count towards the bad-frame limit.
@@ -261,6 +286,9 @@ class RealtimeService:
         except AppError as exc:
             self.error(conn, exc.code, exc.message, room=frame.room, ref=frame.cid)
             return False
+        finally:
+            if order is not None:
+                order.release()
         self.reply(
             conn,
             Acked(
@@ -278,3 +306,11 @@ class RealtimeService:
             self.sessions.db.pool, session_id, principal.user_id
         )
         return row is not None and row["role"] == "organizer"
+
+
+def _has_control(value: str) -> bool:
+    try:
+        validation.no_control_characters(value, "streamId")
+    except Invalid:
+        return True
+    return False

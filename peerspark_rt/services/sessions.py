@@ -192,6 +192,7 @@ class SessionState(msgspec.Struct, rename="camel"):
 def message_frame(row: Any, room: str) -> Message:
     """A stored message as the live room's `message` frame."""
     sender_id = row["sender_id"]
+    retracted = row["retracted_at"] is not None
     return Message(
         room=room,
         seq=row["seq"],
@@ -200,11 +201,12 @@ def message_frame(row: Any, room: str) -> Message:
             id=str(sender_id) if sender_id else "", username=row["sender_username"] or ""
         ),
         kind=row["message_type"],
-        body=row["content"] or "",
+        body="" if retracted else row["content"] or "",
         ts=row["created_at"].isoformat(),
         cid=row["client_message_id"],
-        file_url=row["file_url"],
-        meta=row["metadata"] or None,
+        file_url=None if retracted else row["file_url"],
+        meta=None if retracted else row["metadata"] or None,
+        retracted=retracted,
     )
 
 
@@ -526,14 +528,23 @@ class SessionService:
 
     # --- the live room -----------------------------------------------------------------------
 
-    async def enter_live(self, principal: Principal, session_id: uuid.UUID) -> None:
-        """Authorize entering `session:<id>`: participants and the organizer may; others join
-        first (same rules as POST /join) when the session is still open."""
+    async def enter_live(
+        self, principal: Principal, session_id: uuid.UUID, *, enrol: bool = False
+    ) -> None:
+        """Authorize entering `session:<id>`: participants and the organizer may. Others are
+        refused unless they ask to `enrol`, which takes part in the session first (the same
+        rules as POST /join): taking part is an explicit act, never a side effect of a join."""
         session = await sessions_db.get_for(self.db.pool, session_id, principal.user_id)
         if session is None:
             raise NotFound("session not found")
         if session["my_status"] is not None and session["my_status"] != "declined":
             return
+        if not enrol:
+            raise Forbidden(
+                "take part in the session first (POST /api/sessions/{id}/join, or join the room "
+                'with "enrol": true)',
+                code="not_a_participant",
+            )
         await self.join(principal, session_id)
 
     async def can_read(self, principal: Principal, session_id: uuid.UUID) -> asyncpg.Record:

@@ -1,0 +1,181 @@
+"""What a room actor's mailbox carries: one small class per kind of message, matched by class.
+
+Everything that changes a room's live state arrives here, from its local sockets (through the
+hub), from the broker (other nodes' frames and this node's own publications), and from work the
+actor handed off (state loading, presence writes, store fetches), whose results come back as
+mail rather than being awaited: an actor never awaits the network.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+
+from .connection import Connection
+
+JoinResult = asyncio.Future[str | None]  # None: joined; else an error code for the client
+
+
+@dataclass(slots=True)
+class Wire:
+    """A broker payload for this room (an envelope, see cluster.envelope)."""
+
+    payload: bytes
+
+
+@dataclass(slots=True)
+class Join:
+    conn: Connection
+    since: int | None
+    done: JoinResult | None
+    # set by the hub when the joiner stopped waiting: the actor then ignores the join
+    cancelled: bool = False
+
+
+@dataclass(slots=True)
+class Leave:
+    conn: Connection
+    done: asyncio.Future[None] | None
+    lost: bool = False
+
+
+@dataclass(slots=True)
+class Depart:
+    """A departing user's grace period is over."""
+
+    user_id: str
+
+
+@dataclass(slots=True)
+class TypingFrom:
+    conn: Connection
+    state: str
+
+
+@dataclass(slots=True)
+class ShareFrom:
+    conn: Connection
+    sharing: bool
+    stream_id: str | None
+
+
+@dataclass(slots=True)
+class Resume:
+    conn: Connection
+    since: int
+
+
+@dataclass(slots=True)
+class ReplayMore:
+    """The socket drained: send it the next part of its replay."""
+
+    conn: Connection
+
+
+@dataclass(slots=True)
+class ReplayPage:
+    """Stored messages fetched for a socket's replay (None: the fetch failed)."""
+
+    conn: Connection
+    frames: list[tuple[int, bytes]] | None
+
+
+@dataclass(slots=True)
+class GapDue:
+    """Time to fetch what is missing between the last delivered message and what is known."""
+
+
+@dataclass(slots=True)
+class GapFill:
+    frames: list[tuple[int, bytes]] | None  # None: the fetch failed
+    upto: int
+
+
+@dataclass(slots=True)
+class Position:
+    """The room's latest stored sequence, as the store says (the periodic position check)."""
+
+    seq: int
+
+
+@dataclass(slots=True)
+class Loaded:
+    last_seq: int
+    presence: dict[str, str]
+
+
+@dataclass(slots=True)
+class LoadFailed:
+    reason: str
+
+
+@dataclass(slots=True)
+class Reload:
+    pass
+
+
+@dataclass(slots=True)
+class PresenceGone:
+    """The user's last device anywhere left the room (the cluster registry said so)."""
+
+    user_id: str
+    username: str
+
+
+@dataclass(slots=True)
+class TypingExpiry:
+    pass
+
+
+@dataclass(slots=True)
+class Evict:
+    user_id: str
+
+
+@dataclass(slots=True)
+class Overflowed:
+    """The socket fell behind and its queued room traffic was dropped: stop its replay and
+    tell it to resume."""
+
+    conn: Connection
+
+
+@dataclass(slots=True)
+class Reassert:
+    """Re-register local presence (after this node was presumed dead by the others)."""
+
+
+@dataclass(slots=True)
+class Idle:
+    pass
+
+
+@dataclass(slots=True)
+class Stop:
+    pass
+
+
+Mail = (
+    Wire
+    | Join
+    | Leave
+    | Depart
+    | TypingFrom
+    | ShareFrom
+    | Resume
+    | ReplayMore
+    | ReplayPage
+    | GapDue
+    | GapFill
+    | Position
+    | Loaded
+    | LoadFailed
+    | Reload
+    | PresenceGone
+    | TypingExpiry
+    | Evict
+    | Overflowed
+    | Reassert
+    | Idle
+    | Stop
+)
