@@ -111,6 +111,19 @@ def _ws_args(parser: argparse.ArgumentParser) -> None:
     )
     g.add_argument("--binary", action="store_true", help="MessagePack frames (product only)")
     g.add_argument(
+        "--redis-stall-at",
+        type=float,
+        metavar="SECONDS",
+        help="run the node on a redis-server of the harness's own and pause it (SIGSTOP) this "
+        "long after the start; the result reports p99 and lost/duplicated during the stall",
+    )
+    g.add_argument(
+        "--redis-stall-for",
+        type=float,
+        metavar="SECONDS",
+        help="how long the Redis stall lasts (default 3)",
+    )
+    g.add_argument(
         "--user-rooms",
         action="store_true",
         help="every product socket also joins its user's own room (user:<id>), as apps do "
@@ -239,6 +252,8 @@ def ws_config(args: argparse.Namespace, kind: Kind) -> Any:
         "connect_concurrency",
         "client",
         "settle",
+        "redis_stall_at",
+        "redis_stall_for",
     ):
         value = getattr(args, field)
         if value is not None:
@@ -259,6 +274,8 @@ def ws_config(args: argparse.Namespace, kind: Kind) -> Any:
         raise SystemExit("--senders must be at most --clients")
     if kind != "product" and (config.drop_at is not None or config.binary):
         raise SystemExit(f"{name}: drops and MessagePack are for the product only")
+    if config.redis_stall_at is not None and (kind != "product" or args.target):
+        raise SystemExit("--redis-stall-at: for a product node the harness starts itself")
     if kind == "echo" and config.rooms == 0:
         raise SystemExit("the echo peer needs rooms")
     return config
@@ -285,7 +302,20 @@ async def _ws(args: argparse.Namespace) -> int:
     print(ws_table(results))
     for line in comparison_lines(results):
         print(line)
+    for result in results:
+        stall = result.get("redis_stall")
+        if stall:
+            print(
+                f"redis paused {stall['paused_at']:.1f}-{stall['resumed_at']:.1f}s: delivery p99 "
+                f"{_ms(stall['p99_during'])} during (before: {_ms(stall['p99_before'])}, max "
+                f"{_ms(stall['max_during'])}), {stall['acked_during']} acked during; missing "
+                f"{stall['missing']}, duplicates {stall['duplicates']}, gaps {stall['gaps']}"
+            )
     return 0
+
+
+def _ms(seconds: float | None) -> str:
+    return "-" if seconds is None else f"{seconds * 1000:.1f} ms"
 
 
 def main(argv: list[str] | None = None) -> int:

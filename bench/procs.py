@@ -12,6 +12,7 @@ import re
 import secrets
 import shutil
 import signal
+import socket
 import sys
 import time
 from collections.abc import Callable, Mapping
@@ -259,6 +260,67 @@ async def spawn(
     server = ServerProcess(name, proc)
     await server.wait_listening(timeout)
     return server
+
+
+@dataclass
+class RedisProcess:
+    """A redis-server of the harness's own, which it may pause (SIGSTOP) to show what a stalled
+    Redis does to the product (never the shared one: pausing it would stall everything)."""
+
+    proc: asyncio.subprocess.Process
+    port: int
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def pause(self) -> None:
+        if self.proc.returncode is None:
+            self.proc.send_signal(signal.SIGSTOP)
+
+    def resume(self) -> None:
+        if self.proc.returncode is None:
+            self.proc.send_signal(signal.SIGCONT)
+
+    def stop(self) -> None:
+        if self.proc.returncode is None:
+            self.proc.send_signal(signal.SIGCONT)
+            self.proc.kill()
+
+
+async def start_redis(workdir: Path, timeout: float = 10) -> RedisProcess:
+    binary = shutil.which("redis-server")
+    if binary is None:
+        raise RuntimeError("--redis-stall-at needs redis-server on PATH (Debian: redis-server)")
+    port = _free_port()
+    proc = await asyncio.create_subprocess_exec(
+        binary,
+        *("--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"),
+        *("--dir", str(workdir)),
+        stdout=asyncio.subprocess.DEVNULL,
+        stderr=asyncio.subprocess.DEVNULL,
+    )
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            reader, writer = await asyncio.open_connection("127.0.0.1", port)
+            writer.write(b"PING\r\n")
+            if (await asyncio.wait_for(reader.readline(), 1)).startswith(b"+PONG"):
+                writer.close()
+                return RedisProcess(proc, port)
+            writer.close()
+        except (OSError, TimeoutError):
+            pass
+        if time.monotonic() > deadline:
+            proc.kill()
+            raise RuntimeError(f"redis-server on port {port} did not start")
+        await asyncio.sleep(0.05)
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
 
 
 def base_env() -> dict[str, str]:

@@ -28,6 +28,10 @@ class WsConfig:
     heartbeat: float | None = None  # WS_HEARTBEAT of a node the harness starts
     # product sockets: the lean raw client, or peerspark_rt.client.LiveClient (which resumes)
     client: Literal["lean", "live"] = "lean"
+    # seconds after the start when the harness's own redis-server is paused (SIGSTOP), and for
+    # how long: the room must not notice (product only)
+    redis_stall_at: float | None = None
+    redis_stall_for: float = 3.0
     description: str = ""
 
     @property

@@ -14,7 +14,7 @@ from typing import Any
 from . import wire
 from .context import Context, Target, machine_load, rest_session
 from .generator import WorkerProc, next_event, start_workers
-from .procs import Sample
+from .procs import RedisProcess, Sample, start_redis
 from .scenarios import WsConfig
 from .seed import Account, RestApi, create_rooms
 from .stats import Histogram, merged
@@ -46,6 +46,8 @@ class WsRun:
         self.start = 0.0
         self.db_cpu: float | None = None
         self.database: dict[str, str] | None = None
+        self.redis: RedisProcess | None = None
+        self.stall: tuple[float, float] | None = None  # (from, to) seconds after the start
 
     def log(self, text: str) -> None:
         self.ctx.log(f"{self.label}: {text}")
@@ -148,7 +150,16 @@ class WsRun:
         node_env = {}
         if cfg.heartbeat:
             node_env["WS_HEARTBEAT"] = str(cfg.heartbeat)
-        target = await ctx.open_target(cfg.kind, **node_env)
+        if cfg.redis_stall_at is not None:
+            self.redis = await start_redis(ctx.run_dir("redis"))
+            node_env["REDIS_URL"] = self.redis.url
+            self.log(f"own redis-server at {self.redis.url} (paused at {cfg.redis_stall_at:g}s)")
+        try:
+            target = await ctx.open_target(cfg.kind, **node_env)
+        except BaseException:
+            if self.redis is not None:
+                self.redis.stop()
+            raise
         if cfg.kind == "product":
             self.database = await ctx.database_settings()
         self.log(f"server at {target.base_url} ({target.where}); {ctx.placement.describe()}")
@@ -156,6 +167,8 @@ class WsRun:
             return await self._run(target, load_before)
         finally:
             await target.stop()
+            if self.redis is not None:
+                self.redis.stop()
 
     async def _sample(self, target: Target) -> Sample | None:
         if target.probe is None:
@@ -237,6 +250,7 @@ class WsRun:
             what += f"; every client drops and resumes at {cfg.drop_at:g}s"
         self.log(what)
         sampler = asyncio.create_task(self._sample_cpu(self.target, self.start))
+        staller = asyncio.create_task(self._stall_redis()) if self.redis else None
         deadline = cfg.duration + cfg.ack_timeout + cfg.drain + 120
         try:
             while len(self.done) < len(workers):
@@ -256,9 +270,28 @@ class WsRun:
             # before the clients hang up: closing thousands of sockets is not the run's work
             self.samples["end"] = await self._sample(self.target)
         finally:
-            sampler.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await sampler
+            for task in (sampler, staller):
+                if task is not None:
+                    task.cancel()
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await task
+            if self.redis is not None:
+                self.redis.resume()
+
+    async def _stall_redis(self) -> None:
+        cfg = self.config
+        if self.redis is None or cfg.redis_stall_at is None:
+            return
+        await asyncio.sleep(max(0.0, self.start + cfg.redis_stall_at - time.time()))
+        self.redis.pause()
+        began = time.time() - self.start
+        self.log(f"redis paused at {began:.1f}s for {cfg.redis_stall_for:g}s")
+        try:
+            await asyncio.sleep(cfg.redis_stall_for)
+        finally:
+            self.redis.resume()
+        self.stall = (began, time.time() - self.start)
+        self.log(f"redis answers again at {self.stall[1]:.1f}s")
 
     def _finals(self, sent: list[wire.Sent]) -> dict[str, int]:
         finals: dict[str, int] = {}
@@ -396,6 +429,8 @@ class WsRun:
             },
             "timeline": self._timeline_rows(),
         }
+        if self.stall is not None:
+            result["redis_stall"] = self._stall_figures()
         if cfg.drop_at is not None:
             result["burst"] = {
                 "dropped": connected,
@@ -417,6 +452,35 @@ class WsRun:
                     idle["cpu_microseconds_per_ping"] = round(idle_cpu / pings * 1e6, 1)
             result["idle"] = idle
         return result
+
+    def _stall_figures(self) -> dict[str, Any]:
+        """Delivery latency in the seconds Redis was paused against the seconds before it."""
+        if self.stall is None:
+            return {}
+        began, ended = self.stall
+        during, before = Histogram(), Histogram()
+        acked_during = 0
+        for second, row in self.timeline.items():
+            hist = row.get("_hist")
+            if second + 1 <= began:
+                if hist is not None:
+                    before.merge(hist)
+            elif second >= began - 0.05 and second + 1 <= ended + 0.05:  # wholly inside
+                if hist is not None:
+                    during.merge(hist)
+                acked_during += row.get("acked", 0)
+        done = self.done
+        return {
+            "paused_at": round(began, 2),
+            "resumed_at": round(ended, 2),
+            "p99_before": before.percentile(99),
+            "p99_during": during.percentile(99),
+            "max_during": during.max if during.n else None,
+            "acked_during": acked_during,
+            "missing": sum(d.missing for d in done),
+            "duplicates": sum(d.duplicates for d in done),
+            "gaps": sum(d.gaps for d in done),
+        }
 
     def _timeline_rows(self) -> list[dict[str, Any]]:
         rows = []

@@ -579,10 +579,10 @@ class RoomActor:
     def _reassert_presence(self) -> None:
         if not self.tracks_presence:
             return
+        names = {str(c.user_id): c.username for c in self._members()}
         for user in self.local_users:
-            conn = next((c for c in self._members() if str(c.user_id) == user), None)
-            if conn is not None:
-                self.hub.presence_add(self.room, user, conn.username)
+            if user in names:
+                self.hub.presence_add(self.room, user, names[user])
 
     # --- resuming ------------------------------------------------------------------------
 
