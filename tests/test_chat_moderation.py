@@ -134,8 +134,10 @@ async def test_after_mode_delivers_at_once_and_retracts_everywhere(
         for i in range(30):  # pipelined in pairs, as a chatty client sends
             acks += await asyncio.gather(timed(f"line {2 * i}"), timed(f"line {2 * i + 1}"))
         assert [x.seq for x in acks] == list(range(1, 61))
-        # nobody waits for the half-second check
-        assert p99(latencies) < 0.05, sorted(latencies)[-5:]
+        # nobody waits for the half-second check: no ack comes near it, and p99 is that of
+        # chat without moderation (a timing bound with room for a busy test machine)
+        assert max(latencies) < 0.4, sorted(latencies)[-5:]
+        assert p99(latencies) < 0.1, sorted(latencies)[-5:]
         flagged = await timed("you will FLAGME now")
         assert flagged.seq == 61
         for client in (n, f):

@@ -428,11 +428,17 @@ class RoomActor:
         self._gap_fetching = False
         for seq, payload in frames or ():
             self._on_message(seq, payload)
-        if frames is not None and self.last_seq < upto and not self.pending:
-            # The store has nothing between: those sequence numbers were never used (a
-            # position read ahead of a commit that then failed cannot happen, but a skipped
-            # number must not stall the room forever).
+        if frames is not None and self.last_seq < upto:
+            # The store has nothing between: those numbers were never used. (Sequences are
+            # handed out in the committing transaction, so this should not happen; if it
+            # does, a missing number must not stall the room forever.) The ring holds
+            # consecutive messages only.
+            log.warning(
+                "room %s: the store has no messages %d..%d", self.room, self.last_seq + 1, upto
+            )
             self.last_seq = upto
+            self.recent.clear()
+            self._drain_pending()
         if self.pending or self.known_seq > self.last_seq:
             self._arm_gap_timer(GAP_WAIT if frames is not None else GAP_RETRY)
 

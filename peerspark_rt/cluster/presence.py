@@ -114,6 +114,7 @@ class RedisPresence:
     HEARTBEAT_TTL_MS = 4000
     SWEEP_EVERY = 1.0
     ROUND_TIMEOUT = 5.0  # seconds one heartbeat-and-sweep round may take
+    CLOSE_TIMEOUT = 2.0  # seconds a clean shutdown may spend handing presence over
 
     def __init__(self, redis: Redis, node_id: str, prefix: str) -> None:
         self._redis = redis
@@ -145,11 +146,13 @@ class RedisPresence:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
-        # A clean shutdown hands its users' presence over at once instead of after the TTL.
-        with contextlib.suppress(RedisError, OSError):
-            await self._sweep_node(self._node)
-            await self._redis.delete(f"{self._p}alive:{self._node}")
-            await self._redis.srem(f"{self._p}nodes", self._node)
+        # A clean shutdown hands its users' presence over at once instead of after the TTL
+        # (if Redis answers in time; otherwise the other nodes sweep them when it lapses).
+        with contextlib.suppress(RedisError, OSError, TimeoutError):
+            async with asyncio.timeout(self.CLOSE_TIMEOUT):
+                await self._sweep_node(self._node)
+                await self._redis.delete(f"{self._p}alive:{self._node}")
+                await self._redis.srem(f"{self._p}nodes", self._node)
 
     async def add(self, room: str, user_id: str, username: str) -> bool:
         result = await self._add(
