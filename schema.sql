@@ -820,6 +820,10 @@ CREATE INDEX IF NOT EXISTS idx_calendar_events_reminder_due
 DROP INDEX IF EXISTS idx_calendar_events_reminders; -- the scan used to read events by span
 -- The reminder scan pages recurring study sessions by id.
 CREATE INDEX IF NOT EXISTS idx_study_sessions_recurring ON study_sessions(id) WHERE is_recurring;
+-- span_end: when a study session's last occurrence ends (NULL: a series that repeats forever,
+-- or a row written before the column), kept by the sessions service on every write, so the
+-- iCalendar feed leaves out series long over as it does events.
+ALTER TABLE study_sessions ADD COLUMN IF NOT EXISTS span_end TIMESTAMPTZ;
 
 -- The private iCalendar feed: one revocable token per user. Only its SHA-256 is kept.
 CREATE TABLE IF NOT EXISTS calendar_feed_tokens (

@@ -231,7 +231,8 @@ def test_rebase_keeps_only_exceptions_that_still_exist() -> None:
     ("raw", "field", "fragment"),
     [
         ({"rrule": "FREQ=FORTNIGHTLY"}, "recurrencePattern.rrule", "FREQ"),
-        ({"rrule": "FREQ=MINUTELY"}, "recurrencePattern.rrule", "FREQ must be one of"),
+        ({"rrule": "FREQ=SECONDLY"}, "recurrencePattern.rrule", "FREQ must be one of"),
+        ({"rrule": "FREQ=MINUTELY"}, "recurrencePattern.rrule", "1440 occurrences a day"),
         ({"rrule": "BYDAY=MO"}, "recurrencePattern.rrule", "FREQ is required"),
         ({"rrule": "FREQ=WEEKLY;BYDAY=XX"}, "recurrencePattern.rrule", "not a valid"),
         (
@@ -343,11 +344,11 @@ def test_a_rule_that_never_matches_is_refused() -> None:
         with pytest.raises(Invalid) as caught:
             rec.parse_pattern(rule, base)
         assert "no occurrence" in caught.value.reason
-    # one that matches only once in 28 years is found
+    # one that matches only once in 28 years is found (after the start, always an instance)
     leap_monday = rec.parse_pattern("FREQ=YEARLY;BYMONTH=2;BYMONTHDAY=29;BYDAY=MO", base)
     series = replace(base, pattern=leap_monday)
     first = rec.expand(series, *window("2026-01-01T00:00:00+00:00", "2060-01-01T00:00:00+00:00"))
-    assert [o.start.date() for o in first] == [dt.date(2044, 2, 29)]
+    assert [o.start.date() for o in first] == [dt.date(2026, 1, 1), dt.date(2044, 2, 29)]
 
 
 def test_expanding_far_from_the_start_walks_only_near_the_window(walked: list[int]) -> None:
@@ -371,13 +372,14 @@ def test_span_and_count_before_stop_walking_at_the_cap(walked: list[int]) -> Non
     series = timed(start, 10, "UTC", "FREQ=HOURLY;BYMINUTE=0,30;UNTIL=20190101T000000Z")
     walked[0] = 0
     span_start, span_end = rec.series_span(series)
-    # ~330,000 occurrences: past the cap the series is taken to end at its UNTIL
-    assert walked[0] <= rec.MAX_WALK + 10
+    # ~330,000 occurrences: past the cap the series is taken to end at its UNTIL (the walk
+    # looks a day ahead to put instants in order, see recurrence._MAX_JUMP)
+    assert walked[0] <= rec.MAX_WALK + 2 * rec.MAX_PER_DAY
     assert span_start == start
     assert span_end == dt.datetime(2019, 1, 1, tzinfo=UTC) + dt.timedelta(minutes=10)
     walked[0] = 0
     assert rec.count_before(series, "2018-06-01T00:00:00Z") == rec.MAX_WALK
-    assert walked[0] <= rec.MAX_WALK + 10
+    assert walked[0] <= rec.MAX_WALK + 2 * rec.MAX_PER_DAY
 
 
 def test_a_long_event_repeating_often_is_expanded_within_the_limit(walked: list[int]) -> None:
@@ -430,6 +432,95 @@ def test_expansion_from_anywhere_matches_dateutil_walking_from_the_start(
             if instant + series.duration > lo:
                 expected.append(instant)
         assert [o.start for o in rec.expand(series, lo, hi)] == expected, (rule, lo_text)
+
+
+@pytest.mark.parametrize(
+    "rule",
+    [
+        "FREQ=MINUTELY;INTERVAL=45",
+        "FREQ=MINUTELY;INTERVAL=7;BYHOUR=8,20",
+        "FREQ=MINUTELY;INTERVAL=90;BYDAY=MO,WE",
+        "FREQ=HOURLY;BYMINUTE=0,30",
+    ],
+)
+@pytest.mark.parametrize("tz", ["Europe/Berlin", "America/New_York", "Australia/Lord_Howe"])
+def test_sub_daily_expansion_from_anywhere_matches_dateutil_across_dst(rule: str, tz: str) -> None:
+    # windows around the DST changes of the three zones; in a spring gap dateutil gives some
+    # instants twice and out of order (02:30 is 03:30): the engine gives each once, in order
+    start = dt.datetime(2026, 1, 5, 21, 15, tzinfo=ZoneInfo(tz))
+    series = timed(start, 10, tz, rule)
+    built = rec.rule_of(series)
+    assert built is not None
+    for lo_text in ("2026-03-06", "2026-03-26", "2026-10-22", "2027-04-01"):
+        lo = dt.datetime.fromisoformat(lo_text + "T00:00:00+00:00")
+        hi = lo + dt.timedelta(days=8)
+        expected = set()
+        for moment in built:
+            instant = moment.astimezone(UTC)
+            if instant >= hi + dt.timedelta(days=1):
+                break
+            if lo < instant + series.duration and instant < hi:
+                expected.add(instant)
+        assert [o.start for o in rec.expand(series, lo, hi)] == sorted(expected), (rule, lo_text)
+
+
+def test_a_start_off_the_rule_is_the_first_instance_and_counts_in_count() -> None:
+    # RFC 5545's "every Friday the 13th" starts on Tuesday 2 September 1997
+    start = dt.datetime(1997, 9, 2, 9, 0, tzinfo=NEW_YORK)
+    rule = "FREQ=MONTHLY;BYDAY=FR;BYMONTHDAY=13;COUNT=4"
+    series = timed(start, 60, "America/New_York", rule)
+    everything = window("1997-01-01T00:00:00+00:00", "2002-01-01T00:00:00+00:00")
+    days = [
+        o.start.astimezone(NEW_YORK).date().isoformat() for o in rec.expand(series, *everything)
+    ]
+    assert days == ["1997-09-02", "1998-02-13", "1998-03-13", "1998-11-13"]
+    assert rec.occurs(series, "1997-09-02T13:00:00Z")
+    assert not rec.from_rule(series, "1997-09-02T13:00:00Z")
+    assert rec.series_span(series)[1] == dt.datetime(1998, 11, 13, 15, 0, tzinfo=UTC)
+    # cut at the second Friday: the start and one Friday before, two Fridays after
+    parts = rec.split(series, "1998-03-13T14:00:00Z")
+    assert parts.before is not None and parts.after.rrule.endswith("COUNT=2")
+    before = replace(series, pattern=parts.before)
+    assert [o.start.date() for o in rec.expand(before, *everything)] == [
+        dt.date(1997, 9, 2), dt.date(1998, 2, 13),
+    ]  # fmt: skip
+    # a rule whose occurrences all come after its UNTIL leaves the start alone
+    alone = timed(
+        start, 60, "America/New_York", "FREQ=MONTHLY;BYDAY=FR;BYMONTHDAY=13;UNTIL=19971231"
+    )
+    assert [o.recurrence_id for o in rec.expand(alone, *everything)] == ["1997-09-02T13:00:00Z"]
+
+
+def test_rdates_are_instances_split_with_the_series() -> None:
+    start = dt.datetime(2026, 5, 4, 9, 0, tzinfo=BERLIN)
+    series = timed(
+        start,
+        60,
+        "Europe/Berlin",
+        "FREQ=WEEKLY;COUNT=3",
+        rdates=["2026-05-06T15:00:00", "2026-06-01T09:00:00+02:00"],
+        overrides={"2026-05-06T13:00:00Z": {"title": "Extra"}},
+    )
+    assert series.pattern is not None
+    assert series.pattern.rdates == ("2026-05-06T13:00:00Z", "2026-06-01T07:00:00Z")
+    assert rec.load_pattern(series.pattern.to_json(False)) == series.pattern
+    everything = window("2026-01-01T00:00:00+00:00", "2027-01-01T00:00:00+00:00")
+    occ = rec.expand(series, *everything)
+    assert [o.start.astimezone(BERLIN).strftime("%m-%d %H") for o in occ] == [
+        "05-04 09", "05-06 15", "05-11 09", "05-18 09", "06-01 09",
+    ]  # fmt: skip
+    assert occ[1].fields == {"title": "Extra"}
+    assert rec.series_span(series)[1] == dt.datetime(2026, 6, 1, 8, 0, tzinfo=UTC)
+    # the rdate does not count in COUNT: cut at the third weekly, one is left after
+    parts = rec.split(series, "2026-05-18T07:00:00Z")
+    assert parts.after.rrule == "FREQ=WEEKLY;COUNT=1"
+    assert parts.after.rdates == ("2026-06-01T07:00:00Z",)
+    assert parts.before is not None and parts.before.rdates == ("2026-05-06T13:00:00Z",)
+    assert not rec.from_rule(series, "2026-05-06T13:00:00Z")
+    assert rec.from_rule(series, "2026-05-11T07:00:00Z")
+    # moved an hour later, the rdates stay where they are
+    later = replace(series, start=series.start + dt.timedelta(days=3))
+    assert rec.rebase(series.pattern, later).rdates == ("2026-06-01T07:00:00Z",)
 
 
 # --------------------------------------------------------------------------- the year range

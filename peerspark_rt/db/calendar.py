@@ -17,7 +17,7 @@ EVENT_COLUMNS = """id, user_id, title, description, event_type, start_time, end_
 
 SESSION_COLUMNS = """s.id, s.title, s.description, s.session_type, s.pod_id, s.organizer_id,
     s.start_time, s.end_time, s.timezone, s.meeting_url, s.status, s.is_recurring,
-    s.recurrence_pattern, s.created_at, s.updated_at"""
+    s.recurrence_pattern, s.created_at, s.updated_at, s.span_end"""
 
 # The sessions a user's calendar shows: those they organize, take part in (unless they
 # declined), and those of pods where they are an active member. Each branch uses an index.
@@ -197,12 +197,13 @@ async def feed_events(
 async def feed_sessions(
     conn: Executor, user_id: uuid.UUID, since: dt.datetime, *, limit: int
 ) -> list[asyncpg.Record]:
-    """The user's sessions still of interest after `since`, at most `limit`: recurring ones
-    first, then those that start latest."""
+    """The user's sessions still of interest after `since` (a series without a known end
+    always is), at most `limit`: recurring ones first, then those that start latest."""
     return await conn.fetch(
         f"""SELECT {SESSION_COLUMNS}, 'x' AS my_role
               FROM study_sessions s JOIN ({_MY_SESSIONS}) mine ON mine.id = s.id
-             WHERE s.is_recurring OR s.end_time >= $2
+             WHERE COALESCE(s.span_end, CASE WHEN s.is_recurring THEN 'infinity'::timestamptz
+                                            ELSE s.end_time END) >= $2
              ORDER BY s.is_recurring DESC, s.start_time DESC, s.id DESC
              LIMIT $3""",
         user_id,

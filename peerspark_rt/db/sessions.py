@@ -31,6 +31,7 @@ EDITABLE_COLUMNS = frozenset(
         "max_participants",
         "is_recurring",
         "recurrence_pattern",
+        "span_end",
         "tags",
         "resources",
         "notes",

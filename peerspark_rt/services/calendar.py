@@ -298,11 +298,13 @@ def _series_values(
     series: rec.Series,
     reminders: list[dict[str, Any]],
     status: str,
+    dropped: list[Invalid] | None = None,
 ) -> dict[str, Any]:
-    """The recurrence columns of an event (pure, CPU-bound: run in a thread)."""
+    """The recurrence columns of an event (pure, CPU-bound: run in a thread). With `dropped`
+    the pattern keeps what it can (see recurrence.parse_pattern)."""
     pattern = None
     if raw_pattern is not None:
-        pattern = rec.parse_pattern(raw_pattern, series)
+        pattern = rec.parse_pattern(raw_pattern, series, dropped=dropped)
     elif is_recurring:
         raise Invalid("recurrencePattern", "is required when isRecurring is true")
     series = replace(series, pattern=pattern)
@@ -336,8 +338,12 @@ class CalendarService:
             row = await calendar_db.insert_event(conn, {"user_id": principal.user_id, **values})
         return event_view(row)
 
-    async def _validated(self, principal: Principal, body: EventCreate) -> dict[str, Any]:
-        """Column values for a full description of an event; Invalid names the bad field."""
+    async def _validated(
+        self, principal: Principal, body: EventCreate, dropped: list[Invalid] | None = None
+    ) -> dict[str, Any]:
+        """Column values for a full description of an event; Invalid names the bad field.
+        With `dropped` (an import) the rdates, exdates and overrides that cannot be kept are
+        left out and said there instead."""
         title = validation.text(body.title, "title", max_len=255)
         tz = _timezone_name(body.timezone)
         event_type = validation.one_of(body.event_type, "eventType", EVENT_TYPES)
@@ -353,6 +359,7 @@ class CalendarService:
             rec.Series(start, end, tz, body.is_all_day),
             reminders,
             status,
+            dropped,
         )
         pod_id = await self._related_pod(principal, body.related_pod_id)
         session_id = await self._related_session(principal, body.related_session_id)
@@ -559,6 +566,16 @@ class CalendarService:
         body: EventUpdate,
     ) -> EventView:
         series = event_series(row)
+        if rid != rec.recurrence_id_of(series.start, series.all_day) and not rec.from_rule(
+            series, rid
+        ):
+            # the rest of the series would carry on from a date the rule does not produce,
+            # where the same rule (counted from its own start) no longer gives the same dates
+            raise Invalid(
+                "recurrenceId",
+                "an occurrence added with rdates cannot start the rest of the series; change "
+                "it alone (scope=this) or cut the series at an occurrence of its rule",
+            )
         parts = rec.split(series, rid)
         # the tail starts as a copy of the series from the cut, with the tail's own rule
         tail_start = parts.cut

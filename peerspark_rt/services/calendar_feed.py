@@ -1,9 +1,11 @@
 """iCalendar (RFC 5545) in and out: a private feed per user that calendar clients subscribe to,
-and import of .ics files. Built and parsed with the `icalendar` package.
+and import of .ics files (read by services/ical_import.py). Built with the `icalendar` package,
+its VTIMEZONEs by services/vtimezone.py.
 
 The feed URL carries a random token; only its SHA-256 is stored. Creating a new token replaces
 the old one (the old URL stops working at once); revoking deletes it. The feed is a @public
 route: the token in the path is its only credential, as calendar clients cannot send headers.
+It carries the series that are not over or ended at most FEED_HISTORY ago.
 """
 
 from __future__ import annotations
@@ -24,33 +26,35 @@ import msgspec
 from .. import __version__
 from ..db import calendar as calendar_db
 from ..db.pool import Database
-from ..errors import AppError, BadRequest, NotFound
+from ..errors import AppError, Invalid, NotFound
 from . import recurrence as rec
 from .auth import Principal
 from .calendar import (
     MAX_EVENTS_PER_USER,
     CalendarService,
-    EventCreate,
     calendar_full,
     event_series,
     event_view,
     session_series,
 )
+from .ical_import import (
+    UNREADABLE,
+    ImportNotes,
+    ImportProblem,
+    drafts_from_ics,
+)
+from .vtimezone import vtimezone
 
 log = logging.getLogger(__name__)
 
-FEED_HISTORY = dt.timedelta(days=180)  # past events a feed still carries
+FEED_HISTORY = dt.timedelta(days=180)  # a series over for longer is left out of the feed
 FEED_MAX_EVENTS = MAX_EVENTS_PER_USER  # events and sessions one feed carries at most
 FEED_MAX_SESSIONS = 2000
-MAX_IMPORT_EVENTS = 1000
-# What a malformed calendar may make the parser or the checks raise: a reason to skip one
-# event, never an error for the whole import.
-_UNREADABLE = (ValueError, TypeError, KeyError, IndexError, AttributeError, OverflowError)
+# A series that never ends gets its time zone's changes listed this many years ahead of now.
+FEED_ZONE_YEARS_AHEAD = 20
 PRODID = f"-//PeerSpark//PeerSpark RT {__version__}//EN"
 _STATUS_OUT = {"scheduled": "CONFIRMED", "completed": "CONFIRMED", "tentative": "TENTATIVE",
                "cancelled": "CANCELLED"}  # fmt: skip
-_STATUS_IN = {"CONFIRMED": "scheduled", "TENTATIVE": "tentative", "CANCELLED": "cancelled"}
-_TYPES_IN = {"study", "exam", "assignment", "meeting", "deadline"}
 
 
 class FeedToken(msgspec.Struct, rename="camel"):
@@ -66,15 +70,11 @@ class FeedStatus(msgspec.Struct, rename="camel"):
     last_used_at: dt.datetime | None = None
 
 
-class ImportProblem(msgspec.Struct, rename="camel"):
-    uid: str
-    reason: str
-
-
 class ImportResult(msgspec.Struct, rename="camel"):
     imported: int
     updated: int
-    skipped: list[ImportProblem]
+    skipped: list[ImportProblem]  # not imported, and why
+    incomplete: list[ImportNotes]  # imported, less what is listed
 
 
 def token_hash(token: str) -> str:
@@ -87,7 +87,7 @@ def token_hash(token: str) -> str:
 def _moment(value: dt.datetime, series: rec.Series) -> dt.datetime | dt.date:
     if series.all_day:
         return value.date()
-    if series.timezone == "UTC":
+    if series.zone.key == "UTC":
         return value.astimezone(dt.UTC)
     return value.astimezone(series.zone)
 
@@ -140,6 +140,12 @@ def _series_components(uid: str, series: rec.Series, base: dict[str, Any]) -> li
     ]
     if exdates:
         master.add("exdate", exdates)
+    rdates = [
+        _moment(rec.parse_instant(x, "rdate", all_day=series.all_day), series)
+        for x in pattern.rdates
+    ]
+    if rdates:
+        master.add("rdate", rdates)
     for rid, change in pattern.overrides.items():
         original = rec.parse_instant(rid, "recurrenceId", all_day=series.all_day)
         start = change.start or original
@@ -180,6 +186,8 @@ def build_feed(
     cal.add("x-wr-calname", f"PeerSpark: {name}")
     cal.add("x-published-ttl", "PT15M")  # how often clients should refresh
     cal.add("refresh-interval", dt.timedelta(minutes=15), parameters={"VALUE": "DURATION"})
+    out: list[icalendar.Event] = []
+    zones = _ZoneYears(dt.datetime.now(dt.UTC))
     for row in events:
         series = event_series(row)
         view = event_view(row)
@@ -195,12 +203,12 @@ def build_feed(
         uid = row["ical_uid"] or f"event-{row['id']}@peerspark"
         try:
             components = _series_components(uid, series, base)
-        except _UNREADABLE as exc:
+        except UNREADABLE as exc:
             log.warning("event %s left out of the feed: %s", row["id"], exc)
             continue
         _alarms(components[0], row["reminder_settings"] or [])
-        for component in components:
-            cal.add_component(component)
+        out += components
+        zones.add(series, row["span_start"], row["span_end"])
     for row in sessions:
         series = session_series(row)
         base = {
@@ -215,172 +223,42 @@ def build_feed(
         }
         try:
             components = _series_components(f"session-{row['id']}@peerspark", series, base)
-        except _UNREADABLE as exc:
+        except UNREADABLE as exc:
             log.warning("session %s left out of the feed: %s", row["id"], exc)
             continue
-        for component in components:
-            cal.add_component(component)
-    cal.add_missing_timezones()
+        out += components
+        moved = [o.start for o in series.pattern.overrides.values()] if series.pattern else []
+        zones.add(
+            series, min([series.start, *(x for x in moved if x is not None)]), row["span_end"]
+        )
+    # every TZID used gets its VTIMEZONE, before the events that use it
+    for zone, (first, last) in sorted(zones.years.items()):
+        cal.add_component(vtimezone(zone, first, last))
+    for component in out:
+        cal.add_component(component)
     return bytes(cal.to_ical())
 
 
-# --------------------------------------------------------------------------- parsing
+class _ZoneYears:
+    """The UTC years each time zone the feed uses must cover: those its series' instants fall
+    in, up to FEED_ZONE_YEARS_AHEAD years ahead for a series that never ends."""
 
+    def __init__(self, now: dt.datetime) -> None:
+        self.horizon = now.year + FEED_ZONE_YEARS_AHEAD
+        self.years: dict[str, tuple[int, int]] = {}
 
-def _zone_of(value: dt.datetime, fallback: str) -> tuple[dt.datetime, str]:
-    """An imported date-time and the IANA zone to keep for it."""
-    if value.tzinfo is None:  # floating time: read it in the importer's zone
-        return value.replace(tzinfo=rec.zone(fallback)), fallback
-    key = getattr(value.tzinfo, "key", None)
-    if isinstance(key, str) and rec.zone(key).key == key:
-        return value, key
-    if value.utcoffset() == dt.timedelta(0):
-        return value.astimezone(dt.UTC), "UTC"
-    return value.astimezone(dt.UTC), fallback
-
-
-def _decoded(component: icalendar.cal.Component, name: str) -> Any:
-    try:
-        return component.decoded(name)
-    except KeyError:
-        return None
-
-
-def _dates_of(prop: Any) -> list[Any]:
-    """The values of an EXDATE property, which may repeat and may hold several values."""
-    if prop is None:
-        return []
-    props = prop if isinstance(prop, list) else [prop]
-    out = []
-    for p in props:
-        for value in getattr(p, "dts", []):
-            out.append(value.dt)
-    return out
-
-
-def _stamp(value: Any, all_day: bool, tz: str) -> str:
-    if isinstance(value, dt.datetime):
-        if all_day:
-            return value.date().isoformat()
-        moment, _ = _zone_of(value, tz)
-        return moment.isoformat()
-    if isinstance(value, dt.date):
-        return value.isoformat()
-    raise ValueError(f"not a date: {value!r}")
-
-
-def drafts_from_ics(
-    data: bytes, default_tz: str
-) -> tuple[list[tuple[str, EventCreate]], list[ImportProblem]]:
-    """(uid, event) for each importable series in `data`, and what was skipped and why."""
-    try:
-        calendars = icalendar.Calendar.from_ical(data, multiple=True)
-    except _UNREADABLE as exc:
-        raise BadRequest(f"not an iCalendar file: {exc}", code="invalid_ics") from None
-    masters: dict[str, icalendar.cal.Component] = {}
-    exceptions: dict[str, list[icalendar.cal.Component]] = {}
-    problems: list[ImportProblem] = []
-    for cal in calendars:
-        for component in cal.walk("VEVENT"):
-            uid = str(component.get("UID") or "").strip()
-            if not uid:
-                uid = "sha1-" + hashlib.sha1(component.to_ical()).hexdigest()
-            if len(uid) > 255:
-                problems.append(
-                    ImportProblem(uid[:60] + "...", "UID is longer than 255 characters")
-                )
-                continue
-            if component.get("RECURRENCE-ID") is not None:
-                exceptions.setdefault(uid, []).append(component)
-            else:
-                masters[uid] = component
-    if len(masters) > MAX_IMPORT_EVENTS:
-        raise BadRequest(f"at most {MAX_IMPORT_EVENTS} events per import", code="too_many_events")
-    drafts: list[tuple[str, EventCreate]] = []
-    for uid, component in masters.items():
-        try:
-            drafts.append((uid, _draft(component, exceptions.get(uid, []), default_tz)))
-        except _UNREADABLE as exc:
-            problems.append(ImportProblem(uid, str(exc) or type(exc).__name__))
-    for uid in exceptions.keys() - masters.keys():
-        problems.append(ImportProblem(uid, "a changed occurrence without its series"))
-    return drafts, problems
-
-
-def _draft(
-    component: icalendar.cal.Component, changes: list[icalendar.cal.Component], default_tz: str
-) -> EventCreate:
-    start = _decoded(component, "DTSTART")
-    if start is None:
-        raise ValueError("no DTSTART")
-    all_day = not isinstance(start, dt.datetime)
-    tz = default_tz
-    if isinstance(start, dt.datetime):
-        start, tz = _zone_of(start, default_tz)
-    end = _decoded(component, "DTEND")
-    if end is None:
-        duration = _decoded(component, "DURATION")
-        if isinstance(duration, dt.timedelta):
-            end = start + duration
-    end_text: str | None = None
-    if end is not None:
-        if all_day:
-            last = (end if not isinstance(end, dt.datetime) else end.date()) - dt.timedelta(days=1)
-            end_text = max(last, start).isoformat()
-        else:
-            end_text = _stamp(end, False, tz)
-    pattern: dict[str, Any] | None = None
-    rule = component.get("RRULE")
-    if rule is not None:
-        if isinstance(rule, list):
-            rule = rule[0]
-        exdates = [_stamp(x, all_day, tz) for x in _dates_of(component.get("EXDATE"))]
-        overrides: dict[str, Any] = {}
-        for change in changes:
-            rid = _stamp(_decoded(change, "RECURRENCE-ID"), all_day, tz)
-            if str(change.get("STATUS", "")).upper() == "CANCELLED":
-                exdates.append(rid)
-                continue
-            entry: dict[str, Any] = {}
-            new_start = _decoded(change, "DTSTART")
-            if new_start is not None:
-                entry["start"] = _stamp(new_start, all_day, tz)
-            new_end = _decoded(change, "DTEND")
-            if new_end is not None and not all_day:
-                entry["end"] = _stamp(new_end, False, tz)
-            for prop, name in (
-                ("SUMMARY", "title"),
-                ("DESCRIPTION", "description"),
-                ("LOCATION", "location"),
-            ):
-                if change.get(prop) is not None:
-                    entry[name] = str(change.get(prop))[: 255 if name == "title" else 10_000]
-            overrides[rid] = entry
-        pattern = {"rrule": rule.to_ical().decode(), "exdates": exdates, "overrides": overrides}
-    categories = component.get("CATEGORIES")
-    event_type = "study"
-    if categories is not None:
-        cats = categories if isinstance(categories, list) else [categories]
-        for c in cats:
-            for name in getattr(c, "cats", []):
-                if str(name).lower() in _TYPES_IN:
-                    event_type = str(name).lower()
-    status = _STATUS_IN.get(str(component.get("STATUS", "CONFIRMED")).upper(), "scheduled")
-    return EventCreate(
-        title=str(component.get("SUMMARY") or "(no title)")[:255],
-        start_time=_stamp(start, all_day, tz),
-        end_time=end_text,
-        timezone=tz,
-        event_type=event_type,
-        description=str(component["DESCRIPTION"])[:10_000]
-        if component.get("DESCRIPTION")
-        else None,
-        location=str(component["LOCATION"])[:1000] if component.get("LOCATION") else None,
-        is_all_day=all_day,
-        is_recurring=pattern is not None,
-        recurrence_pattern=pattern,
-        status=status,
-    )
+    def add(self, series: rec.Series, first: dt.datetime | None, last: dt.datetime | None) -> None:
+        key = series.zone.key
+        if series.all_day or key == "UTC":  # dates and UTC times name no zone
+            return
+        start = min(first or series.start, series.start).astimezone(dt.UTC).year
+        if last is None and series.pattern is None:
+            last = series.end
+        end = self.horizon if last is None else last.astimezone(dt.UTC).year
+        known = self.years.get(key)
+        if known is not None:
+            start, end = min(start, known[0]), max(end, known[1])
+        self.years[key] = (start, max(start, end))
 
 
 # --------------------------------------------------------------------------- the service
@@ -429,18 +307,22 @@ class CalendarFeed:
 
     async def import_ics(self, principal: Principal, data: bytes) -> ImportResult:
         """Create (or, for a UID imported before, update) an event per series in the file. An
-        event that cannot be imported is skipped with its reason; the others still are."""
+        event that cannot be imported is skipped with its reason; the others still are. An
+        event imported without something it had is listed with what it lost."""
         tz = await calendar_db.user_timezone(self.db.pool, principal.user_id)
         # parsing up to 2 MB of iCalendar is CPU work: off the event loop
         drafts, problems = await asyncio.to_thread(drafts_from_ics, data, tz)
         imported = updated = 0
-        for uid, draft in drafts:
+        incomplete: list[ImportNotes] = []
+        for draft in drafts:
+            uid = draft.uid
+            left_out: list[Invalid] = []
             try:
-                values = await self.calendar._validated(principal, draft)
+                values = await self.calendar._validated(principal, draft.event, left_out)
             except AppError as exc:
                 problems.append(ImportProblem(uid, exc.message))
                 continue
-            except _UNREADABLE as exc:
+            except UNREADABLE as exc:
                 log.info("imported event %s skipped: %r", uid, exc)
                 problems.append(ImportProblem(uid, f"cannot be read: {exc}"))
                 continue
@@ -465,7 +347,10 @@ class CalendarFeed:
                 imported += 1
             else:
                 updated += 1
-        return ImportResult(imported, updated, problems)
+            draft.note_pattern_problems(left_out)
+            if draft.dropped:
+                incomplete.append(ImportNotes(uid, draft.dropped))
+        return ImportResult(imported, updated, problems, incomplete)
 
 
 def new_uid() -> str:

@@ -3,8 +3,11 @@
 Pure logic, no I/O, shared by the calendar and study sessions.
 
 A series is a first occurrence (`start`..`end`, in the series' own IANA time zone) plus an
-optional `Pattern`: one RRULE (without DTSTART: the series' start is the DTSTART), the
-occurrences cancelled (`exdates`) and the occurrences changed (`overrides`). Occurrences are
+optional `Pattern`: one RRULE (without DTSTART: the series' start is the DTSTART), occurrences
+added on their own (`rdates`), the occurrences cancelled (`exdates`) and the occurrences changed
+(`overrides`). As in RFC 5545 the start is always the first instance, also when the rule would
+not produce it (the RFC's "every Friday the 13th" starts on a Tuesday and cancels that start
+with an EXDATE), and COUNT counts it. Occurrences are
 computed in the series' own zone, so a weekly 09:00 Europe/Berlin class stays at 09:00 Berlin
 time across a DST change (its UTC instant moves). All-day series work on dates and have no time
 zone at all: 12 May is 12 May for every viewer.
@@ -16,17 +19,19 @@ That is also what the iCalendar RECURRENCE-ID of an exception means.
 Stored form (the `recurrence_pattern` JSONB column):
     {"rrule": "FREQ=WEEKLY;BYDAY=MO;COUNT=10",
      "exdates": ["2026-03-30T07:00:00Z"],
+     "rdates": ["2026-04-01T13:00:00Z"],
      "overrides": {"2026-04-06T07:00:00Z": {"start": "...", "end": "...", "title": "..."}}}
 """
 
 from __future__ import annotations
 
+import bisect
 import datetime as dt
 import heapq
 import itertools
 import logging
 import zoneinfo
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field, replace
 from functools import lru_cache
 from typing import Any
@@ -41,7 +46,7 @@ UTC = dt.UTC
 MAX_COUNT = 5000
 MAX_EXCEPTIONS = 500
 MAX_EXPANDED = 2000  # occurrences of one series in one window, at most
-MAX_PER_DAY = 48  # occurrences a rule may make in one day (BYHOUR x BYMINUTE)
+MAX_PER_DAY = 48  # occurrences a rule may make in one day (BYHOUR x BYMINUTE, INTERVAL, COUNT)
 # Occurrences walked at most to answer one question about a series (where it ends, how many
 # come before an occurrence, its next reminder): past this the answer is a bound (see
 # series_span, count_before). Windows walk from near themselves, never from the start.
@@ -51,7 +56,7 @@ MAX_WALK = MAX_COUNT
 MIN_YEAR = 1900
 MAX_YEAR = 2200
 OVERRIDE_TEXT_FIELDS = {"title": 255, "description": 10_000, "location": 1000}
-ALLOWED_FREQ = ("HOURLY", "DAILY", "WEEKLY", "MONTHLY", "YEARLY")
+ALLOWED_FREQ = ("MINUTELY", "HOURLY", "DAILY", "WEEKLY", "MONTHLY", "YEARLY")
 _FORBIDDEN_PARTS = ("DTSTART", "RDATE", "EXDATE", "EXRULE")
 # Past this many years an UNTIL is treated as open-ended when computing where a series stops.
 _SPAN_YEARS = 20
@@ -59,6 +64,11 @@ _SPAN_YEARS = 20
 _CYCLE_YEARS = 400
 _PROBE_YEAR = dt.MAXYEAR - _CYCLE_YEARS  # where a rule is probed: dateutil stops at MAXYEAR
 _WEEKDAYS = ("MO", "TU", "WE", "TH", "FR", "SA", "SU")
+# dateutil walks wall-clock times, and a wall time in a DST gap is the instant the offset before
+# the gap gives (RFC 5545 3.3.5): 02:30 on a spring-forward day is 03:30, after 03:00. So the
+# instants of a walk may come out of order (and twice) by at most the largest jump of a UTC
+# offset, a day (Samoa skipped 30 December 2011), and are put in order within that.
+_MAX_JUMP = dt.timedelta(hours=25)
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,11 +93,13 @@ class Pattern:
     rrule: str
     exdates: tuple[str, ...] = ()
     overrides: Mapping[str, Override] = field(default_factory=dict)
+    rdates: tuple[str, ...] = ()  # recurrence ids, in order
 
     def to_json(self, all_day: bool) -> dict[str, Any]:
         return {
             "rrule": self.rrule,
             "exdates": list(self.exdates),
+            "rdates": list(self.rdates),
             "overrides": {k: v.to_json(all_day) for k, v in self.overrides.items()},
         }
 
@@ -183,9 +195,12 @@ def check_year(year: int, field: str, what: str = "") -> None:
         raise Invalid(field, f"{what} {_year_reason()}".strip())
 
 
-def parse_recurrence_id(value: str, *, all_day: bool, field: str = "recurrenceId") -> str:
-    """Normalize a recurrence id given by a client (any ISO form of the original start)."""
-    return recurrence_id_of(parse_instant(value, field, all_day=all_day), all_day)
+def parse_recurrence_id(
+    value: str, *, all_day: bool, field: str = "recurrenceId", tz: str = "UTC"
+) -> str:
+    """Normalize a recurrence id given by a client (any ISO form of the original start; one
+    without an offset is read in `tz`)."""
+    return recurrence_id_of(parse_instant(value, field, all_day=all_day, tz=tz), all_day)
 
 
 # --------------------------------------------------------------------------- rules
@@ -240,8 +255,9 @@ def normalize_rule(text: str, series: Series, field: str = "recurrencePattern.rr
     series, a date for all-day ones). Raises Invalid naming `field`.
 
     Rules that would cost more than a calendar is worth are refused here, before anything
-    expands them: BYSECOND, more than MAX_PER_DAY occurrences a day, and rules whose first
-    occurrence cannot be found in a bounded walk (see `_first_original`)."""
+    expands them: BYSECOND, more than MAX_PER_DAY occurrences a day, and rules that never
+    produce an occurrence (found in a bounded walk, see `_first_original`). A rule whose
+    occurrences all come after its UNTIL is kept: the series is then its start alone."""
     parts = _rule_parts(text, field)
     keys = {k for k, _ in parts}
     freq = dict(parts).get("FREQ")
@@ -276,14 +292,15 @@ def normalize_rule(text: str, series: Series, field: str = "recurrencePattern.rr
         first = _first_original(canonical, series)
     except (ValueError, TypeError, OverflowError) as exc:
         raise Invalid(field, f"not a valid RFC 5545 rule: {exc}") from None
-    if first is None or (until is not None and first > until):
+    if first is None or (until is not None and until < _dtstart(series)):
         raise Invalid(field, "the rule produces no occurrence on or after the start")
     return canonical
 
 
 def _per_day(parts: list[tuple[str, str]]) -> int:
-    """At most how many occurrences the rule makes in one day: hours x minutes (an upper
-    bound: BYSETPOS and the date parts only remove some)."""
+    """At most how many occurrences the rule makes in one day: hours x minutes, as few as
+    INTERVAL lets a sub-daily rule reach, and never more than COUNT (an upper bound: BYSETPOS
+    and the date parts only remove some)."""
     given = dict(parts)
 
     def count(key: str) -> int | None:
@@ -292,11 +309,19 @@ def _per_day(parts: list[tuple[str, str]]) -> int:
 
     interval_raw = given.get("INTERVAL", "1")
     interval = int(interval_raw) if interval_raw.isdigit() and int(interval_raw) > 0 else 1
-    hours = count("BYHOUR")
-    if given.get("FREQ") == "HOURLY":
-        reachable = -(-24 // interval)  # every INTERVAL hours: at most this many a day
-        hours = min(hours, reachable) if hours is not None else reachable
-    return (hours or 1) * (count("BYMINUTE") or 1)
+    hours, minutes = count("BYHOUR"), count("BYMINUTE")
+    freq = given.get("FREQ")
+    if freq == "MINUTELY":
+        # every INTERVAL minutes: at most this many in an hour, and in a day
+        per_hour = min(minutes or 60, -(-60 // interval))
+        most = min(-(-1440 // interval), (hours or 24) * per_hour)
+    else:
+        if freq == "HOURLY":
+            reachable = -(-24 // interval)  # every INTERVAL hours: at most this many a day
+            hours = min(hours, reachable) if hours is not None else reachable
+        most = (hours or 1) * (minutes or 1)
+    total = given.get("COUNT", "")
+    return min(most, int(total)) if total.isdigit() else most
 
 
 def _first_original(rule_text: str, series: Series) -> dt.datetime | None:
@@ -362,14 +387,24 @@ def rule_of(series: Series) -> rrule | None:
 # --------------------------------------------------------------------------- patterns
 
 
-def parse_pattern(raw: Any, series: Series, field: str = "recurrencePattern") -> Pattern:
+def parse_pattern(
+    raw: Any,
+    series: Series,
+    field: str = "recurrencePattern",
+    *,
+    dropped: list[Invalid] | None = None,
+) -> Pattern:
     """Validate a client's recurrence pattern: a string RRULE, or an object with `rrule`,
-    optional `exdates` (recurrence ids) and `overrides` (recurrence id -> changes)."""
+    optional `rdates` (occurrences added), `exdates` (recurrence ids) and `overrides`
+    (recurrence id -> changes).
+
+    With `dropped` (an import, which keeps what it can), an rdate, exdate or override that
+    cannot be kept is left out and its reason added there instead of refusing the pattern."""
     if isinstance(raw, str):
         raw = {"rrule": raw}
     if not isinstance(raw, Mapping):
         raise Invalid(field, "must be an RRULE string or an object with an rrule")
-    unknown = set(raw) - {"rrule", "exdates", "overrides"}
+    unknown = set(raw) - {"rrule", "exdates", "rdates", "overrides"}
     if unknown:
         raise Invalid(f"{field}.{sorted(unknown)[0]}", "is not a known field")
     text = raw.get("rrule")
@@ -377,34 +412,71 @@ def parse_pattern(raw: Any, series: Series, field: str = "recurrencePattern") ->
         raise Invalid(f"{field}.rrule", "is required (an RFC 5545 RRULE)")
     base = replace(series, pattern=None)
     rule_text = normalize_rule(text, base, f"{field}.rrule")
-    with_rule = replace(series, pattern=Pattern(rule_text))
 
-    exdates_raw = raw.get("exdates") or []
-    if not isinstance(exdates_raw, list) or not all(isinstance(x, str) for x in exdates_raw):
-        raise Invalid(f"{field}.exdates", "must be a list of occurrence start times")
-    if len(exdates_raw) > MAX_EXCEPTIONS:
-        raise Invalid(f"{field}.exdates", f"at most {MAX_EXCEPTIONS} exceptions")
+    def refuse(problem: Invalid) -> None:
+        if dropped is None:
+            raise problem
+        dropped.append(problem)
+
+    rdates: set[str] = set()
+    for value in _bounded_list(raw.get("rdates"), f"{field}.rdates", refuse):
+        try:
+            rdates.add(_rdate(value, series, f"{field}.rdates"))
+        except Invalid as exc:
+            refuse(exc)
+    added = Pattern(rule_text, rdates=tuple(sorted(rdates)))
+    with_dates = replace(series, pattern=added)
+
     exdates: list[str] = []
-    for value in exdates_raw:
-        rid = parse_recurrence_id(value, all_day=series.all_day, field=f"{field}.exdates")
-        if not occurs(with_rule, rid):
-            raise Invalid(f"{field}.exdates", f"{value} is not an occurrence of this series")
+    for value in _bounded_list(raw.get("exdates"), f"{field}.exdates", refuse):
+        try:
+            rid = parse_recurrence_id(
+                value, all_day=series.all_day, field=f"{field}.exdates", tz=series.timezone
+            )
+            if not occurs(with_dates, rid):
+                raise Invalid(f"{field}.exdates", f"{value} is not an occurrence of this series")
+        except Invalid as exc:
+            refuse(exc)
+            continue
         if rid not in exdates:
             exdates.append(rid)
 
     overrides_raw = raw.get("overrides") or {}
     if not isinstance(overrides_raw, Mapping):
         raise Invalid(f"{field}.overrides", "must be an object keyed by occurrence start")
-    if len(overrides_raw) > MAX_EXCEPTIONS:
-        raise Invalid(f"{field}.overrides", f"at most {MAX_EXCEPTIONS} exceptions")
     overrides: dict[str, Override] = {}
-    for key, change in overrides_raw.items():
-        where = f"{field}.overrides"
-        rid = parse_recurrence_id(str(key), all_day=series.all_day, field=where)
-        if not occurs(with_rule, rid):
-            raise Invalid(where, f"{key} is not an occurrence of this series")
-        overrides[rid] = parse_override(change, series, where)
-    return Pattern(rule_text, tuple(exdates), overrides)
+    where = f"{field}.overrides"
+    for seen, (key, change) in enumerate(overrides_raw.items()):
+        if seen == MAX_EXCEPTIONS:
+            refuse(Invalid(where, f"at most {MAX_EXCEPTIONS} exceptions"))
+            break
+        try:
+            rid = parse_recurrence_id(str(key), all_day=series.all_day, field=where)
+            if not occurs(with_dates, rid):
+                raise Invalid(where, f"{key} is not an occurrence of this series")
+            overrides[rid] = parse_override(change, series, where)
+        except Invalid as exc:
+            refuse(exc)
+    return replace(added, exdates=tuple(exdates), overrides=overrides)
+
+
+def _bounded_list(raw: Any, field: str, refuse: Callable[[Invalid], None]) -> list[str]:
+    """A client's list of occurrence start times, at most MAX_EXCEPTIONS of them."""
+    values = raw or []
+    if not isinstance(values, list) or not all(isinstance(x, str) for x in values):
+        raise Invalid(field, "must be a list of occurrence start times")
+    if len(values) > MAX_EXCEPTIONS:
+        refuse(Invalid(field, f"at most {MAX_EXCEPTIONS} dates ({len(values)} given)"))
+    return values[:MAX_EXCEPTIONS]
+
+
+def _rdate(value: str, series: Series, field: str) -> str:
+    """An added occurrence's recurrence id; refused before the start, which RFC 5545 makes the
+    series' first instance."""
+    instant = parse_instant(value, field, all_day=series.all_day, tz=series.timezone)
+    if instant < series.start:
+        raise Invalid(field, f"{value} is before the series' start, its first instance")
+    return recurrence_id_of(instant, series.all_day)
 
 
 def parse_override(change: Any, series: Series, field: str) -> Override:
@@ -450,7 +522,8 @@ def load_pattern(raw: Any) -> Pattern | None:
         fields = {k: change[k] for k in OVERRIDE_TEXT_FIELDS if k in change}
         overrides[str(key)] = Override(start, end, fields)
     exdates = tuple(str(x) for x in raw.get("exdates") or [])
-    return Pattern(raw["rrule"], exdates, overrides)
+    rdates = tuple(str(x) for x in raw.get("rdates") or [])
+    return Pattern(raw["rrule"], exdates, overrides, rdates)
 
 
 def _loose_instant(value: Any) -> dt.datetime | None:
@@ -496,9 +569,10 @@ def _explicit_parts(parts: dict[str, str], start: dt.datetime) -> dict[str, str]
             out["BYMONTHDAY"] = str(start.day)
         elif freq == "WEEKLY":
             out["BYDAY"] = _WEEKDAYS[start.weekday()]
-    if freq != "HOURLY":
+    if freq not in ("HOURLY", "MINUTELY"):
         out.setdefault("BYHOUR", str(start.hour))
-    out.setdefault("BYMINUTE", str(start.minute))
+    if freq != "MINUTELY":
+        out.setdefault("BYMINUTE", str(start.minute))
     out.setdefault("BYSECOND", str(start.second))
     return out
 
@@ -541,20 +615,33 @@ def _period_start(parts: dict[str, str], start: dt.datetime, target: dt.datetime
     elif freq == "DAILY":
         n = steps((target.date() - start.date()).days)
         found = dt.datetime.combine(start.date() + dt.timedelta(days=n), dt.time())
-    else:  # HOURLY: dateutil counts wall-clock hours
+    elif freq == "HOURLY":  # dateutil counts wall-clock hours
         hour = start.replace(minute=0, second=0, microsecond=0)
         n = steps(int((target - hour).total_seconds() // 3600))
         found = hour + dt.timedelta(hours=n)
+    else:  # MINUTELY: and wall-clock minutes
+        minute = start.replace(second=0, microsecond=0)
+        n = steps(int((target - minute).total_seconds() // 60))
+        found = minute + dt.timedelta(minutes=n)
     return found if n > 0 else start
 
 
 @lru_cache(maxsize=4096)
 def _count_end(rule_text: str, start: dt.datetime) -> dt.datetime | None:
-    """The last occurrence of a COUNT rule (at most MAX_COUNT of them to walk)."""
+    """The last occurrence a COUNT rule adds to the series (at most MAX_COUNT of them to walk);
+    None when it adds none. DTSTART "always counts as the first occurrence" (RFC 5545 3.3.10):
+    where the rule does not produce it, the rule adds only COUNT - 1."""
     built = rrulestr(rule_text, dtstart=start)
     assert isinstance(built, rrule)
+    wanted = int(_stored_parts(rule_text)["COUNT"])
+    walk = iter(built)
+    first = next(walk, None)
+    if first is None:
+        return None
+    if first != start:
+        wanted -= 1
     last = None
-    for moment in itertools.islice(built, MAX_COUNT):
+    for moment in itertools.islice(itertools.chain([first], walk), min(wanted, MAX_COUNT)):
         last = moment
     return last
 
@@ -573,42 +660,81 @@ def _walk_from(series: Series, after: dt.datetime) -> Iterator[dt.datetime]:
         parts["UNTIL"] = _format_until(last, series.all_day)
     target = _local(after, series) - dt.timedelta(days=1)  # room for DST folds and gaps
     local_start = start.replace(tzinfo=None)
-    if target <= local_start:
-        yield from _build(series.pattern.rrule, series)
-        return
-    explicit = _explicit_parts(parts, local_start)
-    begin = _period_start(explicit, local_start, target)
-    if begin == local_start:
-        yield from _build(series.pattern.rrule, series)
-        return
-    dtstart = begin if series.all_day else begin.replace(tzinfo=series.zone)
-    built = rrulestr(_rule_text(list(explicit.items())), dtstart=dtstart)
+    dtstart = start
+    if target > local_start:
+        explicit = _explicit_parts(parts, local_start)
+        begin = _period_start(explicit, local_start, target)
+        if begin != local_start:
+            parts = explicit
+            dtstart = begin if series.all_day else begin.replace(tzinfo=series.zone)
+    built = rrulestr(_rule_text(list(parts.items())), dtstart=dtstart)
     assert isinstance(built, rrule)
     yield from built
 
 
-def _original_starts(series: Series, after: dt.datetime) -> Iterator[dt.datetime]:
-    """Original occurrence starts (aware; midnight UTC for all-day) from `after` on."""
+def _rule_starts(series: Series, after: dt.datetime) -> Iterator[dt.datetime]:
+    """The rule's original starts (aware; midnight UTC for all-day) from `after` on, in order
+    (see _MAX_JUMP)."""
     if series.all_day:
         floor = dt.datetime(after.year, after.month, after.day)
         for moment in _walk_from(series, after):
             if moment >= floor:
                 yield day_start(moment.date())
-    else:
-        for moment in _walk_from(series, after):
-            instant = moment.astimezone(UTC)
-            if instant >= after:
-                yield instant
+        return
+    pending: list[dt.datetime] = []
+    for moment in _walk_from(series, after):
+        instant = moment.astimezone(UTC)
+        heapq.heappush(pending, instant)
+        while pending[0] < instant - _MAX_JUMP:
+            earliest = heapq.heappop(pending)
+            if earliest >= after:
+                yield earliest
+    while pending:
+        earliest = heapq.heappop(pending)
+        if earliest >= after:
+            yield earliest
+
+
+@lru_cache(maxsize=4096)
+def _instants(recurrence_ids: tuple[str, ...]) -> list[dt.datetime]:
+    return sorted(x for x in map(_loose_instant, recurrence_ids) if x is not None)
+
+
+def _original_starts(series: Series, after: dt.datetime) -> Iterator[dt.datetime]:
+    """The original starts of the series' instances (aware; midnight UTC for all-day) from
+    `after` on, in order, each once: its start (always the first instance), the rule's
+    occurrences and the rdates."""
+    assert series.pattern is not None
+    added = _instants(series.pattern.rdates)
+    extra = heapq.merge([series.start], added[bisect.bisect_left(added, after) :])
+    previous = None
+    for moment in heapq.merge(extra, _rule_starts(series, after)):
+        if moment >= after and moment != previous:
+            yield moment
+        previous = moment
 
 
 def occurs(series: Series, recurrence_id: str) -> bool:
-    """Whether `recurrence_id` is an occurrence the rule produces (cancelled or not)."""
+    """Whether `recurrence_id` is an occurrence of the series (cancelled or not)."""
     if series.pattern is None:
         return False
     target = _loose_instant(recurrence_id)
     if target is None:
         return False
     for moment in _original_starts(series, target):
+        return moment == target
+    return False
+
+
+def from_rule(series: Series, recurrence_id: str) -> bool:
+    """Whether the rule itself produces the occurrence (not only the start or an rdate): a
+    series can be cut there and carry on with the same rule from it."""
+    if series.pattern is None:
+        return False
+    target = _loose_instant(recurrence_id)
+    if target is None:
+        return False
+    for moment in _rule_starts(series, target):
         return moment == target
     return False
 
@@ -781,10 +907,10 @@ def next_alarm(
 def series_span(series: Series) -> tuple[dt.datetime, dt.datetime | None]:
     """The instants the whole series covers (its exceptions included); None: no end.
 
-    A series bounded by COUNT or UNTIL ends at its last occurrence, found by walking at most
-    MAX_WALK occurrences: past that, an UNTIL series is taken to end at its UNTIL (a bound a
-    little late at worst, which is all the range query and reminders need). Past _SPAN_YEARS
-    years a series counts as open-ended."""
+    A series bounded by COUNT or UNTIL ends at its last occurrence (rdates included), found by
+    walking at most MAX_WALK occurrences of the rule: past that, an UNTIL series is taken to end
+    at its UNTIL or its last rdate (a bound a little late at worst, which is all the range
+    query and reminders need). Past _SPAN_YEARS years a series counts as open-ended."""
     if series.pattern is None:
         return series.start, series.end
     start = series.start
@@ -793,9 +919,12 @@ def series_span(series: Series) -> tuple[dt.datetime, dt.datetime | None]:
     if "COUNT" in parts or "UNTIL" in parts:
         horizon = _plus(series.start, dt.timedelta(days=366 * _SPAN_YEARS))
         last: dt.datetime | None = None
+        most = MAX_WALK + len(series.pattern.rdates) + 1  # the start and rdates come on top
         for walked, original in enumerate(_original_starts(series, series.start), start=1):
-            if walked > MAX_WALK:
-                last = _until_instant(parts.get("UNTIL"), series)
+            if walked > most:
+                until = _until_instant(parts.get("UNTIL"), series)
+                added = _instants(series.pattern.rdates)
+                last = max([x for x in (until, *added[-1:]) if x is not None], default=None)
                 break
             last = original
         if last is not None and (horizon is None or last <= horizon):
@@ -838,7 +967,7 @@ def with_exdate(pattern: Pattern, recurrence_id: str) -> Pattern:
         pattern.exdates if recurrence_id in pattern.exdates else (*pattern.exdates, recurrence_id)
     )
     overrides = {k: v for k, v in pattern.overrides.items() if k != recurrence_id}
-    return Pattern(pattern.rrule, exdates, overrides)
+    return replace(pattern, exdates=exdates, overrides=overrides)
 
 
 def with_override(pattern: Pattern, recurrence_id: str, change: Override) -> Pattern:
@@ -851,12 +980,13 @@ def with_override(pattern: Pattern, recurrence_id: str, change: Override) -> Pat
             {**previous.fields, **change.fields},
         )
     overrides = {**pattern.overrides, recurrence_id: change}
-    return Pattern(pattern.rrule, pattern.exdates, overrides)
+    return replace(pattern, overrides=overrides)
 
 
 def count_before(series: Series, recurrence_id: str) -> int:
-    """How many occurrences the rule produces before `recurrence_id`, counting at most
-    MAX_WALK (exact for COUNT rules, which have at most MAX_COUNT = MAX_WALK)."""
+    """How many instances the series has before `recurrence_id` (its start, the rule's and
+    rdates, cancelled or not), counting at most MAX_WALK (exact for COUNT rules, which have at
+    most MAX_COUNT = MAX_WALK)."""
     target = _loose_instant(recurrence_id)
     if series.pattern is None or target is None:
         return 0
@@ -885,9 +1015,10 @@ def split(series: Series, recurrence_id: str) -> Split:
     cut = _loose_instant(recurrence_id)
     assert cut is not None
     parts = _rule_parts(pattern.rrule, "rrule")
-    earlier = count_before(series, recurrence_id)
+    # COUNT counts the start and the rule's occurrences, not rdates
+    earlier = count_before(replace(series, pattern=Pattern(pattern.rrule)), recurrence_id)
     before: Pattern | None = None
-    if earlier > 0:
+    if cut > series.start:
         until = cut - (dt.timedelta(days=1) if series.all_day else dt.timedelta(seconds=1))
         before_parts = [(k, v) for k, v in parts if k not in ("COUNT", "UNTIL")]
         before_parts.append(("UNTIL", _format_until(until, series.all_day)))
@@ -895,6 +1026,7 @@ def split(series: Series, recurrence_id: str) -> Split:
             _rule_text(before_parts),
             tuple(x for x in pattern.exdates if x < recurrence_id),
             {k: v for k, v in pattern.overrides.items() if k < recurrence_id},
+            tuple(x for x in pattern.rdates if x < recurrence_id),
         )
     after_parts = []
     for key, val in parts:
@@ -905,6 +1037,7 @@ def split(series: Series, recurrence_id: str) -> Split:
         _rule_text(after_parts),
         tuple(x for x in pattern.exdates if x >= recurrence_id),
         {k: v for k, v in pattern.overrides.items() if k >= recurrence_id},
+        tuple(x for x in pattern.rdates if x > recurrence_id),
     )
     return Split(before, after, cut)
 
@@ -917,8 +1050,10 @@ def truncate(series: Series, recurrence_id: str) -> Pattern | None:
 
 def rebase(pattern: Pattern, new: Series) -> Pattern:
     """Keep the exceptions of `pattern` that still name occurrences of `new` (after a change of
-    start time, the old recurrence ids no longer match and are dropped)."""
-    probe = replace(new, pattern=Pattern(pattern.rrule))
+    start time, the old recurrence ids no longer match and are dropped), and the rdates that
+    are not before its start."""
+    rdates = tuple(x for x in pattern.rdates if (_loose_instant(x) or new.start) >= new.start)
+    probe = replace(new, pattern=Pattern(pattern.rrule, rdates=rdates))
     exdates = tuple(x for x in pattern.exdates if occurs(probe, x))
     overrides = {k: v for k, v in pattern.overrides.items() if occurs(probe, k)}
-    return Pattern(pattern.rrule, exdates, overrides)
+    return Pattern(pattern.rrule, exdates, overrides, rdates)

@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import uuid
+from dataclasses import replace
 from typing import Any, Literal
 
 import asyncpg
@@ -225,20 +226,26 @@ def _check_times(start: dt.datetime, end: dt.datetime) -> None:
 
 async def _recurrence(
     is_recurring: bool, pattern: Any, start: dt.datetime, end: dt.datetime, tz: str
-) -> dict[str, Any] | None:
-    """The normalized recurrence of a session: the same RFC 5545 rules as calendar events,
-    computed in the session's own time zone (services/recurrence.py)."""
+) -> dict[str, Any]:
+    """The recurrence columns of a session: its pattern, normalized by the same RFC 5545 rules
+    as calendar events and computed in the session's own time zone (services/recurrence.py),
+    and `span_end`, when its last occurrence ends (None: never)."""
     if pattern is None:
         if is_recurring:
             raise Invalid("recurrencePattern", "is required when isRecurring is true")
-        return None
+        return {"recurrence_pattern": None, "span_end": end}
     if not is_recurring:
         raise Invalid("isRecurring", "must be true when a recurrencePattern is given")
     validation.bounded_json(pattern, "recurrencePattern", 8192)
     # Checking a rule can walk many candidate dates (bounded, but up to ~0.5 s): off the loop.
     series = recurrence.Series(start, end, tz)
-    parsed = await asyncio.to_thread(recurrence.parse_pattern, pattern, series)
-    return parsed.to_json(all_day=False)
+    return await asyncio.to_thread(_checked_recurrence, pattern, series)
+
+
+def _checked_recurrence(pattern: Any, series: recurrence.Series) -> dict[str, Any]:
+    parsed = recurrence.parse_pattern(pattern, series)
+    _start, span_end = recurrence.series_span(replace(series, pattern=parsed))
+    return {"recurrence_pattern": parsed.to_json(all_day=False), "span_end": span_end}
 
 
 def _common_fields(given: dict[str, Any]) -> dict[str, Any]:
@@ -298,7 +305,7 @@ class SessionService:
             {f: getattr(body, f) for f in body.__struct_fields__ if f not in ("pod_id",)}
         )
         _check_times(values["start_time"], values["end_time"])
-        values["recurrence_pattern"] = await _recurrence(
+        values |= await _recurrence(
             body.is_recurring,
             body.recurrence_pattern,
             values["start_time"],
@@ -395,7 +402,7 @@ class SessionService:
         if {"is_recurring", "recurrence_pattern", "start_time", "end_time", "timezone"} & set(
             changes
         ):
-            changes["recurrence_pattern"] = await _recurrence(
+            changes |= await _recurrence(
                 changes.get("is_recurring", current["is_recurring"]),
                 changes.get("recurrence_pattern", current["recurrence_pattern"]),
                 start,
