@@ -112,6 +112,11 @@ class Settings:
     trust_proxy_headers: bool = False
     auto_migrate: bool = True
 
+    http_header_timeout: float = 10.0
+    http_body_timeout: float = 30.0
+    http_keepalive_timeout: float = 75.0
+    http_max_connections_per_address: int = 256
+
     ws_max_message_bytes: int = 65536
     ws_outbound_queue: int = 256
     ws_heartbeat: float = 25.0
@@ -309,6 +314,10 @@ _VARIABLES: dict[str, tuple[str, Callable[[str], Any]]] = {
     "LOG_JSON": ("log_json", _bool),
     "TRUST_PROXY_HEADERS": ("trust_proxy_headers", _bool),
     "AUTO_MIGRATE": ("auto_migrate", _bool),
+    "HTTP_HEADER_TIMEOUT": ("http_header_timeout", _positive_float),
+    "HTTP_BODY_TIMEOUT": ("http_body_timeout", _positive_float),
+    "HTTP_KEEPALIVE_TIMEOUT": ("http_keepalive_timeout", _positive_float),
+    "HTTP_MAX_CONNECTIONS_PER_ADDRESS": ("http_max_connections_per_address", _int_in(0, 1_000_000)),
     "WS_MAX_MESSAGE_BYTES": ("ws_max_message_bytes", _int_in(1024, 16 * 1024 * 1024)),
     "WS_OUTBOUND_QUEUE": ("ws_outbound_queue", _int_in(8, 100_000)),
     "WS_HEARTBEAT": ("ws_heartbeat", _positive_float),
