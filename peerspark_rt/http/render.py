@@ -139,18 +139,17 @@ async def read_body(request: web.Request, type_: type[T], *, allow_empty: bool =
             raw = b"{}"
         else:
             raise BadRequest("a JSON body is required", code="invalid_json")
-    try:
-        return msgspec.json.decode(raw, type=type_)
-    except msgspec.ValidationError as exc:
-        raise validation.invalid_from(exc) from None
-    except msgspec.DecodeError as exc:
-        raise BadRequest(f"body is not valid JSON: {exc}", code="invalid_json") from None
+    return validation.decode_json(raw, type_)
 
 
 def read_query(request: web.Request, type_: type[T], *, lists: tuple[str, ...] = ()) -> T:
     """Query parameters into `type_` ("10" -> 10, "true" -> True). Parameters named in `lists`
     may repeat or be comma-separated."""
     data: dict[str, Any] = {}
+    for key, value in request.query.items():
+        # named as sent (a list parameter's values are named by the parameter, not an index)
+        validation.no_control_characters(key, "query")
+        validation.no_control_characters(value, key)
     for key in request.query:
         if key in lists:
             values = [v for raw in request.query.getall(key) for v in raw.split(",") if v]

@@ -82,6 +82,8 @@ class TokenIssuer:
 
     @staticmethod
     def _decode(token: str, secret: str, typ: str) -> dict[str, object]:
+        if not token.isascii():
+            raise Unauthorized("token is invalid", code="invalid_token")
         try:
             payload: dict[str, object] = jwt.decode(
                 token,
