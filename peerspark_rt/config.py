@@ -56,6 +56,7 @@ class Settings:
     access_token_ttl: int = 900
     refresh_token_ttl: int = 86400
     remember_me_ttl: int = 2592000
+    refresh_reuse_grace: float = 10.0
 
     allowed_origins: tuple[str, ...] = ("http://localhost:3000",)
 
@@ -268,6 +269,7 @@ _VARIABLES: dict[str, tuple[str, Callable[[str], Any]]] = {
     "ACCESS_TOKEN_TTL": ("access_token_ttl", _int_in(10, 86400)),
     "REFRESH_TOKEN_TTL": ("refresh_token_ttl", _int_in(60, 31_536_000)),
     "REMEMBER_ME_TTL": ("remember_me_ttl", _int_in(60, 31_536_000)),
+    "REFRESH_REUSE_GRACE": ("refresh_reuse_grace", _non_negative_float),
     "ALLOWED_ORIGINS": ("allowed_origins", _origins),
     "AWS_REGION": ("aws_region", _text),
     "AWS_ACCESS_KEY_ID": ("aws_access_key_id", _text),
