@@ -142,7 +142,8 @@ async def session_principal(
 async def lock_session(conn: Conn, session_id: uuid.UUID) -> asyncpg.Record | None:
     return await conn.fetchrow(
         """SELECT s.id, s.user_id, s.refresh_token, s.expires_at, s.remember_me,
-                  s.previous_refresh_token, s.rotated_at, u.username, u.email, u.role, u.is_premium, u.account_status
+                  s.previous_refresh_token, s.rotated_at,
+                  u.username, u.email, u.role, u.is_premium, u.account_status
            FROM user_sessions s JOIN users u ON u.id = s.user_id
            WHERE s.id = $1 FOR UPDATE OF s""",
         session_id,
