@@ -57,6 +57,9 @@ class Settings:
     refresh_token_ttl: int = 86400
     remember_me_ttl: int = 2592000
     refresh_reuse_grace: float = 10.0
+    registration_rate_limit: int = 10
+    login_failures_per_address: int = 50
+    login_failures_per_account: int = 20
 
     allowed_origins: tuple[str, ...] = ("http://localhost:3000",)
 
@@ -111,6 +114,7 @@ class Settings:
     log_level: str = "INFO"
     log_json: bool = False
     trust_proxy_headers: bool = False
+    trusted_proxy_hops: int = 1
     auto_migrate: bool = True
 
     http_header_timeout: float = 10.0
@@ -270,6 +274,9 @@ _VARIABLES: dict[str, tuple[str, Callable[[str], Any]]] = {
     "REFRESH_TOKEN_TTL": ("refresh_token_ttl", _int_in(60, 31_536_000)),
     "REMEMBER_ME_TTL": ("remember_me_ttl", _int_in(60, 31_536_000)),
     "REFRESH_REUSE_GRACE": ("refresh_reuse_grace", _non_negative_float),
+    "REGISTRATION_RATE_LIMIT": ("registration_rate_limit", _int_in(1, 1_000_000)),
+    "LOGIN_FAILURES_PER_ADDRESS": ("login_failures_per_address", _int_in(1, 1_000_000)),
+    "LOGIN_FAILURES_PER_ACCOUNT": ("login_failures_per_account", _int_in(1, 1_000_000)),
     "ALLOWED_ORIGINS": ("allowed_origins", _origins),
     "AWS_REGION": ("aws_region", _text),
     "AWS_ACCESS_KEY_ID": ("aws_access_key_id", _text),
@@ -315,6 +322,7 @@ _VARIABLES: dict[str, tuple[str, Callable[[str], Any]]] = {
     "LOG_LEVEL": ("log_level", _one_of(*LOG_LEVELS)),
     "LOG_JSON": ("log_json", _bool),
     "TRUST_PROXY_HEADERS": ("trust_proxy_headers", _bool),
+    "TRUSTED_PROXY_HOPS": ("trusted_proxy_hops", _int_in(1, 10)),
     "AUTO_MIGRATE": ("auto_migrate", _bool),
     "HTTP_HEADER_TIMEOUT": ("http_header_timeout", _positive_float),
     "HTTP_BODY_TIMEOUT": ("http_body_timeout", _positive_float),

@@ -4,6 +4,7 @@ authentication."""
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import logging
 import re
 import time
@@ -178,6 +179,27 @@ async def errors(request: web.Request, handler: Handler) -> web.StreamResponse:
     except Exception:
         log.exception("unhandled error in %s %s", request.method, request.path)
         return error_response(AppError("internal server error"), request.get(REQUEST_ID))
+
+
+def client_address(request: web.Request) -> str | None:
+    """The client's address: the peer's, or behind trusted proxies (TRUST_PROXY_HEADERS) the
+    one the outermost trusted proxy appended to X-Forwarded-For — TRUSTED_PROXY_HOPS entries
+    from the right. Entries left of it are whatever the client wrote and count for nothing."""
+    settings = request.app[SETTINGS]
+    if not settings.trust_proxy_headers:
+        return request.remote
+    hops = [
+        hop.strip()
+        for header in request.headers.getall("X-Forwarded-For", [])
+        for hop in header.split(",")
+    ]
+    if len(hops) < settings.trusted_proxy_hops:
+        return request.remote
+    candidate = hops[-settings.trusted_proxy_hops]
+    try:
+        return str(ipaddress.ip_address(candidate))
+    except ValueError:
+        return request.remote
 
 
 def bearer_token(request: web.Request) -> str | None:
