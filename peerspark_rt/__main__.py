@@ -80,18 +80,13 @@ async def _until_signalled() -> None:
 
 
 async def _serve(settings: Settings, where_db: str) -> None:
-    from .app import build_app
+    from .app import GuardedSite, build_app, make_runner
 
-    runner = web.AppRunner(
-        build_app(settings), handle_signals=False, access_log=None, shutdown_timeout=10
-    )
+    runner = make_runner(build_app(settings), settings)
     await runner.setup()
-    site = web.TCPSite(runner, settings.host, settings.port, reuse_address=True, backlog=4096)
+    site = GuardedSite(runner, settings, settings.host, settings.port)
     await site.start()
-    port = settings.port
-    sockets = getattr(site._server, "sockets", None)  # the real port when 0 was asked for
-    if sockets:
-        port = sockets[0].getsockname()[1]
+    port = site.port  # the real port when 0 was asked for
     broker = "redis" if settings.redis_url else "in-process"
     print(
         f"PeerSpark RT node {settings.node_id} listening on http://{settings.host}:{port} "

@@ -74,6 +74,7 @@ from .http.keys import (
 )
 from .http.metrics import Metrics
 from .http.middleware import MIDDLEWARES
+from .http.transport import GuardedSite, make_runner
 from .protocol import CLOSE_SESSION_REVOKED
 from .services.ai.assistant import AssistantService
 from .services.ai.client import AIClient
@@ -107,6 +108,9 @@ from .services.uploads import UploadService
 from .services.users import UserService
 
 log = logging.getLogger(__name__)
+
+# What `python -m peerspark_rt serve` runs the app with (the listening socket's rules).
+__all__ = ["GuardedSite", "build_app", "build_worker", "make_runner"]
 
 
 async def _database(app: web.Application) -> AsyncIterator[None]:

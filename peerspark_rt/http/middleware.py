@@ -16,7 +16,7 @@ import asyncpg
 from aiohttp import web
 
 from .. import logs
-from ..errors import AppError, Invalid, RateLimited, Unauthorized
+from ..errors import AppError, Invalid, RateLimited, RequestTimeout, Unauthorized
 from ..services.auth import Principal
 from ..services.validation import OUT_OF_RANGE
 from .keys import AUTH, METRICS, PRINCIPAL, REQUEST_ID, SETTINGS
@@ -59,7 +59,10 @@ def error_response(error: AppError, request_id: str | None = None) -> web.Respon
         headers["Retry-After"] = str(error.retry_after)
     if isinstance(error, Unauthorized):
         headers["WWW-Authenticate"] = 'Bearer realm="peerspark"'
-    return json_response({"error": body}, status=error.status, headers=headers)
+    response = json_response({"error": body}, status=error.status, headers=headers)
+    if isinstance(error, RequestTimeout):
+        response.force_close()  # the rest of that body is not worth waiting for
+    return response
 
 
 def _route_label(request: web.Request) -> str:
