@@ -80,13 +80,15 @@ async def _until_signalled() -> None:
 
 
 async def _serve(settings: Settings, where_db: str) -> None:
-    from .app import GuardedSite, build_app, make_runner
+    from .app import GuardedSite, build_app, make_runner, start_metrics_listener
 
-    runner = make_runner(build_app(settings), settings)
+    app = build_app(settings)
+    runner = make_runner(app, settings)
     await runner.setup()
     site = GuardedSite(runner, settings, settings.host, settings.port)
     await site.start()
     port = site.port  # the real port when 0 was asked for
+    metrics_runner = await start_metrics_listener(app, settings)
     broker = "redis" if settings.redis_url else "in-process"
     print(
         f"PeerSpark RT node {settings.node_id} listening on http://{settings.host}:{port} "
@@ -96,6 +98,8 @@ async def _serve(settings: Settings, where_db: str) -> None:
     _tune_gc()
     await _until_signalled()
     log.info("shutting down")
+    if metrics_runner is not None:
+        await metrics_runner.cleanup()
     await runner.cleanup()
 
 

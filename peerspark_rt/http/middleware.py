@@ -230,3 +230,41 @@ async def authenticate(request: web.Request, handler: Handler) -> web.StreamResp
 
 
 MIDDLEWARES = [request_context, cors, errors, authenticate]
+
+HSTS = "max-age=31536000; includeSubDomains"
+# Paths whose answers carry tokens or account data: never stored by a browser or a proxy.
+_NO_STORE_PREFIXES = ("/api/auth/", "/api/users/")
+
+
+def served_over_tls(request: web.Request) -> bool:
+    """The client reached us over TLS: directly, or through a trusted proxy that says so."""
+    transport = request.transport
+    if transport is not None and transport.get_extra_info("sslcontext") is not None:
+        return True
+    if request.app[SETTINGS].trust_proxy_headers:
+        proto = request.headers.get("X-Forwarded-Proto", "").split(",")[-1].strip().lower()
+        return proto == "https"
+    return False
+
+
+async def security_headers(request: web.Request, response: web.StreamResponse) -> None:
+    """Headers every response carries (run by on_response_prepare, so streamed answers, file
+    downloads, websocket handshakes and errors get them too): no MIME sniffing, no framing,
+    no referrer, no version in Server; HSTS when served over TLS; no-store for answers that
+    carry tokens or account data (and for API answers that say nothing about caching)."""
+    headers = response.headers
+    headers["Server"] = "PeerSpark"
+    headers.setdefault("X-Content-Type-Options", "nosniff")
+    headers.setdefault("X-Frame-Options", "DENY")
+    headers.setdefault("Referrer-Policy", "no-referrer")
+    csp = headers.get("Content-Security-Policy")
+    if csp is None:
+        headers["Content-Security-Policy"] = "frame-ancestors 'none'"
+    elif "frame-ancestors" not in csp:
+        headers["Content-Security-Policy"] = f"{csp}; frame-ancestors 'none'"
+    if served_over_tls(request):
+        headers.setdefault("Strict-Transport-Security", HSTS)
+    if request.path.startswith(_NO_STORE_PREFIXES):
+        headers["Cache-Control"] = "no-store"
+    elif request.path.startswith("/api/"):
+        headers.setdefault("Cache-Control", "no-store")

@@ -25,6 +25,7 @@ from typing import cast
 from aiohttp import web
 
 from ..config import Settings
+from .health import metrics_app
 
 log = logging.getLogger(__name__)
 
@@ -183,3 +184,14 @@ def make_runner(app: web.Application, settings: Settings) -> web.AppRunner:
         # body is read and dropped so the client sees the answer rather than a reset
         lingering_time=1.0,
     )
+
+
+async def start_metrics_listener(app: web.Application, settings: Settings) -> web.AppRunner | None:
+    """With METRICS_ADDRESS, serve /metrics (and the full /health) on that address only."""
+    if settings.metrics_address is None:
+        return None
+    host, port = settings.metrics_address
+    runner = web.AppRunner(metrics_app(app), handle_signals=False, access_log=None)
+    await runner.setup()
+    await web.TCPSite(runner, host, port, reuse_address=True).start()
+    return runner
