@@ -314,6 +314,8 @@ async def start_product(config: NodeConfig, cpus: list[int] | None, **env: str) 
             # A run registers its accounts from one address, which the per-address sign-up
             # limit would refuse after a few.
             "REGISTRATION_RATE_LIMIT": "1000000",
+            # and opens thousands of sockets from that one address
+            "HTTP_MAX_CONNECTIONS_PER_ADDRESS": "0",
         }
     )
     if config.redis_url:
