@@ -6,20 +6,15 @@ from aiohttp import web
 
 from ..services.auth import ClientInfo, LoginRequest, RefreshRequest, RegisterRequest
 from ..services.users import ProfileUpdate
-from .keys import AUTH, SETTINGS, USERS
-from .middleware import principal, public
+from .keys import AUTH, USERS
+from .middleware import client_address, principal, public
 from .render import json_response, no_content, path_id, read_body
 
 routes = web.RouteTableDef()
 
 
 def client_info(request: web.Request) -> ClientInfo:
-    ip = request.remote
-    if request.app[SETTINGS].trust_proxy_headers:
-        forwarded = request.headers.get("X-Forwarded-For", "")
-        if forwarded:
-            ip = forwarded.split(",")[0].strip()
-    return ClientInfo(ip=ip, user_agent=request.headers.get("User-Agent"))
+    return ClientInfo(ip=client_address(request), user_agent=request.headers.get("User-Agent"))
 
 
 @routes.post("/api/auth/register")

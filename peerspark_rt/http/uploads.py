@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from aiohttp import BodyPartReader, hdrs, web
 
-from ..errors import Invalid, NotFound, PayloadTooLarge, UnsupportedMediaType
+from ..errors import Invalid, NotFound, PayloadTooLarge
 from ..services.storage import content_disposition
 from .keys import SETTINGS, UPLOADS
 from .middleware import principal, public
-from .render import json_response
+from .render import Form, json_response
 
 routes = web.RouteTableDef()
 
@@ -19,13 +19,14 @@ MULTIPART_OVERHEAD = 16 * 1024
 class _Part:
     """A multipart body part as the upload service reads it."""
 
-    def __init__(self, part: BodyPartReader) -> None:
+    def __init__(self, form: Form, part: BodyPartReader) -> None:
+        self._form = form
         self._part = part
         self.filename = part.filename
         self.content_type = part.headers.get(hdrs.CONTENT_TYPE)
 
     async def read_chunk(self, size: int) -> bytes:
-        return await self._part.read_chunk(size)
+        return await self._form.piece(self._part, size)
 
 
 @routes.post("/api/upload")
@@ -39,20 +40,13 @@ async def upload(request: web.Request) -> web.Response:
             f"files are limited to {limit} bytes",
             details=[{"field": "file", "reason": f"larger than {limit} bytes"}],
         )
-    if request.content_type != "multipart/form-data":
-        raise UnsupportedMediaType(
-            "send the file as multipart/form-data in a field named 'file'",
-            details=[{"field": "file", "reason": "expected multipart/form-data"}],
-        )
-    reader = await request.multipart()
-    while True:
-        part = await reader.next()
-        if part is None:
-            raise Invalid("file", "is required (a multipart field named 'file')")
-        if isinstance(part, BodyPartReader) and part.name == "file":
-            result = await service.upload(me, _Part(part))
+    form = Form.open(request, "file")
+    while (part := await form.next_part()) is not None:
+        if part.name == "file":
+            result = await service.upload(me, _Part(form, part))
             return json_response(result, status=201)
-        await part.release()  # another field: skip it without keeping it
+        await form.skip(part)  # another field: skip it without keeping it
+    raise Invalid("file", "is required (a multipart field named 'file')")
 
 
 @routes.get("/api/files/{key:.+}")

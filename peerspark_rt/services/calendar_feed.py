@@ -39,6 +39,7 @@ from .calendar import (
 )
 from .ical_import import (
     UNREADABLE,
+    UNREADABLE_EVENT,
     ImportNotes,
     ImportProblem,
     drafts_from_ics,
@@ -324,7 +325,7 @@ class CalendarFeed:
                 continue
             except UNREADABLE as exc:
                 log.info("imported event %s skipped: %r", uid, exc)
-                problems.append(ImportProblem(uid, f"cannot be read: {exc}"))
+                problems.append(ImportProblem(uid, UNREADABLE_EVENT))
                 continue
             try:
                 async with self.db.transaction() as conn:

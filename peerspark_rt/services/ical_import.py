@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
+import logging
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
@@ -29,10 +30,20 @@ from .calendar import (
     ReminderSetting,
 )
 
+log = logging.getLogger(__name__)
+
 MAX_IMPORT_EVENTS = 1000
 # What a malformed calendar may make the parser or the checks raise: a reason to skip one
 # event, never an error for the whole import.
 UNREADABLE = (ValueError, TypeError, KeyError, IndexError, AttributeError, OverflowError)
+# What an importer is told of an event the parser choked on (the parser's own words are logged)
+UNREADABLE_EVENT = "cannot be read: a property is malformed"
+
+
+class Unusable(ValueError):
+    """An event this importer cannot use, in words meant for the person importing it."""
+
+
 _STATUS_IN = {"CONFIRMED": "scheduled", "TENTATIVE": "tentative", "CANCELLED": "cancelled"}
 _TYPES_IN = set(EVENT_TYPES)
 _TEXT = (("SUMMARY", "title", 255), ("DESCRIPTION", "description", 10_000),
@@ -93,7 +104,8 @@ def drafts_from_ics(data: bytes, default_tz: str) -> tuple[list[Draft], list[Imp
     try:
         calendars = icalendar.Calendar.from_ical(data, multiple=True)
     except UNREADABLE as exc:
-        raise BadRequest(f"not an iCalendar file: {exc}", code="invalid_ics") from None
+        log.info("calendar import refused: %r", exc)
+        raise BadRequest("not an iCalendar file", code="invalid_ics") from None
     masters: dict[str, icalendar.cal.Component] = {}
     changes: dict[str, list[icalendar.cal.Component]] = {}
     problems: list[ImportProblem] = []
@@ -123,8 +135,11 @@ def drafts_from_ics(data: bytes, default_tz: str) -> tuple[list[Draft], list[Imp
     for uid, component in masters.items():
         try:
             drafts.append(_draft(uid, component, changes.get(uid, []), default_tz))
+        except Unusable as exc:
+            problems.append(ImportProblem(uid, str(exc)))
         except UNREADABLE as exc:
-            problems.append(ImportProblem(uid, str(exc) or type(exc).__name__))
+            log.info("imported event %s unreadable: %r", uid, exc)
+            problems.append(ImportProblem(uid, UNREADABLE_EVENT))
     for uid in changes.keys() - masters.keys():
         problems.append(ImportProblem(uid, "a changed occurrence without its series"))
     return drafts, problems
@@ -170,7 +185,7 @@ def _stamp(value: Any, all_day: bool, tz: str) -> str:
         return moment.isoformat()
     if isinstance(value, dt.date):
         return value.isoformat()
-    raise ValueError(f"not a date: {value!r}")
+    raise Unusable(f"not a date: {value!r}")
 
 
 def _count(component: icalendar.cal.Component, name: str) -> int:
@@ -221,7 +236,7 @@ def _draft(
     notes: list[str] = list(_unkept(component, _MASTER_KEPT))
     start = _decoded(component, "DTSTART")
     if start is None:
-        raise ValueError("no DTSTART")
+        raise Unusable("no DTSTART")
     all_day = not isinstance(start, dt.datetime)
     tz = default_tz
     zone_lost = False
