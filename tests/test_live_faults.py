@@ -21,7 +21,7 @@ import pytest
 from peerspark_rt import protocol
 from peerspark_rt.client import LiveError
 from tests.faults import RedisServer
-from tests.helpers import Api, messages_from, open_session
+from tests.helpers import METRICS_TOKEN, Api, messages_from, open_session
 from tests.nodes import Node, start_node
 from tests.wsraw import RawSocket
 
@@ -50,6 +50,7 @@ def node_env(pg_dsn: str, redis: RedisServer | None, data: Path) -> dict[str, st
         "WS_SEND_RATE": "1000",
         "WS_SEND_BURST": "1000",
         "RUN_WORKER": "false",
+        "METRICS_TOKEN": METRICS_TOKEN,
     }
     if redis is not None:
         env["REDIS_URL"] = redis.url
@@ -213,7 +214,7 @@ async def test_redis_dying_loses_nothing_and_guesses_nothing(
             "/api/auth/login", json={"email": talker.email, "password": "Wrong-pass-99"}
         )
         assert resp.status == 401, resp.body
-        health = (await a.get("/health")).body
+        health = (await a.health()).body
         assert health["services"]["redis"]["status"] == "unhealthy"
         assert health["status"] == "healthy"  # the node still serves its users
         # a room on node A that has never been entered: who is present is unknown
@@ -238,7 +239,7 @@ async def test_redis_dying_loses_nothing_and_guesses_nothing(
     await r.ping()
     assert r.duplicates == 0
     for _ in range(50):
-        health = (await a.get("/health")).body["services"]["redis"]
+        health = (await a.health()).body["services"]["redis"]
         if health["status"] == "healthy" and health["rateLimits"] == "redis":
             break
         await a.post("/api/auth/login", json={"email": talker.email, "password": "Wrong-pass-99"})
@@ -261,7 +262,7 @@ def established(port: int) -> set[int]:
 
 
 async def gauge(api: Api, name: str) -> float:
-    text = (await api.get("/metrics")).body.decode()
+    text = (await api.metrics()).body.decode()
     match = re.search(rf"^{name} (\S+)$", text, re.M)
     assert match, name
     return float(match.group(1))

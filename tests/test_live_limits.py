@@ -99,7 +99,7 @@ async def test_control_characters_and_deep_nesting_are_refused_by_field(api: Api
         with pytest.raises(LiveError) as info:
             await live.send(room, **fields)
         assert info.value.code == "validation_error"
-        assert info.value.frame.message.startswith(f"{name}:"), info.value.frame.message
+        assert info.value.frame.message.startswith(name), info.value.frame.message
     # nested 10,000 deep: refused at decode, the socket stays
     deep = "[" * 10_000 + "]" * 10_000
     await live.send_raw(
@@ -107,9 +107,9 @@ async def test_control_characters_and_deep_nesting_are_refused_by_field(api: Api
     )
     error = await frame_of(live, protocol.Error, code="invalid_frame")
     assert "nested" in error.message
-    # 40 deep decodes, but is more than free-form metadata may be
+    # 20 deep decodes, but is more than free-form metadata may be
     nested: Any = "leaf"
-    for _ in range(40):
+    for _ in range(20):
         nested = {"a": nested}
     with pytest.raises(LiveError) as info:
         await live.send(room, "ok", meta=nested)
@@ -314,7 +314,7 @@ async def test_metrics_show_what_the_live_core_does(api: Api) -> None:
     other = await api.live(user)
     await other.join(room, since=0)
     await messages_from(other, 1)
-    text = (await api.get("/metrics")).body.decode()
+    text = (await api.metrics()).body.decode()
     for name in (
         "peerspark_event_loop_lag_seconds",
         "peerspark_room_mailbox_depth_max",

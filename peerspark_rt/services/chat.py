@@ -245,7 +245,8 @@ class ChatService:
         if kind == "system" and not organizer:
             raise Invalid("kind", "only the organizer posts system messages")
         if meta is not None:
-            validation.free_json(meta, "meta", max_bytes=MAX_META_BYTES)
+            validation.check_input(meta, "meta")
+            validation.bounded_json(meta, "meta", MAX_META_BYTES)
 
     async def post(
         self,

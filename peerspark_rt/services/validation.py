@@ -235,6 +235,7 @@ MAX_FREE_FORM_BYTES = 64 * 1024
 # database said goes to the log, never to the client.
 OUT_OF_RANGE = "holds a value out of the range this server can store"
 TOO_DEEP = f"is nested too deeply (at most {MAX_FREE_FORM_DEPTH} levels)"
+_INT64 = (-(2**63), 2**63 - 1)  # what jsonb and bigint columns hold
 
 
 def check_input(value: Any, field: str = "") -> None:
@@ -279,6 +280,8 @@ def _check_free_form(value: Any, field: str, path: str, depth: int, strings: boo
     if isinstance(value, str):
         if strings:
             no_control_characters(value, path)
+    elif isinstance(value, int) and not _INT64[0] <= value <= _INT64[1]:
+        raise Invalid(path, "holds an integer too large to store (at most 64 bits)")
     elif isinstance(value, dict):
         for key, item in value.items():
             if strings and isinstance(key, str):
@@ -297,31 +300,3 @@ def bounded_json(value: T, field: str, max_bytes: int) -> T:
         raise Invalid(field, "is too large")
     return value
 
-
-MAX_JSON_DEPTH = 32
-_INT64 = (-(2**63), 2**63 - 1)
-
-
-def free_json(value: T, field: str, *, max_bytes: int, max_depth: int = MAX_JSON_DEPTH) -> T:
-    """A client's free-form JSON value (metadata, settings) that is safe to store: nested at
-    most `max_depth` levels, no control characters in its keys or strings, integers that fit
-    64 bits, at most `max_bytes` encoded. Walked without recursion, so a value nested
-    thousands deep is refused, not a crash."""
-    stack: list[tuple[Any, int]] = [(value, 1)]
-    while stack:
-        item, depth = stack.pop()
-        if isinstance(item, dict | list):
-            if depth > max_depth:
-                raise Invalid(field, f"is nested too deeply (at most {max_depth} levels)")
-            if isinstance(item, dict):
-                for key, child in item.items():
-                    if isinstance(key, str):
-                        no_control_characters(key, field)
-                    stack.append((child, depth + 1))
-            else:
-                stack.extend((child, depth + 1) for child in item)
-        elif isinstance(item, str):
-            no_control_characters(item, field)
-        elif isinstance(item, int) and not _INT64[0] <= item <= _INT64[1]:
-            raise Invalid(field, "holds an integer too large to store")
-    return bounded_json(value, field, max_bytes)
