@@ -12,11 +12,13 @@ from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
 import asyncpg
+import msgspec
 from aiohttp import web
 
 from .. import logs
 from ..errors import AppError, RateLimited, Unauthorized
 from ..services.auth import Principal
+from .contract import ErrorBody, ErrorResponse
 from .keys import AUTH, METRICS, PRINCIPAL, REQUEST_ID, SETTINGS
 from .render import json_response
 
@@ -49,15 +51,20 @@ def principal(request: web.Request) -> Principal:
 
 
 def error_response(error: AppError, request_id: str | None = None) -> web.Response:
-    body = error.to_dict()
-    if request_id:
-        body["requestId"] = request_id
+    fields = error.to_dict()
+    body = ErrorBody(
+        code=error.code,
+        message=error.message,
+        details=fields.get("details", msgspec.UNSET),
+        held=fields.get("held", msgspec.UNSET),
+        request_id=request_id or "",
+    )
     headers: dict[str, str] = dict(error.headers)
     if isinstance(error, RateLimited):
         headers["Retry-After"] = str(error.retry_after)
     if isinstance(error, Unauthorized):
         headers["WWW-Authenticate"] = 'Bearer realm="peerspark"'
-    return json_response({"error": body}, status=error.status, headers=headers)
+    return json_response(ErrorResponse(error=body), status=error.status, headers=headers)
 
 
 def _route_label(request: web.Request) -> str:
