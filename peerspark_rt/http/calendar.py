@@ -23,8 +23,9 @@ routes = web.RouteTableDef()
 
 MAX_ICS_BYTES = 2 * 1024 * 1024
 
-# The reference event is the owner's, in the private pod.
-_IN_POD = {"outsider": 404, "banned": 404, "admin": 404}
+# Events are personal: the reference event is the owner's (linked to the private pod), and
+# nobody else sees it.
+_OWNERS = signed_in(404, owner=200)
 
 
 @routes.get("/api/calendar/events")
@@ -35,14 +36,20 @@ async def calendar_range(request: web.Request, query: CalendarQuery) -> Calendar
 
 
 @routes.post("/api/calendar/events")
-@operation(tag="calendar", status=201, errors=(403, 404), access=signed_in(201, **_IN_POD))
+@operation(
+    tag="calendar",
+    status=201,
+    errors=(403, 404),
+    # linking an event to a pod the caller does not belong to is a bad relatedPodId
+    access=signed_in(201, outsider=422, banned=422, admin=422),
+)
 async def create_event(request: web.Request, body: EventCreate) -> EventView:
     """Add an event (personal, or in a pod the caller belongs to); may recur."""
     return await request.app[CALENDAR].create(principal(request), body)
 
 
 @routes.get("/api/calendar/events/{eventId}")
-@operation(tag="calendar", access=signed_in(200, **_IN_POD))
+@operation(tag="calendar", access=_OWNERS)
 async def get_event(request: web.Request) -> EventView:
     """One event."""
     event_id = path_id(request, "eventId", "event")
@@ -50,7 +57,7 @@ async def get_event(request: web.Request) -> EventView:
 
 
 @routes.put("/api/calendar/events/{eventId}")
-@operation(tag="calendar", errors=(403, 409), access=signed_in(403, owner=200, **_IN_POD))
+@operation(tag="calendar", errors=(403, 409), access=_OWNERS)
 async def update_event(
     request: web.Request, query: OccurrenceQuery, body: EventUpdate
 ) -> EventView:
@@ -60,7 +67,7 @@ async def update_event(
 
 
 @routes.delete("/api/calendar/events/{eventId}")
-@operation(tag="calendar", errors=(403, 409), access=signed_in(403, owner=204, **_IN_POD))
+@operation(tag="calendar", errors=(403, 409), access=signed_in(404, owner=204))
 async def delete_event(request: web.Request, query: OccurrenceQuery) -> None:
     """Delete an event, or some of its occurrences (?recurrenceId&scope)."""
     event_id = path_id(request, "eventId", "event")

@@ -14,7 +14,7 @@ routes = web.RouteTableDef()
 
 # The reference held item is the member's comment in the private pod: its author sees it, the
 # pod's moderators and platform moderators review it.
-_REVIEWERS = signed_in(404, moderator=200, owner=200, admin=200)
+_REVIEWERS = signed_in(404, member=403, moderator=200, owner=200, admin=200)
 
 
 @routes.get("/api/moderation/held")

@@ -90,7 +90,7 @@ async def list_members(request: web.Request, query: MemberPaging) -> MemberPage:
     tag="pods",
     empty_body=True,
     errors=(403, 409),
-    access=signed_in(200, outsider=404, banned=404, admin=404),
+    access=signed_in(200, outsider=404, banned=403, admin=404),
 )
 async def join_pod(request: web.Request, body: JoinRequest) -> Membership:
     """Join a pod (a private pod needs an invitation code or a live invitation)."""
@@ -127,7 +127,8 @@ async def invite(request: web.Request, body: InviteRequest) -> Reply[Invitation]
 @operation(
     tag="pods",
     errors=(403, 409),
-    access=signed_in(403, outsider=404, banned=404, owner=200, admin=404),
+    # the reference target is the member: changing one's own role is refused (409)
+    access=signed_in(403, outsider=404, member=409, banned=404, owner=200, admin=404),
 )
 async def set_member_role(request: web.Request, body: MemberUpdate) -> PodMember:
     """Change a member's role (pod admins and up; ownership moves only from the owner)."""

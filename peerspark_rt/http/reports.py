@@ -25,7 +25,8 @@ routes = web.RouteTableDef()
     tag="reports",
     status=(201, 200),
     errors=(403, 404, 409, 429),
-    access=signed_in(201, outsider=404, banned=404, admin=404),
+    # the reference target is the member's comment: reporting one's own content is refused
+    access=signed_in(201, outsider=404, member=409, banned=404, admin=404),
 )
 async def report(request: web.Request, body: ReportRequest) -> Reply[ReportResult]:
     """Report a post, comment or resource the caller can see; 200 when already reported."""

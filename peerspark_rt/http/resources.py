@@ -90,7 +90,7 @@ async def share_resource(request: web.Request, body: ShareRequest) -> Reply[Shar
     tag="resources",
     status=(201, 200),
     errors=(403, 409),
-    access=signed_in(201, **_IN_POD),
+    access=signed_in(201, owner=403, **_IN_POD),
 )
 async def rate_resource(request: web.Request, body: RateRequest) -> Reply[RatingResult]:
     """Rate a resource (1-5, with an optional review); 200 when the rating was replaced."""

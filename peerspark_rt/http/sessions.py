@@ -44,7 +44,13 @@ async def list_sessions(request: web.Request, query: SessionQuery) -> SessionPag
 
 
 @routes.post("/api/sessions")
-@operation(tag="sessions", status=201, errors=(403, 404, 409), access=signed_in(201, **_IN_POD))
+@operation(
+    tag="sessions",
+    status=201,
+    errors=(403, 404, 409),
+    # a pod the caller does not belong to is a bad podId (422 naming it)
+    access=signed_in(201, outsider=422, banned=422, admin=422),
+)
 async def create_session(request: web.Request, body: SessionCreate) -> StudySession:
     """Schedule a session (in a pod the caller belongs to, or on its own)."""
     return await request.app[SESSIONS].create(principal(request), body)
@@ -87,7 +93,7 @@ async def join_session(request: web.Request) -> Participation:
 
 
 @routes.delete("/api/sessions/{sessionId}/leave")
-@operation(tag="sessions", errors=(403, 409), access=signed_in(204, **_IN_POD))
+@operation(tag="sessions", errors=(403, 409), access=signed_in(204, owner=409, **_IN_POD))
 async def leave_session(request: web.Request) -> None:
     """Leave a session."""
     session_id = path_id(request, "sessionId", "session")
@@ -103,7 +109,12 @@ async def start_session(request: web.Request) -> SessionState:
 
 
 @routes.post("/api/sessions/{sessionId}/end")
-@operation(tag="sessions", errors=(403, 409), access=signed_in(403, owner=200, **_IN_POD))
+@operation(
+    tag="sessions",
+    errors=(403, 409),
+    # the reference session has not started: ending it is refused (409) once authorized
+    access=signed_in(403, owner=409, **_IN_POD),
+)
 async def end_session(request: web.Request) -> SessionState:
     """End a session (its organizer)."""
     session_id = path_id(request, "sessionId", "session")
