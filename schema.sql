@@ -66,6 +66,11 @@ CREATE TABLE IF NOT EXISTS user_sessions (
 -- added: when the session last refreshed (shown in GET /api/auth/sessions).
 ALTER TABLE user_sessions ADD COLUMN IF NOT EXISTS last_used_at TIMESTAMPTZ DEFAULT NOW();
 ALTER TABLE user_sessions ADD COLUMN IF NOT EXISTS remember_me BOOLEAN NOT NULL DEFAULT FALSE;
+-- added: the refresh token rotated last (its digest) and when, so a second use of it within
+-- REFRESH_REUSE_GRACE seconds (two tabs refreshing at once) gets the same new pair instead of
+-- being taken for token theft.
+ALTER TABLE user_sessions ADD COLUMN IF NOT EXISTS previous_refresh_token VARCHAR(255);
+ALTER TABLE user_sessions ADD COLUMN IF NOT EXISTS rotated_at TIMESTAMPTZ;
 CREATE INDEX IF NOT EXISTS idx_user_sessions_user ON user_sessions(user_id, created_at DESC);
 CREATE INDEX IF NOT EXISTS idx_user_sessions_expires ON user_sessions(expires_at);
 

@@ -40,7 +40,6 @@ from .http import uploads as uploads_http
 from .http import ws as ws_http
 from .http.keys import (
     AI,
-    API_DOCUMENT,
     ASSISTANT,
     AUTH,
     BROKER,
@@ -76,7 +75,7 @@ from .http.keys import (
 )
 from .http.metrics import Metrics
 from .http.middleware import MIDDLEWARES
-from .http.openapi import ApiDocument
+from .http.openapi import API_DOCUMENT, ApiDocument
 from .protocol import CLOSE_SESSION_REVOKED
 from .services.ai.assistant import AssistantService
 from .services.ai.client import AIClient

@@ -56,6 +56,7 @@ class Settings:
     access_token_ttl: int = 900
     refresh_token_ttl: int = 86400
     remember_me_ttl: int = 2592000
+    refresh_reuse_grace: float = 10.0
 
     allowed_origins: tuple[str, ...] = ("http://localhost:3000",)
 
@@ -111,6 +112,11 @@ class Settings:
     log_json: bool = False
     trust_proxy_headers: bool = False
     auto_migrate: bool = True
+
+    http_header_timeout: float = 10.0
+    http_body_timeout: float = 30.0
+    http_keepalive_timeout: float = 75.0
+    http_max_connections_per_address: int = 256
 
     ws_max_message_bytes: int = 65536
     ws_outbound_queue: int = 256
@@ -263,6 +269,7 @@ _VARIABLES: dict[str, tuple[str, Callable[[str], Any]]] = {
     "ACCESS_TOKEN_TTL": ("access_token_ttl", _int_in(10, 86400)),
     "REFRESH_TOKEN_TTL": ("refresh_token_ttl", _int_in(60, 31_536_000)),
     "REMEMBER_ME_TTL": ("remember_me_ttl", _int_in(60, 31_536_000)),
+    "REFRESH_REUSE_GRACE": ("refresh_reuse_grace", _non_negative_float),
     "ALLOWED_ORIGINS": ("allowed_origins", _origins),
     "AWS_REGION": ("aws_region", _text),
     "AWS_ACCESS_KEY_ID": ("aws_access_key_id", _text),
@@ -309,6 +316,10 @@ _VARIABLES: dict[str, tuple[str, Callable[[str], Any]]] = {
     "LOG_JSON": ("log_json", _bool),
     "TRUST_PROXY_HEADERS": ("trust_proxy_headers", _bool),
     "AUTO_MIGRATE": ("auto_migrate", _bool),
+    "HTTP_HEADER_TIMEOUT": ("http_header_timeout", _positive_float),
+    "HTTP_BODY_TIMEOUT": ("http_body_timeout", _positive_float),
+    "HTTP_KEEPALIVE_TIMEOUT": ("http_keepalive_timeout", _positive_float),
+    "HTTP_MAX_CONNECTIONS_PER_ADDRESS": ("http_max_connections_per_address", _int_in(0, 1_000_000)),
     "WS_MAX_MESSAGE_BYTES": ("ws_max_message_bytes", _int_in(1024, 16 * 1024 * 1024)),
     "WS_OUTBOUND_QUEUE": ("ws_outbound_queue", _int_in(8, 100_000)),
     "WS_HEARTBEAT": ("ws_heartbeat", _positive_float),

@@ -186,7 +186,10 @@ async def test_remember_me_makes_a_longer_session(api: Api) -> None:
     assert exp_long - time.time() == pytest.approx(30 * 86400, abs=60)
 
 
-async def test_refresh_rotates_and_reuse_revokes_the_session(api: Api) -> None:
+async def test_refresh_rotates_and_reuse_after_the_grace_window_revokes_the_session(
+    make_client: Any,
+) -> None:
+    api = await make_client(refresh_reuse_grace=0.5)
     user = await api.register()
     first = await api.post("/api/auth/refresh", json={"refreshToken": user.refresh})
     assert first.status == 200
@@ -195,7 +198,9 @@ async def test_refresh_rotates_and_reuse_revokes_the_session(api: Api) -> None:
     new_access = {"Authorization": f"Bearer {first.body['accessToken']}"}
     assert (await api.get("/api/auth/me", headers=new_access)).status == 200
 
-    # Presenting the already-used token again: the whole session is revoked.
+    # Presenting the already-used token again after the grace window: the whole session is
+    # revoked.
+    await asyncio.sleep(0.6)
     reused = await api.post("/api/auth/refresh", json={"refreshToken": user.refresh})
     assert reused.status == 401
     assert reused.body["error"]["code"] == "refresh_token_reused"
@@ -206,12 +211,45 @@ async def test_refresh_rotates_and_reuse_revokes_the_session(api: Api) -> None:
     assert (await api.get("/api/auth/me", user)).status == 401
 
 
-async def test_concurrent_refresh_with_one_token_yields_one_winner(api: Api) -> None:
+async def test_two_tabs_refreshing_with_one_token_at_once_both_stay_logged_in(api: Api) -> None:
+    """Two tabs (or a tab and a service worker) refresh with the same token at the same moment:
+    within the grace window both get the same new pair, and the session lives on."""
     user = await api.register()
     results = await asyncio.gather(
         *(api.post("/api/auth/refresh", json={"refreshToken": user.refresh}) for _ in range(4))
     )
-    assert sorted(r.status for r in results).count(200) == 1
+    assert [r.status for r in results] == [200] * 4, [r.body for r in results]
+    pairs = {(r.body["accessToken"], r.body["refreshToken"]) for r in results}
+    assert len(pairs) == 1
+    [(access, refresh)] = pairs
+    assert refresh != user.refresh
+    # A tab that comes a moment later with the old token gets that same pair too.
+    late = await api.post("/api/auth/refresh", json={"refreshToken": user.refresh})
+    assert (late.status, late.body["refreshToken"]) == (200, refresh), late.body
+    assert (
+        await api.get("/api/auth/me", headers={"Authorization": f"Bearer {access}"})
+    ).status == 200
+    # The new refresh token rotates as usual...
+    nxt = await api.post("/api/auth/refresh", json={"refreshToken": refresh})
+    assert nxt.status == 200
+    assert nxt.body["refreshToken"] not in (refresh, user.refresh)
+    # ...and once it has, the first token is no longer "just rotated": its reuse revokes all.
+    stale = await api.post("/api/auth/refresh", json={"refreshToken": user.refresh})
+    assert (stale.status, stale.body["error"]["code"]) == (401, "refresh_token_reused")
+    newest = await api.post("/api/auth/refresh", json={"refreshToken": nxt.body["refreshToken"]})
+    assert newest.status == 401
+
+
+async def test_two_tabs_with_one_token_after_the_grace_window(make_client: Any) -> None:
+    api = await make_client(refresh_reuse_grace=0.3)
+    user = await api.register()
+    first = await api.post("/api/auth/refresh", json={"refreshToken": user.refresh})
+    assert first.status == 200
+    await asyncio.sleep(0.4)
+    second = await api.post("/api/auth/refresh", json={"refreshToken": user.refresh})
+    assert (second.status, second.body["error"]["code"]) == (401, "refresh_token_reused")
+    gone = await api.post("/api/auth/refresh", json={"refreshToken": first.body["refreshToken"]})
+    assert gone.status == 401
 
 
 async def test_access_token_is_not_a_refresh_token(api: Api) -> None:

@@ -19,15 +19,24 @@ SESSION_COLUMNS = """s.id, s.title, s.description, s.session_type, s.pod_id, s.o
     s.start_time, s.end_time, s.timezone, s.meeting_url, s.status, s.is_recurring,
     s.recurrence_pattern, s.created_at, s.updated_at"""
 
+# A pod's sessions are for its active members only (a ban or removal ends them). Format
+# {user} with the user's column or parameter.
+_POD_ACCESS = """(s.pod_id IS NULL OR EXISTS (
+    SELECT 1 FROM pod_memberships pa
+     WHERE pa.pod_id = s.pod_id AND pa.user_id = {user} AND pa.status = 'active'))"""
+
 # The sessions a user's calendar shows: those they organize, take part in (unless they
 # declined), and those of pods where they are an active member. Each branch uses an index.
-_MY_SESSIONS = """
-    SELECT id FROM study_sessions WHERE organizer_id = $1
-    UNION
-    SELECT session_id FROM session_participants WHERE user_id = $1 AND status <> 'declined'
-    UNION
-    SELECT s.id FROM pod_memberships m JOIN study_sessions s ON s.pod_id = m.pod_id
-     WHERE m.user_id = $1 AND m.status = 'active'
+_MY_SESSIONS = f"""
+    SELECT mine.id FROM (
+        SELECT id FROM study_sessions WHERE organizer_id = $1
+        UNION
+        SELECT session_id FROM session_participants WHERE user_id = $1 AND status <> 'declined'
+        UNION
+        SELECT s.id FROM pod_memberships m JOIN study_sessions s ON s.pod_id = m.pod_id
+         WHERE m.user_id = $1 AND m.status = 'active'
+    ) mine JOIN study_sessions s ON s.id = mine.id
+    WHERE {_POD_ACCESS.format(user="$1")}
 """
 
 
@@ -309,7 +318,8 @@ _SESSION_ATTENDEES = f"""
             SELECT p.user_id FROM session_participants p
              WHERE p.session_id = s.id AND p.status = 'accepted') r ON TRUE
       JOIN users u ON u.id = r.user_id AND u.account_status = 'active'
-     WHERE COALESCE(s.status, 'scheduled') = 'scheduled'"""
+     WHERE COALESCE(s.status, 'scheduled') = 'scheduled'
+       AND {_POD_ACCESS.format(user="r.user_id")}"""
 
 
 async def one_off_sessions_for_reminders(

@@ -38,15 +38,18 @@ EDITABLE_COLUMNS = frozenset(
 )
 
 # Who may see a session: its organizer and participants, members of its pod (pod sessions),
-# and everyone for open group sessions. Format {viewer} with the viewer's parameter.
+# and everyone for open group sessions. A pod session is for the pod's active members only:
+# being banned from the pod or removed from it ends access to its sessions too, whatever
+# part one had in them. Format {viewer} with the viewer's parameter.
 VISIBLE_TO = """(
-    s.organizer_id = {viewer}
-    OR s.session_type = 'group'
-    OR EXISTS (SELECT 1 FROM session_participants sp
-               WHERE sp.session_id = s.id AND sp.user_id = {viewer})
-    OR (s.pod_id IS NOT NULL AND EXISTS (
+    CASE WHEN s.pod_id IS NOT NULL THEN EXISTS (
             SELECT 1 FROM pod_memberships pm
-            WHERE pm.pod_id = s.pod_id AND pm.user_id = {viewer} AND pm.status = 'active'))
+            WHERE pm.pod_id = s.pod_id AND pm.user_id = {viewer} AND pm.status = 'active')
+         ELSE s.organizer_id = {viewer}
+              OR s.session_type = 'group'
+              OR EXISTS (SELECT 1 FROM session_participants sp
+                         WHERE sp.session_id = s.id AND sp.user_id = {viewer})
+    END
 )"""
 
 
@@ -73,6 +76,18 @@ async def get_for(db: Executor, session_id: uuid.UUID, user_id: uuid.UUID) -> as
         session_id,
         user_id,
     )
+
+
+async def rooms_in_pod(db: Executor, pod_id: uuid.UUID, user_id: uuid.UUID) -> list[uuid.UUID]:
+    """The sessions of `pod_id` whose live room `user_id` may be in (they take part in them)."""
+    rows = await db.fetch(
+        """SELECT s.id FROM study_sessions s
+           JOIN session_participants sp ON sp.session_id = s.id AND sp.user_id = $2
+           WHERE s.pod_id = $1""",
+        pod_id,
+        user_id,
+    )
+    return [r["id"] for r in rows]
 
 
 async def lock(conn: Conn, session_id: uuid.UUID) -> asyncpg.Record | None:

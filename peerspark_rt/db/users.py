@@ -142,6 +142,7 @@ async def session_principal(
 async def lock_session(conn: Conn, session_id: uuid.UUID) -> asyncpg.Record | None:
     return await conn.fetchrow(
         """SELECT s.id, s.user_id, s.refresh_token, s.expires_at, s.remember_me,
+                  s.previous_refresh_token, s.rotated_at,
                   u.username, u.email, u.role, u.is_premium, u.account_status
            FROM user_sessions s JOIN users u ON u.id = s.user_id
            WHERE s.id = $1 FOR UPDATE OF s""",
@@ -150,13 +151,22 @@ async def lock_session(conn: Conn, session_id: uuid.UUID) -> asyncpg.Record | No
 
 
 async def rotate_session(
-    conn: Conn, session_id: uuid.UUID, refresh_digest: str, expires_at: datetime
+    conn: Conn,
+    session_id: uuid.UUID,
+    refresh_digest: str,
+    previous_digest: str,
+    rotated_at: datetime,
+    expires_at: datetime,
 ) -> None:
     await conn.execute(
-        """UPDATE user_sessions SET refresh_token = $2, expires_at = $3, last_used_at = NOW()
+        """UPDATE user_sessions
+           SET refresh_token = $2, previous_refresh_token = $3, rotated_at = $4,
+               expires_at = $5, last_used_at = $4
            WHERE id = $1""",
         session_id,
         refresh_digest,
+        previous_digest,
+        rotated_at,
         expires_at,
     )
 

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from aiohttp import BodyPartReader, web
+import binascii
+
+from aiohttp import web
 
 from ..errors import BadRequest, PayloadTooLarge
 from ..services.calendar import (
@@ -17,11 +19,12 @@ from ..services.calendar_feed import FeedStatus, FeedToken, ImportResult
 from .contract import FILE_FORM, Raw, access, operation, signed_in
 from .keys import CALENDAR, CALENDAR_FEED
 from .middleware import principal
-from .render import path_id
+from .render import Form, path_id, read_whole
 
 routes = web.RouteTableDef()
 
 MAX_ICS_BYTES = 2 * 1024 * 1024
+_UNDECODABLE = (ValueError, RuntimeError, LookupError, binascii.Error)
 
 # Events are personal: the reference event is the owner's (linked to the private pod), and
 # nobody else sees it.
@@ -130,20 +133,28 @@ async def import_ics(request: web.Request) -> ImportResult:
 
 
 async def _ics_body(request: web.Request) -> bytes:
-    if request.content_length is not None and request.content_length > MAX_ICS_BYTES:
-        raise PayloadTooLarge(f"calendar files are limited to {MAX_ICS_BYTES} bytes")
     if request.content_type.startswith("multipart/"):
-        reader = await request.multipart()
-        async for part in reader:
-            if isinstance(part, BodyPartReader) and part.name == "file":
-                data = await part.read(decode=True)
-                if len(data) > MAX_ICS_BYTES:
+        if request.content_length is not None and request.content_length > MAX_ICS_BYTES:
+            raise PayloadTooLarge(f"calendar files are limited to {MAX_ICS_BYTES} bytes")
+        form = Form.open(request, "file")
+        while (part := await form.next_part()) is not None:
+            if part.name != "file":
+                await form.skip(part)
+                continue
+            raw = bytearray()
+            while piece := await form.piece(part):
+                raw += piece
+                if len(raw) > MAX_ICS_BYTES:
                     raise PayloadTooLarge(f"calendar files are limited to {MAX_ICS_BYTES} bytes")
-                return bytes(data)
+            try:
+                return bytes(part.decode(bytes(raw)))
+            except _UNDECODABLE:
+                raise BadRequest(
+                    "the file's Content-Transfer-Encoding could not be decoded",
+                    code="invalid_multipart",
+                ) from None
         raise BadRequest("send the calendar as a form field named file", code="missing_file")
-    data = await request.content.read(MAX_ICS_BYTES + 1)
-    if len(data) > MAX_ICS_BYTES:
-        raise PayloadTooLarge(f"calendar files are limited to {MAX_ICS_BYTES} bytes")
+    data = await read_whole(request, MAX_ICS_BYTES, "calendar files")
     if not data.strip():
         raise BadRequest("send an iCalendar (.ics) file as the body", code="invalid_ics")
     return data

@@ -138,7 +138,7 @@ FILE_FORM: Mapping[str, Any] = {
 }
 
 # Errors every operation of a kind can answer with, so a declaration lists only its own.
-BODY_ERRORS = (400, 413, 415, 422)
+BODY_ERRORS = (400, 408, 413, 415, 422)
 QUERY_ERRORS = (422,)
 AUTH_ERRORS = (401,)
 PATH_ERRORS = (404,)

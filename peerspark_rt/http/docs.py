@@ -6,7 +6,7 @@ from __future__ import annotations
 from aiohttp import web
 
 from .contract import Raw, access, operation
-from .keys import API_DOCUMENT
+from .openapi import API_DOCUMENT
 
 routes = web.RouteTableDef()
 

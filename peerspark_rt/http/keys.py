@@ -36,7 +36,6 @@ from ..services.storage import Storage
 from ..services.uploads import UploadService
 from ..services.users import UserService
 from .metrics import Metrics
-from .openapi import ApiDocument
 
 SETTINGS = web.AppKey("settings", Settings)
 DB = web.AppKey("db", Database)
@@ -74,4 +73,3 @@ ASSISTANT = web.AppKey("assistant", AssistantService)
 PRINCIPAL = web.RequestKey("principal", Principal)
 REQUEST_ID = web.RequestKey("request_id", str)
 HEALTH = web.AppKey("health", Health)
-API_DOCUMENT = web.AppKey("api_document", ApiDocument)

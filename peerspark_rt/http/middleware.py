@@ -16,8 +16,9 @@ import msgspec
 from aiohttp import web
 
 from .. import logs
-from ..errors import AppError, RateLimited, Unauthorized
+from ..errors import AppError, Invalid, RateLimited, Unauthorized
 from ..services.auth import Principal
+from ..services.validation import OUT_OF_RANGE
 from .contract import ErrorBody, ErrorResponse
 from .keys import AUTH, METRICS, PRINCIPAL, REQUEST_ID, SETTINGS
 from .render import json_response
@@ -179,10 +180,8 @@ async def errors(request: web.Request, handler: Handler) -> web.StreamResponse:
         raise
     except asyncpg.DataError as exc:
         # Input that slipped past validation (e.g. a value out of a column's range).
-        log.warning("data error: %s", exc)
-        error = AppError(f"a value is out of range: {exc}", code="validation_error")
-        error.status = 422
-        return error_response(error, request.get(REQUEST_ID))
+        log.warning("data error in %s %s: %s", request.method, request.path, exc)
+        return error_response(Invalid("body", OUT_OF_RANGE), request.get(REQUEST_ID))
     except Exception:
         log.exception("unhandled error in %s %s", request.method, request.path)
         return error_response(AppError("internal server error"), request.get(REQUEST_ID))
@@ -190,6 +189,9 @@ async def errors(request: web.Request, handler: Handler) -> web.StreamResponse:
 
 def bearer_token(request: web.Request) -> str | None:
     header = request.headers.get("Authorization", "")
+    if not header.isascii():
+        # a token is ASCII; other bytes arrive as surrogates that no decoder should meet
+        raise Unauthorized("token is invalid", code="invalid_token")
     scheme, _, token = header.partition(" ")
     if scheme.lower() == "bearer" and token.strip():
         return token.strip()

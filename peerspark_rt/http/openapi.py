@@ -252,3 +252,7 @@ class ApiDocument:
         if self._html is None:
             self._html = render_page(self.document(router)).encode()
         return self._html
+
+
+# Here rather than in keys.py: the document is built from handlers that import keys.py.
+API_DOCUMENT = web.AppKey("api_document", ApiDocument)

@@ -5,12 +5,13 @@ from __future__ import annotations
 import msgspec
 from aiohttp import BodyPartReader, hdrs, web
 
-from ..errors import Invalid, NotFound, PayloadTooLarge, UnsupportedMediaType
+from ..errors import Invalid, NotFound, PayloadTooLarge
 from ..services.storage import content_disposition
 from ..services.uploads import UploadResult
 from .contract import FILE_FORM, Raw, access, operation, signed_in
 from .keys import SETTINGS, UPLOADS
 from .middleware import principal
+from .render import Form
 
 routes = web.RouteTableDef()
 
@@ -29,13 +30,14 @@ MULTIPART_OVERHEAD = 16 * 1024
 class _Part:
     """A multipart body part as the upload service reads it."""
 
-    def __init__(self, part: BodyPartReader) -> None:
+    def __init__(self, form: Form, part: BodyPartReader) -> None:
+        self._form = form
         self._part = part
         self.filename = part.filename
         self.content_type = part.headers.get(hdrs.CONTENT_TYPE)
 
     async def read_chunk(self, size: int) -> bytes:
-        return await self._part.read_chunk(size)
+        return await self._form.piece(self._part, size)
 
 
 @routes.post("/api/upload")
@@ -57,19 +59,12 @@ async def upload(request: web.Request) -> UploadResult:
             f"files are limited to {limit} bytes",
             details=[{"field": "file", "reason": f"larger than {limit} bytes"}],
         )
-    if request.content_type != "multipart/form-data":
-        raise UnsupportedMediaType(
-            "send the file as multipart/form-data in a field named 'file'",
-            details=[{"field": "file", "reason": "expected multipart/form-data"}],
-        )
-    reader = await request.multipart()
-    while True:
-        part = await reader.next()
-        if part is None:
-            raise Invalid("file", "is required (a multipart field named 'file')")
-        if isinstance(part, BodyPartReader) and part.name == "file":
-            return await service.upload(me, _Part(part))
-        await part.release()  # another field: skip it without keeping it
+    form = Form.open(request, "file")
+    while (part := await form.next_part()) is not None:
+        if part.name == "file":
+            return await service.upload(me, _Part(form, part))
+        await form.skip(part)  # another field: skip it without keeping it
+    raise Invalid("file", "is required (a multipart field named 'file')")
 
 
 @routes.get("/api/files/{key:.+}")

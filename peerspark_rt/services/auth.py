@@ -145,8 +145,17 @@ class AuthService:
         return self._pair(claims_row, claims_row["id"], session["id"], jti, expires_at)
 
     def _pair(
-        self, row: Any, user_id: uuid.UUID, session_id: uuid.UUID, jti: str, expires_at: dt.datetime
+        self,
+        row: Any,
+        user_id: uuid.UUID,
+        session_id: uuid.UUID,
+        jti: str,
+        expires_at: dt.datetime,
+        issued_at: dt.datetime | None = None,
     ) -> TokenPair:
+        """The tokens of a session. Given `issued_at` the same inputs give the same tokens
+        (HS256 over the same claims), which is how the grace window repeats a pair."""
+        iat = None if issued_at is None else int(issued_at.timestamp())
         access = self.tokens.access_token(
             AccessClaims(
                 user_id=user_id,
@@ -155,9 +164,12 @@ class AuthService:
                 email=row["email"],
                 role=row["role"],
                 is_premium=row["is_premium"],
-            )
+            ),
+            issued_at=iat,
         )
-        refresh = self.tokens.refresh_token(user_id, session_id, jti, int(expires_at.timestamp()))
+        refresh = self.tokens.refresh_token(
+            user_id, session_id, jti, int(expires_at.timestamp()), issued_at=iat
+        )
         return TokenPair(access, refresh, self.tokens.access_ttl, session_id)
 
     # --- use cases -----------------------------------------------------------------------
@@ -239,8 +251,12 @@ class AuthService:
         return AuthResult(UserProfile.from_row(profile), *msgspec.structs.astuple(pair))
 
     async def refresh(self, refresh_token: str) -> TokenPair:
+        """Rotate the session's refresh token. The token rotated last, presented again within
+        REFRESH_REUSE_GRACE seconds of its rotation (two tabs refreshing at once), gets the
+        same new pair; any other spent token is taken for a stolen one and ends the session."""
         claims = self.tokens.decode_refresh(refresh_token)
         reused = False
+        digest = jti_digest(claims.jti)
         async with self.db.transaction() as conn:
             row = await users_db.lock_session(conn, claims.session_id)
             if row is None or row["user_id"] != claims.user_id:
@@ -250,16 +266,32 @@ class AuthService:
                 raise Unauthorized("session has expired", code="session_expired")
             if row["account_status"] != "active":
                 raise Unauthorized("account is not active", code="account_inactive")
-            if row["refresh_token"] != jti_digest(claims.jti):
+            successor = self.tokens.successor_jti(claims.jti)
+            if row["refresh_token"] == digest:
+                rotated_at = _now().replace(microsecond=0)
+                expires_at = rotated_at + dt.timedelta(
+                    seconds=self._session_ttl(row["remember_me"])
+                )
+                await users_db.rotate_session(
+                    conn, claims.session_id, jti_digest(successor), digest, rotated_at, expires_at
+                )
+                pair = self._pair(
+                    row, claims.user_id, claims.session_id, successor, expires_at, rotated_at
+                )
+            elif self._within_grace(row, digest, successor):
+                pair = self._pair(
+                    row,
+                    claims.user_id,
+                    claims.session_id,
+                    successor,
+                    row["expires_at"],
+                    row["rotated_at"],
+                )
+            else:
                 # A validly signed but already-rotated token: someone replayed it. Whoever holds
                 # the newer one may be the thief, so end the whole session.
                 await users_db.delete_session(conn, claims.session_id, claims.user_id)
                 reused = True
-            else:
-                jti = new_jti()
-                expires_at = _now() + dt.timedelta(seconds=self._session_ttl(row["remember_me"]))
-                await users_db.rotate_session(conn, claims.session_id, jti_digest(jti), expires_at)
-                pair = self._pair(row, claims.user_id, claims.session_id, jti, expires_at)
         if reused:
             log.warning(
                 "refresh token reuse; session revoked",
@@ -271,6 +303,16 @@ class AuthService:
                 code="refresh_token_reused",
             )
         return pair
+
+    def _within_grace(self, row: Any, digest: str, successor: str) -> bool:
+        """`digest` is the token rotated last, a moment ago, into the token now current."""
+        rotated_at = row["rotated_at"]
+        return (
+            row["previous_refresh_token"] == digest
+            and row["refresh_token"] == jti_digest(successor)
+            and rotated_at is not None
+            and (_now() - rotated_at).total_seconds() <= self.settings.refresh_reuse_grace
+        )
 
     async def authenticate(self, access_token: str) -> Principal:
         """Check the token and that its session is still alive; raises Unauthorized."""

@@ -43,6 +43,14 @@ FEED_HISTORY = dt.timedelta(days=180)  # past events a feed still carries
 FEED_MAX_EVENTS = MAX_EVENTS_PER_USER  # events and sessions one feed carries at most
 FEED_MAX_SESSIONS = 2000
 MAX_IMPORT_EVENTS = 1000
+
+
+class Unusable(ValueError):
+    """An event this importer cannot use, in words meant for the person importing it."""
+
+
+# What an importer is told of an event the parser choked on (the parser's own words are logged)
+UNREADABLE_EVENT = "cannot be read: a property is malformed"
 # What a malformed calendar may make the parser or the checks raise: a reason to skip one
 # event, never an error for the whole import.
 _UNREADABLE = (ValueError, TypeError, KeyError, IndexError, AttributeError, OverflowError)
@@ -266,7 +274,7 @@ def _stamp(value: Any, all_day: bool, tz: str) -> str:
         return moment.isoformat()
     if isinstance(value, dt.date):
         return value.isoformat()
-    raise ValueError(f"not a date: {value!r}")
+    raise Unusable(f"not a date: {value!r}")
 
 
 def drafts_from_ics(
@@ -276,7 +284,8 @@ def drafts_from_ics(
     try:
         calendars = icalendar.Calendar.from_ical(data, multiple=True)
     except _UNREADABLE as exc:
-        raise BadRequest(f"not an iCalendar file: {exc}", code="invalid_ics") from None
+        log.info("calendar import refused: %r", exc)
+        raise BadRequest("not an iCalendar file", code="invalid_ics") from None
     masters: dict[str, icalendar.cal.Component] = {}
     exceptions: dict[str, list[icalendar.cal.Component]] = {}
     problems: list[ImportProblem] = []
@@ -300,8 +309,11 @@ def drafts_from_ics(
     for uid, component in masters.items():
         try:
             drafts.append((uid, _draft(component, exceptions.get(uid, []), default_tz)))
+        except Unusable as exc:
+            problems.append(ImportProblem(uid, str(exc)))
         except _UNREADABLE as exc:
-            problems.append(ImportProblem(uid, str(exc) or type(exc).__name__))
+            log.info("imported event %s unreadable: %r", uid, exc)
+            problems.append(ImportProblem(uid, UNREADABLE_EVENT))
     for uid in exceptions.keys() - masters.keys():
         problems.append(ImportProblem(uid, "a changed occurrence without its series"))
     return drafts, problems
@@ -312,7 +324,7 @@ def _draft(
 ) -> EventCreate:
     start = _decoded(component, "DTSTART")
     if start is None:
-        raise ValueError("no DTSTART")
+        raise Unusable("no DTSTART")
     all_day = not isinstance(start, dt.datetime)
     tz = default_tz
     if isinstance(start, dt.datetime):
@@ -442,7 +454,7 @@ class CalendarFeed:
                 continue
             except _UNREADABLE as exc:
                 log.info("imported event %s skipped: %r", uid, exc)
-                problems.append(ImportProblem(uid, f"cannot be read: {exc}"))
+                problems.append(ImportProblem(uid, UNREADABLE_EVENT))
                 continue
             try:
                 async with self.db.transaction() as conn:

@@ -18,7 +18,7 @@ import datetime as dt
 import logging
 import uuid
 from collections.abc import Awaitable, Callable
-from typing import Any, TypeVar
+from typing import Any, ClassVar, TypeVar
 
 import asyncpg
 import msgspec
@@ -118,6 +118,9 @@ def compact(post: Post) -> MobilePost:
 
 
 class PendingAction(msgspec.Struct, rename="camel", forbid_unknown_fields=True):
+    # each action's data is checked as it is applied, so one bad action fails alone
+    __checked_later__: ClassVar[tuple[str, ...]] = ("data",)
+
     client_action_id: str
     type: str
     data: dict[str, Any] = {}
@@ -236,7 +239,7 @@ def _storable(value: Any) -> Any:
 
 def _data_error(exc: asyncpg.DataError) -> Invalid:
     log.warning("sync action refused by the database: %s", exc)
-    return Invalid("data", f"a value is out of range: {exc}")
+    return Invalid("data", validation.OUT_OF_RANGE)
 
 
 def _required(value: uuid.UUID | msgspec.UnsetType, field: str) -> uuid.UUID:

@@ -13,6 +13,7 @@ Rules:
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import secrets
 import uuid
@@ -22,6 +23,7 @@ import asyncpg
 import msgspec
 
 from ..db import pods as pods_db
+from ..db import sessions as sessions_db
 from ..db.pool import Database
 from ..db.types import Conn, Executor
 from ..errors import Conflict, Forbidden, Invalid, NotFound
@@ -480,7 +482,7 @@ class PodService:
                 )
             await pods_db.delete_membership(conn, pod_id, principal.user_id)
             count = await pods_db.change_member_count(conn, pod_id, -1)
-        await self.live.evict(f"pod:{pod_id}", principal.user_id)
+        await self._evict_everywhere(pod_id, principal.user_id)
         await self.live.event(
             f"pod:{pod_id}",
             "member_left",
@@ -507,6 +509,14 @@ class PodService:
             )
         return actor["role"], target
 
+    async def _evict_everywhere(self, pod_id: uuid.UUID, user_id: uuid.UUID) -> None:
+        """Take `user_id`'s sockets out of the pod's room and its sessions' rooms, on every node
+        (they lost the pod: its sessions are for its members only)."""
+        rooms = [f"pod:{pod_id}"]
+        sessions = await sessions_db.rooms_in_pod(self.db.pool, pod_id, user_id)
+        rooms += [f"session:{sid}" for sid in sessions]
+        await asyncio.gather(*(self.live.evict(room, user_id) for room in rooms))
+
     async def remove_member(
         self, principal: Principal, pod_id: uuid.UUID, user_id: uuid.UUID
     ) -> None:
@@ -517,7 +527,7 @@ class PodService:
                 raise NotFound("member not found")
             await pods_db.delete_membership(conn, pod_id, user_id)
             count = await pods_db.change_member_count(conn, pod_id, -1)
-        await self.live.evict(f"pod:{pod_id}", user_id)
+        await self._evict_everywhere(pod_id, user_id)
         await self.live.event(
             f"pod:{pod_id}",
             "member_removed",
@@ -536,7 +546,7 @@ class PodService:
             count = None
             if target is not None and target["status"] == "active":
                 count = await pods_db.change_member_count(conn, pod_id, -1)
-        await self.live.evict(f"pod:{pod_id}", user_id)
+        await self._evict_everywhere(pod_id, user_id)
         await self.live.event(
             f"pod:{pod_id}",
             "member_banned",

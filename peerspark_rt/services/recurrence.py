@@ -275,7 +275,9 @@ def normalize_rule(text: str, series: Series, field: str = "recurrencePattern.rr
         _build(canonical, series)
         first = _first_original(canonical, series)
     except (ValueError, TypeError, OverflowError) as exc:
-        raise Invalid(field, f"not a valid RFC 5545 rule: {exc}") from None
+        # the parser's own words stay in the log: they describe its internals, not the rule
+        log.info("rule %r refused: %r", canonical, exc)
+        raise Invalid(field, "not a valid RFC 5545 rule") from None
     if first is None or (until is not None and first > until):
         raise Invalid(field, "the rule produces no occurrence on or after the start")
     return canonical

@@ -8,7 +8,9 @@ pass the allowed list explicitly.
 
 from __future__ import annotations
 
+import base64
 import hashlib
+import hmac
 import secrets
 import time
 import uuid
@@ -54,8 +56,16 @@ class TokenIssuer:
         self._refresh_secret = refresh_secret
         self.access_ttl = access_ttl
 
-    def access_token(self, claims: AccessClaims) -> str:
-        now = int(time.time())
+    def successor_jti(self, jti: str) -> str:
+        """The one-time id of the refresh token that replaces `jti` when it is used. Derived,
+        not random, so a second use of `jti` within the grace window can be given the very
+        same new pair without storing any token (only the server, holding the secret, can
+        derive it)."""
+        mac = hmac.new(self._refresh_secret.encode(), b"rotate:" + jti.encode(), hashlib.sha256)
+        return base64.urlsafe_b64encode(mac.digest()[:24]).decode().rstrip("=")
+
+    def access_token(self, claims: AccessClaims, issued_at: int | None = None) -> str:
+        now = int(time.time()) if issued_at is None else issued_at
         payload = {
             "typ": "access",
             "userId": str(claims.user_id),
@@ -69,19 +79,28 @@ class TokenIssuer:
         }
         return jwt.encode(payload, self._access_secret, algorithm=ALGORITHM)
 
-    def refresh_token(self, user_id: uuid.UUID, session_id: uuid.UUID, jti: str, exp: int) -> str:
+    def refresh_token(
+        self,
+        user_id: uuid.UUID,
+        session_id: uuid.UUID,
+        jti: str,
+        exp: int,
+        issued_at: int | None = None,
+    ) -> str:
         payload = {
             "typ": "refresh",
             "userId": str(user_id),
             "sessionId": str(session_id),
             "jti": jti,
-            "iat": int(time.time()),
+            "iat": int(time.time()) if issued_at is None else issued_at,
             "exp": exp,
         }
         return jwt.encode(payload, self._refresh_secret, algorithm=ALGORITHM)
 
     @staticmethod
     def _decode(token: str, secret: str, typ: str) -> dict[str, object]:
+        if not token.isascii():
+            raise Unauthorized("token is invalid", code="invalid_token")
         try:
             payload: dict[str, object] = jwt.decode(
                 token,

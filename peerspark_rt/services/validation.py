@@ -10,7 +10,7 @@ from typing import Any, TypeVar
 
 import msgspec
 
-from ..errors import Invalid
+from ..errors import BadRequest, Invalid
 
 T = TypeVar("T")
 S = TypeVar("S", bound=str)
@@ -176,11 +176,96 @@ def invalid_from(exc: msgspec.ValidationError, *, within: str = "body") -> Inval
 
 def convert(data: Any, type_: type[T], *, strict: bool = True, within: str = "body") -> T:
     """`msgspec.convert`, with a 422 naming the field (see `invalid_from`) when the data does
-    not fit `type_`."""
+    not fit `type_`, and every value checked by `check_input`."""
     try:
-        return msgspec.convert(data, type_, strict=strict)
+        value = msgspec.convert(data, type_, strict=strict)
     except msgspec.ValidationError as exc:
         raise invalid_from(exc, within=within) from None
+    except RecursionError:
+        raise Invalid(within, TOO_DEEP) from None
+    check_input(value)
+    return value
+
+
+def decode_json(raw: bytes, type_: type[T]) -> T:
+    """A client's JSON body as `type_`: msgspec's decoding (400 when it is not JSON, 422 naming
+    the field when it does not fit) and then `check_input` on everything in it."""
+    try:
+        value = msgspec.json.decode(raw, type=type_)
+    except msgspec.ValidationError as exc:
+        raise invalid_from(exc) from None
+    except msgspec.DecodeError as exc:
+        raise BadRequest(f"body is not valid JSON: {exc}", code="invalid_json") from None
+    except RecursionError:
+        # msgspec gives up around a thousand levels, before any field could be named
+        raise Invalid("body", TOO_DEEP) from None
+    check_input(value)
+    return value
+
+
+# Free-form JSON fields (settings, metadata, patterns): how deep and how large one may be. The
+# database's jsonb and every reader after it pay for each level, and no honest client nests
+# its settings more than a few levels.
+MAX_FREE_FORM_DEPTH = 16
+MAX_FREE_FORM_BYTES = 64 * 1024
+# What a client is told when the database refuses a value that passed validation; what the
+# database said goes to the log, never to the client.
+OUT_OF_RANGE = "holds a value out of the range this server can store"
+TOO_DEEP = f"is nested too deeply (at most {MAX_FREE_FORM_DEPTH} levels)"
+
+
+def check_input(value: Any, field: str = "") -> None:
+    """The rules every client value obeys, checked once where requests are decoded, so no field
+    can forget them: no control characters in any string (tab, newline and carriage return are
+    fine; keys of free-form objects count too), and free-form values at most
+    MAX_FREE_FORM_DEPTH deep and MAX_FREE_FORM_BYTES large. Raises Invalid naming the field
+    (for free-form values, the field that holds them)."""
+    if isinstance(value, msgspec.Struct):
+        later = getattr(value, "__checked_later__", ())
+        names = value.__struct_encode_fields__
+        for attr, name in zip(value.__struct_fields__, names, strict=True):
+            path = f"{field}.{name}" if field else name
+            if attr in later:
+                # its text is checked where each item is used, so one bad item fails alone;
+                # its shape is bounded now
+                _free_form(getattr(value, attr), path, strings=False)
+            else:
+                check_input(getattr(value, attr), path)
+    elif isinstance(value, str):
+        no_control_characters(value, field or "body")
+    elif isinstance(value, dict):
+        _free_form(value, field or "body")
+    elif isinstance(value, list | tuple):
+        if any(isinstance(item, msgspec.Struct) for item in value):
+            for i, item in enumerate(value):
+                check_input(item, f"{field}[{i}]")
+        else:
+            _free_form(value, field or "body")
+
+
+def _free_form(value: Any, field: str, *, strings: bool = True) -> None:
+    _check_free_form(value, field, field, 1, strings)
+    if len(msgspec.json.encode(value)) > MAX_FREE_FORM_BYTES:
+        raise Invalid(field, f"is too large (at most {MAX_FREE_FORM_BYTES} bytes)")
+
+
+def _check_free_form(value: Any, field: str, path: str, depth: int, strings: bool) -> None:
+    """Too deep names the field; a control character names where it is (`tags[1]`)."""
+    if depth > MAX_FREE_FORM_DEPTH:
+        raise Invalid(field, TOO_DEEP)
+    if isinstance(value, str):
+        if strings:
+            no_control_characters(value, path)
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            if strings and isinstance(key, str):
+                no_control_characters(key, path)
+            _check_free_form(item, field, f"{path}.{key}", depth + 1, strings)
+    elif isinstance(value, list | tuple):
+        for i, item in enumerate(value):
+            _check_free_form(item, field, f"{path}[{i}]", depth + 1, strings)
+    elif isinstance(value, msgspec.Struct) and strings:
+        check_input(value, path)
 
 
 def bounded_json(value: T, field: str, max_bytes: int) -> T:
