@@ -34,7 +34,7 @@ _IN_POD = {"outsider": 404, "banned": 404, "admin": 404}
 
 
 @routes.get("/api/feed")
-@operation(tag="feed", access=signed_in(200))
+@operation(tag="feed", errors=(404,), access=signed_in(200))
 async def feed(request: web.Request, query: FeedQuery) -> FeedPage:
     """One of the feeds (home, pod, following, trending), newest first."""
     return await request.app[POSTS].feed(principal(request), query)

@@ -24,7 +24,7 @@ class HealthReport(msgspec.Struct):
 
 
 @routes.get("/health")
-@operation(tag="operations", status=(200, 503), access=access(200))
+@operation(tag="operations", public=True, status=(200, 503), access=access(200))
 async def health(request: web.Request) -> Reply[HealthReport]:
     """Whether this node and the services it needs are healthy (503 when one is not)."""
     healthy, services = await request.app[HEALTH].report()
@@ -41,6 +41,7 @@ async def health(request: web.Request) -> Reply[HealthReport]:
 @routes.get("/metrics")
 @operation(
     tag="operations",
+    public=True,
     raw={200: Raw("text/plain", "Prometheus text exposition format")},
     access=access(200),
 )

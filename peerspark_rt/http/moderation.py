@@ -18,7 +18,7 @@ _REVIEWERS = signed_in(404, member=403, moderator=200, owner=200, admin=200)
 
 
 @routes.get("/api/moderation/held")
-@operation(tag="moderation", errors=(403,), access=signed_in(200))
+@operation(tag="moderation", errors=(403, 404), access=signed_in(200))
 async def list_held(request: web.Request, query: HeldQuery) -> HeldPage:
     """Held content the caller reviews, or (mine=true) their own held content."""
     return await request.app[MODERATION].list_held(principal(request), query)

@@ -161,18 +161,23 @@ def _query_parameters(
 
 
 def _without_null(schema: dict[str, Any]) -> dict[str, Any]:
-    """A query parameter's schema: a query string cannot carry null (absent means None)."""
+    """A query parameter's schema. A query string cannot carry null: an optional text is
+    absent or text (`null` is the word "null"), while an optional number or flag also
+    takes the word `null` as "not given" (msgspec's reading of query strings)."""
     schema = copy.deepcopy(schema)
+    options = schema.get("anyOf")
+    if options is None:
+        return schema
+    kept = [s for s in options if s != {"type": "null"}]
+    if len(kept) == len(options) or any(s.get("type") != "string" for s in kept):
+        return schema
     if schema.get("default", 0) is None:
         del schema["default"]
-    options = schema.get("anyOf")
-    if options is not None:
-        kept = [s for s in options if s != {"type": "null"}]
-        if len(kept) == 1:
-            del schema["anyOf"]
-            schema.update(kept[0])
-        else:
-            schema["anyOf"] = kept
+    if len(kept) == 1:
+        del schema["anyOf"]
+        schema.update(kept[0])
+    else:
+        schema["anyOf"] = kept
     return schema
 
 

@@ -34,7 +34,7 @@ class DownloadQuery(msgspec.Struct, forbid_unknown_fields=True):
 
 
 @routes.get("/api/resources")
-@operation(tag="resources", access=signed_in(200))
+@operation(tag="resources", errors=(404,), access=signed_in(200))
 async def list_resources(request: web.Request, query: ResourceQuery) -> ResourceSearchResult:
     """Resources the caller can see, searched, filtered and faceted."""
     return await request.app[SEARCH].resources_page(principal(request), query)

@@ -13,7 +13,7 @@ routes = web.RouteTableDef()
 
 
 @routes.get("/api/search/posts")
-@operation(tag="search", access=signed_in(200))
+@operation(tag="search", errors=(404,), access=signed_in(200))
 async def search_posts(request: web.Request, query: PostSearchQuery) -> PostSearchResult:
     """Full-text search of the posts the caller can read, ranked, with highlights."""
     return await request.app[SEARCH].posts_page(principal(request), query)

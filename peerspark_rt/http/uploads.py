@@ -72,7 +72,7 @@ async def upload(request: web.Request) -> UploadResult:
     tag="files",
     public=True,
     errors=(403, 404),
-    raw={200: Raw("application/octet-stream", "the file, as its stored media type")},
+    raw={200: Raw("*/*", "the file, as its stored media type")},
     access=access(200),
 )
 async def serve_file(request: web.Request, query: SignedLink) -> web.StreamResponse:
