@@ -59,7 +59,9 @@ _MINE = {"member": 200}
     tag="ai",
     errors=_AI_ERRORS,
     precheck=_ai_configured,
-    raw={200: Raw("text/event-stream", "with `stream` or Accept: text/event-stream")},
+    raw={
+        200: Raw("text/event-stream", "server-sent events (`stream`, or Accept: text/event-stream)")
+    },
     access=signed_in(200),
 )
 async def chat(request: web.Request, body: ChatRequest) -> Reply[ChatResponse] | web.StreamResponse:

@@ -40,7 +40,8 @@ class Access:
     owner's; the comment, report, notification, login session, AI conversation and held item
     are the member's. An outsider is a signed-in user with no tie to the pod; admin is a
     platform admin (users.role 'admin') with no tie to it either. `anonymous` sends no token.
-    Creation routes are called with a valid body naming the pod.
+    Creation routes are called with a valid body naming the pod; routes about a user name the
+    member (the banned member, to lift a ban). The matrix test keeps the bodies it sends.
     """
 
     anonymous: int

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import html
 import json
+import re
 from typing import Any
 
 from .contract import CALLERS
@@ -37,7 +38,7 @@ def render_page(document: dict[str, Any]) -> str:
         f"<style>{_STYLE}</style></head><body>",
         f"<h1>{_e(document['info']['title'])} <span class=muted>"
         f"{_e(document['info']['version'])}</span></h1>",
-        f"<p>{_e(document['info']['description'])}</p>",
+        f"<p>{_prose(document['info']['description'])}</p>",
         '<p>Machine-readable: <a href="/api/openapi.json">/api/openapi.json</a> (OpenAPI 3.1). '
         "Send <code>Authorization: Bearer &lt;access token&gt;</code> unless an operation says "
         "it is public.</p>",
@@ -63,12 +64,12 @@ def _render_operation(method: str, path: str, op: dict[str, Any]) -> str:
     parts = [
         f'<details class=op id="{_e(op["operationId"])}"><summary>'
         f'<span class="m {method}">{method}</span> <code>{_e(path)}</code> '
-        f"&mdash; {_e(op['summary'])}"
+        f"&mdash; {_prose(op['summary'])}"
         + (" <span class=muted>(public)</span>" if op.get("security") == [] else "")
         + "</summary>"
     ]
     if op.get("description"):
-        parts.append(f"<p>{_e(op['description'])}</p>")
+        parts.append(f"<p>{_prose(op['description'])}</p>")
     parts.append(_render_access(op["x-access"]))
     if op.get("parameters"):
         params = "".join(
@@ -95,7 +96,7 @@ def _render_operation(method: str, path: str, op: dict[str, Any]) -> str:
             for media, c in response.get("content", {}).items()
         )
         rows.append(
-            f"<tr><td>{_e(status)}</td><td>{_e(response['description'])}</td>"
+            f"<tr><td>{_e(status)}</td><td>{_prose(response['description'])}</td>"
             f"<td>{contents}</td></tr>"
         )
     parts.append(
@@ -132,3 +133,8 @@ def _schema_text(schema: dict[str, Any]) -> str:
 
 def _e(text: object) -> str:
     return html.escape(str(text), quote=True)
+
+
+def _prose(text: str) -> str:
+    """Escaped text with its `code spans` shown as code."""
+    return re.sub(r"`([^`]+)`", r"<code>\1</code>", _e(text))

@@ -193,8 +193,11 @@ def _responses(
         if content:
             responses[str(status)]["content"] = content
     for status, raw in op.raw.items():
-        entry = responses.setdefault(str(status), {"description": raw.description})
-        entry["description"] = raw.description
+        entry = responses.get(str(status))
+        if entry is None or "content" not in entry:
+            entry = responses[str(status)] = {"description": raw.description}
+        else:
+            entry["description"] += f"; or {raw.description}"
         media: dict[str, Any] = {"schema": dict(raw.schema)} if raw.schema else {}
         entry.setdefault("content", {})[raw.media_type] = media
     error = {"application/json": {"schema": schema_of[ErrorResponse]}}

@@ -32,6 +32,7 @@ SEND_PIPELINE = 64  # chat messages of one socket waiting for their commit at on
 @operation(
     tag="realtime",
     summary="The live socket (see PROTOCOL.md)",
+    status=101,
     errors=(400, 401, 403, 422),
     raw={101: Raw("application/json", "switches to the websocket protocol (?token=, ?format=)")},
     access=signed_in(101),
