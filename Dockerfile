@@ -20,8 +20,9 @@ ENV PATH=/opt/venv/bin:$PATH \
     PEERSPARK_ENV=production \
     PEERSPARK_DATA_DIR=/app/data \
     HOST=0.0.0.0 \
-    PORT=8080 \
-    TRUST_PROXY_HEADERS=true
+    PORT=8080
+# Behind a proxy that appends X-Forwarded-For (the shipped config/nginx.conf does), run with
+# -e TRUST_PROXY_HEADERS=true; without one, the header is the client's own word and ignored.
 RUN mkdir -p /app/data && chown peerspark:peerspark /app/data
 USER peerspark
 EXPOSE 8080

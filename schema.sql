@@ -508,7 +508,11 @@ CREATE TABLE IF NOT EXISTS content_reports (
     resolution VARCHAR(20), -- 'restored', 'removed'
     created_at TIMESTAMPTZ DEFAULT NOW()
 );
+-- added: how much this report counts toward hiding the content, from the reporter's standing
+-- when they reported (services/reports.py: reporter_weight).
+ALTER TABLE content_reports ADD COLUMN IF NOT EXISTS weight REAL NOT NULL DEFAULT 1;
 CREATE INDEX IF NOT EXISTS idx_content_reports_content ON content_reports(content_type, content_id, status);
+CREATE INDEX IF NOT EXISTS idx_content_reports_reporter ON content_reports(reporter_id, status);
 CREATE UNIQUE INDEX IF NOT EXISTS idx_content_reports_once
     ON content_reports(content_type, content_id, reporter_id) WHERE status = 'pending';
 

@@ -311,6 +311,11 @@ async def start_product(config: NodeConfig, cpus: list[int] | None, **env: str) 
             # Bench accounts post far more than 10 times an hour; the post-create scenario
             # measures the endpoint, not the moderation rule that would hold those posts.
             "MODERATION_POSTS_PER_HOUR": "100000",
+            # A run registers its accounts from one address, which the per-address sign-up
+            # limit would refuse after a few.
+            "REGISTRATION_RATE_LIMIT": "1000000",
+            # and opens thousands of sockets from that one address
+            "HTTP_MAX_CONNECTIONS_PER_ADDRESS": "0",
         }
     )
     if config.redis_url:

@@ -80,18 +80,15 @@ async def _until_signalled() -> None:
 
 
 async def _serve(settings: Settings, where_db: str) -> None:
-    from .app import build_app
+    from .app import GuardedSite, build_app, make_runner, start_metrics_listener
 
-    runner = web.AppRunner(
-        build_app(settings), handle_signals=False, access_log=None, shutdown_timeout=10
-    )
+    app = build_app(settings)
+    runner = make_runner(app, settings)
     await runner.setup()
-    site = web.TCPSite(runner, settings.host, settings.port, reuse_address=True, backlog=4096)
+    site = GuardedSite(runner, settings, settings.host, settings.port)
     await site.start()
-    port = settings.port
-    sockets = getattr(site._server, "sockets", None)  # the real port when 0 was asked for
-    if sockets:
-        port = sockets[0].getsockname()[1]
+    port = site.port  # the real port when 0 was asked for
+    metrics_runner = await start_metrics_listener(app, settings)
     broker = "redis" if settings.redis_url else "in-process"
     print(
         f"PeerSpark RT node {settings.node_id} listening on http://{settings.host}:{port} "
@@ -101,6 +98,8 @@ async def _serve(settings: Settings, where_db: str) -> None:
     _tune_gc()
     await _until_signalled()
     log.info("shutting down")
+    if metrics_runner is not None:
+        await metrics_runner.cleanup()
     await runner.cleanup()
 
 

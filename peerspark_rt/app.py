@@ -74,8 +74,9 @@ from .http.keys import (
     WORKER,
 )
 from .http.metrics import Metrics
-from .http.middleware import MIDDLEWARES
+from .http.middleware import MIDDLEWARES, security_headers
 from .http.openapi import API_DOCUMENT, ApiDocument
+from .http.transport import GuardedSite, make_runner, start_metrics_listener
 from .protocol import CLOSE_SESSION_REVOKED
 from .services.ai.assistant import AssistantService
 from .services.ai.client import AIClient
@@ -109,6 +110,9 @@ from .services.uploads import UploadService
 from .services.users import UserService
 
 log = logging.getLogger(__name__)
+
+# What `python -m peerspark_rt serve` runs the app with (the listening socket's rules).
+__all__ = ["GuardedSite", "build_app", "build_worker", "make_runner", "start_metrics_listener"]
 
 
 async def _database(app: web.Application) -> AsyncIterator[None]:
@@ -466,6 +470,7 @@ def build_app(settings: Settings) -> web.Application:
         [_database, _redis_and_broker, _storage, _ai_client, _services, _realtime, _worker]
     )
     app.on_shutdown.append(_close_sockets)
+    app.on_response_prepare.append(security_headers)
     http_modules = (
         health_http,
         auth_http,

@@ -36,7 +36,35 @@ class ConfigError(Exception):
     """A setting is missing or invalid; the message names the variable."""
 
 
-@dataclass(frozen=True, slots=True)
+# Settings that hold secrets: never printed (see Settings.__repr__).
+SECRET_FIELDS = frozenset(
+    {
+        "jwt_secret",
+        "jwt_refresh_secret",
+        "aws_access_key_id",
+        "aws_secret_access_key",
+        "openai_api_key",
+        "smtp_pass",
+        "metrics_token",
+    }
+)
+# Settings that are URLs which may carry a password (postgresql://user:secret@host/db).
+URL_FIELDS = frozenset({"database_url", "redis_url", "s3_endpoint_url", "openai_base_url"})
+
+
+def redact_url(url: str) -> str:
+    """`url` with any password in it replaced by ***."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    host = parts.hostname or ""
+    if parts.port is not None:
+        host = f"{host}:{parts.port}"
+    user = f"{parts.username}:***@" if parts.username else ":***@"
+    return parts._replace(netloc=user + host).geturl()
+
+
+@dataclass(frozen=True, slots=True, repr=False)
 class Settings:
     env: str = "development"
     host: str = "127.0.0.1"
@@ -57,6 +85,9 @@ class Settings:
     refresh_token_ttl: int = 86400
     remember_me_ttl: int = 2592000
     refresh_reuse_grace: float = 10.0
+    registration_rate_limit: int = 10
+    login_failures_per_address: int = 50
+    login_failures_per_account: int = 20
 
     allowed_origins: tuple[str, ...] = ("http://localhost:3000",)
 
@@ -110,7 +141,10 @@ class Settings:
 
     log_level: str = "INFO"
     log_json: bool = False
+    metrics_token: str | None = None
+    metrics_address: tuple[str, int] | None = None
     trust_proxy_headers: bool = False
+    trusted_proxy_hops: int = 1
     auto_migrate: bool = True
 
     http_header_timeout: float = 10.0
@@ -142,6 +176,22 @@ class Settings:
 
     def replace(self, **changes: Any) -> Settings:
         return dataclasses.replace(self, **changes)
+
+    def __repr__(self) -> str:
+        """Every setting but the secrets (shown as *** when set) and URL passwords."""
+        shown = []
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            if f.name in SECRET_FIELDS and value:
+                text = "'***'"
+            elif f.name in URL_FIELDS and isinstance(value, str):
+                text = repr(redact_url(value))
+            else:
+                text = repr(value)
+            shown.append(f"{f.name}={text}")
+        return f"Settings({', '.join(shown)})"
+
+    __str__ = __repr__
 
 
 # --- value parsers: each returns the parsed value or raises ValueError with the reason ---
@@ -213,6 +263,13 @@ def _url(*schemes: str) -> Callable[[str], str]:
     return parse
 
 
+def _address(raw: str) -> tuple[str, int]:
+    host, sep, port = raw.strip().rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ValueError(f"expected host:port, got {raw!r}")
+    return host.strip("[]"), int(port)
+
+
 def _origins(raw: str) -> tuple[str, ...]:
     origins = tuple(o.strip().rstrip("/") for o in raw.split(",") if o.strip())
     for origin in origins:
@@ -270,6 +327,9 @@ _VARIABLES: dict[str, tuple[str, Callable[[str], Any]]] = {
     "REFRESH_TOKEN_TTL": ("refresh_token_ttl", _int_in(60, 31_536_000)),
     "REMEMBER_ME_TTL": ("remember_me_ttl", _int_in(60, 31_536_000)),
     "REFRESH_REUSE_GRACE": ("refresh_reuse_grace", _non_negative_float),
+    "REGISTRATION_RATE_LIMIT": ("registration_rate_limit", _int_in(1, 1_000_000)),
+    "LOGIN_FAILURES_PER_ADDRESS": ("login_failures_per_address", _int_in(1, 1_000_000)),
+    "LOGIN_FAILURES_PER_ACCOUNT": ("login_failures_per_account", _int_in(1, 1_000_000)),
     "ALLOWED_ORIGINS": ("allowed_origins", _origins),
     "AWS_REGION": ("aws_region", _text),
     "AWS_ACCESS_KEY_ID": ("aws_access_key_id", _text),
@@ -314,7 +374,10 @@ _VARIABLES: dict[str, tuple[str, Callable[[str], Any]]] = {
     "ENABLE_PREMIUM_FEATURES": ("enable_premium_features", _bool),
     "LOG_LEVEL": ("log_level", _one_of(*LOG_LEVELS)),
     "LOG_JSON": ("log_json", _bool),
+    "METRICS_TOKEN": ("metrics_token", _secret),
+    "METRICS_ADDRESS": ("metrics_address", _address),
     "TRUST_PROXY_HEADERS": ("trust_proxy_headers", _bool),
+    "TRUSTED_PROXY_HOPS": ("trusted_proxy_hops", _int_in(1, 10)),
     "AUTO_MIGRATE": ("auto_migrate", _bool),
     "HTTP_HEADER_TIMEOUT": ("http_header_timeout", _positive_float),
     "HTTP_BODY_TIMEOUT": ("http_body_timeout", _positive_float),

@@ -32,7 +32,7 @@ from peerspark_rt.config import Settings
 from peerspark_rt.db.embedded import EmbeddedPostgres, EmbeddedPostgresError
 from peerspark_rt.db.pool import apply_schema
 from tests.fake_openai import FakeOpenAI
-from tests.helpers import Api
+from tests.helpers import METRICS_TOKEN, Api
 
 LOCAL_PG = "postgresql://postgres@127.0.0.1:5432/postgres"
 LOCAL_REDIS = "redis://127.0.0.1:6379/0"
@@ -183,6 +183,10 @@ def make_settings(pg_dsn: str, data_dir: Path, **overrides: Any) -> Settings:
         # Tests that need the job worker ask for it (run_worker=True), so the other tests' apps
         # do not pick up jobs from the shared test database.
         run_worker=False,
+        # Every test client is 127.0.0.1: tests that are about the per-address sign-up limit
+        # set their own.
+        registration_rate_limit=100_000,
+        metrics_token=METRICS_TOKEN,
     )
     return base.replace(**overrides)
 

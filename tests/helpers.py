@@ -14,6 +14,9 @@ from peerspark_rt.client import LiveClient
 
 _counter = itertools.count()
 PASSWORD = "Study-hard-2026"
+# What the test apps are configured with (conftest.make_settings): the operator's token for
+# /metrics and the details of /health.
+METRICS_TOKEN = "test-metrics-token-" + "0" * 20
 
 
 def unique(prefix: str) -> str:
@@ -102,6 +105,13 @@ class Api:
             else:
                 body = await resp.read()
             return Response(resp.status, body, resp.headers)
+
+    async def health(self, **kw: Any) -> Response:
+        """/health as the operator sees it (with every dependency's details)."""
+        return await self.get("/health", headers={"Authorization": f"Bearer {METRICS_TOKEN}"}, **kw)
+
+    async def metrics(self) -> Response:
+        return await self.get("/metrics", headers={"Authorization": f"Bearer {METRICS_TOKEN}"})
 
     async def get(self, path: str, user: User | None = None, **kw: Any) -> Response:
         return await self.call("GET", path, user, **kw)

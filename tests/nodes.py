@@ -52,7 +52,11 @@ class Node:
 
 def start_node(env: Mapping[str, str], *, timeout: float = 60, args: tuple[str, ...] = ()) -> Node:
     full_env = {k: v for k, v in os.environ.items() if not k.startswith(("DATABASE_", "REDIS_"))}
-    full_env.update({"HOST": "127.0.0.1", "PORT": "0", "PYTHONUNBUFFERED": "1", **env})
+    # every test client signs up from 127.0.0.1: the per-address sign-up limit is not the point
+    full_env.update(
+        {"HOST": "127.0.0.1", "PORT": "0", "PYTHONUNBUFFERED": "1",
+         "REGISTRATION_RATE_LIMIT": "1000000", "HTTP_MAX_CONNECTIONS_PER_ADDRESS": "0", **env}
+    )  # fmt: skip
     proc = subprocess.Popen(
         [sys.executable, "-m", "peerspark_rt", "serve", *args],
         cwd=ROOT,

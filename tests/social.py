@@ -40,6 +40,20 @@ async def platform_moderator(api: Api, db: asyncpg.Connection, user: User) -> Us
     return user
 
 
+async def established(api: Api, *users: User, days: int = 30, verified: bool = True) -> None:
+    """Age accounts and verify their email, so their reports weigh a full report each (the
+    weight of a report grows with its reporter's standing: services/reports.py)."""
+    from peerspark_rt.http.keys import DB
+
+    await api.app[DB].pool.execute(
+        "UPDATE users SET created_at = NOW() - make_interval(days => $2), is_verified = $3 "
+        "WHERE id = ANY($1::uuid[])",
+        [u.id for u in users],
+        days,
+        verified,
+    )
+
+
 async def post(api: Api, author: User, content: str = "Hello pod", **fields: Any) -> dict[str, Any]:
     resp = await api.post("/api/posts", author, json={"content": content, **fields})
     assert resp.status == 201, resp.body

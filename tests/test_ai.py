@@ -129,7 +129,7 @@ async def test_chat_answers_stores_and_counts(
         ("user", "And an integral?"),
     ]
     assert "The subject is Math." in roles[0][1]  # the conversation's context carries on
-    metrics = await ai_api.get("/metrics")
+    metrics = await ai_api.metrics()
     assert b'peerspark_ai_calls_total{endpoint="chat",outcome="ok"} 2.0' in metrics.body
 
 
@@ -514,7 +514,7 @@ async def test_without_a_key_ai_says_it_is_not_configured(
         assert "AI is not configured" in resp.body["error"]["message"]
     # history stays readable without a key
     assert (await api.get("/api/ai/conversations", ann)).status == 200
-    health = await api.get("/health")
+    health = await api.health()
     assert health.status == 200
     assert health.body["services"]["ai"]["status"] == "not_configured"
 
@@ -522,14 +522,14 @@ async def test_without_a_key_ai_says_it_is_not_configured(
     bob = await off.register()
     resp = await off.post("/api/ai/chat", bob, json={"message": "hi"})
     assert resp.status == 503 and resp.body["error"]["code"] == "ai_disabled"
-    assert (await off.get("/health")).body["services"]["ai"]["status"] == "disabled"
+    assert (await off.health()).body["services"]["ai"]["status"] == "disabled"
 
     on = await make_client(**ai_settings(fake_ai))
-    ai = (await on.get("/health")).body["services"]["ai"]
+    ai = (await on.health()).body["services"]["ai"]
     assert ai["status"] == "healthy" and ai["reachable"] is True and ai["model"] == "test-model"
     fake_ai.models_down = True
     down = await make_client(**ai_settings(fake_ai))
-    report = await down.get("/health")
+    report = await down.health()
     assert report.status == 200  # AI is optional: the node still serves
     assert report.body["services"]["ai"]["status"] == "unhealthy"
 

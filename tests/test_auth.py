@@ -64,7 +64,7 @@ async def test_stored_password_is_argon2id(api: Api, db: Any) -> None:
         ("username", "a", "3-50"),
         ("username", "bad name!", "letters"),
         ("password", "short1", "at least 8"),
-        ("password", "onlyletters", "letter and one digit"),
+        ("password", "onlyletters", "too easy to guess"),
         ("firstName", "   ", "empty"),
         ("educationLevel", "kindergarten", "one of"),
     ],

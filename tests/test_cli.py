@@ -14,6 +14,7 @@ from pathlib import Path
 import aiohttp
 
 from tests.conftest import searchable_tmpdir
+from tests.helpers import METRICS_TOKEN
 from tests.nodes import ROOT, start_node
 
 
@@ -71,11 +72,14 @@ async def test_embedded_database_starts_serves_and_stops() -> None:
     """What `make run` does on a fresh machine: no DATABASE_URL, no REDIS_URL."""
     folder = searchable_tmpdir()
     data = folder / "data"
-    node = start_node({"PEERSPARK_DATA_DIR": str(data)}, timeout=120)
+    node = start_node(
+        {"PEERSPARK_DATA_DIR": str(data), "METRICS_TOKEN": METRICS_TOKEN}, timeout=120
+    )
+    operator = {"Authorization": f"Bearer {METRICS_TOKEN}"}
     try:
         assert any("embedded PostgreSQL" in line for line in node.output)
         async with aiohttp.ClientSession() as http:
-            async with http.get(f"{node.url}/health") as resp:
+            async with http.get(f"{node.url}/health", headers=operator) as resp:
                 body = await resp.json()
                 assert resp.status == 200
                 assert body["services"]["database"]["version"].startswith("18")

@@ -124,7 +124,7 @@ async def test_without_smtp_emails_go_to_the_outbox_folder(
     assert isinstance(mine[0], EmailMessage)
     text, html = bodies(mine[0])
     assert "Glad you're here." in text and "Glad you&#x27;re here." in html
-    health = await api.get("/health")
+    health = await api.health()
     assert health.body["services"]["jobs"]["worker"] == "running"
 
 

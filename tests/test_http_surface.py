@@ -55,7 +55,7 @@ async def test_cors_allows_configured_origins_only(api: Api) -> None:
 
 
 async def test_health_reports_each_dependency(api: Api) -> None:
-    resp = await api.get("/health")
+    resp = await api.health()
     assert resp.status == 200
     services = resp.body["services"]
     assert resp.body["status"] == "healthy"
@@ -68,7 +68,7 @@ async def test_health_reports_each_dependency(api: Api) -> None:
 
 async def test_health_with_redis(make_client: Any, redis_url: str) -> None:
     api = await make_client(redis_url=redis_url)
-    resp = await api.get("/health")
+    resp = await api.health()
     assert resp.status == 200
     assert resp.body["services"]["redis"]["mode"] == "redis"
 
@@ -77,7 +77,8 @@ async def test_health_is_503_when_the_database_is_down(api: Api) -> None:
     from peerspark_rt.http.keys import DB
 
     await api.app[DB].pool.close()
-    resp = await api.get("/health")
+    assert (await api.get("/health")).body == {"status": "unhealthy"}
+    resp = await api.health()
     assert resp.status == 503
     assert resp.body["status"] == "unhealthy"
     assert resp.body["services"]["database"]["status"] == "unhealthy"
@@ -86,7 +87,7 @@ async def test_health_is_503_when_the_database_is_down(api: Api) -> None:
 async def test_metrics_count_requests_by_route(api: Api) -> None:
     await api.get("/api/pods")  # 401, still counted
     await api.get("/health")
-    resp = await api.get("/metrics")
+    resp = await api.metrics()
     assert resp.status == 200
     text = resp.body.decode()
     assert 'peerspark_http_requests_total{method="GET",route="/api/pods",status="401"} 1.0' in text

@@ -289,7 +289,7 @@ async def test_queue_depth_and_failures_show_in_metrics(
     await queue.enqueue(
         database.pool, waiting, run_at=dt.datetime.now(dt.UTC) - dt.timedelta(seconds=30)
     )
-    resp = await api.get("/metrics")
+    resp = await api.metrics()
     text = resp.body.decode()
     assert f'peerspark_jobs{{kind="{broken}",status="dead"}} 1.0' in text
     assert f'peerspark_jobs{{kind="{waiting}",status="queued"}} 1.0' in text

@@ -262,7 +262,7 @@ async def test_openai_moderation_flags_and_falls_back_to_local_rules(
     assert (await live.send(room, "and now?")).seq == 3
     with pytest.raises(LiveError):
         await live.send(room, "casino")  # local rules still hold
-    metrics = (await api.get("/metrics")).body
+    metrics = (await api.metrics()).body
     assert b'peerspark_moderation_verdicts_total{kind="message",outcome="fallback"} 2.0' in metrics
     assert b'outcome="held:openai"' in metrics
 

@@ -8,7 +8,7 @@ from typing import Any
 import asyncpg
 
 from tests.helpers import Api, User, listen_live
-from tests.social import join, platform_moderator, post, resource, set_role
+from tests.social import established, join, platform_moderator, post, resource, set_role
 
 MISSING = "00000000-0000-0000-0000-000000000000"
 
@@ -17,6 +17,7 @@ async def _pod_with(api: Api, members: int) -> tuple[User, User, list[User], dic
     """A pod with an owner, a moderator and `members` members."""
     owner, mod = await api.register(), await api.register()
     users = [await api.register() for _ in range(members)]
+    await established(api, owner, mod, *users)
     pod = await api.create_pod(owner)
     for user in (mod, *users):
         await join(api, user, pod)

@@ -245,7 +245,7 @@ async def s3_object(moto_url: str, bucket: str, key: str) -> bytes | None:
 async def test_s3_backend_streams_presigns_and_deletes(make_client: Any, moto_url: str) -> None:
     bucket = unique("peerspark-test-").lower()
     api = await make_client(**s3_settings(moto_url, bucket))
-    health = await api.get("/health")
+    health = await api.health()
     assert health.body["services"]["storage"] == {
         **health.body["services"]["storage"],
         "status": "healthy",

@@ -23,12 +23,13 @@ async def insert(
     pod_id: uuid.UUID | None,
     reason: str,
     description: str | None,
+    weight: float,
 ) -> uuid.UUID | None:
     """The new report's id, or None when this reporter already has a pending report on it."""
     report_id: uuid.UUID | None = await conn.fetchval(
         """INSERT INTO content_reports (reporter_id, content_type, content_id, pod_id, reason,
-                                        description)
-           VALUES ($1, $2, $3, $4, $5, $6)
+                                        description, weight)
+           VALUES ($1, $2, $3, $4, $5, $6, $7)
            ON CONFLICT (content_type, content_id, reporter_id) WHERE status = 'pending'
            DO NOTHING RETURNING id""",
         reporter_id,
@@ -37,18 +38,38 @@ async def insert(
         pod_id,
         reason,
         description,
+        weight,
     )
     return report_id
 
 
-async def pending_count(conn: Executor, content_type: str, content_id: uuid.UUID) -> int:
-    return int(
-        await conn.fetchval(
-            """SELECT count(*) FROM content_reports
-               WHERE content_type = $1 AND content_id = $2 AND status = 'pending'""",
-            content_type,
-            content_id,
-        )
+async def pending_count(
+    conn: Executor, content_type: str, content_id: uuid.UUID
+) -> tuple[int, float]:
+    """How many pending reports the content has, and their summed weight."""
+    row = await conn.fetchrow(
+        """SELECT count(*) AS n, COALESCE(sum(weight), 0) AS weight FROM content_reports
+           WHERE content_type = $1 AND content_id = $2 AND status = 'pending'""",
+        content_type,
+        content_id,
+    )
+    assert row is not None
+    return int(row["n"]), float(row["weight"])
+
+
+async def reporter_standing(db: Executor, reporter_id: uuid.UUID) -> asyncpg.Record | None:
+    """What a reporter's weight is made of: account age, verified email, platform role, and
+    how their past reports were resolved."""
+    return await db.fetchrow(
+        """SELECT EXTRACT(EPOCH FROM NOW() - u.created_at) / 86400 AS age_days,
+                  COALESCE(u.is_verified, FALSE) AS verified, u.role,
+                  count(r.id) FILTER (WHERE r.resolution = 'removed') AS upheld,
+                  count(r.id) FILTER (WHERE r.resolution = 'restored') AS rejected
+           FROM users u
+           LEFT JOIN content_reports r ON r.reporter_id = u.id AND r.status = 'resolved'
+           WHERE u.id = $1
+           GROUP BY u.id""",
+        reporter_id,
     )
 
 

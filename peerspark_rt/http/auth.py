@@ -16,8 +16,8 @@ from ..services.auth import (
 )
 from ..services.users import ProfileUpdate, PublicProfile, UserProfile
 from .contract import access, operation, signed_in
-from .keys import AUTH, SETTINGS, USERS
-from .middleware import principal
+from .keys import AUTH, USERS
+from .middleware import client_address, principal
 from .render import path_id
 
 routes = web.RouteTableDef()
@@ -28,12 +28,7 @@ class LoginSessionList(msgspec.Struct):
 
 
 def client_info(request: web.Request) -> ClientInfo:
-    ip = request.remote
-    if request.app[SETTINGS].trust_proxy_headers:
-        forwarded = request.headers.get("X-Forwarded-For", "")
-        if forwarded:
-            ip = forwarded.split(",")[0].strip()
-    return ClientInfo(ip=ip, user_agent=request.headers.get("User-Agent"))
+    return ClientInfo(ip=client_address(request), user_agent=request.headers.get("User-Agent"))
 
 
 @routes.post("/api/auth/register")

@@ -4,6 +4,7 @@ authentication."""
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import logging
 import re
 import time
@@ -16,7 +17,7 @@ import msgspec
 from aiohttp import web
 
 from .. import logs
-from ..errors import AppError, Invalid, RateLimited, Unauthorized
+from ..errors import AppError, Invalid, RateLimited, RequestTimeout, Unauthorized
 from ..services.auth import Principal
 from ..services.validation import OUT_OF_RANGE
 from .contract import ErrorBody, ErrorResponse
@@ -65,7 +66,10 @@ def error_response(error: AppError, request_id: str | None = None) -> web.Respon
         headers["Retry-After"] = str(error.retry_after)
     if isinstance(error, Unauthorized):
         headers["WWW-Authenticate"] = 'Bearer realm="peerspark"'
-    return json_response(ErrorResponse(error=body), status=error.status, headers=headers)
+    response = json_response(ErrorResponse(error=body), status=error.status, headers=headers)
+    if isinstance(error, RequestTimeout):
+        response.force_close()  # the rest of that body is not worth waiting for
+    return response
 
 
 def _route_label(request: web.Request) -> str:
@@ -187,6 +191,27 @@ async def errors(request: web.Request, handler: Handler) -> web.StreamResponse:
         return error_response(AppError("internal server error"), request.get(REQUEST_ID))
 
 
+def client_address(request: web.Request) -> str | None:
+    """The client's address: the peer's, or behind trusted proxies (TRUST_PROXY_HEADERS) the
+    one the outermost trusted proxy appended to X-Forwarded-For — TRUSTED_PROXY_HOPS entries
+    from the right. Entries left of it are whatever the client wrote and count for nothing."""
+    settings = request.app[SETTINGS]
+    if not settings.trust_proxy_headers:
+        return request.remote
+    hops = [
+        hop.strip()
+        for header in request.headers.getall("X-Forwarded-For", [])
+        for hop in header.split(",")
+    ]
+    if len(hops) < settings.trusted_proxy_hops:
+        return request.remote
+    candidate = hops[-settings.trusted_proxy_hops]
+    try:
+        return str(ipaddress.ip_address(candidate))
+    except ValueError:
+        return request.remote
+
+
 def bearer_token(request: web.Request) -> str | None:
     header = request.headers.get("Authorization", "")
     if not header.isascii():
@@ -212,3 +237,41 @@ async def authenticate(request: web.Request, handler: Handler) -> web.StreamResp
 
 
 MIDDLEWARES = [request_context, cors, errors, authenticate]
+
+HSTS = "max-age=31536000; includeSubDomains"
+# Paths whose answers carry tokens or account data: never stored by a browser or a proxy.
+_NO_STORE_PREFIXES = ("/api/auth/", "/api/users/")
+
+
+def served_over_tls(request: web.Request) -> bool:
+    """The client reached us over TLS: directly, or through a trusted proxy that says so."""
+    transport = request.transport
+    if transport is not None and transport.get_extra_info("sslcontext") is not None:
+        return True
+    if request.app[SETTINGS].trust_proxy_headers:
+        proto = request.headers.get("X-Forwarded-Proto", "").split(",")[-1].strip().lower()
+        return proto == "https"
+    return False
+
+
+async def security_headers(request: web.Request, response: web.StreamResponse) -> None:
+    """Headers every response carries (run by on_response_prepare, so streamed answers, file
+    downloads, websocket handshakes and errors get them too): no MIME sniffing, no framing,
+    no referrer, no version in Server; HSTS when served over TLS; no-store for answers that
+    carry tokens or account data (and for API answers that say nothing about caching)."""
+    headers = response.headers
+    headers["Server"] = "PeerSpark"
+    headers.setdefault("X-Content-Type-Options", "nosniff")
+    headers.setdefault("X-Frame-Options", "DENY")
+    headers.setdefault("Referrer-Policy", "no-referrer")
+    csp = headers.get("Content-Security-Policy")
+    if csp is None:
+        headers["Content-Security-Policy"] = "frame-ancestors 'none'"
+    elif "frame-ancestors" not in csp:
+        headers["Content-Security-Policy"] = f"{csp}; frame-ancestors 'none'"
+    if served_over_tls(request):
+        headers.setdefault("Strict-Transport-Security", HSTS)
+    if request.path.startswith(_NO_STORE_PREFIXES):
+        headers["Cache-Control"] = "no-store"
+    elif request.path.startswith("/api/"):
+        headers.setdefault("Cache-Control", "no-store")

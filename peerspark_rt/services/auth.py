@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import logging
 import secrets
 import uuid
@@ -20,7 +21,7 @@ from ..db.types import Conn
 from ..errors import Conflict, Forbidden, Invalid, NotFound, RateLimited, Unauthorized
 from . import validation
 from .passwords import hash_password, needs_rehash, verify_password
-from .ratelimit import Limit, RateLimiter
+from .ratelimit import Limit, RateLimiter, enforce
 from .tokens import AccessClaims, TokenIssuer, jti_digest, new_jti
 from .users import EDUCATION_LEVELS, UserProfile
 
@@ -28,6 +29,18 @@ log = logging.getLogger(__name__)
 
 # The spec: 5 failed logins per 15 minutes, per account and address.
 LOGIN_LIMIT = Limit("login", 5, 15 * 60)
+LOGIN_WINDOW = 15 * 60
+# Longest values looked at before anything else happens (the columns hold no more).
+MAX_EMAIL = 255
+MAX_PASSWORD = 128
+MAX_TOKEN = 4096
+
+
+def limit_key(*parts: str | None) -> str:
+    """A rate-limit key for what a client sent: a fixed-size hash, so no client value of any
+    size ends up in a Redis key (or in the in-process table) as given."""
+    joined = "\x1f".join(p or "-" for p in parts)
+    return hashlib.sha256(joined.encode("utf-8", "surrogatepass")).hexdigest()[:32]
 
 
 class RegisterRequest(msgspec.Struct, rename="camel", forbid_unknown_fields=True):
@@ -107,6 +120,11 @@ NO_LOGIN_SESSION = uuid.UUID(int=0)
 SessionRevokedHook = Callable[[uuid.UUID, uuid.UUID], Awaitable[None]]
 
 
+def _bounded(value: str, field: str, max_len: int) -> None:
+    if len(value) > max_len:
+        raise Invalid(field, f"must be at most {max_len} characters")
+
+
 def _now() -> dt.datetime:
     return dt.datetime.now(dt.UTC)
 
@@ -118,6 +136,13 @@ class AuthService:
         self.limiter = limiter
         self.tokens = TokenIssuer(
             settings.jwt_secret, settings.jwt_refresh_secret, settings.access_token_ttl
+        )
+        self.register_limit = Limit("register", settings.registration_rate_limit, 3600)
+        self.address_failures = Limit(
+            "login-address", settings.login_failures_per_address, LOGIN_WINDOW
+        )
+        self.account_failures = Limit(
+            "login-account", settings.login_failures_per_account, LOGIN_WINDOW
         )
         # Called with (user_id, session_id) after a session is deleted, so live sockets close.
         self.on_session_revoked: list[SessionRevokedHook] = []
@@ -177,9 +202,16 @@ class AuthService:
     async def register(self, body: RegisterRequest, client: ClientInfo) -> AuthResult:
         email = validation.email(body.email)
         username = validation.username(body.username.strip())
-        validation.password(body.password, email=email, username=username)
         first = validation.text(body.first_name, "firstName", max_len=100)
         last = validation.text(body.last_name, "lastName", max_len=100)
+        _bounded(body.password, "password", MAX_PASSWORD)
+        await enforce(
+            self.limiter,
+            self.register_limit,
+            limit_key(client.ip),
+            f"at most {self.register_limit.limit} sign-ups an hour from one address",
+        )
+        validation.password(body.password, email=email, username=username, names=(first, last))
         if body.education_level is not None:
             validation.one_of(body.education_level, "educationLevel", EDUCATION_LEVELS)
         institution = (
@@ -219,15 +251,32 @@ class AuthService:
         raise Conflict(f"{which} already in use", code="already_exists", details=details)
 
     async def login(self, body: LoginRequest, client: ClientInfo) -> AuthResult:
+        _bounded(body.email, "email", MAX_EMAIL)
+        _bounded(body.password, "password", MAX_PASSWORD)
         email = body.email.strip().lower()
         if not email:
             raise Invalid("email", "must not be empty")
         if not body.password:
             raise Invalid("password", "must not be empty")
+        # Three limits, all keyed by hashes: failures from one address whatever the accounts
+        # (one machine guessing many), failures on one account whatever the addresses (many
+        # machines guessing one), and the spec's per account and address. The first two count
+        # failures only, so nobody's own successful logins reset them.
+        address_key, account_key = limit_key(client.ip), limit_key(email)
+        for limit, key, whose in (
+            (self.address_failures, address_key, "from this address"),
+            (self.account_failures, account_key, "for this account"),
+        ):
+            seen = await self.limiter.peek(limit, key)
+            if seen.count >= limit.limit:
+                raise RateLimited(
+                    f"too many failed logins {whose}; try again later",
+                    retry_after=seen.retry_after,
+                )
         # Every attempt counts and a success clears the window, so what is limited is failures.
         # INCR is atomic, which keeps the limit exact under concurrent attempts.
-        limit_key = f"{email}|{client.ip or '-'}"
-        state = await self.limiter.hit(LOGIN_LIMIT, limit_key)
+        pair_key = limit_key(email, client.ip)
+        state = await self.limiter.hit(LOGIN_LIMIT, pair_key)
         if state.exceeded:
             raise RateLimited(
                 "too many failed logins; try again later", retry_after=state.retry_after
@@ -235,10 +284,13 @@ class AuthService:
         row = await users_db.get_credentials(self.db.pool, email)
         ok = await verify_password(row["password_hash"] if row else None, body.password)
         if not ok or row is None:
+            await self.limiter.hit(self.address_failures, address_key)
+            await self.limiter.hit(self.account_failures, account_key)
             raise Unauthorized("email or password is incorrect", code="invalid_credentials")
         if row["account_status"] != "active":
             raise Forbidden(f"account is {row['account_status']}", code="account_inactive")
-        await self.limiter.reset(LOGIN_LIMIT, limit_key)
+        await self.limiter.reset(LOGIN_LIMIT, pair_key)
+        await self.limiter.reset(self.account_failures, account_key)
         if needs_rehash(row["password_hash"]):
             await users_db.set_password_hash(
                 self.db.pool, row["id"], await hash_password(body.password)
@@ -254,6 +306,8 @@ class AuthService:
         """Rotate the session's refresh token. The token rotated last, presented again within
         REFRESH_REUSE_GRACE seconds of its rotation (two tabs refreshing at once), gets the
         same new pair; any other spent token is taken for a stolen one and ends the session."""
+        if len(refresh_token) > MAX_TOKEN:
+            raise Unauthorized("token is invalid", code="invalid_token")
         claims = self.tokens.decode_refresh(refresh_token)
         reused = False
         digest = jti_digest(claims.jti)

@@ -611,7 +611,11 @@ class PodService:
         self, principal: Principal, pod_id: uuid.UUID, body: InviteRequest
     ) -> tuple[Invitation, bool]:
         """Invite by email or user id. Returns (invitation, created); an existing pending
-        invitation for the same person is returned rather than duplicated."""
+        invitation for the same person is returned rather than duplicated.
+
+        An invitation by email answers the same whether or not the address has an account (or
+        is a member, or banned): the inviter learns nothing about who uses which address. The
+        account, if any, is still noted on the invitation so its owner may join with it."""
         if (body.email is None) == (body.user_id is None):
             raise Invalid("email", "give exactly one of email or userId")
         message = validation.optional_text(body.message, "message", 1000)
@@ -633,15 +637,20 @@ class PodService:
         async with self.db.transaction() as conn:
             if await pods_db.lock_pod(conn, pod_id) is None:
                 raise NotFound("pod not found")
+            notify = invitee_id is not None
             if invitee_id is not None:
                 existing = await pods_db.get_membership(conn, pod_id, invitee_id)
-                if existing is not None and existing["status"] == "active":
+                notify = existing is None or existing["status"] not in ("active", "banned")
+                if email is None and existing is not None and existing["status"] == "active":
                     raise Conflict("this user is already a member", code="already_member")
-                if existing is not None and existing["status"] == "banned":
+                if email is None and existing is not None and existing["status"] == "banned":
                     raise Conflict(
                         "this user is banned from the pod; unban them first", code="banned"
                     )
-            inv = await pods_db.pending_invitation_for(conn, pod_id, invitee_id, email)
+            if email is not None:
+                inv = await pods_db.pending_invitation_for(conn, pod_id, None, email)
+            else:
+                inv = await pods_db.pending_invitation_for(conn, pod_id, invitee_id, None)
             if inv is None:
                 inv = await pods_db.insert_invitation(
                     conn,
@@ -656,7 +665,7 @@ class PodService:
                     },
                 )
                 created = True
-                if invitee_id is not None:
+                if invitee_id is not None and notify:
                     notification = await self.notifications.store(
                         conn,
                         NewNotification(
@@ -675,7 +684,10 @@ class PodService:
                     )
         if notification is not None:
             await self.notifications.push(notification)
-        return Invitation(**dict(inv)), created
+        invitation = Invitation(**dict(inv))
+        if email is not None:
+            invitation.invitee_id = None  # whether the address has an account stays private
+        return invitation, created
 
     # --- analytics ---------------------------------------------------------------------------
 

@@ -1,7 +1,8 @@
 """Content reports and the moderation that follows (spec: handleContentReport).
 
-A user reports something they can see (not their own). When a piece of content has
-REPORT_THRESHOLD pending reports it is hidden pending review (out of every read path but its
+A user reports something they can see (not their own). When a piece of content's pending
+reports weigh REPORT_THRESHOLD together (each weighs by its reporter's standing, see
+`reporter_weight`) it is hidden pending review (out of every read path but its
 author's) and the moderators are notified: the moderators, admins and owner of the content's
 pod, or the platform moderators for content outside pods. A moderator then restores it or
 removes it, which closes every pending report on it.
@@ -36,7 +37,9 @@ from .effects import AfterCommit, Units
 from .notifications import NewNotification
 from .pods import is_moderator, roles_at_least
 
-REPORT_THRESHOLD = 3
+# Content is hidden when its pending reports weigh this much together (three reports of
+# established, verified users; see reporter_weight).
+REPORT_THRESHOLD = 3.0
 REASONS = ("spam", "harassment", "hate", "violence", "misinformation", "inappropriate", "other")
 CONTENT_TYPES = ("post", "comment", "resource")
 MAX_NOTIFIED_PLATFORM_MODERATORS = 50
@@ -245,6 +248,32 @@ def _snapshot(ref: ContentRef | None) -> ContentSnapshot | None:
     )
 
 
+def reporter_weight(standing: Any) -> float:
+    """How much one report counts toward hiding content, from the reporter's standing, so that
+    accounts made to hide something cannot do it alone:
+
+    * platform moderators and admins: 3 (a report of theirs hides at once);
+    * accounts younger than a day: 0 (their reports reach the moderators, nothing more);
+    * younger than a week: 0.1; older: 0.75;
+    * a verified email: +0.25;
+    * each past report moderators upheld (removed the content): +0.25, up to +1;
+      each they rejected (restored it): -0.25;
+    * never below 0 nor above 2.
+    """
+    if standing is None:
+        return 0.0
+    if standing["role"] in ("moderator", "admin"):
+        return REPORT_THRESHOLD
+    age = float(standing["age_days"])
+    if age < 1:
+        return 0.0
+    weight = 0.1 if age < 7 else 0.75
+    if standing["verified"]:
+        weight += 0.25
+    weight += min(1.0, 0.25 * int(standing["upheld"])) - 0.25 * int(standing["rejected"])
+    return round(max(0.0, min(2.0, weight)), 3)
+
+
 class ReportService:
     def __init__(self, units: Units) -> None:
         self.units = units
@@ -298,8 +327,10 @@ class ReportService:
             raise NotFound(f"{content_type} not found")
         if ref.author_id == principal.user_id:
             raise Conflict(f"you cannot report your own {content_type}", code="own_content")
+        weight = reporter_weight(await reports_db.reporter_standing(conn, principal.user_id))
         report_id = await reports_db.insert(
             conn,
+            weight=weight,
             reporter_id=principal.user_id,
             content_type=content_type,
             content_id=content_id,
@@ -307,9 +338,10 @@ class ReportService:
             reason=reason,
             description=description,
         )
-        pending = await reports_db.pending_count(conn, content_type, content_id)
+        pending, pending_weight = await reports_db.pending_count(conn, content_type, content_id)
         hidden = False
-        if report_id is not None and pending >= REPORT_THRESHOLD and ref.live:
+        # (a small tolerance: weights are REAL, and 3 x 1.0 must reach 3.0)
+        if report_id is not None and pending_weight >= REPORT_THRESHOLD - 1e-6 and ref.live:
             await self._set(conn, effects, handler, ref, "hidden")
             await self._notify_moderators(conn, effects, ref, pending)
             hidden = True
