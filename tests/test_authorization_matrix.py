@@ -11,6 +11,7 @@ afresh, so every cell is judged against the same starting state.
 
 from __future__ import annotations
 
+import datetime as dt
 import re
 import secrets
 from collections.abc import Callable, Iterator
@@ -60,13 +61,11 @@ class Reference:
     world: World
     live: LiveApp
     dirty: bool = False
-    rebuilds: int = 0
 
     def fresh(self) -> World:
         if self.dirty:
             self.world = make_world(self.client, self.cast, self.world.personal)
             self.dirty = False
-            self.rebuilds += 1
         return self.world
 
 
@@ -108,8 +107,6 @@ def _new_account(world: World, cast: Cast, client: Client) -> dict[str, str]:
 
 
 def _soon(hours: int) -> str:
-    import datetime as dt
-
     return (dt.datetime.now(dt.UTC) + dt.timedelta(hours=hours)).replace(microsecond=0).isoformat()
 
 

@@ -168,7 +168,7 @@ _BODY_IDS: dict[str, Callable[[Target], str]] = {
 }
 
 # Calls after which the reference objects may be gone or changed beyond use.
-_DESTRUCTIVE = ("/ban", "/end", "/leave", "/members/{userId}", "/resolve", "/approve", "/reject")
+_DESTRUCTIVE = ("/ban", "/end", "/leave", "/resolve", "/approve", "/reject")
 
 
 def _negated(case: Any) -> set[str]:
