@@ -6,7 +6,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: run test lint typecheck pytest bench clean install
+.PHONY: run test lint typecheck pytest fuzz bench clean install
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -29,6 +29,11 @@ pytest: $(STAMP)
 	$(VENV)/bin/pytest $(PYTEST_ARGS)
 
 test: lint typecheck pytest
+
+# The contract fuzzer at length, with a fresh seed (printed in the summary, to replay a failure).
+fuzz: $(STAMP)
+	PEERSPARK_FUZZ_EXAMPLES=$${PEERSPARK_FUZZ_EXAMPLES:-200} PEERSPARK_FUZZ_SEED=$${PEERSPARK_FUZZ_SEED:-random} \
+		$(VENV)/bin/pytest tests/test_contract_fuzz.py
 
 bench: $(STAMP)
 	$(PY) -m bench all

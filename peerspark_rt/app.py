@@ -26,6 +26,7 @@ from .errors import Conflict
 from .http import ai as ai_http
 from .http import auth as auth_http
 from .http import calendar as calendar_http
+from .http import docs as docs_http
 from .http import feed as feed_http
 from .http import health as health_http
 from .http import mobile as mobile_http
@@ -76,6 +77,7 @@ from .http.keys import (
 )
 from .http.metrics import Metrics
 from .http.middleware import MIDDLEWARES, security_headers
+from .http.openapi import API_DOCUMENT, ApiDocument
 from .http.transport import GuardedSite, make_runner, start_metrics_listener
 from .protocol import CLOSE_SESSION_REVOKED
 from .services.ai.assistant import AssistantService
@@ -571,6 +573,7 @@ def build_app(settings: Settings) -> web.Application:
     app[SETTINGS] = settings
     app[METRICS] = Metrics()
     app[HEALTH] = Health()
+    app[API_DOCUMENT] = ApiDocument()
     app[HEALTH].add("ai", functools.partial(_ai_probe, app), required=False)
     app.cleanup_ctx.extend(
         [_database, _redis_and_broker, _storage, _ai_client, _services, _realtime, _worker]
@@ -593,6 +596,7 @@ def build_app(settings: Settings) -> web.Application:
         mobile_http,
         ai_http,
         moderation_http,
+        docs_http,
     )
     for module in http_modules:
         app.router.add_routes(module.routes)

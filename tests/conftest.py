@@ -15,6 +15,7 @@ import secrets
 import shutil
 import socket
 import subprocess
+import sys
 import tempfile
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
@@ -260,3 +261,11 @@ async def ai_api(make_client: Callable[..., Any], fake_ai: FakeOpenAI) -> Api:
     """The product with AI configured against the fake OpenAI server."""
     result: Api = await make_client(**ai_settings(fake_ai))
     return result
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    """The contract fuzzer's counts (operations, examples, statuses, 5xx), in every run's
+    summary, passed or failed."""
+    fuzz = sys.modules.get("tests.test_contract_fuzz")
+    for line in getattr(fuzz, "REPORTS", ()):
+        terminalreporter.write_line(line)

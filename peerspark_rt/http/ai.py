@@ -13,16 +13,21 @@ from aiohttp import web
 from ..errors import AppError
 from ..services.ai.assistant import (
     ChatRequest,
+    ChatResponse,
+    ConversationDetail,
+    ConversationPage,
     ConversationQuery,
     ExplainRequest,
     MessagesQuery,
     Piece,
     Prepared,
     StudyPlanRequest,
+    UsageView,
 )
+from .contract import Raw, Reply, operation, signed_in
 from .keys import ASSISTANT, REQUEST_ID
 from .middleware import cors_headers, principal
-from .render import encode, json_response, no_content, path_id, read_body, read_query
+from .render import encode, path_id
 
 log = logging.getLogger(__name__)
 routes = web.RouteTableDef()
@@ -36,18 +41,41 @@ def _sse(event: str, data: Any) -> bytes:
     return b"event: " + event.encode() + b"\ndata: " + encode(data) + b"\n\n"
 
 
+# AI answers can be refused for quota (429), and fail upstream (502, 503 when AI is off, 504).
+_AI_ERRORS = (403, 404, 409, 429, 502, 503, 504)
+
+
+def _ai_configured(request: web.Request) -> None:
+    """503 before anything else when AI is off or has no key."""
+    request.app[ASSISTANT].ai.require()
+
+
+# The reference conversation is the member's.
+_MINE = {"member": 200}
+
+
 @routes.post("/api/ai/chat")
-async def chat(request: web.Request) -> web.StreamResponse:
-    """Answer a question. With `Accept: text/event-stream` or `"stream": true` the answer comes
-    as server-sent events: `start`, one `delta` per piece, then `done` (the ChatResponse) or
-    `error`. Everything that can be refused is refused before the stream starts, as JSON."""
+@operation(
+    tag="ai",
+    errors=_AI_ERRORS,
+    precheck=_ai_configured,
+    raw={
+        200: Raw("text/event-stream", "server-sent events (`stream`, or Accept: text/event-stream)")
+    },
+    access=signed_in(200),
+)
+async def chat(request: web.Request, body: ChatRequest) -> Reply[ChatResponse] | web.StreamResponse:
+    """Answer a question, as JSON or as server-sent events.
+
+    With `Accept: text/event-stream` or `"stream": true` the answer comes as server-sent events:
+    `start`, one `delta` per piece, then `done` (the ChatResponse) or `error`. Everything that
+    can be refused is refused before the stream starts, as JSON.
+    """
     assistant = request.app[ASSISTANT]
-    assistant.ai.require()  # 503 before anything else when AI is off or has no key
-    body = await read_body(request, ChatRequest)
     prepared = await assistant.prepare_chat(principal(request), body)
     if not _wants_stream(request, body):
         finished = await assistant.answer(prepared)
-        return json_response(finished.response, headers=finished.quota.headers())
+        return Reply(finished.response, headers=finished.quota.headers())
     return await _stream(request, prepared)
 
 
@@ -111,47 +139,51 @@ async def _stream(request: web.Request, prepared: Prepared) -> web.StreamRespons
 
 
 @routes.get("/api/ai/conversations")
-async def conversations(request: web.Request) -> web.Response:
-    query = read_query(request, ConversationQuery)
-    return json_response(await request.app[ASSISTANT].conversations(principal(request), query))
+@operation(tag="ai", access=signed_in(200))
+async def conversations(request: web.Request, query: ConversationQuery) -> ConversationPage:
+    """The caller's assistant conversations, newest first."""
+    return await request.app[ASSISTANT].conversations(principal(request), query)
 
 
 @routes.get("/api/ai/conversations/{conversationId}")
-async def conversation(request: web.Request) -> web.Response:
+@operation(tag="ai", access=signed_in(404, **_MINE))
+async def conversation(request: web.Request, query: MessagesQuery) -> ConversationDetail:
+    """One of the caller's conversations, with its messages."""
     conversation_id = path_id(request, "conversationId", "conversation")
-    query = read_query(request, MessagesQuery)
-    detail = await request.app[ASSISTANT].conversation(principal(request), conversation_id, query)
-    return json_response(detail)
+    return await request.app[ASSISTANT].conversation(principal(request), conversation_id, query)
 
 
 @routes.delete("/api/ai/conversations/{conversationId}")
-async def delete_conversation(request: web.Request) -> web.Response:
+@operation(tag="ai", access=signed_in(404, member=204))
+async def delete_conversation(request: web.Request) -> None:
+    """Delete one of the caller's conversations."""
     conversation_id = path_id(request, "conversationId", "conversation")
     await request.app[ASSISTANT].delete(principal(request), conversation_id)
-    return no_content()
 
 
 @routes.post("/api/ai/study-plan")
-async def study_plan(request: web.Request) -> web.Response:
+@operation(tag="ai", errors=_AI_ERRORS, precheck=_ai_configured, access=signed_in(200))
+async def study_plan(request: web.Request, body: StudyPlanRequest) -> Reply[ChatResponse]:
+    """A study plan for a subject and goal."""
     assistant = request.app[ASSISTANT]
-    assistant.ai.require()
-    body = await read_body(request, StudyPlanRequest)
     prepared = await assistant.prepare_study_plan(principal(request), body)
     finished = await assistant.answer(prepared)
-    return json_response(finished.response, headers=finished.quota.headers())
+    return Reply(finished.response, headers=finished.quota.headers())
 
 
 @routes.post("/api/ai/explain")
-async def explain(request: web.Request) -> web.Response:
+@operation(tag="ai", errors=_AI_ERRORS, precheck=_ai_configured, access=signed_in(200))
+async def explain(request: web.Request, body: ExplainRequest) -> Reply[ChatResponse]:
+    """An explanation of a concept, at a chosen level."""
     assistant = request.app[ASSISTANT]
-    assistant.ai.require()
-    body = await read_body(request, ExplainRequest)
     prepared = await assistant.prepare_explain(principal(request), body)
     finished = await assistant.answer(prepared)
-    return json_response(finished.response, headers=finished.quota.headers())
+    return Reply(finished.response, headers=finished.quota.headers())
 
 
 @routes.get("/api/ai/usage")
-async def usage(request: web.Request) -> web.Response:
+@operation(tag="ai", access=signed_in(200))
+async def usage(request: web.Request) -> Reply[UsageView]:
+    """The caller's token allowance: limit, used, remaining, when it resets."""
     view, state = await request.app[ASSISTANT].usage(principal(request))
-    return json_response(view, headers=state.headers())
+    return Reply(view, headers=state.headers())

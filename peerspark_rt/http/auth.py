@@ -2,15 +2,29 @@
 
 from __future__ import annotations
 
+import msgspec
 from aiohttp import web
 
-from ..services.auth import ClientInfo, LoginRequest, RefreshRequest, RegisterRequest
-from ..services.users import ProfileUpdate
+from ..services.auth import (
+    AuthResult,
+    ClientInfo,
+    LoginRequest,
+    RefreshRequest,
+    RegisterRequest,
+    SessionView,
+    TokenPair,
+)
+from ..services.users import ProfileUpdate, PublicProfile, UserProfile
+from .contract import access, operation, signed_in
 from .keys import AUTH, USERS
-from .middleware import client_address, principal, public
-from .render import json_response, no_content, path_id, read_body
+from .middleware import client_address, principal
+from .render import path_id
 
 routes = web.RouteTableDef()
+
+
+class LoginSessionList(msgspec.Struct):
+    sessions: list[SessionView]
 
 
 def client_info(request: web.Request) -> ClientInfo:
@@ -18,60 +32,65 @@ def client_info(request: web.Request) -> ClientInfo:
 
 
 @routes.post("/api/auth/register")
-@public
-async def register(request: web.Request) -> web.Response:
-    body = await read_body(request, RegisterRequest)
-    result = await request.app[AUTH].register(body, client_info(request))
-    return json_response(result, status=201)
+@operation(tag="auth", public=True, status=201, errors=(409, 429), access=access(201))
+async def register(request: web.Request, body: RegisterRequest) -> AuthResult:
+    """Create an account and sign in."""
+    return await request.app[AUTH].register(body, client_info(request))
 
 
 @routes.post("/api/auth/login")
-@public
-async def login(request: web.Request) -> web.Response:
-    body = await read_body(request, LoginRequest)
-    return json_response(await request.app[AUTH].login(body, client_info(request)))
+@operation(tag="auth", public=True, errors=(401, 403, 429), access=access(200))
+async def login(request: web.Request, body: LoginRequest) -> AuthResult:
+    """Sign in with email and password."""
+    return await request.app[AUTH].login(body, client_info(request))
 
 
 @routes.post("/api/auth/refresh")
-@public
-async def refresh(request: web.Request) -> web.Response:
-    body = await read_body(request, RefreshRequest)
-    return json_response(await request.app[AUTH].refresh(body.refresh_token))
+@operation(tag="auth", public=True, errors=(401,), access=access(200))
+async def refresh(request: web.Request, body: RefreshRequest) -> TokenPair:
+    """Swap a refresh token for a new access and refresh token."""
+    return await request.app[AUTH].refresh(body.refresh_token)
 
 
 @routes.post("/api/auth/logout")
-async def logout(request: web.Request) -> web.Response:
+@operation(tag="auth", access=signed_in(204))
+async def logout(request: web.Request) -> None:
+    """End the caller's login session."""
     await request.app[AUTH].logout(principal(request))
-    return no_content()
 
 
 @routes.get("/api/auth/sessions")
-async def list_sessions(request: web.Request) -> web.Response:
-    sessions = await request.app[AUTH].list_sessions(principal(request))
-    return json_response({"sessions": sessions})
+@operation(tag="auth", access=signed_in(200))
+async def list_sessions(request: web.Request) -> LoginSessionList:
+    """The caller's login sessions (devices)."""
+    return LoginSessionList(sessions=await request.app[AUTH].list_sessions(principal(request)))
 
 
 @routes.delete("/api/auth/sessions/{sessionId}")
-async def delete_session(request: web.Request) -> web.Response:
+@operation(tag="auth", access=signed_in(404, member=204))
+async def delete_session(request: web.Request) -> None:
+    """End one of the caller's login sessions."""
     session_id = path_id(request, "sessionId", "session")
     await request.app[AUTH].delete_session(principal(request), session_id)
-    return no_content()
 
 
 @routes.get("/api/auth/me")
-async def me(request: web.Request) -> web.Response:
-    return json_response(await request.app[USERS].me(principal(request).user_id))
+@operation(tag="auth", access=signed_in(200))
+async def me(request: web.Request) -> UserProfile:
+    """The caller's own profile."""
+    return await request.app[USERS].me(principal(request).user_id)
 
 
 @routes.patch("/api/auth/me")
-async def update_me(request: web.Request) -> web.Response:
-    body = await read_body(request, ProfileUpdate)
-    return json_response(await request.app[USERS].update_me(principal(request).user_id, body))
+@operation(tag="auth", errors=(409,), access=signed_in(200))
+async def update_me(request: web.Request, body: ProfileUpdate) -> UserProfile:
+    """Change the caller's own profile."""
+    return await request.app[USERS].update_me(principal(request).user_id, body)
 
 
 @routes.get("/api/users/{id}")
-async def public_profile(request: web.Request) -> web.Response:
+@operation(tag="auth", access=signed_in(200))
+async def public_profile(request: web.Request) -> PublicProfile:
+    """Another user's public profile."""
     user_id = path_id(request, "id", "user")
-    return json_response(
-        await request.app[USERS].public_profile(principal(request).user_id, user_id)
-    )
+    return await request.app[USERS].public_profile(principal(request).user_id, user_id)

@@ -7,81 +7,105 @@ import binascii
 from aiohttp import web
 
 from ..errors import BadRequest, PayloadTooLarge
-from ..services.calendar import CalendarQuery, EventCreate, EventUpdate, OccurrenceQuery
-from .keys import CALENDAR, CALENDAR_FEED
-from .middleware import principal, public
-from .render import (
-    Form,
-    json_response,
-    no_content,
-    path_id,
-    read_body,
-    read_query,
-    read_whole,
+from ..services.calendar import (
+    CalendarQuery,
+    CalendarRange,
+    EventCreate,
+    EventUpdate,
+    EventView,
+    OccurrenceQuery,
 )
+from ..services.calendar_feed import FeedStatus, FeedToken, ImportResult
+from .contract import FILE_FORM, Raw, access, operation, signed_in
+from .keys import CALENDAR, CALENDAR_FEED
+from .middleware import principal
+from .render import Form, path_id, read_whole
 
 routes = web.RouteTableDef()
 
 MAX_ICS_BYTES = 2 * 1024 * 1024
 _UNDECODABLE = (ValueError, RuntimeError, LookupError, binascii.Error)
 
+# Events are personal: the reference event is the owner's (linked to the private pod), and
+# nobody else sees it.
+_OWNERS = signed_in(404, owner=200)
+
 
 @routes.get("/api/calendar/events")
-async def calendar_range(request: web.Request) -> web.Response:
-    query = read_query(request, CalendarQuery, lists=("eventTypes",))
-    return json_response(await request.app[CALENDAR].range(principal(request), query))
+@operation(tag="calendar", access=signed_in(200))
+async def calendar_range(request: web.Request, query: CalendarQuery) -> CalendarRange:
+    """The caller's events and their occurrences between two instants."""
+    return await request.app[CALENDAR].range(principal(request), query)
 
 
 @routes.post("/api/calendar/events")
-async def create_event(request: web.Request) -> web.Response:
-    body = await read_body(request, EventCreate)
-    return json_response(await request.app[CALENDAR].create(principal(request), body), status=201)
+@operation(
+    tag="calendar",
+    status=201,
+    errors=(403, 404),
+    # linking an event to a pod the caller does not belong to is a bad relatedPodId
+    access=signed_in(201, outsider=422, banned=422, admin=422),
+)
+async def create_event(request: web.Request, body: EventCreate) -> EventView:
+    """Add an event (personal, or in a pod the caller belongs to); may recur."""
+    return await request.app[CALENDAR].create(principal(request), body)
 
 
 @routes.get("/api/calendar/events/{eventId}")
-async def get_event(request: web.Request) -> web.Response:
+@operation(tag="calendar", access=_OWNERS)
+async def get_event(request: web.Request) -> EventView:
+    """One event."""
     event_id = path_id(request, "eventId", "event")
-    return json_response(await request.app[CALENDAR].get(principal(request), event_id))
+    return await request.app[CALENDAR].get(principal(request), event_id)
 
 
 @routes.put("/api/calendar/events/{eventId}")
-async def update_event(request: web.Request) -> web.Response:
-    """?recurrenceId=...&scope=this|following|all picks what a change applies to."""
+@operation(tag="calendar", errors=(403, 409), access=_OWNERS)
+async def update_event(
+    request: web.Request, query: OccurrenceQuery, body: EventUpdate
+) -> EventView:
+    """Change an event; ?recurrenceId=...&scope=this|following|all picks what it applies to."""
     event_id = path_id(request, "eventId", "event")
-    where = read_query(request, OccurrenceQuery)
-    body = await read_body(request, EventUpdate)
-    result = await request.app[CALENDAR].update(principal(request), event_id, body, where)
-    return json_response(result)
+    return await request.app[CALENDAR].update(principal(request), event_id, body, query)
 
 
 @routes.delete("/api/calendar/events/{eventId}")
-async def delete_event(request: web.Request) -> web.Response:
+@operation(tag="calendar", errors=(403, 409), access=signed_in(404, owner=204))
+async def delete_event(request: web.Request, query: OccurrenceQuery) -> None:
+    """Delete an event, or some of its occurrences (?recurrenceId&scope)."""
     event_id = path_id(request, "eventId", "event")
-    where = read_query(request, OccurrenceQuery)
-    await request.app[CALENDAR].delete(principal(request), event_id, where)
-    return no_content()
+    await request.app[CALENDAR].delete(principal(request), event_id, query)
 
 
 @routes.get("/api/calendar/feed")
-async def feed_status(request: web.Request) -> web.Response:
-    return json_response(await request.app[CALENDAR_FEED].status(principal(request)))
+@operation(tag="calendar", access=signed_in(200))
+async def feed_status(request: web.Request) -> FeedStatus:
+    """Whether the caller has a calendar feed URL, and when it was made."""
+    return await request.app[CALENDAR_FEED].status(principal(request))
 
 
 @routes.post("/api/calendar/feed")
-async def create_feed(request: web.Request) -> web.Response:
+@operation(tag="calendar", status=201, access=signed_in(201))
+async def create_feed(request: web.Request) -> FeedToken:
     """A new secret feed URL; any earlier one stops working."""
-    token = await request.app[CALENDAR_FEED].create_token(principal(request))
-    return json_response(token, status=201)
+    return await request.app[CALENDAR_FEED].create_token(principal(request))
 
 
 @routes.delete("/api/calendar/feed")
-async def revoke_feed(request: web.Request) -> web.Response:
+@operation(tag="calendar", access=signed_in(204))
+async def revoke_feed(request: web.Request) -> None:
+    """Stop the caller's feed URL from working."""
     await request.app[CALENDAR_FEED].revoke(principal(request))
-    return no_content()
 
 
 @routes.get("/api/calendar/feed/{token}.ics")
-@public
+@operation(
+    tag="calendar",
+    public=True,
+    errors=(404,),
+    raw={200: Raw("text/calendar", "the caller's events as an iCalendar feed")},
+    access=access(200),
+)
 async def feed(request: web.Request) -> web.Response:
     """The feed itself. Public: calendar clients send no headers, the token is the secret."""
     body = await request.app[CALENDAR_FEED].render(request.match_info["token"])
@@ -96,11 +120,16 @@ async def feed(request: web.Request) -> web.Response:
 
 
 @routes.post("/api/calendar/import")
-async def import_ics(request: web.Request) -> web.Response:
+@operation(
+    tag="calendar",
+    errors=(400, 413, 415, 422),
+    raw_body={"text/calendar": {"type": "string"}, "multipart/form-data": FILE_FORM},
+    access=signed_in(200),
+)
+async def import_ics(request: web.Request) -> ImportResult:
     """Import a .ics file: sent as the body (text/calendar) or as the `file` field of a form."""
     data = await _ics_body(request)
-    result = await request.app[CALENDAR_FEED].import_ics(principal(request), data)
-    return json_response(result, status=200)
+    return await request.app[CALENDAR_FEED].import_ics(principal(request), data)
 
 
 async def _ics_body(request: web.Request) -> bytes:

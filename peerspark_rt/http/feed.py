@@ -4,78 +4,112 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from ..services.comments import CommentCreate, CommentInteractionRequest, CommentQuery
-from ..services.feed import FeedQuery, InteractionRequest, PostCreate, PostUpdate
+from ..services.comments import (
+    Comment,
+    CommentCreate,
+    CommentInteractionRequest,
+    CommentInteractionResult,
+    CommentPage,
+    CommentQuery,
+)
+from ..services.feed import (
+    FeedPage,
+    FeedQuery,
+    InteractionRequest,
+    InteractionResult,
+    Post,
+    PostCreate,
+    PostUpdate,
+)
+from .contract import operation, signed_in
 from .keys import COMMENTS, POSTS
 from .middleware import principal
-from .render import json_response, no_content, path_id, read_body, read_query
+from .render import path_id
 
 routes = web.RouteTableDef()
 
+# The reference post is the owner's, in the private pod; the reference comment on it is the
+# member's. Non-members see neither (404).
+_IN_POD = {"outsider": 404, "banned": 404, "admin": 404}
+
 
 @routes.get("/api/feed")
-async def feed(request: web.Request) -> web.Response:
-    query = read_query(request, FeedQuery)
-    return json_response(await request.app[POSTS].feed(principal(request), query))
+@operation(tag="feed", errors=(404,), access=signed_in(200))
+async def feed(request: web.Request, query: FeedQuery) -> FeedPage:
+    """One of the feeds (home, pod, following, trending), newest first."""
+    return await request.app[POSTS].feed(principal(request), query)
 
 
 @routes.post("/api/posts")
-async def create_post(request: web.Request) -> web.Response:
-    body = await read_body(request, PostCreate)
-    return json_response(await request.app[POSTS].create(principal(request), body), status=201)
+@operation(tag="feed", status=201, errors=(403, 404, 429), access=signed_in(201, **_IN_POD))
+async def create_post(request: web.Request, body: PostCreate) -> Post:
+    """Publish a post (in a pod the caller belongs to, or on their profile)."""
+    return await request.app[POSTS].create(principal(request), body)
 
 
 @routes.get("/api/posts/{postId}")
-async def get_post(request: web.Request) -> web.Response:
-    post_id = path_id(request, "postId", "post")
-    return json_response(await request.app[POSTS].get(principal(request), post_id))
+@operation(tag="feed", access=signed_in(200, **_IN_POD))
+async def get_post(request: web.Request) -> Post:
+    """One post the caller may read."""
+    return await request.app[POSTS].get(principal(request), path_id(request, "postId", "post"))
 
 
 @routes.put("/api/posts/{postId}")
-async def update_post(request: web.Request) -> web.Response:
+@operation(tag="feed", errors=(403, 409), access=signed_in(403, owner=200, **_IN_POD))
+async def update_post(request: web.Request, body: PostUpdate) -> Post:
+    """Edit a post (its author)."""
     post_id = path_id(request, "postId", "post")
-    body = await read_body(request, PostUpdate)
-    return json_response(await request.app[POSTS].update(principal(request), post_id, body))
+    return await request.app[POSTS].update(principal(request), post_id, body)
 
 
 @routes.delete("/api/posts/{postId}")
-async def delete_post(request: web.Request) -> web.Response:
-    post_id = path_id(request, "postId", "post")
-    await request.app[POSTS].delete(principal(request), post_id)
-    return no_content()
+@operation(tag="feed", errors=(403,), access=signed_in(403, moderator=204, owner=204, **_IN_POD))
+async def delete_post(request: web.Request) -> None:
+    """Delete a post (its author, the pod's moderators, platform moderators)."""
+    await request.app[POSTS].delete(principal(request), path_id(request, "postId", "post"))
 
 
 @routes.post("/api/posts/{postId}/interactions")
-async def interact(request: web.Request) -> web.Response:
+@operation(tag="feed", errors=(403, 409), access=signed_in(200, **_IN_POD))
+async def interact(request: web.Request, body: InteractionRequest) -> InteractionResult:
+    """Like, bookmark or share a post."""
     post_id = path_id(request, "postId", "post")
-    body = await read_body(request, InteractionRequest)
-    return json_response(await request.app[POSTS].interact(principal(request), post_id, body))
+    return await request.app[POSTS].interact(principal(request), post_id, body)
 
 
 @routes.get("/api/posts/{postId}/comments")
-async def list_comments(request: web.Request) -> web.Response:
+@operation(tag="feed", access=signed_in(200, **_IN_POD))
+async def list_comments(request: web.Request, query: CommentQuery) -> CommentPage:
+    """A post's comment tree, depth-first, paginated."""
     post_id = path_id(request, "postId", "post")
-    query = read_query(request, CommentQuery)
-    return json_response(await request.app[COMMENTS].list(principal(request), post_id, query))
+    return await request.app[COMMENTS].list(principal(request), post_id, query)
 
 
 @routes.post("/api/posts/{postId}/comments")
-async def create_comment(request: web.Request) -> web.Response:
+@operation(tag="feed", status=201, errors=(403, 409, 429), access=signed_in(201, **_IN_POD))
+async def create_comment(request: web.Request, body: CommentCreate) -> Comment:
+    """Comment on a post, or reply to a comment."""
     post_id = path_id(request, "postId", "post")
-    body = await read_body(request, CommentCreate)
-    comment = await request.app[COMMENTS].create(principal(request), post_id, body)
-    return json_response(comment, status=201)
+    return await request.app[COMMENTS].create(principal(request), post_id, body)
 
 
 @routes.post("/api/comments/{commentId}/interactions")
-async def comment_interact(request: web.Request) -> web.Response:
+@operation(tag="feed", errors=(403, 409), access=signed_in(200, **_IN_POD))
+async def comment_interact(
+    request: web.Request, body: CommentInteractionRequest
+) -> CommentInteractionResult:
+    """Like a comment."""
     comment_id = path_id(request, "commentId", "comment")
-    body = await read_body(request, CommentInteractionRequest)
-    return json_response(await request.app[COMMENTS].interact(principal(request), comment_id, body))
+    return await request.app[COMMENTS].interact(principal(request), comment_id, body)
 
 
 @routes.delete("/api/comments/{commentId}")
-async def delete_comment(request: web.Request) -> web.Response:
+@operation(
+    tag="feed",
+    errors=(403,),
+    access=signed_in(403, member=204, moderator=204, owner=204, **_IN_POD),
+)
+async def delete_comment(request: web.Request) -> None:
+    """Delete a comment (its author, the pod's moderators, platform moderators)."""
     comment_id = path_id(request, "commentId", "comment")
     await request.app[COMMENTS].delete(principal(request), comment_id)
-    return no_content()

@@ -11,16 +11,28 @@ from __future__ import annotations
 
 import datetime as dt
 import hmac
+from typing import Any
 
+import msgspec
 from aiohttp import web
 
 from .. import __version__
 from ..errors import AppError, Unauthorized
+from .contract import Raw, Reply, access, operation
 from .keys import AUTH, HEALTH, METRICS, METRICS_LISTENER, SETTINGS
 from .middleware import bearer_token
-from .render import json_response
 
 routes = web.RouteTableDef()
+
+
+class HealthReport(msgspec.Struct, omit_defaults=True):
+    """The node's status; the details only for the metrics token or a platform admin."""
+
+    status: str
+    timestamp: str | msgspec.UnsetType = msgspec.UNSET
+    version: str | msgspec.UnsetType = msgspec.UNSET
+    node: str | msgspec.UnsetType = msgspec.UNSET
+    services: dict[str, Any] | msgspec.UnsetType = msgspec.UNSET
 
 
 def _metrics_token_given(request: web.Request) -> bool:
@@ -48,24 +60,35 @@ async def _may_see_details(request: web.Request) -> bool:
 
 
 @routes.get("/health")
-async def health(request: web.Request) -> web.Response:
+@operation(tag="operations", public=True, status=(200, 503), access=access(200))
+async def health(request: web.Request) -> Reply[HealthReport]:
+    """Whether this node and the services it needs are healthy (503 when one is not)."""
     healthy, services = await request.app[HEALTH].report()
     status = "healthy" if healthy else "unhealthy"
     code = 200 if healthy else 503
     if not await _may_see_details(request):
-        return json_response({"status": status}, status=code)
-    body = {
-        "status": status,
-        "timestamp": dt.datetime.now(dt.UTC).isoformat(),
-        "version": __version__,
-        "node": request.app[SETTINGS].node_id,
-        "services": services,
-    }
-    return json_response(body, status=code)
+        return Reply(HealthReport(status=status), status=code)
+    body = HealthReport(
+        status=status,
+        timestamp=dt.datetime.now(dt.UTC).isoformat(),
+        version=__version__,
+        node=request.app[SETTINGS].node_id,
+        services=services,
+    )
+    return Reply(body, status=code)
 
 
 @routes.get("/metrics")
+@operation(
+    tag="operations",
+    public=True,
+    errors=(401, 404),
+    raw={200: Raw("text/plain", "Prometheus text exposition format")},
+    # with METRICS_TOKEN set (as it should be in production) only its holder reads metrics
+    access=access(401),
+)
 async def metrics(request: web.Request) -> web.Response:
+    """Prometheus metrics of this node (METRICS_TOKEN as a bearer token, when one is set)."""
     settings = request.app[SETTINGS]
     private = request.app.get(METRICS_LISTENER, False)
     if settings.metrics_address is not None and not private:

@@ -13,12 +13,14 @@ from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
 import asyncpg
+import msgspec
 from aiohttp import web
 
 from .. import logs
 from ..errors import AppError, Invalid, RateLimited, RequestTimeout, Unauthorized
 from ..services.auth import Principal
 from ..services.validation import OUT_OF_RANGE
+from .contract import ErrorBody, ErrorResponse
 from .keys import AUTH, METRICS, PRINCIPAL, REQUEST_ID, SETTINGS
 from .render import json_response
 
@@ -51,15 +53,20 @@ def principal(request: web.Request) -> Principal:
 
 
 def error_response(error: AppError, request_id: str | None = None) -> web.Response:
-    body = error.to_dict()
-    if request_id:
-        body["requestId"] = request_id
+    fields = error.to_dict()
+    body = ErrorBody(
+        code=error.code,
+        message=error.message,
+        details=fields.get("details", msgspec.UNSET),
+        held=fields.get("held", msgspec.UNSET),
+        request_id=request_id or "",
+    )
     headers: dict[str, str] = dict(error.headers)
     if isinstance(error, RateLimited):
         headers["Retry-After"] = str(error.retry_after)
     if isinstance(error, Unauthorized):
         headers["WWW-Authenticate"] = 'Bearer realm="peerspark"'
-    response = json_response({"error": body}, status=error.status, headers=headers)
+    response = json_response(ErrorResponse(error=body), status=error.status, headers=headers)
     if isinstance(error, RequestTimeout):
         response.force_close()  # the rest of that body is not worth waiting for
     return response

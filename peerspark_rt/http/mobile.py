@@ -4,21 +4,23 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from ..services.mobile import MobileFeedQuery, SyncRequest
+from ..services.mobile import MobileFeed, MobileFeedQuery, SyncRequest, SyncResponse
+from .contract import operation, signed_in
 from .keys import MOBILE
 from .middleware import principal
-from .render import json_response, read_body, read_query
 
 routes = web.RouteTableDef()
 
 
 @routes.get("/api/mobile/feed")
-async def mobile_feed(request: web.Request) -> web.Response:
-    query = read_query(request, MobileFeedQuery)
-    return json_response(await request.app[MOBILE].feed(principal(request), query))
+@operation(tag="mobile", access=signed_in(200))
+async def mobile_feed(request: web.Request, query: MobileFeedQuery) -> MobileFeed:
+    """The home feed in its compact mobile form."""
+    return await request.app[MOBILE].feed(principal(request), query)
 
 
 @routes.post("/api/mobile/sync")
-async def mobile_sync(request: web.Request) -> web.Response:
-    body = await read_body(request, SyncRequest)
-    return json_response(await request.app[MOBILE].sync(principal(request), body))
+@operation(tag="mobile", errors=(429,), access=signed_in(200))
+async def mobile_sync(request: web.Request, body: SyncRequest) -> SyncResponse:
+    """Apply the changes a device made offline and return what changed since it last synced."""
+    return await request.app[MOBILE].sync(principal(request), body)

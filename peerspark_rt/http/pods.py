@@ -5,116 +5,180 @@ from __future__ import annotations
 import msgspec
 from aiohttp import web
 
-from ..services.pods import InviteRequest, JoinRequest, MemberUpdate, PodCreate, PodQuery, PodUpdate
+from ..services.pods import (
+    Invitation,
+    InviteRequest,
+    JoinRequest,
+    MemberPage,
+    Membership,
+    MemberUpdate,
+    Pod,
+    PodAnalytics,
+    PodCreate,
+    PodMember,
+    PodPage,
+    PodQuery,
+    PodUpdate,
+)
+from .contract import Reply, operation, signed_in
 from .keys import PODS
 from .middleware import principal
-from .render import json_response, no_content, path_id, read_body, read_query
+from .render import path_id
 
 routes = web.RouteTableDef()
 
 
-class _MemberPaging(msgspec.Struct, forbid_unknown_fields=True):
+class MemberPaging(msgspec.Struct, forbid_unknown_fields=True):
     limit: int = 50
     offset: int = 0
 
 
 @routes.get("/api/pods")
-async def list_pods(request: web.Request) -> web.Response:
-    query = read_query(request, PodQuery)
-    return json_response(await request.app[PODS].list(principal(request), query))
+@operation(tag="pods", access=signed_in(200))
+async def list_pods(request: web.Request, query: PodQuery) -> PodPage:
+    """Pods the caller can see (public ones, and private ones they belong to)."""
+    return await request.app[PODS].list(principal(request), query)
 
 
 @routes.post("/api/pods")
-async def create_pod(request: web.Request) -> web.Response:
-    body = await read_body(request, PodCreate)
-    return json_response(await request.app[PODS].create(principal(request), body), status=201)
+@operation(tag="pods", status=201, access=signed_in(201))
+async def create_pod(request: web.Request, body: PodCreate) -> Pod:
+    """Create a pod; the caller becomes its owner."""
+    return await request.app[PODS].create(principal(request), body)
 
 
 @routes.get("/api/pods/{podId}")
-async def get_pod(request: web.Request) -> web.Response:
-    pod_id = path_id(request, "podId", "pod")
-    return json_response(await request.app[PODS].get(principal(request), pod_id))
+@operation(tag="pods", access=signed_in(200, outsider=404, banned=404, admin=404))
+async def get_pod(request: web.Request) -> Pod:
+    """One pod (private pods are 404 to non-members)."""
+    return await request.app[PODS].get(principal(request), path_id(request, "podId", "pod"))
 
 
 @routes.put("/api/pods/{podId}")
-async def update_pod(request: web.Request) -> web.Response:
+@operation(
+    tag="pods",
+    errors=(403,),
+    access=signed_in(403, outsider=404, banned=404, owner=200, admin=404),
+)
+async def update_pod(request: web.Request, body: PodUpdate) -> Pod:
+    """Change a pod's fields (owner and pod admins)."""
     pod_id = path_id(request, "podId", "pod")
-    body = await read_body(request, PodUpdate)
-    return json_response(await request.app[PODS].update(principal(request), pod_id, body))
+    return await request.app[PODS].update(principal(request), pod_id, body)
 
 
 @routes.delete("/api/pods/{podId}")
-async def delete_pod(request: web.Request) -> web.Response:
-    pod_id = path_id(request, "podId", "pod")
-    await request.app[PODS].delete(principal(request), pod_id)
-    return no_content()
+@operation(
+    tag="pods",
+    errors=(403,),
+    access=signed_in(403, outsider=404, banned=404, owner=204, admin=404),
+)
+async def delete_pod(request: web.Request) -> None:
+    """Delete a pod (its owner only)."""
+    await request.app[PODS].delete(principal(request), path_id(request, "podId", "pod"))
 
 
 @routes.get("/api/pods/{podId}/members")
-async def list_members(request: web.Request) -> web.Response:
+@operation(tag="pods", errors=(403,), access=signed_in(200, outsider=404, banned=404, admin=404))
+async def list_members(request: web.Request, query: MemberPaging) -> MemberPage:
+    """The pod's active members."""
     pod_id = path_id(request, "podId", "pod")
-    page = read_query(request, _MemberPaging)
-    result = await request.app[PODS].members(principal(request), pod_id, page.limit, page.offset)
-    return json_response(result)
+    return await request.app[PODS].members(principal(request), pod_id, query.limit, query.offset)
 
 
 @routes.post("/api/pods/{podId}/join")
-async def join_pod(request: web.Request) -> web.Response:
+@operation(
+    tag="pods",
+    empty_body=True,
+    errors=(403, 409),
+    access=signed_in(200, outsider=404, banned=403, admin=404),
+)
+async def join_pod(request: web.Request, body: JoinRequest) -> Membership:
+    """Join a pod (a private pod needs an invitation code or a live invitation)."""
     pod_id = path_id(request, "podId", "pod")
-    body = await read_body(request, JoinRequest, allow_empty=True)
-    return json_response(await request.app[PODS].join(principal(request), pod_id, body))
+    return await request.app[PODS].join(principal(request), pod_id, body)
 
 
 @routes.delete("/api/pods/{podId}/leave")
-async def leave_pod(request: web.Request) -> web.Response:
-    pod_id = path_id(request, "podId", "pod")
-    await request.app[PODS].leave(principal(request), pod_id)
-    return no_content()
+@operation(
+    tag="pods",
+    errors=(409,),
+    access=signed_in(204, outsider=404, banned=404, owner=409, admin=404),
+)
+async def leave_pod(request: web.Request) -> None:
+    """Leave a pod (the owner must transfer ownership first)."""
+    await request.app[PODS].leave(principal(request), path_id(request, "podId", "pod"))
 
 
 @routes.post("/api/pods/{podId}/invite")
-async def invite(request: web.Request) -> web.Response:
+@operation(
+    tag="pods",
+    status=(201, 200),
+    errors=(403, 409),
+    access=signed_in(403, outsider=404, banned=404, owner=201, admin=404),
+)
+async def invite(request: web.Request, body: InviteRequest) -> Reply[Invitation]:
+    """Invite a user by email or id (owner and pod admins); 200 when already invited."""
     pod_id = path_id(request, "podId", "pod")
-    body = await read_body(request, InviteRequest)
     invitation, created = await request.app[PODS].invite(principal(request), pod_id, body)
-    return json_response(invitation, status=201 if created else 200)
+    return Reply(invitation, status=201 if created else 200)
 
 
 @routes.put("/api/pods/{podId}/members/{userId}")
-async def set_member_role(request: web.Request) -> web.Response:
+@operation(
+    tag="pods",
+    errors=(403, 409),
+    # the reference target is the member: changing one's own role is refused (409)
+    access=signed_in(403, outsider=404, member=409, banned=404, owner=200, admin=404),
+)
+async def set_member_role(request: web.Request, body: MemberUpdate) -> PodMember:
+    """Change a member's role (pod admins and up; ownership moves only from the owner)."""
     pod_id = path_id(request, "podId", "pod")
     user_id = path_id(request, "userId", "member")
-    body = await read_body(request, MemberUpdate)
-    return json_response(
-        await request.app[PODS].set_role(principal(request), pod_id, user_id, body)
-    )
+    return await request.app[PODS].set_role(principal(request), pod_id, user_id, body)
 
 
 @routes.delete("/api/pods/{podId}/members/{userId}")
-async def remove_member(request: web.Request) -> web.Response:
+@operation(
+    tag="pods",
+    errors=(403, 409),
+    access=signed_in(403, outsider=404, banned=404, moderator=204, owner=204, admin=404),
+)
+async def remove_member(request: web.Request) -> None:
+    """Remove a member ranked below the caller (pod moderators and up)."""
     pod_id = path_id(request, "podId", "pod")
     user_id = path_id(request, "userId", "member")
     await request.app[PODS].remove_member(principal(request), pod_id, user_id)
-    return no_content()
 
 
 @routes.post("/api/pods/{podId}/members/{userId}/ban")
-async def ban_member(request: web.Request) -> web.Response:
+@operation(
+    tag="pods",
+    errors=(403, 409),
+    access=signed_in(403, outsider=404, banned=404, moderator=204, owner=204, admin=404),
+)
+async def ban_member(request: web.Request) -> None:
+    """Ban a user from the pod (pod moderators and up); they cannot rejoin."""
     pod_id = path_id(request, "podId", "pod")
     user_id = path_id(request, "userId", "user")
     await request.app[PODS].ban_member(principal(request), pod_id, user_id)
-    return no_content()
 
 
 @routes.delete("/api/pods/{podId}/members/{userId}/ban")
-async def unban_member(request: web.Request) -> web.Response:
+@operation(
+    tag="pods",
+    errors=(403, 409),
+    access=signed_in(403, outsider=404, banned=404, moderator=204, owner=204, admin=404),
+)
+async def unban_member(request: web.Request) -> None:
+    """Lift a ban (pod moderators and up)."""
     pod_id = path_id(request, "podId", "pod")
     user_id = path_id(request, "userId", "user")
     await request.app[PODS].unban_member(principal(request), pod_id, user_id)
-    return no_content()
 
 
 @routes.get("/api/pods/{podId}/analytics")
-async def pod_analytics(request: web.Request) -> web.Response:
+@operation(tag="pods", errors=(403,), access=signed_in(200, outsider=404, banned=404, admin=404))
+async def pod_analytics(request: web.Request) -> PodAnalytics:
+    """Activity figures of a pod, for its members."""
     pod_id = path_id(request, "podId", "pod")
-    return json_response(await request.app[PODS].analytics(principal(request), pod_id))
+    return await request.app[PODS].analytics(principal(request), pod_id)

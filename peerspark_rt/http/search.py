@@ -4,21 +4,23 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from ..services.search import PostSearchQuery, SuggestQuery
+from ..services.search import PostSearchQuery, PostSearchResult, Suggestions, SuggestQuery
+from .contract import operation, signed_in
 from .keys import SEARCH
 from .middleware import principal
-from .render import json_response, read_query
 
 routes = web.RouteTableDef()
 
 
 @routes.get("/api/search/posts")
-async def search_posts(request: web.Request) -> web.Response:
-    query = read_query(request, PostSearchQuery)
-    return json_response(await request.app[SEARCH].posts_page(principal(request), query))
+@operation(tag="search", errors=(404,), access=signed_in(200))
+async def search_posts(request: web.Request, query: PostSearchQuery) -> PostSearchResult:
+    """Full-text search of the posts the caller can read, ranked, with highlights."""
+    return await request.app[SEARCH].posts_page(principal(request), query)
 
 
 @routes.get("/api/search/suggest")
-async def suggest(request: web.Request) -> web.Response:
-    query = read_query(request, SuggestQuery)
-    return json_response(await request.app[SEARCH].suggest(principal(request), query))
+@operation(tag="search", access=signed_in(200))
+async def suggest(request: web.Request, query: SuggestQuery) -> Suggestions:
+    """Title suggestions for a prefix (typo tolerant)."""
+    return await request.app[SEARCH].suggest(principal(request), query)

@@ -2,98 +2,155 @@
 
 from __future__ import annotations
 
+import msgspec
 from aiohttp import web
 
 from ..errors import Forbidden
+from ..protocol import Message
 from ..services.sessions import (
+    HistoryPage,
     HistoryQuery,
+    Participant,
+    Participation,
     SendRequest,
     SessionCreate,
+    SessionPage,
     SessionQuery,
+    SessionState,
     SessionUpdate,
+    StudySession,
 )
+from .contract import Reply, operation, signed_in
 from .keys import CHAT, SESSIONS
 from .middleware import principal
-from .render import json_response, no_content, path_id, read_body, read_query
+from .render import path_id
 
 routes = web.RouteTableDef()
 
+# The reference session is in the private pod and organized by its owner; the member and the
+# moderator have joined it.
+_IN_POD = {"outsider": 404, "banned": 404, "admin": 404}
+
+
+class ParticipantList(msgspec.Struct):
+    participants: list[Participant]
+
 
 @routes.get("/api/sessions")
-async def list_sessions(request: web.Request) -> web.Response:
-    query = read_query(request, SessionQuery)
-    return json_response(await request.app[SESSIONS].list_visible(principal(request), query))
+@operation(tag="sessions", access=signed_in(200))
+async def list_sessions(request: web.Request, query: SessionQuery) -> SessionPage:
+    """Sessions the caller can see."""
+    return await request.app[SESSIONS].list_visible(principal(request), query)
 
 
 @routes.post("/api/sessions")
-async def create_session(request: web.Request) -> web.Response:
-    body = await read_body(request, SessionCreate)
-    return json_response(await request.app[SESSIONS].create(principal(request), body), status=201)
+@operation(
+    tag="sessions",
+    status=201,
+    errors=(403, 404, 409),
+    # a pod the caller does not belong to is a bad podId (422 naming it)
+    access=signed_in(201, outsider=422, banned=422, admin=422),
+)
+async def create_session(request: web.Request, body: SessionCreate) -> StudySession:
+    """Schedule a session (in a pod the caller belongs to, or on its own)."""
+    return await request.app[SESSIONS].create(principal(request), body)
 
 
 @routes.get("/api/sessions/{sessionId}")
-async def get_session(request: web.Request) -> web.Response:
+@operation(tag="sessions", access=signed_in(200, **_IN_POD))
+async def get_session(request: web.Request) -> StudySession:
+    """One session."""
     session_id = path_id(request, "sessionId", "session")
-    return json_response(await request.app[SESSIONS].get(principal(request), session_id))
+    return await request.app[SESSIONS].get(principal(request), session_id)
 
 
 @routes.put("/api/sessions/{sessionId}")
-async def update_session(request: web.Request) -> web.Response:
+@operation(
+    tag="sessions",
+    errors=(403, 409),
+    access=signed_in(403, owner=200, **_IN_POD),
+)
+async def update_session(request: web.Request, body: SessionUpdate) -> StudySession:
+    """Change a session (its organizer)."""
     session_id = path_id(request, "sessionId", "session")
-    body = await read_body(request, SessionUpdate)
-    return json_response(await request.app[SESSIONS].update(principal(request), session_id, body))
+    return await request.app[SESSIONS].update(principal(request), session_id, body)
 
 
 @routes.delete("/api/sessions/{sessionId}")
-async def cancel_session(request: web.Request) -> web.Response:
+@operation(tag="sessions", errors=(403, 409), access=signed_in(403, owner=200, **_IN_POD))
+async def cancel_session(request: web.Request) -> SessionState:
+    """Cancel a session (its organizer)."""
     session_id = path_id(request, "sessionId", "session")
-    return json_response(await request.app[SESSIONS].cancel(principal(request), session_id))
+    return await request.app[SESSIONS].cancel(principal(request), session_id)
 
 
 @routes.post("/api/sessions/{sessionId}/join")
-async def join_session(request: web.Request) -> web.Response:
+@operation(tag="sessions", errors=(403, 409), access=signed_in(200, **_IN_POD))
+async def join_session(request: web.Request) -> Participation:
+    """Join a session."""
     session_id = path_id(request, "sessionId", "session")
-    return json_response(await request.app[SESSIONS].join(principal(request), session_id))
+    return await request.app[SESSIONS].join(principal(request), session_id)
 
 
 @routes.delete("/api/sessions/{sessionId}/leave")
-async def leave_session(request: web.Request) -> web.Response:
+@operation(tag="sessions", errors=(403, 409), access=signed_in(204, owner=409, **_IN_POD))
+async def leave_session(request: web.Request) -> None:
+    """Leave a session."""
     session_id = path_id(request, "sessionId", "session")
     await request.app[SESSIONS].leave(principal(request), session_id)
-    return no_content()
 
 
 @routes.post("/api/sessions/{sessionId}/start")
-async def start_session(request: web.Request) -> web.Response:
+@operation(tag="sessions", errors=(403, 409), access=signed_in(403, owner=200, **_IN_POD))
+async def start_session(request: web.Request) -> SessionState:
+    """Start a scheduled session (its organizer)."""
     session_id = path_id(request, "sessionId", "session")
-    return json_response(await request.app[SESSIONS].start(principal(request), session_id))
+    return await request.app[SESSIONS].start(principal(request), session_id)
 
 
 @routes.post("/api/sessions/{sessionId}/end")
-async def end_session(request: web.Request) -> web.Response:
+@operation(
+    tag="sessions",
+    errors=(403, 409),
+    # the reference session has not started: ending it is refused (409) once authorized
+    access=signed_in(403, owner=409, **_IN_POD),
+)
+async def end_session(request: web.Request) -> SessionState:
+    """End a session (its organizer)."""
     session_id = path_id(request, "sessionId", "session")
-    return json_response(await request.app[SESSIONS].end(principal(request), session_id))
+    return await request.app[SESSIONS].end(principal(request), session_id)
 
 
 @routes.get("/api/sessions/{sessionId}/participants")
-async def participants(request: web.Request) -> web.Response:
+@operation(tag="sessions", access=signed_in(200, **_IN_POD))
+async def participants(request: web.Request) -> ParticipantList:
+    """Who joined the session, with attendance."""
     session_id = path_id(request, "sessionId", "session")
     people = await request.app[SESSIONS].participants(principal(request), session_id)
-    return json_response({"participants": people})
+    return ParticipantList(participants=people)
 
 
 @routes.get("/api/sessions/{sessionId}/messages")
-async def history(request: web.Request) -> web.Response:
+@operation(tag="sessions", errors=(403,), access=signed_in(200, **_IN_POD))
+async def history(request: web.Request, query: HistoryQuery) -> HistoryPage:
+    """The live room's stored messages, by sequence number."""
     session_id = path_id(request, "sessionId", "session")
-    query = read_query(request, HistoryQuery)
-    return json_response(await request.app[SESSIONS].history(principal(request), session_id, query))
+    return await request.app[SESSIONS].history(principal(request), session_id, query)
 
 
 @routes.post("/api/sessions/{sessionId}/messages")
-async def post_message(request: web.Request) -> web.Response:
-    """Send without a websocket: stored, sequenced and delivered exactly like a live send."""
+@operation(
+    tag="sessions",
+    status=(201, 200),
+    errors=(403, 409, 429),
+    access=signed_in(201, **_IN_POD),
+)
+async def post_message(request: web.Request, body: SendRequest) -> Reply[Message]:
+    """Send without a websocket: stored, sequenced and delivered exactly like a live send.
+
+    200 (not 201) when the clientMessageId was already stored: the first copy is returned.
+    """
     session_id = path_id(request, "sessionId", "session")
-    body = await read_body(request, SendRequest)
     who = principal(request)
     session = await request.app[SESSIONS].can_read(who, session_id)
     if session["my_status"] is None or session["my_status"] == "declined":
@@ -108,4 +165,4 @@ async def post_message(request: web.Request) -> web.Response:
         meta=body.metadata,
         is_organizer=session["organizer_id"] == who.user_id,
     )
-    return json_response(posted.frame, status=200 if posted.duplicate else 201)
+    return Reply(posted.frame, status=200 if posted.duplicate else 201)

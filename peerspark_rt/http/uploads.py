@@ -2,15 +2,26 @@
 
 from __future__ import annotations
 
+import msgspec
 from aiohttp import BodyPartReader, hdrs, web
 
 from ..errors import Invalid, NotFound, PayloadTooLarge
 from ..services.storage import content_disposition
+from ..services.uploads import UploadResult
+from .contract import FILE_FORM, Raw, access, operation, signed_in
 from .keys import SETTINGS, UPLOADS
-from .middleware import principal, public
-from .render import Form, json_response
+from .middleware import principal
+from .render import Form
 
 routes = web.RouteTableDef()
+
+
+class SignedLink(msgspec.Struct):
+    """The signature of a file link (other parameters are ignored: caches add their own)."""
+
+    expires: str = ""
+    signature: str = ""
+
 
 # Room for multipart boundaries and part headers around the file itself.
 MULTIPART_OVERHEAD = 16 * 1024
@@ -30,7 +41,15 @@ class _Part:
 
 
 @routes.post("/api/upload")
-async def upload(request: web.Request) -> web.Response:
+@operation(
+    tag="files",
+    status=201,
+    errors=(400, 413, 415, 422, 429),
+    raw_body={"multipart/form-data": FILE_FORM},
+    access=signed_in(201),
+)
+async def upload(request: web.Request) -> UploadResult:
+    """Upload a file (multipart/form-data, field `file`), streamed into storage."""
     me = principal(request)
     service = request.app[UPLOADS]
     await service.check_rate(me)
@@ -43,19 +62,23 @@ async def upload(request: web.Request) -> web.Response:
     form = Form.open(request, "file")
     while (part := await form.next_part()) is not None:
         if part.name == "file":
-            result = await service.upload(me, _Part(form, part))
-            return json_response(result, status=201)
+            return await service.upload(me, _Part(form, part))
         await form.skip(part)  # another field: skip it without keeping it
     raise Invalid("file", "is required (a multipart field named 'file')")
 
 
 @routes.get("/api/files/{key:.+}")
-@public
-async def serve_file(request: web.Request) -> web.StreamResponse:
+@operation(
+    tag="files",
+    public=True,
+    errors=(403, 404),
+    raw={200: Raw("*/*", "the file, as its stored media type")},
+    access=access(200),
+)
+async def serve_file(request: web.Request, query: SignedLink) -> web.StreamResponse:
+    """A stored file, through a signed link from the local store."""
     key = request.match_info["key"]
-    row, storage = await request.app[UPLOADS].local_file(
-        key, request.query.get("expires", ""), request.query.get("signature", "")
-    )
+    row, storage = await request.app[UPLOADS].local_file(key, query.expires, query.signature)
     path = storage.path_for(key)
     if not path.is_file():
         raise NotFound("file not found")

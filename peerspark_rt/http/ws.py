@@ -17,6 +17,7 @@ from ..protocol import Send, client_json_decoder, client_msgpack_decoder
 from ..services.auth import Principal
 from ..services.chat import SendOrder
 from ..services.realtime import RealtimeService
+from .contract import Raw, operation, signed_in
 from .keys import AUTH, HUB, METRICS, REALTIME, SETTINGS
 from .middleware import bearer_token
 
@@ -28,6 +29,14 @@ SEND_PIPELINE = 64  # chat messages of one socket waiting for their commit at on
 
 
 @routes.get("/ws")
+@operation(
+    tag="realtime",
+    summary="The live socket (see PROTOCOL.md)",
+    status=101,
+    errors=(400, 401, 403, 422),
+    raw={101: Raw("application/json", "switches to the websocket protocol (?token=, ?format=)")},
+    access=signed_in(101),
+)
 async def websocket(request: web.Request) -> web.StreamResponse:
     settings = request.app[SETTINGS]
     origin = request.headers.get("Origin")

@@ -115,8 +115,9 @@ class EventView(msgspec.Struct, rename="camel"):
     title: str
     description: str | None
     event_type: str
-    start_time: dt.datetime | str
-    end_time: dt.datetime | str
+    # RFC 3339 instants in the event's zone, or plain dates (YYYY-MM-DD) for all-day events
+    start_time: str
+    end_time: str
     timezone: str
     location: str | None
     is_all_day: bool
@@ -207,14 +208,13 @@ def _render_day(moment: dt.datetime) -> str:
 def event_view(row: RowLike) -> EventView:
     series = event_series(row)
     all_day = series.all_day
-    start: dt.datetime | str
-    end: dt.datetime | str
     if all_day:
         start = _render_day(series.start)
         end = _render_day(series.end - dt.timedelta(days=1))
     else:
-        start = series.start.astimezone(series.zone)
-        end = series.end.astimezone(series.zone)
+        # the same text msgspec writes for a datetime
+        start = msgspec.to_builtins(series.start.astimezone(series.zone))
+        end = msgspec.to_builtins(series.end.astimezone(series.zone))
     pattern = series.pattern.to_json(all_day) if series.pattern else None
     return EventView(
         id=row["id"],
