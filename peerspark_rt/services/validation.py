@@ -299,4 +299,3 @@ def bounded_json(value: T, field: str, max_bytes: int) -> T:
     if len(msgspec.json.encode(value)) > max_bytes:
         raise Invalid(field, "is too large")
     return value
-
