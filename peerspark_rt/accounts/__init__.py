@@ -1,0 +1,1 @@
+"""Accounts: registration, login and tokens, passwords, profiles, and the rate limits that protect them."""

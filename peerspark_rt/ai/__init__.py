@@ -1,0 +1,1 @@
+"""The AI study assistant: conversations, retrieval, quotas and streaming answers."""

@@ -1,0 +1,1 @@
+"""Moderation of what users publish: local rules, the OpenAI check, and the review queue."""

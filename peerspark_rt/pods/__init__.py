@@ -1,0 +1,1 @@
+"""Study pods: membership, roles, invitations, bans and pod analytics."""

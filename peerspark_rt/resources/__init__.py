@@ -1,0 +1,1 @@
+"""The resource vault: resources, uploads (type-checked, stored in S3 or a folder), file sniffing."""

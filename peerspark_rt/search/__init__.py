@@ -1,0 +1,1 @@
+"""Search across posts, resources and pods (PostgreSQL full-text and trigram)."""

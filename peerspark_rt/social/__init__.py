@@ -1,0 +1,1 @@
+"""The social feed: posts, comments, interactions, reports, and mobile sync of them."""
