@@ -15,10 +15,10 @@ import time
 import uuid
 from typing import Any
 
+from peerspark_rt.accounts.auth import Principal
 from peerspark_rt.config import Settings
-from peerspark_rt.services.ai.client import AIClient
-from peerspark_rt.services.auth import Principal
-from peerspark_rt.services.moderation import ModerationContext, ModerationService
+from peerspark_rt.infra.ai_client import AIClient
+from peerspark_rt.moderation.service import ModerationContext, ModerationService
 
 
 async def run(messages: int) -> float:

@@ -21,8 +21,8 @@ from pathlib import Path
 
 import aiohttp
 
-from peerspark_rt.db.embedded import EmbeddedPostgres
-from peerspark_rt.db.pool import ensure_database
+from peerspark_rt.infra.embedded import EmbeddedPostgres
+from peerspark_rt.infra.pool import ensure_database
 
 ROOT = Path(__file__).resolve().parent.parent
 PEERS = Path(__file__).resolve().parent / "peers"

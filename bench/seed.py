@@ -32,8 +32,8 @@ from typing import Any, TypeVar
 import aiohttp
 import asyncpg
 
-from peerspark_rt.services.passwords import hash_password
-from peerspark_rt.services.tokens import AccessClaims, TokenIssuer
+from peerspark_rt.accounts.passwords import hash_password
+from peerspark_rt.accounts.tokens import AccessClaims, TokenIssuer
 
 BENCH_DOMAIN = "bench.peerspark.local"
 BENCH_PASSWORD = "Bench-load-2026"

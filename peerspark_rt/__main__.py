@@ -15,8 +15,8 @@ from aiohttp import web
 
 from . import logs
 from .config import ConfigError, Settings, ensure_secrets, load_settings, variable_names
-from .db.embedded import EmbeddedPostgres, EmbeddedPostgresError
-from .db.pool import apply_schema, ensure_database
+from .infra.embedded import EmbeddedPostgres, EmbeddedPostgresError
+from .infra.pool import apply_schema, ensure_database
 
 log = logging.getLogger("peerspark_rt")
 

@@ -15,13 +15,21 @@ from typing import Any
 from aiohttp import web
 from redis.asyncio import Redis
 
+from .accounts.auth import AuthService
+from .accounts.db import live_sessions
+from .accounts.ratelimit import FallbackRateLimiter, LocalRateLimiter, RateLimiter, RedisRateLimiter
+from .accounts.users import UserService
 from .actors.hub import Hub
+from .ai.assistant import AssistantService
+from .ai.quota import QuotaService
+from .ai.retrieval import Retriever
+from .calendar.events import CalendarService
+from .calendar.feed import CalendarFeed
+from .calendar.reminders import Reminders
 from .cluster.broker import Broker, LocalBroker, RedisBroker
 from .cluster.presence import LocalPresence, Presence, RedisPresence
 from .cluster.publisher import Publisher
 from .config import Settings
-from .db.pool import Database, apply_schema
-from .db.users import live_sessions
 from .errors import Conflict
 from .http import ai as ai_http
 from .http import auth as auth_http
@@ -79,42 +87,29 @@ from .http.metrics import Metrics
 from .http.middleware import MIDDLEWARES, security_headers
 from .http.openapi import API_DOCUMENT, ApiDocument
 from .http.transport import GuardedSite, make_runner, start_metrics_listener
+from .infra.ai_client import AIClient
+from .infra.health import Health
+from .infra.jobs import JobQueue, Periodic, Worker, WorkerCounters
+from .infra.live import LiveEvents
+from .infra.pool import Database, apply_schema
+from .infra.storage import make_storage
+from .maintenance.service import Maintenance, rollup_payload
+from .moderation.service import HeldContent, ModerationService
+from .notifications.effects import Units
+from .notifications.email import EmailJobs, Mailer
+from .notifications.service import NotificationService
+from .pods.service import PodService
 from .protocol import CLOSE_SESSION_REVOKED
-from .services.ai.assistant import AssistantService
-from .services.ai.client import AIClient
-from .services.ai.quota import QuotaService
-from .services.ai.retrieval import Retriever
-from .services.auth import AuthService
-from .services.calendar import CalendarService
-from .services.calendar_feed import CalendarFeed
-from .services.chat import ChatLimiter, ChatService
-from .services.comments import CommentService
-from .services.effects import Units
-from .services.email import EmailJobs, Mailer
-from .services.feed import PostService
-from .services.health import Health
-from .services.jobs import JobQueue, Periodic, Worker, WorkerCounters
-from .services.live import LiveEvents
-from .services.maintenance import Maintenance, rollup_payload
-from .services.mobile import MobileService
-from .services.moderation import HeldContent, ModerationService
-from .services.notifications import NotificationService
-from .services.pods import PodService
-from .services.ratelimit import (
-    FallbackRateLimiter,
-    LocalRateLimiter,
-    RateLimiter,
-    RedisRateLimiter,
-)
-from .services.realtime import RealtimeService, SessionHistory
-from .services.reminders import Reminders
-from .services.reports import CommentContent, PostContent, ReportService, ResourceContent
-from .services.resources import ResourceService
-from .services.search import SearchService
-from .services.sessions import SessionService
-from .services.storage import make_storage
-from .services.uploads import UploadService
-from .services.users import UserService
+from .resources.service import ResourceService
+from .resources.uploads import UploadService
+from .search.service import SearchService
+from .sessions.chat import ChatLimiter, ChatService
+from .sessions.realtime import RealtimeService, SessionHistory
+from .sessions.service import SessionService
+from .social.comments import CommentService
+from .social.feed import PostService
+from .social.mobile import MobileService
+from .social.reports import CommentContent, PostContent, ReportService, ResourceContent
 
 log = logging.getLogger(__name__)
 

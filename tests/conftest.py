@@ -29,8 +29,8 @@ from aiohttp.test_utils import TestClient
 
 from peerspark_rt.app import build_app
 from peerspark_rt.config import Settings
-from peerspark_rt.db.embedded import EmbeddedPostgres, EmbeddedPostgresError
-from peerspark_rt.db.pool import apply_schema
+from peerspark_rt.infra.embedded import EmbeddedPostgres, EmbeddedPostgresError
+from peerspark_rt.infra.pool import apply_schema
 from tests.fake_openai import FakeOpenAI
 from tests.helpers import METRICS_TOKEN, Api
 

@@ -8,12 +8,12 @@ import uuid
 
 import pytest
 
+from peerspark_rt.ai import budget, prompts
+from peerspark_rt.ai.quota import seconds_to_reset
 from peerspark_rt.errors import Invalid
-from peerspark_rt.services import cursor
-from peerspark_rt.services.ai import budget, prompts
-from peerspark_rt.services.ai.client import ChatMessage
-from peerspark_rt.services.ai.quota import seconds_to_reset
-from peerspark_rt.services.moderation_rules import (
+from peerspark_rt.infra import cursor
+from peerspark_rt.infra.ai_client import ChatMessage
+from peerspark_rt.moderation.rules import (
     RepeatTracker,
     blocked_words_pattern,
     count_links,

@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from peerspark_rt.services import calendar as calendar_service
+from peerspark_rt.calendar import events as calendar_service
 from tests.helpers import Api, User
 
 EVENTS = "/api/calendar/events"

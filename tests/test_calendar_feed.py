@@ -13,8 +13,8 @@ import icalendar
 import pytest
 from dateutil.rrule import rrulestr
 
-from peerspark_rt.services import calendar as calendar_service
-from peerspark_rt.services import calendar_feed
+from peerspark_rt.calendar import events as calendar_service
+from peerspark_rt.calendar import feed as calendar_feed
 from tests.helpers import Api, User
 
 EVENTS = "/api/calendar/events"

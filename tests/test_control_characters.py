@@ -8,9 +8,9 @@ from typing import Any
 
 import pytest
 
-from peerspark_rt.db.types import Conn
-from peerspark_rt.services import feed
-from peerspark_rt.services.validation import OUT_OF_RANGE
+from peerspark_rt.infra.dbtypes import Conn
+from peerspark_rt.infra.validation import OUT_OF_RANGE
+from peerspark_rt.social import feed
 from tests.helpers import Api
 from tests.social import post, resource
 

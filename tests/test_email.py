@@ -18,9 +18,9 @@ import pytest
 from aiosmtpd.controller import Controller
 
 from peerspark_rt.http.keys import JOBS, NOTIFICATIONS, WORKER
-from peerspark_rt.services.email import header_text
-from peerspark_rt.services.jobs import Job
-from peerspark_rt.services.notifications import NewNotification
+from peerspark_rt.infra.jobs import Job
+from peerspark_rt.notifications.email import header_text
+from peerspark_rt.notifications.service import NewNotification
 from tests.helpers import Api
 
 

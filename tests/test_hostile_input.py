@@ -12,8 +12,8 @@ from typing import Any
 
 import pytest
 
-from peerspark_rt.db.types import Conn
-from peerspark_rt.services import users
+from peerspark_rt.accounts import users
+from peerspark_rt.infra.dbtypes import Conn
 from tests import rawhttp
 from tests.helpers import Api, Response, User
 
@@ -179,7 +179,7 @@ async def test_a_value_the_database_refuses_is_a_422_without_its_words(
     monkeypatch.setattr(users.users_db, "update_profile", refused)
     resp = await api.patch("/api/auth/me", ann, json={"bio": "fine"})
     assert_clean_error(resp)
-    from peerspark_rt.services.validation import OUT_OF_RANGE
+    from peerspark_rt.infra.validation import OUT_OF_RANGE
 
     assert resp.body["error"]["details"] == [{"field": "body", "reason": OUT_OF_RANGE}]
 

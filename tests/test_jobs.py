@@ -19,9 +19,9 @@ from typing import Any
 
 import pytest
 
-from peerspark_rt.db.pool import Database
-from peerspark_rt.services.jobs import Job, JobQueue, Periodic, PermanentError, Worker
-from peerspark_rt.services.maintenance import Maintenance
+from peerspark_rt.infra.jobs import Job, JobQueue, Periodic, PermanentError, Worker
+from peerspark_rt.infra.pool import Database
+from peerspark_rt.maintenance.service import Maintenance
 from tests.helpers import Api
 from tests.nodes import ROOT
 

@@ -11,7 +11,7 @@ from typing import Any
 
 import asyncpg
 
-from peerspark_rt.services.mobile import resume_point
+from peerspark_rt.social.mobile import resume_point
 from tests.helpers import Api
 from tests.social import invite_and_join, join, post, resource
 

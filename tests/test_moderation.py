@@ -11,10 +11,10 @@ from typing import Any
 import asyncpg
 import pytest
 
+from peerspark_rt.accounts.auth import Principal
 from peerspark_rt.client import LiveError
 from peerspark_rt.http.keys import MODERATION
-from peerspark_rt.services.auth import Principal
-from peerspark_rt.services.moderation import HeldContent, ModerationContext
+from peerspark_rt.moderation.service import HeldContent, ModerationContext
 from tests.conftest import ai_settings
 from tests.fake_openai import FakeOpenAI
 from tests.helpers import Api, User, listen_live

@@ -11,8 +11,8 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from peerspark_rt.http.keys import DB, NOTIFICATIONS
-from peerspark_rt.services import cursor
-from peerspark_rt.services.notifications import NewNotification
+from peerspark_rt.infra import cursor
+from peerspark_rt.notifications.service import NewNotification
 from tests.helpers import Api, User, listen_live
 
 
@@ -281,7 +281,7 @@ async def test_quiet_hours_store_but_neither_push_nor_email_until_they_end(
 
 
 def test_quiet_hours_are_read_in_the_users_zone_and_may_cross_midnight() -> None:
-    from peerspark_rt.services.notification_prefs import QuietHours
+    from peerspark_rt.notifications.prefs import QuietHours
 
     night = QuietHours(True, "22:00", "07:00")
     berlin_2330 = dt.datetime(2026, 1, 10, 22, 30, tzinfo=dt.UTC)  # 23:30 in Berlin (+01:00)

@@ -13,7 +13,7 @@ from openapi_spec_validator import OpenAPIV31SpecValidator
 
 from peerspark_rt.http.contract import CALLERS, operation, signed_in
 from peerspark_rt.http.openapi import build_document, described_routes
-from peerspark_rt.services.pods import PodCreate
+from peerspark_rt.pods.service import PodCreate
 from tests.helpers import Api
 
 

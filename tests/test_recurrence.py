@@ -11,8 +11,8 @@ from zoneinfo import ZoneInfo
 import pytest
 from dateutil.rrule import rrule
 
+from peerspark_rt.calendar import recurrence as rec
 from peerspark_rt.errors import Invalid
-from peerspark_rt.services import recurrence as rec
 
 UTC = dt.UTC
 BERLIN = ZoneInfo("Europe/Berlin")

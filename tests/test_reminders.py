@@ -14,8 +14,8 @@ from typing import Any
 import aiohttp
 import pytest
 
+from peerspark_rt.calendar import reminders as reminders_module
 from peerspark_rt.http.keys import REMINDERS
-from peerspark_rt.services import reminders as reminders_module
 from tests.helpers import PASSWORD, Api, User, listen_live, unique
 from tests.nodes import Node, start_node
 

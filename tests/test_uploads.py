@@ -21,7 +21,7 @@ from aiobotocore.session import get_session
 from botocore.exceptions import ClientError
 
 from peerspark_rt.http.keys import DB, JOBS, STORAGE, WORKER
-from peerspark_rt.services.storage import LocalStorage
+from peerspark_rt.infra.storage import LocalStorage
 from tests.helpers import Api, User, unique
 from tests.social import post, resource
 

@@ -1,1 +1,2 @@
-"""Accounts: registration, login and tokens, passwords, profiles, and the rate limits that protect them."""
+"""Accounts: registration, login and tokens, passwords, profiles, and the rate limits that
+protect them."""

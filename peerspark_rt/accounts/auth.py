@@ -15,11 +15,11 @@ import asyncpg
 import msgspec
 
 from ..config import Settings
-from ..db import users as users_db
-from ..db.pool import Database
-from ..db.types import Conn
 from ..errors import Conflict, Forbidden, Invalid, NotFound, RateLimited, Unauthorized
-from . import validation
+from ..infra import validation
+from ..infra.dbtypes import Conn
+from ..infra.pool import Database
+from . import db as users_db
 from .passwords import hash_password, needs_rehash, verify_password
 from .ratelimit import Limit, RateLimiter, enforce
 from .tokens import AccessClaims, TokenIssuer, jti_digest, new_jti

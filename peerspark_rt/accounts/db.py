@@ -8,7 +8,7 @@ from typing import Any
 
 import asyncpg
 
-from .types import Conn, Executor
+from ..infra.dbtypes import Conn, Executor
 
 PROFILE_COLUMNS = """
     id, email, username, first_name, last_name, avatar_url, bio, date_of_birth,

@@ -9,10 +9,10 @@ from typing import Any, Literal
 import asyncpg
 import msgspec
 
-from ..db import users as users_db
-from ..db.pool import Database
 from ..errors import Conflict, Invalid, NotFound
-from . import validation
+from ..infra import validation
+from ..infra.pool import Database
+from . import db as users_db
 
 EDUCATION_LEVELS = ("high_school", "undergraduate", "graduate", "professional")
 PROFILE_VISIBILITY = ("public", "pods", "private")

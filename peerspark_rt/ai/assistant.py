@@ -22,21 +22,21 @@ from typing import Any
 import asyncpg
 import msgspec
 
-from ...config import Settings
-from ...db import ai as ai_db
-from ...db.pool import Database
-from ...errors import AppError, Conflict, Forbidden, Invalid, NotFound, RateLimited
-from .. import cursor as cursors
-from .. import validation
-from ..auth import Principal
-from ..chat import ChatService
-from ..live import LiveEvents
-from ..moderation import ModerationContext, ModerationService
-from ..observe import NoMetrics, ProductMetrics
-from ..ratelimit import Limit, RateLimiter
-from ..sessions import SessionService
+from ..accounts.auth import Principal
+from ..accounts.ratelimit import Limit, RateLimiter
+from ..config import Settings
+from ..errors import AppError, Conflict, Forbidden, Invalid, NotFound, RateLimited
+from ..infra import cursor as cursors
+from ..infra import validation
+from ..infra.ai_client import AIClient, ChatMessage, Delta, StreamEnd, Usage
+from ..infra.live import LiveEvents
+from ..infra.observe import NoMetrics, ProductMetrics
+from ..infra.pool import Database
+from ..moderation.service import ModerationContext, ModerationService
+from ..sessions.chat import ChatService
+from ..sessions.service import SessionService
 from . import budget, prompts
-from .client import AIClient, ChatMessage, Delta, StreamEnd, Usage
+from . import db as ai_db
 from .quota import QuotaService, QuotaState, Reservation
 from .retrieval import Retriever, RoomAudience
 

@@ -9,8 +9,8 @@ from typing import Any
 
 import asyncpg
 
-from . import resources as resources_db
-from .types import Conn, Executor
+from ..infra.dbtypes import Conn, Executor
+from ..resources import db as resources_db
 
 # --- conversations and messages ---------------------------------------------------------------
 

@@ -17,12 +17,12 @@ import math
 import uuid
 from dataclasses import dataclass
 
-from ...config import Settings
-from ...db import ai as ai_db
-from ...db.pool import Database
-from ...db.types import Executor
-from ...errors import RateLimited
-from ..auth import Principal
+from ..accounts.auth import Principal
+from ..config import Settings
+from ..errors import RateLimited
+from ..infra.dbtypes import Executor
+from ..infra.pool import Database
+from . import db as ai_db
 
 # Below this many tokens left for the answer a call is not worth making.
 MIN_ANSWER_TOKENS = 32

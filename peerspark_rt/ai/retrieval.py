@@ -1,6 +1,6 @@
 """Grounding: passages from resources the asker may read, found by PostgreSQL full-text search.
 
-Visibility is decided in SQL (db/resources.py `visible`, the vault's one rule) inside the same
+Visibility is decided in SQL (resources/db.py `visible`, the vault's one rule) inside the same
 query that ranks the passages, so nothing the asker may not read is ever put in a prompt, and
 therefore nothing of it can be cited.
 """
@@ -10,11 +10,11 @@ from __future__ import annotations
 import uuid
 from dataclasses import dataclass
 
-from ...db import ai as ai_db
-from ...db.pool import Database
-from ...errors import Invalid, NotFound
-from ..auth import Principal
-from ..pods import PodService
+from ..accounts.auth import Principal
+from ..errors import Invalid, NotFound
+from ..infra.pool import Database
+from ..pods.service import PodService
+from . import db as ai_db
 from .prompts import Source
 
 MAX_SOURCES = 4

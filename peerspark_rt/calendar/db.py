@@ -8,7 +8,7 @@ from typing import Any
 
 import asyncpg
 
-from .types import Conn, Executor
+from ..infra.dbtypes import Conn, Executor
 
 EVENT_COLUMNS = """id, user_id, title, description, event_type, start_time, end_time, timezone,
     location, is_all_day, is_recurring, recurrence_pattern, reminder_settings, related_pod_id,

@@ -4,7 +4,7 @@ take part in or that belong to their pods, expanded into occurrences for a date 
 Rules:
 * Calendars are private: an event is visible to its owner only (anyone else gets 404).
 * Times are instants; each event also has its own IANA time zone, in which a recurring event's
-  occurrences are computed (see services/recurrence.py). The range query renders instants in the
+  occurrences are computed (see calendar/recurrence.py). The range query renders instants in the
   viewer's zone (the `timezone` parameter, else the profile's).
 * All-day events take dates, not times: `startTime`/`endTime` are the first and the last day
   (inclusive), e.g. "2026-05-12" and "2026-05-13" for a two-day event.
@@ -27,14 +27,14 @@ from typing import Any, Literal
 import asyncpg
 import msgspec
 
-from ..db import calendar as calendar_db
-from ..db.pool import Database
-from ..db.types import Conn
+from ..accounts.auth import Principal
 from ..errors import Conflict, Invalid, NotFound
+from ..infra import validation
+from ..infra.dbtypes import Conn
+from ..infra.pool import Database
+from ..pods.service import PodService
+from . import db as calendar_db
 from . import recurrence as rec
-from . import validation
-from .auth import Principal
-from .pods import PodService
 
 log = logging.getLogger(__name__)
 

@@ -1,6 +1,6 @@
 """iCalendar (RFC 5545) in and out: a private feed per user that calendar clients subscribe to,
-and import of .ics files (read by services/ical_import.py). Built with the `icalendar` package,
-its VTIMEZONEs by services/vtimezone.py.
+and import of .ics files (read by calendar/ical_import.py). Built with the `icalendar` package,
+its VTIMEZONEs by calendar/vtimezone.py.
 
 The feed URL carries a random token; only its SHA-256 is stored. Creating a new token replaces
 the old one (the old URL stops working at once); revoking deletes it. The feed is a @public
@@ -24,12 +24,12 @@ import icalendar
 import msgspec
 
 from .. import __version__
-from ..db import calendar as calendar_db
-from ..db.pool import Database
+from ..accounts.auth import Principal
 from ..errors import AppError, Invalid, NotFound
+from ..infra.pool import Database
+from . import db as calendar_db
 from . import recurrence as rec
-from .auth import Principal
-from .calendar import (
+from .events import (
     MAX_EVENTS_PER_USER,
     CalendarService,
     calendar_full,
@@ -37,13 +37,7 @@ from .calendar import (
     event_view,
     session_series,
 )
-from .ical_import import (
-    UNREADABLE,
-    UNREADABLE_EVENT,
-    ImportNotes,
-    ImportProblem,
-    drafts_from_ics,
-)
+from .ical_import import UNREADABLE, UNREADABLE_EVENT, ImportNotes, ImportProblem, drafts_from_ics
 from .vtimezone import vtimezone
 
 log = logging.getLogger(__name__)

@@ -22,13 +22,7 @@ import msgspec
 
 from ..errors import BadRequest, Invalid
 from . import recurrence as rec
-from .calendar import (
-    EVENT_TYPES,
-    MAX_REMINDER_MINUTES,
-    MAX_REMINDERS,
-    EventCreate,
-    ReminderSetting,
-)
+from .events import EVENT_TYPES, MAX_REMINDER_MINUTES, MAX_REMINDERS, EventCreate, ReminderSetting
 
 log = logging.getLogger(__name__)
 

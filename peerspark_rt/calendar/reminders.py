@@ -42,15 +42,15 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from ..config import Settings
-from ..db import calendar as calendar_db
-from ..db import jobs as jobs_db
-from ..db.pool import Database
-from ..db.types import Conn
+from ..infra import jobs_db
+from ..infra.dbtypes import Conn
+from ..infra.jobs import Job, JobQueue, PermanentError
+from ..infra.pool import Database
+from ..notifications.prefs import MAX_SESSION_REMINDER_MINUTES, Channels, Preferences
+from ..notifications.service import NewNotification, NotificationService
+from . import db as calendar_db
 from . import recurrence as rec
-from .calendar import event_series, reminder_due_at, session_series
-from .jobs import Job, JobQueue, PermanentError
-from .notification_prefs import MAX_SESSION_REMINDER_MINUTES, Channels, Preferences
-from .notifications import NewNotification, NotificationService
+from .events import event_series, reminder_due_at, session_series
 
 log = logging.getLogger(__name__)
 LATE_NOTE = "This reminder is late: the server was down when it was due."

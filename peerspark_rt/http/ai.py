@@ -10,8 +10,7 @@ from typing import Any
 import msgspec
 from aiohttp import web
 
-from ..errors import AppError
-from ..services.ai.assistant import (
+from ..ai.assistant import (
     ChatRequest,
     ChatResponse,
     ConversationDetail,
@@ -24,6 +23,7 @@ from ..services.ai.assistant import (
     StudyPlanRequest,
     UsageView,
 )
+from ..errors import AppError
 from .contract import Raw, Reply, operation, signed_in
 from .keys import ASSISTANT, REQUEST_ID
 from .middleware import cors_headers, principal

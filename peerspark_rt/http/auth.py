@@ -5,7 +5,7 @@ from __future__ import annotations
 import msgspec
 from aiohttp import web
 
-from ..services.auth import (
+from ..accounts.auth import (
     AuthResult,
     ClientInfo,
     LoginRequest,
@@ -14,7 +14,7 @@ from ..services.auth import (
     SessionView,
     TokenPair,
 )
-from ..services.users import ProfileUpdate, PublicProfile, UserProfile
+from ..accounts.users import ProfileUpdate, PublicProfile, UserProfile
 from .contract import access, operation, signed_in
 from .keys import AUTH, USERS
 from .middleware import client_address, principal

@@ -6,8 +6,7 @@ import binascii
 
 from aiohttp import web
 
-from ..errors import BadRequest, PayloadTooLarge
-from ..services.calendar import (
+from ..calendar.events import (
     CalendarQuery,
     CalendarRange,
     EventCreate,
@@ -15,7 +14,8 @@ from ..services.calendar import (
     EventView,
     OccurrenceQuery,
 )
-from ..services.calendar_feed import FeedStatus, FeedToken, ImportResult
+from ..calendar.feed import FeedStatus, FeedToken, ImportResult
+from ..errors import BadRequest, PayloadTooLarge
 from .contract import FILE_FORM, Raw, access, operation, signed_in
 from .keys import CALENDAR, CALENDAR_FEED
 from .middleware import principal

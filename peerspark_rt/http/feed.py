@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from ..services.comments import (
+from ..social.comments import (
     Comment,
     CommentCreate,
     CommentInteractionRequest,
@@ -12,7 +12,7 @@ from ..services.comments import (
     CommentPage,
     CommentQuery,
 )
-from ..services.feed import (
+from ..social.feed import (
     FeedPage,
     FeedQuery,
     InteractionRequest,

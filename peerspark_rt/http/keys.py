@@ -5,36 +5,36 @@ from __future__ import annotations
 from aiohttp import web
 from redis.asyncio import Redis
 
+from ..accounts.auth import AuthService, Principal
+from ..accounts.ratelimit import RateLimiter
+from ..accounts.users import UserService
 from ..actors.hub import Hub
+from ..ai.assistant import AssistantService
+from ..calendar.events import CalendarService
+from ..calendar.feed import CalendarFeed
+from ..calendar.reminders import Reminders
 from ..cluster.broker import Broker
 from ..config import Settings
-from ..db.pool import Database
-from ..services.ai.assistant import AssistantService
-from ..services.ai.client import AIClient
-from ..services.auth import AuthService, Principal
-from ..services.calendar import CalendarService
-from ..services.calendar_feed import CalendarFeed
-from ..services.chat import ChatService
-from ..services.comments import CommentService
-from ..services.email import Mailer
-from ..services.feed import PostService
-from ..services.health import Health
-from ..services.jobs import JobQueue, Worker
-from ..services.live import LiveEvents
-from ..services.mobile import MobileService
-from ..services.moderation import ModerationService
-from ..services.notifications import NotificationService
-from ..services.pods import PodService
-from ..services.ratelimit import RateLimiter
-from ..services.realtime import RealtimeService
-from ..services.reminders import Reminders
-from ..services.reports import ReportService
-from ..services.resources import ResourceService
-from ..services.search import SearchService
-from ..services.sessions import SessionService
-from ..services.storage import Storage
-from ..services.uploads import UploadService
-from ..services.users import UserService
+from ..infra.ai_client import AIClient
+from ..infra.health import Health
+from ..infra.jobs import JobQueue, Worker
+from ..infra.live import LiveEvents
+from ..infra.pool import Database
+from ..infra.storage import Storage
+from ..moderation.service import ModerationService
+from ..notifications.email import Mailer
+from ..notifications.service import NotificationService
+from ..pods.service import PodService
+from ..resources.service import ResourceService
+from ..resources.uploads import UploadService
+from ..search.service import SearchService
+from ..sessions.chat import ChatService
+from ..sessions.realtime import RealtimeService
+from ..sessions.service import SessionService
+from ..social.comments import CommentService
+from ..social.feed import PostService
+from ..social.mobile import MobileService
+from ..social.reports import ReportService
 from .metrics import Metrics
 
 SETTINGS = web.AppKey("settings", Settings)

@@ -17,9 +17,9 @@ import msgspec
 from aiohttp import web
 
 from .. import logs
+from ..accounts.auth import Principal
 from ..errors import AppError, Invalid, RateLimited, RequestTimeout, Unauthorized
-from ..services.auth import Principal
-from ..services.validation import OUT_OF_RANGE
+from ..infra.validation import OUT_OF_RANGE
 from .contract import ErrorBody, ErrorResponse
 from .keys import AUTH, METRICS, PRINCIPAL, REQUEST_ID, SETTINGS
 from .render import json_response

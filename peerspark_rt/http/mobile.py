@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from ..services.mobile import MobileFeed, MobileFeedQuery, SyncRequest, SyncResponse
+from ..social.mobile import MobileFeed, MobileFeedQuery, SyncRequest, SyncResponse
 from .contract import operation, signed_in
 from .keys import MOBILE
 from .middleware import principal

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from ..services.moderation import HeldItem, HeldPage, HeldQuery, ReviewBody
+from ..moderation.service import HeldItem, HeldPage, HeldQuery, ReviewBody
 from .contract import operation, signed_in
 from .keys import MODERATION
 from .middleware import principal

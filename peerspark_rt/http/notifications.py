@@ -5,8 +5,8 @@ from __future__ import annotations
 import msgspec
 from aiohttp import web
 
-from ..services.notification_prefs import PreferencesUpdate, PreferencesView
-from ..services.notifications import NotificationPage, ReadAllResult, ReadResult
+from ..notifications.prefs import PreferencesUpdate, PreferencesView
+from ..notifications.service import NotificationPage, ReadAllResult, ReadResult
 from .contract import operation, signed_in
 from .keys import NOTIFICATIONS
 from .middleware import principal

@@ -5,7 +5,7 @@ from __future__ import annotations
 import msgspec
 from aiohttp import web
 
-from ..services.pods import (
+from ..pods.service import (
     Invitation,
     InviteRequest,
     JoinRequest,

@@ -16,7 +16,7 @@ from aiohttp import BodyPartReader, MultipartReader, web
 from aiohttp.http_exceptions import HttpProcessingError
 
 from ..errors import BadRequest, NotFound, PayloadTooLarge, RequestTimeout, UnsupportedMediaType
-from ..services import validation
+from ..infra import validation
 from .keys import SETTINGS
 
 T = TypeVar("T")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from ..services.reports import (
+from ..social.reports import (
     ReportPage,
     ReportQuery,
     ReportRequest,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import msgspec
 from aiohttp import web
 
-from ..services.resources import (
+from ..resources.service import (
     BookmarkResult,
     Download,
     RateRequest,
@@ -17,7 +17,7 @@ from ..services.resources import (
     ShareRequest,
     ToggleRequest,
 )
-from ..services.search import ResourceQuery, ResourceSearchResult
+from ..search.service import ResourceQuery, ResourceSearchResult
 from .contract import Raw, Reply, operation, signed_in
 from .keys import RESOURCES, SEARCH
 from .middleware import principal

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from ..services.search import PostSearchQuery, PostSearchResult, Suggestions, SuggestQuery
+from ..search.service import PostSearchQuery, PostSearchResult, Suggestions, SuggestQuery
 from .contract import operation, signed_in
 from .keys import SEARCH
 from .middleware import principal

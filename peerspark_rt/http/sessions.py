@@ -7,7 +7,7 @@ from aiohttp import web
 
 from ..errors import Forbidden
 from ..protocol import Message
-from ..services.sessions import (
+from ..sessions.service import (
     HistoryPage,
     HistoryQuery,
     Participant,

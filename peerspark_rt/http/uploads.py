@@ -6,8 +6,8 @@ import msgspec
 from aiohttp import BodyPartReader, hdrs, web
 
 from ..errors import Invalid, NotFound, PayloadTooLarge
-from ..services.storage import content_disposition
-from ..services.uploads import UploadResult
+from ..infra.storage import content_disposition
+from ..resources.uploads import UploadResult
 from .contract import FILE_FORM, Raw, access, operation, signed_in
 from .keys import SETTINGS, UPLOADS
 from .middleware import principal

@@ -11,12 +11,12 @@ from typing import Any
 import msgspec
 from aiohttp import WSMsgType, web
 
+from ..accounts.auth import Principal
 from ..actors.connection import CLOSE_DEADLINE, Connection, abort_if_stuck
 from ..errors import Forbidden, Invalid, Unauthorized
 from ..protocol import Send, client_json_decoder, client_msgpack_decoder
-from ..services.auth import Principal
-from ..services.chat import SendOrder
-from ..services.realtime import RealtimeService
+from ..sessions.chat import SendOrder
+from ..sessions.realtime import RealtimeService
 from .contract import Raw, operation, signed_in
 from .keys import AUTH, HUB, METRICS, REALTIME, SETTINGS
 from .middleware import bearer_token

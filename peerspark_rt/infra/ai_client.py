@@ -16,8 +16,8 @@ from typing import Any, Literal
 import openai
 from openai.types.chat import ChatCompletionMessageParam
 
-from ...config import Settings
-from ...errors import AppError, Unavailable, UpstreamError, UpstreamTimeout
+from ..config import Settings
+from ..errors import AppError, Unavailable, UpstreamError, UpstreamTimeout
 
 log = logging.getLogger(__name__)
 

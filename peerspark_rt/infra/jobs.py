@@ -28,9 +28,9 @@ from typing import Any
 
 import asyncpg
 
-from ..db import jobs as jobs_db
-from ..db.pool import Database
-from ..db.types import Executor
+from . import jobs_db
+from .dbtypes import Executor
+from .pool import Database
 
 log = logging.getLogger(__name__)
 

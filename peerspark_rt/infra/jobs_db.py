@@ -7,7 +7,7 @@ from typing import Any
 
 import asyncpg
 
-from .types import Executor
+from .dbtypes import Executor
 
 CHANNEL = "peerspark_jobs"  # NOTIFY channel: a job became ready
 COLUMNS = """id, kind, payload, status, run_at, attempts, max_attempts, last_error, locked_by,

@@ -15,7 +15,7 @@ from asyncpg.pool import PoolAcquireContext, PoolConnectionProxy
 
 from ..config import project_file
 from ..errors import Unavailable
-from .types import Conn
+from .dbtypes import Conn
 
 log = logging.getLogger(__name__)
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 
-from .types import Executor
+from ..infra.dbtypes import Executor
 
 
 def _count(status: str) -> int:

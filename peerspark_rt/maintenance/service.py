@@ -5,12 +5,12 @@ from __future__ import annotations
 import datetime as dt
 import logging
 
-from ..db import jobs as jobs_db
-from ..db import maintenance as maintenance_db
-from ..db.pool import Database
 from ..errors import Invalid
-from .jobs import Job, PermanentError
-from .uploads import UploadService
+from ..infra import jobs_db
+from ..infra.jobs import Job, PermanentError
+from ..infra.pool import Database
+from ..resources.uploads import UploadService
+from . import db as maintenance_db
 
 log = logging.getLogger(__name__)
 

@@ -8,7 +8,7 @@ from typing import Any
 
 import asyncpg
 
-from .types import Executor
+from ..infra.dbtypes import Executor
 
 HELD_COLUMNS = """h.id, h.content_type, h.author_id, u.username AS author_username, h.pod_id,
     h.session_id, h.content, h.snapshot, h.reason, h.rule, h.categories, h.status, h.reviewer_id,

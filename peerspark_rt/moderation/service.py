@@ -36,18 +36,18 @@ from typing import Any, Literal
 import asyncpg
 import msgspec
 
+from ..accounts.auth import Principal
 from ..config import Settings
-from ..db import moderation as moderation_db
-from ..db import sessions as sessions_db
-from ..db.pool import Database
 from ..errors import AppError, Conflict, Forbidden, HeldForReview, Invalid, NotFound
-from . import cursor as cursors
-from . import moderation_rules as rules
-from .ai.client import AIClient
-from .auth import Principal
-from .notifications import NewNotification, NotificationService
-from .observe import NoMetrics, ProductMetrics
-from .pods import PodService, ranks_at_least
+from ..infra import cursor as cursors
+from ..infra.ai_client import AIClient
+from ..infra.observe import NoMetrics, ProductMetrics
+from ..infra.pool import Database
+from ..notifications.service import NewNotification, NotificationService
+from ..pods.service import PodService, ranks_at_least
+from ..sessions import db as sessions_db
+from . import db as moderation_db
+from . import rules
 
 log = logging.getLogger(__name__)
 

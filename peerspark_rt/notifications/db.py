@@ -8,7 +8,7 @@ from typing import Any
 
 import asyncpg
 
-from .types import Executor
+from ..infra.dbtypes import Executor
 
 COLUMNS = """id, recipient_id, sender_id, notification_type, title, message, action_url, metadata,
              is_read, is_email_sent, is_push_sent, priority, created_at, read_at"""

@@ -14,10 +14,10 @@ from typing import Any
 
 import asyncpg
 
-from ..db.pool import Database
-from ..db.types import Conn
-from .live import LiveEvents
-from .notifications import NotificationService
+from ..infra.dbtypes import Conn
+from ..infra.live import LiveEvents
+from ..infra.pool import Database
+from .service import NotificationService
 
 log = logging.getLogger(__name__)
 

@@ -26,9 +26,9 @@ from typing import Any
 import aiosmtplib
 
 from ..config import Settings
-from ..db import notifications as notifications_db
-from ..db.pool import Database
-from .jobs import Job, PermanentError
+from ..infra.jobs import Job, PermanentError
+from ..infra.pool import Database
+from . import db as notifications_db
 
 log = logging.getLogger(__name__)
 

@@ -24,18 +24,18 @@ from typing import Any
 import asyncpg
 import msgspec
 
-from ..db import jobs as jobs_db
-from ..db import notifications as notifications_db
-from ..db.pool import Database
-from ..db.types import Conn
 from ..errors import Invalid, NotFound
+from ..infra import cursor as cursors
+from ..infra import jobs_db
+from ..infra.dbtypes import Conn
+from ..infra.jobs import Job, JobQueue
+from ..infra.live import LiveEvents
+from ..infra.pool import Database
 from ..protocol import Notification
-from . import cursor as cursors
-from . import notification_prefs as prefs_mod
+from . import db as notifications_db
+from . import prefs as prefs_mod
 from .email import absolute, link_html
-from .jobs import Job, JobQueue
-from .live import LiveEvents
-from .notification_prefs import Channels, Preferences, PreferencesUpdate, PreferencesView
+from .prefs import Channels, Preferences, PreferencesUpdate, PreferencesView
 
 log = logging.getLogger(__name__)
 

@@ -7,7 +7,7 @@ from typing import Any
 
 import asyncpg
 
-from .types import Conn, Executor
+from ..infra.dbtypes import Conn, Executor
 
 POD_COLUMNS = """p.id, p.name, p.description, p.subject, p.category, p.difficulty_level,
     p.cover_image_url, p.is_public, p.max_members, p.current_member_count, p.creator_id, p.tags,

@@ -22,15 +22,15 @@ from typing import Any, Literal
 import asyncpg
 import msgspec
 
-from ..db import pods as pods_db
-from ..db import sessions as sessions_db
-from ..db.pool import Database
-from ..db.types import Conn, Executor
+from ..accounts.auth import Principal
 from ..errors import Conflict, Forbidden, Invalid, NotFound
-from . import validation
-from .auth import Principal
-from .live import LiveEvents
-from .notifications import NewNotification, NotificationService
+from ..infra import validation
+from ..infra.dbtypes import Conn, Executor
+from ..infra.live import LiveEvents
+from ..infra.pool import Database
+from ..notifications.service import NewNotification, NotificationService
+from ..sessions import db as sessions_db
+from . import db as pods_db
 
 ROLE_RANK = {"member": 1, "moderator": 2, "admin": 3, "owner": 4}
 CATEGORIES = ("academic", "professional", "hobby")

@@ -1,1 +1,2 @@
-"""The resource vault: resources, uploads (type-checked, stored in S3 or a folder), file sniffing."""
+"""The resource vault: resources, uploads (type-checked, stored in S3 or a folder), and file
+sniffing."""

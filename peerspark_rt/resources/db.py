@@ -11,7 +11,7 @@ from typing import Any
 
 import asyncpg
 
-from .types import Conn, Executor
+from ..infra.dbtypes import Conn, Executor
 
 RESOURCE_TYPES = ("note", "flashcard", "document", "video", "audio", "link")
 DIFFICULTIES = ("beginner", "intermediate", "advanced")

@@ -23,17 +23,17 @@ from typing import Any
 import asyncpg
 import msgspec
 
-from ..db import pods as pods_db
-from ..db import resources as resources_db
-from ..db import uploads as uploads_db
-from ..db.search import MARK_END, MARK_START
-from ..db.types import Conn
+from ..accounts.auth import Principal
 from ..errors import Conflict, Forbidden, Invalid, NotFound
-from . import validation
-from .auth import Principal
-from .effects import AfterCommit, Units
-from .notifications import NewNotification
-from .pods import PodService
+from ..infra import validation
+from ..infra.dbtypes import Conn
+from ..notifications.effects import AfterCommit, Units
+from ..notifications.service import NewNotification
+from ..pods import db as pods_db
+from ..pods.service import PodService
+from ..search.db import MARK_END, MARK_START
+from . import db as resources_db
+from . import uploads_db
 from .uploads import FileLink, UploadService
 
 MAX_CONTENT = 200_000

@@ -20,13 +20,12 @@ from urllib.parse import unquote
 import asyncpg
 import msgspec
 
-from ..db import uploads as uploads_db
-from ..db.pool import Database
+from ..accounts.auth import Principal
+from ..accounts.ratelimit import Limit, RateLimiter, enforce
 from ..errors import Invalid, NotFound, PayloadTooLarge, UnsupportedMediaType
-from . import sniff
-from .auth import Principal
-from .ratelimit import Limit, RateLimiter, enforce
-from .storage import LocalStorage, SignedUrl, Storage, Writer, new_key
+from ..infra.pool import Database
+from ..infra.storage import LocalStorage, SignedUrl, Storage, Writer, new_key
+from . import sniff, uploads_db
 
 log = logging.getLogger(__name__)
 

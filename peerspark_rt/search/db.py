@@ -15,9 +15,9 @@ from typing import Any, Literal
 
 import asyncpg
 
-from . import posts as posts_db
-from . import resources as resources_db
-from .types import Executor
+from ..infra.dbtypes import Executor
+from ..resources import db as resources_db
+from ..social import posts_db
 
 # Highlight markers: private-use characters, escaped to <mark> after HTML-escaping the text.
 MARK_START = "\ue000"

@@ -12,14 +12,14 @@ import uuid
 
 import msgspec
 
-from ..db import resources as resources_db
-from ..db import search as search_db
+from ..accounts.auth import Principal
 from ..errors import Invalid
-from . import validation
-from .auth import Principal
-from .feed import Post, PostService
-from .pods import PodService
-from .resources import Resource, ResourceService, highlight_html
+from ..infra import validation
+from ..pods.service import PodService
+from ..resources import db as resources_db
+from ..resources.service import Resource, ResourceService, highlight_html
+from ..social.feed import Post, PostService
+from . import db as search_db
 
 MAX_QUERY = 200
 MAX_OFFSET = 10_000

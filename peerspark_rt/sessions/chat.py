@@ -33,15 +33,15 @@ from typing import Any, Literal
 
 import asyncpg
 
-from ..db import sessions as sessions_db
-from ..db.pool import Database
+from ..accounts.auth import Principal
 from ..errors import Conflict, Invalid, NotFound, RateLimited, Unavailable
+from ..infra import validation
+from ..infra.live import LiveEvents
+from ..infra.pool import Database
+from ..moderation.service import HeldContent, ModerationContext, ModerationService, Verdict
 from ..protocol import MAX_AI_BODY_CHARS, MAX_BODY_CHARS, Event, Message, Retracted, Sender
-from . import validation
-from .auth import Principal
-from .live import LiveEvents
-from .moderation import HeldContent, ModerationContext, ModerationService, Verdict
-from .sessions import message_frame
+from . import db as sessions_db
+from .service import message_frame
 
 log = logging.getLogger(__name__)
 

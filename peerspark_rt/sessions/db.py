@@ -9,7 +9,7 @@ from typing import Any
 
 import asyncpg
 
-from .types import Conn, Executor
+from ..infra.dbtypes import Conn, Executor
 
 SESSION_COLUMNS = """s.id, s.title, s.description, s.session_type, s.pod_id, s.organizer_id,
     s.start_time, s.end_time, s.timezone, s.meeting_url, s.meeting_id, s.max_participants,

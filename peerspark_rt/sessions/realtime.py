@@ -13,12 +13,14 @@ from typing import Any
 
 import msgspec
 
+from ..accounts.auth import Principal
 from ..actors import mail
 from ..actors.connection import Connection, send_frame
 from ..actors.hub import Hub
-from ..db import sessions as sessions_db
-from ..db.pool import Database
 from ..errors import AppError, Forbidden, HeldForReview, Invalid, NotFound
+from ..infra import validation
+from ..infra.pool import Database
+from ..pods.service import PodService
 from ..protocol import (
     CLOSE_TOO_MANY_ERRORS,
     Ack,
@@ -37,11 +39,9 @@ from ..protocol import (
     json_encoder,
     parse_room,
 )
-from . import validation
-from .auth import Principal
+from . import db as sessions_db
 from .chat import ChatService, SendOrder
-from .pods import PodService
-from .sessions import SessionService, message_frame
+from .service import SessionService, message_frame
 
 log = logging.getLogger(__name__)
 

@@ -22,14 +22,15 @@ from typing import Any, Literal
 import asyncpg
 import msgspec
 
-from ..db import sessions as sessions_db
-from ..db.pool import Database
+from ..accounts.auth import Principal
+from ..calendar import recurrence
 from ..errors import Conflict, Forbidden, Invalid, NotFound
+from ..infra import validation
+from ..infra.live import LiveEvents
+from ..infra.pool import Database
+from ..pods.service import PodService
 from ..protocol import Message, Sender
-from . import recurrence, validation
-from .auth import Principal
-from .live import LiveEvents
-from .pods import PodService
+from . import db as sessions_db
 
 SESSION_TYPES = ("individual", "group", "pod")
 STATUSES = ("scheduled", "ongoing", "completed", "cancelled")
@@ -228,7 +229,7 @@ async def _recurrence(
     is_recurring: bool, pattern: Any, start: dt.datetime, end: dt.datetime, tz: str
 ) -> dict[str, Any]:
     """The recurrence columns of a session: its pattern, normalized by the same RFC 5545 rules
-    as calendar events and computed in the session's own time zone (services/recurrence.py),
+    as calendar events and computed in the session's own time zone (calendar/recurrence.py),
     and `span_end`, when its last occurrence ends (None: never)."""
     if pattern is None:
         if is_recurring:

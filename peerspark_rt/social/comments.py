@@ -17,18 +17,17 @@ from typing import Any, Literal
 import asyncpg
 import msgspec
 
-from ..db import comments as comments_db
-from ..db import posts as posts_db
-from ..db.types import Conn, Executor
+from ..accounts.auth import Principal
 from ..errors import Conflict, Forbidden, Invalid, NotFound
-from . import cursor as cursors
-from . import validation
-from .auth import Principal
-from .effects import AfterCommit, Units
+from ..infra import cursor as cursors
+from ..infra import validation
+from ..infra.dbtypes import Conn, Executor
+from ..moderation.service import ModerationContext, ModerationService
+from ..notifications.effects import AfterCommit, Units
+from ..notifications.service import NewNotification
+from ..pods.service import is_moderator
+from . import comments_db, posts_db
 from .feed import AuthorBrief, author_brief, room_of
-from .moderation import ModerationContext, ModerationService
-from .notifications import NewNotification
-from .pods import is_moderator
 from .reports import ReportResult, ReportService
 
 MAX_CONTENT = 5000

@@ -26,19 +26,19 @@ from typing import Any
 import asyncpg
 import msgspec
 
-from ..db import posts as posts_db
-from ..db import uploads as uploads_db
-from ..db.types import Conn, Executor
+from ..accounts.auth import Principal
 from ..errors import Conflict, Forbidden, Invalid, NotFound
-from . import cursor as cursors
-from . import validation
-from .auth import Principal
-from .effects import AfterCommit, Units
-from .moderation import ModerationContext, ModerationService
-from .notifications import NewNotification
-from .pods import PodService, is_moderator
+from ..infra import cursor as cursors
+from ..infra import validation
+from ..infra.dbtypes import Conn, Executor
+from ..moderation.service import ModerationContext, ModerationService
+from ..notifications.effects import AfterCommit, Units
+from ..notifications.service import NewNotification
+from ..pods.service import PodService, is_moderator
+from ..resources import uploads_db
+from ..resources.uploads import UploadService
+from . import posts_db
 from .reports import ReportResult, ReportService
-from .uploads import UploadService
 
 # Each feed type is served by the query of the same name; inside one pod, by `_POD_SOURCES`.
 FEED_TYPES: tuple[posts_db.FeedSource, ...] = ("all", "my-pods", "bookmarked", "trending")

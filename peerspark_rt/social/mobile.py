@@ -23,17 +23,16 @@ from typing import Any, ClassVar, TypeVar
 import asyncpg
 import msgspec
 
-from ..db import posts as posts_db
-from ..db import resources as resources_db
-from ..db import sync as sync_db
-from ..db.types import Conn
+from ..accounts.auth import Principal
 from ..errors import AppError, Invalid, RateLimited, Unavailable
-from . import validation
-from .auth import Principal
+from ..infra import validation
+from ..infra.dbtypes import Conn
+from ..notifications.effects import AfterCommit, Units
+from ..resources import db as resources_db
+from ..resources.service import RateRequest, Resource, ResourceService
+from . import posts_db, sync_db
 from .comments import CommentCreate, CommentService
-from .effects import AfterCommit, Units
 from .feed import FeedQuery, Post, PostCreate, PostService, PostUpdate
-from .resources import RateRequest, Resource, ResourceService
 
 log = logging.getLogger(__name__)
 

@@ -12,7 +12,7 @@ from typing import Any, Literal
 
 import asyncpg
 
-from .types import Conn, Executor
+from ..infra.dbtypes import Conn, Executor
 
 POST_TYPES = ("general", "question", "resource", "milestone", "announcement")
 VISIBILITIES = ("public", "pod", "private")

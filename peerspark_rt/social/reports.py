@@ -10,7 +10,7 @@ removes it, which closes every pending report on it.
 Posts, comments and resources can be reported (the spec's reports); each kind plugs in
 through a `ContentHandler`, and other code may reuse `hide_content` / `restore_content` /
 `remove_content` on them. Session messages are not reported here: moderation screens them
-before they are delivered (services/moderation.py).
+before they are delivered (moderation/service.py).
 """
 
 from __future__ import annotations
@@ -23,19 +23,17 @@ from typing import Any, Literal, Protocol
 import asyncpg
 import msgspec
 
-from ..db import comments as comments_db
-from ..db import pods as pods_db
-from ..db import posts as posts_db
-from ..db import reports as reports_db
-from ..db import resources as resources_db
-from ..db.types import Conn, Executor
+from ..accounts.auth import Principal
 from ..errors import Conflict, Forbidden, Invalid, NotFound
-from . import cursor as cursors
-from . import validation
-from .auth import Principal
-from .effects import AfterCommit, Units
-from .notifications import NewNotification
-from .pods import is_moderator, roles_at_least
+from ..infra import cursor as cursors
+from ..infra import validation
+from ..infra.dbtypes import Conn, Executor
+from ..notifications.effects import AfterCommit, Units
+from ..notifications.service import NewNotification
+from ..pods import db as pods_db
+from ..pods.service import is_moderator, roles_at_least
+from ..resources import db as resources_db
+from . import comments_db, posts_db, reports_db
 
 # Content is hidden when its pending reports weigh this much together (three reports of
 # established, verified users; see reporter_weight).
