@@ -15,21 +15,27 @@ from typing import Any
 from aiohttp import web
 from redis.asyncio import Redis
 
-from .accounts.auth import AuthService
+from .accounts.auth import AUTH, AuthService
 from .accounts.db import live_sessions
-from .accounts.ratelimit import FallbackRateLimiter, LocalRateLimiter, RateLimiter, RedisRateLimiter
-from .accounts.users import UserService
-from .actors.hub import Hub
-from .ai.assistant import AssistantService
+from .accounts.ratelimit import (
+    LIMITER,
+    FallbackRateLimiter,
+    LocalRateLimiter,
+    RateLimiter,
+    RedisRateLimiter,
+)
+from .accounts.users import USERS, UserService
+from .actors.hub import HUB, Hub
+from .ai.assistant import ASSISTANT, AssistantService
 from .ai.quota import QuotaService
 from .ai.retrieval import Retriever
-from .calendar.events import CalendarService
-from .calendar.feed import CalendarFeed
-from .calendar.reminders import Reminders
-from .cluster.broker import Broker, LocalBroker, RedisBroker
+from .calendar.events import CALENDAR, CalendarService
+from .calendar.feed import CALENDAR_FEED, CalendarFeed
+from .calendar.reminders import REMINDERS, Reminders
+from .cluster.broker import BROKER, REDIS, Broker, LocalBroker, RedisBroker
 from .cluster.presence import LocalPresence, Presence, RedisPresence
 from .cluster.publisher import Publisher
-from .config import Settings
+from .config import SETTINGS, Settings
 from .errors import Conflict
 from .http import ai as ai_http
 from .http import auth as auth_http
@@ -47,69 +53,33 @@ from .http import search as search_http
 from .http import sessions as sessions_http
 from .http import uploads as uploads_http
 from .http import ws as ws_http
-from .http.keys import (
-    AI,
-    ASSISTANT,
-    AUTH,
-    BROKER,
-    CALENDAR,
-    CALENDAR_FEED,
-    CHAT,
-    CHAT_DB,
-    COMMENTS,
-    DB,
-    HEALTH,
-    HUB,
-    JOBS,
-    LIMITER,
-    LIVE,
-    MAILER,
-    METRICS,
-    MOBILE,
-    MODERATION,
-    NOTIFICATIONS,
-    PODS,
-    POSTS,
-    REALTIME,
-    REDIS,
-    REMINDERS,
-    REPORTS,
-    RESOURCES,
-    SEARCH,
-    SESSIONS,
-    SETTINGS,
-    STORAGE,
-    UPLOADS,
-    USERS,
-    WORKER,
-)
-from .http.metrics import Metrics
+from .http.metrics import METRICS, Metrics
 from .http.middleware import MIDDLEWARES, security_headers
 from .http.openapi import API_DOCUMENT, ApiDocument
 from .http.transport import GuardedSite, make_runner, start_metrics_listener
-from .infra.ai_client import AIClient
-from .infra.health import Health
-from .infra.jobs import JobQueue, Periodic, Worker, WorkerCounters
-from .infra.live import LiveEvents
-from .infra.pool import Database, apply_schema
-from .infra.storage import make_storage
+from .infra.ai_client import AI, AIClient
+from .infra.health import HEALTH, Health
+from .infra.jobs import JOBS, WORKER, JobQueue, Periodic, Worker, WorkerCounters
+from .infra.live import LIVE, LiveEvents
+from .infra.pool import CHAT_DB, DB, Database, apply_schema
+from .infra.storage import STORAGE, make_storage
 from .maintenance.service import Maintenance, rollup_payload
-from .moderation.service import HeldContent, ModerationService
+from .moderation.service import MODERATION, HeldContent, ModerationService
 from .notifications.effects import Units
-from .notifications.email import EmailJobs, Mailer
-from .notifications.service import NotificationService
-from .pods.service import PodService
+from .notifications.email import MAILER, EmailJobs, Mailer
+from .notifications.service import NOTIFICATIONS, NotificationService
+from .pods.service import PODS, PodService
 from .protocol import CLOSE_SESSION_REVOKED
-from .resources.service import ResourceService
-from .resources.uploads import UploadService
-from .search.service import SearchService
-from .sessions.chat import ChatLimiter, ChatService
-from .sessions.realtime import RealtimeService, SessionHistory
-from .sessions.service import SessionService
-from .social.comments import CommentService
-from .social.feed import PostService
-from .social.mobile import MobileService
-from .social.reports import CommentContent, PostContent, ReportService, ResourceContent
+from .resources.service import RESOURCES, ResourceService
+from .resources.uploads import UPLOADS, UploadService
+from .search.service import SEARCH, SearchService
+from .sessions.chat import CHAT, ChatLimiter, ChatService
+from .sessions.realtime import REALTIME, RealtimeService, SessionHistory
+from .sessions.service import SESSIONS, SessionService
+from .social.comments import COMMENTS, CommentService
+from .social.feed import POSTS, PostService
+from .social.mobile import MOBILE, MobileService
+from .social.reports import REPORTS, CommentContent, PostContent, ReportService, ResourceContent
 
 log = logging.getLogger(__name__)
 
@@ -254,7 +224,7 @@ async def _services(app: web.Application) -> AsyncIterator[None]:
     app[PODS] = PodService(db, app[LIVE], app[NOTIFICATIONS])
     app[SESSIONS] = SessionService(db, app[PODS], app[LIVE])
     app[MODERATION] = ModerationService(
-        db, settings, app[AI], app[PODS], app[NOTIFICATIONS], metrics
+        db, settings, app[AI], app[PODS], app[NOTIFICATIONS], metrics, sessions=app[SESSIONS]
     )
     app[CHAT] = ChatService(
         db,

@@ -17,6 +17,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+from aiohttp import web
+
 
 def project_file(*parts: str) -> Path:
     """A file at the top of the project (schema.sql, config/...): beside the package in a source
@@ -496,3 +498,7 @@ def ensure_secrets(settings: Settings) -> Settings:
         jwt_secret=settings.jwt_secret or stored["access"],
         jwt_refresh_secret=settings.jwt_refresh_secret or stored["refresh"],
     )
+
+
+# the application's key for what this module provides (typed app state)
+SETTINGS = web.AppKey("settings", Settings)

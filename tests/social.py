@@ -43,7 +43,7 @@ async def platform_moderator(api: Api, db: asyncpg.Connection, user: User) -> Us
 async def established(api: Api, *users: User, days: int = 30, verified: bool = True) -> None:
     """Age accounts and verify their email, so their reports weigh a full report each (the
     weight of a report grows with its reporter's standing: social/reports.py)."""
-    from peerspark_rt.http.keys import DB
+    from peerspark_rt.infra.pool import DB
 
     await api.app[DB].pool.execute(
         "UPDATE users SET created_at = NOW() - make_interval(days => $2), is_verified = $3 "

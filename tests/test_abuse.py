@@ -10,8 +10,7 @@ from typing import Any
 
 import redis.asyncio as redis_async
 
-from peerspark_rt.config import Settings, load_settings
-from peerspark_rt.http.keys import SETTINGS
+from peerspark_rt.config import SETTINGS, Settings, load_settings
 from tests.helpers import PASSWORD, Api, unique
 from tests.social import established, post
 

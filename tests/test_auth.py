@@ -12,7 +12,7 @@ from typing import Any
 import jwt
 import pytest
 
-from peerspark_rt.http.keys import SETTINGS
+from peerspark_rt.config import SETTINGS
 from tests.helpers import PASSWORD, Api, unique
 
 

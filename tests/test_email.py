@@ -17,10 +17,9 @@ from typing import Any
 import pytest
 from aiosmtpd.controller import Controller
 
-from peerspark_rt.http.keys import JOBS, NOTIFICATIONS, WORKER
-from peerspark_rt.infra.jobs import Job
+from peerspark_rt.infra.jobs import JOBS, WORKER, Job
 from peerspark_rt.notifications.email import header_text
-from peerspark_rt.notifications.service import NewNotification
+from peerspark_rt.notifications.service import NOTIFICATIONS, NewNotification
 from tests.helpers import Api
 
 

@@ -13,8 +13,7 @@ from typing import Any
 import aiohttp
 
 from peerspark_rt.app import start_metrics_listener
-from peerspark_rt.config import Settings, load_settings
-from peerspark_rt.http.keys import SETTINGS
+from peerspark_rt.config import SETTINGS, Settings, load_settings
 from tests import rawhttp
 from tests.helpers import Api, User
 from tests.social import platform_moderator

@@ -74,7 +74,7 @@ async def test_health_with_redis(make_client: Any, redis_url: str) -> None:
 
 
 async def test_health_is_503_when_the_database_is_down(api: Api) -> None:
-    from peerspark_rt.http.keys import DB
+    from peerspark_rt.infra.pool import DB
 
     await api.app[DB].pool.close()
     assert (await api.get("/health")).body == {"status": "unhealthy"}

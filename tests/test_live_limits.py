@@ -16,8 +16,8 @@ import pytest
 from peerspark_rt import protocol
 from peerspark_rt.client import LiveClient, LiveError
 from peerspark_rt.errors import Invalid
-from peerspark_rt.http.keys import CHAT
 from peerspark_rt.sessions import db as sessions_db
+from peerspark_rt.sessions.chat import CHAT
 from peerspark_rt.sessions.realtime import SessionHistory
 from tests.faults import TcpProxy
 from tests.helpers import Api, frame_of, messages_from, open_session

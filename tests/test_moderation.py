@@ -13,8 +13,7 @@ import pytest
 
 from peerspark_rt.accounts.auth import Principal
 from peerspark_rt.client import LiveError
-from peerspark_rt.http.keys import MODERATION
-from peerspark_rt.moderation.service import HeldContent, ModerationContext
+from peerspark_rt.moderation.service import MODERATION, HeldContent, ModerationContext
 from tests.conftest import ai_settings
 from tests.fake_openai import FakeOpenAI
 from tests.helpers import Api, User, listen_live

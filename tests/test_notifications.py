@@ -10,9 +10,9 @@ import uuid
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from peerspark_rt.http.keys import DB, NOTIFICATIONS
 from peerspark_rt.infra import cursor
-from peerspark_rt.notifications.service import NewNotification
+from peerspark_rt.infra.pool import DB
+from peerspark_rt.notifications.service import NOTIFICATIONS, NewNotification
 from tests.helpers import Api, User, listen_live
 
 

@@ -10,7 +10,7 @@ import time
 from collections.abc import Awaitable
 from typing import Any, TypeVar
 
-from peerspark_rt.http.keys import DB
+from peerspark_rt.infra.pool import DB
 from tests.helpers import Api
 from tests.social import join, post
 

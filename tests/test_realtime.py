@@ -522,7 +522,8 @@ async def test_rooms_stop_when_empty_and_nodes_subscribe_only_to_their_rooms(
 ) -> None:
     from redis.asyncio import Redis
 
-    from peerspark_rt.http.keys import HUB, SETTINGS
+    from peerspark_rt.actors.hub import HUB
+    from peerspark_rt.config import SETTINGS
 
     monkeypatch.setattr(room_module, "LINGER", 0.2)
     api = await make_client(redis_url=redis_url)

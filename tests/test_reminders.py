@@ -15,7 +15,7 @@ import aiohttp
 import pytest
 
 from peerspark_rt.calendar import reminders as reminders_module
-from peerspark_rt.http.keys import REMINDERS
+from peerspark_rt.calendar.reminders import REMINDERS
 from tests.helpers import PASSWORD, Api, User, listen_live, unique
 from tests.nodes import Node, start_node
 

@@ -20,8 +20,9 @@ import pytest
 from aiobotocore.session import get_session
 from botocore.exceptions import ClientError
 
-from peerspark_rt.http.keys import DB, JOBS, STORAGE, WORKER
-from peerspark_rt.infra.storage import LocalStorage
+from peerspark_rt.infra.jobs import JOBS, WORKER
+from peerspark_rt.infra.pool import DB
+from peerspark_rt.infra.storage import STORAGE, LocalStorage
 from tests.helpers import Api, User, unique
 from tests.social import post, resource
 

@@ -13,6 +13,7 @@ from typing import Any
 
 import asyncpg
 import msgspec
+from aiohttp import web
 
 from ..config import Settings
 from ..errors import Conflict, Forbidden, Invalid, NotFound, RateLimited, Unauthorized
@@ -420,3 +421,7 @@ class AuthService:
                 await hook(user_id, session_id)
             except Exception:
                 log.exception("session revocation hook failed")
+
+
+# the application's key for what this module provides (typed app state)
+AUTH = web.AppKey("auth", AuthService)

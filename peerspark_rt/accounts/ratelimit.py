@@ -13,6 +13,7 @@ import time
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from aiohttp import web
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
@@ -167,3 +168,7 @@ class FallbackRateLimiter:
         if self.degraded_since is None:
             return "redis"
         return "in-process fallback (Redis not answering)"
+
+
+# the application's key for what this module provides (typed app state)
+LIMITER = web.AppKey("limiter", RateLimiter)

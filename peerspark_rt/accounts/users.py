@@ -8,6 +8,7 @@ from typing import Any, Literal
 
 import asyncpg
 import msgspec
+from aiohttp import web
 
 from ..errors import Conflict, Invalid, NotFound
 from ..infra import validation
@@ -202,3 +203,7 @@ class UserService:
         if privacy.get("showEmail", False) or viewer_id == user_id:
             base.email = row["email"]
         return base
+
+
+# the application's key for what this module provides (typed app state)
+USERS = web.AppKey("users", UserService)

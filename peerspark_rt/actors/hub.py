@@ -24,6 +24,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
 
 import orjson
+from aiohttp import web
 
 from ..cluster import envelope
 from ..cluster.broker import CONTROL_ROOM, Broker
@@ -408,3 +409,7 @@ class Hub:
         self._tasks.discard(task)
         if not task.cancelled() and task.exception() is not None:
             log.error("background task failed", exc_info=task.exception())
+
+
+# the application's key for what this module provides (typed app state)
+HUB = web.AppKey("hub", Hub)

@@ -21,6 +21,7 @@ from typing import Any
 
 import asyncpg
 import msgspec
+from aiohttp import web
 
 from ..accounts.auth import Principal
 from ..accounts.ratelimit import Limit, RateLimiter
@@ -823,3 +824,7 @@ def _stored_uuid(value: Any) -> uuid.UUID | None:
         return uuid.UUID(str(value)) if value else None
     except ValueError:
         return None
+
+
+# the application's key for what this module provides (typed app state)
+ASSISTANT = web.AppKey("assistant", AssistantService)

@@ -26,6 +26,7 @@ from typing import Any, Literal
 
 import asyncpg
 import msgspec
+from aiohttp import web
 
 from ..accounts.auth import Principal
 from ..errors import Conflict, Invalid, NotFound
@@ -814,3 +815,7 @@ def _check_override_times(override: rec.Override, series: rec.Series, rid: str) 
     if end < start or (series.all_day and end <= start):
         raise Invalid("endTime", "must not be before startTime")
     return override
+
+
+# the application's key for what this module provides (typed app state)
+CALENDAR = web.AppKey("calendar", CalendarService)

@@ -22,6 +22,7 @@ from typing import Any
 import asyncpg
 import icalendar
 import msgspec
+from aiohttp import web
 
 from .. import __version__
 from ..accounts.auth import Principal
@@ -350,3 +351,7 @@ class CalendarFeed:
 
 def new_uid() -> str:
     return f"{uuid.uuid4()}@peerspark"
+
+
+# the application's key for what this module provides (typed app state)
+CALENDAR_FEED = web.AppKey("calendar_feed", CalendarFeed)

@@ -41,6 +41,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Any
 
+from aiohttp import web
+
 from ..config import Settings
 from ..infra import jobs_db
 from ..infra.dbtypes import Conn
@@ -434,3 +436,7 @@ class Reminders:
 
 def _escape(value: Any) -> str:
     return html.escape(str(value), quote=True)
+
+
+# the application's key for what this module provides (typed app state)
+REMINDERS = web.AppKey("reminders", Reminders)

@@ -21,6 +21,7 @@ import logging
 from collections.abc import Callable
 from typing import Any, Protocol
 
+from aiohttp import web
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
@@ -256,3 +257,8 @@ class RedisBroker:
             log.info("redis pubsub re-subscribed to %d rooms", len(wanted))
         except (RedisError, OSError, TimeoutError) as exc:
             log.warning("redis re-subscribe failed: %s", exc or type(exc).__name__)
+
+
+# the application's key for what this module provides (typed app state)
+REDIS = web.AppKey("redis", Redis)
+BROKER = web.AppKey("broker", Broker)

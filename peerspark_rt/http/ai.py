@@ -11,6 +11,7 @@ import msgspec
 from aiohttp import web
 
 from ..ai.assistant import (
+    ASSISTANT,
     ChatRequest,
     ChatResponse,
     ConversationDetail,
@@ -25,8 +26,7 @@ from ..ai.assistant import (
 )
 from ..errors import AppError
 from .contract import Raw, Reply, operation, signed_in
-from .keys import ASSISTANT, REQUEST_ID
-from .middleware import cors_headers, principal
+from .middleware import REQUEST_ID, cors_headers, principal
 from .render import encode, path_id
 
 log = logging.getLogger(__name__)

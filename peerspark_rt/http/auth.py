@@ -6,6 +6,7 @@ import msgspec
 from aiohttp import web
 
 from ..accounts.auth import (
+    AUTH,
     AuthResult,
     ClientInfo,
     LoginRequest,
@@ -14,9 +15,8 @@ from ..accounts.auth import (
     SessionView,
     TokenPair,
 )
-from ..accounts.users import ProfileUpdate, PublicProfile, UserProfile
+from ..accounts.users import USERS, ProfileUpdate, PublicProfile, UserProfile
 from .contract import access, operation, signed_in
-from .keys import AUTH, USERS
 from .middleware import client_address, principal
 from .render import path_id
 

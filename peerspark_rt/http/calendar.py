@@ -7,6 +7,7 @@ import binascii
 from aiohttp import web
 
 from ..calendar.events import (
+    CALENDAR,
     CalendarQuery,
     CalendarRange,
     EventCreate,
@@ -14,10 +15,9 @@ from ..calendar.events import (
     EventView,
     OccurrenceQuery,
 )
-from ..calendar.feed import FeedStatus, FeedToken, ImportResult
+from ..calendar.feed import CALENDAR_FEED, FeedStatus, FeedToken, ImportResult
 from ..errors import BadRequest, PayloadTooLarge
 from .contract import FILE_FORM, Raw, access, operation, signed_in
-from .keys import CALENDAR, CALENDAR_FEED
 from .middleware import principal
 from .render import Form, path_id, read_whole
 

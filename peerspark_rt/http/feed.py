@@ -5,6 +5,7 @@ from __future__ import annotations
 from aiohttp import web
 
 from ..social.comments import (
+    COMMENTS,
     Comment,
     CommentCreate,
     CommentInteractionRequest,
@@ -13,6 +14,7 @@ from ..social.comments import (
     CommentQuery,
 )
 from ..social.feed import (
+    POSTS,
     FeedPage,
     FeedQuery,
     InteractionRequest,
@@ -22,7 +24,6 @@ from ..social.feed import (
     PostUpdate,
 )
 from .contract import operation, signed_in
-from .keys import COMMENTS, POSTS
 from .middleware import principal
 from .render import path_id
 

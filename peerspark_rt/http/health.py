@@ -17,9 +17,12 @@ import msgspec
 from aiohttp import web
 
 from .. import __version__
+from ..accounts.auth import AUTH
+from ..config import SETTINGS
 from ..errors import AppError, Unauthorized
+from ..infra.health import HEALTH
 from .contract import Raw, Reply, access, operation
-from .keys import AUTH, HEALTH, METRICS, METRICS_LISTENER, SETTINGS
+from .metrics import METRICS, METRICS_LISTENER
 from .middleware import bearer_token
 
 routes = web.RouteTableDef()

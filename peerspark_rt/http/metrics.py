@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Iterable
 
+from aiohttp import web
 from prometheus_client import (
     CollectorRegistry,
     Counter,
@@ -235,3 +236,9 @@ class Metrics:
 
     def render(self) -> bytes:
         return generate_latest(self.registry)
+
+
+# the application's key for what this module provides (typed app state)
+METRICS = web.AppKey("metrics", Metrics)
+# set on the application METRICS_ADDRESS serves (http/health.py: metrics_app)
+METRICS_LISTENER = web.AppKey("metrics_listener", bool)

@@ -17,11 +17,12 @@ import msgspec
 from aiohttp import web
 
 from .. import logs
-from ..accounts.auth import Principal
+from ..accounts.auth import AUTH, Principal
+from ..config import SETTINGS
 from ..errors import AppError, Invalid, RateLimited, RequestTimeout, Unauthorized
 from ..infra.validation import OUT_OF_RANGE
 from .contract import ErrorBody, ErrorResponse
-from .keys import AUTH, METRICS, PRINCIPAL, REQUEST_ID, SETTINGS
+from .metrics import METRICS
 from .render import json_response
 
 log = logging.getLogger("peerspark_rt.http")
@@ -276,3 +277,8 @@ async def security_headers(request: web.Request, response: web.StreamResponse) -
         headers["Cache-Control"] = "no-store"
     elif request.path.startswith("/api/"):
         headers.setdefault("Cache-Control", "no-store")
+
+
+# the application's key for what this module provides (typed app state)
+PRINCIPAL = web.RequestKey("principal", Principal)
+REQUEST_ID = web.RequestKey("request_id", str)

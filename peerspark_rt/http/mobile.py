@@ -4,9 +4,8 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from ..social.mobile import MobileFeed, MobileFeedQuery, SyncRequest, SyncResponse
+from ..social.mobile import MOBILE, MobileFeed, MobileFeedQuery, SyncRequest, SyncResponse
 from .contract import operation, signed_in
-from .keys import MOBILE
 from .middleware import principal
 
 routes = web.RouteTableDef()

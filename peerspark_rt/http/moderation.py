@@ -4,9 +4,8 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from ..moderation.service import HeldItem, HeldPage, HeldQuery, ReviewBody
+from ..moderation.service import MODERATION, HeldItem, HeldPage, HeldQuery, ReviewBody
 from .contract import operation, signed_in
-from .keys import MODERATION
 from .middleware import principal
 from .render import path_id
 

@@ -6,9 +6,8 @@ import msgspec
 from aiohttp import web
 
 from ..notifications.prefs import PreferencesUpdate, PreferencesView
-from ..notifications.service import NotificationPage, ReadAllResult, ReadResult
+from ..notifications.service import NOTIFICATIONS, NotificationPage, ReadAllResult, ReadResult
 from .contract import operation, signed_in
-from .keys import NOTIFICATIONS
 from .middleware import principal
 from .render import path_id
 

@@ -6,6 +6,7 @@ import msgspec
 from aiohttp import web
 
 from ..pods.service import (
+    PODS,
     Invitation,
     InviteRequest,
     JoinRequest,
@@ -21,7 +22,6 @@ from ..pods.service import (
     PodUpdate,
 )
 from .contract import Reply, operation, signed_in
-from .keys import PODS
 from .middleware import principal
 from .render import path_id
 

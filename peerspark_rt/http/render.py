@@ -15,9 +15,9 @@ import msgspec
 from aiohttp import BodyPartReader, MultipartReader, web
 from aiohttp.http_exceptions import HttpProcessingError
 
+from ..config import SETTINGS
 from ..errors import BadRequest, NotFound, PayloadTooLarge, RequestTimeout, UnsupportedMediaType
 from ..infra import validation
-from .keys import SETTINGS
 
 T = TypeVar("T")
 R = TypeVar("R")

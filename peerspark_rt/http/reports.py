@@ -5,6 +5,7 @@ from __future__ import annotations
 from aiohttp import web
 
 from ..social.reports import (
+    REPORTS,
     ReportPage,
     ReportQuery,
     ReportRequest,
@@ -13,7 +14,6 @@ from ..social.reports import (
     ResolveRequest,
 )
 from .contract import Reply, operation, signed_in
-from .keys import REPORTS
 from .middleware import principal
 from .render import path_id
 

@@ -6,6 +6,7 @@ import msgspec
 from aiohttp import web
 
 from ..resources.service import (
+    RESOURCES,
     BookmarkResult,
     Download,
     RateRequest,
@@ -17,9 +18,8 @@ from ..resources.service import (
     ShareRequest,
     ToggleRequest,
 )
-from ..search.service import ResourceQuery, ResourceSearchResult
+from ..search.service import SEARCH, ResourceQuery, ResourceSearchResult
 from .contract import Raw, Reply, operation, signed_in
-from .keys import RESOURCES, SEARCH
 from .middleware import principal
 from .render import path_id
 

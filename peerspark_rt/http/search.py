@@ -4,9 +4,8 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from ..search.service import PostSearchQuery, PostSearchResult, Suggestions, SuggestQuery
+from ..search.service import SEARCH, PostSearchQuery, PostSearchResult, Suggestions, SuggestQuery
 from .contract import operation, signed_in
-from .keys import SEARCH
 from .middleware import principal
 
 routes = web.RouteTableDef()

@@ -7,7 +7,9 @@ from aiohttp import web
 
 from ..errors import Forbidden
 from ..protocol import Message
+from ..sessions.chat import CHAT
 from ..sessions.service import (
+    SESSIONS,
     HistoryPage,
     HistoryQuery,
     Participant,
@@ -21,7 +23,6 @@ from ..sessions.service import (
     StudySession,
 )
 from .contract import Reply, operation, signed_in
-from .keys import CHAT, SESSIONS
 from .middleware import principal
 from .render import path_id
 

@@ -5,11 +5,11 @@ from __future__ import annotations
 import msgspec
 from aiohttp import BodyPartReader, hdrs, web
 
+from ..config import SETTINGS
 from ..errors import Invalid, NotFound, PayloadTooLarge
 from ..infra.storage import content_disposition
-from ..resources.uploads import UploadResult
+from ..resources.uploads import UPLOADS, UploadResult
 from .contract import FILE_FORM, Raw, access, operation, signed_in
-from .keys import SETTINGS, UPLOADS
 from .middleware import principal
 from .render import Form
 

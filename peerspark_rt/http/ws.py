@@ -11,14 +11,16 @@ from typing import Any
 import msgspec
 from aiohttp import WSMsgType, web
 
-from ..accounts.auth import Principal
+from ..accounts.auth import AUTH, Principal
 from ..actors.connection import CLOSE_DEADLINE, Connection, abort_if_stuck
+from ..actors.hub import HUB
+from ..config import SETTINGS
 from ..errors import Forbidden, Invalid, Unauthorized
 from ..protocol import Send, client_json_decoder, client_msgpack_decoder
 from ..sessions.chat import SendOrder
-from ..sessions.realtime import RealtimeService
+from ..sessions.realtime import REALTIME, RealtimeService
 from .contract import Raw, operation, signed_in
-from .keys import AUTH, HUB, METRICS, REALTIME, SETTINGS
+from .metrics import METRICS
 from .middleware import bearer_token
 
 log = logging.getLogger(__name__)

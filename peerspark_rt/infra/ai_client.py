@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import openai
+from aiohttp import web
 from openai.types.chat import ChatCompletionMessageParam
 
 from ..config import Settings
@@ -270,3 +271,7 @@ class AIClient:
             details.update(status="healthy", reachable=True)
         self._health = (now, details)
         return dict(details)
+
+
+# the application's key for what this module provides (typed app state)
+AI = web.AppKey("ai", AIClient)

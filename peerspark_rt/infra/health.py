@@ -9,6 +9,8 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
+from aiohttp import web
+
 Probe = Callable[[], Awaitable[dict[str, Any]]]
 PROBE_TIMEOUT = 3.0
 
@@ -46,3 +48,7 @@ class Health:
         services = {c.name: r for c, r in zip(self._checks, results, strict=True)}
         healthy = all(r["status"] != "unhealthy" for r in results if r["required"])
         return healthy, services
+
+
+# the application's key for what this module provides (typed app state)
+HEALTH = web.AppKey("health", Health)

@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import asyncpg
+from aiohttp import web
 
 from . import jobs_db
 from .dbtypes import Executor
@@ -333,3 +334,8 @@ class Worker:
             self._wake.set()
             await asyncio.sleep(0.05)
         raise TimeoutError("jobs still pending")
+
+
+# the application's key for what this module provides (typed app state)
+JOBS = web.AppKey("jobs", JobQueue)
+WORKER = web.AppKey("worker", Worker)  # only when this node runs a worker

@@ -6,6 +6,7 @@ import uuid
 from typing import Any
 
 import orjson
+from aiohttp import web
 
 from ..cluster import envelope
 from ..cluster.broker import CONTROL_ROOM, Broker
@@ -51,3 +52,7 @@ class LiveEvents:
 
     async def _control(self, body: dict[str, str]) -> None:
         self._broker.publish(CONTROL_ROOM, envelope.control(orjson.dumps(body)))
+
+
+# the application's key for what this module provides (typed app state)
+LIVE = web.AppKey("live", LiveEvents)

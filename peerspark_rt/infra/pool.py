@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any, TypeAlias
 
 import asyncpg
 import orjson
+from aiohttp import web
 from asyncpg.pool import PoolAcquireContext, PoolConnectionProxy
 
 from ..config import project_file
@@ -200,3 +201,8 @@ async def ensure_database(admin_dsn: str, name: str) -> None:
             await conn.execute(f'CREATE DATABASE "{name}"')
     finally:
         await conn.close()
+
+
+# the application's key for what this module provides (typed app state)
+DB = web.AppKey("db", Database)
+CHAT_DB = web.AppKey("chat_db", Database)  # the chat store's own connections

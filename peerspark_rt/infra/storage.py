@@ -25,6 +25,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 from urllib.parse import quote
 
+from aiohttp import web
+
 from ..config import Settings
 from ..errors import Forbidden, NotFound
 
@@ -337,3 +339,7 @@ def make_storage(settings: Settings) -> Storage:
     return LocalStorage(
         settings.data_dir / "uploads", settings.jwt_secret, settings.base_url, settings.file_url_ttl
     )
+
+
+# the application's key for what this module provides (typed app state)
+STORAGE = web.AppKey("storage", Storage)

@@ -31,10 +31,11 @@ import logging
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
 import asyncpg
 import msgspec
+from aiohttp import web
 
 from ..accounts.auth import Principal
 from ..config import Settings
@@ -45,7 +46,6 @@ from ..infra.observe import NoMetrics, ProductMetrics
 from ..infra.pool import Database
 from ..notifications.service import NewNotification, NotificationService
 from ..pods.service import PodService, ranks_at_least
-from ..sessions import db as sessions_db
 from . import db as moderation_db
 from . import rules
 
@@ -155,6 +155,15 @@ class ReviewBody(msgspec.Struct, rename="camel", forbid_unknown_fields=True):
     reason: str | None = None
 
 
+class SessionDirectory(Protocol):
+    """What moderation needs to know of study sessions (the sessions area provides it; sessions
+    use moderation, so moderation must not import them)."""
+
+    async def visible_session(
+        self, session_id: uuid.UUID, user_id: uuid.UUID
+    ) -> asyncpg.Record | None: ...
+
+
 class ModerationService:
     def __init__(
         self,
@@ -164,11 +173,13 @@ class ModerationService:
         pods: PodService,
         notifications: NotificationService,
         metrics: ProductMetrics | None = None,
+        sessions: SessionDirectory | None = None,
     ) -> None:
         self.db = db
         self.settings = settings
         self.ai = ai
         self.pods = pods
+        self.sessions = sessions
         self.notifications = notifications
         self.metrics: ProductMetrics = metrics or NoMetrics()
         self.blocked = rules.blocked_words_pattern(settings.moderation_blocked_words)
@@ -409,7 +420,9 @@ class ModerationService:
         return row, reviewer
 
     async def _check_session_reviewer(self, principal: Principal, session_id: uuid.UUID) -> None:
-        session = await sessions_db.get_for(self.db.pool, session_id, principal.user_id)
+        if self.sessions is None:
+            raise NotFound("session not found")
+        session = await self.sessions.visible_session(session_id, principal.user_id)
         if session is None:
             raise NotFound("session not found")
         if session["organizer_id"] == principal.user_id:
@@ -555,3 +568,7 @@ def _note(value: str | None, field: str) -> str | None:
     if len(value.strip()) > MAX_REASON:
         raise Invalid(field, f"must be at most {MAX_REASON} characters")
     return value.strip()
+
+
+# the application's key for what this module provides (typed app state)
+MODERATION = web.AppKey("moderation", ModerationService)

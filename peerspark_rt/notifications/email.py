@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 import aiosmtplib
+from aiohttp import web
 
 from ..config import Settings
 from ..infra.jobs import Job, PermanentError
@@ -197,3 +198,7 @@ class EmailJobs:
         if notification_id:
             await notifications_db.mark_email_sent(self.db.pool, uuid.UUID(notification_id))
         log.info("email sent", extra={"to": to, "template": template, "via": where})
+
+
+# the application's key for what this module provides (typed app state)
+MAILER = web.AppKey("mailer", Mailer)

@@ -23,6 +23,7 @@ from typing import Any
 
 import asyncpg
 import msgspec
+from aiohttp import web
 
 from ..errors import Invalid, NotFound
 from ..infra import cursor as cursors
@@ -380,3 +381,7 @@ class NotificationService:
                 },
             )
             await notifications_db.mark_many_email_sent(conn, [r["id"] for r in items])
+
+
+# the application's key for what this module provides (typed app state)
+NOTIFICATIONS = web.AppKey("notifications", NotificationService)

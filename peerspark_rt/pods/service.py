@@ -17,10 +17,12 @@ import asyncio
 import datetime as dt
 import secrets
 import uuid
+from collections.abc import Awaitable, Callable
 from typing import Any, Literal
 
 import asyncpg
 import msgspec
+from aiohttp import web
 
 from ..accounts.auth import Principal
 from ..errors import Conflict, Forbidden, Invalid, NotFound
@@ -29,7 +31,6 @@ from ..infra.dbtypes import Conn, Executor
 from ..infra.live import LiveEvents
 from ..infra.pool import Database
 from ..notifications.service import NewNotification, NotificationService
-from ..sessions import db as sessions_db
 from . import db as pods_db
 
 ROLE_RANK = {"member": 1, "moderator": 2, "admin": 3, "owner": 4}
@@ -260,6 +261,9 @@ class PodService:
         self.db = db
         self.live = live
         self.notifications = notifications
+        # (pod_id, user_id) -> the live rooms besides the pod's own that a member loses with
+        # the pod (the study sessions register theirs): pods know nothing of sessions
+        self.rooms_lost_with: list[Callable[[uuid.UUID, uuid.UUID], Awaitable[list[str]]]] = []
 
     # --- access checks used by every area that belongs to a pod ----------------------------
 
@@ -513,8 +517,8 @@ class PodService:
         """Take `user_id`'s sockets out of the pod's room and its sessions' rooms, on every node
         (they lost the pod: its sessions are for its members only)."""
         rooms = [f"pod:{pod_id}"]
-        sessions = await sessions_db.rooms_in_pod(self.db.pool, pod_id, user_id)
-        rooms += [f"session:{sid}" for sid in sessions]
+        for more in self.rooms_lost_with:
+            rooms += await more(pod_id, user_id)
         await asyncio.gather(*(self.live.evict(room, user_id) for room in rooms))
 
     async def remove_member(
@@ -709,3 +713,7 @@ class PodService:
             new_members_last_30_days=new,
             posts_last_30_days=int(row["posts_last_30_days"]),
         )
+
+
+# the application's key for what this module provides (typed app state)
+PODS = web.AppKey("pods", PodService)

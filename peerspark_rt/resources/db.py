@@ -13,6 +13,11 @@ import asyncpg
 
 from ..infra.dbtypes import Conn, Executor
 
+# What search highlights (ts_headline) wrap matches in: private-use characters no text holds,
+# turned into <mark> once the text is escaped.
+MARK_START = "\ue000"
+MARK_END = "\ue001"
+
 RESOURCE_TYPES = ("note", "flashcard", "document", "video", "audio", "link")
 DIFFICULTIES = ("beginner", "intermediate", "advanced")
 PERMISSIONS = ("view", "edit", "admin")

@@ -22,6 +22,7 @@ from typing import Any
 
 import asyncpg
 import msgspec
+from aiohttp import web
 
 from ..accounts.auth import Principal
 from ..errors import Conflict, Forbidden, Invalid, NotFound
@@ -31,9 +32,9 @@ from ..notifications.effects import AfterCommit, Units
 from ..notifications.service import NewNotification
 from ..pods import db as pods_db
 from ..pods.service import PodService
-from ..search.db import MARK_END, MARK_START
 from . import db as resources_db
 from . import uploads_db
+from .db import MARK_END, MARK_START
 from .uploads import FileLink, UploadService
 
 MAX_CONTENT = 200_000
@@ -533,3 +534,7 @@ class ResourceService:
         return Download(
             resource_id, row["file_url"], None, None, row["file_size"], row["file_type"], count
         )
+
+
+# the application's key for what this module provides (typed app state)
+RESOURCES = web.AppKey("resources", ResourceService)

@@ -19,6 +19,7 @@ from urllib.parse import unquote
 
 import asyncpg
 import msgspec
+from aiohttp import web
 
 from ..accounts.auth import Principal
 from ..accounts.ratelimit import Limit, RateLimiter, enforce
@@ -276,3 +277,7 @@ class UploadService:
         if row is None or row["backend"] != "local":
             raise NotFound("file not found")
         return row, storage
+
+
+# the application's key for what this module provides (typed app state)
+UPLOADS = web.AppKey("uploads", UploadService)

@@ -17,11 +17,10 @@ import asyncpg
 
 from ..infra.dbtypes import Executor
 from ..resources import db as resources_db
+from ..resources.db import MARK_END, MARK_START
 from ..social import posts_db
 
 # Highlight markers: private-use characters, escaped to <mark> after HTML-escaping the text.
-MARK_START = "\ue000"
-MARK_END = "\ue001"
 _MARKS = f"StartSel={MARK_START}, StopSel={MARK_END}"
 TITLE_HEADLINE = f"HighlightAll=true, {_MARKS}"
 SNIPPET_HEADLINE = f"MaxWords=35, MinWords=12, ShortWord=2, {_MARKS}"

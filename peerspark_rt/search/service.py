@@ -11,6 +11,7 @@ from __future__ import annotations
 import uuid
 
 import msgspec
+from aiohttp import web
 
 from ..accounts.auth import Principal
 from ..errors import Invalid
@@ -230,3 +231,7 @@ class SearchService:
         return Suggestions(
             text, [Suggestion(r["title"], round(float(r["score"]), 4)) for r in rows]
         )
+
+
+# the application's key for what this module provides (typed app state)
+SEARCH = web.AppKey("search", SearchService)

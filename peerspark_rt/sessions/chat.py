@@ -32,6 +32,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import asyncpg
+from aiohttp import web
 
 from ..accounts.auth import Principal
 from ..errors import Conflict, Invalid, NotFound, RateLimited, Unavailable
@@ -462,3 +463,7 @@ class ChatService:
         )
         await self.live.replace(frame, notice)
         return message_id
+
+
+# the application's key for what this module provides (typed app state)
+CHAT = web.AppKey("chat", ChatService)

@@ -12,6 +12,7 @@ import uuid
 from typing import Any
 
 import msgspec
+from aiohttp import web
 
 from ..accounts.auth import Principal
 from ..actors import mail
@@ -314,3 +315,7 @@ def _has_control(value: str) -> bool:
     except Invalid:
         return True
     return False
+
+
+# the application's key for what this module provides (typed app state)
+REALTIME = web.AppKey("realtime", RealtimeService)

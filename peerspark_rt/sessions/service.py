@@ -21,6 +21,7 @@ from typing import Any, Literal
 
 import asyncpg
 import msgspec
+from aiohttp import web
 
 from ..accounts.auth import Principal
 from ..calendar import recurrence
@@ -286,6 +287,18 @@ class SessionService:
         self.db = db
         self.pods = pods
         self.live = live
+        pods.rooms_lost_with.append(self._rooms_in_pod)
+
+    async def _rooms_in_pod(self, pod_id: uuid.UUID, user_id: uuid.UUID) -> list[str]:
+        """The rooms of the pod's sessions `user_id` took part in: they go with the pod."""
+        ids = await sessions_db.rooms_in_pod(self.db.pool, pod_id, user_id)
+        return [f"session:{sid}" for sid in ids]
+
+    async def visible_session(
+        self, session_id: uuid.UUID, user_id: uuid.UUID
+    ) -> asyncpg.Record | None:
+        """The session with the viewer's part in it, if the viewer may see it."""
+        return await sessions_db.get_for(self.db.pool, session_id, user_id)
 
     async def _visible(self, principal: Principal, session_id: uuid.UUID) -> asyncpg.Record:
         row = await sessions_db.get_for(self.db.pool, session_id, principal.user_id)
@@ -599,3 +612,7 @@ class SessionService:
             await sessions_db.mark_present(self.db.pool, session_id, user_id)
         else:
             await sessions_db.mark_absent(self.db.pool, session_id, user_id)
+
+
+# the application's key for what this module provides (typed app state)
+SESSIONS = web.AppKey("sessions", SessionService)

@@ -16,6 +16,7 @@ from typing import Any, Literal
 
 import asyncpg
 import msgspec
+from aiohttp import web
 
 from ..accounts.auth import Principal
 from ..errors import Conflict, Forbidden, Invalid, NotFound
@@ -425,3 +426,7 @@ class CommentService:
                         "commentCount": counts["comment_count"],
                     },
                 )
+
+
+# the application's key for what this module provides (typed app state)
+COMMENTS = web.AppKey("comments", CommentService)

@@ -25,6 +25,7 @@ from typing import Any
 
 import asyncpg
 import msgspec
+from aiohttp import web
 
 from ..accounts.auth import Principal
 from ..errors import Conflict, Forbidden, Invalid, NotFound
@@ -687,3 +688,7 @@ class PostService:
             )
 
         effects.add(publish)
+
+
+# the application's key for what this module provides (typed app state)
+POSTS = web.AppKey("posts", PostService)

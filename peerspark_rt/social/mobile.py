@@ -22,6 +22,7 @@ from typing import Any, ClassVar, TypeVar
 
 import asyncpg
 import msgspec
+from aiohttp import web
 
 from ..accounts.auth import Principal
 from ..errors import AppError, Invalid, RateLimited, Unavailable
@@ -576,3 +577,7 @@ class MobileService:
             return out
 
         return apply
+
+
+# the application's key for what this module provides (typed app state)
+MOBILE = web.AppKey("mobile", MobileService)

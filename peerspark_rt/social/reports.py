@@ -22,6 +22,7 @@ from typing import Any, Literal, Protocol
 
 import asyncpg
 import msgspec
+from aiohttp import web
 
 from ..accounts.auth import Principal
 from ..errors import Conflict, Forbidden, Invalid, NotFound
@@ -572,3 +573,7 @@ class ReportService:
             content_status=ref.status if ref else None,
             resolved_reports=closed,
         )
+
+
+# the application's key for what this module provides (typed app state)
+REPORTS = web.AppKey("reports", ReportService)
