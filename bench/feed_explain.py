@@ -21,7 +21,7 @@ from typing import Any
 import asyncpg
 
 from peerspark_rt.infra.pool import apply_schema
-from peerspark_rt.social import posts_db
+from peerspark_rt.social.db import posts as posts_db
 
 DEFAULT_DSN = "postgresql://postgres@127.0.0.1:5432/postgres"
 BENCH_DB = "peerspark_bench_feed"

@@ -9,7 +9,7 @@ from typing import Any
 
 import asyncpg
 
-from peerspark_rt.social import posts_db
+from peerspark_rt.social.db import posts as posts_db
 from tests.helpers import Api, User
 from tests.social import invite_and_join, join, post
 

@@ -8,6 +8,7 @@ from typing import Any
 
 import asyncpg
 
+from ..infra import sql as sql_builder
 from ..infra.dbtypes import Conn, Executor
 
 PROFILE_COLUMNS = """
@@ -29,14 +30,17 @@ EDITABLE_COLUMNS = frozenset(
 )  # fmt: skip
 
 
+# what registration writes (the rest has defaults or is set by its own statement)
+INSERT_COLUMNS = EDITABLE_COLUMNS | {
+    "id", "email", "username", "password_hash", "role", "is_verified", "account_status"
+}  # fmt: skip
+
+
 async def insert_user(conn: Conn, values: dict[str, Any]) -> asyncpg.Record:
-    columns = list(values)
-    placeholders = ", ".join(f"${i}" for i in range(1, len(columns) + 1))
-    row = await conn.fetchrow(
-        f"INSERT INTO users ({', '.join(columns)}) VALUES ({placeholders}) "
-        f"RETURNING {PROFILE_COLUMNS}",
-        *values.values(),
+    sql, args = sql_builder.insert(
+        "users", values, INSERT_COLUMNS, suffix=f"RETURNING {PROFILE_COLUMNS}"
     )
+    row = await conn.fetchrow(sql, *args)
     assert row is not None
     return row
 
@@ -68,13 +72,16 @@ async def get_credentials(conn: Executor, email: str) -> asyncpg.Record | None:
 async def update_profile(
     conn: Conn, user_id: uuid.UUID, changes: dict[str, Any]
 ) -> asyncpg.Record | None:
-    assert changes and set(changes) <= EDITABLE_COLUMNS
-    sets = ", ".join(f"{col} = ${i}" for i, col in enumerate(changes, start=2))
-    return await conn.fetchrow(
-        f"UPDATE users SET {sets}, updated_at = NOW() WHERE id = $1 RETURNING {PROFILE_COLUMNS}",
-        user_id,
-        *changes.values(),
+    sql, args = sql_builder.update(
+        "users",
+        changes,
+        EDITABLE_COLUMNS,
+        where="id = $1",
+        where_args=[user_id],
+        also="updated_at = NOW()",
+        returning=PROFILE_COLUMNS,
     )
+    return await conn.fetchrow(sql, *args)
 
 
 async def set_password_hash(conn: Executor, user_id: uuid.UUID, password_hash: str) -> None:

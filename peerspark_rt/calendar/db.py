@@ -8,6 +8,7 @@ from typing import Any
 
 import asyncpg
 
+from ..infra import sql as sql_builder
 from ..infra.dbtypes import Conn, Executor
 
 EVENT_COLUMNS = """id, user_id, title, description, event_type, start_time, end_time, timezone,
@@ -40,14 +41,22 @@ _MY_SESSIONS = f"""
 """
 
 
+# what the calendar writes to an event (the rest: ids, timestamps, what triggers keep)
+WRITABLE_COLUMNS = frozenset(
+    {
+        "user_id", "title", "description", "event_type", "start_time", "end_time", "timezone",
+        "location", "is_all_day", "is_recurring", "recurrence_pattern", "reminder_settings",
+        "related_pod_id", "related_session_id", "status", "span_start", "span_end", "ical_uid",
+        "reminder_due_at",
+    }
+)  # fmt: skip
+
+
 async def insert_event(conn: Executor, values: dict[str, Any]) -> asyncpg.Record:
-    columns = list(values)
-    placeholders = ", ".join(f"${i}" for i in range(1, len(columns) + 1))
-    row = await conn.fetchrow(
-        f"INSERT INTO calendar_events ({', '.join(columns)}) VALUES ({placeholders}) "
-        f"RETURNING {EVENT_COLUMNS}",
-        *values.values(),
+    sql, args = sql_builder.insert(
+        "calendar_events", values, WRITABLE_COLUMNS, suffix=f"RETURNING {EVENT_COLUMNS}"
     )
+    row = await conn.fetchrow(sql, *args)
     assert row is not None
     return row
 
@@ -55,14 +64,16 @@ async def insert_event(conn: Executor, values: dict[str, Any]) -> asyncpg.Record
 async def update_event(
     conn: Executor, event_id: uuid.UUID, values: dict[str, Any]
 ) -> asyncpg.Record:
-    columns = list(values)
-    assignments = ", ".join(f"{c} = ${i}" for i, c in enumerate(columns, start=2))
-    row = await conn.fetchrow(
-        f"UPDATE calendar_events SET {assignments}, updated_at = NOW() WHERE id = $1 "
-        f"RETURNING {EVENT_COLUMNS}",
-        event_id,
-        *values.values(),
+    sql, args = sql_builder.update(
+        "calendar_events",
+        values,
+        WRITABLE_COLUMNS - {"user_id"},
+        where="id = $1",
+        where_args=[event_id],
+        also="updated_at = NOW()",
+        returning=EVENT_COLUMNS,
     )
+    row = await conn.fetchrow(sql, *args)
     assert row is not None
     return row
 
@@ -85,16 +96,16 @@ async def upsert_imported_event(
     """Insert an imported event, or update the one imported before with the same UID (its
     user's). One statement, so two imports of the same file at once cannot both insert.
     Returns the row and whether it is new."""
-    columns = list(values)
-    placeholders = ", ".join(f"${i}" for i in range(1, len(columns) + 1))
-    changes = ", ".join(f"{c} = EXCLUDED.{c}" for c in columns if c not in ("user_id", "ical_uid"))
-    row = await conn.fetchrow(
-        f"""INSERT INTO calendar_events ({", ".join(columns)}) VALUES ({placeholders})
-            ON CONFLICT (user_id, ical_uid) WHERE ical_uid IS NOT NULL
+    changes = sql_builder.excluded(list(values), WRITABLE_COLUMNS, keep={"user_id", "ical_uid"})
+    sql, args = sql_builder.insert(
+        "calendar_events",
+        values,
+        WRITABLE_COLUMNS,
+        suffix=f"""ON CONFLICT (user_id, ical_uid) WHERE ical_uid IS NOT NULL
             DO UPDATE SET {changes}, updated_at = NOW()
             RETURNING {EVENT_COLUMNS}, (xmax = 0) AS inserted""",
-        *values.values(),
     )
+    row = await conn.fetchrow(sql, *args)
     assert row is not None
     return row, bool(row["inserted"])
 

@@ -7,6 +7,7 @@ from typing import Any
 
 import asyncpg
 
+from ..infra import sql as sql_builder
 from ..infra.dbtypes import Conn, Executor
 
 POD_COLUMNS = """p.id, p.name, p.description, p.subject, p.category, p.difficulty_level,
@@ -28,13 +29,16 @@ def _like_pattern(text: str) -> str:
     return f"%{escaped}%"
 
 
+INSERT_COLUMNS = EDITABLE_COLUMNS | {"id", "creator_id", "current_member_count", "status"}
+INVITATION_WRITABLE = frozenset(
+    {"id", "pod_id", "inviter_id", "invitee_email", "invitee_id", "invitation_code", "message",
+     "status", "expires_at"}
+)  # fmt: skip
+
+
 async def insert_pod(conn: Conn, values: dict[str, Any]) -> uuid.UUID:
-    columns = list(values)
-    placeholders = ", ".join(f"${i}" for i in range(1, len(columns) + 1))
-    pod_id: uuid.UUID = await conn.fetchval(
-        f"INSERT INTO pods ({', '.join(columns)}) VALUES ({placeholders}) RETURNING id",
-        *values.values(),
-    )
+    sql, args = sql_builder.insert("pods", values, INSERT_COLUMNS, suffix="RETURNING id")
+    pod_id: uuid.UUID = await conn.fetchval(sql, *args)
     return pod_id
 
 
@@ -114,11 +118,15 @@ async def list_pods(
 
 
 async def update_pod(conn: Conn, pod_id: uuid.UUID, changes: dict[str, Any]) -> None:
-    assert changes and set(changes) <= EDITABLE_COLUMNS
-    sets = ", ".join(f"{col} = ${i}" for i, col in enumerate(changes, start=2))
-    await conn.execute(
-        f"UPDATE pods SET {sets}, updated_at = NOW() WHERE id = $1", pod_id, *changes.values()
+    sql, args = sql_builder.update(
+        "pods",
+        changes,
+        EDITABLE_COLUMNS,
+        where="id = $1",
+        where_args=[pod_id],
+        also="updated_at = NOW()",
     )
+    await conn.execute(sql, *args)
 
 
 async def delete_pod(conn: Conn, pod_id: uuid.UUID) -> None:
@@ -278,13 +286,10 @@ async def invitation_by_code(conn: Conn, pod_id: uuid.UUID, code: str) -> asyncp
 
 
 async def insert_invitation(conn: Conn, values: dict[str, Any]) -> asyncpg.Record:
-    columns = list(values)
-    placeholders = ", ".join(f"${i}" for i in range(1, len(columns) + 1))
-    row = await conn.fetchrow(
-        f"INSERT INTO pod_invitations ({', '.join(columns)}) VALUES ({placeholders})"
-        f" RETURNING {INVITATION_COLUMNS}",
-        *values.values(),
+    sql, args = sql_builder.insert(
+        "pod_invitations", values, INVITATION_WRITABLE, suffix=f"RETURNING {INVITATION_COLUMNS}"
     )
+    row = await conn.fetchrow(sql, *args)
     assert row is not None
     return row
 

@@ -33,8 +33,8 @@ from ..notifications.service import NewNotification
 from ..pods import db as pods_db
 from ..pods.service import PodService
 from . import db as resources_db
-from . import uploads_db
 from .db import MARK_END, MARK_START
+from .db import uploads as uploads_db
 from .uploads import FileLink, UploadService
 
 MAX_CONTENT = 200_000

@@ -26,7 +26,8 @@ from ..accounts.ratelimit import Limit, RateLimiter, enforce
 from ..errors import Invalid, NotFound, PayloadTooLarge, UnsupportedMediaType
 from ..infra.pool import Database
 from ..infra.storage import LocalStorage, SignedUrl, Storage, Writer, new_key
-from . import sniff, uploads_db
+from . import sniff
+from .db import uploads as uploads_db
 
 log = logging.getLogger(__name__)
 

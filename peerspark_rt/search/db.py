@@ -18,7 +18,7 @@ import asyncpg
 from ..infra.dbtypes import Executor
 from ..resources import db as resources_db
 from ..resources.db import MARK_END, MARK_START
-from ..social import posts_db
+from ..social.db import posts as posts_db
 
 # Highlight markers: private-use characters, escaped to <mark> after HTML-escaping the text.
 _MARKS = f"StartSel={MARK_START}, StopSel={MARK_END}"

@@ -9,6 +9,7 @@ from typing import Any
 
 import asyncpg
 
+from ..infra import sql as sql_builder
 from ..infra.dbtypes import Conn, Executor
 
 SESSION_COLUMNS = """s.id, s.title, s.description, s.session_type, s.pod_id, s.organizer_id,
@@ -55,13 +56,14 @@ VISIBLE_TO = """(
 )"""
 
 
+INSERT_COLUMNS = EDITABLE_COLUMNS | {
+    "id", "session_type", "pod_id", "organizer_id", "status", "span_end", "current_participants"
+}  # fmt: skip
+
+
 async def insert_session(conn: Conn, values: dict[str, Any]) -> uuid.UUID:
-    columns = list(values)
-    placeholders = ", ".join(f"${i}" for i in range(1, len(columns) + 1))
-    session_id: uuid.UUID = await conn.fetchval(
-        f"INSERT INTO study_sessions ({', '.join(columns)}) VALUES ({placeholders}) RETURNING id",
-        *values.values(),
-    )
+    sql, args = sql_builder.insert("study_sessions", values, INSERT_COLUMNS, suffix="RETURNING id")
+    session_id: uuid.UUID = await conn.fetchval(sql, *args)
     return session_id
 
 
@@ -141,13 +143,15 @@ async def list_for(
 
 
 async def update(conn: Conn, session_id: uuid.UUID, changes: dict[str, Any]) -> None:
-    assert changes and set(changes) <= EDITABLE_COLUMNS
-    sets = ", ".join(f"{col} = ${i}" for i, col in enumerate(changes, start=2))
-    await conn.execute(
-        f"UPDATE study_sessions SET {sets}, updated_at = NOW() WHERE id = $1",
-        session_id,
-        *changes.values(),
+    sql, args = sql_builder.update(
+        "study_sessions",
+        changes,
+        EDITABLE_COLUMNS,
+        where="id = $1",
+        where_args=[session_id],
+        also="updated_at = NOW()",
     )
+    await conn.execute(sql, *args)
 
 
 async def set_status(conn: Conn, session_id: uuid.UUID, status: str) -> asyncpg.Record:

@@ -27,7 +27,8 @@ from ..moderation.service import ModerationContext, ModerationService
 from ..notifications.effects import AfterCommit, Units
 from ..notifications.service import NewNotification
 from ..pods.service import is_moderator
-from . import comments_db, posts_db
+from .db import comments as comments_db
+from .db import posts as posts_db
 from .feed import AuthorBrief, author_brief, room_of
 from .reports import ReportResult, ReportService
 

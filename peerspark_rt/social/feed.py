@@ -36,9 +36,9 @@ from ..moderation.service import ModerationContext, ModerationService
 from ..notifications.effects import AfterCommit, Units
 from ..notifications.service import NewNotification
 from ..pods.service import PodService, is_moderator
-from ..resources import uploads_db
+from ..resources.db import uploads as uploads_db
 from ..resources.uploads import UploadService
-from . import posts_db
+from .db import posts as posts_db
 from .reports import ReportResult, ReportService
 
 # Each feed type is served by the query of the same name; inside one pod, by `_POD_SOURCES`.

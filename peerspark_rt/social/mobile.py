@@ -31,8 +31,9 @@ from ..infra.dbtypes import Conn
 from ..notifications.effects import AfterCommit, Units
 from ..resources import db as resources_db
 from ..resources.service import RateRequest, Resource, ResourceService
-from . import posts_db, sync_db
 from .comments import CommentCreate, CommentService
+from .db import posts as posts_db
+from .db import sync as sync_db
 from .feed import FeedQuery, Post, PostCreate, PostService, PostUpdate
 
 log = logging.getLogger(__name__)

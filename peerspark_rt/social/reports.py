@@ -34,7 +34,9 @@ from ..notifications.service import NewNotification
 from ..pods import db as pods_db
 from ..pods.service import is_moderator, roles_at_least
 from ..resources import db as resources_db
-from . import comments_db, posts_db, reports_db
+from .db import comments as comments_db
+from .db import posts as posts_db
+from .db import reports as reports_db
 
 # Content is hidden when its pending reports weigh this much together (three reports of
 # established, verified users; see reporter_weight).

@@ -8,7 +8,7 @@ from typing import Any
 
 import asyncpg
 
-from ..infra.dbtypes import Conn, Executor
+from ...infra.dbtypes import Conn, Executor
 
 
 async def claim(conn: Conn, user_id: uuid.UUID, client_action_id: str, action_type: str) -> bool:

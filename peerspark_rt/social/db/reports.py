@@ -7,7 +7,7 @@ import uuid
 
 import asyncpg
 
-from ..infra.dbtypes import Conn, Executor
+from ...infra.dbtypes import Conn, Executor
 
 REPORT_COLUMNS = """r.id, r.reporter_id, r.content_id, r.content_type, r.reason, r.description,
     r.status, r.reviewed_by, r.reviewed_at, r.resolution, r.created_at, r.pod_id,

@@ -7,7 +7,7 @@ import uuid
 
 import asyncpg
 
-from ..infra.dbtypes import Conn, Executor
+from ...infra.dbtypes import Conn, Executor
 
 UPLOAD_COLUMNS = """id, owner_id, storage_key, backend, original_name, content_type, size_bytes,
     attached_to, attached_id, created_at"""

@@ -12,7 +12,8 @@ from typing import Any, Literal
 
 import asyncpg
 
-from ..infra.dbtypes import Conn, Executor
+from ...infra import sql as sql_builder
+from ...infra.dbtypes import Conn, Executor
 
 POST_TYPES = ("general", "question", "resource", "milestone", "announcement")
 VISIBILITIES = ("public", "pod", "private")
@@ -57,13 +58,14 @@ POST_COLUMNS = """p.id, p.author_id, p.pod_id, p.content, p.post_type, p.media_u
 POST_JOINS = "LEFT JOIN users u ON u.id = p.author_id LEFT JOIN pods pd ON pd.id = p.pod_id"
 
 
+INSERT_COLUMNS = EDITABLE_COLUMNS | {
+    "id", "author_id", "pod_id", "is_anonymous", "status", "metadata"
+}  # fmt: skip
+
+
 async def insert_post(conn: Conn, values: dict[str, Any]) -> uuid.UUID:
-    columns = list(values)
-    placeholders = ", ".join(f"${i}" for i in range(1, len(columns) + 1))
-    post_id: uuid.UUID = await conn.fetchval(
-        f"INSERT INTO posts ({', '.join(columns)}) VALUES ({placeholders}) RETURNING id",
-        *values.values(),
-    )
+    sql, args = sql_builder.insert("posts", values, INSERT_COLUMNS, suffix="RETURNING id")
+    post_id: uuid.UUID = await conn.fetchval(sql, *args)
     return post_id
 
 
@@ -86,11 +88,15 @@ async def lock(conn: Conn, post_id: uuid.UUID) -> asyncpg.Record | None:
 
 
 async def update_post(conn: Conn, post_id: uuid.UUID, changes: dict[str, Any]) -> None:
-    assert changes and set(changes) <= EDITABLE_COLUMNS
-    sets = ", ".join(f"{col} = ${i}" for i, col in enumerate(changes, start=2))
-    await conn.execute(
-        f"UPDATE posts SET {sets}, updated_at = NOW() WHERE id = $1", post_id, *changes.values()
+    sql, args = sql_builder.update(
+        "posts",
+        changes,
+        EDITABLE_COLUMNS,
+        where="id = $1",
+        where_args=[post_id],
+        also="updated_at = NOW()",
     )
+    await conn.execute(sql, *args)
 
 
 async def set_status(conn: Conn, post_id: uuid.UUID, status: str) -> None:

@@ -11,7 +11,8 @@ from typing import Any
 
 import asyncpg
 
-from ..infra.dbtypes import Conn, Executor
+from ...infra import sql as sql_builder
+from ...infra.dbtypes import Conn, Executor
 
 # What search highlights (ts_headline) wrap matches in: private-use characters no text holds,
 # turned into <mark> once the text is escaped.
@@ -75,13 +76,16 @@ DETAIL_COLUMNS = f"""{LIST_COLUMNS}, r.content,
 OWNER_JOIN = "LEFT JOIN users ou ON ou.id = r.owner_id LEFT JOIN uploads up ON up.id = r.upload_id"
 
 
+# what an upload changes besides the editable fields, and what a new resource also sets
+FILE_COLUMNS = frozenset({"upload_id", "file_size", "file_type"})
+INSERT_COLUMNS = (
+    EDITABLE_COLUMNS | FILE_COLUMNS | {"id", "owner_id", "pod_id", "metadata", "status"}
+)
+
+
 async def insert(conn: Conn, values: dict[str, Any]) -> uuid.UUID:
-    columns = list(values)
-    placeholders = ", ".join(f"${i}" for i in range(1, len(columns) + 1))
-    resource_id: uuid.UUID = await conn.fetchval(
-        f"INSERT INTO resources ({', '.join(columns)}) VALUES ({placeholders}) RETURNING id",
-        *values.values(),
-    )
+    sql, args = sql_builder.insert("resources", values, INSERT_COLUMNS, suffix="RETURNING id")
+    resource_id: uuid.UUID = await conn.fetchval(sql, *args)
     return resource_id
 
 
@@ -105,13 +109,15 @@ async def lock(conn: Conn, resource_id: uuid.UUID) -> asyncpg.Record | None:
 
 
 async def update(conn: Conn, resource_id: uuid.UUID, changes: dict[str, Any]) -> None:
-    assert changes and set(changes) <= EDITABLE_COLUMNS | {"upload_id", "file_size", "file_type"}
-    sets = ", ".join(f"{col} = ${i}" for i, col in enumerate(changes, start=2))
-    await conn.execute(
-        f"UPDATE resources SET {sets}, updated_at = NOW() WHERE id = $1",
-        resource_id,
-        *changes.values(),
+    sql, args = sql_builder.update(
+        "resources",
+        changes,
+        EDITABLE_COLUMNS | FILE_COLUMNS,
+        where="id = $1",
+        where_args=[resource_id],
+        also="updated_at = NOW()",
     )
+    await conn.execute(sql, *args)
 
 
 async def set_status(conn: Conn, resource_id: uuid.UUID, status: str) -> None:

@@ -11,7 +11,7 @@ import uuid
 
 import asyncpg
 
-from ..infra.dbtypes import Conn, Executor
+from ...infra.dbtypes import Conn, Executor
 
 COMMENT_COLUMNS = """c.id, c.post_id, c.author_id, c.parent_comment_id, c.content, c.is_anonymous,
     c.status, c.like_count, c.depth, c.thread_path, c.created_at, c.updated_at,

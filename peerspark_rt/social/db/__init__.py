@@ -1,0 +1,1 @@
+"""The social feed's SQL: posts, comments, reports, and the mobile sync log."""
