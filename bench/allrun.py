@@ -48,7 +48,7 @@ async def main_all(args: argparse.Namespace, ctx: Context) -> int:
                 config = replace(config, heartbeat=25.0)  # a running node's: assume the default
             try:
                 result = await run_ws(ctx, config, folder / f"{name}-{kind}")
-            except Exception as exc:  # one broken run must not hide the others' figures
+            except Exception as exc:  # noqa: BLE001 (one broken run must not hide the others' figures)
                 failures.append(f"{name}/{kind}: {exc}")
                 ctx.log(f"{name}/{kind} failed: {exc}")
                 continue
@@ -57,7 +57,7 @@ async def main_all(args: argparse.Namespace, ctx: Context) -> int:
             try:
                 rest_result = await run_rest(ctx, [], concurrency=32, duration=4, users=100)
                 write_rest_outputs(rest_result, folder / "rest")
-            except Exception as exc:
+            except Exception as exc:  # noqa: BLE001 (one broken run must not hide the others' figures)
                 failures.append(f"rest: {exc}")
                 ctx.log(f"rest failed: {exc}")
     finally:

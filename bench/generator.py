@@ -67,7 +67,7 @@ async def _read_events(worker: WorkerProc, events: asyncio.Queue[wire.Event | Ex
     while line := await worker.proc.stdout.readline():
         try:
             events.put_nowait(wire.event_decoder.decode(line))
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 (whatever a worker said is reported, not raised)
             events.put_nowait(RuntimeError(f"worker {worker.index} said {line[:200]!r}: {exc}"))
     code = await worker.proc.wait()
     if code != 0:

@@ -134,13 +134,13 @@ def table(headers: Sequence[str], rows: Sequence[Sequence[str]], left: int = 1) 
     widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(headers)]
     line = "  ".join(h.ljust(w) for h, w in zip(headers, widths, strict=True))
     out = [line, "  ".join("-" * w for w in widths)]
-    for r in rows:
-        out.append(
-            "  ".join(
-                (c.ljust(w) if i < left or i == len(widths) - 1 else c.rjust(w))
-                for i, (c, w) in enumerate(zip(r, widths, strict=True))
-            )
+    out.extend(
+        "  ".join(
+            (c.ljust(w) if i < left or i == len(widths) - 1 else c.rjust(w))
+            for i, (c, w) in enumerate(zip(r, widths, strict=True))
         )
+        for r in rows
+    )
     return "\n".join(out)
 
 

@@ -175,7 +175,7 @@ class WsRun:
             return None
         try:
             return await target.probe.sample()
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 (a missing sample is reported, the run goes on)
             self.log(f"could not read the server's CPU and memory: {exc}")
             return None
 

@@ -168,7 +168,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         with resolved_database(settings) as (settings, where_db):
             if args.command == "migrate":
-                assert settings.database_url
+                if not settings.database_url:
+                    raise RuntimeError("settings.database_url is missing")
                 asyncio.run(apply_schema(settings.database_url))
                 print(f"schema applied ({where_db})")
                 return 0

@@ -89,7 +89,8 @@ __all__ = ["GuardedSite", "build_app", "build_worker", "make_runner", "start_met
 
 async def _database(app: web.Application) -> AsyncIterator[None]:
     settings = app[SETTINGS]
-    assert settings.database_url, "DATABASE_URL must be resolved before building the app"
+    if not settings.database_url:
+        raise RuntimeError("DATABASE_URL must be resolved before building the app")
     if settings.auto_migrate:
         await apply_schema(settings.database_url)
     db = await Database.connect(
@@ -430,7 +431,8 @@ def build_worker(app: web.Application) -> Worker:
     maintenance = Maintenance(db, app[UPLOADS])
     notifications = app[NOTIFICATIONS]
     reminders = app[REMINDERS]
-    assert settings.database_url
+    if not settings.database_url:
+        raise RuntimeError("settings.database_url is missing")
     return Worker(
         db,
         settings.database_url,

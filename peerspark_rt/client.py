@@ -123,7 +123,8 @@ class LiveClient:
         self._reader = asyncio.create_task(self._read_loop(), name="live-client")
 
     async def _open(self) -> None:
-        assert self._session is not None
+        if self._session is None:
+            raise RuntimeError("self._session is missing")
         params = {"format": "msgpack"} if self.binary else {}
         self._ws = await self._session.ws_connect(
             self.url,
@@ -178,7 +179,8 @@ class LiveClient:
         backoff = 0.05
         while True:
             ws = self._ws
-            assert ws is not None
+            if ws is None:
+                raise RuntimeError("ws is missing")
             try:
                 async for msg in ws:
                     if msg.type in (aiohttp.WSMsgType.TEXT, aiohttp.WSMsgType.BINARY):
@@ -273,7 +275,8 @@ class LiveClient:
 
     async def send_raw(self, data: str | bytes) -> None:
         """Write anything (tests use it to send malformed frames)."""
-        assert self._ws is not None
+        if self._ws is None:
+            raise RuntimeError("self._ws is missing")
         if isinstance(data, bytes):
             await self._ws.send_bytes(data)
         else:

@@ -45,15 +45,6 @@ class Invalid(AppError):
         self.reason = reason
 
 
-class InvalidMany(AppError):
-    status = 422
-    code = "validation_error"
-
-    def __init__(self, problems: list[tuple[str, str]]) -> None:
-        message = "; ".join(f"{f}: {r}" for f, r in problems)
-        super().__init__(message, details=[{"field": f, "reason": r} for f, r in problems])
-
-
 class Unauthorized(AppError):
     status = 401
     code = "unauthorized"

@@ -243,9 +243,7 @@ def parse_room(room: str) -> tuple[str, str] | None:
 
 
 # Close codes (RFC 6455 private range 4000-4999), documented in PROTOCOL.md.
-CLOSE_UNAUTHORIZED = 4001  # token missing, invalid or expired at the handshake
 CLOSE_SESSION_REVOKED = 4003  # the login session was logged out or deleted
 CLOSE_SLOW_CONSUMER = 4008  # the socket fell too far behind and was dropped
 CLOSE_TOO_MANY_ERRORS = 4009  # too many malformed frames in a row
-CLOSE_MESSAGE_TOO_BIG = 1009  # RFC 6455: frame larger than the limit
 CLOSE_GOING_AWAY = 1001  # RFC 6455: the node is shutting down; reconnect elsewhere

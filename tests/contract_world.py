@@ -144,7 +144,7 @@ class Cast:
 
     def account(self, caller: str) -> Account | None:
         """The account of a caller kind of the authorization matrix (None: anonymous)."""
-        return None if caller == "anonymous" else getattr(self, caller)  # type: ignore[no-any-return]
+        return None if caller == "anonymous" else getattr(self, caller)
 
 
 def make_cast(client: Client, pg_dsn: str) -> Cast:

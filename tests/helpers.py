@@ -257,3 +257,13 @@ async def frame_of(client: LiveClient, of: type[Any], timeout: float = 5, **matc
         frame = await client.next(max(0.01, deadline - asyncio.get_running_loop().time()))
         if isinstance(frame, of) and all(getattr(frame, k) == v for k, v in match.items()):
             return frame
+
+
+async def until_closed(client: LiveClient, timeout: float = 5) -> None:
+    """Read (and drop) frames until the server closes the socket; fails after `timeout`
+    seconds without a frame or a close."""
+    while True:
+        try:
+            await client.next(timeout)
+        except ConnectionError:
+            return

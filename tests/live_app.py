@@ -57,7 +57,8 @@ class LiveApp:
         site = web.TCPSite(self._runner, "127.0.0.1", 0)
         await site.start()
         server = site._server
-        assert server is not None and isinstance(server, asyncio.Server)
+        assert server is not None
+        assert isinstance(server, asyncio.Server)
         self.port = server.sockets[0].getsockname()[1]
 
     async def _stop(self) -> None:

@@ -106,11 +106,13 @@ async def test_unauthenticated_fields_are_bounded_before_use(
     api = await make_client(redis_url=redis_url)
     huge = "a" * 500_000 + "@example.com"
     resp = await api.post("/api/auth/login", json={"email": huge, "password": "x"})
-    assert resp.status == 422 and resp.error_field() == "email", resp.body
+    assert resp.status == 422, resp.body
+    assert resp.error_field() == "email", resp.body
     resp = await api.post(
         "/api/auth/login", json={"email": "a@example.com", "password": "p" * 100_000}
     )
-    assert resp.status == 422 and resp.error_field() == "password", resp.body
+    assert resp.status == 422, resp.body
+    assert resp.error_field() == "password", resp.body
     resp = await api.post("/api/auth/refresh", json={"refreshToken": "x" * 100_000})
     assert resp.status in (401, 422), resp.body
     resp = await api.post("/api/auth/register", json=signup("a" * 300_000))
@@ -125,7 +127,8 @@ async def test_unauthenticated_fields_are_bounded_before_use(
     assert keys, "the login limits should be in Redis"
     for key in keys:
         assert len(key) < 120, key
-        assert b"someone" not in key.lower() and b"aaaa" not in key, key
+        assert b"someone" not in key.lower(), key
+        assert b"aaaa" not in key, key
 
 
 async def test_inviting_an_email_answers_the_same_whether_or_not_it_has_an_account(
@@ -165,7 +168,8 @@ async def test_weak_passwords_are_refused_saying_why(api: Api) -> None:
     # a password built on the user's own name is weak too
     name = unique("marguerite")
     resp = await api.post("/api/auth/register", json=signup(name, f"{name}!!"))
-    assert resp.status == 422 and resp.error_field() == "password"
+    assert resp.status == 422
+    assert resp.error_field() == "password"
     ok = await api.post(
         "/api/auth/register", json=signup(unique("strong"), "Maple-otter-72-lantern")
     )

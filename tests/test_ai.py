@@ -73,14 +73,16 @@ async def test_chat_answers_stores_and_counts(
     assert resp.status == 200, resp.body
     body = resp.body
     sent = fake_ai.requests[-1]
-    assert sent["model"] == "test-model" and sent["max_tokens"] == 1000
+    assert sent["model"] == "test-model"
+    assert sent["max_tokens"] == 1000
     assert [m["role"] for m in sent["messages"]] == ["system", "user"]
     assert "AI study assistant for PeerSpark" in sent["messages"][0]["content"]
     assert "The subject is Math." in sent["messages"][0]["content"]
     assert body["message"] == "Here is what I can tell you about What is a derivative?."
     usage = fake_ai._usage(sent, body["message"])
     assert body["tokensUsed"] == usage["total_tokens"]
-    assert body["suggestions"] is None and body["citations"] == []
+    assert body["suggestions"] is None
+    assert body["citations"] == []
     limit = int(resp.headers["X-AI-Tokens-Limit"])
     assert limit == 20000
     assert int(resp.headers["X-AI-Tokens-Remaining"]) == limit - usage["total_tokens"]
@@ -91,14 +93,18 @@ async def test_chat_answers_stores_and_counts(
     assert listed.status == 200
     [conv] = listed.body["conversations"]
     assert conv["id"] == body["conversationId"]
-    assert conv["conversationType"] == "general" and conv["messageCount"] == 2
-    assert conv["title"] == "What is a derivative?" and conv["tokensUsed"] == body["tokensUsed"]
+    assert conv["conversationType"] == "general"
+    assert conv["messageCount"] == 2
+    assert conv["title"] == "What is a derivative?"
+    assert conv["tokensUsed"] == body["tokensUsed"]
     detail = await ai_api.get(f"/api/ai/conversations/{body['conversationId']}", ann)
     assert detail.status == 200
     question, answer = detail.body["messages"]
     assert (question["role"], question["content"]) == ("user", "What is a derivative?")
-    assert answer["id"] == body["messageId"] and answer["role"] == "assistant"
-    assert answer["content"] == body["message"] and answer["tokensUsed"] == body["tokensUsed"]
+    assert answer["id"] == body["messageId"]
+    assert answer["role"] == "assistant"
+    assert answer["content"] == body["message"]
+    assert answer["tokensUsed"] == body["tokensUsed"]
     assert answer["metadata"]["promptTokens"] == usage["prompt_tokens"]
     uid = uuid.UUID(ann.id)
     assert (
@@ -121,7 +127,8 @@ async def test_chat_answers_stores_and_counts(
         ann,
         json={"message": "And an integral?", "conversationId": body["conversationId"]},
     )
-    assert again.status == 200 and again.body["conversationId"] == body["conversationId"]
+    assert again.status == 200
+    assert again.body["conversationId"] == body["conversationId"]
     roles = [(m["role"], m["content"]) for m in fake_ai.requests[-1]["messages"]]
     assert roles[1:] == [
         ("user", "What is a derivative?"),
@@ -152,9 +159,11 @@ async def test_conversations_are_private_paged_and_deletable(
     doubts = await ai_api.get("/api/ai/conversations?type=doubt_solving", ann)
     assert [c["id"] for c in doubts.body["conversations"]] == [ids[1]]
     bad = await ai_api.get("/api/ai/conversations?type=gossip", ann)
-    assert bad.status == 422 and bad.error_field() == "type"
+    assert bad.status == 422
+    assert bad.error_field() == "type"
     bad = await ai_api.get("/api/ai/conversations?cursor=nonsense", ann)
-    assert bad.status == 422 and bad.error_field() == "cursor"
+    assert bad.status == 422
+    assert bad.error_field() == "cursor"
 
     # someone else's conversation does not exist for you
     assert (await ai_api.get(f"/api/ai/conversations/{ids[0]}", bob)).status == 404
@@ -182,7 +191,8 @@ async def test_conversations_are_private_paged_and_deletable(
         == 0
     )
     after = await ai_api.get("/api/ai/usage", ann)
-    assert after.body["used"] == used and after.body["limit"] == 20000
+    assert after.body["used"] == used
+    assert after.body["limit"] == 20000
 
 
 async def test_bad_input_names_the_field(ai_api: Api) -> None:
@@ -273,12 +283,15 @@ async def test_study_plan_and_explain(ai_api: Api, fake_ai: FakeOpenAI) -> None:
     )
     assert plan.status == 200, plan.body
     sent = fake_ai.requests[-1]
-    assert sent["max_tokens"] == 1500 and sent["temperature"] == 0.5
+    assert sent["max_tokens"] == 1500
+    assert sent["temperature"] == 0.5
     prompt = sent["messages"][-1]["content"]
-    assert "Subject: Calculus" in prompt and "Goals: pass the final, understand limits" in prompt
+    assert "Subject: Calculus" in prompt
+    assert "Goals: pass the final, understand limits" in prompt
     assert "Available Time: 6 hours per week" in prompt
     assert "Create personalized study plans" in sent["messages"][0]["content"]
-    assert plan.body["message"] and plan.body["tokensUsed"] > 0
+    assert plan.body["message"]
+    assert plan.body["tokensUsed"] > 0
     assert "X-AI-Tokens-Remaining" in plan.headers
 
     explained = await ai_api.post(
@@ -293,7 +306,8 @@ async def test_study_plan_and_explain(ai_api: Api, fake_ai: FakeOpenAI) -> None:
     )
     assert explained.status == 200, explained.body
     prompt = fake_ai.requests[-1]["messages"][-1]["content"]
-    assert "Explain the chain rule (Calculus)" in prompt and "numbered sequence" in prompt
+    assert "Explain the chain rule (Calculus)" in prompt
+    assert "numbered sequence" in prompt
     assert explained.body["suggestions"]
 
     types = {
@@ -327,11 +341,14 @@ async def test_study_plan_and_explain(ai_api: Api, fake_ai: FakeOpenAI) -> None:
 async def test_streaming_over_server_sent_events(ai_api: Api, fake_ai: FakeOpenAI) -> None:
     ann = await ai_api.register()
     status, headers, events = await sse(ai_api, ann, {"message": "Explain vectors please"})
-    assert status == 200 and headers["Content-Type"].startswith("text/event-stream")
+    assert status == 200
+    assert headers["Content-Type"].startswith("text/event-stream")
     assert fake_ai.requests[-1]["stream"] is True
     kinds = [e for e, _ in events]
-    assert kinds[0] == "start" and kinds[-1] == "done"
-    assert set(kinds[1:-1]) == {"delta"} and len(kinds) > 4
+    assert kinds[0] == "start"
+    assert kinds[-1] == "done"
+    assert set(kinds[1:-1]) == {"delta"}
+    assert len(kinds) > 4
     start, done = events[0][1], events[-1][1]
     deltas = [d for e, d in events if e == "delta"]
     assert [d["index"] for d in deltas] == list(range(len(deltas)))
@@ -346,15 +363,18 @@ async def test_streaming_over_server_sent_events(ai_api: Api, fake_ai: FakeOpenA
 
     stored = await ai_api.get(f"/api/ai/conversations/{start['conversationId']}", ann)
     answer = stored.body["messages"][-1]
-    assert answer["content"] == text and answer["tokensUsed"] == usage["total_tokens"]
+    assert answer["content"] == text
+    assert answer["tokensUsed"] == usage["total_tokens"]
     assert answer["metadata"]["streamed"] is True
 
     # "stream": true works without the Accept header
     status, _, events = await sse(ai_api, ann, {"message": "again", "stream": True}, accept=False)
-    assert status == 200 and events[-1][0] == "done"
+    assert status == 200
+    assert events[-1][0] == "done"
     # refusals come before the stream starts, as JSON
     status, _, body = await sse(ai_api, ann, {"message": ""})
-    assert status == 422 and body["error"]["details"][0]["field"] == "message"
+    assert status == 422
+    assert body["error"]["details"][0]["field"] == "message"
 
 
 async def test_an_upstream_without_usage_is_charged_by_estimate(
@@ -391,7 +411,7 @@ async def test_streaming_into_a_study_session_room(ai_api: Api, fake_ai: FakeOpe
     assert started["data"]["askedBy"] == {"id": ann.id, "username": ann.username}
     assert started["data"]["question"] == "What is osmosis?"
     assert started["data"]["messageId"] == resp.body["messageId"]
-    pieces = []
+    pieces: list[str] = []
     while True:
         frame = await watch.next()
         if frame["t"] == "event" and frame["kind"] == "ai_delta":
@@ -401,12 +421,15 @@ async def test_streaming_into_a_study_session_room(ai_api: Api, fake_ai: FakeOpe
             break
     assert "".join(pieces) == answer
     # the complete answer is a stored message of the room, with the next sequence number
-    assert frame["kind"] == "ai" and frame["body"] == answer and frame["seq"] == 1
+    assert frame["kind"] == "ai"
+    assert frame["body"] == answer
+    assert frame["seq"] == 1
     assert frame["sender"]["id"] == ann.id
     assert frame["meta"]["conversationId"] == resp.body["conversationId"]
     assert frame["meta"]["question"] == "What is osmosis?"
     done = await watch.next("event", "ai_done")
-    assert done["data"]["seq"] == 1 and done["data"]["tokensUsed"] == resp.body["tokensUsed"]
+    assert done["data"]["seq"] == 1
+    assert done["data"]["tokensUsed"] == resp.body["tokensUsed"]
     history = await ai_api.get(f"/api/sessions/{session_id}/messages", bob)
     assert [(m["kind"], m["body"]) for m in history.body["messages"]] == [("ai", answer)]
     conv = await ai_api.get(f"/api/ai/conversations/{resp.body['conversationId']}", ann)
@@ -416,20 +439,24 @@ async def test_streaming_into_a_study_session_room(ai_api: Api, fake_ai: FakeOpe
     status, _, events = await sse(
         ai_api, bob, {"message": "And diffusion?", "sessionId": session_id}
     )
-    assert status == 200 and events[-1][0] == "done"
+    assert status == 200
+    assert events[-1][0] == "done"
     assert events[-1][1]["sessionMessageSeq"] == 2
     frame = await watch.next("message")
-    assert frame["seq"] == 2 and frame["body"] == events[-1][1]["message"]
+    assert frame["seq"] == 2
+    assert frame["body"] == events[-1][1]["message"]
 
     # only participants ask in a room; unknown sessions are 404
     refused = await ai_api.post(
         "/api/ai/chat", stranger, json={"message": "hi", "sessionId": session_id}
     )
-    assert refused.status == 403 and refused.body["error"]["code"] == "not_a_participant"
+    assert refused.status == 403
+    assert refused.body["error"]["code"] == "not_a_participant"
     await ai_api.post(f"/api/sessions/{session_id}/start", organizer)
     await ai_api.post(f"/api/sessions/{session_id}/end", organizer)
     closed = await ai_api.post("/api/ai/chat", ann, json={"message": "hi", "sessionId": session_id})
-    assert closed.status == 409 and closed.body["error"]["code"] == "session_closed"
+    assert closed.status == 409
+    assert closed.body["error"]["code"] == "session_closed"
 
 
 # --- failures ----------------------------------------------------------------------------------
@@ -447,9 +474,13 @@ async def test_upstream_dying_mid_stream_stores_nothing(
     )
     assert status == 200
     kinds = [e for e, _ in events]
-    assert kinds[0] == "start" and kinds[-1] == "error" and "delta" in kinds and "done" not in kinds
+    assert kinds[0] == "start"
+    assert kinds[-1] == "error"
+    assert "delta" in kinds
+    assert "done" not in kinds
     error = events[-1][1]
-    assert error["status"] == 502 and error["error"]["code"] == "upstream_error"
+    assert error["status"] == 502
+    assert error["error"]["code"] == "upstream_error"
     assert "could not be reached" in error["error"]["message"]
     failed = await watch.next("event", "ai_error")
     assert failed["data"]["code"] == "upstream_error"
@@ -468,7 +499,8 @@ async def test_upstream_dying_mid_stream_stores_nothing(
     # a stream that ends without saying it finished is not an answer either
     fake_ai.mode = "no_finish"
     status, _, events = await sse(ai_api, ann, {"message": "again"})
-    assert events[-1][0] == "error" and events[-1][1]["error"]["code"] == "upstream_error"
+    assert events[-1][0] == "error"
+    assert events[-1][1]["error"]["code"] == "upstream_error"
     assert (await ai_api.get("/api/ai/conversations", ann)).body["conversations"] == []
 
 
@@ -478,17 +510,21 @@ async def test_upstream_errors_and_timeouts_are_502_and_504(
     ann = await ai_api.register()
     fake_ai.mode = "error"
     failed = await ai_api.post("/api/ai/chat", ann, json={"message": "hello"})
-    assert failed.status == 502 and failed.body["error"]["code"] == "upstream_error"
+    assert failed.status == 502
+    assert failed.body["error"]["code"] == "upstream_error"
     assert "HTTP 500" in failed.body["error"]["message"]
     fake_ai.mode = "unauthorized"
     failed = await ai_api.post("/api/ai/chat", ann, json={"message": "hello"})
-    assert failed.status == 502 and failed.body["error"]["code"] == "upstream_auth_failed"
+    assert failed.status == 502
+    assert failed.body["error"]["code"] == "upstream_auth_failed"
     fake_ai.mode = "slow"  # longer than OPENAI_TIMEOUT (1 s here)
     slow = await ai_api.post("/api/ai/chat", ann, json={"message": "hello"})
-    assert slow.status == 504 and slow.body["error"]["code"] == "upstream_timeout"
+    assert slow.status == 504
+    assert slow.body["error"]["code"] == "upstream_timeout"
     status, _, events = await sse(ai_api, ann, {"message": "hello"})
     assert status == 200  # the stream had begun when the upstream stalled
-    assert events[-1][0] == "error" and events[-1][1]["status"] == 504
+    assert events[-1][0] == "error"
+    assert events[-1][1]["status"] == 504
     fake_ai.mode = "cut"
     cut = await ai_api.post("/api/ai/chat", ann, json={"message": "hello"})
     assert cut.status == 502
@@ -521,12 +557,15 @@ async def test_without_a_key_ai_says_it_is_not_configured(
     off = await make_client(**ai_settings(fake_ai, enable_ai_features=False))
     bob = await off.register()
     resp = await off.post("/api/ai/chat", bob, json={"message": "hi"})
-    assert resp.status == 503 and resp.body["error"]["code"] == "ai_disabled"
+    assert resp.status == 503
+    assert resp.body["error"]["code"] == "ai_disabled"
     assert (await off.health()).body["services"]["ai"]["status"] == "disabled"
 
     on = await make_client(**ai_settings(fake_ai))
     ai = (await on.health()).body["services"]["ai"]
-    assert ai["status"] == "healthy" and ai["reachable"] is True and ai["model"] == "test-model"
+    assert ai["status"] == "healthy"
+    assert ai["reachable"] is True
+    assert ai["model"] == "test-model"
     fake_ai.models_down = True
     down = await make_client(**ai_settings(fake_ai))
     report = await down.health()
@@ -642,12 +681,16 @@ async def test_grounded_answers_cite_only_what_the_asker_may_read(
     assert cited[in_pod]["title"] == "Photosynthesis basics"
     assert "chlorophyll absorbs the light" in cited[in_pod]["passage"]
     labels = sorted(c["label"] for c in resp.body["citations"])
-    assert labels == [1, 2] and "[1]" in resp.body["message"] and "[2]" in resp.body["message"]
+    assert labels == [1, 2]
+    assert "[1]" in resp.body["message"]
+    assert "[2]" in resp.body["message"]
     system = FakeOpenAI.system_prompt(fake_ai.requests[-1])
-    assert f"(resource {in_pod})" in system and f"(resource {shared_with_pod})" in system
+    assert f"(resource {in_pod})" in system
+    assert f"(resource {shared_with_pod})" in system
     for hidden in (secret, deleted, mine_elsewhere, unrelated):
         assert hidden not in system
-    assert "TOPSECRET" not in system and "DELETED" not in system
+    assert "TOPSECRET" not in system
+    assert "DELETED" not in system
     stored = await ai_api.get(f"/api/ai/conversations/{resp.body['conversationId']}", ann)
     assert {c["id"] for c in stored.body["messages"][-1]["metadata"]["citations"]} == set(cited)
 
@@ -657,7 +700,8 @@ async def test_grounded_answers_cite_only_what_the_asker_may_read(
     assert {c["id"] for c in again.body["citations"]} == {in_pod, shared_with_pod}
     assert (await ai_api.delete(f"/api/pods/{pod}/leave", ann)).status == 204
     left = await ai_api.post("/api/ai/chat", ann, json=follow)
-    assert left.status == 200 and left.body["citations"] == []
+    assert left.status == 200
+    assert left.body["citations"] == []
     assert "(resource " not in FakeOpenAI.system_prompt(fake_ai.requests[-1])
 
     # naming one resource grounds the answer in it, if the asker may read it
@@ -674,7 +718,8 @@ async def test_grounded_answers_cite_only_what_the_asker_may_read(
             ann,
             json={"message": "Summarise this", "context": {"resourceId": hidden}},
         )
-        assert refused.status == 404 and refused.body["error"]["message"] == "resource not found"
+        assert refused.status == 404
+        assert refused.body["error"]["message"] == "resource not found"
     # a private pod is not there for non-members
     outsider = await ai_api.post(
         "/api/ai/chat", stranger, json={"message": "photosynthesis", "context": {"podId": pod}}
@@ -704,7 +749,8 @@ async def test_doubt_solving_guides_with_questions_until_asked_for_the_solution(
     )
     assert first.status == 200
     system = FakeOpenAI.system_prompt(fake_ai.requests[-1])
-    assert "Socratic tutor" in system and "Do not give the final answer" in system
+    assert "Socratic tutor" in system
+    assert "Do not give the final answer" in system
     assert first.body["mode"] == "socratic"
     assert first.body["message"].startswith("Good question. What do you already know")
     assert "Show me the full solution" in first.body["suggestions"]
@@ -720,7 +766,8 @@ async def test_doubt_solving_guides_with_questions_until_asked_for_the_solution(
         )
         assert solved.body["mode"] == "solution", asking
         system = FakeOpenAI.system_prompt(fake_ai.requests[-1])
-        assert "complete worked solution" in system and "Socratic" not in system
+        assert "complete worked solution" in system
+        assert "Socratic" not in system
     flagged = await ai_api.post(
         "/api/ai/chat",
         ann,
@@ -756,11 +803,13 @@ async def test_history_is_trimmed_to_the_token_budget(
     detail = await api.get(f"/api/ai/conversations/{conv}", ann)
     assert len(detail.body["messages"]) == 12
     paged = await api.get(f"/api/ai/conversations/{conv}?limit=5", ann)
-    assert len(paged.body["messages"]) == 5 and paged.body["nextCursor"]
+    assert len(paged.body["messages"]) == 5
+    assert paged.body["nextCursor"]
     rest = await api.get(
         f"/api/ai/conversations/{conv}?limit=10&cursor={paged.body['nextCursor']}", ann
     )
-    assert len(rest.body["messages"]) == 7 and rest.body["nextCursor"] is None
+    assert len(rest.body["messages"]) == 7
+    assert rest.body["nextCursor"] is None
 
 
 # --- quotas and limits -------------------------------------------------------------------------
@@ -785,14 +834,16 @@ async def test_daily_token_quota(
     await db.execute("UPDATE ai_usage_daily SET tokens = 400 WHERE user_id = $1", uuid.UUID(ann.id))
     calls = len(fake_ai.requests)
     spent = await api.post("/api/ai/chat", ann, json={"message": "one more"})
-    assert spent.status == 429 and spent.body["error"]["code"] == "ai_quota_exceeded"
+    assert spent.status == 429
+    assert spent.body["error"]["code"] == "ai_quota_exceeded"
     assert "midnight UTC" in spent.body["error"]["message"]
     now = dt.datetime.now(dt.UTC)
     midnight = dt.datetime.combine(now.date() + dt.timedelta(days=1), dt.time(), dt.UTC)
     assert abs(int(spent.headers["Retry-After"]) - (midnight - now).total_seconds()) < 5
     assert spent.headers["X-AI-Tokens-Remaining"] == "0"
     status, _, body = await sse(api, ann, {"message": "streamed"})
-    assert status == 429 and body["error"]["code"] == "ai_quota_exceeded"
+    assert status == 429
+    assert body["error"]["code"] == "ai_quota_exceeded"
     plan = await api.post("/api/ai/explain", ann, json={"topic": "limits", "subject": "Math"})
     assert plan.status == 429
     assert len(fake_ai.requests) == calls
@@ -808,12 +859,14 @@ async def test_daily_token_quota(
     # too little left for this question: refused too, saying so
     await db.execute("UPDATE ai_usage_daily SET tokens = 380 WHERE user_id = $1", uuid.UUID(ann.id))
     small = await api.post("/api/ai/chat", ann, json={"message": "x" * 200})
-    assert small.status == 429 and "only 20 of your daily 400" in small.body["error"]["message"]
+    assert small.status == 429
+    assert "only 20 of your daily 400" in small.body["error"]["message"]
 
     # premium users get the larger allowance
     await db.execute("UPDATE users SET is_premium = TRUE WHERE id = $1", uuid.UUID(ann.id))
     premium = await api.post("/api/ai/chat", ann, json={"message": "one more"})
-    assert premium.status == 200 and premium.headers["X-AI-Tokens-Limit"] == "5000"
+    assert premium.status == 200
+    assert premium.headers["X-AI-Tokens-Limit"] == "5000"
     assert (await api.get("/api/ai/usage", ann)).body["premium"] is True
 
 
@@ -823,7 +876,8 @@ async def test_at_most_so_many_ai_questions_an_hour(make_client: Any, fake_ai: F
     for _ in range(2):
         assert (await api.post("/api/ai/chat", ann, json={"message": "q"})).status == 200
     limited = await api.post("/api/ai/explain", ann, json={"topic": "t", "subject": "s"})
-    assert limited.status == 429 and limited.body["error"]["code"] == "rate_limited"
+    assert limited.status == 429
+    assert limited.body["error"]["code"] == "rate_limited"
     assert 3500 <= int(limited.headers["Retry-After"]) <= 3600
     assert (await api.post("/api/ai/chat", bob, json={"message": "q"})).status == 200
 
@@ -849,13 +903,15 @@ async def test_answers_in_a_room_use_only_what_everyone_there_may_read(
         ann,
         json={"message": "osmosis?", "sessionId": session_id, "context": {"podId": private_pod}},
     )
-    assert refused.status == 422 and refused.error_field() == "context.podId"
+    assert refused.status == 422
+    assert refused.error_field() == "context.podId"
     refused = await ai_api.post(
         "/api/ai/chat",
         ann,
         json={"message": "osmosis?", "sessionId": session_id, "context": {"resourceId": secret}},
     )
-    assert refused.status == 422 and refused.error_field() == "context.resourceId"
+    assert refused.status == 422
+    assert refused.error_field() == "context.resourceId"
 
     # a conversation grounded in the private pod, continued into the room, cites nothing of it
     private = await ai_api.post(
@@ -891,4 +947,5 @@ async def test_answers_in_a_room_use_only_what_everyone_there_may_read(
         for m in history.body["messages"]
         for c in (m.get("meta") or {}).get("citations", [])
     ]
-    assert secret not in cited and open_notes in cited
+    assert secret not in cited
+    assert open_notes in cited

@@ -28,7 +28,8 @@ def m(role: str, n: int, tag: str = "") -> ChatMessage:
 
 def test_estimates_round_up_and_count_framing() -> None:
     assert budget.estimate_text("") == 0
-    assert budget.estimate_text("abcd") == 1 and budget.estimate_text("abcde") == 2
+    assert budget.estimate_text("abcd") == 1
+    assert budget.estimate_text("abcde") == 2
     assert budget.estimate_message(m("user", 10)) == 14
     assert budget.estimate_prompt([m("system", 10), m("user", 5)]) == 14 + 9 + 3
 
@@ -70,7 +71,8 @@ def test_system_prompts_and_citations() -> None:
     sources = [prompts.Source(1, "r1", "Notes", "passage one"),
                prompts.Source(2, "r2", "Book", "passage two")]  # fmt: skip
     text = prompts.system_prompt("doubt_solving", subject="Physics", socratic=True, sources=sources)
-    assert "Socratic tutor" in text and "The subject is Physics." in text
+    assert "Socratic tutor" in text
+    assert "The subject is Physics." in text
     assert "[1] Notes (resource r1):\npassage one" in text
     assert "complete worked solution" in prompts.system_prompt("doubt_solving")
     assert "Socratic" not in prompts.system_prompt("general", socratic=True)

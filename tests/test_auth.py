@@ -36,9 +36,12 @@ async def test_register_returns_tokens_and_profile_without_password(api: Api) ->
     assert body["expiresIn"] == 900
     user = body["user"]
     assert user["username"] == name
-    assert user["firstName"] == "Ann" and user["lastName"] == "Lee"
-    assert user["educationLevel"] == "undergraduate" and user["institution"] == "MIT"
-    assert user["isVerified"] is False and user["isPremium"] is False
+    assert user["firstName"] == "Ann"
+    assert user["lastName"] == "Lee"
+    assert user["educationLevel"] == "undergraduate"
+    assert user["institution"] == "MIT"
+    assert user["isVerified"] is False
+    assert user["isPremium"] is False
     assert not any("password" in key.lower() for key in user)
     # The access token carries what the spec's JWTPayload names.
     claims = jwt.decode(body["accessToken"], options={"verify_signature": False})
@@ -100,7 +103,8 @@ async def test_register_missing_field_is_named(api: Api) -> None:
 
 async def test_register_wrong_type_and_unknown_field_are_named(api: Api) -> None:
     resp = await api.post("/api/auth/register", json={"email": 5})
-    assert resp.status == 422 and resp.error_field() == "email"
+    assert resp.status == 422
+    assert resp.error_field() == "email"
     name = unique("u")
     resp = await api.post(
         "/api/auth/register",
@@ -113,7 +117,8 @@ async def test_register_wrong_type_and_unknown_field_are_named(api: Api) -> None
             "isAdmin": True,
         },
     )
-    assert resp.status == 422 and resp.error_field() == "isAdmin"
+    assert resp.status == 422
+    assert resp.error_field() == "isAdmin"
 
 
 async def test_register_malformed_json_is_400(api: Api) -> None:
@@ -336,7 +341,8 @@ async def test_tampered_tokens_are_refused(api: Api) -> None:
         assert resp.headers["WWW-Authenticate"].startswith("Bearer")
 
     missing = await api.get("/api/auth/me")
-    assert missing.status == 401 and missing.body["error"]["code"] == "token_required"
+    assert missing.status == 401
+    assert missing.body["error"]["code"] == "token_required"
 
 
 async def test_patch_me_validates_and_updates(api: Api) -> None:
@@ -390,8 +396,10 @@ async def test_public_profile_honours_privacy(api: Api) -> None:
     )
     seen = await api.get(f"/api/users/{owner.id}", stranger)
     assert seen.status == 200
-    assert seen.body["bio"] == "hi" and seen.body["institution"] == "IST"
-    assert "location" not in seen.body and "email" not in seen.body
+    assert seen.body["bio"] == "hi"
+    assert seen.body["institution"] == "IST"
+    assert "location" not in seen.body
+    assert "email" not in seen.body
 
     await api.patch("/api/auth/me", owner, json={"privacySettings": {"profileVisibility": "pods"}})
     hidden = await api.get(f"/api/users/{owner.id}", stranger)

@@ -74,7 +74,8 @@ def test_websocket_run_reports_sane_figures(node: Node, tmp_path: Path) -> None:
         "--settle",
         "0.2",
     )
-    assert result["connect"]["connected"] == 6 and result["connect"]["failed"] == 0
+    assert result["connect"]["connected"] == 6
+    assert result["connect"]["failed"] == 0
     delivery = result["delivery"]
     assert delivery["acked"] == delivery["sent"] > 0, delivery
     # every message reaches the three members of its room: nothing lost, nothing twice
@@ -86,7 +87,8 @@ def test_websocket_run_reports_sane_figures(node: Node, tmp_path: Path) -> None:
     assert delivery["ack_latency"]["p99"] is not None
     server = result["server"]
     assert server["source"].endswith("/metrics")  # --target: read from the node's /metrics
-    assert server["cpu_seconds"] > 0 and server["rss_connected_mib"] > 0
+    assert server["cpu_seconds"] > 0
+    assert server["rss_connected_mib"] > 0
     assert server["memory_per_connection_kib"] is not None
     assert [row["second"] for row in result["timeline"]][:2] == [0, 1]
 
@@ -115,7 +117,8 @@ def test_dropping_and_resuming_loses_nothing(node: Node, tmp_path: Path) -> None
     )
     assert result["config"]["client"] == "live"  # the product's LiveClient resumes
     burst = result["burst"]
-    assert burst["back"] == burst["dropped"] == 6 and burst["not_back"] == 0
+    assert burst["back"] == burst["dropped"] == 6
+    assert burst["not_back"] == 0
     assert burst["resume"]["max"] is not None
     delivery = result["delivery"]
     assert delivery["acked"] > 0
@@ -142,9 +145,12 @@ def test_rest_run_reports_sane_figures(node: Node, tmp_path: Path) -> None:
     assert set(ran) == {"me", "pods-search", "session-history"}
     for scenario in ran.values():
         assert "skipped" not in scenario, scenario
-        assert scenario["requests"] > 0 and scenario["failures"] == 0, scenario
+        assert scenario["requests"] > 0, scenario
+        assert scenario["failures"] == 0, scenario
         assert set(scenario["statuses"]) == {"200"}
-        assert scenario["latency"]["p50"] is not None and scenario["latency"]["p99"] is not None
+        assert scenario["latency"]["p50"] is not None
+        assert scenario["latency"]["p99"] is not None
     # the accounts were registered through the API and cached for the next run
     cached = list((tmp_path / "accounts").glob("*.json"))
-    assert len(cached) == 1 and len(json.loads(cached[0].read_text())["accounts"]) == 3
+    assert len(cached) == 1
+    assert len(json.loads(cached[0].read_text())["accounts"]) == 3

@@ -53,11 +53,13 @@ async def test_create_read_update_delete_an_event(api: Api) -> None:
     assert event["startTime"] == "2026-03-16T09:00:00+01:00"
     assert event["endTime"] == "2026-03-16T10:30:00+01:00"
     assert event["timezone"] == "Europe/Berlin"
-    assert event["eventType"] == "exam" and event["isRecurring"] is False
+    assert event["eventType"] == "exam"
+    assert event["isRecurring"] is False
     assert event["reminderSettings"] == [{"minutesBefore": 10, "channels": ["email", "in_app"]}]
 
     got = await api.get(f"{EVENTS}/{event['id']}", ann)
-    assert got.status == 200 and got.body == event
+    assert got.status == 200
+    assert got.body == event
 
     moved = await api.put(
         f"{EVENTS}/{event['id']}", ann, json={"startTime": "2026-03-17T14:00:00+01:00"}
@@ -87,7 +89,7 @@ async def test_events_are_private(api: Api) -> None:
 async def test_bad_input_is_refused_naming_the_field(api: Api) -> None:
     ann = await api.register()
     base = {"title": "x", "startTime": "2026-03-16T09:00:00", "timezone": "Europe/Berlin"}
-    cases = [
+    cases: list[tuple[dict[str, Any], str]] = [
         ({"timezone": "Mars/Olympus"}, "timezone"),
         ({"timezone": "CEST+2"}, "timezone"),
         ({"endTime": "2026-03-16T08:00:00"}, "endTime"),
@@ -114,7 +116,8 @@ async def test_bad_input_is_refused_naming_the_field(api: Api) -> None:
     resp = await api.put(
         f"{EVENTS}/{event['id']}", ann, json={"endTime": "2026-03-15T10:00:00+01:00"}
     )
-    assert resp.status == 422 and resp.error_field() == "endTime"
+    assert resp.status == 422
+    assert resp.error_field() == "endTime"
     for params, field in (
         ({"startDate": "2026-03-10", "endDate": "2026-03-01"}, "endDate"),
         ({"startDate": "2026-01-01", "endDate": "2028-01-01"}, "endDate"),
@@ -127,7 +130,8 @@ async def test_bad_input_is_refused_naming_the_field(api: Api) -> None:
         ({"startDate": "2026-03-01"}, "endDate"),
     ):
         resp = await api.get(EVENTS, ann, params=params)
-        assert resp.status == 422 and resp.error_field() == field, (params, resp.body)
+        assert resp.status == 422, (params, resp.body)
+        assert resp.error_field() == field, (params, resp.body)
 
 
 async def test_weekly_berlin_class_stays_at_nine_across_dst_for_viewers_anywhere(api: Api) -> None:
@@ -176,11 +180,13 @@ async def test_all_day_events_keep_their_date_in_every_time_zone(api: Api) -> No
     event = await create(
         api, ann, title="Exam week", startTime="2026-05-11", endTime="2026-05-13", isAllDay=True
     )
-    assert event["startTime"] == "2026-05-11" and event["endTime"] == "2026-05-13"
+    assert event["startTime"] == "2026-05-11"
+    assert event["endTime"] == "2026-05-13"
     for tz in ("Pacific/Auckland", "America/Los_Angeles", "UTC"):
         items = await occurrences(api, ann, "2026-05-12", "2026-05-12", timezone=tz)
         assert len(items) == 1, tz
-        assert items[0]["startDate"] == "2026-05-11" and items[0]["endDate"] == "2026-05-13"
+        assert items[0]["startDate"] == "2026-05-11"
+        assert items[0]["endDate"] == "2026-05-13"
         assert items[0]["isAllDay"] is True
         assert await occurrences(api, ann, "2026-05-14", "2026-05-20", timezone=tz) == []
 
@@ -217,14 +223,17 @@ async def test_edit_and_cancel_single_occurrences(api: Api) -> None:
     resp = await api.put(
         path, ann, params={"recurrenceId": "2026-04-06T07:00:00Z"}, json={"eventType": "exam"}
     )
-    assert resp.status == 422 and resp.error_field() == "eventType"
+    assert resp.status == 422
+    assert resp.error_field() == "eventType"
     resp = await api.put(path, ann, params={"scope": "following"}, json={"title": "x"})
-    assert resp.status == 422 and resp.error_field() == "recurrenceId"
+    assert resp.status == 422
+    assert resp.error_field() == "recurrenceId"
     single = await create(api, ann, title="once")
     resp = await api.delete(
         f"{EVENTS}/{single['id']}", ann, params={"recurrenceId": "2026-03-16T08:00:00Z"}
     )
-    assert resp.status == 422 and resp.error_field() == "recurrenceId"
+    assert resp.status == 422
+    assert resp.error_field() == "recurrenceId"
 
 
 async def test_this_and_following_splits_the_series(api: Api) -> None:
@@ -294,7 +303,8 @@ async def _session(
     names = ", ".join(values)
     marks = ", ".join(f"${i}" for i in range(1, len(values) + 1))
     session_id: uuid.UUID = await db.fetchval(
-        f"INSERT INTO study_sessions ({names}) VALUES ({marks}) RETURNING id", *values.values()
+        f"INSERT INTO study_sessions ({names}) VALUES ({marks}) RETURNING id",  # noqa: S608 (the test's own column names)
+        *values.values(),
     )
     return session_id
 
@@ -349,7 +359,8 @@ async def test_range_includes_sessions_organized_joined_and_of_my_pods(api: Api,
         "2026-06-08T14:00:00+02:00",
         "2026-06-15T14:00:00+02:00",
     ]
-    assert weekly[0]["podId"] == pod["id"] and weekly[0]["eventType"] == "session"
+    assert weekly[0]["podId"] == pod["id"]
+    assert weekly[0]["eventType"] == "session"
     assert str(organized) in {o["id"] for o in items}
     # filters
     only_exams = await occurrences(api, bob, "2026-06-01", "2026-06-30", eventTypes="exam")
@@ -370,7 +381,8 @@ async def test_range_includes_sessions_organized_joined_and_of_my_pods(api: Api,
             "relatedSessionId": str(joined),
         },
     )
-    assert resp.status == 201 and resp.body["relatedSessionId"] == str(joined)
+    assert resp.status == 201
+    assert resp.body["relatedSessionId"] == str(joined)
 
 
 # --------------------------------------------------------------------------- limits
@@ -379,10 +391,12 @@ async def test_range_includes_sessions_organized_joined_and_of_my_pods(api: Api,
 async def test_dates_outside_the_supported_years_are_refused_naming_the_field(api: Api) -> None:
     ann = await api.register()
     far = await api.get(EVENTS, ann, params={"startDate": "9999-12-30", "endDate": "9999-12-31"})
-    assert far.status == 422 and far.error_field() == "startDate", far.body
+    assert far.status == 422, far.body
+    assert far.error_field() == "startDate", far.body
     far = await api.get(EVENTS, ann, params={"startDate": "2026-12-30", "endDate": "9999-12-31"})
-    assert far.status == 422 and far.error_field() == "endDate", far.body
-    cases = [
+    assert far.status == 422, far.body
+    assert far.error_field() == "endDate", far.body
+    cases: list[tuple[dict[str, Any], str]] = [
         ({"startTime": "0001-01-01T00:00:00+09:00", "timezone": "UTC"}, "startTime"),
         ({"startTime": "2026-01-01T09:00:00Z", "endTime": "9999-12-31T23:59:59-05:00"}, "endTime"),
         (
@@ -433,7 +447,8 @@ async def test_rules_firing_more_than_48_times_a_day_are_refused(api: Api) -> No
                 "recurrencePattern": rule,
             },
         )
-        assert resp.status == 422 and resp.error_field() == "recurrencePattern.rrule", resp.body
+        assert resp.status == 422, resp.body
+        assert resp.error_field() == "recurrencePattern.rrule", resp.body
         assert fragment in resp.body["error"]["details"][0]["reason"]
 
 
@@ -454,16 +469,19 @@ async def test_a_range_carries_at_most_2000_occurrences_the_earliest_ones(api: A
     )
     assert resp.status == 200
     items = resp.body["events"]
-    assert resp.body["truncated"] is True and len(items) == 2000
+    assert resp.body["truncated"] is True
+    assert len(items) == 2000
     starts = [i["startTime"] for i in items]
     assert starts == sorted(starts)
-    assert starts[0] == "2026-03-01T00:00:00Z" and starts[-1] == "2026-03-28T18:20:00Z"
+    assert starts[0] == "2026-03-01T00:00:00Z"
+    assert starts[-1] == "2026-03-28T18:20:00Z"
     assert len({i["occurrenceId"] for i in items}) == 2000
     # a range that holds fewer is whole
     week = await api.get(
         EVENTS, ann, params={"startDate": "2026-03-01", "endDate": "2026-03-07", "timezone": "UTC"}
     )
-    assert week.body["truncated"] is False and len(week.body["events"]) == 7 * 72
+    assert week.body["truncated"] is False
+    assert len(week.body["events"]) == 7 * 72
 
 
 async def test_a_calendar_holds_a_bounded_number_of_events(
@@ -477,7 +495,8 @@ async def test_a_calendar_holds_a_bounded_number_of_events(
     both = await asyncio.gather(*(api.post(EVENTS, ann, json=_body(f"Race {i}")) for i in range(2)))
     assert sorted(r.status for r in both) == [201, 409]
     full = next(r for r in both if r.status == 409).body["error"]
-    assert full["code"] == "calendar_full" and "at most 3 events" in full["message"]
+    assert full["code"] == "calendar_full"
+    assert "at most 3 events" in full["message"]
     assert (await api.post(EVENTS, ann, json=_body("One more"))).status == 409
     # splitting a series makes one more event: refused too, and the series is left whole
     split = await api.put(

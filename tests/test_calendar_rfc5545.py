@@ -64,6 +64,7 @@ async def add_series(
         pattern["exdates"] = [_aware(x, tz) for x in exdates]
     if rdates:
         pattern["rdates"] = [_aware(x, tz) for x in rdates]
+    body: dict[str, Any]
     if route == "event":
         body = {
             "title": "Series",
@@ -102,7 +103,8 @@ async def add_series(
             lines.append(f"RDATE;TZID={tz}:" + ",".join(_ics_local(x) for x in rdates))
         answer = await import_ics(api, user, ics("\r\n".join([*lines, "END:VEVENT", ""])))
         assert answer["imported"] == 1, answer
-        assert answer["skipped"] == [] and answer["incomplete"] == [], answer
+        assert answer["skipped"] == [], answer
+        assert answer["incomplete"] == [], answer
 
 
 async def starts(api: Api, user: User, first: str, last: str, tz: str) -> list[str]:
@@ -218,7 +220,8 @@ async def test_minutely_rules_stay_within_the_daily_cap(api: Api) -> None:
     base = {"title": "x", "startTime": "2026-03-16T09:00:00", "timezone": BERLIN}
     for rule in ("FREQ=MINUTELY;INTERVAL=15", "FREQ=MINUTELY;BYHOUR=9"):
         resp = await api.post(EVENTS, ann, json={**base, "recurrencePattern": rule})
-        assert resp.status == 422 and resp.error_field() == "recurrencePattern.rrule", resp.body
+        assert resp.status == 422, resp.body
+        assert resp.error_field() == "recurrencePattern.rrule", resp.body
         assert "at most 48" in resp.body["error"]["details"][0]["reason"]
     # 48 a day, or many a minute apart but few in all, are fine
     for rule in ("FREQ=MINUTELY;INTERVAL=30", "FREQ=MINUTELY;COUNT=40"):
@@ -314,7 +317,8 @@ async def test_rdates_are_validated_like_exdates(api: Api) -> None:
         "recurrencePattern": {"rrule": rule, "rdates": ["2036-05-01T09:00:00+02:00"]},
     }
     resp = await api.post("/api/sessions", ann, json=session)
-    assert resp.status == 422 and resp.error_field() == "recurrencePattern.rdates", resp.body
+    assert resp.status == 422, resp.body
+    assert resp.error_field() == "recurrencePattern.rdates", resp.body
 
 
 async def test_an_rdate_occurrence_is_changed_and_cut_on_its_own(api: Api) -> None:
@@ -335,7 +339,8 @@ async def test_an_rdate_occurrence_is_changed_and_cut_on_its_own(api: Api) -> No
     assert moved.status == 200, moved.body
     # the rest of the series cannot start from a date its rule does not produce
     cut = await api.put(path, ann, params={**extra, "scope": "following"}, json={"title": "New"})
-    assert cut.status == 422 and cut.error_field() == "recurrenceId", cut.body
+    assert cut.status == 422, cut.body
+    assert cut.error_field() == "recurrenceId", cut.body
     shown = await starts(api, ann, "2036-05-01", "2036-06-30", BERLIN)
     assert shown == [
         "2036-05-05T09:00:00+02:00",

@@ -130,7 +130,7 @@ async def test_after_mode_delivers_at_once_and_retracts_everywhere(
         return ack
 
     try:
-        acks = []
+        acks: list[protocol.Acked] = []
         for i in range(30):  # pipelined in pairs, as a chatty client sends
             acks += await asyncio.gather(timed(f"line {2 * i}"), timed(f"line {2 * i + 1}"))
         assert [x.seq for x in acks] == list(range(1, 61))
@@ -151,11 +151,14 @@ async def test_after_mode_delivers_at_once_and_retracts_everywhere(
         # history shows it removed; a resume from before it gets the removed form
         history = await a.get(f"/api/sessions/{room[8:]}/messages?after=60", organizer)
         removed = history.body["messages"][0]
-        assert removed["seq"] == 61 and removed.get("retracted") is True and removed["body"] == ""
+        assert removed["seq"] == 61
+        assert removed.get("retracted") is True
+        assert removed["body"] == ""
         late = await b.live(near)
         await late.join(room, since=60)
         again = await messages_from(late, 1)
-        assert again[0].retracted is True and again[0].body == ""
+        assert again[0].retracted is True
+        assert again[0].body == ""
         # it waits for a reviewer, and its author was told
         queue = await a.get(f"/api/moderation/held?sessionId={room[8:]}", organizer)
         items = queue.body["items"]

@@ -31,10 +31,13 @@ def run_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.Complet
 
 def test_help_explains_both_commands() -> None:
     out = run_cli("--help").stdout
-    assert "serve" in out and "migrate" in out
-    assert "DATABASE_URL" in out and "REDIS_URL" in out
+    assert "serve" in out
+    assert "migrate" in out
+    assert "DATABASE_URL" in out
+    assert "REDIS_URL" in out
     serve_help = run_cli("serve", "--help").stdout
-    assert "--host" in serve_help and "--port" in serve_help
+    assert "--host" in serve_help
+    assert "--port" in serve_help
 
 
 def test_bad_configuration_stops_start_up_with_one_line(tmp_path: Path) -> None:

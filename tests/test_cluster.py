@@ -17,7 +17,7 @@ import pytest
 
 from peerspark_rt import protocol
 from peerspark_rt.client import LiveClient
-from tests.helpers import Api, User, messages_from
+from tests.helpers import Api, User, messages_from, until_closed
 from tests.nodes import Node, start_node
 
 pytestmark = pytest.mark.multinode
@@ -190,9 +190,7 @@ async def test_logout_on_one_node_closes_sockets_on_others(apis: list[Api]) -> N
     live = await apis[1].live(user, reconnect=False)
     await live.join(f"user:{user.id}")
     assert (await apis[2].post("/api/auth/logout", user)).status == 204
-    with pytest.raises(ConnectionError):
-        while True:
-            await live.next(5)
+    await until_closed(live)
     assert live.close_code == protocol.CLOSE_SESSION_REVOKED
 
 
@@ -285,8 +283,6 @@ async def test_graceful_stop_says_going_away(cluster_env: dict[str, str]) -> Non
         live = await api.live(user, reconnect=False)
         await live.join(f"user:{user.id}")
         assert node.stop(signal.SIGTERM) == 0
-        with pytest.raises(ConnectionError):
-            while True:
-                await live.next(5)
+        await until_closed(live)
         assert live.close_code == protocol.CLOSE_GOING_AWAY
         await api.aclose()

@@ -55,7 +55,8 @@ async def test_the_tree_comes_back_ordered_and_nested(api: Api) -> None:
     assert [n["content"] for n in tree] == ["A", "B"]
     assert [n["content"] for n in tree[0]["replies"]] == ["A1", "A2"]
     assert [n["content"] for n in tree[0]["replies"][0]["replies"]] == ["A1a"]
-    assert tree[0]["replyCount"] == 2 and tree[0]["depth"] == 0
+    assert tree[0]["replyCount"] == 2
+    assert tree[0]["depth"] == 0
     assert tree[0]["replies"][0]["replies"][0]["depth"] == 2
     assert tree[0]["replies"][0]["parentCommentId"] == c["A"]["id"]
     assert resp.body["nextCursor"] is None
@@ -85,7 +86,8 @@ async def test_the_tree_pages_depth_first(api: Api) -> None:
     assert flatten(sub.body["comments"]) == ["A1", "A1a", "A2"]
     for query, field in [("limit=0", "limit"), ("cursor=xyz", "cursor"), ("order=new", "order")]:
         bad = await api.get(f"/api/posts/{made['id']}/comments?{query}", author)
-        assert bad.status == 422 and bad.error_field() == field
+        assert bad.status == 422
+        assert bad.error_field() == field
     wrong_parent = await api.get(
         f"/api/posts/{made['id']}/comments?parentCommentId={MISSING}", author
     )
@@ -102,13 +104,16 @@ async def test_anonymous_comments_and_notifications(api: Api) -> None:
     room = await listen_live(api, owner, f"pod:{pod['id']}")
     inbox = await listen_live(api, author, f"user:{author.id}")
     mine = await comment(api, shy, made["id"], "honestly it is confusing", isAnonymous=True)
-    assert mine["author"]["id"] == shy.id and mine["isMine"] is True
+    assert mine["author"]["id"] == shy.id
+    assert mine["isMine"] is True
     frame = await room.next("event", "comment_created")
-    assert frame["data"]["postId"] == made["id"] and frame["data"]["commentCount"] == 1
+    assert frame["data"]["postId"] == made["id"]
+    assert frame["data"]["commentCount"] == 1
     assert frame["data"]["comment"]["author"] is None
     assert frame["data"]["comment"]["content"] == "honestly it is confusing"
     note = await inbox.next("notification")
-    assert note["type"] == "comment" and note["title"] == "Someone commented on your post"
+    assert note["type"] == "comment"
+    assert note["title"] == "Someone commented on your post"
     listed = {
         u.username: (await api.get(f"/api/posts/{made['id']}/comments", u)).body["comments"][0]
         for u in (author, mod, shy)
@@ -120,7 +125,8 @@ async def test_anonymous_comments_and_notifications(api: Api) -> None:
     shy_inbox = await listen_live(api, shy, f"user:{shy.id}")
     await comment(api, mod, made["id"], "which part?", parentCommentId=mine["id"])
     reply_note = await shy_inbox.next("notification")
-    assert reply_note["type"] == "comment_reply" and mod.username in reply_note["title"]
+    assert reply_note["type"] == "comment_reply"
+    assert mod.username in reply_note["title"]
     assert (await inbox.next("notification"))["type"] == "comment"  # the post author too
     await comment(api, author, made["id"], "thanks all")
     await inbox.nothing_more("notification")
@@ -137,7 +143,8 @@ async def test_comment_likes_and_deletion(api: Api, db: Any) -> None:
     room = await listen_live(api, owner, f"pod:{pod['id']}")
     path = f"/api/comments/{top['id']}/interactions"
     liked = await api.post(path, fan, json={"type": "like"})
-    assert liked.status == 200 and (liked.body["active"], liked.body["likeCount"]) == (True, 1)
+    assert liked.status == 200
+    assert (liked.body["active"], liked.body["likeCount"]) == (True, 1)
     frame = await room.next("event", "comment_like_count")
     assert frame["data"] == {"postId": made["id"], "commentId": top["id"], "likeCount": 1}
     listed = await api.get(f"/api/posts/{made['id']}/comments", fan)
@@ -150,7 +157,8 @@ async def test_comment_likes_and_deletion(api: Api, db: Any) -> None:
     gone = await room.next("event", "comment_deleted")
     assert gone["data"]["commentCount"] == 1
     tree = (await api.get(f"/api/posts/{made['id']}/comments", other)).body["comments"]
-    assert tree[0]["status"] == "deleted" and tree[0]["content"] is None
+    assert tree[0]["status"] == "deleted"
+    assert tree[0]["content"] is None
     assert tree[0]["author"] is None
     assert tree[0]["replies"][0]["content"] == "reply"
     assert (await api.get(f"/api/posts/{made['id']}", other)).body["commentCount"] == 1
@@ -185,7 +193,8 @@ async def test_comment_refusals(api: Api, db: Any) -> None:
         ({"content": "x", "isAnonymous": 1}, "isAnonymous"),
     ]:
         resp = await api.post(f"/api/posts/{target}/comments", owner, json=body)
-        assert resp.status == 422 and resp.error_field() == field, (body, resp.body)
+        assert resp.status == 422, (body, resp.body)
+        assert resp.error_field() == field, (body, resp.body)
     # comments on the members-only post stay invisible to outsiders, likes included
     inner = await comment(api, owner, target, "inner")
     resp = await api.post(
@@ -195,7 +204,8 @@ async def test_comment_refusals(api: Api, db: Any) -> None:
     resp = await api.post(f"/api/comments/{MISSING}/interactions", owner, json={"type": "like"})
     assert resp.status == 404
     resp = await api.post(f"/api/comments/{inner['id']}/interactions", owner, json={"type": "love"})
-    assert resp.status == 422 and resp.error_field() == "type"
+    assert resp.status == 422
+    assert resp.error_field() == "type"
     # nesting is bounded
     parent = inner
     for depth in range(1, 16):
@@ -205,6 +215,7 @@ async def test_comment_refusals(api: Api, db: Any) -> None:
         owner,
         json={"content": "too deep", "parentCommentId": parent["id"]},
     )
-    assert resp.status == 422 and resp.error_field() == "parentCommentId"
+    assert resp.status == 422
+    assert resp.error_field() == "parentCommentId"
     staff = await platform_moderator(api, db, await api.register())
     assert (await api.get(f"/api/posts/{target}/comments", staff)).status == 404

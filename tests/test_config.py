@@ -12,9 +12,11 @@ from peerspark_rt.config import ConfigError, ensure_secrets, load_settings
 
 def test_defaults_come_from_the_defaults_file() -> None:
     settings = load_settings({})
-    assert settings.host == "127.0.0.1" and settings.port == 8080
+    assert settings.host == "127.0.0.1"
+    assert settings.port == 8080
     assert settings.env == "development"
-    assert settings.database_url is None and settings.redis_url is None
+    assert settings.database_url is None
+    assert settings.redis_url is None
     assert settings.allowed_origins == ("http://localhost:3000",)
     assert settings.enable_ai_features is True
 
@@ -65,7 +67,8 @@ def test_development_secrets_are_generated_once_and_kept(tmp_path: Path) -> None
     settings = load_settings({"PEERSPARK_DATA_DIR": str(tmp_path)})
     first = ensure_secrets(settings)
     second = ensure_secrets(settings)
-    assert first.jwt_secret and first.jwt_refresh_secret
+    assert first.jwt_secret
+    assert first.jwt_refresh_secret
     assert first.jwt_secret != first.jwt_refresh_secret
     assert (first.jwt_secret, first.jwt_refresh_secret) == (
         second.jwt_secret,
@@ -93,8 +96,10 @@ def test_production_rejects_wildcard_origins() -> None:
 
 def test_ai_and_moderation_settings() -> None:
     defaults = load_settings({})
-    assert defaults.ai_daily_tokens == 20000 and defaults.ai_daily_tokens_premium == 200000
-    assert defaults.ai_queries_per_hour == 50 and defaults.moderation_posts_per_hour == 10
+    assert defaults.ai_daily_tokens == 20000
+    assert defaults.ai_daily_tokens_premium == 200000
+    assert defaults.ai_queries_per_hour == 50
+    assert defaults.moderation_posts_per_hour == 10
     assert "casino" in defaults.moderation_blocked_words
     settings = load_settings(
         {"MODERATION_BLOCKED_WORDS": " Casino, free  money,,casino ", "AI_MAX_TOKENS": "500"}

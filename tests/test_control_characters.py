@@ -10,7 +10,7 @@ import pytest
 
 from peerspark_rt.infra.dbtypes import Conn
 from peerspark_rt.infra.validation import OUT_OF_RANGE
-from peerspark_rt.social import feed
+from peerspark_rt.social.db import posts as posts_db
 from tests.helpers import Api
 from tests.social import post, resource
 
@@ -95,7 +95,7 @@ async def test_sync_records_a_value_the_database_refuses(
     async def refused(conn: Conn, values: dict[str, Any]) -> None:
         await conn.execute("SELECT 'not a number'::int")
 
-    monkeypatch.setattr(feed.posts_db, "insert_post", refused)
+    monkeypatch.setattr(posts_db, "insert_post", refused)
     action = {"clientActionId": "dx-1", "type": "create_post", "data": {"content": "fine"}}
     for replayed in (False, True):
         resp = await api.post("/api/mobile/sync", phone, json={"pendingActions": [action]})

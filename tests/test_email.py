@@ -67,7 +67,8 @@ def smtp_server() -> Iterator[tuple[Inbox, int]]:
 def bodies(msg: EmailMessage) -> tuple[str, str]:
     text = msg.get_body(preferencelist=("plain",))
     html = msg.get_body(preferencelist=("html",))
-    assert text is not None and html is not None
+    assert text is not None
+    assert html is not None
     return str(text.get_content()), str(html.get_content())
 
 
@@ -90,7 +91,8 @@ async def test_a_notification_email_arrives_at_the_smtp_server(
     assert msg["From"] == "PeerSpark <noreply@peerspark.local>"
     assert inbox.envelopes[-1].rcpt_tos == [bob.email]
     text, html = bodies(msg)
-    assert "Hi Test," in text and "Calculus <Study> & Friends" in text
+    assert "Hi Test," in text
+    assert "Calculus <Study> & Friends" in text
     assert f"https://peerspark.example/pods/{pod['id']}" in text
     assert "Calculus &lt;Study&gt; &amp; Friends" in html  # escaped in HTML
     assert f'href="https://peerspark.example/pods/{pod["id"]}"' in html
@@ -122,7 +124,8 @@ async def test_without_smtp_emails_go_to_the_outbox_folder(
     assert len(mine) == 1
     assert isinstance(mine[0], EmailMessage)
     text, html = bodies(mine[0])
-    assert "Glad you're here." in text and "Glad you&#x27;re here." in html
+    assert "Glad you're here." in text
+    assert "Glad you&#x27;re here." in html
     health = await api.health()
     assert health.body["services"]["jobs"]["worker"] == "running"
 
@@ -151,7 +154,8 @@ async def test_the_daily_digest_gathers_what_was_missed(
     [msg] = await inbox.wait_for(ann.email)
     assert msg["Subject"] == "What you missed on PeerSpark (2 new)"
     text, html = bodies(msg)
-    assert "- Bob liked your post" in text and "- Eve commented" in text
+    assert "- Bob liked your post" in text
+    assert "- Eve commented" in text
     assert "Already read" not in text
     assert "<li>Bob liked your post</li>" in html
     # a second scan the same day sends nothing more, and the items are marked as emailed
@@ -254,7 +258,8 @@ async def test_an_email_that_cannot_be_built_fails_at_once_with_its_reason(
         )
     await api.app[WORKER].drain()
     row = await db.fetchrow("SELECT status, attempts, last_error FROM jobs WHERE id = $1", job_id)
-    assert row["status"] == "dead" and row["attempts"] == 1
+    assert row["status"] == "dead"
+    assert row["attempts"] == 1
     assert "PermanentError: cannot build the email" in row["last_error"]
 
 
@@ -262,7 +267,8 @@ def test_header_text_keeps_headers_on_one_line() -> None:
     assert header_text("a\nb\r\nc\u2028d\x85e\x00f\tg   h") == "a b c d e f g h"
     assert header_text("  Reminder:\u00a0Café 👩‍🔬  ") == "Reminder: Café 👩‍🔬"
     long = header_text("x" * 500)
-    assert len(long) == 200 and long.endswith("\u2026")
+    assert len(long) == 200
+    assert long.endswith("\u2026")
 
 
 def _zone_where_it_is(hour_now: int, local_hour: int) -> str:

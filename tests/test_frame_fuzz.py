@@ -103,7 +103,7 @@ def _frames(room: str) -> st.SearchStrategy[bytes | str]:
     }
     shaped = st.fixed_dictionaries(
         {"t": st.sampled_from([*TAGS, "bogus"]) | _values()},
-        optional=fields,  # type: ignore[arg-type]
+        optional=fields,
     )
     as_json = shaped.map(_json)
     truncated = st.tuples(as_json, st.floats(0, 1)).map(lambda p: p[0][: int(len(p[0]) * p[1])])

@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from peerspark_rt.accounts import users
+from peerspark_rt.accounts import db as users_db
 from peerspark_rt.infra.dbtypes import Conn
 from tests import rawhttp
 from tests.helpers import Api, Response, User
@@ -176,7 +176,7 @@ async def test_a_value_the_database_refuses_is_a_422_without_its_words(
     async def refused(conn: Conn, *args: Any, **kwargs: Any) -> None:
         await conn.execute("SELECT 'not a number'::int")
 
-    monkeypatch.setattr(users.users_db, "update_profile", refused)
+    monkeypatch.setattr(users_db, "update_profile", refused)
     resp = await api.patch("/api/auth/me", ann, json={"bio": "fine"})
     assert_clean_error(resp)
     from peerspark_rt.infra.validation import OUT_OF_RANGE

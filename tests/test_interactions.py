@@ -43,7 +43,8 @@ async def test_like_toggles_and_active_sets(api: Api) -> None:
             1,
         )
     seen = await api.get(f"/api/posts/{made['id']}", fan)
-    assert seen.body["liked"] is True and seen.body["likeCount"] == 1
+    assert seen.body["liked"] is True
+    assert seen.body["likeCount"] == 1
     assert (await api.get(f"/api/posts/{made['id']}", author)).body["liked"] is False
 
 
@@ -121,7 +122,8 @@ async def test_liking_again_after_an_unlike_does_not_notify_again(api: Api) -> N
     path = f"/api/posts/{made['id']}/interactions"
     for active in (True, False, True, False, True):
         resp = await api.post(path, fan, json={"type": "like", "active": active})
-        assert resp.status == 200 and resp.body["changed"], resp.body
+        assert resp.status == 200, resp.body
+        assert resp.body["changed"], resp.body
     assert (await inbox.next("notification"))["unreadCount"] == 1
     await inbox.nothing_more("notification")
     # Concurrent like/unlike/like clicks still tell the author once.
@@ -144,9 +146,12 @@ async def test_bookmarks_and_shares(api: Api, db: asyncpg.Connection) -> None:
     assert (resp.body["active"], resp.body["bookmarkCount"]) == (True, 1)
     for _ in range(2):
         resp = await api.post(path, reader, json={"type": "share"})
-        assert resp.status == 200 and resp.body["shareCount"] == 1 and resp.body["active"]
+        assert resp.status == 200
+        assert resp.body["shareCount"] == 1
+        assert resp.body["active"]
     resp = await api.post(path, reader, json={"type": "share", "active": False})
-    assert resp.status == 422 and resp.error_field() == "active"
+    assert resp.status == 422
+    assert resp.error_field() == "active"
     assert await _count(db, made["id"], "share") == 1
     resp = await api.post(path, reader, json={"type": "bookmark", "active": False})
     assert (resp.body["active"], resp.body["bookmarkCount"]) == (False, 0)
@@ -172,7 +177,8 @@ async def test_interaction_refusals(api: Api) -> None:
         ({"type": "like", "extra": 1}, "extra"),
     ]:
         resp = await api.post(f"/api/posts/{public['id']}/interactions", outsider, json=body)
-        assert resp.status == 422 and resp.error_field() == field, body
+        assert resp.status == 422, body
+        assert resp.error_field() == field, body
     resp = await api.post(
         f"/api/posts/{public['id']}/interactions",
         outsider,

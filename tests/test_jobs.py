@@ -54,7 +54,9 @@ async def run_worker(
     return worker
 
 
-async def wait_status(database: Database, job_id: int, status: str, timeout: float = 10) -> Any:
+async def wait_status(
+    database: Database, job_id: int | None, status: str, timeout: float = 10
+) -> Any:
     deadline = asyncio.get_running_loop().time() + timeout
     while True:
         row = await database.fetchrow("SELECT * FROM jobs WHERE id = $1", job_id)
@@ -85,7 +87,8 @@ async def test_a_failing_job_is_retried_with_backoff_until_it_succeeds(
     finally:
         await worker.stop()
     assert [a for a, _ in calls] == [1, 2, 3]
-    assert row["attempts"] == 3 and row["finished_at"] is not None
+    assert row["attempts"] == 3
+    assert row["finished_at"] is not None
     assert "attempt 2" in row["last_error"]  # the last failure is kept for the record
     gaps = [b - a for (_, a), (_, b) in itertools.pairwise(calls)]
     # base 0.2 s, doubling, with +-20% jitter (and up to one poll interval of delay)
@@ -110,16 +113,19 @@ async def test_a_job_that_keeps_failing_ends_dead_with_its_last_error(
     queue = JobQueue(database)
     first = await queue.enqueue(database.pool, doomed, max_attempts=3)
     second = await queue.enqueue(database.pool, poison, max_attempts=5)
-    assert first is not None and second is not None
+    assert first is not None
+    assert second is not None
     worker = await run_worker(database, pg_dsn, {doomed: always_fails, poison: bad_payload})
     try:
         dead = await wait_status(database, first, "dead")
         dead_at_once = await wait_status(database, second, "dead")
     finally:
         await worker.stop()
-    assert dead["attempts"] == 3 and attempts[doomed] == 3
+    assert dead["attempts"] == 3
+    assert attempts[doomed] == 3
     assert dead["last_error"].startswith("RuntimeError: still broken after 3")
-    assert dead_at_once["attempts"] == 1 and attempts[poison] == 1  # no retry for permanent errors
+    assert dead_at_once["attempts"] == 1
+    assert attempts[poison] == 1
     assert "payload names no user" in dead_at_once["last_error"]
 
 
@@ -150,10 +156,13 @@ async def test_enqueue_belongs_to_the_callers_transaction(database: Database) ->
     class Rollback(Exception):
         pass
 
-    with pytest.raises(Rollback):
+    async def enqueue_then_fail() -> None:
         async with database.transaction() as conn:
             await queue.enqueue(conn, ghost)
             raise Rollback
+
+    with pytest.raises(Rollback):
+        await enqueue_then_fail()
     assert await database.fetchval("SELECT count(*) FROM jobs WHERE kind = $1", ghost) == 0
     assert await queue.enqueue(database.pool, ghost, dedupe_key=f"{ghost}-once") is not None
     assert await queue.enqueue(database.pool, ghost, dedupe_key=f"{ghost}-once") is None
@@ -235,7 +244,8 @@ async def test_a_job_whose_worker_died_is_taken_back_after_its_lease(
         row = await wait_status(database, job_id, "done")
     finally:
         await worker.stop()
-    assert done == [2] and row["attempts"] == 2
+    assert done == [2]
+    assert row["attempts"] == 2
     assert "dead-node" in row["last_error"]
 
 
@@ -270,7 +280,9 @@ async def test_the_daily_rollup_fills_study_analytics(api: Api, database: Databa
     row = await database.fetchrow(
         "SELECT * FROM study_analytics WHERE user_id = $1 AND date = $2", uuid.UUID(ann.id), day
     )
-    assert row["study_time_minutes"] == 90 and row["sessions_completed"] == 1
+    assert row is not None
+    assert row["study_time_minutes"] == 90
+    assert row["sessions_completed"] == 1
     assert row["streak_days"] == 5
 
 
@@ -309,7 +321,8 @@ def test_help_lists_the_worker_command() -> None:
         text=True,
         timeout=60,
     ).stdout
-    assert "worker" in out and "RUN_WORKER" in out
+    assert "worker" in out
+    assert "RUN_WORKER" in out
 
 
 async def test_a_separate_worker_process_runs_jobs_and_stops_cleanly(
@@ -332,7 +345,7 @@ async def test_a_separate_worker_process_runs_jobs_and_stops_cleanly(
     )
     try:
         assert proc.stdout is not None
-        seen = []
+        seen: list[str] = []
         while not seen or "running" not in seen[-1]:
             line = await asyncio.to_thread(proc.stdout.readline)
             assert line, "".join(seen)  # it exited

@@ -37,7 +37,8 @@ async def test_compact_feed(api: Api) -> None:
         "avatar": None,
         "verified": False,
     }
-    assert entry["pod"] == pod["name"] and entry["tags"] == ["t"]
+    assert entry["pod"] == pod["name"]
+    assert entry["tags"] == ["t"]
     assert entry["stats"] == {"likes": 1, "comments": 0}
     assert entry["userInteractions"] == {"liked": True, "bookmarked": False}
     rest = await api.get(f"/api/mobile/feed?limit=2&cursor={first.body['nextCursor']}", reader)
@@ -75,10 +76,12 @@ async def test_sync_applies_each_action_once(api: Api, db: asyncpg.Connection) -
     assert [r["clientActionId"] for r in first.body["syncResults"]] == [
         "c-1", "c-2", "c-3", "c-4", "c-5", "c-6",
     ]  # fmt: skip
-    assert results["c-1"]["status"] == "ok" and results["c-1"]["replayed"] is False
+    assert results["c-1"]["status"] == "ok"
+    assert results["c-1"]["replayed"] is False
     created = results["c-1"]["result"]["postId"]
     assert results["c-1"]["result"]["post"]["content"] == "written offline"
-    assert results["c-2"]["result"]["likeCount"] == 1 and results["c-2"]["result"]["active"]
+    assert results["c-2"]["result"]["likeCount"] == 1
+    assert results["c-2"]["result"]["active"]
     assert results["c-3"]["result"] == {
         "resourceId": vault["id"],
         "bookmarked": True,
@@ -206,7 +209,8 @@ async def test_updates_since_the_last_sync(api: Api) -> None:
     assert [p["id"] for p in updates["posts"]] == [newer["id"], mine["id"]]
     assert updates["deletedPostIds"] == [doomed["id"]]
     assert [n["type"] for n in updates["notifications"]] == ["post_like"]
-    assert updates["hasMore"] is False and updates["fullSyncRequired"] is False
+    assert updates["hasMore"] is False
+    assert updates["fullSyncRequired"] is False
     assert dt.datetime.fromisoformat(second.body["syncTimestamp"]) > dt.datetime.fromisoformat(
         stamp
     )

@@ -44,7 +44,8 @@ async def test_inbox_pages_with_a_cursor_and_filters_unread(api: Api) -> None:
     target = first.body["notifications"][1]
     read = await api.post(f"/api/notifications/{target['id']}/read", ann)
     assert read.status == 200
-    assert read.body["notification"]["isRead"] is True and read.body["notification"]["readAt"]
+    assert read.body["notification"]["isRead"] is True
+    assert read.body["notification"]["readAt"]
     assert read.body["unreadCount"] == 4
     unread = await api.get("/api/notifications", ann, params={"unread": "true"})
     assert [n["title"] for n in unread.body["notifications"]] == [
@@ -59,9 +60,11 @@ async def test_inbox_pages_with_a_cursor_and_filters_unread(api: Api) -> None:
     assert (await api.post(f"/api/notifications/{uuid.uuid4()}/read", ann)).status == 404
     assert (await api.post("/api/notifications/nope/read", ann)).status == 404
     bad = await api.get("/api/notifications", ann, params={"cursor": "!!garbage"})
-    assert bad.status == 422 and bad.error_field() == "cursor"
+    assert bad.status == 422
+    assert bad.error_field() == "cursor"
     bad = await api.get("/api/notifications", ann, params={"limit": "500"})
-    assert bad.status == 422 and bad.error_field() == "limit"
+    assert bad.status == 422
+    assert bad.error_field() == "limit"
     assert (await api.get("/api/notifications")).status == 401
 
     everything = await api.post("/api/notifications/read-all", ann)
@@ -77,8 +80,10 @@ async def test_unread_count_is_live_on_every_device(api: Api) -> None:
     row = await notify(api, ann, "Bob liked your post", kind="post_like")
     for device in (phone, laptop):
         frame = await device.next("notification")
-        assert frame["title"] == "Bob liked your post" and frame["unreadCount"] == 1
-        assert frame["type"] == "post_like" and frame["id"] == str(row["id"])
+        assert frame["title"] == "Bob liked your post"
+        assert frame["unreadCount"] == 1
+        assert frame["type"] == "post_like"
+        assert frame["id"] == str(row["id"])
     await api.post(f"/api/notifications/{row['id']}/read", ann)
     for device in (phone, laptop):
         frame = await device.next("event", "unread_count")
@@ -103,7 +108,8 @@ async def test_two_devices_on_two_nodes_both_get_it(make_client: Any, redis_url:
     assert resp.status == 201
     for device in (on_a, on_b):
         frame = await device.next("notification")
-        assert frame["type"] == "pod_invite" and frame["unreadCount"] == 1
+        assert frame["type"] == "pod_invite"
+        assert frame["unreadCount"] == 1
     # reading on node B updates the badge on node A's device too
     inbox = await node_b.get("/api/notifications", bob)
     await node_b.post(f"/api/notifications/{inbox.body['notifications'][0]['id']}/read", bob)
@@ -122,7 +128,8 @@ async def test_preferences_defaults_updates_and_refusals(api: Api) -> None:
         "end": "07:00",
         "timezone": "UTC",
     }
-    assert got.body["dailyDigest"] is True and got.body["sessionReminderMinutes"] == 15
+    assert got.body["dailyDigest"] is True
+    assert got.body["sessionReminderMinutes"] == 15
     put = await api.put(
         "/api/notifications/preferences",
         ann,
@@ -142,7 +149,8 @@ async def test_preferences_defaults_updates_and_refusals(api: Api) -> None:
     assert put.body["types"]["comment"] == {"inApp": True, "email": True}
     assert put.body["types"]["study_buddy"] == {"inApp": False, "email": True}
     assert put.body["types"]["pod_invite"] == {"inApp": True, "email": True}  # untouched
-    assert put.body["quietHours"]["enabled"] is True and put.body["quietHours"]["start"] == "23:30"
+    assert put.body["quietHours"]["enabled"] is True
+    assert put.body["quietHours"]["start"] == "23:30"
     assert (await api.get("/api/notifications/preferences", ann)).body == put.body
     # a partial update keeps the rest
     put2 = await api.put(
@@ -161,7 +169,8 @@ async def test_preferences_defaults_updates_and_refusals(api: Api) -> None:
         ({"volume": 11}, "volume"),
     ):
         resp = await api.put("/api/notifications/preferences", ann, json=body)
-        assert resp.status == 422 and resp.error_field() == field, (body, resp.body)
+        assert resp.status == 422, (body, resp.body)
+        assert resp.error_field() == field, (body, resp.body)
 
 
 async def test_turning_a_type_off_stores_nothing_and_email_on_queues_an_email(
@@ -198,7 +207,9 @@ async def test_turning_a_type_off_stores_nothing_and_email_on_queues_an_email(
         " WHERE kind = 'send_email' AND payload->>'userId' = $1",
         eve.id,
     )
-    assert len(rows) == 1 and eve.email in rows[0]["p"] and rows[0]["status"] == "queued"
+    assert len(rows) == 1
+    assert eve.email in rows[0]["p"]
+    assert rows[0]["status"] == "queued"
 
 
 async def test_an_email_is_enqueued_with_its_notification_or_not_at_all(api: Api, db: Any) -> None:
@@ -233,7 +244,8 @@ async def test_an_email_is_enqueued_with_its_notification_or_not_at_all(api: Api
         "SELECT payload::text AS p FROM jobs WHERE payload->>'subject' = 'Kept invitation'"
     )
     note = await db.fetchrow("SELECT id FROM notifications WHERE title = 'Kept invitation'")
-    assert job is not None and str(note["id"]) in job["p"]
+    assert job is not None
+    assert str(note["id"]) in job["p"]
 
 
 def _quiet_window_around_now(tz: str) -> tuple[str, str]:
@@ -259,9 +271,8 @@ async def test_quiet_hours_store_but_neither_push_nor_email_until_they_end(
     assert row is not None  # stored, counts as unread
     await live.nothing_more("notification", wait=0.5)
     inbox = await api.get("/api/notifications", ann)
-    assert (
-        inbox.body["unreadCount"] == 1 and inbox.body["notifications"][0]["title"] == "Quiet please"
-    )
+    assert inbox.body["unreadCount"] == 1
+    assert inbox.body["notifications"][0]["title"] == "Quiet please"
     job = await db.fetchrow(
         "SELECT run_at, payload FROM jobs"
         " WHERE kind = 'send_email' AND payload->>'notificationId' = $1",
@@ -318,4 +329,5 @@ async def test_inbox_cursors_are_the_shared_opaque_kind(api: Api) -> None:
         cursor.encode("notifications", ("yesterday", uuid.UUID(ident))),
     ):
         resp = await api.get("/api/notifications", ann, params={"cursor": bad})
-        assert resp.status == 422 and resp.error_field() == "cursor", (bad, resp.body)
+        assert resp.status == 422, (bad, resp.body)
+        assert resp.error_field() == "cursor", (bad, resp.body)

@@ -19,11 +19,11 @@ from tests.helpers import Api
 
 def missing_from(router: web.UrlDispatcher, document: dict[str, Any]) -> list[str]:
     """Routes of `router` that the document does not describe."""
-    missing = []
-    for route in described_routes(router):
-        if route.method.lower() not in document["paths"].get(route.path, {}):
-            missing.append(f"{route.method} {route.path}")
-    return missing
+    return [
+        f"{route.method} {route.path}"
+        for route in described_routes(router)
+        if route.method.lower() not in document["paths"].get(route.path, {})
+    ]
 
 
 async def served_document(api: Api) -> dict[str, Any]:
@@ -88,7 +88,8 @@ async def test_operations_carry_the_models_the_handlers_use(api: Api) -> None:
     # queries become parameters; list fields may repeat
     listing = document["paths"]["/api/resources"]["get"]["parameters"]
     tags = next(p for p in listing if p["name"] == "tags")
-    assert tags["in"] == "query" and tags["explode"] is True
+    assert tags["in"] == "query"
+    assert tags["explode"] is True
     # every error is the one error model, and every operation says who may call it
     for path, item in document["paths"].items():
         for method, op in item.items():
@@ -133,4 +134,5 @@ async def test_the_docs_page_shows_every_operation_and_fetches_nothing(api: Api)
     # self-contained: no scripts, stylesheets, images or fonts from anywhere
     assert "<script" not in page
     assert not re.search(r"""(src|href)=["']?(https?:)?//""", page)
-    assert "Pod" in page and "ErrorResponse" in page
+    assert "Pod" in page
+    assert "ErrorResponse" in page

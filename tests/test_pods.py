@@ -64,7 +64,8 @@ async def test_private_pods_are_invisible_to_outsiders(api: Api) -> None:
     assert (await api.get(f"/api/pods/{secret['id']}/analytics", outsider)).status == 404
     listing = await api.get("/api/pods?limit=100", outsider)
     ids = {p["id"] for p in listing.body["pods"]}
-    assert public["id"] in ids and secret["id"] not in ids
+    assert public["id"] in ids
+    assert secret["id"] not in ids
     search = await api.get(f"/api/pods?search={secret['name']}", outsider)
     assert secret["id"] not in {p["id"] for p in search.body["pods"]}
     # joining without an invitation looks the same as a pod that does not exist
@@ -97,7 +98,8 @@ async def test_list_filters_and_pagination(api: Api) -> None:
     )
     assert [p["id"] for p in resp.body["pods"]] == [made[2]["id"]]
     page = await api.get(f"/api/pods?subject={subject}&limit=2&offset=2", viewer)
-    assert page.body["total"] == 3 and len(page.body["pods"]) == 1
+    assert page.body["total"] == 3
+    assert len(page.body["pods"]) == 1
     typo = await api.get(f"/api/pods?search=Quantum%20Chromodinamics&subject={subject}", viewer)
     assert [p["id"] for p in typo.body["pods"]] == [made[2]["id"]]
     member_only = await api.get("/api/pods?member=true", viewer)
@@ -127,7 +129,8 @@ async def test_only_owner_and_admin_edit_only_owner_deletes(api: Api) -> None:
 
     assert (await api.put(f"/api/pods/{pid}", member, json={"name": "Hijacked"})).status == 403
     resp = await api.put(f"/api/pods/{pid}", admin, json={"description": "Now with snacks"})
-    assert resp.status == 200 and resp.body["description"] == "Now with snacks"
+    assert resp.status == 200
+    assert resp.body["description"] == "Now with snacks"
     assert (await api.delete(f"/api/pods/{pid}", admin)).status == 403
     assert (await api.delete(f"/api/pods/{pid}", member)).status == 403
     assert (await api.delete(f"/api/pods/{pid}", owner)).status == 204
@@ -140,11 +143,13 @@ async def test_update_validation(api: Api) -> None:
     for u in (a, b):
         await api.post(f"/api/pods/{pod['id']}/join", u)
     resp = await api.put(f"/api/pods/{pod['id']}", owner, json={"maxMembers": 2})
-    assert resp.status == 422 and resp.error_field() == "maxMembers"
+    assert resp.status == 422
+    assert resp.error_field() == "maxMembers"
     assert "current member count (3)" in resp.body["error"]["details"][0]["reason"]
     assert (await api.put(f"/api/pods/{pod['id']}", owner, json={})).status == 422
     resp = await api.put(f"/api/pods/{pod['id']}", owner, json={"name": None})
-    assert resp.status == 422 and resp.error_field() == "name"
+    assert resp.status == 422
+    assert resp.error_field() == "name"
     assert (await api.put(f"/api/pods/{MISSING}", owner, json={"name": "x"})).status == 404
 
 
@@ -154,9 +159,11 @@ async def test_join_leave_and_counts(api: Api, db: Any) -> None:
     pid = pod["id"]
     joined = await api.post(f"/api/pods/{pid}/join", student)
     assert joined.status == 200
-    assert joined.body["role"] == "member" and joined.body["memberCount"] == 2
+    assert joined.body["role"] == "member"
+    assert joined.body["memberCount"] == 2
     again = await api.post(f"/api/pods/{pid}/join", student)
-    assert again.status == 200 and again.body["memberCount"] == 2
+    assert again.status == 200
+    assert again.body["memberCount"] == 2
     assert (await api.get(f"/api/pods/{pid}", student)).body["myRole"] == "member"
     assert (await api.delete(f"/api/pods/{pid}/leave", student)).status == 204
     assert (await api.delete(f"/api/pods/{pid}/leave", student)).status == 409
@@ -231,14 +238,17 @@ async def test_private_pod_needs_an_invitation_addressed_to_you(api: Api) -> Non
     )
     assert inv.status == 201
     # whether the address has an account is not told to the inviter
-    assert inv.body["inviteeId"] is None and inv.body["status"] == "pending"
+    assert inv.body["inviteeId"] is None
+    assert inv.body["status"] == "pending"
     code = inv.body["invitationCode"]
     # a second invitation to the same person returns the pending one
     dup = await api.post(f"/api/pods/{pod['id']}/invite", owner, json={"userId": invited.id})
-    assert dup.status == 200 and dup.body["id"] == inv.body["id"]
+    assert dup.status == 200
+    assert dup.body["id"] == inv.body["id"]
 
     stolen = await api.post(f"/api/pods/{pod['id']}/join", eve, json={"invitationCode": code})
-    assert stolen.status == 403 and stolen.body["error"]["code"] == "invalid_invitation"
+    assert stolen.status == 403
+    assert stolen.body["error"]["code"] == "invalid_invitation"
     # the invitee can see the pod before joining
     assert (await api.get(f"/api/pods/{pod['id']}", invited)).status == 200
     ok = await api.post(f"/api/pods/{pod['id']}/join", invited, json={"invitationCode": code})
@@ -253,7 +263,8 @@ async def test_invitation_by_email_before_signup_then_join(api: Api) -> None:
     inv = await api.post(
         f"/api/pods/{pod['id']}/invite", owner, json={"email": f"{name}@example.com"}
     )
-    assert inv.status == 201 and inv.body["inviteeId"] is None
+    assert inv.status == 201
+    assert inv.body["inviteeId"] is None
     late = await api.register(username=name)
     # a pending invitation to their address lets them join without typing the code
     assert (await api.post(f"/api/pods/{pod['id']}/join", late)).status == 200
@@ -308,7 +319,8 @@ async def test_bans_and_removals_follow_rank(api: Api) -> None:
     assert (await api.post(f"/api/pods/{pid}/members/{member.id}/ban", moderator)).status == 204
     assert (await api.get(f"/api/pods/{pid}", owner)).body["currentMemberCount"] == 3
     rejoin = await api.post(f"/api/pods/{pid}/join", member)
-    assert rejoin.status == 403 and rejoin.body["error"]["code"] == "banned"
+    assert rejoin.status == 403
+    assert rejoin.body["error"]["code"] == "banned"
     # moderators see banned members in the list; members do not see them
     listing = await api.get(f"/api/pods/{pid}/members", moderator)
     assert {m["userId"]: m["status"] for m in listing.body["members"]}[member.id] == "banned"
@@ -332,15 +344,18 @@ async def test_role_changes(api: Api) -> None:
         await api.put(f"/api/pods/{pid}/members/{owner.id}", admin, json={"role": "member"})
     ).status == 403
     ok = await api.put(f"/api/pods/{pid}/members/{member.id}", admin, json={"role": "moderator"})
-    assert ok.status == 200 and ok.body["role"] == "moderator"
+    assert ok.status == 200
+    assert ok.body["role"] == "moderator"
     bad = await api.put(f"/api/pods/{pid}/members/{member.id}", owner, json={"role": "king"})
-    assert bad.status == 422 and bad.error_field() == "role"
+    assert bad.status == 422
+    assert bad.error_field() == "role"
     # ownership transfer: exactly one owner afterwards
     t = await api.put(f"/api/pods/{pid}/members/{admin.id}", owner, json={"role": "owner"})
     assert t.status == 200
     members = (await api.get(f"/api/pods/{pid}/members", owner)).body["members"]
     roles = {m["userId"]: m["role"] for m in members}
-    assert roles[admin.id] == "owner" and roles[owner.id] == "admin"
+    assert roles[admin.id] == "owner"
+    assert roles[owner.id] == "admin"
     assert (await api.delete(f"/api/pods/{pid}", owner)).status == 403
     assert (await api.delete(f"/api/pods/{pid}/leave", owner)).status == 204
 
@@ -368,7 +383,8 @@ async def test_analytics(api: Api, db: Any) -> None:
     assert body["engagementRate"] == round(2 / 3, 4)
     assert body["newMembersLast30Days"] == 2
     assert body["growthRate"] == 2.0  # two joined in 30 days on top of one before
-    assert body["totalSessions"] == 0 and body["totalResources"] == 0
+    assert body["totalSessions"] == 0
+    assert body["totalResources"] == 0
     outsider = await api.register()
     assert (await api.get(f"/api/pods/{pod['id']}/analytics", outsider)).status == 403
 

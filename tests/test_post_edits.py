@@ -83,7 +83,8 @@ async def test_edits_through_mobile_sync_are_screened(make_client: Any) -> None:
     for replayed in (False, True):
         resp = await api.post("/api/mobile/sync", ann, json={"pendingActions": [action]})
         [result] = resp.body["syncResults"]
-        assert result["status"] == "error" and result["replayed"] is replayed
+        assert result["status"] == "error"
+        assert result["replayed"] is replayed
         assert result["error"]["code"] == "held_for_review"
     assert (await api.get(f"/api/posts/{made['id']}", ann)).body["content"] == "harmless text"
     mine = await api.get("/api/moderation/held?mine=true", ann)

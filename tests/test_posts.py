@@ -34,13 +34,15 @@ async def test_create_post_in_a_pod_and_the_room_hears_it(api: Api) -> None:
     assert created["visibility"] == "pod"  # the default inside a pod
     assert created["tags"] == ["calculus", "homework"]
     assert created["mediaUrls"] == ["https://example.com/sheet.pdf"]
-    assert created["author"]["id"] == owner.id and created["isMine"] is True
+    assert created["author"]["id"] == owner.id
+    assert created["isMine"] is True
     assert created["podName"] == pod["name"]
     assert (created["likeCount"], created["commentCount"], created["shareCount"]) == (0, 0, 0)
     frame = await live.next("event", "post_created")
     assert frame["data"]["id"] == created["id"]
     assert frame["data"]["content"] == "Week 3 problem set is up"
-    assert frame["data"]["liked"] is False and frame["data"]["isMine"] is False
+    assert frame["data"]["liked"] is False
+    assert frame["data"]["isMine"] is False
 
 
 async def test_every_post_type_is_accepted(api: Api) -> None:
@@ -80,7 +82,8 @@ async def test_posting_into_pods_needs_membership(api: Api) -> None:
     public = await api.create_pod(owner)
     secret = await api.create_pod(owner, isPublic=False)
     resp = await api.post("/api/posts", outsider, json={"content": "hi", "podId": public["id"]})
-    assert resp.status == 403 and resp.body["error"]["code"] == "not_a_member"
+    assert resp.status == 403
+    assert resp.body["error"]["code"] == "not_a_member"
     resp = await api.post("/api/posts", outsider, json={"content": "hi", "podId": secret["id"]})
     assert resp.status == 404
     resp = await api.post("/api/posts", outsider, json={"content": "hi", "podId": MISSING})
@@ -110,7 +113,8 @@ async def test_pinning_and_announcements_need_a_moderator(api: Api) -> None:
     assert [p["id"] for p in feed.body["posts"]] == [pinned["id"], newer["id"], older["id"]]
     # A moderator pins an existing post; its author (a member) cannot unpin it.
     resp = await api.put(f"/api/posts/{older['id']}", mod, json={"isPinned": True})
-    assert resp.status == 200 and resp.body["isPinned"] is True
+    assert resp.status == 200
+    assert resp.body["isPinned"] is True
     resp = await api.put(f"/api/posts/{older['id']}", member, json={"isPinned": False})
     assert resp.status == 403
     feed = await api.get(f"/api/feed?podId={pod['id']}", member)
@@ -131,7 +135,8 @@ async def test_anonymous_posts_hide_the_author_except_from_author_and_moderators
     assert made["isAnonymous"] is True
     assert made["author"]["id"] == author.id  # the author sees themself
     frame = await live.next("event", "post_created")
-    assert frame["data"]["author"] is None and frame["data"]["isAnonymous"] is True
+    assert frame["data"]["author"] is None
+    assert frame["data"]["isAnonymous"] is True
     seen = (await api.get(f"/api/posts/{made['id']}", member)).body
     assert seen["author"] is None
     in_feed = await api.get(f"/api/feed?podId={pod['id']}", member)
@@ -141,7 +146,8 @@ async def test_anonymous_posts_hide_the_author_except_from_author_and_moderators
         assert seen["author"]["id"] == author.id
     mobile = await api.get("/api/mobile/feed", member)
     mine = [p for p in mobile.body["posts"] if p["id"] == made["id"]]
-    assert mine and mine[0]["author"] is None
+    assert mine
+    assert mine[0]["author"] is None
 
 
 async def test_get_post_errors(api: Api) -> None:
@@ -189,12 +195,14 @@ async def test_edit_refusals(api: Api) -> None:
     assert (await api.put(path, outsider, json={"content": "x"})).status == 404
     assert (await api.put(path, member, json={})).status == 422
     resp = await api.put(path, member, json={"content": ""})
-    assert resp.status == 422 and resp.error_field() == "content"
+    assert resp.status == 422
+    assert resp.error_field() == "content"
     resp = await api.put(path, member, json={"postType": "announcement"})
     assert resp.status == 403
     solo = await post(api, member, "no pod")
     resp = await api.put(f"/api/posts/{solo['id']}", member, json={"visibility": "pod"})
-    assert resp.status == 422 and resp.error_field() == "visibility"
+    assert resp.status == 422
+    assert resp.error_field() == "visibility"
     assert (await api.put(f"/api/posts/{MISSING}", member, json={"content": "x"})).status == 404
 
 

@@ -15,6 +15,7 @@ import aiohttp
 import pytest
 
 from peerspark_rt.calendar import reminders as reminders_module
+from peerspark_rt.calendar.events import event_series
 from peerspark_rt.calendar.reminders import REMINDERS
 from tests.helpers import PASSWORD, Api, User, listen_live, unique
 from tests.nodes import Node, start_node
@@ -71,8 +72,10 @@ async def test_a_reminder_fires_once_in_app_and_by_email(
     frame = await live.next("notification", timeout=10)
     assert frame["title"] == "Reminder: Organic chemistry exam"
     assert frame["type"] == "event_reminder"
-    assert frame["metadata"]["late"] is False and frame["metadata"]["minutesBefore"] == 10
-    assert "in 10 minutes" in frame["message"] and "(Europe/Berlin)" in frame["message"]
+    assert frame["metadata"]["late"] is False
+    assert frame["metadata"]["minutesBefore"] == 10
+    assert "in 10 minutes" in frame["message"]
+    assert "(Europe/Berlin)" in frame["message"]
     await asyncio.sleep(1)  # several more scans
     await live.nothing_more("notification", wait=0.3)
     rows = await db.fetch(
@@ -94,7 +97,8 @@ async def test_a_reminder_fires_once_in_app_and_by_email(
 
     [mail] = await wait_until(emailed)
     body = mail.read_bytes()
-    assert b"Reminder: Organic chemistry exam" in body and b"Hall A" in body
+    assert b"Reminder: Organic chemistry exam" in body
+    assert b"Hall A" in body
 
 
 async def test_a_recurring_events_reminders_fire_per_occurrence(make_client: Any, db: Any) -> None:
@@ -116,9 +120,10 @@ async def test_a_recurring_events_reminders_fire_per_occurrence(make_client: Any
     assert resp.status == 201
 
     async def delivered() -> list[Any]:
-        return await db.fetch(
+        rows: list[Any] = await db.fetch(
             "SELECT occurrence_start FROM reminder_deliveries WHERE user_id = $1", uuid.UUID(ann.id)
         )
+        return rows
 
     rows = await wait_until(delivered)
     await asyncio.sleep(0.6)
@@ -150,7 +155,8 @@ async def test_study_sessions_remind_organizer_and_accepted_participants(
         )
     live = await listen_live(api, ann, f"user:{ann.id}")
     frame = await live.next("notification", timeout=10)
-    assert frame["type"] == "session_reminder" and frame["title"] == "Reminder: Group review"
+    assert frame["type"] == "session_reminder"
+    assert frame["title"] == "Reminder: Group review"
     assert frame["actionUrl"] == f"/sessions/{session_id}"
     await asyncio.sleep(0.6)
     # Bob wanted 30 minutes' notice: that was due before the session existed, so it is not
@@ -207,7 +213,7 @@ async def test_a_scan_reads_only_the_events_with_a_reminder_due(
     )
     assert soon.status == 201
     expanded: list[str] = []
-    real_event_series = reminders_module.event_series
+    real_event_series = event_series
 
     def spy(row: Any) -> Any:
         if str(row["user_id"]) == ann.id:
@@ -427,7 +433,8 @@ async def test_a_reminder_missed_while_down_fires_late_once_after_restart(
             await asyncio.sleep(1)  # more scans after the restart
         finally:
             assert node.stop() == 0, "".join(node.output)
-        assert row["late"] is True and (row["fired_at"] - row["due_at"]).total_seconds() > 0.5
+        assert row["late"] is True
+        assert (row["fired_at"] - row["due_at"]).total_seconds() > 0.5
         notes = await db.fetch(
             "SELECT title, metadata FROM notifications WHERE recipient_id = $1", user_id
         )

@@ -66,7 +66,8 @@ async def test_three_reports_hide_a_post_and_alert_moderators(api: Api) -> None:
     feed = await api.get(f"/api/feed?podId={pod['id']}", bystander)
     assert made["id"] not in [p["id"] for p in feed.body["posts"]]
     own = await api.get(f"/api/posts/{made['id']}", author)
-    assert own.status == 200 and own.body["status"] == "hidden"
+    assert own.status == 200
+    assert own.body["status"] == "hidden"
     assert (await report_post(api, bystander, made["id"])).status == 404
     resp = await api.post(f"/api/posts/{made['id']}/interactions", author, json={"type": "like"})
     assert resp.status == 409
@@ -98,7 +99,8 @@ async def test_moderators_list_and_restore(api: Api) -> None:
     assert (await api.post(resolve, r1, json={"action": "restore"})).status == 404
     resp = await api.post(resolve, mod, json={"action": "restore"})
     assert resp.status == 200, resp.body
-    assert resp.body["resolvedReports"] == 3 and resp.body["contentStatus"] == "published"
+    assert resp.body["resolvedReports"] == 3
+    assert resp.body["contentStatus"] == "published"
     assert (await api.get(f"/api/posts/{made['id']}", r1)).status == 200
     assert (await api.post(resolve, mod, json={"action": "remove"})).status == 409
     assert (await api.get(f"/api/reports?podId={pod['id']}", mod)).body["reports"] == []
@@ -112,7 +114,8 @@ async def test_moderators_list_and_restore(api: Api) -> None:
         ("contentType=message", "contentType"),  # only posts, comments, resources are reported
     ]:
         bad = await api.get(f"/api/reports?{query}", mod)
-        assert bad.status == 422 and bad.error_field() == field
+        assert bad.status == 422
+        assert bad.error_field() == field
     other_pod = await api.create_pod(r1)
     assert (await api.get(f"/api/reports?podId={other_pod['id']}", mod)).status == 403
 
@@ -127,14 +130,17 @@ async def test_remove_tells_the_author(api: Api) -> None:
     inbox = await listen_live(api, author, f"user:{author.id}")
     room = await listen_live(api, r1, f"pod:{pod['id']}")
     resp = await api.post(f"/api/reports/{report_id}/resolve", mod, json={"action": "remove"})
-    assert resp.status == 200 and resp.body["contentStatus"] == "removed"
+    assert resp.status == 200
+    assert resp.body["contentStatus"] == "removed"
     assert (await room.next("event", "content_removed"))["data"]["contentId"] == made["id"]
     note = await inbox.next("notification")
-    assert note["type"] == "content_removed" and note["metadata"]["contentId"] == made["id"]
+    assert note["type"] == "content_removed"
+    assert note["metadata"]["contentId"] == made["id"]
     for user in (author, r1, mod):
         assert (await api.get(f"/api/posts/{made['id']}", user)).status == 404
     resp = await api.post(f"/api/reports/{report_id}/resolve", mod, json={"action": "wipe"})
-    assert resp.status == 422 and resp.error_field() == "action"
+    assert resp.status == 422
+    assert resp.error_field() == "action"
     assert (
         await api.post(f"/api/reports/{MISSING}/resolve", mod, json={"action": "remove"})
     ).status == 404
@@ -154,7 +160,8 @@ async def test_comments_and_resources_are_reported_too(api: Api, db: asyncpg.Con
         assert resp.status == 200, resp.body
     assert resp.body["report"]["contentHidden"] is True
     tree = (await api.get(f"/api/posts/{made['id']}/comments", r1)).body["comments"]
-    assert tree[0]["status"] == "hidden" and tree[0]["content"] is None
+    assert tree[0]["status"] == "hidden"
+    assert tree[0]["content"] is None
     assert (await api.get(f"/api/posts/{made['id']}", r1)).body["commentCount"] == 0
     # Resources go through the generic endpoint; with no pod, platform moderators are alerted.
     staff = await platform_moderator(api, db, await api.register())
@@ -185,12 +192,15 @@ async def test_report_refusals(api: Api) -> None:
     outsider = await api.register()
     made = await post(api, owner, "members only", podId=pod["id"])
     resp = await report_post(api, owner, made["id"])
-    assert resp.status == 409 and resp.body["error"]["code"] == "own_content"
+    assert resp.status == 409
+    assert resp.body["error"]["code"] == "own_content"
     assert (await report_post(api, outsider, made["id"])).status == 404
     resp = await report_post(api, member, made["id"], reason="boring")
-    assert resp.status == 422 and resp.error_field() == "reason"
+    assert resp.status == 422
+    assert resp.error_field() == "reason"
     resp = await report_post(api, member, made["id"], active=False)
-    assert resp.status == 422 and resp.error_field() == "active"
+    assert resp.status == 422
+    assert resp.error_field() == "active"
     for body, status, field in [
         ({"contentType": "video", "contentId": made["id"]}, 422, "contentType"),
         ({"contentType": "message", "contentId": made["id"]}, 422, "contentType"),

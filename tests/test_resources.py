@@ -35,13 +35,15 @@ async def test_create_and_fetch_counts_views(api: Api) -> None:
     made = resp.body
     assert made["title"] == "Cell biology flashcards"
     assert made["tags"] == ["biology", "cells"]
-    assert made["myPermission"] == "owner" and made["owner"]["id"] == owner.id
+    assert made["myPermission"] == "owner"
+    assert made["owner"]["id"] == owner.id
     assert (made["viewCount"], made["downloadCount"], made["ratingCount"]) == (0, 0, 0)
     assert made["shares"] == []
     for _ in range(2):
         seen = await api.get(f"/api/resources/{made['id']}", reader)
         assert seen.status == 200
-    assert seen.body["viewCount"] == 2 and seen.body["myPermission"] == "view"
+    assert seen.body["viewCount"] == 2
+    assert seen.body["myPermission"] == "view"
     assert seen.body["content"] == "Q: powerhouse? A: mitochondria"
     assert "shares" not in seen.body  # only those who may share see the grants
     own = await api.get(f"/api/resources/{made['id']}", owner)
@@ -82,11 +84,14 @@ async def test_permissions_view_edit_admin_owner(api: Api) -> None:
     assert (await api.put(path, outsider, json={"title": "x"})).status == 404
     assert (await api.put(path, viewer, json={"title": "x"})).status == 403
     resp = await api.put(path, editor, json={"title": "Lab report template v2", "tags": ["Lab"]})
-    assert resp.status == 200 and resp.body["title"] == "Lab report template v2"
-    assert resp.body["tags"] == ["lab"] and resp.body["myPermission"] == "edit"
+    assert resp.status == 200
+    assert resp.body["title"] == "Lab report template v2"
+    assert resp.body["tags"] == ["lab"]
+    assert resp.body["myPermission"] == "edit"
     assert (await api.put(path, editor, json={"isPublic": True})).status == 403
     resp = await api.put(path, admin, json={"isPublic": True})
-    assert resp.status == 200 and resp.body["isPublic"] is True
+    assert resp.status == 200
+    assert resp.body["isPublic"] is True
     assert {s["sharedWithUserId"] for s in resp.body["shares"]} == {viewer.id, editor.id, admin.id}
     resp = await api.post(f"{path}/share", editor, json={"shareWithUserId": outsider.id})
     assert resp.status == 403
@@ -100,7 +105,8 @@ async def test_permissions_view_edit_admin_owner(api: Api) -> None:
         ({"difficultyLevel": "hard"}, "difficultyLevel"),
     ]:
         resp = await api.put(path, owner, json=body)
-        assert resp.status == 422 and resp.error_field() == field, (body, resp.body)
+        assert resp.status == 422, (body, resp.body)
+        assert resp.error_field() == field, (body, resp.body)
     assert (await api.delete(path, owner)).status == 204
     for user in (owner, viewer, admin):
         assert (await api.get(path, user)).status == 404
@@ -117,18 +123,22 @@ async def test_sharing_rules(api: Api) -> None:
     made = await resource(api, owner, "Shared notes")
     path = f"/api/resources/{made['id']}/share"
     first = await api.post(path, owner, json={"shareWithUserId": friend.id})
-    assert first.status == 201 and first.body["permissionLevel"] == "view"
+    assert first.status == 201
+    assert first.body["permissionLevel"] == "view"
     again = await api.post(
         path, owner, json={"shareWithUserId": friend.id, "permissionLevel": "edit"}
     )
-    assert again.status == 200 and again.body["id"] == first.body["id"]
+    assert again.status == 200
+    assert again.body["id"] == first.body["id"]
     assert again.body["permissionLevel"] == "edit"
     room = await listen_live(api, member, f"pod:{pod['id']}")
     to_pod = await api.post(path, owner, json={"shareWithPodId": pod["id"]})
-    assert to_pod.status == 201 and to_pod.body["sharedWithPodId"] == pod["id"]
+    assert to_pod.status == 201
+    assert to_pod.body["sharedWithPodId"] == pod["id"]
     assert (await room.next("event", "resource_shared"))["data"]["resourceId"] == made["id"]
     seen = await api.get(f"/api/resources/{made['id']}", member)
-    assert seen.status == 200 and seen.body["myPermission"] == "view"
+    assert seen.status == 200
+    assert seen.body["myPermission"] == "view"
     for body, status, field in [
         ({}, 422, "shareWithUserId"),
         ({"shareWithUserId": friend.id, "shareWithPodId": pod["id"]}, 422, "shareWithUserId"),
@@ -175,7 +185,8 @@ async def test_ratings_are_true_averages(api: Api, db: asyncpg.Connection) -> No
     assert (seen.body["ratingAverage"], seen.body["ratingCount"]) == (3.67, 3)
     assert seen.body["myRating"] == 5
     update = await api.post(path, raters[2], json={"rating": 5, "review": "Clear and short"})
-    assert update.status == 200 and update.body["created"] is False
+    assert update.status == 200
+    assert update.body["created"] is False
     assert (update.body["ratingAverage"], update.body["ratingCount"]) == (4.67, 3)
     stored = await db.fetchrow(
         "SELECT rating_average, rating_count FROM resources WHERE id = $1", uuid.UUID(made["id"])
@@ -185,6 +196,8 @@ async def test_ratings_are_true_averages(api: Api, db: asyncpg.Connection) -> No
         " WHERE resource_id = $1",
         uuid.UUID(made["id"]),
     )
+    assert stored is not None
+    assert truth is not None
     assert (stored["rating_average"], stored["rating_count"]) == (truth["avg"], truth["n"])
     mine = await api.get(f"/api/resources/{made['id']}", raters[2])
     assert mine.body["myReview"] == "Clear and short"
@@ -196,9 +209,11 @@ async def test_ratings_are_true_averages(api: Api, db: asyncpg.Connection) -> No
         ({"rating": 3, "review": "x" * 2001}, "review"),
     ]:
         resp = await api.post(path, raters[0], json=body)
-        assert resp.status == 422 and resp.error_field() == field, body
+        assert resp.status == 422, body
+        assert resp.error_field() == field, body
     resp = await api.post(path, owner, json={"rating": 5})
-    assert resp.status == 403 and resp.body["error"]["code"] == "own_resource"
+    assert resp.status == 403
+    assert resp.body["error"]["code"] == "own_resource"
     private = await resource(api, owner, "Private")
     assert (
         await api.post(f"/api/resources/{private['id']}/rate", raters[0], json={"rating": 1})
@@ -217,7 +232,8 @@ async def test_bookmarks_and_downloads(api: Api) -> None:
     )
     note = await resource(api, owner, "Text only", isPublic=True)
     resp = await api.post(f"/api/resources/{link['id']}/bookmark", reader)
-    assert resp.status == 200 and resp.body == {
+    assert resp.status == 200
+    assert resp.body == {
         "resourceId": link["id"],
         "bookmarked": True,
         "changed": True,
@@ -230,14 +246,17 @@ async def test_bookmarks_and_downloads(api: Api) -> None:
     assert (await api.get("/api/resources?bookmarked=true", reader)).body["total"] == 0
     for expected in (1, 2):
         dl = await api.get(f"/api/resources/{link['id']}/download", reader)
-        assert dl.status == 200 and dl.body["url"] == "https://ocw.mit.edu/x"
+        assert dl.status == 200
+        assert dl.body["url"] == "https://ocw.mit.edu/x"
         assert dl.body["downloadCount"] == expected
     redirect = await api.get(
         f"/api/resources/{link['id']}/download?redirect=true", reader, allow_redirects=False
     )
-    assert redirect.status == 302 and redirect.headers["Location"] == "https://ocw.mit.edu/x"
+    assert redirect.status == 302
+    assert redirect.headers["Location"] == "https://ocw.mit.edu/x"
     resp = await api.get(f"/api/resources/{note['id']}/download", reader)
-    assert resp.status == 409 and resp.body["error"]["code"] == "no_file"
+    assert resp.status == 409
+    assert resp.body["error"]["code"] == "no_file"
     private = await resource(api, owner, "Mine only", resourceType="link", fileUrl="https://x.org")
     assert (await api.get(f"/api/resources/{private['id']}/download", reader)).status == 404
     assert (await api.post(f"/api/resources/{private['id']}/bookmark", reader)).status == 404

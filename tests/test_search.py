@@ -53,12 +53,14 @@ async def test_ranking_title_over_description_and_tags_over_content(api: Api) ->
     resp = await api.get(f"/api/resources?search=nebula&subject={subject}", viewer)
     assert resp.status == 200, resp.body
     ranked = hit_ids(resp.body)
-    assert resp.body["total"] == 4 and resp.body["sort"] == "relevance"
+    assert resp.body["total"] == 4
+    assert resp.body["sort"] == "relevance"
     assert ranked[0] == made["title"]["id"]
     assert set(ranked[1:3]) == {made["description"]["id"], made["tags"]["id"]}
     assert ranked[3] == made["content"]["id"]
     scores = [h["score"] for h in resp.body["hits"]]
-    assert scores == sorted(scores, reverse=True) and scores[-1] > 0
+    assert scores == sorted(scores, reverse=True)
+    assert scores[-1] > 0
     assert made["private"]["id"] not in ranked
 
 
@@ -124,7 +126,8 @@ async def test_filters_and_sorts(api: Api) -> None:
         await api.get(f"/api/resources/{link['id']}/download", viewer)
     assert hit_ids((await api.get(f"{base}&sort=downloads", viewer)).body)[0] == link["id"]
     page = await api.get(f"{base}&limit=2&offset=2", viewer)
-    assert page.body["total"] == 5 and len(page.body["hits"]) == 2
+    assert page.body["total"] == 5
+    assert len(page.body["hits"]) == 2
     for query, field in [
         ("sort=popular", "sort"),
         ("type=poster", "type"),
@@ -161,7 +164,8 @@ async def test_typos_and_web_search_syntax(api: Api) -> None:
     either = await api.get(base + quote("optics or catalog"), viewer)
     assert set(hit_ids(either.body)) == {made["content"]["id"], made["tags"]["id"]}
     nothing = await api.get(base + quote("the"), viewer)  # only a stop word
-    assert nothing.status == 200 and nothing.body["total"] == 0
+    assert nothing.status == 200
+    assert nothing.body["total"] == 0
 
 
 async def test_highlights_are_marked_and_escaped(api: Api) -> None:
@@ -175,7 +179,8 @@ async def test_highlights_are_marked_and_escaped(api: Api) -> None:
     assert hits[made["title"]["id"]]["highlights"]["title"] == "<mark>Nebula</mark> formation"
     assert "<mark>nebula</mark>" in hits[made["description"]["id"]]["highlights"]["description"]
     content = hits[made["content"]["id"]]["highlights"]["content"]
-    assert "<mark>nebula</mark>" in content and len(content) < 400
+    assert "<mark>nebula</mark>" in content
+    assert len(content) < 400
     assert "title" not in hits[made["content"]["id"]]["highlights"]
     marked = hits[tricky["id"]]["highlights"]
     assert marked["title"] == "&lt;b&gt;<mark>Nebula</mark>&lt;/b&gt; &amp; friends"
@@ -190,7 +195,8 @@ async def test_suggestions_respect_visibility(api: Api) -> None:
     resp = await api.get("/api/search/suggest?q=nebu", viewer)
     assert resp.status == 200
     texts = [s["text"] for s in resp.body["suggestions"]]
-    assert "Nebula formation" in texts and "Nebula secrets" not in texts
+    assert "Nebula formation" in texts
+    assert "Nebula secrets" not in texts
     theirs = await api.get("/api/search/suggest?q=nebula%20sec", stranger)
     assert theirs.body["suggestions"][0]["text"] == "Nebula secrets"
     typo = await api.get("/api/search/suggest?q=telescpe", viewer)
@@ -204,7 +210,8 @@ async def test_suggestions_respect_visibility(api: Api) -> None:
         ("q=a&limit=21", "limit"),
     ]:
         bad = await api.get(f"/api/search/suggest?{query}", viewer)
-        assert bad.status == 422 and bad.error_field() == field, query
+        assert bad.status == 422, query
+        assert bad.error_field() == field, query
 
 
 async def test_post_search(api: Api) -> None:
@@ -221,7 +228,8 @@ async def test_post_search(api: Api) -> None:
     resp = await api.get(f"/api/search/posts?q={word}", member)
     assert resp.status == 200
     found = [h["post"]["id"] for h in resp.body["hits"]]
-    assert set(found) == {inside["id"], tagged["id"], anon["id"]} and resp.body["total"] == 3
+    assert set(found) == {inside["id"], tagged["id"], anon["id"]}
+    assert resp.body["total"] == 3
     assert found.index(tagged["id"]) == 2  # tags weigh less than the text
     hit = next(h for h in resp.body["hits"] if h["post"]["id"] == inside["id"])
     assert f"<mark>{word}</mark>" in hit["highlight"]

@@ -40,7 +40,8 @@ async def test_study_session_integration(api: Api) -> None:
     sid = session["id"]
 
     joined = await api.post(f"/api/sessions/{sid}/join", participant)
-    assert joined.status == 200 and joined.body["currentParticipants"] == 2
+    assert joined.status == 200
+    assert joined.body["currentParticipants"] == 2
     people = await api.get(f"/api/sessions/{sid}/participants", organizer)
     assert {p["userId"]: p["role"] for p in people.body["participants"]} == {
         organizer.id: "organizer",
@@ -48,7 +49,8 @@ async def test_study_session_integration(api: Api) -> None:
     }
 
     started = await api.post(f"/api/sessions/{sid}/start", organizer)
-    assert started.status == 200 and started.body["status"] == "ongoing"
+    assert started.status == 200
+    assert started.body["status"] == "ongoing"
 
     live = await api.live(participant)
     await live.join(f"session:{sid}")
@@ -56,7 +58,8 @@ async def test_study_session_integration(api: Api) -> None:
     assert ack.seq == 1
 
     ended = await api.post(f"/api/sessions/{sid}/end", organizer)
-    assert ended.status == 200 and ended.body["status"] == "completed"
+    assert ended.status == 200
+    assert ended.body["status"] == "completed"
     completed = await api.get(f"/api/sessions/{sid}", organizer)
     assert completed.body["status"] == "completed"
     assert completed.body["lastMessageSeq"] == 1
@@ -108,7 +111,8 @@ async def test_pod_sessions_are_for_pod_members(api: Api) -> None:
         outsider,
         json={"title": "x", "sessionType": "pod", "podId": pod["id"], **_times()},
     )
-    assert resp.status == 422 and resp.error_field() == "podId"
+    assert resp.status == 422
+    assert resp.error_field() == "podId"
 
 
 async def test_individual_sessions_are_private(api: Api) -> None:
@@ -143,7 +147,8 @@ async def test_status_moves_only_forward_and_only_by_the_organizer(api: Api) -> 
     await api.post(f"/api/sessions/{sid}/join", participant)
     assert (await api.post(f"/api/sessions/{sid}/start", participant)).status == 403
     not_yet = await api.post(f"/api/sessions/{sid}/end", organizer)
-    assert not_yet.status == 409 and not_yet.body["error"]["code"] == "invalid_transition"
+    assert not_yet.status == 409
+    assert not_yet.body["error"]["code"] == "invalid_transition"
     assert (await api.post(f"/api/sessions/{sid}/start", organizer)).status == 200
     assert (await api.post(f"/api/sessions/{sid}/start", organizer)).status == 409
     assert (await api.post(f"/api/sessions/{sid}/end", organizer)).status == 200
@@ -151,7 +156,8 @@ async def test_status_moves_only_forward_and_only_by_the_organizer(api: Api) -> 
         assert (await api.post(f"/api/sessions/{sid}/{action}", organizer)).status == 409
     assert (await api.delete(f"/api/sessions/{sid}", organizer)).status == 409
     late = await api.post(f"/api/sessions/{sid}/join", await api.register())
-    assert late.status == 409 and late.body["error"]["code"] == "session_closed"
+    assert late.status == 409
+    assert late.body["error"]["code"] == "session_closed"
     edit = await api.put(f"/api/sessions/{sid}", organizer, json={"title": "again"})
     assert edit.status == 409
 
@@ -168,18 +174,22 @@ async def test_cancel_and_edit(api: Api) -> None:
         f"/api/sessions/{sid}", organizer, json={"title": "Calculus II", "tags": ["Calc"]}
     )
     assert edited.status == 200
-    assert edited.body["title"] == "Calculus II" and edited.body["tags"] == ["calc"]
+    assert edited.body["title"] == "Calculus II"
+    assert edited.body["tags"] == ["calc"]
     bad = await api.put(f"/api/sessions/{sid}", organizer, json={"maxParticipants": 1})
-    assert bad.status == 422 and bad.error_field() == "maxParticipants"
+    assert bad.status == 422
+    assert bad.error_field() == "maxParticipants"
     bad = await api.put(
         f"/api/sessions/{sid}",
         organizer,
         json={"endTime": (dt.datetime.now(dt.UTC) - dt.timedelta(days=1)).isoformat()},
     )
-    assert bad.status == 422 and bad.error_field() == "endTime"
+    assert bad.status == 422
+    assert bad.error_field() == "endTime"
     assert (await api.delete(f"/api/sessions/{sid}", participant)).status == 403
     cancelled = await api.delete(f"/api/sessions/{sid}", organizer)
-    assert cancelled.status == 200 and cancelled.body["status"] == "cancelled"
+    assert cancelled.status == 200
+    assert cancelled.body["status"] == "cancelled"
     assert (await api.put(f"/api/sessions/{MISSING}", organizer, json={"title": "x"})).status == 404
 
 
@@ -212,7 +222,8 @@ async def test_listing_filters(api: Api) -> None:
     window_end = (dt.datetime.now(dt.UTC) + dt.timedelta(hours=24)).isoformat()
     window = await api.get("/api/sessions", user, params={"endDate": window_end, "limit": 100})
     window_ids = {s["id"] for s in window.body["sessions"]}
-    assert soon["id"] in window_ids and later["id"] not in window_ids
+    assert soon["id"] in window_ids
+    assert later["id"] not in window_ids
     for query, field in [
         ("status=done", "status"),
         ("type=x", "type"),
@@ -221,7 +232,8 @@ async def test_listing_filters(api: Api) -> None:
         ("podId=nope", "podId"),
     ]:
         bad = await api.get(f"/api/sessions?{query}", user)
-        assert bad.status == 422 and bad.error_field() == field, query
+        assert bad.status == 422, query
+        assert bad.error_field() == field, query
 
 
 async def test_attendance_comes_from_live_presence(api: Api, db: Any) -> None:
@@ -249,7 +261,8 @@ async def test_attendance_comes_from_live_presence(api: Api, db: Any) -> None:
             break
         await asyncio.sleep(0.05)
     present = await row()
-    assert present["status"] == "attended" and present["joined_at"] is not None
+    assert present["status"] == "attended"
+    assert present["joined_at"] is not None
     people = await api.get(f"/api/sessions/{sid}/participants", organizer)
     assert {p["userId"]: p["present"] for p in people.body["participants"]}[student.id] is True
 
@@ -288,10 +301,12 @@ async def test_history_pages_by_sequence(api: Api) -> None:
     sid = session["id"]
     for i in range(1, 8):
         resp = await api.post(f"/api/sessions/{sid}/messages", organizer, json={"content": f"m{i}"})
-        assert resp.status == 201 and resp.body["seq"] == i
+        assert resp.status == 201
+        assert resp.body["seq"] == i
     latest = await api.get(f"/api/sessions/{sid}/messages?limit=3", organizer)
     assert [m["seq"] for m in latest.body["messages"]] == [5, 6, 7]
-    assert latest.body["lastSeq"] == 7 and latest.body["hasMore"] is False
+    assert latest.body["lastSeq"] == 7
+    assert latest.body["hasMore"] is False
     older = await api.get(f"/api/sessions/{sid}/messages?before=5&limit=3", organizer)
     assert [m["seq"] for m in older.body["messages"]] == [2, 3, 4]
     assert older.body["hasMore"] is True
@@ -315,8 +330,10 @@ async def test_rest_send_is_idempotent_by_client_id(api: Api) -> None:
     body = {"content": "only once", "clientMessageId": "c-123"}
     first = await api.post(f"/api/sessions/{sid}/messages", organizer, json=body)
     again = await api.post(f"/api/sessions/{sid}/messages", organizer, json=body)
-    assert first.status == 201 and again.status == 200
-    assert first.body["id"] == again.body["id"] and first.body["seq"] == again.body["seq"]
+    assert first.status == 201
+    assert again.status == 200
+    assert first.body["id"] == again.body["id"]
+    assert first.body["seq"] == again.body["seq"]
     history = await api.get(f"/api/sessions/{sid}/messages", organizer)
     assert [m["body"] for m in history.body["messages"]] == ["only once"]
 

@@ -55,10 +55,12 @@ async def test_local_upload_roundtrip_and_deletion(api: Api, db: asyncpg.Connect
     up = resp.body
     assert (up["size"], up["type"], up["storage"]) == (len(PNG), "image/png", "local")
     assert up["filename"] == "diagram final.png"
-    assert up["key"].startswith(f"{owner.id}/") and up["key"].endswith(".png")
+    assert up["key"].startswith(f"{owner.id}/")
+    assert up["key"].endswith(".png")
     assert ".." not in up["key"]
     fetched = await api.get(path_of(up["url"]))  # no token: the signature is the permission
-    assert fetched.status == 200 and fetched.body == PNG
+    assert fetched.status == 200
+    assert fetched.body == PNG
     assert fetched.headers["Content-Type"] == "image/png"
     assert fetched.headers["X-Content-Type-Options"] == "nosniff"
     storage = api.app[STORAGE]
@@ -71,7 +73,8 @@ async def test_local_upload_roundtrip_and_deletion(api: Api, db: asyncpg.Connect
     assert (made["fileSize"], made["fileType"]) == (len(PNG), "image/png")
     assert made["file"]["filename"] == "diagram final.png"
     dl = await api.get(f"/api/resources/{made['id']}/download", reader)
-    assert dl.status == 200 and dl.body["downloadCount"] == 1
+    assert dl.status == 200
+    assert dl.body["downloadCount"] == 1
     assert (await api.get(path_of(dl.body["url"]))).body == PNG
     # One file backs one thing.
     again = await api.post(
@@ -79,7 +82,8 @@ async def test_local_upload_roundtrip_and_deletion(api: Api, db: asyncpg.Connect
         owner,
         json={"title": "copy", "resourceType": "note", "uploadId": up["id"]},
     )
-    assert again.status == 422 and again.error_field() == "uploadId"
+    assert again.status == 422
+    assert again.error_field() == "uploadId"
     theft = await api.post(
         "/api/resources",
         reader,
@@ -100,14 +104,16 @@ async def test_signed_links_refuse_tampering_expiry_and_traversal(api: Api) -> N
     assert isinstance(storage, LocalStorage)
     good = urlsplit(up["url"])
     tampered = await api.get(good.path + "?" + good.query[:-2] + "xx")
-    assert tampered.status == 403 and tampered.body["error"]["code"] == "invalid_signature"
+    assert tampered.status == 403
+    assert tampered.body["error"]["code"] == "invalid_signature"
     other_key = await api.get(good.path.replace(key[-8:], "00000000") + "?" + good.query)
     assert other_key.status == 403
     past = int(time.time()) - 5
     expired = await api.get(
         f"/api/files/{key}?expires={past}&signature={storage.signature(key, past)}"
     )
-    assert expired.status == 403 and expired.body["error"]["code"] == "link_expired"
+    assert expired.status == 403
+    assert expired.body["error"]["code"] == "link_expired"
     assert (await api.get(f"/api/files/{key}")).status == 403
     assert (await api.get(f"/api/files/{key}?expires=soon&signature=x")).status == 403
     future = int(time.time()) + 60
@@ -125,32 +131,40 @@ async def test_upload_limits(make_client: Any, db: asyncpg.Connection, tmp_path:
     api = await make_client(upload_max_bytes=4096, upload_rate_limit=100)
     user = await api.register()
     too_big = await upload(api, user, b"a" * 10_000, "text/plain")
-    assert too_big.status == 413 and too_big.body["error"]["details"][0]["field"] == "file"
+    assert too_big.status == 413
+    assert too_big.body["error"]["details"][0]["field"] == "file"
     partial = api.app[STORAGE].root / ".partial"
     assert not any(partial.iterdir())  # the half-written file was removed
     exe = await upload(api, user, b"MZ\x90\x00", "application/x-msdownload")
-    assert exe.status == 415 and exe.body["error"]["details"][0]["field"] == "file"
+    assert exe.status == 415
+    assert exe.body["error"]["details"][0]["field"] == "file"
     html = await upload(api, user, b"<html>", "text/html")
     assert html.status == 415
     not_multipart = await api.post("/api/upload", user, json={"file": "x"})
     assert not_multipart.status == 415
     lying_png = await upload(api, user, b"just some text, honest", "image/png")
-    assert lying_png.status == 422 and lying_png.error_field() == "file"
+    assert lying_png.status == 422
+    assert lying_png.error_field() == "file"
     assert lying_png.body["error"]["code"] == "content_type_mismatch"
     lying_text = await upload(api, user, PNG[:1000], "text/plain")
-    assert lying_text.status == 422 and "image/png" in lying_text.body["error"]["message"]
+    assert lying_text.status == 422
+    assert "image/png" in lying_text.body["error"]["message"]
     lying_pdf = await upload(api, user, b"PK\x03\x04zipzip", "application/pdf")
     assert lying_pdf.status == 422
     empty = await upload(api, user, b"", "text/plain")
-    assert empty.status == 422 and empty.error_field() == "file"
+    assert empty.status == 422
+    assert empty.error_field() == "file"
     missing = await upload(api, user, b"hello", "text/plain", field="attachment")
-    assert missing.status == 422 and missing.error_field() == "file"
+    assert missing.status == 422
+    assert missing.error_field() == "file"
     fine = await upload(
         api, user, "Übung: naïve café ✓\n".encode() * 10, "text/plain; charset=utf-8"
     )
-    assert fine.status == 201 and fine.body["type"] == "text/plain"
+    assert fine.status == 201
+    assert fine.body["type"] == "text/plain"
     pdf = await upload(api, user, PDF_HEAD + b"x" * 100, "application/pdf", filename="notes.pdf")
-    assert pdf.status == 201 and pdf.body["key"].endswith(".pdf")
+    assert pdf.status == 201
+    assert pdf.body["key"].endswith(".pdf")
     stored = await db.fetchval(
         "SELECT count(*) FROM uploads WHERE owner_id = $1", uuid.UUID(user.id)
     )
@@ -183,11 +197,13 @@ async def test_post_attachments(api: Api) -> None:
     assert (await api.get(path_of(seen.body["attachments"][0]["url"]))).body == PNG
     mobile = await api.get("/api/mobile/feed?limit=50", reader)
     entry = next(p for p in mobile.body["posts"] if p["id"] == made["id"])
-    assert len(entry["media"]) == 1 and "/api/files/" in entry["media"][0]
+    assert len(entry["media"]) == 1
+    assert "/api/files/" in entry["media"][0]
     reuse = await api.post(
         "/api/posts", author, json={"content": "again", "attachments": [{"uploadId": up["id"]}]}
     )
-    assert reuse.status == 422 and reuse.error_field() == "attachments[0].uploadId"
+    assert reuse.status == 422
+    assert reuse.error_field() == "attachments[0].uploadId"
     theirs = (await upload(api, stranger, PNG, "image/png")).body
     steal = await api.post(
         "/api/posts", author, json={"content": "x", "attachments": [{"uploadId": theirs["id"]}]}
@@ -259,9 +275,11 @@ async def test_s3_backend_streams_presigns_and_deletes(make_client: Any, moto_ur
     resp = await upload(api, owner, big, "application/pdf", filename="lecture.pdf")
     assert resp.status == 201, resp.body
     up = resp.body
-    assert up["storage"] == "s3" and up["size"] == len(big)
+    assert up["storage"] == "s3"
+    assert up["size"] == len(big)
     stored = await s3_object(moto_url, bucket, up["key"])
-    assert stored is not None and hashlib.sha256(stored).digest() == hashlib.sha256(big).digest()
+    assert stored is not None
+    assert hashlib.sha256(stored).digest() == hashlib.sha256(big).digest()
     small = await upload(api, owner, PNG, "image/png")
     assert await s3_object(moto_url, bucket, small.body["key"]) == PNG
     made = await resource(
@@ -353,4 +371,5 @@ async def test_the_cleanup_job_deletes_unused_files(
         assert storage.path_for(up["key"]).exists() == (up["id"] in kept), up
     shown = await api.get(f"/api/posts/{live_post['id']}", owner)
     fetched = await api.get(path_of(shown.body["attachments"][0]["url"]))
-    assert fetched.status == 200 and fetched.body == PNG
+    assert fetched.status == 200
+    assert fetched.body == PNG

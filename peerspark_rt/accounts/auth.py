@@ -299,7 +299,8 @@ class AuthService:
         async with self.db.transaction() as conn:
             pair = await self._open_session(conn, row, client, remember_me=body.remember_me)
             profile = await users_db.get_profile(conn, row["id"])
-        assert profile is not None
+        if profile is None:
+            raise RuntimeError("profile is missing")
         await users_db.touch_last_active(self.db.pool, row["id"])
         return AuthResult(UserProfile.from_row(profile), *msgspec.structs.astuple(pair))
 

@@ -41,7 +41,8 @@ async def insert_user(conn: Conn, values: dict[str, Any]) -> asyncpg.Record:
         "users", values, INSERT_COLUMNS, suffix=f"RETURNING {PROFILE_COLUMNS}"
     )
     row = await conn.fetchrow(sql, *args)
-    assert row is not None
+    if row is None:
+        raise RuntimeError("the statement returned no row")
     return row
 
 
@@ -53,12 +54,13 @@ async def existing_identities(conn: Executor, email: str, username: str) -> tupl
         email,
         username,
     )
-    assert row is not None
+    if row is None:
+        raise RuntimeError("the statement returned no row")
     return bool(row["email"]), bool(row["username"])
 
 
 async def get_profile(conn: Executor, user_id: uuid.UUID) -> asyncpg.Record | None:
-    return await conn.fetchrow(f"SELECT {PROFILE_COLUMNS} FROM users WHERE id = $1", user_id)
+    return await conn.fetchrow(f"SELECT {PROFILE_COLUMNS} FROM users WHERE id = $1", user_id)  # noqa: S608 (composed of constants; values are parameters)
 
 
 async def get_credentials(conn: Executor, email: str) -> asyncpg.Record | None:
@@ -128,7 +130,8 @@ async def insert_session(
         expires_at,
         remember_me,
     )
-    assert row is not None
+    if row is None:
+        raise RuntimeError("the statement returned no row")
     return row
 
 

@@ -16,7 +16,6 @@ from ..infra.pool import Database
 from . import db as users_db
 
 EDUCATION_LEVELS = ("high_school", "undergraduate", "graduate", "professional")
-PROFILE_VISIBILITY = ("public", "pods", "private")
 
 
 class UserProfile(msgspec.Struct, rename="camel"):

@@ -379,7 +379,7 @@ class Hub:
                     positions = await self.history.positions([a.room for a in actors])
             except asyncio.CancelledError:
                 raise
-            except Exception as exc:
+            except Exception as exc:  # noqa: BLE001 (the next check tries again)
                 log.warning("position check failed: %s", exc or type(exc).__name__)
                 continue
             for actor in actors:

@@ -1,5 +1,8 @@
 """A room actor: the one task on this node that owns a room's live state.
 
+One piece on purpose: everything that mutates a room's state is here and nowhere else (the
+actor model), so ordering, replay, gaps and presence can be read in one file.
+
 It is fed by a mailbox (see `mail`): sockets joining and leaving, typing and screen-share
 changes from local sockets, frames arriving from the broker, and the results of work it handed
 off. It never awaits the network: loading its state, presence writes and store fetches run
@@ -238,7 +241,7 @@ class RoomActor:
             async with asyncio.timeout(self.hub.load_timeout):
                 seq = await self.hub.history.last_seq(self.room) if self.sequenced else 0
                 present = await self.hub.presence.members(self.room) if self.tracks_presence else {}
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 (any failure leaves the state unknown: joins wait)
             self.post(mail.LoadFailed(str(exc) or type(exc).__name__))
         else:
             self.post(mail.Loaded(seq, present))
@@ -420,7 +423,7 @@ class RoomActor:
         try:
             async with asyncio.timeout(self.hub.load_timeout):
                 frames = await self.hub.history.since(self.room, after, upto, upto - after)
-        except Exception:
+        except Exception:  # noqa: BLE001 (any failure is retried by the gap timer)
             log.warning("room %s could not fetch messages %d..%d", self.room, after + 1, upto)
         self.post(mail.GapFill(frames, upto))
 
@@ -656,7 +659,7 @@ class RoomActor:
         try:
             async with asyncio.timeout(self.hub.load_timeout):
                 frames = await self.hub.history.since(self.room, after, upto, upto - after)
-        except Exception:
+        except Exception:  # noqa: BLE001 (any failure is told to the client)
             log.warning("room %s could not load history for a resume", self.room)
         self.post(mail.ReplayPage(conn, frames))
 

@@ -1,6 +1,9 @@
 """The AI study assistant: conversations, grounded and Socratic answers, streaming to a caller
 and to a live study-session room, study plans and explanations.
 
+One piece because every way of answering (JSON, stream, room stream, plan, explanation)
+shares one prepare/answer pipeline with its quota reservation and its single transaction.
+
 A question goes through `prepare` (every check: AI configured, input, ownership, visibility,
 room membership, the hourly limit, the room question's moderation, and the daily token quota,
 whose reservation it takes) and then `answer` (one JSON answer) or `stream` (the answer's pieces
@@ -570,7 +573,8 @@ class AssistantService:
             async for item in self.stream(prepared):
                 if isinstance(item, Finished):
                     final = item
-            assert final is not None
+            if final is None:
+                raise RuntimeError("final is missing")
             return final
         try:
             completion = await self.ai.complete(
@@ -625,7 +629,8 @@ class AssistantService:
                     yield Piece(index, item.text)
                 else:
                     end = item
-            assert end is not None
+            if end is None:
+                raise RuntimeError("end is missing")
         except BaseException as exc:
             await self._failed(prepared, exc)
             raise
@@ -785,7 +790,8 @@ class AssistantService:
         self, prepared: Prepared, text: str, citations: list[Citation], tokens: int
     ) -> int | None:
         room = prepared.room
-        assert room is not None
+        if room is None:
+            raise RuntimeError("room is missing")
         ids = {
             "conversationId": str(prepared.conversation_id),
             "messageId": str(prepared.message_id),

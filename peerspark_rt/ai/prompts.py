@@ -95,8 +95,7 @@ def sources_block(sources: Sequence[Source]) -> str:
         "passage where you use it as [n], with its number. Use only these as sources; if they "
         "do not answer the question, say so and answer from general knowledge.",
     ]
-    for s in sources:
-        lines.append(f"[{s.label}] {s.title} (resource {s.resource_id}):\n{s.passage}")
+    lines.extend(f"[{s.label}] {s.title} (resource {s.resource_id}):\n{s.passage}" for s in sources)
     return "\n\n".join(lines)
 
 

@@ -1,6 +1,9 @@
 """The calendar: a user's own events (one-off or recurring), the study sessions they organize,
 take part in or that belong to their pods, expanded into occurrences for a date range.
 
+One piece because creating, changing one occurrence, changing the following ones and
+expanding a range all share the series' validation and its reminder bookkeeping.
+
 Rules:
 * Calendars are private: an event is visible to its owner only (anyone else gets 404).
 * Times are instants; each event also has its own IANA time zone, in which a recurring event's
@@ -474,10 +477,12 @@ class CalendarService:
                 raise NotFound("event not found")
             scope, rid = self._scope(row, where)
             if scope == "this":
-                assert rid is not None
+                if rid is None:
+                    raise RuntimeError("rid is missing")
                 return event_view(await self._change_occurrence(conn, row, rid, body))
             if scope == "following":
-                assert rid is not None
+                if rid is None:
+                    raise RuntimeError("rid is missing")
                 return await self._change_following(conn, principal, row, rid, body)
             wanted = self._as_create(row, body)
             if body.recurrence_pattern is msgspec.UNSET and wanted.recurrence_pattern is not None:
@@ -513,7 +518,8 @@ class CalendarService:
         self, conn: Conn, row: asyncpg.Record, rid: str, body: EventUpdate
     ) -> asyncpg.Record:
         series = event_series(row)
-        assert series.pattern is not None
+        if series.pattern is None:
+            raise RuntimeError("series.pattern is missing")
         for name in EventUpdate.__struct_fields__:
             if name not in _OCCURRENCE_FIELDS and getattr(body, name) is not msgspec.UNSET:
                 camel = EventUpdate.__struct_encode_fields__[
@@ -611,7 +617,8 @@ class CalendarService:
             if scope == "all":
                 await calendar_db.delete_event(conn, principal.user_id, event_id)
                 return
-            assert rid is not None and series.pattern is not None
+            if rid is None or series.pattern is None:
+                raise RuntimeError("rid, series.pattern missing")
             if scope == "this":
                 await self._save_pattern(conn, row, series, rec.with_exdate(series.pattern, rid))
                 return

@@ -15,7 +15,6 @@ import datetime as dt
 import hashlib
 import logging
 import secrets
-import uuid
 from collections.abc import Iterable
 from typing import Any
 
@@ -347,10 +346,6 @@ class CalendarFeed:
             if draft.dropped:
                 incomplete.append(ImportNotes(uid, draft.dropped))
         return ImportResult(imported, updated, problems, incomplete)
-
-
-def new_uid() -> str:
-    return f"{uuid.uuid4()}@peerspark"
 
 
 # the application's key for what this module provides (typed app state)

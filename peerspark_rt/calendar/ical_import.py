@@ -134,8 +134,10 @@ def drafts_from_ics(data: bytes, default_tz: str) -> tuple[list[Draft], list[Imp
         except UNREADABLE as exc:
             log.info("imported event %s unreadable: %r", uid, exc)
             problems.append(ImportProblem(uid, UNREADABLE_EVENT))
-    for uid in changes.keys() - masters.keys():
-        problems.append(ImportProblem(uid, "a changed occurrence without its series"))
+    problems.extend(
+        ImportProblem(uid, "a changed occurrence without its series")
+        for uid in changes.keys() - masters.keys()
+    )
     return drafts, problems
 
 

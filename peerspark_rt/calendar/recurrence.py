@@ -1,6 +1,8 @@
 """Recurring events and sessions: RFC 5545 rules, expanded by python-dateutil.
 
-Pure logic, no I/O, shared by the calendar and study sessions.
+Pure logic, no I/O, shared by the calendar and study sessions. One piece because RFC 5545's
+rules interlock (DTSTART, COUNT, EXDATE, RDATE, overrides and the DST rules all meet in
+expansion); its halves would only be read together.
 
 A series is a first occurrence (`start`..`end`, in the series' own IANA time zone) plus an
 optional `Pattern`: one RRULE (without DTSTART: the series' start is the DTSTART), occurrences
@@ -246,7 +248,8 @@ def _format_until(moment: dt.datetime, all_day: bool) -> str:
 
 def _build(rule_text: str, series: Series) -> rrule:
     built = rrulestr(rule_text, dtstart=_dtstart(series))
-    assert isinstance(built, rrule)
+    if not isinstance(built, rrule):
+        raise TypeError("unexpected type: isinstance(built, rrule)")
     return built
 
 
@@ -341,7 +344,8 @@ def _first_original(rule_text: str, series: Series) -> dt.datetime | None:
     shift = _CYCLE_YEARS * max(0, (_PROBE_YEAR - local.year) // _CYCLE_YEARS)
     parts = [(k, v) for k, v in _rule_parts(rule_text, "rrule") if k not in ("COUNT", "UNTIL")]
     probe = rrulestr(_rule_text(parts), dtstart=local.replace(year=local.year + shift))
-    assert isinstance(probe, rrule)
+    if not isinstance(probe, rrule):
+        raise TypeError("unexpected type: isinstance(probe, rrule)")
     found = next(iter(probe), None)
     if found is None:
         return None
@@ -634,7 +638,8 @@ def _count_end(rule_text: str, start: dt.datetime) -> dt.datetime | None:
     None when it adds none. DTSTART "always counts as the first occurrence" (RFC 5545 3.3.10):
     where the rule does not produce it, the rule adds only COUNT - 1."""
     built = rrulestr(rule_text, dtstart=start)
-    assert isinstance(built, rrule)
+    if not isinstance(built, rrule):
+        raise TypeError("unexpected type: isinstance(built, rrule)")
     wanted = int(_stored_parts(rule_text)["COUNT"])
     walk = iter(built)
     first = next(walk, None)
@@ -651,7 +656,8 @@ def _count_end(rule_text: str, start: dt.datetime) -> dt.datetime | None:
 def _walk_from(series: Series, after: dt.datetime) -> Iterator[dt.datetime]:
     """The rule's original starts (naive wall times for all-day series, aware in the series'
     zone otherwise) from the period that holds `after` less a day, in order."""
-    assert series.pattern is not None
+    if series.pattern is None:
+        raise RuntimeError("series.pattern is missing")
     start = _dtstart(series)
     parts = _stored_parts(series.pattern.rrule)
     if "COUNT" in parts:
@@ -670,7 +676,8 @@ def _walk_from(series: Series, after: dt.datetime) -> Iterator[dt.datetime]:
             parts = explicit
             dtstart = begin if series.all_day else begin.replace(tzinfo=series.zone)
     built = rrulestr(_rule_text(list(parts.items())), dtstart=dtstart)
-    assert isinstance(built, rrule)
+    if not isinstance(built, rrule):
+        raise TypeError("unexpected type: isinstance(built, rrule)")
     yield from built
 
 
@@ -706,7 +713,8 @@ def _original_starts(series: Series, after: dt.datetime) -> Iterator[dt.datetime
     """The original starts of the series' instances (aware; midnight UTC for all-day) from
     `after` on, in order, each once: its start (always the first instance), the rule's
     occurrences and the rdates."""
-    assert series.pattern is not None
+    if series.pattern is None:
+        raise RuntimeError("series.pattern is missing")
     added = _instants(series.pattern.rdates)
     extra = heapq.merge([series.start], added[bisect.bisect_left(added, after) :])
     previous = None
@@ -763,7 +771,8 @@ def _order(occ: Occurrence) -> tuple[dt.datetime, str]:
 
 def _moved(series: Series) -> list[Occurrence]:
     """The changed occurrences, where they are now (cancelled ones left out), by start."""
-    assert series.pattern is not None
+    if series.pattern is None:
+        raise RuntimeError("series.pattern is missing")
     pattern = series.pattern
     out = []
     for rid, change in pattern.overrides.items():
@@ -784,7 +793,8 @@ def _by_start(
 ) -> Iterator[Occurrence]:
     """Occurrences in order of start: the rule's from `after` on (cancelled and changed ones
     left out), merged with `moved` (sorted)."""
-    assert series.pattern is not None
+    if series.pattern is None:
+        raise RuntimeError("series.pattern is missing")
     skipped = set(series.pattern.exdates) | set(series.pattern.overrides)
     duration = series.duration
 
@@ -1012,10 +1022,12 @@ class Split:
 
 def split(series: Series, recurrence_id: str) -> Split:
     """Cut a series at one of its occurrences ("this and following")."""
-    assert series.pattern is not None
+    if series.pattern is None:
+        raise RuntimeError("series.pattern is missing")
     pattern = series.pattern
     cut = _loose_instant(recurrence_id)
-    assert cut is not None
+    if cut is None:
+        raise RuntimeError("cut is missing")
     parts = _rule_parts(pattern.rrule, "rrule")
     # COUNT counts the start and the rule's occurrences, not rdates
     earlier = count_before(replace(series, pattern=Pattern(pattern.rrule)), recurrence_id)

@@ -347,7 +347,7 @@ class Reminders:
         async with self.db.transaction() as conn:
             table = "calendar_events" if source == "event" else "study_sessions"
             exists = await conn.fetchval(
-                f"SELECT COALESCE(status, 'scheduled') <> 'cancelled' FROM {table} WHERE id = $1",
+                f"SELECT COALESCE(status, 'scheduled') <> 'cancelled' FROM {table} WHERE id = $1",  # noqa: S608 (composed of constants; values are parameters)
                 source_id,
             )
             if not exists:

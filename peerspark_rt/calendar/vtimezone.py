@@ -52,7 +52,8 @@ def _state(zone: zoneinfo.ZoneInfo, at: int) -> _State:
     moment = _EPOCH + dt.timedelta(seconds=at)
     local = moment.astimezone(zone)
     offset, dst = local.utcoffset(), local.dst()
-    assert offset is not None
+    if offset is None:
+        raise RuntimeError("offset is missing")
     return _State(offset, bool(dst and dst > dt.timedelta(0)), local.tzname() or "")
 
 

@@ -200,7 +200,7 @@ class RedisBroker:
                 attempt = 0
             except asyncio.CancelledError:
                 raise
-            except Exception as exc:
+            except Exception as exc:  # noqa: BLE001 (any failure is retried)
                 self._sync_failures += 1
                 if attempt == 0:
                     log.warning("redis subscribe failed (%s); retrying", exc or type(exc).__name__)
@@ -230,7 +230,7 @@ class RedisBroker:
                 raise ConnectionError("pubsub stream ended")
             except asyncio.CancelledError:
                 raise
-            except Exception as exc:
+            except Exception as exc:  # noqa: BLE001 (any failure reconnects)
                 self._connected = False
                 log.warning("redis pubsub lost (%s); reconnecting in %.1fs", exc, backoff)
                 await asyncio.sleep(backoff)

@@ -112,7 +112,7 @@ class PresenceWriter:
                     return await self._presence.remove(op.room, op.user_id)
             except asyncio.CancelledError:
                 raise
-            except Exception as exc:
+            except Exception as exc:  # noqa: BLE001 (any failure is retried)
                 self.failures += 1
                 delay = RETRY_BACKOFF[min(attempt, len(RETRY_BACKOFF) - 1)]
                 if attempt == 0:

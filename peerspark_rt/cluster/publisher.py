@@ -140,7 +140,7 @@ class Publisher:
                     await pipe.execute()
             except asyncio.CancelledError:
                 raise
-            except Exception as exc:
+            except Exception as exc:  # noqa: BLE001 (any failure drops this batch, counted)
                 if self.healthy:
                     log.warning("redis publish failed (%s)", exc or type(exc).__name__)
                 self.healthy = False

@@ -124,7 +124,8 @@ async def cors(request: web.Request, handler: Handler) -> web.StreamResponse:
     if request.method == "OPTIONS" and "Access-Control-Request-Method" in request.headers:
         response: web.StreamResponse = web.Response(status=204 if ok else 403)
         if ok:
-            assert origin is not None
+            if origin is None:
+                raise RuntimeError("origin is missing")
             response.headers.update(
                 {
                     "Access-Control-Allow-Origin": origin,

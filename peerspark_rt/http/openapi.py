@@ -57,7 +57,8 @@ def build_document(router: web.UrlDispatcher, *, title: str, version: str) -> di
     routes = [r for r in described_routes(router) if r.operation is not None]
     models: list[Any] = [ErrorResponse]
     for route in routes:
-        assert route.operation is not None
+        if route.operation is None:
+            raise RuntimeError("route.operation is missing")
         op = route.operation
         models.extend(t for t in (op.body, op.response, op.query) if t is not None)
     unique = list(dict.fromkeys(models))
@@ -66,7 +67,8 @@ def build_document(router: web.UrlDispatcher, *, title: str, version: str) -> di
 
     paths: dict[str, dict[str, Any]] = {}
     for route in routes:
-        assert route.operation is not None
+        if route.operation is None:
+            raise RuntimeError("route.operation is missing")
         item = _operation(route, route.operation, schema_of, components)
         paths.setdefault(route.path, {})[route.method.lower()] = item
 

@@ -162,7 +162,8 @@ class GuardedSite(web.BaseSite):
     async def start(self) -> None:
         await super().start()
         server = self._runner.server
-        assert server is not None
+        if server is None:
+            raise RuntimeError("server is missing")
         loop = asyncio.get_running_loop()
         self._server = await loop.create_server(
             lambda: self.guard.wrap(server()),

@@ -220,7 +220,8 @@ class EmbeddedPostgres:
 
     def _wait_ready(self, timeout: float = 30) -> None:
         deadline = time.monotonic() + timeout
-        assert self.port is not None
+        if self.port is None:
+            raise RuntimeError("self.port is missing")
         while time.monotonic() < deadline:
             with (
                 contextlib.suppress(OSError),

@@ -36,7 +36,7 @@ class Health:
             details = await asyncio.wait_for(check.probe(), PROBE_TIMEOUT)
         except TimeoutError:
             details = {"status": "unhealthy", "error": f"no answer within {PROBE_TIMEOUT:.0f}s"}
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 (any failure is the probe's answer)
             details = {"status": "unhealthy", "error": str(exc) or type(exc).__name__}
         details.setdefault("status", "healthy")
         details["required"] = check.required

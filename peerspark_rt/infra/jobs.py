@@ -263,7 +263,7 @@ class Worker:
             with contextlib.suppress(Exception):
                 await jobs_db.release(self.db.pool, job.id, self.node_id)
             raise
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 (any failure is the job's, recorded and retried)
             await self._failed(job, exc)
             return
         await jobs_db.complete(self.db.pool, job.id, self.node_id)

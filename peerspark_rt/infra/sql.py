@@ -27,7 +27,7 @@ def insert(
     """`INSERT INTO table (...) VALUES ($1, ...) <suffix>` and its arguments."""
     columns = _checked(table, values, allowed)
     marks = ", ".join(f"${i}" for i in range(1, len(columns) + 1))
-    sql = f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({marks}) {suffix}"
+    sql = f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({marks}) {suffix}"  # noqa: S608 (composed of constants; values are parameters)
     return sql.strip(), list(values.values())
 
 
@@ -48,7 +48,7 @@ def update(
     sets = ", ".join(f"{col} = ${i}" for i, col in enumerate(columns, start=first))
     if also:
         sets += f", {also}"
-    sql = f"UPDATE {table} SET {sets} WHERE {where}"
+    sql = f"UPDATE {table} SET {sets} WHERE {where}"  # noqa: S608 (composed of constants; values are parameters)
     if returning:
         sql += f" RETURNING {returning}"
     return sql, [*where_args, *changes.values()]

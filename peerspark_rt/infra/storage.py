@@ -260,7 +260,8 @@ class S3Storage:
 
     @property
     def client(self) -> S3Client:
-        assert self._client is not None, "S3Storage.start() was not called"
+        if self._client is None:
+            raise RuntimeError("S3Storage.start() was not called")
         return self._client
 
     async def start(self) -> None:

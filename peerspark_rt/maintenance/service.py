@@ -5,7 +5,6 @@ from __future__ import annotations
 import datetime as dt
 import logging
 
-from ..errors import Invalid
 from ..infra import jobs_db
 from ..infra.jobs import Job, PermanentError
 from ..infra.pool import Database
@@ -59,10 +58,3 @@ class Maintenance:
 def rollup_payload(period_start: dt.datetime) -> dict[str, str]:
     """The daily rollup that runs in the first moments of a UTC day covers the day before."""
     return {"date": (period_start - dt.timedelta(days=1)).date().isoformat()}
-
-
-def parse_day(value: str, field: str = "date") -> dt.date:
-    try:
-        return dt.date.fromisoformat(value)
-    except ValueError:
-        raise Invalid(field, "must be a date like 2026-05-12") from None

@@ -326,7 +326,8 @@ class ModerationService:
             },
         )
         row = await moderation_db.get_held(self.db.pool, held_id)
-        assert row is not None
+        if row is None:
+            raise RuntimeError("the statement returned no row")
         return HeldItem.from_row(row)
 
     async def screen(

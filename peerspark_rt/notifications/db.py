@@ -33,7 +33,7 @@ async def insert(
               (recipient_id, sender_id, notification_type, title, message, action_url, metadata,
                priority)
             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
-            RETURNING {COLUMNS}, $9::bool AS push_live""",
+            RETURNING {COLUMNS}, $9::bool AS push_live""",  # noqa: S608 (composed of constants; values are parameters)
         recipient_id,
         sender_id,
         notification_type,
@@ -44,7 +44,8 @@ async def insert(
         priority,
         push_live,
     )
-    assert row is not None
+    if row is None:
+        raise RuntimeError("the statement returned no row")
     return row
 
 
@@ -81,7 +82,7 @@ async def page(
                AND ($2::bool IS FALSE OR NOT is_read)
                AND ($3::timestamptz IS NULL OR (created_at, id) < ($3, $4::uuid))
              ORDER BY created_at DESC, id DESC
-             LIMIT $5""",
+             LIMIT $5""",  # noqa: S608 (composed of constants; values are parameters)
         recipient_id,
         unread_only,
         after[0] if after else None,
@@ -96,7 +97,7 @@ async def mark_read(
     return await conn.fetchrow(
         f"""UPDATE notifications SET is_read = TRUE, read_at = COALESCE(read_at, NOW())
              WHERE id = $1 AND recipient_id = $2
-         RETURNING {COLUMNS}""",
+         RETURNING {COLUMNS}""",  # noqa: S608 (composed of constants; values are parameters)
         notification_id,
         recipient_id,
     )
@@ -167,7 +168,7 @@ async def missed(conn: Executor, user_id: uuid.UUID, limit: int) -> list[asyncpg
              WHERE recipient_id = $1 AND NOT is_read AND NOT is_email_sent
                AND created_at > NOW() - INTERVAL '1 day'
              ORDER BY created_at DESC, id DESC
-             LIMIT $2""",
+             LIMIT $2""",  # noqa: S608 (composed of constants; values are parameters)
         user_id,
         limit,
     )

@@ -82,7 +82,8 @@ class QuietHours:
 
 def _clock(text: str) -> dt.time:
     m = _CLOCK.match(text)
-    assert m is not None
+    if m is None:
+        raise RuntimeError("m is missing")
     return dt.time(int(m.group(1)), int(m.group(2)))
 
 

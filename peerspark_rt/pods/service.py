@@ -1,6 +1,9 @@
 """Study pods: the authorization backbone. Who belongs to a pod, with which role, decides what
 they may see and do in its feed, sessions and resources.
 
+One piece because membership changes (join, leave, remove, ban, role, invite) share the pod
+row lock, the rank rules and the live evictions; apart they would each re-check them.
+
 Rules:
 * owner > admin > moderator > member. Only the owner deletes the pod or transfers ownership.
   Owner and admins edit the pod and invite. Moderators and up remove or ban members ranked
@@ -601,7 +604,8 @@ class PodService:
                 )
             await pods_db.set_membership(conn, pod_id, user_id, role=new_role, status="active")
         row = await pods_db.get_member(self.db.pool, pod_id, user_id)
-        assert row is not None
+        if row is None:
+            raise RuntimeError("the statement returned no row")
         await self.live.event(
             f"pod:{pod_id}",
             "member_role_changed",
@@ -631,7 +635,8 @@ class PodService:
             if invitee is None:
                 raise Invalid("userId", "no user has this id")
         else:
-            assert body.email is not None
+            if body.email is None:
+                raise RuntimeError("body.email is missing")
             email = validation.email(body.email)
             invitee_id = await pods_db.find_user_id_by_email(self.db.pool, email)
         pod = await self.visible_pod(principal, pod_id)

@@ -155,7 +155,7 @@ class _Shard:
                 results = await sessions_db.store_batch(conn, [m for m, _ in batch])
         except asyncio.CancelledError:
             raise
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 (classified just below)
             if not _poison(exc):
                 log.warning("storing %d chat messages failed: %s", len(batch), exc)
                 for _, future in batch:
@@ -372,7 +372,7 @@ class ChatService:
             stored = await pending
         except Invalid:
             raise
-        except Exception:
+        except Exception:  # noqa: BLE001 (the store's failure, whatever it was, is retryable)
             raise Unavailable("the message could not be stored; retry with the same cid") from None
         if stored is None:
             raise Conflict("this session is closed for messages", code="session_closed")

@@ -1,5 +1,8 @@
 """Study sessions: scheduling, participation, the live room's rules, attendance and history.
 
+One piece because every rule here turns on the same locked session row and participant
+state (who may join, start, post, read); split, the lock discipline would be spread thin.
+
 Rules:
 * Pod sessions are only for active members of the pod; group sessions are open to everyone;
   individual sessions are visible to their organizer and the people they invite.
@@ -425,7 +428,8 @@ class SessionService:
             )
         async with self.db.transaction() as conn:
             locked = await sessions_db.lock(conn, session_id)
-            assert locked is not None
+            if locked is None:
+                raise RuntimeError("locked is missing")
             new_max = changes.get("max_participants")
             if new_max is not None and new_max < locked["current_participants"]:
                 raise Invalid(
@@ -444,7 +448,8 @@ class SessionService:
         await self._organized(principal, session_id)
         async with self.db.transaction() as conn:
             locked = await sessions_db.lock(conn, session_id)
-            assert locked is not None
+            if locked is None:
+                raise RuntimeError("locked is missing")
             if to not in TRANSITIONS[locked["status"]]:
                 raise Conflict(
                     f"a {locked['status']} session cannot become {to}",
@@ -478,7 +483,8 @@ class SessionService:
             raise Forbidden("pod sessions are for members of the pod", code="not_a_member")
         async with self.db.transaction() as conn:
             locked = await sessions_db.lock(conn, session_id)
-            assert locked is not None
+            if locked is None:
+                raise RuntimeError("locked is missing")
             current = await sessions_db.get_participant(
                 conn, session_id, principal.user_id, lock=True
             )

@@ -251,7 +251,8 @@ class CommentService:
             is_anonymous=body.is_anonymous,
         )
         row = await comments_db.get(conn, principal.user_id, comment_id)
-        assert row is not None
+        if row is None:
+            raise RuntimeError("the statement returned no row")
         counts = await posts_db.counts(conn, post_id)
         room = room_of(post["pod_id"], post["visibility"])
         if room is not None:

@@ -1,5 +1,8 @@
 """The social feed: posts, the four feeds, likes, bookmarks, shares and reports of posts.
 
+One piece because the post's one visibility rule, its anonymity and its counters are used by
+every operation here; comments, reports and mobile sync live beside it.
+
 Rules:
 * Who reads a post: see `db.posts.visible` (the same rule for every read path). Posts in a
   private pod reach only its members, even when marked public. Private posts reach only

@@ -350,7 +350,8 @@ class MobileService:
         async with self.units.begin() as (conn, effects):
             if not await sync_db.claim(conn, me, cid, action.type):
                 stored = await sync_db.get(conn, me, cid)
-                assert stored is not None
+                if stored is None:
+                    raise RuntimeError("stored is missing")
                 return self._replayed(cid, action.type, stored)
             result: dict[str, Any] = {}
             if apply is not None:

@@ -26,7 +26,7 @@ async def insert(
     row = await conn.fetchrow(
         f"""INSERT INTO uploads (owner_id, storage_key, backend, original_name, content_type,
                                  size_bytes)
-            VALUES ($1, $2, $3, $4, $5, $6) RETURNING {UPLOAD_COLUMNS}""",
+            VALUES ($1, $2, $3, $4, $5, $6) RETURNING {UPLOAD_COLUMNS}""",  # noqa: S608 (composed of constants; values are parameters)
         owner_id,
         storage_key,
         backend,
@@ -34,12 +34,13 @@ async def insert(
         content_type,
         size_bytes,
     )
-    assert row is not None
+    if row is None:
+        raise RuntimeError("the statement returned no row")
     return row
 
 
 async def by_key(db: Executor, key: str) -> asyncpg.Record | None:
-    return await db.fetchrow(f"SELECT {UPLOAD_COLUMNS} FROM uploads WHERE storage_key = $1", key)
+    return await db.fetchrow(f"SELECT {UPLOAD_COLUMNS} FROM uploads WHERE storage_key = $1", key)  # noqa: S608 (composed of constants; values are parameters)
 
 
 async def attach(
@@ -50,7 +51,7 @@ async def attach(
     return await conn.fetchrow(
         f"""UPDATE uploads SET attached_to = $3, attached_id = $4
             WHERE id = $1 AND owner_id = $2 AND attached_to IS NULL
-            RETURNING {UPLOAD_COLUMNS}""",
+            RETURNING {UPLOAD_COLUMNS}""",  # noqa: S608 (composed of constants; values are parameters)
         upload_id,
         owner_id,
         kind,
@@ -60,7 +61,8 @@ async def attach(
 
 async def delete(conn: Conn, upload_id: uuid.UUID) -> asyncpg.Record | None:
     return await conn.fetchrow(
-        f"DELETE FROM uploads WHERE id = $1 RETURNING {UPLOAD_COLUMNS}", upload_id
+        f"DELETE FROM uploads WHERE id = $1 RETURNING {UPLOAD_COLUMNS}",  # noqa: S608 (composed of constants; values are parameters)
+        upload_id,
     )
 
 
@@ -81,7 +83,7 @@ async def delete_unused(
                 ORDER BY released_at LIMIT $3 FOR UPDATE SKIP LOCKED)
             DELETE FROM uploads
             WHERE id IN (SELECT id FROM unattached UNION SELECT id FROM released)
-            RETURNING {UPLOAD_COLUMNS}""",
+            RETURNING {UPLOAD_COLUMNS}""",  # noqa: S608 (composed of constants; values are parameters)
         unattached_for,
         released_for,
         limit,

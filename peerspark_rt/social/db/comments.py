@@ -54,7 +54,7 @@ async def insert_comment(
 async def get(db: Executor, viewer: uuid.UUID, comment_id: uuid.UUID) -> asyncpg.Record | None:
     return await db.fetchrow(
         f"""SELECT {COMMENT_COLUMNS} FROM comments c LEFT JOIN users u ON u.id = c.author_id
-            WHERE c.id = $2""",
+            WHERE c.id = $2""",  # noqa: S608 (composed of constants; values are parameters)
         viewer,
         comment_id,
     )
@@ -87,7 +87,7 @@ async def thread_page(
             WHERE c.post_id = $2
               AND ($3::text IS NULL OR (c.thread_path > $3 AND c.thread_path < $3 || '~'))
               AND ($4::text IS NULL OR c.thread_path > $4)
-            ORDER BY c.thread_path LIMIT $5""",
+            ORDER BY c.thread_path LIMIT $5""",  # noqa: S608 (composed of constants; values are parameters)
         viewer,
         post_id,
         subtree_of,

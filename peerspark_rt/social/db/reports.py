@@ -53,7 +53,8 @@ async def pending_count(
         content_type,
         content_id,
     )
-    assert row is not None
+    if row is None:
+        raise RuntimeError("the statement returned no row")
     return int(row["n"]), float(row["weight"])
 
 
@@ -123,7 +124,7 @@ async def page(
             FROM content_reports r LEFT JOIN users ru ON ru.id = r.reporter_id
             WHERE r.status = $1 {pods}
               AND ($3::text IS NULL OR r.content_type = $3) {keyset}
-            ORDER BY r.created_at DESC, r.id DESC LIMIT $4""",
+            ORDER BY r.created_at DESC, r.id DESC LIMIT $4""",  # noqa: S608 (composed of constants; values are parameters)
         status,
         pod_ids,
         content_type,
