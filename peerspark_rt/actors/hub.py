@@ -39,6 +39,7 @@ log = logging.getLogger(__name__)
 
 HOOK_QUEUE = 10_000  # presence/read hook calls waiting to run; more are dropped (and counted)
 HOOK_TIMEOUT = 10.0  # seconds one hook call may take
+PRESENCE_REFRESH_DELAY = 1.5  # seconds after a broker reconnect before rooms re-read presence
 
 
 class History(Protocol):
@@ -126,6 +127,7 @@ class Hub:
     async def start(self) -> None:
         self._flusher = Flusher()
         self.broker.set_handler(self._on_broker)
+        self.broker.on_reconnected(self._broker_reconnected)
         self.presence.on_expired(self._expired)
         self.presence.on_resync(self._resync)
         self.presence_writer.start()
@@ -329,6 +331,17 @@ class Hub:
         """A dead node's user left the room: every node (this one too) hears it."""
         self.broker.publish(room, presence_payload(room, user_id, username, "leave"))
         self._run_presence_hooks(room, user_id, False)
+
+    def _broker_reconnected(self) -> None:
+        """Announcements made while this node could not hear were lost: once the other nodes
+        have had time to re-register their presence (their next heartbeat), rooms read it."""
+        loop = asyncio.get_running_loop()
+        loop.call_later(PRESENCE_REFRESH_DELAY, self._refresh_presence)
+
+    def _refresh_presence(self) -> None:
+        for actor in list(self.rooms.values()):
+            if actor.tracks_presence:
+                actor.post(mail.RefreshPresence())
 
     async def _resync(self) -> None:
         for actor in list(self.rooms.values()):

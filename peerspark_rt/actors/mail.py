@@ -123,6 +123,17 @@ class PresenceGone:
 
 
 @dataclass(slots=True)
+class RefreshPresence:
+    """Read who is present again (the link to the other nodes was lost: their announcements
+    meanwhile were not heard)."""
+
+
+@dataclass(slots=True)
+class PresenceSnapshot:
+    presence: dict[str, str]
+
+
+@dataclass(slots=True)
 class TypingExpiry:
     pass
 
@@ -172,6 +183,8 @@ Mail = (
     | LoadFailed
     | Reload
     | PresenceGone
+    | RefreshPresence
+    | PresenceSnapshot
     | TypingExpiry
     | Evict
     | Overflowed

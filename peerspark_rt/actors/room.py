@@ -219,6 +219,11 @@ class RoomActor:
                 self.hub.spawn(self._load())
             case mail.PresenceGone(user_id=user, username=username):
                 self._presence_gone(user, username)
+            case mail.RefreshPresence():
+                if self.ready and self.tracks_presence:
+                    self.hub.spawn(self._read_presence())
+            case mail.PresenceSnapshot(presence=present):
+                self._presence_snapshot(present)
             case mail.TypingExpiry():
                 self._expire_typing()
             case mail.Evict(user_id=user):
@@ -698,6 +703,26 @@ class RoomActor:
             self._fanout(payload)
         else:
             self._presence_gone(frame.user_id, frame.username)
+
+    async def _read_presence(self) -> None:
+        try:
+            async with asyncio.timeout(self.hub.load_timeout):
+                present = await self.hub.presence.members(self.room)
+        except Exception:  # noqa: BLE001 (the next reconnect reads again)
+            log.warning("room %s could not read presence again", self.room)
+            return
+        self.post(mail.PresenceSnapshot(present))
+
+    def _presence_snapshot(self, present: dict[str, str]) -> None:
+        """Bring the room's view in line with the registry: members hear only the changes."""
+        for user, username in present.items():
+            if user not in self.presence:
+                self.presence[user] = username
+                self._presence_list = None
+                self._fanout(self._presence_payload(user, username, "join"))
+        for user, username in list(self.presence.items()):
+            if user not in present:
+                self._presence_gone(user, username)
 
     def _presence_gone(self, user: str, username: str) -> None:
         if user in self.local_users or self.presence.pop(user, None) is None:

@@ -43,6 +43,10 @@ class Broker(Protocol):
 
     def set_handler(self, handler: Handler) -> None: ...
 
+    def on_reconnected(self, hook: Callable[[], None]) -> None:
+        """Call `hook` after the link to the other nodes came back (what they said meanwhile
+        was not heard: state kept from their announcements should be read again)."""
+
     async def start(self) -> None: ...
 
     async def close(self) -> None: ...
@@ -72,6 +76,9 @@ class LocalBroker:
 
     def set_handler(self, handler: Handler) -> None:
         self._handler = handler
+
+    def on_reconnected(self, hook: Callable[[], None]) -> None:
+        return None  # nothing to lose in one process
 
     async def start(self) -> None:
         return None
@@ -123,9 +130,13 @@ class RedisBroker:
         self._syncer: asyncio.Task[None] | None = None
         self._connected = False
         self._sync_failures = 0
+        self._reconnected: list[Callable[[], None]] = []
 
     def set_handler(self, handler: Handler) -> None:
         self._handler = handler
+
+    def on_reconnected(self, hook: Callable[[], None]) -> None:
+        self._reconnected.append(hook)
 
     def _channel(self, room: str) -> str:
         return self._prefix + room
@@ -253,6 +264,8 @@ class RedisBroker:
                 await self._pubsub.subscribe(*(self._channel(r) for r in wanted))
             self._subscribed = wanted
             self._connected = True
+            for hook in self._reconnected:
+                hook()
             self._changed.set()  # rooms wanted meanwhile
             log.info("redis pubsub re-subscribed to %d rooms", len(wanted))
         except (RedisError, OSError, TimeoutError) as exc:
