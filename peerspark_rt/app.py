@@ -38,6 +38,8 @@ from .http import resources as resources_http
 from .http import search as search_http
 from .http import sessions as sessions_http
 from .http import uploads as uploads_http
+from .http import web_client as web_client_http
+from .http import web_login as web_login_http
 from .http import ws as ws_http
 from .http.keys import (
     AI,
@@ -79,6 +81,7 @@ from .http.metrics import Metrics
 from .http.middleware import MIDDLEWARES, security_headers
 from .http.openapi import API_DOCUMENT, ApiDocument
 from .http.transport import GuardedSite, make_runner, start_metrics_listener
+from .http.web_session import COOKIES, cookie_storage
 from .protocol import CLOSE_SESSION_REVOKED
 from .services.ai.assistant import AssistantService
 from .services.ai.client import AIClient
@@ -574,6 +577,7 @@ def build_app(settings: Settings) -> web.Application:
     app[METRICS] = Metrics()
     app[HEALTH] = Health()
     app[API_DOCUMENT] = ApiDocument()
+    app[COOKIES] = cookie_storage(settings)
     app[HEALTH].add("ai", functools.partial(_ai_probe, app), required=False)
     app.cleanup_ctx.extend(
         [_database, _redis_and_broker, _storage, _ai_client, _services, _realtime, _worker]
@@ -597,6 +601,8 @@ def build_app(settings: Settings) -> web.Application:
         ai_http,
         moderation_http,
         docs_http,
+        web_login_http,
+        web_client_http,
     )
     for module in http_modules:
         app.router.add_routes(module.routes)
