@@ -16,6 +16,7 @@ WORKDIR /app
 COPY --from=build /opt/venv /opt/venv
 COPY schema.sql ./schema.sql
 COPY config ./config
+COPY web ./web
 ENV PATH=/opt/venv/bin:$PATH \
     PEERSPARK_ENV=production \
     PEERSPARK_DATA_DIR=/app/data \

@@ -6,7 +6,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: run test lint typecheck pytest fuzz bench clean install
+.PHONY: run stop test lint typecheck pytest fuzz bench clean install
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -17,6 +17,11 @@ install: $(STAMP)
 
 run: $(STAMP)
 	$(PY) -m peerspark_rt serve
+
+# Stop what `make run` left running: the node and its embedded PostgreSQL (also one a killed
+# node left behind).
+stop:
+	@if [ -x $(PY) ]; then $(PY) -m peerspark_rt stop; else echo "nothing to stop (no $(VENV))"; fi
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check peerspark_rt tests bench
@@ -37,7 +42,20 @@ fuzz: $(STAMP)
 		$(VENV)/bin/pytest tests/test_contract_fuzz.py
 
 bench: $(STAMP)
+	@command -v npm >/dev/null || { echo "make bench needs npm (Socket.IO peer): apt-get install npm"; exit 1; }
 	$(PY) -m bench all
 
-clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
+# Removes what builds and runs made. .data (the embedded database with every account and
+# message, uploads, generated secrets) only when you say so: asked on a terminal, or RESET=1.
+clean: stop
+	rm -rf .pytest_cache .mypy_cache .ruff_cache .hypothesis bench/out test-output
+	@if [ -d .data ]; then \
+	  if [ "$(RESET)" = 1 ]; then rm -rf .data && echo "removed .data"; \
+	  elif [ -t 0 ]; then \
+	    printf 'Also delete .data (the embedded database: every account, pod and message; uploads; secrets)? [y/N] '; \
+	    read answer; case "$$answer" in \
+	      y|Y|yes) rm -rf .data && echo "removed .data";; \
+	      *) echo "kept .data (make clean RESET=1 deletes it without asking)";; esac; \
+	  else echo "kept .data: make clean RESET=1 deletes it (the embedded database, uploads, secrets)"; fi; \
+	fi
+	rm -rf $(VENV)

@@ -17,6 +17,7 @@ from . import logs
 from .config import ConfigError, Settings, ensure_secrets, load_settings, variable_names
 from .infra.embedded import EmbeddedPostgres, EmbeddedPostgresError
 from .infra.pool import apply_schema, ensure_database
+from .preflight import StartupError, check_database, check_redis
 
 log = logging.getLogger("peerspark_rt")
 
@@ -33,6 +34,8 @@ commands:
   worker    run only the job worker (emails, reminders, daily analytics, clean-up), no HTTP.
             Every `serve` node runs one too unless RUN_WORKER=false; use this to run the
             workers as separate processes. Any number may run against one database.
+  stop      stop what `serve` left running from the data folder: the node (SIGTERM) and
+            its embedded PostgreSQL (also one left behind by a node that was killed).
 
 Settings come from environment variables over config/defaults.toml; see README.md.
 """
@@ -70,18 +73,21 @@ def _tune_gc() -> None:
     gc.set_threshold(*GC_THRESHOLDS)
 
 
-async def _until_signalled() -> None:
-    """Wait for SIGINT (Ctrl-C) or SIGTERM."""
+def _stop_on_signals() -> asyncio.Event:
+    """An event set by SIGINT (Ctrl-C), SIGTERM, or SIGHUP (the terminal running the node was
+    closed): each ends the node cleanly, and so stops the embedded database it started.
+    Installed before start-up, so a signal that comes early is not fatal either."""
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
+    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
         loop.add_signal_handler(sig, stop.set)
-    await stop.wait()
+    return stop
 
 
 async def _serve(settings: Settings, where_db: str) -> None:
     from .app import GuardedSite, build_app, make_runner, start_metrics_listener
 
+    stop = _stop_on_signals()
     app = build_app(settings)
     runner = make_runner(app, settings)
     await runner.setup()
@@ -96,7 +102,7 @@ async def _serve(settings: Settings, where_db: str) -> None:
         flush=True,
     )
     _tune_gc()
-    await _until_signalled()
+    await stop.wait()
     log.info("shutting down")
     if metrics_runner is not None:
         await metrics_runner.cleanup()
@@ -106,6 +112,7 @@ async def _serve(settings: Settings, where_db: str) -> None:
 async def _work(settings: Settings, where_db: str) -> None:
     from .app import build_app
 
+    stop = _stop_on_signals()
     runner = web.AppRunner(
         build_app(settings.replace(run_worker=True)),
         handle_signals=False,
@@ -118,7 +125,7 @@ async def _work(settings: Settings, where_db: str) -> None:
         f"(database: {where_db}; concurrency {settings.worker_concurrency})",
         flush=True,
     )
-    await _until_signalled()
+    await stop.wait()
     log.info("worker shutting down")
     await runner.cleanup()
 
@@ -130,6 +137,32 @@ def _run(coro_factory: object) -> None:
         uvloop.run(coro_factory)  # type: ignore[arg-type]
     except ImportError:  # pragma: no cover - uvloop is a dependency, but stay runnable
         asyncio.run(coro_factory)  # type: ignore[arg-type]
+
+
+def _preflight(settings: Settings, command: str) -> str | None:
+    """Reach the configured services before starting (one line naming any that does not
+    answer); `migrate` creates a database that does not exist yet."""
+    created = None
+    if settings.database_url:
+        created = asyncio.run(check_database(settings.database_url, create=command == "migrate"))
+    if settings.redis_url and command != "migrate":
+        asyncio.run(check_redis(settings.redis_url))
+    return created
+
+
+def _stop(settings: Settings) -> int:
+    """`make stop`: the node and embedded PostgreSQL `make run` left running."""
+    folder = settings.data_dir / "postgres"
+    if not (folder / "PG_VERSION").exists():
+        print(f"nothing to stop: no embedded PostgreSQL in {folder}")
+        return 0
+    try:
+        done = EmbeddedPostgres(folder).stop_everything()
+    except EmbeddedPostgresError as exc:
+        print(f"cannot stop the embedded database: {exc}", file=sys.stderr)
+        return 1
+    print("\n".join(done) if done else f"nothing running from {folder}")
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -146,6 +179,9 @@ def main(argv: list[str] | None = None) -> int:
     commands.add_parser("migrate", help="apply schema.sql and exit")
     commands.add_parser(
         "worker", help="run the job worker only (emails, reminders, analytics, clean-up)"
+    )
+    commands.add_parser(
+        "stop", help="stop the node and embedded PostgreSQL left running from the data folder"
     )
     args = parser.parse_args(argv)
 
@@ -164,6 +200,16 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"configuration error: {exc}", file=sys.stderr)
         return 2
+
+    if args.command == "stop":
+        return _stop(settings)
+    try:
+        created = _preflight(settings, args.command)
+        if created:
+            print(created, flush=True)
+    except StartupError as exc:
+        print(exc, file=sys.stderr)
+        return 1
 
     try:
         with resolved_database(settings) as (settings, where_db):

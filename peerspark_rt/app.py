@@ -52,11 +52,14 @@ from .http import resources as resources_http
 from .http import search as search_http
 from .http import sessions as sessions_http
 from .http import uploads as uploads_http
+from .http import web_client as web_client_http
+from .http import web_login as web_login_http
 from .http import ws as ws_http
 from .http.metrics import METRICS, Metrics
 from .http.middleware import MIDDLEWARES, security_headers
 from .http.openapi import API_DOCUMENT, ApiDocument
 from .http.transport import GuardedSite, make_runner, start_metrics_listener
+from .http.web_session import COOKIES, cookie_storage
 from .infra.ai_client import AI, AIClient
 from .infra.health import HEALTH, Health
 from .infra.jobs import JOBS, WORKER, JobQueue, Periodic, Worker, WorkerCounters
@@ -186,11 +189,12 @@ async def _redis_and_broker(app: web.Application) -> AsyncIterator[None]:
         broker = LocalBroker(settings.node_id)
 
         async def probe() -> dict[str, Any]:
+            # not "healthy": there is no Redis to be healthy (nor down: nothing is missing)
             return {
-                "status": "healthy",
+                "status": "in-process",
                 "mode": "in-process",
                 "note": "no REDIS_URL: a single node; pub/sub, presence and rate limits live "
-                "in this process",
+                "in this process (set REDIS_URL to run several nodes)",
             }
 
     # Not required: a node without Redis still serves its users (cross-node delivery then
@@ -541,6 +545,7 @@ def build_app(settings: Settings) -> web.Application:
     app[METRICS] = Metrics()
     app[HEALTH] = Health()
     app[API_DOCUMENT] = ApiDocument()
+    app[COOKIES] = cookie_storage(settings)
     app[HEALTH].add("ai", functools.partial(_ai_probe, app), required=False)
     app.cleanup_ctx.extend(
         [_database, _redis_and_broker, _storage, _ai_client, _services, _realtime, _worker]
@@ -564,6 +569,8 @@ def build_app(settings: Settings) -> web.Application:
         ai_http,
         moderation_http,
         docs_http,
+        web_login_http,
+        web_client_http,
     )
     for module in http_modules:
         app.router.add_routes(module.routes)

@@ -39,12 +39,26 @@ LOCAL_REDIS = "redis://127.0.0.1:6379/0"
 STANDALONE = os.environ.get("TEST_STANDALONE") == "1"
 
 
+# Folders searchable_tmpdir made in this run: removed when the run ends (an embedded
+# PostgreSQL's alone is 50-180 MB, and used to be left in the temp folder by every run).
+_MADE_FOLDERS: list[Path] = []
+
+
 def searchable_tmpdir() -> Path:
     """A temporary folder every user can traverse: pytest's own are 0700, and under root the
-    embedded PostgreSQL runs as an unprivileged user that must reach its data folder."""
+    embedded PostgreSQL runs as an unprivileged user that must reach its data folder. It is
+    removed at the end of the test run."""
     path = Path(tempfile.mkdtemp(prefix="peerspark-test-"))
     path.chmod(0o755)
+    _MADE_FOLDERS.append(path)
     return path
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """Remove the temporary folders of this run (servers in them were stopped by their
+    fixtures, which end before this)."""
+    for path in _MADE_FOLDERS:
+        shutil.rmtree(path, ignore_errors=True)
 
 
 def _free_port() -> int:

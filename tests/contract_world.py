@@ -11,6 +11,7 @@ import datetime as dt
 import secrets
 import uuid
 from dataclasses import dataclass, field
+from http.cookiejar import DefaultCookiePolicy
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
@@ -57,6 +58,9 @@ class Client:
     def __init__(self, base_url: str) -> None:
         self.base_url = base_url
         self.http = requests.Session()
+        # a bearer client: the web page's login cookie (POST /api/web/login) must not make
+        # later anonymous calls signed in
+        self.http.cookies.set_policy(DefaultCookiePolicy(allowed_domains=[]))
 
     def call(
         self,

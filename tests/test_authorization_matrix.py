@@ -120,6 +120,7 @@ BODIES: dict[str, Maker] = {
     "POST /api/auth/register": _new_account,
     "POST /api/auth/login": lambda w, c, _: {"email": c.member.email, "password": PASSWORD},
     "POST /api/auth/refresh": _member_refresh_token,
+    "POST /api/web/login": lambda w, c, _: {"email": c.member.email, "password": PASSWORD},
     "PATCH /api/auth/me": lambda w, c, _: {"bio": "Studying maths"},
     "POST /api/pods": lambda w, c, _: {"name": "Another pod", "subject": "Physics"},
     "PUT /api/pods/{podId}": lambda w, c, _: {"description": "Weekly algebra"},
@@ -205,6 +206,8 @@ HARMLESS = {
     "POST /api/auth/register",
     "POST /api/auth/login",
     "POST /api/auth/refresh",
+    "POST /api/web/login",
+    "POST /api/web/token",
     "PATCH /api/auth/me",
     "POST /api/pods",
     "POST /api/sessions",
@@ -256,6 +259,7 @@ def _new_login(ref: Reference, caller: str) -> None:
 # What to do after a call that changed something, when rebuilding every object is too much.
 AFTER: dict[str, Callable[[Reference, str], None]] = {
     "POST /api/auth/logout": _login_again,
+    "POST /api/web/logout": _login_again,
     "POST /api/calendar/feed": _new_feed,
     "DELETE /api/calendar/feed": _new_feed,
     "DELETE /api/ai/conversations/{conversationId}": _new_conversation,
@@ -284,6 +288,7 @@ def _path_value(route: Described, name: str, world: World, cast: Cast) -> str:
         "id": cast.member.id,
         "token": world.personal.feed_token,
         "key": world.personal.file_path.removeprefix("/api/files/"),
+        "module": "app",  # /app/{module}.js: the web client's main module
     }
     if name not in values:
         raise AssertionError(f"{route.method} {route.path}: no reference value for {{{name}}}")

@@ -4,14 +4,17 @@
 from __future__ import annotations
 
 import asyncio
+import secrets
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
 from pathlib import Path
 
 import aiohttp
+import asyncpg
 
 from tests.conftest import searchable_tmpdir
 from tests.helpers import METRICS_TOKEN
@@ -107,3 +110,101 @@ async def test_embedded_database_starts_serves_and_stops() -> None:
     assert not (data / "postgres" / "postmaster.pid").exists()
     assert (data / "jwt-secrets.json").exists()
     shutil.rmtree(folder, ignore_errors=True)
+
+
+def _dead_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def test_migrate_creates_a_missing_database_and_serve_says_how(pg_admin_dsn: str) -> None:
+    base, _, _ = pg_admin_dsn.rpartition("/")
+    name = f"peerspark_cli_{secrets.token_hex(4)}"
+    env = {"DATABASE_URL": f"{base}/{name}", "PEERSPARK_DATA_DIR": str(searchable_tmpdir())}
+    served = run_cli("serve", env=env)
+    assert served.returncode == 1
+    assert served.stderr.strip().splitlines() == [
+        f'PostgreSQL at {base.rpartition("@")[2]} has no database "{name}" (DATABASE_URL): '
+        "create it with `python -m peerspark_rt migrate`"
+    ]
+    try:
+        migrated = run_cli("migrate", env=env)
+        assert migrated.returncode == 0, migrated.stderr
+        assert f'created database "{name}"' in migrated.stdout
+        assert "schema applied" in migrated.stdout
+    finally:
+        asyncio.run(_drop(pg_admin_dsn, name))
+
+
+async def _drop(admin_dsn: str, name: str) -> None:
+    conn = await asyncpg.connect(admin_dsn)
+    try:
+        await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    finally:
+        await conn.close()
+
+
+def test_unreachable_services_are_named_in_one_line(pg_dsn: str, tmp_path: Path) -> None:
+    port = _dead_port()
+    no_pg = run_cli(
+        "serve",
+        env={
+            "DATABASE_URL": f"postgresql://postgres:secret@127.0.0.1:{port}/peerspark",
+            "PEERSPARK_DATA_DIR": str(tmp_path),
+        },
+    )
+    assert no_pg.returncode == 1
+    assert no_pg.stderr.strip().splitlines() == [
+        f"cannot reach PostgreSQL at postgresql://postgres:***@127.0.0.1:{port}/peerspark "
+        "(DATABASE_URL): connection refused (is it running, on that port?)"
+    ]
+    no_redis = run_cli(
+        "serve",
+        env={
+            "DATABASE_URL": pg_dsn,
+            "REDIS_URL": f"redis://127.0.0.1:{port}/0",
+            "PEERSPARK_DATA_DIR": str(tmp_path),
+        },
+    )
+    assert no_redis.returncode == 1
+    lines = no_redis.stderr.strip().splitlines()
+    assert len(lines) == 1, no_redis.stderr
+    assert lines[0].startswith(f"cannot reach Redis at redis://127.0.0.1:{port}/0 (REDIS_URL): ")
+
+
+def _postmaster_gone(folder: Path, timeout: float = 15) -> bool:
+    deadline = time.monotonic() + timeout
+    while (folder / "postmaster.pid").exists() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    return not (folder / "postmaster.pid").exists()
+
+
+def test_the_embedded_database_never_outlives_its_node() -> None:
+    """A closed terminal (SIGHUP) stops it; one a killed node left behind is taken over by the
+    next start, or stopped by `python -m peerspark_rt stop` (make stop)."""
+    folder = searchable_tmpdir()
+    env = {"PEERSPARK_DATA_DIR": str(folder / "data")}
+    postgres = folder / "data" / "postgres"
+    try:
+        node = start_node(env, timeout=120)
+        node.kill()  # kill -9: nothing cleaned up
+        assert (postgres / "postmaster.pid").exists()
+        stopped = run_cli("stop", env=env)
+        assert stopped.returncode == 0, stopped.stderr
+        assert "stopped the embedded PostgreSQL" in stopped.stdout
+        assert _postmaster_gone(postgres)
+
+        node = start_node(env, timeout=120)
+        assert node.stop(signal.SIGHUP) == 0
+        assert _postmaster_gone(postgres)
+
+        node = start_node(env, timeout=120)
+        node.kill()
+        node = start_node(env, timeout=120)  # finds the orphan and takes it over
+        assert any("left running by an earlier run" in line for line in node.output)
+        assert node.stop(signal.SIGINT) == 0
+        assert _postmaster_gone(postgres)
+    finally:
+        run_cli("stop", env=env)
+        shutil.rmtree(folder, ignore_errors=True)

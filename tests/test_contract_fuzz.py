@@ -210,7 +210,7 @@ def _after(target: Target, method: str, path: str, status: int) -> None:
     """Keep the fuzzing user signed in and the reference objects usable."""
     if status >= 300:
         return
-    if path == "/api/auth/logout" or path.startswith("/api/auth/sessions/"):
+    if path in ("/api/auth/logout", "/api/web/logout") or path.startswith("/api/auth/sessions/"):
         target.me.login(target.client)
         target.mine["login"] = new_login(target.client, target.me)
     elif path.startswith("/api/ai/conversations/") and method == "DELETE":

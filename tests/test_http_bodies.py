@@ -18,7 +18,7 @@ from tests.helpers import PASSWORD, Api, User
 
 BODY_METHODS = ("POST", "PUT", "PATCH")
 # Routes that end the caller's own login: each request to them gets a login of its own.
-ENDS_LOGIN = {("POST", "/api/auth/logout")}
+ENDS_LOGIN = {("POST", "/api/auth/logout"), ("POST", "/api/web/logout")}
 
 
 def body_routes(app: web.Application) -> list[tuple[str, str]]:

@@ -60,7 +60,7 @@ async def test_health_reports_each_dependency(api: Api) -> None:
     services = resp.body["services"]
     assert resp.body["status"] == "healthy"
     assert services["database"]["status"] == "healthy"
-    assert services["redis"] == {**services["redis"], "status": "healthy", "mode": "in-process"}
+    assert services["redis"] == {**services["redis"], "status": "in-process", "mode": "in-process"}
     assert services["storage"]["status"] == "healthy"
     assert services["ai"]["status"] == "not_configured"
     assert services["ai"]["required"] is False

@@ -373,7 +373,12 @@ class AuthService:
     async def authenticate(self, access_token: str) -> Principal:
         """Check the token and that its session is still alive; raises Unauthorized."""
         claims = self.tokens.decode_access(access_token)
-        row = await users_db.session_principal(self.db.pool, claims.session_id, claims.user_id)
+        return await self.session_principal(claims.session_id, claims.user_id)
+
+    async def session_principal(self, session_id: uuid.UUID, user_id: uuid.UUID) -> Principal:
+        """The caller of a login session that is still alive (an access token names one, and
+        so does the web page's cookie); raises Unauthorized."""
+        row = await users_db.session_principal(self.db.pool, session_id, user_id)
         if row is None:
             raise Unauthorized("session has ended", code="session_revoked")
         if row["expires_at"] <= _now():
@@ -382,12 +387,26 @@ class AuthService:
             raise Unauthorized("account is not active", code="account_inactive")
         return Principal(
             user_id=row["user_id"],
-            session_id=claims.session_id,
+            session_id=session_id,
             username=row["username"],
             email=row["email"],
             role=row["role"],
             is_premium=row["is_premium"],
         )
+
+    def short_access_token(self, principal: Principal, ttl: int) -> str:
+        """An access token for `principal`'s login session that expires after `ttl` seconds
+        (the web page's socket token: the page holds no long-lived token)."""
+        issuer = TokenIssuer(self.settings.jwt_secret, self.settings.jwt_refresh_secret, ttl)
+        claims = AccessClaims(
+            user_id=principal.user_id,
+            session_id=principal.session_id,
+            username=principal.username,
+            email=principal.email,
+            role=principal.role,
+            is_premium=principal.is_premium,
+        )
+        return issuer.access_token(claims)
 
     async def principal_for(self, user_id: uuid.UUID) -> Principal | None:
         """The user as a principal outside any login (for work done on their behalf, such as

@@ -24,6 +24,7 @@ from ..infra.validation import OUT_OF_RANGE
 from .contract import ErrorBody, ErrorResponse
 from .metrics import METRICS
 from .render import json_response
+from .web_session import cookie_principal, forget
 
 log = logging.getLogger("peerspark_rt.http")
 
@@ -233,9 +234,19 @@ async def authenticate(request: web.Request, handler: Handler) -> web.StreamResp
     route_handler = request.match_info.handler
     if request.path.startswith("/api/") and not getattr(route_handler, "public", False):
         token = bearer_token(request)
-        if token is None:
+        if token is not None:
+            request[PRINCIPAL] = await request.app[AUTH].authenticate(token)
+            return await handler(request)
+        # The web page signs in by cookie (and must send its CSRF token with writes); a
+        # request with a bearer token never reaches this.
+        try:
+            by_cookie = await cookie_principal(request)
+        except Unauthorized as exc:
+            # the cookie is dead for good (unreadable, or its login ended): drop it
+            return forget(request, error_response(exc, request.get(REQUEST_ID)))
+        if by_cookie is None:
             raise Unauthorized("an access token is required", code="token_required")
-        request[PRINCIPAL] = await request.app[AUTH].authenticate(token)
+        request[PRINCIPAL] = by_cookie
     return await handler(request)
 
 

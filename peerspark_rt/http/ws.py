@@ -22,6 +22,7 @@ from ..sessions.realtime import REALTIME, RealtimeService
 from .contract import Raw, operation, signed_in
 from .metrics import METRICS
 from .middleware import bearer_token
+from .origins import origin_allowed
 
 log = logging.getLogger(__name__)
 
@@ -42,8 +43,7 @@ SEND_PIPELINE = 64  # chat messages of one socket waiting for their commit at on
 async def websocket(request: web.Request) -> web.StreamResponse:
     settings = request.app[SETTINGS]
     origin = request.headers.get("Origin")
-    allowed = settings.allowed_origins
-    if origin is not None and "*" not in allowed and origin.rstrip("/") not in allowed:
+    if not origin_allowed(request, origin):
         raise Forbidden(f"origin {origin} is not allowed", code="origin_not_allowed")
     token = bearer_token(request) or request.query.get("token")
     if not token:

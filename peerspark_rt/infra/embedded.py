@@ -16,6 +16,7 @@ import logging
 import os
 import pwd
 import shutil
+import signal
 import socket
 import subprocess
 import time
@@ -143,6 +144,17 @@ class EmbeddedPostgres:
         self.binaries = find_binaries()
         self._user = _os_user()
         self._started_here = False
+        # The pid of the process that runs the server (and stops it when it exits), beside
+        # the data folder: a server running with no such process alive was left behind.
+        self.owner_file = self.data_dir.with_name(f"{self.data_dir.name}.owner")
+
+    def owner(self) -> int | None:
+        """The pid of the live PeerSpark process that owns the running server, if any."""
+        try:
+            pid = int(self.owner_file.read_text().strip())
+        except (OSError, ValueError):
+            return None
+        return pid if _is_peerspark_process(pid) else None
 
     def _run(self, *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
         user = self._user
@@ -203,7 +215,18 @@ class EmbeddedPostgres:
         running = self._running_port()
         if running is not None:
             self.port = running
-            log.info("embedded PostgreSQL already running on port %d", running)
+            owner = self.owner()
+            if owner is not None and owner != os.getpid():
+                log.info("embedded PostgreSQL already running on port %d (pid %d)", running, owner)
+            else:
+                # Left running by a run that died (kill -9, a closed terminal before SIGHUP
+                # was handled): this run takes it over and stops it when it exits.
+                log.warning(
+                    "embedded PostgreSQL on port %d was left running by an earlier run; "
+                    "this run stops it when it exits",
+                    running,
+                )
+                self._started_here = True
         else:
             self.port = self.port or _free_port()
             options = (
@@ -216,6 +239,8 @@ class EmbeddedPostgres:
             )  # fmt: skip
             self._started_here = True
         self._wait_ready()
+        if self._started_here:
+            self.owner_file.write_text(f"{os.getpid()}\n")
         return self.dsn("postgres")
 
     def _wait_ready(self, timeout: float = 30) -> None:
@@ -235,9 +260,40 @@ class EmbeddedPostgres:
         return f"postgresql://postgres@127.0.0.1:{self.port}/{database}"
 
     def stop(self) -> None:
-        """Stop the server if this object started it."""
+        """Stop the server if this object started it (or took it over)."""
         if not self._started_here:
             return
+        self._pg_stop()
+        self._started_here = False
+
+    def _pg_stop(self) -> None:
         with contextlib.suppress(EmbeddedPostgresError, subprocess.TimeoutExpired):
             self._run("pg_ctl", "-D", str(self.data_dir), "-m", "fast", "-w", "stop", timeout=60)
-        self._started_here = False
+        with contextlib.suppress(OSError):
+            self.owner_file.unlink()
+
+    def stop_everything(self, wait: float = 30) -> list[str]:
+        """What `make stop` does: stop the node that owns the server (SIGTERM, so it stops
+        the server itself), then the server if it is still running. Says what it did."""
+        done: list[str] = []
+        owner = self.owner()
+        if owner is not None and owner != os.getpid():
+            os.kill(owner, signal.SIGTERM)
+            deadline = time.monotonic() + wait
+            while _is_peerspark_process(owner) and time.monotonic() < deadline:
+                time.sleep(0.1)
+            done.append(f"stopped the PeerSpark node using it (pid {owner})")
+        port = self._running_port()
+        if port is not None:
+            self._pg_stop()
+            done.append(f"stopped the embedded PostgreSQL on port {port} ({self.data_dir})")
+        return done
+
+
+def _is_peerspark_process(pid: int) -> bool:
+    """A live process running PeerSpark (not a recycled pid of something else)."""
+    try:
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return False
+    return b"peerspark_rt" in cmdline
