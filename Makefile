@@ -31,6 +31,10 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(VENV)/bin/mypy
 
+# Two test processes, a file's tests together (they share its servers); PYTEST_ARGS= runs them
+# in one process.
+PYTEST_ARGS ?= -n 2 --dist loadfile
+
 pytest: $(STAMP)
 	$(VENV)/bin/pytest $(PYTEST_ARGS)
 

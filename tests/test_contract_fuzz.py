@@ -62,8 +62,6 @@ CHECKS = [
     response_schema_conformance,
     negative_data_rejection,
 ]
-# The reports printed at the end of the pytest run (see conftest.pytest_terminal_summary).
-REPORTS: list[str] = []
 
 
 @dataclass
@@ -286,7 +284,9 @@ def _fuzz(target: Target, operation: Any, mode: GenerationMode) -> None:
     one()
 
 
-def test_every_operation_holds_its_contract_under_fuzzing(target: Target) -> None:
+def test_every_operation_holds_its_contract_under_fuzzing(
+    target: Target, record_property: Callable[[str, object], None]
+) -> None:
     started = time.monotonic()
     schema = schemathesis.openapi.from_url(f"{target.live.base_url}/api/openapi.json")
     failures: list[str] = []
@@ -305,7 +305,7 @@ def test_every_operation_holds_its_contract_under_fuzzing(target: Target) -> Non
             except (Exception, BaseExceptionGroup) as exc:  # noqa: BLE001 (report every failing operation)
                 failures.append(f"{operation.label} [{mode.value}]: {exc}")
     report = target.stats.report(time.monotonic() - started, len(failures))
-    REPORTS.append(report)
+    record_property("summary", report)  # printed in the run's summary (conftest)
     assert not failures, report + "\n\n" + "\n\n".join(f[:3000] for f in failures)
     assert target.stats.server_errors == 0, report
     assert target.stats.operations == fuzzed, report
