@@ -4,14 +4,21 @@ from __future__ import annotations
 
 import os
 import re
+import secrets
 import signal
 import subprocess
 import sys
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+
+import aiohttp
+
+from tests.helpers import METRICS_TOKEN, Api
 
 ROOT = Path(__file__).resolve().parent.parent
 _LISTENING = re.compile(r"listening on http://(?P<host>[^:]+):(?P<port>\d+)")
@@ -90,3 +97,48 @@ def start_node(env: Mapping[str, str], *, timeout: float = 60, args: tuple[str, 
         proc.wait(10)
         raise RuntimeError(f"node exited with {proc.returncode}:\n" + "".join(output))
     return Node(proc, found["host"], int(found["port"]), output)
+
+
+def node_env(
+    database_url: str, data_dir: Path, redis_url: str | None = None, **extra: str
+) -> dict[str, str]:
+    """The environment of a test node: its database (and Redis), secrets and a Redis key
+    prefix of its own, quiet logs, no job worker, senders faster than people; `extra` (upper-
+    case variable names) adds or overrides."""
+    env = {
+        "DATABASE_URL": database_url,
+        "REDIS_KEY_PREFIX": f"n{secrets.token_hex(4)}:",
+        "JWT_SECRET": secrets.token_urlsafe(40),
+        "JWT_REFRESH_SECRET": secrets.token_urlsafe(40),
+        "AUTO_MIGRATE": "false",
+        "PEERSPARK_DATA_DIR": str(data_dir),
+        "LOG_LEVEL": "WARNING",
+        "RUN_WORKER": "false",
+        "WS_SEND_RATE": "1000",
+        "WS_SEND_BURST": "1000",
+        "METRICS_TOKEN": METRICS_TOKEN,
+    }
+    if redis_url is not None:
+        env["REDIS_URL"] = redis_url
+    env.update(extra)
+    return env
+
+
+def start_nodes(env: Mapping[str, str], count: int) -> list[Node]:
+    """`count` nodes with one environment, started side by side."""
+    with ThreadPoolExecutor(count) as pool:
+        return list(pool.map(lambda _: start_node(env), range(count)))
+
+
+@asynccontextmanager
+async def node_apis(nodes: list[Node]) -> AsyncIterator[list[Api]]:
+    """An `Api` for each node (REST over aiohttp, and its websocket address)."""
+    sessions = [aiohttp.ClientSession(base_url=n.url) for n in nodes]
+    made = [Api(s, ws_url=n.ws_url) for s, n in zip(sessions, nodes, strict=True)]
+    try:
+        yield made
+    finally:
+        for api in made:
+            await api.aclose()
+        for s in sessions:
+            await s.close()

@@ -11,6 +11,7 @@ from typing import Any
 
 import asyncpg
 
+from tests import helpers
 from tests.conftest import ai_settings
 from tests.fake_openai import FakeOpenAI
 from tests.helpers import Api, User, listen_live
@@ -37,22 +38,9 @@ async def sse(api: Api, user: User, body: dict[str, Any], *, accept: bool = True
 
 
 async def open_session(api: Api, organizer: User, *people: User) -> str:
-    start = dt.datetime.now(dt.UTC) + dt.timedelta(minutes=5)
-    resp = await api.post(
-        "/api/sessions",
-        organizer,
-        json={
-            "title": "Group study",
-            "sessionType": "group",
-            "startTime": start.isoformat(),
-            "endTime": (start + dt.timedelta(hours=1)).isoformat(),
-        },
-    )
-    assert resp.status == 201, resp.body
-    for person in people:
-        assert (await api.post(f"/api/sessions/{resp.body['id']}/join", person)).status == 200
-    session_id: str = resp.body["id"]
-    return session_id
+    """A group session's id (not its room name)."""
+    room = await helpers.open_session(api, organizer, *people, title="Group study")
+    return room.partition(":")[2]
 
 
 # --- answers and conversations -----------------------------------------------------------------

@@ -5,21 +5,18 @@ the check flags on every node, `before` holds messages until the check answers."
 from __future__ import annotations
 
 import asyncio
-import secrets
 import threading
 import time
 from collections.abc import AsyncIterator, Iterator
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-import aiohttp
 import pytest
 
 from peerspark_rt import protocol
 from tests.conftest import ai_settings
 from tests.fake_openai import FakeOpenAI
 from tests.helpers import Api, frame_of, messages_from, open_session
-from tests.nodes import Node, start_node
+from tests.nodes import Node, node_apis, node_env, start_nodes
 
 
 def p99(values: list[float]) -> float:
@@ -68,25 +65,16 @@ def ai_pair(
     module_fake_ai: FakeOpenAI,
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[list[Node]]:
-    env = {
-        "DATABASE_URL": pg_dsn,
-        "REDIS_URL": redis_url,
-        "REDIS_KEY_PREFIX": f"mod{secrets.token_hex(4)}:",
-        "JWT_SECRET": secrets.token_urlsafe(40),
-        "JWT_REFRESH_SECRET": secrets.token_urlsafe(40),
-        "AUTO_MIGRATE": "false",
-        "PEERSPARK_DATA_DIR": str(tmp_path_factory.mktemp("mod")),
-        "LOG_LEVEL": "WARNING",
-        "RUN_WORKER": "false",
-        "WS_SEND_RATE": "1000",
-        "WS_SEND_BURST": "1000",
-        "OPENAI_API_KEY": "sk-test",
-        "OPENAI_BASE_URL": module_fake_ai.url,
-        "OPENAI_MAX_RETRIES": "0",
-        "MODERATION_TIMEOUT": "3",
-    }
-    with ThreadPoolExecutor(2) as pool:
-        nodes = list(pool.map(lambda _: start_node(env), range(2)))
+    env = node_env(
+        pg_dsn,
+        tmp_path_factory.mktemp("mod"),
+        redis_url,
+        OPENAI_API_KEY="sk-test",
+        OPENAI_BASE_URL=module_fake_ai.url,
+        OPENAI_MAX_RETRIES="0",
+        MODERATION_TIMEOUT="3",
+    )
+    nodes = start_nodes(env, 2)
     yield nodes
     for node in nodes:
         node.stop()
@@ -94,13 +82,8 @@ def ai_pair(
 
 @pytest.fixture
 async def ai_apis(ai_pair: list[Node]) -> AsyncIterator[list[Api]]:
-    sessions = [aiohttp.ClientSession(base_url=n.url) for n in ai_pair]
-    made = [Api(s, ws_url=n.ws_url) for s, n in zip(sessions, ai_pair, strict=True)]
-    yield made
-    for api in made:
-        await api.aclose()
-    for s in sessions:
-        await s.close()
+    async with node_apis(ai_pair) as made:
+        yield made
 
 
 async def test_after_mode_delivers_at_once_and_retracts_everywhere(

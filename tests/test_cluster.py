@@ -5,11 +5,8 @@ a node is killed with SIGKILL), revocation everywhere, and a node dying mid-conv
 from __future__ import annotations
 
 import asyncio
-import datetime as dt
-import secrets
 import signal
 from collections.abc import AsyncIterator, Iterator
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import aiohttp
@@ -17,8 +14,8 @@ import pytest
 
 from peerspark_rt import protocol
 from peerspark_rt.client import LiveClient
-from tests.helpers import Api, User, messages_from, until_closed
-from tests.nodes import Node, start_node
+from tests.helpers import Api, messages_from, open_session, until_closed
+from tests.nodes import Node, node_apis, node_env, start_node, start_nodes
 
 pytestmark = pytest.mark.multinode
 
@@ -27,23 +24,7 @@ pytestmark = pytest.mark.multinode
 def cluster_env(
     pg_dsn: str, redis_url: str, tmp_path_factory: pytest.TempPathFactory
 ) -> dict[str, str]:
-    return {
-        "DATABASE_URL": pg_dsn,
-        "REDIS_URL": redis_url,
-        "REDIS_KEY_PREFIX": f"cluster{secrets.token_hex(4)}:",
-        "JWT_SECRET": secrets.token_urlsafe(40),
-        "JWT_REFRESH_SECRET": secrets.token_urlsafe(40),
-        "AUTO_MIGRATE": "false",
-        "PEERSPARK_DATA_DIR": str(tmp_path_factory.mktemp("cluster")),
-        "LOG_LEVEL": "WARNING",
-        "WS_SEND_RATE": "1000",
-        "WS_SEND_BURST": "1000",
-    }
-
-
-def start_nodes(env: dict[str, str], count: int) -> list[Node]:
-    with ThreadPoolExecutor(count) as pool:
-        return list(pool.map(lambda _: start_node(env), range(count)))
+    return node_env(pg_dsn, tmp_path_factory.mktemp("cluster"), redis_url, RUN_WORKER="true")
 
 
 @pytest.fixture(scope="module")
@@ -56,31 +37,8 @@ def nodes(cluster_env: dict[str, str]) -> Iterator[list[Node]]:
 
 @pytest.fixture
 async def apis(nodes: list[Node]) -> AsyncIterator[list[Api]]:
-    sessions = [aiohttp.ClientSession(base_url=n.url) for n in nodes]
-    made = [Api(s, ws_url=n.ws_url) for s, n in zip(sessions, nodes, strict=True)]
-    yield made
-    for api in made:
-        await api.aclose()
-    for s in sessions:
-        await s.close()
-
-
-async def open_session(api: Api, organizer: User, *people: User) -> str:
-    start = dt.datetime.now(dt.UTC) + dt.timedelta(minutes=5)
-    resp = await api.post(
-        "/api/sessions",
-        organizer,
-        json={
-            "title": "Across nodes",
-            "sessionType": "group",
-            "startTime": start.isoformat(),
-            "endTime": (start + dt.timedelta(hours=1)).isoformat(),
-        },
-    )
-    assert resp.status == 201, resp.body
-    for person in people:
-        assert (await api.post(f"/api/sessions/{resp.body['id']}/join", person)).status == 200
-    return f"session:{resp.body['id']}"
+    async with node_apis(nodes) as made:
+        yield made
 
 
 async def presence_of(client: LiveClient, user_id: str, timeout: float) -> protocol.Presence:

@@ -8,7 +8,6 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import secrets
 import struct
 from collections.abc import Iterator
 from typing import Any
@@ -21,7 +20,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from tests.helpers import Api, User, open_session
-from tests.nodes import Node, start_node
+from tests.nodes import Node, node_env, start_node
 from tests.wsraw import RawSocket
 
 EXAMPLES = int(os.environ.get("FUZZ_EXAMPLES", "120"))
@@ -36,18 +35,13 @@ class World:
 @pytest.fixture(scope="module")
 def world(pg_dsn: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
     node = start_node(
-        {
-            "DATABASE_URL": pg_dsn,
-            "JWT_SECRET": secrets.token_urlsafe(40),
-            "JWT_REFRESH_SECRET": secrets.token_urlsafe(40),
-            "AUTO_MIGRATE": "false",
-            "PEERSPARK_DATA_DIR": str(tmp_path_factory.mktemp("fuzz")),
-            "LOG_LEVEL": "WARNING",
-            "RUN_WORKER": "false",
-            "WS_SEND_RATE": "100000",
-            "WS_SEND_BURST": "100000",
-            "WS_MAX_MESSAGE_BYTES": "131072",
-        }
+        node_env(
+            pg_dsn,
+            tmp_path_factory.mktemp("fuzz"),
+            WS_SEND_RATE="100000",
+            WS_SEND_BURST="100000",
+            WS_MAX_MESSAGE_BYTES="131072",
+        )
     )
 
     async def setup() -> tuple[User, str]:

@@ -6,12 +6,10 @@ from __future__ import annotations
 
 import asyncio
 import re
-import secrets
 import signal
 import subprocess
 import time
 from collections.abc import AsyncIterator, Iterator
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -21,8 +19,8 @@ import pytest
 from peerspark_rt import protocol
 from peerspark_rt.client import LiveError
 from tests.faults import RedisServer
-from tests.helpers import METRICS_TOKEN, Api, messages_from, open_session
-from tests.nodes import Node, start_node
+from tests.helpers import Api, messages_from, open_session
+from tests.nodes import Node, node_apis, node_env, start_node, start_nodes
 from tests.wsraw import RawSocket
 
 pytestmark = pytest.mark.multinode
@@ -38,32 +36,11 @@ def own_redis(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]
     server.stop()
 
 
-def node_env(pg_dsn: str, redis: RedisServer | None, data: Path) -> dict[str, str]:
-    env = {
-        "DATABASE_URL": pg_dsn,
-        "REDIS_KEY_PREFIX": f"faults{secrets.token_hex(4)}:",
-        "JWT_SECRET": secrets.token_urlsafe(40),
-        "JWT_REFRESH_SECRET": secrets.token_urlsafe(40),
-        "AUTO_MIGRATE": "false",
-        "PEERSPARK_DATA_DIR": str(data),
-        "LOG_LEVEL": "WARNING",
-        "WS_SEND_RATE": "1000",
-        "WS_SEND_BURST": "1000",
-        "RUN_WORKER": "false",
-        "METRICS_TOKEN": METRICS_TOKEN,
-    }
-    if redis is not None:
-        env["REDIS_URL"] = redis.url
-    return env
-
-
 @pytest.fixture(scope="module")
 def pair(
     pg_dsn: str, own_redis: RedisServer, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[list[Node]]:
-    env = node_env(pg_dsn, own_redis, tmp_path_factory.mktemp("faults"))
-    with ThreadPoolExecutor(2) as pool:
-        nodes = list(pool.map(lambda _: start_node(env), range(2)))
+    nodes = start_nodes(node_env(pg_dsn, tmp_path_factory.mktemp("faults"), own_redis.url), 2)
     yield nodes
     for node in nodes:
         node.stop()
@@ -71,13 +48,8 @@ def pair(
 
 @pytest.fixture
 async def apis(pair: list[Node]) -> AsyncIterator[list[Api]]:
-    sessions = [aiohttp.ClientSession(base_url=n.url) for n in pair]
-    made = [Api(s, ws_url=n.ws_url) for s, n in zip(sessions, pair, strict=True)]
-    yield made
-    for api in made:
-        await api.aclose()
-    for s in sessions:
-        await s.close()
+    async with node_apis(pair) as made:
+        yield made
 
 
 class Timeline:
@@ -274,7 +246,7 @@ async def gauge(api: Api, name: str) -> float:
 
 @pytest.fixture
 async def lone_node(pg_dsn: str, tmp_path: Path) -> AsyncIterator[tuple[Node, Api]]:
-    node = start_node(node_env(pg_dsn, None, tmp_path))
+    node = start_node(node_env(pg_dsn, tmp_path))
     async with aiohttp.ClientSession(base_url=node.url) as session:
         api = Api(session, ws_url=node.ws_url)
         try:
@@ -316,7 +288,7 @@ async def test_shutdown_closes_every_socket_within_a_deadline(
 ) -> None:
     """SIGTERM while Redis does not answer, with sockets in rooms: every socket is closed at
     once, every wait has a deadline, and the node exits promptly."""
-    node = start_node(node_env(pg_dsn, own_redis, tmp_path))
+    node = start_node(node_env(pg_dsn, tmp_path, own_redis.url))
     try:
         async with aiohttp.ClientSession(base_url=node.url) as session:
             api = Api(session, ws_url=node.ws_url)

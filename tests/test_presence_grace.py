@@ -12,8 +12,7 @@ import pytest
 
 from peerspark_rt import protocol
 from peerspark_rt.client import LiveClient
-from tests.helpers import Api
-from tests.test_realtime import open_session
+from tests.helpers import Api, open_session
 
 
 async def presence_of(client: LiveClient, user_id: str, timeout: float) -> protocol.Presence:

@@ -4,7 +4,6 @@ guarantees, presence, typing, screen share, bad frames and slow readers."""
 from __future__ import annotations
 
 import asyncio
-import datetime as dt
 import struct
 from typing import Any
 
@@ -15,34 +14,10 @@ import pytest
 from peerspark_rt import protocol
 from peerspark_rt.actors import room as room_module
 from peerspark_rt.client import LiveClient, LiveError
-from tests.helpers import Api, User, messages_from, until_closed
+from tests.helpers import Api, frame_of, messages_from, open_session, until_closed
 from tests.wsraw import RawSocket
 
 MISSING = "00000000-0000-0000-0000-000000000000"
-
-
-async def open_session(api: Api, organizer: User, *people: User, **fields: Any) -> str:
-    start = dt.datetime.now(dt.UTC) + dt.timedelta(minutes=5)
-    body = {
-        "title": "Live room",
-        "sessionType": "group",
-        "startTime": start.isoformat(),
-        "endTime": (start + dt.timedelta(hours=1)).isoformat(),
-        **fields,
-    }
-    resp = await api.post("/api/sessions", organizer, json=body)
-    assert resp.status == 201, resp.body
-    for person in people:
-        assert (await api.post(f"/api/sessions/{resp.body['id']}/join", person)).status == 200
-    return f"session:{resp.body['id']}"
-
-
-async def frame_of(client: LiveClient, kind: type[Any], timeout: float = 5, **match: Any) -> Any:
-    deadline = asyncio.get_running_loop().time() + timeout
-    while True:
-        frame = await client.next(deadline - asyncio.get_running_loop().time())
-        if isinstance(frame, kind) and all(getattr(frame, k) == v for k, v in match.items()):
-            return frame
 
 
 # --- handshake -------------------------------------------------------------------------------

@@ -7,9 +7,8 @@ from __future__ import annotations
 import asyncio
 
 from peerspark_rt import protocol
-from tests.helpers import Api
+from tests.helpers import Api, open_session
 from tests.helpers import messages_from as messages
-from tests.test_realtime import open_session
 
 
 async def test_a_burst_from_one_socket_keeps_its_order(api: Api) -> None:
