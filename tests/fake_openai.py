@@ -58,6 +58,7 @@ class FakeOpenAI:
         # seconds every moderation call takes, and per word in the text (slow upstreams)
         self.moderation_delay = 0.0
         self.moderation_delays: dict[str, float] = {}
+        self.moderation_answered = 0  # moderation calls answered so far
         self.models_down = False
         self.reply: str | None = None
         self.slow_seconds = 5.0
@@ -218,6 +219,7 @@ class FakeOpenAI:
         )
         if delay > 0:
             await asyncio.sleep(delay)
+        self.moderation_answered += 1
         flagged = {cat for word, cat in self.flag_words.items() if word in text.lower()}
         return web.json_response(
             {

@@ -18,10 +18,16 @@ from tests.fake_openai import FakeOpenAI
 from tests.helpers import Api, frame_of, messages_from, open_session
 from tests.nodes import Node, node_apis, node_env, start_nodes
 
+CHECK_SECONDS = 4.0  # how long each OpenAI moderation call takes in the after-mode test
+
 
 def p99(values: list[float]) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(len(ordered) * 0.99))]
+
+
+def p50(values: list[float]) -> float:
+    return sorted(values)[len(values) // 2]
 
 
 async def test_before_mode_keeps_each_sockets_order(make_client: Any, fake_ai: FakeOpenAI) -> None:
@@ -72,7 +78,7 @@ def ai_pair(
         OPENAI_API_KEY="sk-test",
         OPENAI_BASE_URL=module_fake_ai.url,
         OPENAI_MAX_RETRIES="0",
-        MODERATION_TIMEOUT="3",
+        MODERATION_TIMEOUT="10",
     )
     nodes = start_nodes(env, 2)
     yield nodes
@@ -89,7 +95,7 @@ async def ai_apis(ai_pair: list[Node]) -> AsyncIterator[list[Api]]:
 async def test_after_mode_delivers_at_once_and_retracts_everywhere(
     ai_apis: list[Api], module_fake_ai: FakeOpenAI, db: Any
 ) -> None:
-    module_fake_ai.moderation_delay = 0.5  # every check takes half a second
+    module_fake_ai.moderation_delay = CHECK_SECONDS  # a slow moderation upstream
     a, b = ai_apis
     sender, near, far, organizer = (
         await a.register(),
@@ -113,23 +119,26 @@ async def test_after_mode_delivers_at_once_and_retracts_everywhere(
         return ack
 
     try:
+        answered = module_fake_ai.moderation_answered
         acks: list[protocol.Acked] = []
         for i in range(30):  # pipelined in pairs, as a chatty client sends
             acks += await asyncio.gather(timed(f"line {2 * i}"), timed(f"line {2 * i + 1}"))
         assert [x.seq for x in acks] == list(range(1, 61))
-        # nobody waits for the half-second check: no ack comes near it, and p99 is that of
-        # chat without moderation (a timing bound with room for a busy test machine)
-        assert max(latencies) < 0.4, sorted(latencies)[-5:]
-        assert p99(latencies) < 0.1, sorted(latencies)[-5:]
+        # Every message was stored and acknowledged while its check was still running (the
+        # checks take CHECK_SECONDS and none has answered yet): nobody waited for one.
+        assert module_fake_ai.moderation_answered == answered, sorted(latencies)[-5:]
+        print(
+            f"after-mode acks: p50 {p50(latencies) * 1000:.1f} ms, p99 {p99(latencies) * 1000:.1f} ms"
+        )
         flagged = await timed("you will FLAGME now")
         assert flagged.seq == 61
         for client in (n, f):
             got = await messages_from(client, 61)
             assert [m.seq for m in got] == list(range(1, 62))
-            notice = await frame_of(client, protocol.Retracted, timeout=5)
+            notice = await frame_of(client, protocol.Retracted, timeout=CHECK_SECONDS + 6)
             assert (notice.seq, notice.id) == (61, flagged.id)
             assert "flagged" in notice.reason
-        notice = await frame_of(s, protocol.Retracted, timeout=5)
+        notice = await frame_of(s, protocol.Retracted, timeout=CHECK_SECONDS + 6)
         assert notice.seq == 61
         # history shows it removed; a resume from before it gets the removed form
         history = await a.get(f"/api/sessions/{room[8:]}/messages?after=60", organizer)

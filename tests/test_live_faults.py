@@ -129,8 +129,10 @@ async def test_a_stalled_redis_freezes_no_room(apis: list[Api], own_redis: Redis
     await wait_for(lambda: len(near_seen.seqs) == 90, 5, "the near member has everything")
     assert near_seen.seqs == list(range(1, 91))
     lag = {ph: [near_seen.arrived[x] - sent[x] for x in bodies if x.startswith(ph)] for ph in acks}
-    assert p99(acks["stall"]) < 0.5, acks["stall"]
-    assert p99(lag["stall"]) < max(0.5, 5 * p99(lag["before"])), lag["stall"]
+    # (the stall lasts 3 s: a send or delivery that waited for Redis would take as long; the
+    # bounds leave room for a busy test machine, the figures are the bench's to show)
+    assert p99(acks["stall"]) < 1.5, acks["stall"]
+    assert p99(lag["stall"]) < max(1.5, 5 * p99(lag["before"])), lag["stall"]
     # the other node: all of it, once, in order, within a bounded time after Redis is back
     await wait_for(lambda: len(far_seen.seqs) >= 90, 5, "the far member catches up")
     assert far_seen.seqs == list(range(1, 91))

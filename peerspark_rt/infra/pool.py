@@ -27,6 +27,7 @@ _MIGRATION_LOCK = 0x5045_4552  # "PEER"
 # exhausted this long is overloaded, or code holds a connection while waiting for another:
 # failing loudly (and letting go of the held connection) beats requests that hang for good.
 ACQUIRE_TIMEOUT = 10.0
+CLOSE_TIMEOUT = 10.0  # seconds a shutdown waits for busy connections
 
 if TYPE_CHECKING:
     _PoolBase: TypeAlias = asyncpg.Pool[asyncpg.Record]
@@ -144,8 +145,15 @@ class Database:
         await pool
         return cls(pool)
 
-    async def close(self) -> None:
-        await self.pool.close()
+    async def close(self, timeout: float = CLOSE_TIMEOUT) -> None:
+        """Close gracefully (connections are handed back first), or cut them after `timeout`:
+        asyncpg's close waits for every connection, and one stuck in a query would hold a
+        shutdown forever."""
+        try:
+            await asyncio.wait_for(self.pool.close(), timeout)
+        except TimeoutError:
+            log.warning("database connections still busy after %.0fs; cut", timeout)
+            self.pool.terminate()
 
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[Conn]:

@@ -49,7 +49,8 @@ log = logging.getLogger(__name__)
 MAX_BATCH = 500
 MAX_CID_LENGTH = 64
 MAX_META_BYTES = 4096
-AFTER_CHECKS = 16  # OpenAI checks of delivered messages running at once
+AFTER_CHECKS = 64  # OpenAI checks of delivered messages running at once (a slow upstream must
+# not queue a flagged message's retraction behind many others)
 ModerationMode = Literal["after", "before", "off"]
 
 
