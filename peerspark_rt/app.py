@@ -15,7 +15,11 @@ from typing import Any
 from aiohttp import web
 from redis.asyncio import Redis
 
+from .accounts import erase as erase_mod
+from .accounts.admin import ADMIN, PREMIUM, AdminService, Premium
 from .accounts.auth import AUTH, AuthService
+from .accounts.erase import ERASER, AccountEraser
+from .accounts.lifecycle import ACCOUNTS, AccountService
 from .accounts.db import live_sessions
 from .accounts.ratelimit import (
     LIMITER,
@@ -25,6 +29,7 @@ from .accounts.ratelimit import (
     RedisRateLimiter,
 )
 from .accounts.users import USERS, UserService
+from .accounts.verification import EmailGate
 from .actors.hub import HUB, Hub
 from .ai.assistant import ASSISTANT, AssistantService
 from .ai.quota import QuotaService
@@ -37,6 +42,8 @@ from .cluster.presence import LocalPresence, Presence, RedisPresence
 from .cluster.publisher import Publisher
 from .config import SETTINGS, Settings
 from .errors import Conflict
+from .http import account as account_http
+from .http import admin as admin_http
 from .http import ai as ai_http
 from .http import auth as auth_http
 from .http import calendar as calendar_http
@@ -223,10 +230,15 @@ async def _services(app: web.Application) -> AsyncIterator[None]:
     settings, db, metrics = app[SETTINGS], app[DB], app[METRICS]
     jobs = JobQueue(db)
     app[JOBS] = jobs
-    app[AUTH] = AuthService(db, settings, app[LIMITER])
+    app[AUTH] = AuthService(db, settings, app[LIMITER], jobs)
+    app[ACCOUNTS] = AccountService(app[AUTH], jobs)
+    app[PREMIUM] = Premium(db, jobs, settings.base_url)
+    app[ADMIN] = AdminService(app[AUTH], app[PREMIUM])
+    app[ERASER] = AccountEraser(app[AUTH], jobs, app[STORAGE])
+    gate = EmailGate(settings.require_verified_email)
     app[USERS] = UserService(db)
     app[NOTIFICATIONS] = NotificationService(db, app[LIVE], jobs, settings.base_url)
-    app[PODS] = PodService(db, app[LIVE], app[NOTIFICATIONS])
+    app[PODS] = PodService(db, app[LIVE], app[NOTIFICATIONS], gate)
     app[SESSIONS] = SessionService(db, app[PODS], app[LIVE])
     app[MODERATION] = ModerationService(
         db, settings, app[AI], app[PODS], app[NOTIFICATIONS], metrics, sessions=app[SESSIONS]
@@ -448,9 +460,14 @@ def build_worker(app: web.Application) -> Worker:
             "cleanup": maintenance.cleanup,
             "digest_scan": notifications.digest_scan,
             "send_digest": notifications.send_digest,
+            "export_user_data": app[ERASER].build_export,
+            "premium_expiry": app[PREMIUM].expire_due,
+            "account_cleanup": functools.partial(erase_mod.cleanup, db),
         },
         periodic=[
             Periodic("cleanup", dt.timedelta(hours=1)),
+            Periodic("account_cleanup", dt.timedelta(hours=1)),
+            Periodic("premium_expiry", dt.timedelta(minutes=5)),
             Periodic("analytics_rollup", dt.timedelta(days=1), rollup_payload),
             Periodic("digest_scan", dt.timedelta(hours=1)),
         ],
@@ -499,7 +516,7 @@ def _feed_services(app: web.Application) -> None:
         max_bytes=settings.upload_max_bytes,
         per_hour=settings.upload_rate_limit,
     )
-    reports = ReportService(units)
+    reports = ReportService(units, EmailGate(settings.require_verified_email))
     for handler in (PostContent(), CommentContent(), ResourceContent()):
         reports.register(handler)
     app[REPORTS] = reports
@@ -555,6 +572,8 @@ def build_app(settings: Settings) -> web.Application:
     http_modules = (
         health_http,
         auth_http,
+        account_http,
+        admin_http,
         pods_http,
         sessions_http,
         ws_http,
