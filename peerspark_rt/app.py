@@ -77,6 +77,7 @@ from .maintenance.service import Maintenance, rollup_payload
 from .moderation.service import MODERATION, HeldContent, ModerationService
 from .notifications.effects import Units
 from .notifications.email import MAILER, EmailJobs, Mailer
+from .notifications.push import PUSH, OnlineUsers, PushService
 from .notifications.service import NOTIFICATIONS, NotificationService
 from .pods.service import PODS, PodService
 from .protocol import CLOSE_SESSION_REVOKED
@@ -238,6 +239,8 @@ async def _services(app: web.Application) -> AsyncIterator[None]:
     gate = EmailGate(settings.require_verified_email)
     app[USERS] = UserService(db)
     app[NOTIFICATIONS] = NotificationService(db, app[LIVE], jobs, settings.base_url)
+    app[PUSH] = PushService(db, settings, online=None)
+    app[NOTIFICATIONS].push_enabled = app[PUSH].enabled
     app[PODS] = PodService(db, app[LIVE], app[NOTIFICATIONS], gate)
     app[SESSIONS] = SessionService(db, app[PODS], app[LIVE])
     app[MODERATION] = ModerationService(
@@ -282,6 +285,7 @@ async def _services(app: web.Application) -> AsyncIterator[None]:
     _feed_services(app)
     yield
     await app[CHAT].close()
+    await app[PUSH].close()
 
 
 SESSION_CHECK_EVERY = 60.0  # seconds between checks that live sockets' logins still exist
@@ -390,11 +394,19 @@ async def _realtime(app: web.Application) -> AsyncIterator[None]:
                 if conn.session_id not in alive:
                     conn.close(CLOSE_SESSION_REVOKED, "session ended")
 
+    online = OnlineUsers(
+        lambda: [c.user_id for c in hub.connections],
+        app[REDIS] if settings.redis_url else None,
+        settings.redis_key_prefix,
+    )
+    online.start()
+    app[PUSH].online = online
     checker = asyncio.create_task(check_logins(), name="ws-session-check")
     lag = asyncio.create_task(watch_loop_lag(metrics.loop_lag.set), name="loop-lag")
     yield
     checker.cancel()
     lag.cancel()
+    await online.close()
     await hub.close()
     await presence.close()
 
@@ -463,6 +475,7 @@ def build_worker(app: web.Application) -> Worker:
             "export_user_data": app[ERASER].build_export,
             "premium_expiry": app[PREMIUM].expire_due,
             "account_cleanup": functools.partial(erase_mod.cleanup, db),
+            "send_push": app[PUSH].send,
         },
         periodic=[
             Periodic("cleanup", dt.timedelta(hours=1)),

@@ -157,7 +157,6 @@ class Settings:
     oauth_discord_client_secret: str | None = None
     oauth_discord_url: str = "https://discord.com"
 
-    vapid_public_key: str | None = None
     vapid_private_key: str | None = None
     vapid_subject: str = "mailto:admin@peerspark.local"
     push_timeout: float = 10.0
@@ -432,7 +431,6 @@ _VARIABLES: dict[str, tuple[str, Callable[[str], Any]]] = {
     "OAUTH_DISCORD_CLIENT_ID": ("oauth_discord_client_id", _text),
     "OAUTH_DISCORD_CLIENT_SECRET": ("oauth_discord_client_secret", _text),
     "OAUTH_DISCORD_URL": ("oauth_discord_url", _url("http", "https")),
-    "VAPID_PUBLIC_KEY": ("vapid_public_key", _text),
     "VAPID_PRIVATE_KEY": ("vapid_private_key", _text),
     "VAPID_SUBJECT": ("vapid_subject", _text),
     "PUSH_TIMEOUT": ("push_timeout", _positive_float),
