@@ -20,6 +20,7 @@ from .accounts.admin import ADMIN, PREMIUM, AdminService, Premium
 from .accounts.auth import AUTH, AuthService
 from .accounts.erase import ERASER, AccountEraser
 from .accounts.lifecycle import ACCOUNTS, AccountService
+from .accounts.oauth import OAUTH, OAuthService
 from .accounts.db import live_sessions
 from .accounts.ratelimit import (
     LIMITER,
@@ -45,6 +46,7 @@ from .errors import Conflict
 from .http import account as account_http
 from .http import admin as admin_http
 from .http import ai as ai_http
+from .http import oauth as oauth_http
 from .http import auth as auth_http
 from .http import calendar as calendar_http
 from .http import docs as docs_http
@@ -233,6 +235,7 @@ async def _services(app: web.Application) -> AsyncIterator[None]:
     app[JOBS] = jobs
     app[AUTH] = AuthService(db, settings, app[LIMITER], jobs)
     app[ACCOUNTS] = AccountService(app[AUTH], jobs)
+    app[OAUTH] = OAuthService(app[AUTH])
     app[PREMIUM] = Premium(db, jobs, settings.base_url)
     app[ADMIN] = AdminService(app[AUTH], app[PREMIUM])
     app[ERASER] = AccountEraser(app[AUTH], jobs, app[STORAGE])
@@ -587,6 +590,7 @@ def build_app(settings: Settings) -> web.Application:
         auth_http,
         account_http,
         admin_http,
+        oauth_http,
         pods_http,
         sessions_http,
         ws_http,

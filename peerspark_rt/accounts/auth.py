@@ -68,7 +68,7 @@ class RefreshRequest(msgspec.Struct, rename="camel", forbid_unknown_fields=True)
     refresh_token: str
 
 
-class AuthResult(msgspec.Struct, rename="camel"):
+class AuthResult(msgspec.Struct, rename="camel", omit_defaults=True):
     user: UserProfile
     access_token: str
     refresh_token: str
@@ -292,6 +292,18 @@ class AuthService:
             note=f"The link works once, for {links.hours(ttl)}.",
             user_id=user_id,
         )
+
+    async def sign_in_as(self, user_id: uuid.UUID, client: ClientInfo) -> AuthResult:
+        """A new login session for a user who proved who they are another way (a provider)."""
+        async with self.db.transaction() as conn:
+            row = await users_db.get_profile(conn, user_id)
+            if row is None:
+                raise Unauthorized("account not found", code="invalid_credentials")
+            if row["account_status"] != "active":
+                raise Forbidden(f"account is {row['account_status']}", code="account_inactive")
+            pair = await self._open_session(conn, row, client, remember_me=False)
+        await users_db.touch_last_active(self.db.pool, user_id)
+        return AuthResult(UserProfile.from_row(row), *msgspec.structs.astuple(pair))
 
     async def end_sessions(self, user_id: uuid.UUID, keep: uuid.UUID | None = None) -> int:
         """End every login session of the user but `keep`, closing their sockets at once."""
