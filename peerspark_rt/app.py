@@ -18,10 +18,10 @@ from redis.asyncio import Redis
 from .accounts import erase as erase_mod
 from .accounts.admin import ADMIN, PREMIUM, AdminService, Premium
 from .accounts.auth import AUTH, AuthService
+from .accounts.db import live_sessions
 from .accounts.erase import ERASER, AccountEraser
 from .accounts.lifecycle import ACCOUNTS, AccountService
 from .accounts.oauth import OAUTH, OAuthService
-from .accounts.db import live_sessions
 from .accounts.ratelimit import (
     LIMITER,
     FallbackRateLimiter,
@@ -46,7 +46,6 @@ from .errors import Conflict
 from .http import account as account_http
 from .http import admin as admin_http
 from .http import ai as ai_http
-from .http import oauth as oauth_http
 from .http import auth as auth_http
 from .http import calendar as calendar_http
 from .http import docs as docs_http
@@ -55,6 +54,7 @@ from .http import health as health_http
 from .http import mobile as mobile_http
 from .http import moderation as moderation_http
 from .http import notifications as notifications_http
+from .http import oauth as oauth_http
 from .http import pods as pods_http
 from .http import reports as reports_http
 from .http import resources as resources_http

@@ -11,9 +11,7 @@ import uuid
 from email.message import EmailMessage
 from typing import Any
 
-
 from peerspark_rt import protocol
-
 from tests.helpers import PASSWORD, Api, User, open_session, until_closed
 from tests.test_email import Inbox, bodies, smtp_server
 
@@ -82,17 +80,14 @@ async def test_registration_emails_a_single_use_expiring_verification_link(
     retired = await api.post("/api/auth/verify-email", json={"token": first})
     assert retired.body["error"]["code"] == "token_used"
     await db.execute(
-        "UPDATE account_tokens SET expires_at = now() - interval '1 second'"
-        " WHERE token_hash = $1",
+        "UPDATE account_tokens SET expires_at = now() - interval '1 second' WHERE token_hash = $1",
         hashlib.sha256(second.encode()).hexdigest(),
     )
     expired = await api.post("/api/auth/verify-email", json={"token": second})
     assert (expired.status, expired.body["error"]["code"]) == (409, "token_expired")
 
 
-async def test_abuse_prone_features_can_require_a_verified_email(
-    make_client: Any, db: Any
-) -> None:
+async def test_abuse_prone_features_can_require_a_verified_email(make_client: Any, db: Any) -> None:
     api: Api = await make_client(require_verified_email=("report", "invite_email", "public_pod"))
     ann, bob = await api.register(), await api.register()
     public = await api.post("/api/pods", ann, json={"name": "Open", "subject": "Maths"})
@@ -190,8 +185,7 @@ async def test_a_password_reset_link_answers_the_same_for_anyone_and_works_once(
     await api.post("/api/auth/password-reset", json={"email": ann.email})
     late = await link_token(inbox, ann.email, "Reset your PeerSpark password", count=2)
     await db.execute(
-        "UPDATE account_tokens SET expires_at = now() - interval '1 second'"
-        " WHERE token_hash = $1",
+        "UPDATE account_tokens SET expires_at = now() - interval '1 second' WHERE token_hash = $1",
         hashlib.sha256(late.encode()).hexdigest(),
     )
     expired = await api.post(
@@ -213,7 +207,9 @@ async def test_a_new_email_address_counts_once_its_link_is_used(
     new = f"ann{uuid.uuid4().hex[:8]}@example.com"
     wrong = await api.post("/api/auth/email", ann, json={"newEmail": new, "password": "nope"})
     assert wrong.status == 403
-    taken = await api.post("/api/auth/email", ann, json={"newEmail": bob.email, "password": PASSWORD})
+    taken = await api.post(
+        "/api/auth/email", ann, json={"newEmail": bob.email, "password": PASSWORD}
+    )
     assert (taken.status, taken.error_field()) == (409, "newEmail")
     ok = await api.post("/api/auth/email", ann, json={"newEmail": new, "password": PASSWORD})
     assert ok.status == 202, ok.body
@@ -279,7 +275,8 @@ async def test_a_data_export_is_built_by_a_job_and_downloads_once(
     assert archive.headers["Content-Disposition"].startswith("attachment")
     data = archive.body
     assert data["profile"]["email"] == ann.email
-    assert "passwordHash" not in data["profile"] and "password_hash" not in data["profile"]
+    assert "passwordHash" not in data["profile"]
+    assert "password_hash" not in data["profile"]
     assert [p["content"] for p in data["posts"]] == ["Exported words"]
     assert data["podMemberships"][0]["role"] == "owner"
     assert (await api.get(link.group(1))).status == 404  # once

@@ -22,13 +22,12 @@ from peerspark_rt.notifications.email import header_text
 from peerspark_rt.notifications.service import NOTIFICATIONS, NewNotification
 from tests.helpers import Api
 
-
 VERIFY_SUBJECT = "Verify your email address"
 
 
 def about_something(msg: EmailMessage) -> bool:
     """Not the verification email every sign-up sends (tests/test_account_lifecycle.py)."""
-    return msg["Subject"] != VERIFY_SUBJECT
+    return bool(msg["Subject"] != VERIFY_SUBJECT)
 
 
 class Inbox:

@@ -27,7 +27,9 @@ async def test_an_emailed_pod_invitation_lets_a_newcomer_sign_up_into_the_pod(
         f"/api/pods/{pod['id']}/invite", ann, json={"email": newcomer, "message": "Join us!"}
     )
     assert resp.status == 201, resp.body
-    msg = await mail(inbox, newcomer, f"{ann.username} invited you to Organic Chemistry on PeerSpark")
+    msg = await mail(
+        inbox, newcomer, f"{ann.username} invited you to Organic Chemistry on PeerSpark"
+    )
     text, html = bodies(msg)
     assert 'wrote: "Join us!"' in text
     link = re.search(r"https://peerspark\.example/register\?invitation=([A-Za-z0-9_-]+)", text)
@@ -91,7 +93,9 @@ async def test_session_invitations_bring_guests_who_accept_or_decline(api: Api) 
     assert (accepted.status, accepted.body["status"]) == (200, "accepted")
     assert accepted.body["currentParticipants"] == 2
     assert (await api.post(f"/api/sessions/{sid}/accept", bob)).status == 409
-    assert (await api.post(f"/api/sessions/{sid}/messages", bob, json={"content": "hi"})).status == 201
+    assert (
+        await api.post(f"/api/sessions/{sid}/messages", bob, json={"content": "hi"})
+    ).status == 201
     # a declined invitation
     await api.post(f"/api/sessions/{sid}/invite", ann, json={"userId": cat.id})
     declined = await api.post(f"/api/sessions/{sid}/decline", cat)

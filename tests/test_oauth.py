@@ -220,9 +220,7 @@ async def test_a_provider_links_to_an_existing_account_only_when_both_verified_t
     assert (await api.delete("/api/auth/oauth/google", ann)).status == 204
     assert (await api.delete("/api/auth/oauth/google", ann)).status == 404
     # and a signed-in user links it again from their account
-    link = await browser.http.post(
-        browser.base + "/api/auth/oauth/google/link", headers=ann.auth
-    )
+    link = await browser.http.post(browser.base + "/api/auth/oauth/google/link", headers=ann.auth)
     assert link.status == 200
     url = (await link.json())["authorizationUrl"]
     back = await browser.go(url)

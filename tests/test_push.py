@@ -68,7 +68,9 @@ async def push_service() -> AsyncIterator[PushService]:
 class Browser:
     """A browser's push keys (RFC 8291): its ECDH key pair and auth secret."""
 
-    key: ec.EllipticCurvePrivateKey = field(default_factory=lambda: ec.generate_private_key(ec.SECP256R1()))
+    key: ec.EllipticCurvePrivateKey = field(
+        default_factory=lambda: ec.generate_private_key(ec.SECP256R1())
+    )
     auth: bytes = field(default_factory=lambda: os.urandom(16))
 
     def subscription(self, endpoint: str) -> dict[str, Any]:

@@ -289,7 +289,9 @@ class AdminService:
             raise NotFound("user not found")
         return AdminUser.from_row(changed)
 
-    async def suspend(self, principal: Principal, user_id: uuid.UUID, body: Suspension) -> AdminUser:
+    async def suspend(
+        self, principal: Principal, user_id: uuid.UUID, body: Suspension
+    ) -> AdminUser:
         """Suspend: the account cannot sign in, and every login session and socket it has ends
         at once."""
         require_admin(principal)

@@ -242,9 +242,7 @@ async def cleanup(db: Database, job: Job) -> None:
             """UPDATE data_exports SET archive = NULL, status = 'failed'
                 WHERE status = 'ready' AND expires_at < NOW()"""
         )
-        await conn.execute(
-            "DELETE FROM data_exports WHERE created_at < NOW() - INTERVAL '90 days'"
-        )
+        await conn.execute("DELETE FROM data_exports WHERE created_at < NOW() - INTERVAL '90 days'")
 
 
 # the application's key for what this module provides (typed app state)

@@ -19,6 +19,7 @@ from aiohttp import web
 
 from ..errors import BadRequest, Conflict, Forbidden, Invalid, NotFound
 from ..infra import validation
+from ..infra.dbtypes import Conn
 from ..infra.jobs import JobQueue
 from . import db as users_db
 from . import links
@@ -72,8 +73,7 @@ class Accepted(msgspec.Struct, rename="camel"):
 
 
 RESET_SENT = Accepted(
-    "If an account uses this address, an email with a link to choose a new password is on "
-    "its way."
+    "If an account uses this address, an email with a link to choose a new password is on its way."
 )
 
 
@@ -150,7 +150,7 @@ class AccountService:
         return EmailVerified(row["user_id"], row["email"], True)
 
     async def _usable(
-        self, conn: asyncpg.Connection, digest: str, purposes: tuple[str, ...]
+        self, conn: Conn, digest: str, purposes: tuple[str, ...]
     ) -> asyncpg.Record:
         row = await tokens_db.lock(conn, digest, purposes)
         if row is None or row["account_status"] != "active":
@@ -171,7 +171,9 @@ class AccountService:
             row = await self._reauthenticated(conn, principal, body.password)
             if email.lower() == row["email"].lower():
                 raise Invalid("newEmail", "is already your address")
-            taken = await conn.fetchval("SELECT EXISTS(SELECT 1 FROM users WHERE email = $1)", email)
+            taken = await conn.fetchval(
+                "SELECT EXISTS(SELECT 1 FROM users WHERE email = $1)", email
+            )
             if taken:
                 raise Conflict(
                     "another account uses this address",
@@ -188,7 +190,7 @@ class AccountService:
     # --- the password ------------------------------------------------------------------
 
     async def _reauthenticated(
-        self, conn: asyncpg.Connection, principal: Principal, password: str
+        self, conn: Conn, principal: Principal, password: str
     ) -> asyncpg.Record:
         """The caller's account row, locked, once `password` is proved to be theirs."""
         if len(password) > MAX_PASSWORD:
@@ -211,7 +213,9 @@ class AccountService:
         async with self.db.transaction() as conn:
             row = await self._reauthenticated(conn, principal, body.current_password)
             _checked_password(body.new_password, row)
-            await users_db.set_password_hash(conn, row["id"], await hash_password(body.new_password))
+            await users_db.set_password_hash(
+                conn, row["id"], await hash_password(body.new_password)
+            )
             await tokens_db.retire(conn, row["id"], ("reset_password",))
             ended = await users_db.delete_sessions(conn, row["id"], keep=principal.session_id)
         await self.auth.revoke_all(principal.user_id, ended)
@@ -270,7 +274,9 @@ class AccountService:
             if row is None:
                 raise BadRequest("this link is not valid", code="invalid_token")
             _checked_password(body.new_password, row)
-            await users_db.set_password_hash(conn, row["id"], await hash_password(body.new_password))
+            await users_db.set_password_hash(
+                conn, row["id"], await hash_password(body.new_password)
+            )
             await conn.execute(
                 "UPDATE users SET is_verified = TRUE WHERE id = $1 AND email = $2",
                 row["id"],

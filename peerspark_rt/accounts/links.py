@@ -29,7 +29,7 @@ def token_digest(token: str) -> str:
 def button_html(url: str, label: str) -> str:
     return (
         f'<p><a href="{html.escape(url, quote=True)}" style="display: inline-block; '
-        'background: #3b82f6; color: #ffffff; padding: 10px 16px; border-radius: 6px; '
+        "background: #3b82f6; color: #ffffff; padding: 10px 16px; border-radius: 6px; "
         f'text-decoration: none;">{html.escape(label)}</a></p>'
     )
 

@@ -191,7 +191,8 @@ class OAuthService:
             code_verifier=verifier,
             nonce=nonce,
             link_user_id=link_user.user_id if link_user else None,
-            expires_at=dt.datetime.now(dt.UTC) + dt.timedelta(seconds=self.settings.oauth_state_ttl),
+            expires_at=dt.datetime.now(dt.UTC)
+            + dt.timedelta(seconds=self.settings.oauth_state_ttl),
         )
         extra = {"nonce": nonce} if provider.kind == "oidc" else {}
         async with self._client(provider, redirect_uri) as client:
@@ -221,9 +222,7 @@ class OAuthService:
         if browser_state is None or not secrets.compare_digest(
             browser_state.encode("utf-8", "surrogatepass"), state.encode("utf-8", "surrogatepass")
         ):
-            raise BadRequest(
-                "this sign-in was not started in this browser", code="oauth_state"
-            )
+            raise BadRequest("this sign-in was not started in this browser", code="oauth_state")
         flow = await oauth_db.take_state(self.db.pool, _digest(state))
         if flow is None or flow["provider"] != name:
             raise BadRequest("this sign-in is not known (or was used)", code="oauth_state")
@@ -299,7 +298,11 @@ class OAuthService:
             decoded.claims,
             decoded.header,
             {"iss": {"values": [meta["issuer"]]}},
-            {"nonce": nonce, "client_id": provider.client_id, "access_token": token["access_token"]},
+            {
+                "nonce": nonce,
+                "client_id": provider.client_id,
+                "access_token": token["access_token"],
+            },
         )
         claims.validate(leeway=60)
         return Identity(

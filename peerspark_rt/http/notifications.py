@@ -78,9 +78,7 @@ async def subscribe_push(request: web.Request, body: PushSubscribe) -> Reply[Pus
     """Register a browser's push subscription (PushSubscription.toJSON()); 200 when the
     endpoint was known (its keys are updated)."""
     who = principal(request)
-    sub = await request.app[PUSH].subscribe(
-        who.user_id, body, request.headers.get("User-Agent")
-    )
+    sub = await request.app[PUSH].subscribe(who.user_id, body, request.headers.get("User-Agent"))
     return Reply(sub, status=201 if sub.created else 200)
 
 

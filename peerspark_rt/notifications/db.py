@@ -263,4 +263,6 @@ async def push_state(conn: Executor, notification_id: uuid.UUID) -> asyncpg.Reco
 
 
 async def mark_push_sent(conn: Executor, notification_id: uuid.UUID) -> None:
-    await conn.execute("UPDATE notifications SET is_push_sent = TRUE WHERE id = $1", notification_id)
+    await conn.execute(
+        "UPDATE notifications SET is_push_sent = TRUE WHERE id = $1", notification_id
+    )

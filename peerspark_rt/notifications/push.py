@@ -18,7 +18,7 @@ import binascii
 import contextlib
 import logging
 import uuid
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -259,7 +259,7 @@ class PushService:
                 vapid_private_key=self.vapid,
                 vapid_claims={"sub": self.settings.vapid_subject},
                 ttl=self.settings.push_ttl,
-                timeout=aiohttp.ClientTimeout(total=self.settings.push_timeout),  # type: ignore[arg-type]
+                timeout=aiohttp.ClientTimeout(total=self.settings.push_timeout),
                 aiohttp_session=self._session,
             )
         except WebPushException as exc:

@@ -43,7 +43,8 @@ EDITABLE_COLUMNS = frozenset(
 # Who may see a session: its organizer and participants, members of its pod (pod sessions),
 # and everyone for open group sessions. A pod session is for the pod's active members and the
 # guests its organizer invited (role 'guest', never pod members): being banned from the pod or
-# removed from it ends a member's access to its sessions too, whatever part they had in them. Format {viewer} with the viewer's parameter.
+# removed from it ends a member's access to its sessions too, whatever part they had in
+# them. Format {viewer} with the viewer's parameter.
 VISIBLE_TO = """(
     CASE WHEN s.pod_id IS NOT NULL THEN EXISTS (
             SELECT 1 FROM pod_memberships pm

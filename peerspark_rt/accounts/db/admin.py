@@ -47,7 +47,9 @@ async def search_users(
     )
 
 
-async def get_user(db: Executor, user_id: uuid.UUID, *, lock: bool = False) -> asyncpg.Record | None:
+async def get_user(
+    db: Executor, user_id: uuid.UUID, *, lock: bool = False
+) -> asyncpg.Record | None:
     return await db.fetchrow(
         f"SELECT {ADMIN_COLUMNS} FROM users WHERE id = $1"  # noqa: S608 (composed of constants; values are parameters)
         + (" FOR UPDATE" if lock else ""),
@@ -71,9 +73,7 @@ async def count_admins(db: Executor) -> int:
 
 
 async def set_role(db: Executor, user_id: uuid.UUID, role: str) -> None:
-    await db.execute(
-        "UPDATE users SET role = $2, updated_at = NOW() WHERE id = $1", user_id, role
-    )
+    await db.execute("UPDATE users SET role = $2, updated_at = NOW() WHERE id = $1", user_id, role)
 
 
 async def set_status(db: Executor, user_id: uuid.UUID, status: str) -> None:

@@ -72,9 +72,7 @@ async def release_counts(conn: Executor, user_id: uuid.UUID) -> None:
 
 
 async def upload_keys(conn: Executor, user_id: uuid.UUID) -> list[asyncpg.Record]:
-    return await conn.fetch(
-        "SELECT storage_key, backend FROM uploads WHERE owner_id = $1", user_id
-    )
+    return await conn.fetch("SELECT storage_key, backend FROM uploads WHERE owner_id = $1", user_id)
 
 
 async def delete_user(conn: Executor, user_id: uuid.UUID) -> bool:
