@@ -944,3 +944,102 @@ CREATE INDEX IF NOT EXISTS idx_moderation_queue_author ON moderation_queue(autho
 CREATE UNIQUE INDEX IF NOT EXISTS idx_moderation_queue_dedupe
     ON moderation_queue(author_id, content_type, dedupe_key) WHERE dedupe_key IS NOT NULL;
 -- (end of section: ai)
+
+-- ===================================================================== accounts: lifecycle, providers, push, admin
+-- Single-use links sent by email (verify an address, reset a password, confirm a new address)
+-- and the one-time tickets that finish a sign-in with a provider. Only the SHA-256 of a token
+-- is kept: a copy of this table signs nobody in. `email` is the address the link was sent to
+-- (for a change of address: the new one, which becomes the account's once confirmed).
+CREATE TABLE IF NOT EXISTS account_tokens (
+    id UUID PRIMARY KEY DEFAULT gen_random_uuid(),
+    user_id UUID NOT NULL REFERENCES users(id) ON DELETE CASCADE,
+    purpose VARCHAR(20) NOT NULL
+        CHECK (purpose IN ('verify_email', 'change_email', 'reset_password', 'oauth_ticket')),
+    token_hash CHAR(64) UNIQUE NOT NULL,
+    email CITEXT,
+    expires_at TIMESTAMPTZ NOT NULL,
+    used_at TIMESTAMPTZ,
+    created_at TIMESTAMPTZ NOT NULL DEFAULT NOW()
+);
+CREATE INDEX IF NOT EXISTS idx_account_tokens_user ON account_tokens(user_id, purpose);
+CREATE INDEX IF NOT EXISTS idx_account_tokens_expires ON account_tokens(expires_at);
+
+-- A sign-in with a provider under way: the state sent to the provider (its SHA-256), the PKCE
+-- verifier and OpenID nonce to check the answer with, and the signed-in user who asked to link
+-- the provider (NULL: a sign-in). Used once, within OAUTH_STATE_TTL.
+CREATE TABLE IF NOT EXISTS oauth_states (
+    state_hash CHAR(64) PRIMARY KEY,
+    provider VARCHAR(50) NOT NULL,
+    code_verifier VARCHAR(128) NOT NULL,
+    nonce VARCHAR(128) NOT NULL,
+    link_user_id UUID REFERENCES users(id) ON DELETE CASCADE,
+    expires_at TIMESTAMPTZ NOT NULL,
+    created_at TIMESTAMPTZ NOT NULL DEFAULT NOW()
+);
+CREATE INDEX IF NOT EXISTS idx_oauth_states_expires ON oauth_states(expires_at);
+-- added: the provider's address for the account and whether the provider vouched for it.
+ALTER TABLE user_oauth_accounts ADD COLUMN IF NOT EXISTS email CITEXT;
+ALTER TABLE user_oauth_accounts ADD COLUMN IF NOT EXISTS email_verified BOOLEAN NOT NULL DEFAULT FALSE;
+CREATE INDEX IF NOT EXISTS idx_user_oauth_accounts_user ON user_oauth_accounts(user_id);
+
+-- Web Push subscriptions (one per browser/device): where to send and the keys to encrypt with.
+CREATE TABLE IF NOT EXISTS push_subscriptions (
+    id UUID PRIMARY KEY DEFAULT gen_random_uuid(),
+    user_id UUID NOT NULL REFERENCES users(id) ON DELETE CASCADE,
+    endpoint TEXT UNIQUE NOT NULL CHECK (length(endpoint) <= 2048),
+    p256dh VARCHAR(128) NOT NULL,
+    auth VARCHAR(64) NOT NULL,
+    user_agent VARCHAR(512),
+    created_at TIMESTAMPTZ NOT NULL DEFAULT NOW(),
+    last_sent_at TIMESTAMPTZ
+);
+CREATE INDEX IF NOT EXISTS idx_push_subscriptions_user ON push_subscriptions(user_id);
+
+-- Data exports (GET /api/users/me/export): built by the `export_user_data` job, downloaded once
+-- by a link whose token only this row's hash knows; the archive is dropped once downloaded.
+CREATE TABLE IF NOT EXISTS data_exports (
+    id UUID PRIMARY KEY DEFAULT gen_random_uuid(),
+    user_id UUID NOT NULL REFERENCES users(id) ON DELETE CASCADE,
+    status VARCHAR(20) NOT NULL DEFAULT 'pending'
+        CHECK (status IN ('pending', 'ready', 'downloaded', 'failed')),
+    token_hash CHAR(64) UNIQUE,
+    archive BYTEA,
+    size_bytes BIGINT,
+    expires_at TIMESTAMPTZ,
+    created_at TIMESTAMPTZ NOT NULL DEFAULT NOW(),
+    ready_at TIMESTAMPTZ,
+    downloaded_at TIMESTAMPTZ
+);
+CREATE INDEX IF NOT EXISTS idx_data_exports_user ON data_exports(user_id, created_at DESC);
+
+-- What platform admins did (and the scheduled jobs acting for the platform: actor NULL). Kept
+-- when either account is deleted, with the ids it had.
+CREATE TABLE IF NOT EXISTS admin_audit_log (
+    id BIGSERIAL PRIMARY KEY,
+    actor_id UUID REFERENCES users(id) ON DELETE SET NULL,
+    action VARCHAR(50) NOT NULL,
+    target_user_id UUID REFERENCES users(id) ON DELETE SET NULL,
+    details JSONB NOT NULL DEFAULT '{}',
+    created_at TIMESTAMPTZ NOT NULL DEFAULT NOW()
+);
+ALTER TABLE admin_audit_log ADD COLUMN IF NOT EXISTS actor_label VARCHAR(255);
+ALTER TABLE admin_audit_log ADD COLUMN IF NOT EXISTS target_label VARCHAR(255);
+CREATE INDEX IF NOT EXISTS idx_admin_audit_log_created ON admin_audit_log(created_at DESC, id DESC);
+CREATE INDEX IF NOT EXISTS idx_admin_audit_log_target ON admin_audit_log(target_user_id, id DESC);
+-- Premium expiry: the scheduled job reads only premium rows that have an end.
+CREATE INDEX IF NOT EXISTS idx_users_premium_expiry
+    ON users(premium_expires_at) WHERE is_premium AND premium_expires_at IS NOT NULL;
+-- Admin search over users: typo-tolerant on username and email.
+CREATE INDEX IF NOT EXISTS idx_users_username_trgm ON users USING gin ((username::text) gin_trgm_ops);
+CREATE INDEX IF NOT EXISTS idx_users_email_trgm ON users USING gin ((email::text) gin_trgm_ops);
+-- Chat messages and comments of a deleted account stay, without their author: the columns
+-- become nullable-on-delete (they were CASCADE), so the rooms' sequences and threads keep no gaps.
+DO $$ BEGIN
+    IF EXISTS (SELECT 1 FROM pg_constraint
+               WHERE conname = 'session_messages_sender_id_fkey' AND confdeltype <> 'n') THEN
+        ALTER TABLE session_messages DROP CONSTRAINT session_messages_sender_id_fkey;
+        ALTER TABLE session_messages ADD CONSTRAINT session_messages_sender_id_fkey
+            FOREIGN KEY (sender_id) REFERENCES users(id) ON DELETE SET NULL;
+    END IF;
+END $$;
+-- (end of section: accounts)

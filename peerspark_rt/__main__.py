@@ -34,6 +34,8 @@ commands:
   worker    run only the job worker (emails, reminders, daily analytics, clean-up), no HTTP.
             Every `serve` node runs one too unless RUN_WORKER=false; use this to run the
             workers as separate processes. Any number may run against one database.
+  admin     `admin grant EMAIL` makes that account a platform admin (how the first admin
+            comes to be; admins then change roles with PUT /api/admin/users/{id}/role).
   stop      stop what `serve` left running from the data folder: the node (SIGTERM) and
             its embedded PostgreSQL (also one left behind by a node that was killed).
 
@@ -130,6 +132,23 @@ async def _work(settings: Settings, where_db: str) -> None:
     await runner.cleanup()
 
 
+async def _grant_admin(dsn: str, email: str) -> int:
+    from .accounts.admin import grant_admin_by_email
+    from .errors import NotFound
+    from .infra.pool import Database
+
+    db = await Database.connect(dsn, max_size=1)
+    try:
+        user = await grant_admin_by_email(db, email)
+    except NotFound as exc:
+        print(f"cannot grant: {exc.message}", file=sys.stderr)
+        return 1
+    finally:
+        await db.close()
+    print(f"{user.email} ({user.username}) is a platform admin")
+    return 0
+
+
 def _run(coro_factory: object) -> None:
     try:
         import uvloop
@@ -183,6 +202,10 @@ def main(argv: list[str] | None = None) -> int:
     commands.add_parser(
         "stop", help="stop the node and embedded PostgreSQL left running from the data folder"
     )
+    admin = commands.add_parser("admin", help="platform admin tasks: admin grant EMAIL")
+    admin_actions = admin.add_subparsers(dest="action", required=True, metavar="action")
+    grant = admin_actions.add_parser("grant", help="make the account with EMAIL a platform admin")
+    grant.add_argument("email", help="the account's email address")
     args = parser.parse_args(argv)
 
     try:
@@ -219,6 +242,10 @@ def main(argv: list[str] | None = None) -> int:
                 asyncio.run(apply_schema(settings.database_url))
                 print(f"schema applied ({where_db})")
                 return 0
+            if args.command == "admin":
+                if not settings.database_url:
+                    raise RuntimeError("settings.database_url is missing")
+                return asyncio.run(_grant_admin(settings.database_url, args.email))
             if args.command == "worker":
                 _run(_work(settings, where_db))
             else:

@@ -15,8 +15,13 @@ from typing import Any
 from aiohttp import web
 from redis.asyncio import Redis
 
+from .accounts import erase as erase_mod
+from .accounts.admin import ADMIN, PREMIUM, AdminService, Premium
 from .accounts.auth import AUTH, AuthService
 from .accounts.db import live_sessions
+from .accounts.erase import ERASER, AccountEraser
+from .accounts.lifecycle import ACCOUNTS, AccountService
+from .accounts.oauth import OAUTH, OAuthService
 from .accounts.ratelimit import (
     LIMITER,
     FallbackRateLimiter,
@@ -25,6 +30,7 @@ from .accounts.ratelimit import (
     RedisRateLimiter,
 )
 from .accounts.users import USERS, UserService
+from .accounts.verification import EmailGate
 from .actors.hub import HUB, Hub
 from .ai.assistant import ASSISTANT, AssistantService
 from .ai.quota import QuotaService
@@ -37,6 +43,8 @@ from .cluster.presence import LocalPresence, Presence, RedisPresence
 from .cluster.publisher import Publisher
 from .config import SETTINGS, Settings
 from .errors import Conflict
+from .http import account as account_http
+from .http import admin as admin_http
 from .http import ai as ai_http
 from .http import auth as auth_http
 from .http import calendar as calendar_http
@@ -46,6 +54,7 @@ from .http import health as health_http
 from .http import mobile as mobile_http
 from .http import moderation as moderation_http
 from .http import notifications as notifications_http
+from .http import oauth as oauth_http
 from .http import pods as pods_http
 from .http import reports as reports_http
 from .http import resources as resources_http
@@ -70,6 +79,7 @@ from .maintenance.service import Maintenance, rollup_payload
 from .moderation.service import MODERATION, HeldContent, ModerationService
 from .notifications.effects import Units
 from .notifications.email import MAILER, EmailJobs, Mailer
+from .notifications.push import PUSH, OnlineUsers, PushService
 from .notifications.service import NOTIFICATIONS, NotificationService
 from .pods.service import PODS, PodService
 from .protocol import CLOSE_SESSION_REVOKED
@@ -223,10 +233,18 @@ async def _services(app: web.Application) -> AsyncIterator[None]:
     settings, db, metrics = app[SETTINGS], app[DB], app[METRICS]
     jobs = JobQueue(db)
     app[JOBS] = jobs
-    app[AUTH] = AuthService(db, settings, app[LIMITER])
+    app[AUTH] = AuthService(db, settings, app[LIMITER], jobs)
+    app[ACCOUNTS] = AccountService(app[AUTH], jobs)
+    app[OAUTH] = OAuthService(app[AUTH])
+    app[PREMIUM] = Premium(db, jobs, settings.base_url)
+    app[ADMIN] = AdminService(app[AUTH], app[PREMIUM])
+    app[ERASER] = AccountEraser(app[AUTH], jobs, app[STORAGE])
+    gate = EmailGate(settings.require_verified_email)
     app[USERS] = UserService(db)
     app[NOTIFICATIONS] = NotificationService(db, app[LIVE], jobs, settings.base_url)
-    app[PODS] = PodService(db, app[LIVE], app[NOTIFICATIONS])
+    app[PUSH] = PushService(db, settings, online=None)
+    app[NOTIFICATIONS].push_enabled = app[PUSH].enabled
+    app[PODS] = PodService(db, app[LIVE], app[NOTIFICATIONS], gate)
     app[SESSIONS] = SessionService(db, app[PODS], app[LIVE])
     app[MODERATION] = ModerationService(
         db, settings, app[AI], app[PODS], app[NOTIFICATIONS], metrics, sessions=app[SESSIONS]
@@ -270,6 +288,7 @@ async def _services(app: web.Application) -> AsyncIterator[None]:
     _feed_services(app)
     yield
     await app[CHAT].close()
+    await app[PUSH].close()
 
 
 SESSION_CHECK_EVERY = 60.0  # seconds between checks that live sockets' logins still exist
@@ -378,11 +397,19 @@ async def _realtime(app: web.Application) -> AsyncIterator[None]:
                 if conn.session_id not in alive:
                     conn.close(CLOSE_SESSION_REVOKED, "session ended")
 
+    online = OnlineUsers(
+        lambda: [c.user_id for c in hub.connections],
+        app[REDIS] if settings.redis_url else None,
+        settings.redis_key_prefix,
+    )
+    online.start()
+    app[PUSH].online = online
     checker = asyncio.create_task(check_logins(), name="ws-session-check")
     lag = asyncio.create_task(watch_loop_lag(metrics.loop_lag.set), name="loop-lag")
     yield
     checker.cancel()
     lag.cancel()
+    await online.close()
     await hub.close()
     await presence.close()
 
@@ -448,9 +475,15 @@ def build_worker(app: web.Application) -> Worker:
             "cleanup": maintenance.cleanup,
             "digest_scan": notifications.digest_scan,
             "send_digest": notifications.send_digest,
+            "export_user_data": app[ERASER].build_export,
+            "premium_expiry": app[PREMIUM].expire_due,
+            "account_cleanup": functools.partial(erase_mod.cleanup, db),
+            "send_push": app[PUSH].send,
         },
         periodic=[
             Periodic("cleanup", dt.timedelta(hours=1)),
+            Periodic("account_cleanup", dt.timedelta(hours=1)),
+            Periodic("premium_expiry", dt.timedelta(minutes=5)),
             Periodic("analytics_rollup", dt.timedelta(days=1), rollup_payload),
             Periodic("digest_scan", dt.timedelta(hours=1)),
         ],
@@ -499,7 +532,7 @@ def _feed_services(app: web.Application) -> None:
         max_bytes=settings.upload_max_bytes,
         per_hour=settings.upload_rate_limit,
     )
-    reports = ReportService(units)
+    reports = ReportService(units, EmailGate(settings.require_verified_email))
     for handler in (PostContent(), CommentContent(), ResourceContent()):
         reports.register(handler)
     app[REPORTS] = reports
@@ -555,6 +588,9 @@ def build_app(settings: Settings) -> web.Application:
     http_modules = (
         health_http,
         auth_http,
+        account_http,
+        admin_http,
+        oauth_http,
         pods_http,
         sessions_http,
         ws_http,

@@ -48,10 +48,16 @@ SECRET_FIELDS = frozenset(
         "openai_api_key",
         "smtp_pass",
         "metrics_token",
+        "oauth_google_client_secret",
+        "oauth_github_client_secret",
+        "oauth_discord_client_secret",
+        "vapid_private_key",
     }
 )
 # Settings that are URLs which may carry a password (postgresql://user:secret@host/db).
 URL_FIELDS = frozenset({"database_url", "redis_url", "s3_endpoint_url", "openai_base_url"})
+# What REQUIRE_VERIFIED_EMAIL may name: the features that invite abuse.
+VERIFIED_FEATURES = ("report", "invite_email", "public_pod")
 
 
 def redact_url(url: str) -> str:
@@ -129,6 +135,32 @@ class Settings:
     smtp_pass: str | None = None
     email_from: str = "PeerSpark <noreply@peerspark.local>"
     email_outbox_dir: Path | None = None  # None: <data_dir>/outbox
+
+    email_verification_ttl: int = 172800
+    password_reset_ttl: int = 3600
+    password_reset_rate_limit: int = 5
+    # features that need a verified email (VERIFIED_FEATURES); config/defaults.toml names all
+    require_verified_email: tuple[str, ...] = ()
+    data_export_ttl: int = 604800
+
+    oauth_state_ttl: int = 600
+    oauth_timeout: float = 10.0
+    oauth_complete_url: str | None = None  # None: <base url>/auth/complete
+    oauth_google_client_id: str | None = None
+    oauth_google_client_secret: str | None = None
+    oauth_google_issuer: str = "https://accounts.google.com"
+    oauth_github_client_id: str | None = None
+    oauth_github_client_secret: str | None = None
+    oauth_github_url: str = "https://github.com"
+    oauth_github_api_url: str = "https://api.github.com"
+    oauth_discord_client_id: str | None = None
+    oauth_discord_client_secret: str | None = None
+    oauth_discord_url: str = "https://discord.com"
+
+    vapid_private_key: str | None = None
+    vapid_subject: str = "mailto:admin@peerspark.local"
+    push_timeout: float = 10.0
+    push_ttl: int = 86400
 
     run_worker: bool = True
     worker_concurrency: int = 4
@@ -306,6 +338,15 @@ def _words(raw: str) -> tuple[str, ...]:
     return tuple(words)
 
 
+def _features(raw: str) -> tuple[str, ...]:
+    """REQUIRE_VERIFIED_EMAIL: a comma-separated list of VERIFIED_FEATURES, or "none"."""
+    chosen = _words(raw)
+    unknown = [f for f in chosen if f not in VERIFIED_FEATURES]
+    if unknown:
+        raise ValueError(f"unknown feature {unknown[0]!r}; use {', '.join(VERIFIED_FEATURES)}")
+    return chosen
+
+
 def _text(raw: str) -> str:
     if not raw.strip():
         raise ValueError("must not be empty")
@@ -372,6 +413,28 @@ _VARIABLES: dict[str, tuple[str, Callable[[str], Any]]] = {
     "SMTP_PASS": ("smtp_pass", _text),
     "EMAIL_FROM": ("email_from", _text),
     "EMAIL_OUTBOX_DIR": ("email_outbox_dir", lambda raw: Path(_text(raw))),
+    "EMAIL_VERIFICATION_TTL": ("email_verification_ttl", _int_in(60, 30 * 86400)),
+    "PASSWORD_RESET_TTL": ("password_reset_ttl", _int_in(60, 7 * 86400)),
+    "PASSWORD_RESET_RATE_LIMIT": ("password_reset_rate_limit", _int_in(1, 1_000_000)),
+    "REQUIRE_VERIFIED_EMAIL": ("require_verified_email", lambda raw: _features(raw)),
+    "DATA_EXPORT_TTL": ("data_export_ttl", _int_in(60, 90 * 86400)),
+    "OAUTH_STATE_TTL": ("oauth_state_ttl", _int_in(30, 86400)),
+    "OAUTH_TIMEOUT": ("oauth_timeout", _positive_float),
+    "OAUTH_COMPLETE_URL": ("oauth_complete_url", _url("http", "https")),
+    "OAUTH_GOOGLE_CLIENT_ID": ("oauth_google_client_id", _text),
+    "OAUTH_GOOGLE_CLIENT_SECRET": ("oauth_google_client_secret", _text),
+    "OAUTH_GOOGLE_ISSUER": ("oauth_google_issuer", _url("http", "https")),
+    "OAUTH_GITHUB_CLIENT_ID": ("oauth_github_client_id", _text),
+    "OAUTH_GITHUB_CLIENT_SECRET": ("oauth_github_client_secret", _text),
+    "OAUTH_GITHUB_URL": ("oauth_github_url", _url("http", "https")),
+    "OAUTH_GITHUB_API_URL": ("oauth_github_api_url", _url("http", "https")),
+    "OAUTH_DISCORD_CLIENT_ID": ("oauth_discord_client_id", _text),
+    "OAUTH_DISCORD_CLIENT_SECRET": ("oauth_discord_client_secret", _text),
+    "OAUTH_DISCORD_URL": ("oauth_discord_url", _url("http", "https")),
+    "VAPID_PRIVATE_KEY": ("vapid_private_key", _text),
+    "VAPID_SUBJECT": ("vapid_subject", _text),
+    "PUSH_TIMEOUT": ("push_timeout", _positive_float),
+    "PUSH_TTL": ("push_ttl", _int_in(0, 28 * 86400)),
     "RUN_WORKER": ("run_worker", _bool),
     "WORKER_CONCURRENCY": ("worker_concurrency", _int_in(1, 256)),
     "WORKER_POLL_INTERVAL": ("worker_poll_interval", _positive_float),

@@ -7,6 +7,7 @@ schemathesis run and the authorization matrix, against a `LiveApp`."""
 from __future__ import annotations
 
 import asyncio
+import base64
 import datetime as dt
 import secrets
 import uuid
@@ -18,6 +19,7 @@ from urllib.parse import parse_qs, urlsplit
 
 import asyncpg
 import requests
+from cryptography.hazmat.primitives.asymmetric import ec
 
 from peerspark_rt.config import Settings
 from tests.conftest import ai_settings, make_settings
@@ -26,6 +28,14 @@ from tests.helpers import PASSWORD
 
 TIMEOUT = 30.0
 BLOCKED_WORD = "casinobonus"
+# a VAPID key for the contract apps (base64url of a P-256 private scalar)
+VAPID_KEY = (
+    base64.urlsafe_b64encode(
+        ec.generate_private_key(ec.SECP256R1()).private_numbers().private_value.to_bytes(32, "big")
+    )
+    .decode()
+    .rstrip("=")
+)
 
 
 def contract_settings(
@@ -47,6 +57,12 @@ def contract_settings(
         ai_daily_tokens=10_000_000,
         ws_send_rate=10_000.0,
         ws_send_burst=10_000,
+        password_reset_rate_limit=100_000,
+        # push and a provider set up, so their routes answer as in production
+        vapid_private_key=VAPID_KEY,
+        oauth_github_client_id="contract-client",
+        oauth_github_client_secret="contract-secret",
+        oauth_github_url="https://github.example",
         **ai_settings(fake, openai_timeout=5.0),
         **overrides,
     )

@@ -11,6 +11,7 @@ afresh, so every cell is judged against the same starting state.
 
 from __future__ import annotations
 
+import base64
 import datetime as dt
 import re
 import secrets
@@ -21,6 +22,8 @@ from typing import Any
 from urllib.parse import urlencode
 
 import pytest
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec
 
 from peerspark_rt.app import build_app
 from peerspark_rt.config import Settings
@@ -115,6 +118,21 @@ def _text(prefix: str) -> str:
     return f"{prefix} {secrets.token_hex(4)}"
 
 
+def _push_subscription(world: World, cast: Cast, client: Client) -> dict[str, Any]:
+    point = (
+        ec.generate_private_key(ec.SECP256R1())
+        .public_key()
+        .public_bytes(serialization.Encoding.X962, serialization.PublicFormat.UncompressedPoint)
+    )
+    return {
+        "endpoint": f"https://push.example.com/{secrets.token_hex(8)}",
+        "keys": {
+            "p256dh": base64.urlsafe_b64encode(point).decode().rstrip("="),
+            "auth": base64.urlsafe_b64encode(secrets.token_bytes(16)).decode().rstrip("="),
+        },
+    }
+
+
 # A valid body for every route that takes one, naming the reference objects.
 BODIES: dict[str, Maker] = {
     "POST /api/auth/register": _new_account,
@@ -172,6 +190,32 @@ BODIES: dict[str, Maker] = {
         "availableTime": 5,
     },
     "POST /api/ai/explain": lambda w, c, _: {"topic": "limits", "subject": "Calculus"},
+    # links and tickets are single-use: the matrix sends ones that are not valid
+    "POST /api/auth/verify-email": lambda w, c, _: {"token": "not-a-valid-token"},
+    "POST /api/auth/password-reset/confirm": lambda w, c, _: {
+        "token": "not-a-valid-token",
+        "newPassword": PASSWORD,
+    },
+    "POST /api/auth/oauth/complete": lambda w, c, _: {"ticket": "not-a-valid-ticket"},
+    "POST /api/auth/password": lambda w, c, _: {
+        "currentPassword": PASSWORD,
+        "newPassword": PASSWORD,
+    },
+    "POST /api/auth/password-reset": lambda w, c, _: {"email": c.member.email},
+    "POST /api/auth/email": lambda w, c, _: {
+        "newEmail": f"moved{secrets.token_hex(4)}@example.com",
+        "password": PASSWORD,
+    },
+    # deleting the reference accounts would end the matrix: a wrong password
+    "DELETE /api/users/me": lambda w, c, _: {"password": "not-the-password"},
+    "PUT /api/admin/users/{userId}/role": lambda w, c, _: {"role": "user"},
+    "POST /api/admin/users/{userId}/suspend": lambda w, c, _: {"reason": "matrix check"},
+    "PUT /api/admin/users/{userId}/premium": lambda w, c, _: {},
+    "POST /api/sessions/{sessionId}/invite": lambda w, c, _: {"userId": c.outsider.id},
+    "POST /api/notifications/push-subscriptions": _push_subscription,
+    "DELETE /api/notifications/push-subscriptions": lambda w, c, _: {
+        "endpoint": "https://push.example.com/nobody"
+    },
 }
 
 ICS = (
@@ -230,6 +274,12 @@ HARMLESS = {
     "POST /api/pods/{podId}/join",
     "POST /api/posts/{postId}/interactions",
     "POST /api/comments/{commentId}/interactions",
+    "POST /api/auth/verify-email/resend",
+    "POST /api/auth/password-reset",
+    "POST /api/auth/email",
+    "PUT /api/admin/users/{userId}/role",
+    "POST /api/notifications/push-subscriptions",
+    "POST /api/auth/oauth/{provider}/link",
 }
 
 
@@ -256,6 +306,18 @@ def _new_login(ref: Reference, caller: str) -> None:
     ref.world.personal.member_login = new_login(ref.client, ref.cast.member)
 
 
+def _unsuspend(ref: Reference, caller: str) -> None:
+    """The admin suspended the member: restore them and sign them in again."""
+    member = ref.cast.member
+    ref.client.ok("POST", f"/api/admin/users/{member.id}/restore", ref.cast.admin.token)
+    member.login(ref.client)
+    ref.world.personal.member_login = new_login(ref.client, member)
+
+
+def _no_premium(ref: Reference, caller: str) -> None:
+    ref.client.ok("DELETE", f"/api/admin/users/{ref.cast.member.id}/premium", ref.cast.admin.token)
+
+
 # What to do after a call that changed something, when rebuilding every object is too much.
 AFTER: dict[str, Callable[[Reference, str], None]] = {
     "POST /api/auth/logout": _login_again,
@@ -264,6 +326,9 @@ AFTER: dict[str, Callable[[Reference, str], None]] = {
     "DELETE /api/calendar/feed": _new_feed,
     "DELETE /api/ai/conversations/{conversationId}": _new_conversation,
     "DELETE /api/auth/sessions/{sessionId}": _new_login,
+    "POST /api/auth/password": _new_login,
+    "POST /api/admin/users/{userId}/suspend": _unsuspend,
+    "PUT /api/admin/users/{userId}/premium": _no_premium,
 }
 
 
@@ -289,6 +354,7 @@ def _path_value(route: Described, name: str, world: World, cast: Cast) -> str:
         "token": world.personal.feed_token,
         "key": world.personal.file_path.removeprefix("/api/files/"),
         "module": "app",  # /app/{module}.js: the web client's main module
+        "provider": "github",  # the provider the contract apps set up
     }
     if name not in values:
         raise AssertionError(f"{route.method} {route.path}: no reference value for {{{name}}}")

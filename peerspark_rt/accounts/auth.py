@@ -19,8 +19,10 @@ from ..config import Settings
 from ..errors import Conflict, Forbidden, Invalid, NotFound, RateLimited, Unauthorized
 from ..infra import validation
 from ..infra.dbtypes import Conn
+from ..infra.jobs import JobQueue
 from ..infra.pool import Database
 from . import db as users_db
+from . import links
 from .passwords import hash_password, needs_rehash, verify_password
 from .ratelimit import Limit, RateLimiter, enforce
 from .tokens import AccessClaims, TokenIssuer, jti_digest, new_jti
@@ -52,6 +54,8 @@ class RegisterRequest(msgspec.Struct, rename="camel", forbid_unknown_fields=True
     last_name: str
     education_level: str | None = None
     institution: str | None = None
+    # the code of a pod invitation emailed to this address: registering joins the pod
+    invitation_code: str | None = None
 
 
 class LoginRequest(msgspec.Struct, rename="camel", forbid_unknown_fields=True):
@@ -64,12 +68,14 @@ class RefreshRequest(msgspec.Struct, rename="camel", forbid_unknown_fields=True)
     refresh_token: str
 
 
-class AuthResult(msgspec.Struct, rename="camel"):
+class AuthResult(msgspec.Struct, rename="camel", omit_defaults=True):
     user: UserProfile
     access_token: str
     refresh_token: str
     expires_in: int
     session_id: uuid.UUID
+    # registering with a pod invitation's code: the pod joined (None: no code, or not usable)
+    joined_pod_id: uuid.UUID | None = None
 
 
 class TokenPair(msgspec.Struct, rename="camel"):
@@ -109,6 +115,13 @@ class Principal:
     email: str
     role: str
     is_premium: bool
+    email_verified: bool = False
+    # when the login session began (None outside one): recent sign-ins count as re-authentication
+    signed_in_at: dt.datetime | None = None
+
+    @property
+    def is_platform_admin(self) -> bool:
+        return self.role == "admin"
 
     @property
     def is_platform_moderator(self) -> bool:
@@ -131,10 +144,17 @@ def _now() -> dt.datetime:
 
 
 class AuthService:
-    def __init__(self, db: Database, settings: Settings, limiter: RateLimiter) -> None:
+    def __init__(
+        self,
+        db: Database,
+        settings: Settings,
+        limiter: RateLimiter,
+        jobs: JobQueue | None = None,
+    ) -> None:
         self.db = db
         self.settings = settings
         self.limiter = limiter
+        self.jobs = jobs
         self.tokens = TokenIssuer(
             settings.jwt_secret, settings.jwt_refresh_secret, settings.access_token_ttl
         )
@@ -234,10 +254,68 @@ class AuthService:
             async with self.db.transaction() as conn:
                 row = await users_db.insert_user(conn, values)
                 pair = await self._open_session(conn, row, client, remember_me=False)
+                await self.send_verification(conn, row["id"], email, first)
         except asyncpg.UniqueViolationError:
             await self._raise_taken(email, username)
             raise
         return AuthResult(UserProfile.from_row(row), *msgspec.structs.astuple(pair))
+
+    async def send_verification(
+        self,
+        conn: Conn,
+        user_id: uuid.UUID,
+        email: str,
+        first_name: str,
+        *,
+        purpose: str = "verify_email",
+    ) -> None:
+        """Email a single-use link that verifies `email` (for `change_email`: makes it the
+        account's address), in the caller's transaction."""
+        if self.jobs is None:
+            return
+        ttl = self.settings.email_verification_ttl
+        token = await links.issue(conn, user_id=user_id, purpose=purpose, email=email, ttl=ttl)
+        change = purpose == "change_email"
+        await links.enqueue_email(
+            self.jobs,
+            conn,
+            to=email,
+            first_name=first_name,
+            subject="Confirm your new email address" if change else "Verify your email address",
+            message=(
+                "Confirm that this is the address you want to sign in to PeerSpark with."
+                if change
+                else "Welcome to PeerSpark! Confirm that this address is yours."
+            ),
+            link=f"{self.settings.base_url}/verify-email?token={token}",
+            link_label="Confirm this address" if change else "Verify my email",
+            note=f"The link works once, for {links.hours(ttl)}.",
+            user_id=user_id,
+        )
+
+    async def sign_in_as(self, user_id: uuid.UUID, client: ClientInfo) -> AuthResult:
+        """A new login session for a user who proved who they are another way (a provider)."""
+        async with self.db.transaction() as conn:
+            row = await users_db.get_profile(conn, user_id)
+            if row is None:
+                raise Unauthorized("account not found", code="invalid_credentials")
+            if row["account_status"] != "active":
+                raise Forbidden(f"account is {row['account_status']}", code="account_inactive")
+            pair = await self._open_session(conn, row, client, remember_me=False)
+        await users_db.touch_last_active(self.db.pool, user_id)
+        return AuthResult(UserProfile.from_row(row), *msgspec.structs.astuple(pair))
+
+    async def end_sessions(self, user_id: uuid.UUID, keep: uuid.UUID | None = None) -> int:
+        """End every login session of the user but `keep`, closing their sockets at once."""
+        ended = await users_db.delete_sessions(self.db.pool, user_id, keep)
+        for session_id in ended:
+            await self._revoked(user_id, session_id)
+        return len(ended)
+
+    async def revoke_all(self, user_id: uuid.UUID, session_ids: list[uuid.UUID]) -> None:
+        """Close the sockets of login sessions already deleted (in the caller's transaction)."""
+        for session_id in session_ids:
+            await self._revoked(user_id, session_id)
 
     async def _raise_taken(self, email: str, username: str) -> None:
         email_taken, username_taken = await users_db.existing_identities(
@@ -392,6 +470,8 @@ class AuthService:
             email=row["email"],
             role=row["role"],
             is_premium=row["is_premium"],
+            email_verified=row["is_verified"],
+            signed_in_at=row["created_at"],
         )
 
     def short_access_token(self, principal: Principal, ttl: int) -> str:
@@ -421,6 +501,7 @@ class AuthService:
             email=row["email"],
             role=row["role"],
             is_premium=row["is_premium"],
+            email_verified=row["is_verified"],
         )
 
     async def logout(self, principal: Principal) -> None:

@@ -16,6 +16,7 @@ from ..accounts.auth import (
     TokenPair,
 )
 from ..accounts.users import USERS, ProfileUpdate, PublicProfile, UserProfile
+from ..pods.service import PODS
 from .contract import access, operation, signed_in
 from .middleware import client_address, principal
 from .render import path_id
@@ -34,8 +35,18 @@ def client_info(request: web.Request) -> ClientInfo:
 @routes.post("/api/auth/register")
 @operation(tag="auth", public=True, status=201, errors=(409, 429), access=access(201))
 async def register(request: web.Request, body: RegisterRequest) -> AuthResult:
-    """Create an account and sign in."""
-    return await request.app[AUTH].register(body, client_info(request))
+    """Create an account and sign in; a verification link is emailed.
+
+    With the `invitationCode` of a pod invitation sent to this address, the account joins the
+    pod (`joinedPodId`; null when the invitation cannot be used: the account exists anyway)."""
+    auth = request.app[AUTH]
+    result = await auth.register(body, client_info(request))
+    if body.invitation_code:
+        newcomer = await auth.session_principal(result.session_id, result.user.id)
+        result.joined_pod_id = await request.app[PODS].join_with_invitation(
+            newcomer, body.invitation_code
+        )
+    return result
 
 
 @routes.post("/api/auth/login")

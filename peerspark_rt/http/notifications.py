@@ -6,8 +6,15 @@ import msgspec
 from aiohttp import web
 
 from ..notifications.prefs import PreferencesUpdate, PreferencesView
+from ..notifications.push import (
+    PUSH,
+    PushKey,
+    PushSubscribe,
+    PushSubscription,
+    PushUnsubscribe,
+)
 from ..notifications.service import NOTIFICATIONS, NotificationPage, ReadAllResult, ReadResult
-from .contract import operation, signed_in
+from .contract import Reply, operation, signed_in
 from .middleware import principal
 from .render import path_id
 
@@ -56,3 +63,31 @@ async def get_preferences(request: web.Request) -> PreferencesView:
 async def put_preferences(request: web.Request, body: PreferencesUpdate) -> PreferencesView:
     """Change the caller's notification preferences."""
     return await request.app[NOTIFICATIONS].update_preferences(principal(request).user_id, body)
+
+
+@routes.get("/api/notifications/push-key")
+@operation(tag="notifications", errors=(503,), access=signed_in(200))
+async def push_key(request: web.Request) -> PushKey:
+    """The VAPID public key browsers subscribe with (applicationServerKey)."""
+    return request.app[PUSH].key()
+
+
+@routes.post("/api/notifications/push-subscriptions")
+@operation(tag="notifications", status=(201, 200), errors=(503,), access=signed_in(201))
+async def subscribe_push(request: web.Request, body: PushSubscribe) -> Reply[PushSubscription]:
+    """Register a browser's push subscription (PushSubscription.toJSON()); 200 when the
+    endpoint was known (its keys are updated)."""
+    who = principal(request)
+    sub = await request.app[PUSH].subscribe(who.user_id, body, request.headers.get("User-Agent"))
+    return Reply(sub, status=201 if sub.created else 200)
+
+
+@routes.delete("/api/notifications/push-subscriptions")
+@operation(
+    tag="notifications",
+    # the matrix names an endpoint nobody subscribed
+    access=signed_in(404),
+)
+async def unsubscribe_push(request: web.Request, body: PushUnsubscribe) -> None:
+    """Remove a push subscription by its endpoint."""
+    await request.app[PUSH].unsubscribe(principal(request).user_id, body)

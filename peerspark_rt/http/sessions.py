@@ -16,6 +16,8 @@ from ..sessions.service import (
     Participation,
     SendRequest,
     SessionCreate,
+    SessionInvitation,
+    SessionInvite,
     SessionPage,
     SessionQuery,
     SessionState,
@@ -154,7 +156,7 @@ async def post_message(request: web.Request, body: SendRequest) -> Reply[Message
     session_id = path_id(request, "sessionId", "session")
     who = principal(request)
     session = await request.app[SESSIONS].can_read(who, session_id)
-    if session["my_status"] is None or session["my_status"] == "declined":
+    if session["my_status"] in (None, "declined", "invited"):
         raise Forbidden("join the session before posting to it", code="not_a_participant")
     posted = await request.app[CHAT].post(
         who,
@@ -167,3 +169,35 @@ async def post_message(request: web.Request, body: SendRequest) -> Reply[Message
         is_organizer=session["organizer_id"] == who.user_id,
     )
     return Reply(posted.frame, status=200 if posted.duplicate else 201)
+
+
+@routes.post("/api/sessions/{sessionId}/invite")
+@operation(
+    tag="sessions",
+    status=(201, 200),
+    errors=(403, 409),
+    access=signed_in(403, owner=201, **_IN_POD),
+)
+async def invite(request: web.Request, body: SessionInvite) -> Reply[SessionInvitation]:
+    """Invite someone (the organizer); outside a pod session's pod they come as a guest.
+
+    200 when they are already invited. They are told live (a `session_invite` notification)."""
+    session_id = path_id(request, "sessionId", "session")
+    result, created = await request.app[SESSIONS].invite(principal(request), session_id, body)
+    return Reply(result, status=201 if created else 200)
+
+
+@routes.post("/api/sessions/{sessionId}/accept")
+@operation(tag="sessions", errors=(409,), access=signed_in(409, **_IN_POD))
+async def accept_invitation(request: web.Request) -> Participation:
+    """Accept an invitation to the session (409 without one)."""
+    session_id = path_id(request, "sessionId", "session")
+    return await request.app[SESSIONS].accept(principal(request), session_id)
+
+
+@routes.post("/api/sessions/{sessionId}/decline")
+@operation(tag="sessions", errors=(409,), access=signed_in(409, **_IN_POD))
+async def decline_invitation(request: web.Request) -> Participation:
+    """Decline an invitation to the session (409 without one)."""
+    session_id = path_id(request, "sessionId", "session")
+    return await request.app[SESSIONS].decline(principal(request), session_id)

@@ -178,3 +178,91 @@ async def mark_many_email_sent(conn: Executor, ids: list[uuid.UUID]) -> None:
     await conn.execute(
         "UPDATE notifications SET is_email_sent = TRUE WHERE id = ANY($1::uuid[])", ids
     )
+
+
+# --- Web Push ---
+
+
+async def upsert_subscription(
+    conn: Executor,
+    *,
+    user_id: uuid.UUID,
+    endpoint: str,
+    p256dh: str,
+    auth: str,
+    user_agent: str | None,
+    keep: int,
+) -> asyncpg.Record:
+    """Store a subscription (an endpoint already known moves to this user with its new keys);
+    beyond `keep` per user the oldest go."""
+    row = await conn.fetchrow(
+        """INSERT INTO push_subscriptions (user_id, endpoint, p256dh, auth, user_agent)
+           VALUES ($1, $2, $3, $4, $5)
+           ON CONFLICT (endpoint) DO UPDATE
+              SET user_id = EXCLUDED.user_id, p256dh = EXCLUDED.p256dh, auth = EXCLUDED.auth,
+                  user_agent = EXCLUDED.user_agent
+           RETURNING id, (xmax = 0) AS created""",
+        user_id,
+        endpoint,
+        p256dh,
+        auth,
+        user_agent,
+    )
+    if row is None:
+        raise RuntimeError("the statement returned no row")
+    await conn.execute(
+        """DELETE FROM push_subscriptions WHERE id IN (
+             SELECT id FROM push_subscriptions WHERE user_id = $1
+              ORDER BY created_at DESC, id DESC OFFSET $2)""",
+        user_id,
+        keep,
+    )
+    return row
+
+
+async def delete_subscription(conn: Executor, user_id: uuid.UUID, endpoint: str) -> bool:
+    status = await conn.execute(
+        "DELETE FROM push_subscriptions WHERE user_id = $1 AND endpoint = $2", user_id, endpoint
+    )
+    return status.endswith(" 1")
+
+
+async def delete_subscription_by_id(conn: Executor, subscription_id: uuid.UUID) -> None:
+    await conn.execute("DELETE FROM push_subscriptions WHERE id = $1", subscription_id)
+
+
+async def subscriptions(conn: Executor, user_id: uuid.UUID) -> list[asyncpg.Record]:
+    return await conn.fetch(
+        "SELECT id, endpoint, p256dh, auth FROM push_subscriptions WHERE user_id = $1", user_id
+    )
+
+
+async def has_subscriptions(conn: Executor, user_id: uuid.UUID) -> bool:
+    return bool(
+        await conn.fetchval(
+            "SELECT EXISTS(SELECT 1 FROM push_subscriptions WHERE user_id = $1)", user_id
+        )
+    )
+
+
+async def mark_subscription_used(conn: Executor, subscription_id: uuid.UUID) -> None:
+    await conn.execute(
+        "UPDATE push_subscriptions SET last_sent_at = NOW() WHERE id = $1", subscription_id
+    )
+
+
+async def push_state(conn: Executor, notification_id: uuid.UUID) -> asyncpg.Record | None:
+    return await conn.fetchrow(
+        """SELECT n.id, n.recipient_id, n.notification_type, n.title, n.message, n.action_url,
+                  n.created_at, n.is_read, n.is_push_sent, u.notification_settings,
+                  u.account_status
+             FROM notifications n JOIN users u ON u.id = n.recipient_id
+            WHERE n.id = $1""",
+        notification_id,
+    )
+
+
+async def mark_push_sent(conn: Executor, notification_id: uuid.UUID) -> None:
+    await conn.execute(
+        "UPDATE notifications SET is_push_sent = TRUE WHERE id = $1", notification_id
+    )

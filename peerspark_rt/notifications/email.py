@@ -34,7 +34,7 @@ from . import db as notifications_db
 log = logging.getLogger(__name__)
 
 TEMPLATES = Path(__file__).resolve().parent.parent / "templates" / "email"
-TEMPLATE_NAMES = ("notification", "reminder", "digest")
+TEMPLATE_NAMES = ("notification", "reminder", "digest", "account")
 MAX_SUBJECT = 200  # characters; longer subjects are cut with an ellipsis
 
 

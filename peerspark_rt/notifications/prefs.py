@@ -93,6 +93,8 @@ class Preferences:
     quiet_hours: QuietHours = QuietHours()
     daily_digest: bool = True
     session_reminder_minutes: int | None = DEFAULT_SESSION_REMINDER_MINUTES
+    # Web Push for what is stored in-app, when no device has a live socket open
+    push_enabled: bool = True
 
     def channels(self, notification_type: str) -> Channels:
         chosen = self.types.get(notification_type)
@@ -129,7 +131,13 @@ class Preferences:
             not isinstance(minutes, int) or not 0 <= minutes <= MAX_SESSION_REMINDER_MINUTES
         ):
             minutes = DEFAULT_SESSION_REMINDER_MINUTES
-        return cls(types, quiet, raw.get("dailyDigest") is not False, minutes)
+        return cls(
+            types,
+            quiet,
+            raw.get("dailyDigest") is not False,
+            minutes,
+            raw.get("pushEnabled") is not False,
+        )
 
     def dump(self) -> dict[str, Any]:
         return {
@@ -141,6 +149,7 @@ class Preferences:
             },
             "dailyDigest": self.daily_digest,
             "sessionReminderMinutes": self.session_reminder_minutes,
+            "pushEnabled": self.push_enabled,
         }
 
 
@@ -164,6 +173,7 @@ class PreferencesView(msgspec.Struct, rename="camel"):
     quiet_hours: QuietHoursView
     daily_digest: bool
     session_reminder_minutes: int | None
+    push_enabled: bool
 
 
 class QuietHoursUpdate(msgspec.Struct, rename="camel", forbid_unknown_fields=True):
@@ -180,6 +190,7 @@ class PreferencesUpdate(msgspec.Struct, rename="camel", forbid_unknown_fields=Tr
     quiet_hours: QuietHoursUpdate | msgspec.UnsetType | None = msgspec.UNSET
     daily_digest: bool | msgspec.UnsetType = msgspec.UNSET
     session_reminder_minutes: int | msgspec.UnsetType | None = msgspec.UNSET
+    push_enabled: bool | msgspec.UnsetType = msgspec.UNSET
 
 
 def view(prefs: Preferences, timezone: str | None) -> PreferencesView:
@@ -194,6 +205,7 @@ def view(prefs: Preferences, timezone: str | None) -> PreferencesView:
         ),
         daily_digest=prefs.daily_digest,
         session_reminder_minutes=prefs.session_reminder_minutes,
+        push_enabled=prefs.push_enabled,
     )
 
 
@@ -230,7 +242,10 @@ def apply(prefs: Preferences, update: PreferencesUpdate) -> Preferences:
                 "sessionReminderMinutes",
                 f"must be from 0 to {MAX_SESSION_REMINDER_MINUTES}, or null for none",
             )
-    return Preferences(types, quiet, digest, minutes)
+    push = prefs.push_enabled
+    if not isinstance(update.push_enabled, msgspec.UnsetType):
+        push = update.push_enabled
+    return Preferences(types, quiet, digest, minutes, push)
 
 
 def _channels(value: Any, where: str) -> Channels:

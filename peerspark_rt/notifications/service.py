@@ -75,6 +75,7 @@ class NotificationView(msgspec.Struct, rename="camel"):
     read_at: dt.datetime | None
     is_email_sent: bool
     created_at: dt.datetime
+    is_push_sent: bool = False
 
     @classmethod
     def from_row(cls, row: asyncpg.Record) -> NotificationView:
@@ -91,6 +92,7 @@ class NotificationView(msgspec.Struct, rename="camel"):
             read_at=row["read_at"],
             is_email_sent=bool(row["is_email_sent"]),
             created_at=row["created_at"],
+            is_push_sent=bool(row["is_push_sent"]),
         )
 
 
@@ -145,6 +147,8 @@ class NotificationService:
         self.live = live
         self.jobs = jobs
         self.base_url = base_url
+        # Web Push is set up (VAPID_PRIVATE_KEY): stored notifications may be pushed
+        self.push_enabled = False
 
     # ------------------------------------------------------------------ creating
 
@@ -177,6 +181,15 @@ class NotificationService:
                 priority=new.priority if new.priority in PRIORITIES else "normal",
                 push_live=quiet_until is None,
             )
+        if (
+            row is not None
+            and quiet_until is None
+            and prefs.push_enabled
+            and self.push_enabled
+            and self.jobs is not None
+            and await notifications_db.has_subscriptions(conn, new.recipient_id)
+        ):
+            await self.jobs.enqueue(conn, "send_push", {"notificationId": str(row["id"])})
         if chosen.email and self.jobs is not None and recipient["email"]:
             await self.jobs.enqueue(
                 conn,

@@ -286,6 +286,14 @@ async def invitation_by_code(conn: Conn, pod_id: uuid.UUID, code: str) -> asyncp
     )
 
 
+async def pod_of_invitation(db: Executor, code: str) -> uuid.UUID | None:
+    """The pod an invitation code is for (None: no such code)."""
+    pod_id: uuid.UUID | None = await db.fetchval(
+        "SELECT pod_id FROM pod_invitations WHERE invitation_code = $1", code
+    )
+    return pod_id
+
+
 async def insert_invitation(conn: Conn, values: dict[str, Any]) -> asyncpg.Record:
     sql, args = sql_builder.insert(
         "pod_invitations", values, INVITATION_WRITABLE, suffix=f"RETURNING {INVITATION_COLUMNS}"

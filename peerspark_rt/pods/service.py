@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import logging
 import secrets
 import uuid
 from collections.abc import Awaitable, Callable
@@ -27,14 +28,18 @@ import asyncpg
 import msgspec
 from aiohttp import web
 
+from ..accounts import links
 from ..accounts.auth import Principal
-from ..errors import Conflict, Forbidden, Invalid, NotFound
+from ..accounts.verification import EmailGate
+from ..errors import AppError, Conflict, Forbidden, Invalid, NotFound
 from ..infra import validation
 from ..infra.dbtypes import Conn, Executor
 from ..infra.live import LiveEvents
 from ..infra.pool import Database
 from ..notifications.service import NewNotification, NotificationService
 from . import db as pods_db
+
+log = logging.getLogger(__name__)
 
 ROLE_RANK = {"member": 1, "moderator": 2, "admin": 3, "owner": 4}
 CATEGORIES = ("academic", "professional", "hobby")
@@ -260,10 +265,17 @@ def _pod_values(given: dict[str, Any]) -> dict[str, Any]:
 
 
 class PodService:
-    def __init__(self, db: Database, live: LiveEvents, notifications: NotificationService) -> None:
+    def __init__(
+        self,
+        db: Database,
+        live: LiveEvents,
+        notifications: NotificationService,
+        gate: EmailGate | None = None,
+    ) -> None:
         self.db = db
         self.live = live
         self.notifications = notifications
+        self.gate = gate or EmailGate()
         # (pod_id, user_id) -> the live rooms besides the pod's own that a member loses with
         # the pod (the study sessions register theirs): pods know nothing of sessions
         self.rooms_lost_with: list[Callable[[uuid.UUID, uuid.UUID], Awaitable[list[str]]]] = []
@@ -314,6 +326,8 @@ class PodService:
     # --- pods ------------------------------------------------------------------------------
 
     async def create(self, principal: Principal, body: PodCreate) -> Pod:
+        if body.is_public:
+            self.gate.check(principal, "public_pod")
         values = _pod_values(
             {f: getattr(body, f) for f in body.__struct_fields__ if f != "meeting_schedule"}
         )
@@ -364,6 +378,8 @@ class PodService:
                 raise Invalid(required, "must not be null")
         changes = _pod_values(given)
         await self.require_member(principal, pod_id, "admin")
+        if changes.get("is_public"):
+            self.gate.check(principal, "public_pod")
         async with self.db.transaction() as conn:
             pod = await pods_db.lock_pod(conn, pod_id)
             if pod is None:
@@ -641,6 +657,8 @@ class PodService:
             invitee_id = await pods_db.find_user_id_by_email(self.db.pool, email)
         pod = await self.visible_pod(principal, pod_id)
         await self.require_member(principal, pod_id, "admin")
+        if email is not None:
+            self.gate.check(principal, "invite_email")
         created = False
         notification: asyncpg.Record | None = None
         async with self.db.transaction() as conn:
@@ -674,6 +692,8 @@ class PodService:
                     },
                 )
                 created = True
+                if invitee_id is None and email is not None:
+                    await self._email_invitation(conn, principal, pod, inv, email, message)
                 if invitee_id is not None and notify:
                     notification = await self.notifications.store(
                         conn,
@@ -697,6 +717,52 @@ class PodService:
         if email is not None:
             invitation.invitee_id = None  # whether the address has an account stays private
         return invitation, created
+
+    async def _email_invitation(
+        self,
+        conn: Conn,
+        principal: Principal,
+        pod: asyncpg.Record,
+        inv: asyncpg.Record,
+        email: str,
+        message: str | None,
+    ) -> None:
+        """An address without an account gets the invitation by email, with a link to sign
+        up: registering with its code joins the pod."""
+        jobs = self.notifications.jobs
+        if jobs is None:
+            return
+        base = self.notifications.base_url
+        code = inv["invitation_code"]
+        quoted = f'\n\n{principal.username} wrote: "{message}"' if message else ""
+        await links.enqueue_email(
+            jobs,
+            conn,
+            to=email,
+            first_name="there",
+            subject=f"{principal.username} invited you to {pod['name']} on PeerSpark",
+            message=f"{principal.username} invited you to study with the pod {pod['name']} on "
+            f"PeerSpark.{quoted}",
+            link=f"{base}/register?invitation={code}",
+            link_label="Sign up and join",
+            note=f"The invitation works until {inv['expires_at']:%Y-%m-%d %H:%M} UTC. Sign up "
+            "with this address to use it.",
+        )
+
+    async def join_with_invitation(self, principal: Principal, code: str) -> uuid.UUID | None:
+        """Join the pod of an invitation code (a newcomer who registered through its link);
+        None when the code is unknown or cannot be used (the account is created anyway)."""
+        if not code or len(code) > 100:
+            return None
+        pod_id = await pods_db.pod_of_invitation(self.db.pool, code)
+        if pod_id is None:
+            return None
+        try:
+            await self.join(principal, pod_id, JoinRequest(invitation_code=code))
+        except AppError as exc:
+            log.info("invitation code not used at registration: %s", exc.message)
+            return None
+        return pod_id
 
     # --- analytics ---------------------------------------------------------------------------
 

@@ -41,13 +41,17 @@ EDITABLE_COLUMNS = frozenset(
 )
 
 # Who may see a session: its organizer and participants, members of its pod (pod sessions),
-# and everyone for open group sessions. A pod session is for the pod's active members only:
-# being banned from the pod or removed from it ends access to its sessions too, whatever
-# part one had in them. Format {viewer} with the viewer's parameter.
+# and everyone for open group sessions. A pod session is for the pod's active members and the
+# guests its organizer invited (role 'guest', never pod members): being banned from the pod or
+# removed from it ends a member's access to its sessions too, whatever part they had in
+# them. Format {viewer} with the viewer's parameter.
 VISIBLE_TO = """(
     CASE WHEN s.pod_id IS NOT NULL THEN EXISTS (
             SELECT 1 FROM pod_memberships pm
             WHERE pm.pod_id = s.pod_id AND pm.user_id = {viewer} AND pm.status = 'active')
+         OR EXISTS (SELECT 1 FROM session_participants sg
+                    WHERE sg.session_id = s.id AND sg.user_id = {viewer} AND sg.role = 'guest'
+                      AND sg.status <> 'declined')
          ELSE s.organizer_id = {viewer}
               OR s.session_type = 'group'
               OR EXISTS (SELECT 1 FROM session_participants sp
@@ -194,6 +198,35 @@ async def upsert_participant(
         user_id,
         role,
         status,
+    )
+
+
+async def invite_participant(
+    conn: Conn, session_id: uuid.UUID, user_id: uuid.UUID, role: str
+) -> None:
+    """An invitation (status 'invited'; a declined one is renewed)."""
+    await conn.execute(
+        """INSERT INTO session_participants (session_id, user_id, role, status)
+           VALUES ($1, $2, $3, 'invited')
+           ON CONFLICT (session_id, user_id) DO UPDATE SET status = 'invited', role = $3""",
+        session_id,
+        user_id,
+        role,
+    )
+
+
+async def user_brief(db: Executor, user_id: uuid.UUID) -> asyncpg.Record | None:
+    return await db.fetchrow("SELECT id, account_status FROM users WHERE id = $1", user_id)
+
+
+async def banned_from_pod(db: Executor, pod_id: uuid.UUID, user_id: uuid.UUID) -> bool:
+    return bool(
+        await db.fetchval(
+            """SELECT EXISTS(SELECT 1 FROM pod_memberships
+                              WHERE pod_id = $1 AND user_id = $2 AND status = 'banned')""",
+            pod_id,
+            user_id,
+        )
     )
 
 

@@ -32,6 +32,7 @@ from ..errors import Conflict, Forbidden, Invalid, NotFound
 from ..infra import validation
 from ..infra.live import LiveEvents
 from ..infra.pool import Database
+from ..notifications.service import NewNotification
 from ..pods.service import PodService
 from ..protocol import Message, Sender
 from . import db as sessions_db
@@ -111,6 +112,18 @@ class SendRequest(msgspec.Struct, rename="camel", forbid_unknown_fields=True):
     file_url: str | None = None
     client_message_id: str | None = None
     metadata: dict[str, Any] | None = None
+
+
+class SessionInvite(msgspec.Struct, rename="camel", forbid_unknown_fields=True):
+    user_id: str
+    message: str | None = None
+
+
+class SessionInvitation(msgspec.Struct, rename="camel"):
+    session_id: uuid.UUID
+    user_id: uuid.UUID
+    role: str  # participant, or guest (someone outside the session's pod)
+    status: str
 
 
 class StudySession(msgspec.Struct, rename="camel"):
@@ -479,7 +492,8 @@ class SessionService:
 
     async def join(self, principal: Principal, session_id: uuid.UUID) -> Participation:
         session = await self._visible(principal, session_id)
-        if session["session_type"] == "pod" and session["my_pod_role"] is None:
+        guest = session["my_role"] == "guest"
+        if session["session_type"] == "pod" and session["my_pod_role"] is None and not guest:
             raise Forbidden("pod sessions are for members of the pod", code="not_a_member")
         async with self.db.transaction() as conn:
             locked = await sessions_db.lock(conn, session_id)
@@ -488,7 +502,7 @@ class SessionService:
             current = await sessions_db.get_participant(
                 conn, session_id, principal.user_id, lock=True
             )
-            if current is not None and current["status"] != "declined":
+            if current is not None and current["status"] not in ("declined", "invited"):
                 return Participation(
                     session_id,
                     principal.user_id,
@@ -496,15 +510,17 @@ class SessionService:
                     current["status"],
                     locked["current_participants"],
                 )
+            invited = current is not None and current["status"] == "invited"
             if locked["status"] in ("completed", "cancelled"):
                 raise Conflict(f"the session is {locked['status']}", code="session_closed")
-            if session["session_type"] == "individual":
+            if session["session_type"] == "individual" and not invited:
                 raise Forbidden("individual sessions are by invitation", code="not_invited")
             limit = locked["max_participants"]
             if limit is not None and locked["current_participants"] >= limit:
                 raise Conflict("this session is full", code="session_full")
+            role = current["role"] if invited and current is not None else "participant"
             await sessions_db.upsert_participant(
-                conn, session_id, principal.user_id, role="participant", status="accepted"
+                conn, session_id, principal.user_id, role=role, status="accepted"
             )
             count = await sessions_db.change_participant_count(conn, session_id, +1)
         await self.live.event(
@@ -517,7 +533,95 @@ class SessionService:
                 "currentParticipants": count,
             },
         )
-        return Participation(session_id, principal.user_id, "participant", "accepted", count)
+        return Participation(session_id, principal.user_id, role, "accepted", count)
+
+    # --- invitations -------------------------------------------------------------------------
+
+    async def invite(
+        self, principal: Principal, session_id: uuid.UUID, body: SessionInvite
+    ) -> tuple[SessionInvitation, bool]:
+        """Invite someone (the organizer): they are told at once (a `session_invite`
+        notification, live on their devices) and may accept or decline. Someone outside a pod
+        session's pod comes as a guest of that one session. Returns (invitation, created)."""
+        invitee_id = validation.parse_uuid(body.user_id, "userId")
+        message = validation.optional_text(body.message, "message", 1000)
+        session = await self._organized(principal, session_id)
+        if invitee_id == principal.user_id:
+            raise Invalid("userId", "you organize this session")
+        invitee = await sessions_db.user_brief(self.db.pool, invitee_id)
+        if invitee is None or invitee["account_status"] != "active":
+            raise Invalid("userId", "no user has this id")
+        notification = None
+        async with self.db.transaction() as conn:
+            locked = await sessions_db.lock(conn, session_id)
+            if locked is None:
+                raise NotFound("session not found")
+            if locked["status"] in ("completed", "cancelled"):
+                raise Conflict(f"the session is {locked['status']}", code="session_closed")
+            role = "participant"
+            if locked["pod_id"] is not None:
+                membership = await self.pods.member_role(locked["pod_id"], invitee_id, conn)
+                if membership is None:
+                    if await sessions_db.banned_from_pod(conn, locked["pod_id"], invitee_id):
+                        raise Conflict("this user is banned from the pod", code="banned")
+                    role = "guest"
+            current = await sessions_db.get_participant(conn, session_id, invitee_id, lock=True)
+            if current is not None and current["status"] == "invited":
+                return SessionInvitation(session_id, invitee_id, current["role"], "invited"), False
+            if current is not None and current["status"] != "declined":
+                raise Conflict("this user already takes part", code="already_participating")
+            await sessions_db.invite_participant(conn, session_id, invitee_id, role)
+            notification = await self.pods.notifications.store(
+                conn,
+                NewNotification(
+                    recipient_id=invitee_id,
+                    notification_type="session_invite",
+                    title=f"{principal.username} invited you to {session['title']}",
+                    message=message,
+                    action_url=f"/sessions/{session_id}",
+                    metadata={
+                        "sessionId": str(session_id),
+                        "startTime": session["start_time"].isoformat(),
+                        "role": role,
+                    },
+                    sender_id=principal.user_id,
+                ),
+            )
+        await self.pods.notifications.push(notification)
+        return SessionInvitation(session_id, invitee_id, role, "invited"), True
+
+    async def decline(self, principal: Principal, session_id: uuid.UUID) -> Participation:
+        """Decline an invitation (accepting is joining: POST /join, or /accept)."""
+        await self._visible(principal, session_id)
+        async with self.db.transaction() as conn:
+            locked = await sessions_db.lock(conn, session_id)
+            if locked is None:
+                raise NotFound("session not found")
+            current = await sessions_db.get_participant(
+                conn, session_id, principal.user_id, lock=True
+            )
+            if current is None or current["status"] != "invited":
+                raise Conflict("you have no pending invitation to this session", code="not_invited")
+            await sessions_db.upsert_participant(
+                conn, session_id, principal.user_id, role=current["role"], status="declined"
+            )
+        await self.live.event(
+            f"user:{locked['organizer_id']}",
+            "session_invitation_declined",
+            {"sessionId": str(session_id), "userId": str(principal.user_id)},
+        )
+        return Participation(
+            session_id, principal.user_id, current["role"], "declined",
+            locked["current_participants"],
+        )  # fmt: skip
+
+    async def accept(self, principal: Principal, session_id: uuid.UUID) -> Participation:
+        """Accept a pending invitation (409 without one)."""
+        await self._visible(principal, session_id)
+        current = await sessions_db.get_participant(self.db.pool, session_id, principal.user_id)
+        if current is None or current["status"] != "invited":
+            raise Conflict("you have no pending invitation to this session", code="not_invited")
+        return await self.join(principal, session_id)
 
     async def leave(self, principal: Principal, session_id: uuid.UUID) -> None:
         await self._visible(principal, session_id)
@@ -564,7 +668,7 @@ class SessionService:
         session = await sessions_db.get_for(self.db.pool, session_id, principal.user_id)
         if session is None:
             raise NotFound("session not found")
-        if session["my_status"] is not None and session["my_status"] != "declined":
+        if session["my_status"] not in (None, "declined", "invited"):
             return
         if not enrol:
             raise Forbidden(
@@ -576,7 +680,7 @@ class SessionService:
 
     async def can_read(self, principal: Principal, session_id: uuid.UUID) -> asyncpg.Record:
         session = await self._visible(principal, session_id)
-        participant = session["my_status"] is not None and session["my_status"] != "declined"
+        participant = session["my_status"] not in (None, "declined", "invited")
         if not participant and session["my_pod_role"] is None:
             raise Forbidden(
                 "only participants read this session's messages", code="not_a_participant"

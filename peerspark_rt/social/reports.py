@@ -25,6 +25,7 @@ import msgspec
 from aiohttp import web
 
 from ..accounts.auth import Principal
+from ..accounts.verification import EmailGate
 from ..errors import Conflict, Forbidden, Invalid, NotFound
 from ..infra import cursor as cursors
 from ..infra import validation
@@ -276,10 +277,11 @@ def reporter_weight(standing: Any) -> float:
 
 
 class ReportService:
-    def __init__(self, units: Units) -> None:
+    def __init__(self, units: Units, gate: EmailGate | None = None) -> None:
         self.units = units
         self.db = units.db
         self._handlers: dict[str, ContentHandler] = {}
+        self.gate = gate or EmailGate()
 
     def register(self, handler: ContentHandler) -> None:
         if handler.content_type not in CONTENT_TYPES:
@@ -318,6 +320,7 @@ class ReportService:
         reason: str | None,
         description: str | None,
     ) -> ReportResult:
+        self.gate.check(principal, "report")
         handler = self._handler(content_type)
         reason = validation.one_of(reason or "other", "reason", REASONS)
         if description is not None:

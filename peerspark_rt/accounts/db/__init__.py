@@ -8,8 +8,8 @@ from typing import Any
 
 import asyncpg
 
-from ..infra import sql as sql_builder
-from ..infra.dbtypes import Conn, Executor
+from ...infra import sql as sql_builder
+from ...infra.dbtypes import Conn, Executor
 
 PROFILE_COLUMNS = """
     id, email, username, first_name, last_name, avatar_url, bio, date_of_birth,
@@ -65,9 +65,17 @@ async def get_profile(conn: Executor, user_id: uuid.UUID) -> asyncpg.Record | No
 
 async def get_credentials(conn: Executor, email: str) -> asyncpg.Record | None:
     return await conn.fetchrow(
-        "SELECT id, email, username, role, is_premium, account_status, password_hash"
-        " FROM users WHERE email = $1",
+        "SELECT id, email, username, first_name, role, is_premium, account_status,"
+        " password_hash, is_verified FROM users WHERE email = $1",
         email,
+    )
+
+
+async def credentials_by_id(conn: Executor, user_id: uuid.UUID) -> asyncpg.Record | None:
+    return await conn.fetchrow(
+        "SELECT id, email, username, first_name, last_name, role, is_premium, account_status,"
+        " password_hash, is_verified FROM users WHERE id = $1 FOR UPDATE",
+        user_id,
     )
 
 
@@ -140,8 +148,10 @@ async def session_principal(
 ) -> asyncpg.Record | None:
     """The live session and the current state of its user, for authenticating a request."""
     return await conn.fetchrow(
-        """SELECT s.expires_at, u.id AS user_id, u.username, u.email, u.role, u.is_premium,
-                  u.account_status
+        """SELECT s.expires_at, s.created_at, u.id AS user_id, u.username, u.email, u.role,
+                  u.is_premium AND (u.premium_expires_at IS NULL
+                                    OR u.premium_expires_at > NOW()) AS is_premium,
+                  u.account_status, u.is_verified
            FROM user_sessions s JOIN users u ON u.id = s.user_id
            WHERE s.id = $1 AND s.user_id = $2""",
         session_id,
@@ -196,6 +206,19 @@ async def list_sessions(conn: Executor, user_id: uuid.UUID) -> list[asyncpg.Reco
            ORDER BY created_at DESC""",
         user_id,
     )
+
+
+async def delete_sessions(
+    conn: Executor, user_id: uuid.UUID, keep: uuid.UUID | None = None
+) -> list[uuid.UUID]:
+    """End every login session of the user but `keep`; the ids that ended."""
+    rows = await conn.fetch(
+        "DELETE FROM user_sessions WHERE user_id = $1 AND ($2::uuid IS NULL OR id <> $2)"
+        " RETURNING id",
+        user_id,
+        keep,
+    )
+    return [r["id"] for r in rows]
 
 
 async def touch_last_active(conn: Executor, user_id: uuid.UUID) -> None:
