@@ -127,9 +127,8 @@ async def test_after_mode_delivers_at_once_and_retracts_everywhere(
         # Every message was stored and acknowledged while its check was still running (the
         # checks take CHECK_SECONDS and none has answered yet): nobody waited for one.
         assert module_fake_ai.moderation_answered == answered, sorted(latencies)[-5:]
-        print(
-            f"after-mode acks: p50 {p50(latencies) * 1000:.1f} ms, p99 {p99(latencies) * 1000:.1f} ms"
-        )
+        low, high = p50(latencies) * 1000, p99(latencies) * 1000
+        print(f"after-mode acks: p50 {low:.1f} ms, p99 {high:.1f} ms")
         flagged = await timed("you will FLAGME now")
         assert flagged.seq == 61
         for client in (n, f):

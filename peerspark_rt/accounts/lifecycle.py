@@ -149,9 +149,7 @@ class AccountService:
             await tokens_db.mark_used(conn, row["id"])
         return EmailVerified(row["user_id"], row["email"], True)
 
-    async def _usable(
-        self, conn: Conn, digest: str, purposes: tuple[str, ...]
-    ) -> asyncpg.Record:
+    async def _usable(self, conn: Conn, digest: str, purposes: tuple[str, ...]) -> asyncpg.Record:
         row = await tokens_db.lock(conn, digest, purposes)
         if row is None or row["account_status"] != "active":
             raise BadRequest("this link is not valid", code="invalid_token")
