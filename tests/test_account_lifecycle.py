@@ -255,6 +255,31 @@ async def test_deleting_an_account_ends_its_sockets_and_keeps_shared_history(
     assert await db.fetchval("SELECT count(*) FROM users WHERE id = $1", uuid.UUID(ann.id)) == 0
 
 
+async def test_a_deleted_accounts_answered_comments_keep_the_thread(api: Api) -> None:
+    """Deleting an account removes its comments, except those others replied to: those stay,
+    deleted and anonymous, so the replies keep their place."""
+    ann, bob = await api.register(), await api.register()
+    post = await api.post("/api/posts", bob, json={"content": "Question about limits"})
+    comments = f"/api/posts/{post.body['id']}/comments"
+    answered = await api.post(comments, ann, json={"content": "Ann's answer"})
+    lonely = await api.post(comments, ann, json={"content": "Ann's aside"})
+    reply = await api.post(
+        comments, bob, json={"content": "Thanks Ann", "parentCommentId": answered.body["id"]}
+    )
+    assert reply.status == 201, reply.body
+    gone = await api.delete("/api/users/me", ann, json={"password": PASSWORD})
+    assert gone.status == 204, gone.body
+    thread = (await api.get(comments, bob)).body["comments"]
+    by_id = {c["id"]: c for c in thread} | {r["id"]: r for c in thread for r in c["replies"]}
+    assert lonely.body["id"] not in by_id
+    kept = by_id[answered.body["id"]]
+    assert kept["status"] == "deleted"
+    assert kept["content"] is None
+    assert kept["author"] is None
+    assert by_id[reply.body["id"]]["content"] == "Thanks Ann"
+    assert by_id[reply.body["id"]]["parentCommentId"] == answered.body["id"]
+
+
 async def test_a_data_export_is_built_by_a_job_and_downloads_once(
     make_client: Any, smtp_server: tuple[Inbox, int]
 ) -> None:

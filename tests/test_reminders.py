@@ -92,7 +92,9 @@ async def test_a_reminder_fires_once_in_app_and_by_email(
 
     async def emailed() -> list[Path]:
         return [
-            p for p in (tmp_path / "outbox").glob("*.eml") if ann.email.encode() in p.read_bytes()
+            p
+            for p in (tmp_path / "outbox").glob("*.eml")
+            if ann.email.encode() in p.read_bytes() and b"Reminder" in p.read_bytes()
         ]
 
     [mail] = await wait_until(emailed)
@@ -379,7 +381,8 @@ async def test_two_nodes_fire_each_reminder_exactly_once(
                 "SELECT title FROM notifications WHERE recipient_id = $1 ORDER BY title", user_id
             )
             emails = await db.fetchval(
-                "SELECT count(*) FROM jobs WHERE kind = 'send_email' AND payload->>'userId' = $1",
+                "SELECT count(*) FROM jobs WHERE kind = 'send_email' AND payload->>'userId' = $1"
+                " AND payload->>'template' = 'reminder'",
                 str(user_id),
             )
             reminder_jobs = await db.fetch(

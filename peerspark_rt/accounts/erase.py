@@ -95,6 +95,7 @@ class AccountEraser:
             ended = await users_db.delete_sessions(conn, principal.user_id)
             files = await erase_db.upload_keys(conn, principal.user_id)
             passed, deleted = await erase_db.hand_over_pods(conn, principal.user_id)
+            await erase_db.keep_answered_comments(conn, principal.user_id)
             await erase_db.release_counts(conn, principal.user_id)
             await erase_db.delete_user(conn, principal.user_id)
         await self.auth.revoke_all(principal.user_id, ended)

@@ -3,10 +3,12 @@
 What deletion does, table by table (README "Deleting an account" says the same):
 * removed with the account (ON DELETE CASCADE): the profile, login sessions, provider links,
   account tokens, push subscriptions, notifications, pod memberships, session participation,
-  posts (with the comments under them), comments (with the replies under them), likes,
+  posts (with the comments under them), comments nobody else answered, likes,
   bookmarks, ratings, resources and uploaded files, calendar events, study sessions the user
   organized (with their chat), AI conversations, analytics, data exports;
-* kept, anonymised (ON DELETE SET NULL): chat messages in other people's sessions (the room's
+* kept, anonymised: comments other people replied to (shown as deleted, without content or
+  author, so their replies keep their thread); (ON DELETE SET NULL) chat messages in other
+  people's sessions (the room's
   history keeps its sequence, the sender shows as a deleted user), reports the user filed,
   moderation decisions they made, analytics events, the admin audit log;
 * pods the user owned pass to their highest-ranked, longest-standing member, or are deleted
@@ -52,6 +54,23 @@ async def hand_over_pods(conn: Executor, user_id: uuid.UUID) -> tuple[int, int]:
             )
             passed += 1
     return passed, deleted
+
+
+async def keep_answered_comments(conn: Executor, user_id: uuid.UUID) -> int:
+    """The user's comments that others replied to stay, deleted and anonymous (their content
+    and author gone), so other people's replies keep their place; returns how many."""
+    result = await conn.execute(
+        """UPDATE comments c
+              SET author_id = NULL, content = '', status = 'deleted', updated_at = NOW()
+            WHERE c.author_id = $1
+              AND EXISTS (SELECT 1 FROM comments r
+                           WHERE r.post_id = c.post_id
+                             AND r.thread_path > c.thread_path
+                             AND r.thread_path < c.thread_path || '~'
+                             AND r.author_id IS DISTINCT FROM $1)""",
+        user_id,
+    )
+    return int(result.split()[-1])
 
 
 async def release_counts(conn: Executor, user_id: uuid.UUID) -> None:
