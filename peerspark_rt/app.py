@@ -39,6 +39,7 @@ from .http import search as search_http
 from .http import sessions as sessions_http
 from .http import uploads as uploads_http
 from .http import ws as ws_http
+from .http.inflight import InFlight
 from .http.keys import (
     AI,
     ASSISTANT,
@@ -66,6 +67,7 @@ from .http.keys import (
     REDIS,
     REMINDERS,
     REPORTS,
+    REQUESTS,
     RESOURCES,
     SEARCH,
     SESSIONS,
@@ -119,7 +121,14 @@ from .services.users import UserService
 log = logging.getLogger(__name__)
 
 # What `python -m peerspark_rt serve` runs the app with (the listening socket's rules).
-__all__ = ["GuardedSite", "build_app", "build_worker", "make_runner", "start_metrics_listener"]
+__all__ = [
+    "GuardedSite",
+    "build_app",
+    "build_worker",
+    "drain",
+    "make_runner",
+    "start_metrics_listener",
+]
 
 
 async def _database(app: web.Application) -> AsyncIterator[None]:
@@ -424,6 +433,18 @@ async def _close_sockets(app: web.Application) -> None:
         await app[HUB].close()
 
 
+async def drain(app: web.Application, timeout: float) -> bool:
+    """The first half of a graceful stop, once the node accepts no new connections: answers
+    carry `Connection: close`, chat messages in flight are stored and acknowledged, every
+    websocket is closed with 1001 "restart: reconnect", and requests in flight (bodies still
+    arriving included) are finished, for at most `timeout` seconds. True if nothing was left.
+    (aiohttp's own shutdown, which follows, stops reading from connections at once.)"""
+    requests = app[REQUESTS]
+    requests.draining = True
+    await _close_sockets(app)
+    return await requests.idle(timeout)
+
+
 def _job_metrics(app: web.Application) -> None:
     """Queue depth, failures (dead jobs) and the oldest ready job's age, read at each scrape."""
     jobs, metrics = app[JOBS], app[METRICS]
@@ -573,6 +594,7 @@ def build_app(settings: Settings) -> web.Application:
     app[SETTINGS] = settings
     app[METRICS] = Metrics()
     app[HEALTH] = Health()
+    app[REQUESTS] = InFlight()
     app[API_DOCUMENT] = ApiDocument()
     app[HEALTH].add("ai", functools.partial(_ai_probe, app), required=False)
     app.cleanup_ctx.extend(

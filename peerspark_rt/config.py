@@ -153,6 +153,7 @@ class Settings:
     http_body_timeout: float = 30.0
     http_keepalive_timeout: float = 75.0
     http_max_connections_per_address: int = 256
+    shutdown_timeout: float = 25.0
 
     ws_max_message_bytes: int = 65536
     ws_outbound_bytes: int = 1024 * 1024
@@ -392,6 +393,7 @@ _VARIABLES: dict[str, tuple[str, Callable[[str], Any]]] = {
     "HTTP_BODY_TIMEOUT": ("http_body_timeout", _positive_float),
     "HTTP_KEEPALIVE_TIMEOUT": ("http_keepalive_timeout", _positive_float),
     "HTTP_MAX_CONNECTIONS_PER_ADDRESS": ("http_max_connections_per_address", _int_in(0, 1_000_000)),
+    "SHUTDOWN_TIMEOUT": ("shutdown_timeout", _positive_float),
     "WS_MAX_MESSAGE_BYTES": ("ws_max_message_bytes", _int_in(1024, 16 * 1024 * 1024)),
     "WS_OUTBOUND_BYTES": ("ws_outbound_bytes", _int_in(16 * 1024, 256 * 1024 * 1024)),
     "WS_HEARTBEAT": ("ws_heartbeat", _positive_float),

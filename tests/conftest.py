@@ -19,6 +19,7 @@ import sys
 import tempfile
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +34,8 @@ from peerspark_rt.db.embedded import EmbeddedPostgres, EmbeddedPostgresError
 from peerspark_rt.db.pool import apply_schema
 from tests.fake_openai import FakeOpenAI
 from tests.helpers import METRICS_TOKEN, Api
+from tests.lb import INSTALL_HINT, Nginx, nginx_binary, start_nginx
+from tests.nodes import Node, start_node
 
 LOCAL_PG = "postgresql://postgres@127.0.0.1:5432/postgres"
 LOCAL_REDIS = "redis://127.0.0.1:6379/0"
@@ -168,6 +171,57 @@ def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     proc.wait(10)
 
 
+@pytest.fixture(scope="session")
+def cluster_env(
+    pg_dsn: str, redis_url: str, tmp_path_factory: pytest.TempPathFactory
+) -> dict[str, str]:
+    """The environment of the shared multi-node cluster (and of extra nodes tests add)."""
+    return {
+        "DATABASE_URL": pg_dsn,
+        "REDIS_URL": redis_url,
+        "REDIS_KEY_PREFIX": f"cluster{secrets.token_hex(4)}:",
+        "JWT_SECRET": secrets.token_urlsafe(40),
+        "JWT_REFRESH_SECRET": secrets.token_urlsafe(40),
+        "AUTO_MIGRATE": "false",
+        "PEERSPARK_DATA_DIR": str(tmp_path_factory.mktemp("cluster")),
+        "LOG_LEVEL": "WARNING",
+        "WS_SEND_RATE": "1000",
+        "WS_SEND_BURST": "1000",
+        "METRICS_TOKEN": METRICS_TOKEN,
+        # nginx (tests/lb.py) appends the client's address; direct clients send none
+        "TRUST_PROXY_HEADERS": "true",
+        "SHUTDOWN_TIMEOUT": "15",
+    }
+
+
+@pytest.fixture(scope="session")
+def nodes(cluster_env: dict[str, str]) -> Iterator[list[Node]]:
+    """Three real node processes on fixed ports, shared by the multi-node tests (those that
+    kill or restart one put a live one back in its place, on the same port)."""
+    ports = [_free_port() for _ in range(3)]
+    with ThreadPoolExecutor(3) as pool:
+        started = list(pool.map(lambda port: start_node(cluster_env, port=port), ports))
+    yield started
+    for node in started:
+        node.stop()
+
+
+@pytest.fixture(scope="session")
+def nginx(nodes: list[Node], tmp_path_factory: pytest.TempPathFactory) -> Iterator[Nginx]:
+    """Debian's nginx with config/nginx.conf in front of the shared nodes."""
+    binary = nginx_binary()
+    if binary is None:
+        pytest.skip(f"no nginx binary: {INSTALL_HINT}")
+    lb = start_nginx(
+        binary,
+        listen=_free_port(),
+        upstreams=[n.port for n in nodes],
+        workdir=tmp_path_factory.mktemp("nginx"),
+    )
+    yield lb
+    lb.stop()
+
+
 def make_settings(pg_dsn: str, data_dir: Path, **overrides: Any) -> Settings:
     base = Settings(
         env="test",
@@ -264,8 +318,8 @@ async def ai_api(make_client: Callable[..., Any], fake_ai: FakeOpenAI) -> Api:
 
 
 def pytest_terminal_summary(terminalreporter: Any) -> None:
-    """The contract fuzzer's counts (operations, examples, statuses, 5xx), in every run's
-    summary, passed or failed."""
-    fuzz = sys.modules.get("tests.test_contract_fuzz")
-    for line in getattr(fuzz, "REPORTS", ()):
-        terminalreporter.write_line(line)
+    """The contract fuzzer's counts (operations, examples, statuses, 5xx) and the rolling
+    restart's pauses, in every run's summary, passed or failed."""
+    for name in ("tests.test_contract_fuzz", "tests.test_nginx"):
+        for line in getattr(sys.modules.get(name), "REPORTS", ()):
+            terminalreporter.write_line(line)

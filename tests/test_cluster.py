@@ -6,10 +6,8 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
-import secrets
 import signal
-from collections.abc import AsyncIterator, Iterator
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import AsyncIterator
 from typing import Any
 
 import aiohttp
@@ -21,37 +19,6 @@ from tests.helpers import Api, User, messages_from
 from tests.nodes import Node, start_node
 
 pytestmark = pytest.mark.multinode
-
-
-@pytest.fixture(scope="module")
-def cluster_env(
-    pg_dsn: str, redis_url: str, tmp_path_factory: pytest.TempPathFactory
-) -> dict[str, str]:
-    return {
-        "DATABASE_URL": pg_dsn,
-        "REDIS_URL": redis_url,
-        "REDIS_KEY_PREFIX": f"cluster{secrets.token_hex(4)}:",
-        "JWT_SECRET": secrets.token_urlsafe(40),
-        "JWT_REFRESH_SECRET": secrets.token_urlsafe(40),
-        "AUTO_MIGRATE": "false",
-        "PEERSPARK_DATA_DIR": str(tmp_path_factory.mktemp("cluster")),
-        "LOG_LEVEL": "WARNING",
-        "WS_SEND_RATE": "1000",
-        "WS_SEND_BURST": "1000",
-    }
-
-
-def start_nodes(env: dict[str, str], count: int) -> list[Node]:
-    with ThreadPoolExecutor(count) as pool:
-        return list(pool.map(lambda _: start_node(env), range(count)))
-
-
-@pytest.fixture(scope="module")
-def nodes(cluster_env: dict[str, str]) -> Iterator[list[Node]]:
-    started = start_nodes(cluster_env, 3)
-    yield started
-    for node in started:
-        node.stop()
 
 
 @pytest.fixture
@@ -289,4 +256,5 @@ async def test_graceful_stop_says_going_away(cluster_env: dict[str, str]) -> Non
             while True:
                 await live.next(5)
         assert live.close_code == protocol.CLOSE_GOING_AWAY
+        assert live.close_reason == protocol.RESTART_REASON == "restart: reconnect"
         await api.aclose()

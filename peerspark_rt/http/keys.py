@@ -35,6 +35,7 @@ from ..services.sessions import SessionService
 from ..services.storage import Storage
 from ..services.uploads import UploadService
 from ..services.users import UserService
+from .inflight import InFlight
 from .metrics import Metrics
 
 SETTINGS = web.AppKey("settings", Settings)
@@ -76,3 +77,4 @@ ASSISTANT = web.AppKey("assistant", AssistantService)
 PRINCIPAL = web.RequestKey("principal", Principal)
 REQUEST_ID = web.RequestKey("request_id", str)
 HEALTH = web.AppKey("health", Health)
+REQUESTS = web.AppKey("requests", InFlight)  # requests in flight (a graceful stop waits)

@@ -21,7 +21,7 @@ from ..errors import AppError, Invalid, RateLimited, RequestTimeout, Unauthorize
 from ..services.auth import Principal
 from ..services.validation import OUT_OF_RANGE
 from .contract import ErrorBody, ErrorResponse
-from .keys import AUTH, METRICS, PRINCIPAL, REQUEST_ID, SETTINGS
+from .keys import AUTH, METRICS, PRINCIPAL, REQUEST_ID, REQUESTS, SETTINGS
 from .render import json_response
 
 log = logging.getLogger("peerspark_rt.http")
@@ -85,13 +85,20 @@ async def request_context(request: web.Request, handler: Handler) -> web.StreamR
     token = logs.request_id.set(rid)
     started = time.perf_counter()
     status = 500
+    in_flight = request.app.get(REQUESTS)
+    if in_flight is not None:
+        in_flight.started()
     try:
         response = await handler(request)
         status = response.status
         if not response.prepared:
             response.headers["X-Request-Id"] = rid
+            if in_flight is not None and in_flight.draining:
+                response.force_close()  # the node is stopping: the next request goes elsewhere
         return response
     finally:
+        if in_flight is not None:
+            in_flight.finished()
         elapsed = time.perf_counter() - started
         metrics = request.app[METRICS]
         route = _route_label(request)

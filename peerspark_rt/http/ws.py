@@ -104,6 +104,7 @@ async def websocket(request: web.Request) -> web.StreamResponse:
                 # waited for on the way (moderation).
                 if sending is None:
                     sending = collections.deque()
+                    conn.sending = sending
                 order = SendOrder(last_turn)
                 last_turn = order.mine
                 sending.append(
