@@ -10,15 +10,19 @@ import logging
 import os
 import uuid
 from collections.abc import AsyncIterator, Callable
-from typing import Any
+from typing import Any, cast
 
 from aiohttp import web
 from redis.asyncio import Redis
+from redis.asyncio.cluster import RedisCluster
 
 from .actors.hub import Hub
+from .cluster import redis_client
 from .cluster.broker import Broker, LocalBroker, RedisBroker
 from .cluster.presence import LocalPresence, Presence, RedisPresence
 from .cluster.publisher import Publisher
+from .cluster.redis_client import RedisClient
+from .cluster.sharded import ShardedRedisBroker
 from .config import Settings
 from .db.pool import Database, apply_schema
 from .db.users import live_sessions
@@ -173,20 +177,19 @@ async def _redis_and_broker(app: web.Application) -> AsyncIterator[None]:
     settings = app[SETTINGS]
     limiter: RateLimiter
     broker: Broker
-    redis: Redis | None = None
+    redis: RedisClient | None = None
     if settings.redis_url:
-        redis = Redis.from_url(
+        redis = redis_client.connect(
             settings.redis_url,
+            cluster=settings.redis_cluster,
             max_connections=settings.redis_pool_size,
-            socket_connect_timeout=5,
-            # every call has a deadline (pub/sub's blocking read excepted: it waits for news)
-            socket_timeout=settings.redis_timeout,
-            health_check_interval=15,
+            timeout=settings.redis_timeout,
         )
         await redis.ping()  # fail start-up now rather than on the first request
         app[REDIS] = redis
         fallback = FallbackRateLimiter(
-            RedisRateLimiter(redis, settings.redis_key_prefix),
+            # (single-key commands and one-key transactions: the same on a cluster client)
+            RedisRateLimiter(cast(Redis, redis), settings.redis_key_prefix),
             LocalRateLimiter(),
             timeout=settings.redis_timeout,
         )
@@ -197,13 +200,22 @@ async def _redis_and_broker(app: web.Application) -> AsyncIterator[None]:
             timeout=settings.redis_timeout,
             metrics=app[METRICS],
         )
-        broker = RedisBroker(
-            redis,
-            settings.node_id,
-            settings.redis_key_prefix,
-            publisher=publisher,
-            timeout=settings.redis_timeout,
-        )
+        if isinstance(redis, RedisCluster):
+            broker = ShardedRedisBroker(
+                redis,
+                settings.node_id,
+                settings.redis_key_prefix,
+                publisher=publisher,
+                timeout=settings.redis_timeout,
+            )
+        else:
+            broker = RedisBroker(
+                redis,
+                settings.node_id,
+                settings.redis_key_prefix,
+                publisher=publisher,
+                timeout=settings.redis_timeout,
+            )
         app[METRICS].add_source(
             lambda: [
                 (
@@ -216,11 +228,11 @@ async def _redis_and_broker(app: web.Application) -> AsyncIterator[None]:
         )
 
         async def probe() -> dict[str, Any]:
+            assert redis is not None
             await redis.ping()
-            info = await redis.info("server")
             return {
                 **broker.health(),
-                "version": info.get("redis_version"),
+                "version": await redis_client.server_version(redis),
                 "rateLimits": fallback.health(),
             }
 
@@ -232,8 +244,8 @@ async def _redis_and_broker(app: web.Application) -> AsyncIterator[None]:
             return {
                 "status": "healthy",
                 "mode": "in-process",
-                "note": "no REDIS_URL: a single node; pub/sub, presence and rate limits live "
-                "in this process",
+                "note": "no REDIS_URL: a single node, no Redis used; pub/sub, presence and "
+                "rate limits live in this process",
             }
 
     # Not required: a node without Redis still serves its users (cross-node delivery then

@@ -76,6 +76,7 @@ class Settings:
     database_timeout_ms: int = 30000
 
     redis_url: str | None = None
+    redis_cluster: bool = False
     redis_pool_size: int = 10
     redis_key_prefix: str = "ps:"
     redis_timeout: float = 1.0
@@ -327,6 +328,7 @@ _VARIABLES: dict[str, tuple[str, Callable[[str], Any]]] = {
     "DATABASE_POOL_SIZE": ("database_pool_size", _int_in(1, 500)),
     "DATABASE_TIMEOUT": ("database_timeout_ms", _int_in(100, 3_600_000)),
     "REDIS_URL": ("redis_url", _url("redis", "rediss", "unix")),
+    "REDIS_CLUSTER": ("redis_cluster", _bool),
     "REDIS_POOL_SIZE": ("redis_pool_size", _int_in(1, 1000)),
     "REDIS_KEY_PREFIX": ("redis_key_prefix", _text),
     "REDIS_TIMEOUT": ("redis_timeout", _positive_float),
@@ -462,6 +464,13 @@ def load_settings(
     settings = Settings(**values)
     if settings.production and "*" in settings.allowed_origins:
         raise ConfigError("ALLOWED_ORIGINS: '*' is not allowed in production")
+    if settings.redis_cluster and not settings.redis_url:
+        raise ConfigError("REDIS_CLUSTER: needs REDIS_URL (any node of the cluster)")
+    if settings.redis_cluster and urlsplit(settings.redis_url or "").path.strip("/") not in (
+        "",
+        "0",
+    ):
+        raise ConfigError("REDIS_URL: a Redis Cluster has only database 0")
     if bool(settings.aws_access_key_id) != bool(settings.aws_secret_access_key):
         raise ConfigError("AWS_SECRET_ACCESS_KEY: set both AWS_ACCESS_KEY_ID and it, or neither")
     return settings

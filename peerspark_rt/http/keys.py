@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 from aiohttp import web
-from redis.asyncio import Redis
 
 from ..actors.hub import Hub
 from ..cluster.broker import Broker
+from ..cluster.redis_client import RedisClient
 from ..config import Settings
 from ..db.pool import Database
 from ..services.ai.assistant import AssistantService
@@ -41,7 +41,7 @@ from .metrics import Metrics
 SETTINGS = web.AppKey("settings", Settings)
 DB = web.AppKey("db", Database)
 CHAT_DB = web.AppKey("chat_db", Database)  # the chat store's own connections
-REDIS = web.AppKey("redis", Redis)
+REDIS: web.AppKey[RedisClient] = web.AppKey("redis")
 LIMITER = web.AppKey("limiter", RateLimiter)
 BROKER = web.AppKey("broker", Broker)
 LIVE = web.AppKey("live", LiveEvents)
