@@ -189,7 +189,7 @@ def main(argv: list[str] | None = None) -> int:
         if "port" in overrides and not 0 <= args.port <= 65535:
             raise ConfigError("--port: expected an integer from 0 to 65535")
         settings = settings.replace(**overrides)
-        logs.configure(settings.log_level, settings.log_json)
+        logs.configure(settings.log_level, settings.log_json, node=settings.node_id)
         settings = ensure_secrets(settings)
     except ConfigError as exc:
         print(f"configuration error: {exc}", file=sys.stderr)

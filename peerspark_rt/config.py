@@ -143,7 +143,7 @@ class Settings:
     enable_premium_features: bool = True
 
     log_level: str = "INFO"
-    log_json: bool = False
+    log_json: bool | None = None  # None: JSON unless the log goes to a terminal
     metrics_token: str | None = None
     metrics_address: tuple[str, int] | None = None
     trust_proxy_headers: bool = False
@@ -459,8 +459,8 @@ def load_settings(
             values[attr] = parse(raw)
         except ValueError as exc:
             raise ConfigError(f"{name}: {exc}") from None
-    if "log_json" not in values:
-        values["log_json"] = values.get("env") == "production"
+    if "log_json" not in values and values.get("env") == "production":
+        values["log_json"] = True
     settings = Settings(**values)
     if settings.production and "*" in settings.allowed_origins:
         raise ConfigError("ALLOWED_ORIGINS: '*' is not allowed in production")

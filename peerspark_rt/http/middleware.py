@@ -83,6 +83,7 @@ async def request_context(request: web.Request, handler: Handler) -> web.StreamR
     rid = given if _SAFE_REQUEST_ID.match(given) else uuid.uuid4().hex
     request[REQUEST_ID] = rid
     token = logs.request_id.set(rid)
+    user_token = logs.user_id.set(None)  # set once the caller is known (authenticate, /ws)
     started = time.perf_counter()
     status = 500
     in_flight = request.app.get(REQUESTS)
@@ -119,6 +120,7 @@ async def request_context(request: web.Request, handler: Handler) -> web.StreamR
                 "remote": request.remote,
             },
         )
+        logs.user_id.reset(user_token)
         logs.request_id.reset(token)
 
 
@@ -240,7 +242,8 @@ async def authenticate(request: web.Request, handler: Handler) -> web.StreamResp
         token = bearer_token(request)
         if token is None:
             raise Unauthorized("an access token is required", code="token_required")
-        request[PRINCIPAL] = await request.app[AUTH].authenticate(token)
+        request[PRINCIPAL] = caller = await request.app[AUTH].authenticate(token)
+        logs.user_id.set(str(caller.user_id))
     return await handler(request)
 
 
