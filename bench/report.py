@@ -186,8 +186,9 @@ def ws_row(r: dict[str, Any]) -> list[str]:
         extra = (extra + "; " if extra else "") + f"ack p99 {fmt_ms(ack)} ms"
     errors = sum(d["errors"].values()) + c["failed"]
     rate = r["config"]["rate"]
+    nodes = r["config"].get("nodes", 1)
     return [
-        f"{r['scenario']}/{r['server_kind']}",
+        f"{r['scenario']}/{r['server_kind']}" + (f" x{nodes} nodes" if nodes > 1 else ""),
         f"{c['connected']:,}",
         f"{rate:g}",
         fmt_int(d["deliveries_per_second"]),
@@ -209,6 +210,42 @@ def ws_row(r: dict[str, Any]) -> list[str]:
 
 def ws_table(results: Sequence[dict[str, Any]]) -> str:
     return table(WS_HEADERS, [ws_row(r) for r in results])
+
+
+def nodes_lines(results: Sequence[dict[str, Any]]) -> list[str]:
+    """Several nodes behind nginx against one node under the same load: the servers' CPU per
+    delivery, all nodes together and each node, and the goal (at most 1.2 times one node's)."""
+    single = {
+        r["scenario"]: r
+        for r in results
+        if r["server_kind"] == "product" and r["config"].get("nodes", 1) == 1
+    }
+    lines: list[str] = []
+    for r in results:
+        n = r["config"].get("nodes", 1)
+        one = single.get(r["scenario"])
+        if n <= 1 or one is None:
+            continue
+        base = one["server"].get("cpu_us_per_delivery")
+        many = r["server"].get("cpu_us_per_delivery")
+        if not base or not many:
+            lines.append(f"{r['scenario']}: {n} nodes vs one: no CPU figures")
+            continue
+        ratio = many / base
+        lines.append(
+            f"{r['scenario']}: {n} nodes behind nginx vs one node: server CPU per delivery "
+            f"{many:.2f} us vs {base:.2f} us = x{ratio:.2f} "
+            f"({'within' if ratio <= 1.2 else 'over'} the x1.2 goal); nginx "
+            f"{r['server'].get('balancer_cpu_seconds', 0):.2f} CPU-s apart"
+        )
+        for node in r["server"].get("nodes", ()):
+            per = node["cpu_us_per_delivery"]
+            lines.append(
+                f"  {node['node']}: {node['deliveries']:,} deliveries, {node['cpu_seconds']:.2f} "
+                f"CPU-s, "
+                + (f"{per:.2f} us each = x{per / base:.2f} one node's" if per else "no deliveries")
+            )
+    return lines
 
 
 def comparison_lines(results: Sequence[dict[str, Any]]) -> list[str]:

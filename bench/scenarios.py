@@ -32,6 +32,9 @@ class WsConfig:
     # how long: the room must not notice (product only)
     redis_stall_at: float | None = None
     redis_stall_for: float = 3.0
+    # product nodes the harness starts behind nginx (the shipped config/nginx.conf), sharing
+    # a Redis; 1: one node, no balancer
+    nodes: int = 1
     description: str = ""
 
     @property

@@ -244,8 +244,8 @@ async def _redis_and_broker(app: web.Application) -> AsyncIterator[None]:
             return {
                 "status": "healthy",
                 "mode": "in-process",
-                "note": "no REDIS_URL: a single node, no Redis used; pub/sub, presence and "
-                "rate limits live in this process",
+                "note": "no REDIS_URL: a single node; pub/sub, presence and rate limits live "
+                "in this process",
             }
 
     # Not required: a node without Redis still serves its users (cross-node delivery then

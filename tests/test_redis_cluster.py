@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import re
 import secrets
+import shutil
 import subprocess
 from collections.abc import AsyncIterator, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -38,6 +39,8 @@ def _redis_major() -> int:
 
 @pytest.fixture(scope="module")
 def shards(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisClusterServers]:
+    if not (shutil.which("redis-server") and shutil.which("redis-cli")):
+        pytest.skip("no redis-server/redis-cli: install Debian's redis-server package")
     if _redis_major() < 7:
         pytest.skip("sharded pub/sub needs redis-server 7 or later (Debian's redis-server)")
     try:
