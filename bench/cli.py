@@ -310,8 +310,11 @@ async def _ws(args: argparse.Namespace) -> int:
     try:
         for kind in kinds:
             config = ws_config(args, kind)
-            # several nodes are measured against one node under the same load
-            runs = [replace(config, nodes=1), config] if config.nodes > 1 else [config]
+            # several nodes are measured against one node behind the same nginx, same load
+            runs = [config]
+            if config.nodes > 1:
+                config = replace(config, balancer=True)
+                runs = [replace(config, nodes=1), config]
             for run in runs:
                 result = await run_ws(ctx, run)
                 results.append(result)

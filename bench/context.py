@@ -137,10 +137,15 @@ class Context:
         return self.node
 
     async def open_target(
-        self, kind: Kind, *, nodes: int = 1, env: dict[str, str] | None = None
+        self,
+        kind: Kind,
+        *,
+        nodes: int = 1,
+        balancer: bool = False,
+        env: dict[str, str] | None = None,
     ) -> Target:
         """The server for one run: --target, or a fresh one started (and pinned) here with
-        `env` added to its environment; `nodes` > 1: that many product nodes behind nginx."""
+        `env` added to its environment; `balancer`: `nodes` product nodes behind nginx."""
         node_env = env or {}
         if self.target:
             base = self.target.rstrip("/")
@@ -156,7 +161,7 @@ class Context:
             return Target(kind, base, ws + "/ws" if kind != "socketio" else base, probe)
         cpus = self.placement.server
         server: ServerProcess
-        if kind == "product" and nodes > 1:
+        if kind == "product" and (balancer or nodes > 1):
             return await self._deployment(nodes, cpus, node_env)
         if kind == "product":
             config = await self.node_config()
@@ -174,19 +179,15 @@ class Context:
         config = await self.node_config()
         deployment = Deployment([])
         try:
-            redis_url = config.redis_url
-            if not redis_url:
+            env = dict(node_env)
+            if count > 1 and not config.redis_url:
                 deployment.redis = await start_redis(self.run_dir("redis"))
-                redis_url = deployment.redis.url
-                self.log(f"own redis-server at {redis_url} for the nodes")
-            # (the nodes share the server CPUs, so together they have what one node had)
+                env["REDIS_URL"] = deployment.redis.url
+                self.log(f"own redis-server at {deployment.redis.url} for the nodes")
+            # (the nodes share the server CPUs, so together they have what one node had; one
+            # node alone runs as a single node does: in-process unless --redis-url)
             deployment.nodes = list(
-                await asyncio.gather(
-                    *(
-                        start_product(config, cpus, REDIS_URL=redis_url, **node_env)
-                        for _ in range(count)
-                    )
-                )
+                await asyncio.gather(*(start_product(config, cpus, **env) for _ in range(count)))
             )
             ports = [int(n.url.rsplit(":", 1)[1]) for n in deployment.nodes]
             deployment.nginx = await start_nginx(

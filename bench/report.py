@@ -187,8 +187,9 @@ def ws_row(r: dict[str, Any]) -> list[str]:
     errors = sum(d["errors"].values()) + c["failed"]
     rate = r["config"]["rate"]
     nodes = r["config"].get("nodes", 1)
+    behind = f" {nodes} node{'s' if nodes > 1 else ''}+nginx" if r["config"].get("balancer") else ""
     return [
-        f"{r['scenario']}/{r['server_kind']}" + (f" x{nodes} nodes" if nodes > 1 else ""),
+        f"{r['scenario']}/{r['server_kind']}{behind}",
         f"{c['connected']:,}",
         f"{rate:g}",
         fmt_int(d["deliveries_per_second"]),
@@ -218,7 +219,9 @@ def nodes_lines(results: Sequence[dict[str, Any]]) -> list[str]:
     single = {
         r["scenario"]: r
         for r in results
-        if r["server_kind"] == "product" and r["config"].get("nodes", 1) == 1
+        if r["server_kind"] == "product"
+        and r["config"].get("nodes", 1) == 1
+        and r["config"].get("balancer")
     }
     lines: list[str] = []
     for r in results:
@@ -233,7 +236,7 @@ def nodes_lines(results: Sequence[dict[str, Any]]) -> list[str]:
             continue
         ratio = many / base
         lines.append(
-            f"{r['scenario']}: {n} nodes behind nginx vs one node: server CPU per delivery "
+            f"{r['scenario']}: {n} nodes vs one node, both behind nginx: server CPU per delivery "
             f"{many:.2f} us vs {base:.2f} us = x{ratio:.2f} "
             f"({'within' if ratio <= 1.2 else 'over'} the x1.2 goal); nginx "
             f"{r['server'].get('balancer_cpu_seconds', 0):.2f} CPU-s apart"

@@ -159,7 +159,9 @@ class WsRun:
             node_env["REDIS_URL"] = self.redis.url
             self.log(f"own redis-server at {self.redis.url} (paused at {cfg.redis_stall_at:g}s)")
         try:
-            target = await ctx.open_target(cfg.kind, nodes=cfg.nodes, env=node_env)
+            target = await ctx.open_target(
+                cfg.kind, nodes=cfg.nodes, balancer=cfg.balancer, env=node_env
+            )
         except BaseException:
             if self.redis is not None:
                 self.redis.stop()
@@ -543,7 +545,7 @@ async def run_ws(ctx: Context, config: WsConfig, out_dir: Path | None = None) ->
     from .report import write_ws_outputs
 
     result = await WsRun(ctx, config).run()
-    nodes = f"-{config.nodes}nodes" if config.nodes > 1 else ""
+    nodes = f"-{config.nodes}nodes" if config.balancer else ""
     folder = out_dir or ctx.run_dir(f"{config.scenario}-{config.kind}{nodes}")
     write_ws_outputs(result, folder)
     result["output"] = str(folder)

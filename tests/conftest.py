@@ -191,6 +191,8 @@ def cluster_env(
         # nginx (tests/lb.py) appends the client's address; direct clients send none
         "TRUST_PROXY_HEADERS": "true",
         "SHUTDOWN_TIMEOUT": "15",
+        # these nodes live for the whole session: they must not take other tests' jobs
+        "RUN_WORKER": "false",
     }
 
 

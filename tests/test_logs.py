@@ -61,7 +61,7 @@ async def test_request_lines_carry_request_and_user_ids_and_no_tokens(
     assert socket["user_id"] == user.id
     signup = next(x for x in lines if x.get("path") == "/api/auth/register")
     assert "user_id" not in signup  # nobody was signed in yet
-    warned = lines[-1]["message"]
+    warned = next(x for x in lines if x["logger"] == "peerspark_rt.test")["message"]
     assert "token=[redacted]&format=json" in warned and "Bearer [redacted]" in warned
     assert "redis://:[redacted]@cache:6379/0" in warned
 

@@ -48,7 +48,9 @@ class ShardedRedisBroker(RedisBroker):
         self._failing: set[str] = set()  # shards whose last read failed
 
     async def _add(self, channels: set[str]) -> None:
-        # (one SSUBSCRIBE per channel: a command's channels must share a slot)
+        # the slot map first (a no-op once the client has it), then one SSUBSCRIBE per
+        # channel: a command's channels must share a slot
+        await self._cluster.initialize()
         await self._shards.ssubscribe(*channels)
 
     async def _drop(self, channels: set[str]) -> None:
