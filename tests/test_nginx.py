@@ -233,9 +233,12 @@ class Arrivals:
         return max(b - a for a, b in itertools.pairwise(times))
 
 
-async def trickled_upload(node: Node, user: User, halfway: asyncio.Event) -> int:
+async def trickled_upload(
+    node: Node, user: User, sent_half: asyncio.Event, halfway: asyncio.Event
+) -> int:
     """POST /api/upload straight to `node`, the body's second half held back until
-    `halfway` is set: a request in flight while the node is asked to stop."""
+    `halfway` is set (`sent_half` is set once the first half is on its way): a request in
+    flight while the node is asked to stop."""
     boundary = "peersparkboundary"
     head = (
         f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="notes.txt"'
@@ -245,6 +248,7 @@ async def trickled_upload(node: Node, user: User, halfway: asyncio.Event) -> int
 
     async def body() -> AsyncIterator[bytes]:
         yield head + b"Limits, first half. " * 200
+        sent_half.set()
         await halfway.wait()
         yield b"Limits, second half. " * 200 + tail
 
@@ -315,9 +319,12 @@ async def test_rolling_restart_under_steady_chat(
         for i in range(len(nodes)):
             node = nodes[i]
             if i == 0:  # a request in flight when the node is told to stop
-                halfway = asyncio.Event()
-                upload_status = asyncio.ensure_future(trickled_upload(node, users[0], halfway))
-                await asyncio.sleep(0.3)
+                sent_half, halfway = asyncio.Event(), asyncio.Event()
+                upload_status = asyncio.ensure_future(
+                    trickled_upload(node, users[0], sent_half, halfway)
+                )
+                await asyncio.wait_for(sent_half.wait(), 10)
+                await asyncio.sleep(0.3)  # (the node has read the headers and begun)
             t0 = time.monotonic()
             node.proc.send_signal(signal.SIGTERM)
             if i == 0:
