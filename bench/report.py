@@ -241,12 +241,16 @@ def nodes_lines(results: Sequence[dict[str, Any]]) -> list[str]:
             f"({'within' if ratio <= 1.2 else 'over'} the x1.2 goal); nginx "
             f"{r['server'].get('balancer_cpu_seconds', 0):.2f} CPU-s apart"
         )
+        # per node, the frames its own counter saw (messages, and any presence or events),
+        # against the one node's by the same counter
+        alone = (one["server"].get("nodes") or [{}])[0].get("cpu_us_per_delivery")
         for node in r["server"].get("nodes", ()):
             per = node["cpu_us_per_delivery"]
+            against = f" = x{per / alone:.2f} the one node's" if per and alone else ""
             lines.append(
-                f"  {node['node']}: {node['deliveries']:,} deliveries, {node['cpu_seconds']:.2f} "
-                f"CPU-s, "
-                + (f"{per:.2f} us each = x{per / base:.2f} one node's" if per else "no deliveries")
+                f"  {node['node']}: {node['deliveries']:,} frames written, "
+                f"{node['cpu_seconds']:.2f} CPU-s, "
+                + (f"{per:.2f} us each{against}" if per else "none")
             )
     return lines
 

@@ -229,7 +229,28 @@ class WsRun:
             f"p99 {_ms(handshake.percentile(99))})" + (f"; errors {errors}" if errors else "")
         )
         await asyncio.sleep(self.config.settle)
+        if self.config.balancer:
+            await self._quiesce(self.target)
         self.samples["connected"] = await self._sample(self.target, detailed=True)
+
+    async def _quiesce(self, target: Target, limit: float = 20.0) -> None:
+        """Wait until the servers are idle (under 10% of a core for a second), at most `limit`
+        seconds: with several nodes, the connect phase's presence news (each arrival announced
+        to every node and fanned out to its members) goes on after the last join, and would
+        count as the sending's CPU."""
+        started = time.monotonic()
+        previous = await self._sample(target)
+        while previous is not None and time.monotonic() - started < limit:
+            await asyncio.sleep(1.0)
+            current = await self._sample(target)
+            if current is None:
+                return
+            busy = (current.cpu_seconds - previous.cpu_seconds) / (current.at - previous.at)
+            if busy < 0.1:
+                self.log(f"servers idle after {time.monotonic() - started:.1f}s more")
+                return
+            previous = current
+        self.log(f"servers still busy after {limit:.0f}s; starting anyway")
 
     @property
     def connected(self) -> int:
