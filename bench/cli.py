@@ -13,7 +13,7 @@ from typing import Any
 
 from .context import DEFAULT_OUT, Context, machine_load
 from .procs import Placement
-from .report import comparison_lines, ws_table
+from .report import comparison_lines, nodes_lines, ws_table
 from .scenarios import SCENARIOS, preset
 from .wire import Kind
 
@@ -155,6 +155,13 @@ def _ws_args(parser: argparse.ArgumentParser) -> None:
         help="handshakes in flight per worker process (default 64)",
     )
     g.add_argument(
+        "--nodes",
+        type=int,
+        metavar="N",
+        help="start N product nodes behind nginx (the shipped config/nginx.conf) on a shared "
+        "Redis, after the same load on one node, and compare their CPU per delivery",
+    )
+    g.add_argument(
         "--server",
         choices=("product", "socketio", "echo"),
         default="product",
@@ -254,6 +261,7 @@ def ws_config(args: argparse.Namespace, kind: Kind) -> Any:
         "settle",
         "redis_stall_at",
         "redis_stall_for",
+        "nodes",
     ):
         value = getattr(args, field)
         if value is not None:
@@ -278,6 +286,15 @@ def ws_config(args: argparse.Namespace, kind: Kind) -> Any:
         raise SystemExit("--redis-stall-at: for a product node the harness starts itself")
     if kind == "echo" and config.rooms == 0:
         raise SystemExit("the echo peer needs rooms")
+    if config.nodes > 1:
+        if kind != "product" or args.target:
+            raise SystemExit("--nodes: product nodes the harness starts itself")
+        if config.redis_stall_at is not None or config.client == "live":
+            # (LiveClient sockets all come from one address: ip_hash would send them to one
+            # node)
+            raise SystemExit("--nodes: not with --redis-stall-at, burst or --client live")
+    elif config.nodes < 1:
+        raise SystemExit("--nodes must be at least 1")
     return config
 
 
@@ -293,14 +310,20 @@ async def _ws(args: argparse.Namespace) -> int:
     try:
         for kind in kinds:
             config = ws_config(args, kind)
-            result = await run_ws(ctx, config)
-            results.append(result)
-            ctx.log(f"result: {result['output']}/result.json and plot.png")
+            # several nodes are measured against one node behind the same nginx, same load
+            runs = [config]
+            if config.nodes > 1:
+                config = replace(config, balancer=True)
+                runs = [replace(config, nodes=1), config]
+            for run in runs:
+                result = await run_ws(ctx, run)
+                results.append(result)
+                ctx.log(f"result: {result['output']}/result.json and plot.png")
     finally:
         await ctx.close()
     print()
     print(ws_table(results))
-    for line in comparison_lines(results):
+    for line in comparison_lines(results) + nodes_lines(results):
         print(line)
     for result in results:
         stall = result.get("redis_stall")

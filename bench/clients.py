@@ -179,10 +179,12 @@ class LeanProductClient(BenchClient):
         *,
         binary: bool = False,
         ack_timeout: float = 30,
+        source: str | None = None,
     ) -> None:
         self.index = index
         self.rooms = rooms
         self.sink = sink
+        self.source = source
         self.url = url + ("?format=msgpack" if binary else "")
         self.token = token
         self.binary = binary
@@ -195,7 +197,10 @@ class LeanProductClient(BenchClient):
 
     async def connect(self) -> None:
         self._ws = await RawWebSocket.connect(
-            self.url, self._on_message, {"Authorization": f"Bearer {self.token}"}
+            self.url,
+            self._on_message,
+            {"Authorization": f"Bearer {self.token}"},
+            source=self.source,
         )
 
     def _on_message(self, payload: bytes, opcode: int) -> None:

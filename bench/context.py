@@ -3,6 +3,7 @@ database the harness starts itself), and how it reports progress."""
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import os
 import sys
@@ -13,17 +14,22 @@ from pathlib import Path
 import aiohttp
 import asyncpg
 
+from .nginx import NginxProcess, start_nginx
 from .procs import (
     BenchDatabase,
+    DeploymentProbe,
     MetricsProbe,
     NodeConfig,
     Placement,
     Probe,
     ProcProbe,
+    RedisProcess,
     ServerProcess,
     children_cpu,
+    free_port,
     start_echo,
     start_product,
+    start_redis,
     start_socketio,
 )
 from .seed import DirectSeeder, RestApi, RestSeeder
@@ -43,6 +49,23 @@ def machine_load() -> dict[str, float | int]:
 
 
 @dataclass
+class Deployment:
+    """Several product nodes behind nginx (the shipped config/nginx.conf), sharing the
+    harness's database and a Redis (its own redis-server unless one was given)."""
+
+    nodes: list[ServerProcess]
+    nginx: NginxProcess | None = None
+    redis: RedisProcess | None = None
+
+    async def stop(self) -> None:
+        if self.nginx is not None:
+            await self.nginx.stop()
+        await asyncio.gather(*(node.stop() for node in self.nodes))
+        if self.redis is not None:
+            self.redis.stop()
+
+
+@dataclass
 class Target:
     """A server a run talks to: its URLs and how to measure it."""
 
@@ -50,11 +73,20 @@ class Target:
     base_url: str
     ws_url: str
     probe: Probe | None
-    owned: ServerProcess | None = None
+    owned: ServerProcess | Deployment | None = None
+    # clients connect from many local addresses (127.0.N.1), so that a balancer hashing
+    # client addresses (nginx's ip_hash) spreads them over its nodes
+    spread_sources: bool = False
 
     @property
     def where(self) -> str:
+        if isinstance(self.owned, Deployment):
+            return f"{len(self.owned.nodes)} nodes behind nginx, started by the harness"
         return "started by the harness" if self.owned else "given with --target"
+
+    @property
+    def nodes(self) -> int:
+        return len(self.owned.nodes) if isinstance(self.owned, Deployment) else 1
 
     async def stop(self) -> None:
         if self.owned is not None:
@@ -104,8 +136,17 @@ class Context:
             self.node = NodeConfig.new(url, self.redis_url, data_dir, {})
         return self.node
 
-    async def open_target(self, kind: Kind, **node_env: str) -> Target:
-        """The server for one run: --target, or a fresh one started (and pinned) here."""
+    async def open_target(
+        self,
+        kind: Kind,
+        *,
+        nodes: int = 1,
+        balancer: bool = False,
+        env: dict[str, str] | None = None,
+    ) -> Target:
+        """The server for one run: --target, or a fresh one started (and pinned) here with
+        `env` added to its environment; `balancer`: `nodes` product nodes behind nginx."""
+        node_env = env or {}
         if self.target:
             base = self.target.rstrip("/")
             if base.startswith("ws"):
@@ -120,6 +161,8 @@ class Context:
             return Target(kind, base, ws + "/ws" if kind != "socketio" else base, probe)
         cpus = self.placement.server
         server: ServerProcess
+        if kind == "product" and (balancer or nodes > 1):
+            return await self._deployment(nodes, cpus, node_env)
         if kind == "product":
             config = await self.node_config()
             server = await start_product(config, cpus, **node_env)
@@ -129,6 +172,40 @@ class Context:
             server = await start_echo(cpus, self.echo_mode)
         ws_url = server.ws_url if kind != "socketio" else server.url
         return Target(kind, server.url, ws_url, ProcProbe(server.pid), server)
+
+    async def _deployment(
+        self, count: int, cpus: list[int] | None, node_env: dict[str, str]
+    ) -> Target:
+        config = await self.node_config()
+        deployment = Deployment([])
+        try:
+            env = dict(node_env)
+            if count > 1 and not config.redis_url:
+                deployment.redis = await start_redis(self.run_dir("redis"))
+                env["REDIS_URL"] = deployment.redis.url
+                self.log(f"own redis-server at {deployment.redis.url} for the nodes")
+            # (the nodes share the server CPUs, so together they have what one node had; one
+            # node alone runs as a single node does: in-process unless --redis-url)
+            deployment.nodes = list(
+                await asyncio.gather(*(start_product(config, cpus, **env) for _ in range(count)))
+            )
+            ports = [int(n.url.rsplit(":", 1)[1]) for n in deployment.nodes]
+            deployment.nginx = await start_nginx(
+                self.run_dir("nginx"),
+                listen=free_port(),
+                upstreams=ports,
+                # every bench socket comes from this one machine
+                per_address_limit=65_000,
+                cpus=cpus,
+            )
+        except BaseException:
+            await deployment.stop()
+            raise
+        nginx = deployment.nginx
+        self.log(f"{count} nodes on ports {ports} behind nginx at {nginx.url}")
+        probe = DeploymentProbe(deployment.nodes, balancer_pid=nginx.pid)
+        ws = nginx.url.replace("http", "ws", 1) + "/ws"
+        return Target("product", nginx.url, ws, probe, deployment, spread_sources=True)
 
     def seeder(self, api: RestApi) -> DirectSeeder | RestSeeder:
         if not self.target and self.node is not None:

@@ -35,10 +35,21 @@ _PAGE = os.sysconf("SC_PAGE_SIZE")
 
 
 @dataclass(frozen=True)
+class NodeSample:
+    """One node of a deployment (`--nodes`): its CPU seconds and the deliveries it counted."""
+
+    name: str
+    cpu_seconds: float
+    deliveries: float
+
+
+@dataclass(frozen=True)
 class Sample:
     cpu_seconds: float
     rss_bytes: int
     at: float = field(default_factory=time.monotonic)  # when it was taken
+    nodes: tuple[NodeSample, ...] = ()  # per node, for a deployment of several
+    balancer_cpu_seconds: float | None = None  # nginx in front of them (every worker)
 
 
 class Probe:
@@ -48,6 +59,10 @@ class Probe:
 
     async def sample(self) -> Sample:
         raise NotImplementedError
+
+    async def detailed(self) -> Sample:
+        """A sample with whatever costs more to read (per-node figures); the run takes few."""
+        return await self.sample()
 
 
 class ProcProbe(Probe):
@@ -94,6 +109,40 @@ class MetricsProbe(Probe):
         return Sample(
             float(values["process_cpu_seconds_total"]),
             int(float(values["process_resident_memory_bytes"])),
+        )
+
+
+_DELIVERIES = re.compile(r"^peerspark_ws_deliveries_total\s+([0-9.eE+-]+)$", re.M)
+
+
+class DeploymentProbe(Probe):
+    """Several nodes the harness started: their CPU seconds and memory added up (from /proc),
+    and per node its CPU and the deliveries its /metrics counted."""
+
+    def __init__(self, nodes: list[ServerProcess], balancer_pid: int | None = None) -> None:
+        self.nodes = nodes
+        self.balancer_pid = balancer_pid
+        self.source = "/proc of " + ", ".join(str(n.pid) for n in nodes)
+
+    async def sample(self) -> Sample:
+        """CPU and memory only (read every second: nothing that costs the nodes CPU)."""
+        samples = [ProcProbe(node.pid).read() for node in self.nodes]
+        return Sample(sum(x.cpu_seconds for x in samples), sum(x.rss_bytes for x in samples))
+
+    async def detailed(self) -> Sample:
+        parts = []
+        total = Sample(0.0, 0)
+        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30)) as session:
+            for node in self.nodes:
+                own = ProcProbe(node.pid).read()
+                async with session.get(node.url + "/metrics") as resp:
+                    found = _DELIVERIES.search(await resp.text())
+                deliveries = float(found.group(1)) if found else 0.0
+                parts.append(NodeSample(node.url, own.cpu_seconds, deliveries))
+                total = Sample(total.cpu_seconds + own.cpu_seconds, total.rss_bytes + own.rss_bytes)
+        balancer = children_cpu(self.balancer_pid) if self.balancer_pid else None
+        return Sample(
+            total.cpu_seconds, total.rss_bytes, nodes=tuple(parts), balancer_cpu_seconds=balancer
         )
 
 
@@ -161,7 +210,7 @@ def _cpus(cpus: list[int] | None) -> str:
     return ",".join(map(str, cpus)) if cpus else "any"
 
 
-def _pin(cpus: list[int] | None) -> Callable[[], None] | None:
+def pin_to(cpus: list[int] | None) -> Callable[[], None] | None:
     if not cpus:
         return None
     chosen = set(cpus)
@@ -255,7 +304,7 @@ async def spawn(
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.STDOUT,
         stdin=asyncio.subprocess.DEVNULL,
-        preexec_fn=_pin(cpus),
+        preexec_fn=pin_to(cpus),
     )
     server = ServerProcess(name, proc)
     await server.wait_listening(timeout)
@@ -292,7 +341,7 @@ async def start_redis(workdir: Path, timeout: float = 10) -> RedisProcess:
     binary = shutil.which("redis-server")
     if binary is None:
         raise RuntimeError("--redis-stall-at needs redis-server on PATH (Debian: redis-server)")
-    port = _free_port()
+    port = free_port()
     proc = await asyncio.create_subprocess_exec(
         binary,
         *("--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"),
@@ -317,7 +366,7 @@ async def start_redis(workdir: Path, timeout: float = 10) -> RedisProcess:
         await asyncio.sleep(0.05)
 
 
-def _free_port() -> int:
+def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])

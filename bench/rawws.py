@@ -68,13 +68,18 @@ class RawWebSocket(asyncio.Protocol):
         on_message: Callable[[bytes, int], None],
         headers: Mapping[str, str] | None = None,
         timeout: float = 30,
+        source: str | None = None,
     ) -> RawWebSocket:
         ws = cls(on_message)
-        await ws.open(url, headers, timeout)
+        await ws.open(url, headers, timeout, source)
         return ws
 
     async def open(
-        self, url: str, headers: Mapping[str, str] | None = None, timeout: float = 30
+        self,
+        url: str,
+        headers: Mapping[str, str] | None = None,
+        timeout: float = 30,
+        source: str | None = None,
     ) -> None:
         """Connect and upgrade. Messages may reach `on_message` before this returns (a server
         may speak first), so a client that answers them should hold this object already."""
@@ -96,7 +101,9 @@ class RawWebSocket(asyncio.Protocol):
         self._request = ("\r\n".join(lines) + "\r\n\r\n").encode()
         loop = asyncio.get_running_loop()
         async with asyncio.timeout(timeout):
-            await loop.create_connection(lambda: self, host, port)
+            await loop.create_connection(
+                lambda: self, host, port, local_addr=(source, 0) if source else None
+            )
             await self.upgraded
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:

@@ -186,8 +186,10 @@ def ws_row(r: dict[str, Any]) -> list[str]:
         extra = (extra + "; " if extra else "") + f"ack p99 {fmt_ms(ack)} ms"
     errors = sum(d["errors"].values()) + c["failed"]
     rate = r["config"]["rate"]
+    nodes = r["config"].get("nodes", 1)
+    behind = f" {nodes} node{'s' if nodes > 1 else ''}+nginx" if r["config"].get("balancer") else ""
     return [
-        f"{r['scenario']}/{r['server_kind']}",
+        f"{r['scenario']}/{r['server_kind']}{behind}",
         f"{c['connected']:,}",
         f"{rate:g}",
         fmt_int(d["deliveries_per_second"]),
@@ -209,6 +211,48 @@ def ws_row(r: dict[str, Any]) -> list[str]:
 
 def ws_table(results: Sequence[dict[str, Any]]) -> str:
     return table(WS_HEADERS, [ws_row(r) for r in results])
+
+
+def nodes_lines(results: Sequence[dict[str, Any]]) -> list[str]:
+    """Several nodes behind nginx against one node under the same load: the servers' CPU per
+    delivery, all nodes together and each node, and the goal (at most 1.2 times one node's)."""
+    single = {
+        r["scenario"]: r
+        for r in results
+        if r["server_kind"] == "product"
+        and r["config"].get("nodes", 1) == 1
+        and r["config"].get("balancer")
+    }
+    lines: list[str] = []
+    for r in results:
+        n = r["config"].get("nodes", 1)
+        one = single.get(r["scenario"])
+        if n <= 1 or one is None:
+            continue
+        base = one["server"].get("cpu_us_per_delivery")
+        many = r["server"].get("cpu_us_per_delivery")
+        if not base or not many:
+            lines.append(f"{r['scenario']}: {n} nodes vs one: no CPU figures")
+            continue
+        ratio = many / base
+        lines.append(
+            f"{r['scenario']}: {n} nodes vs one node, both behind nginx: server CPU per delivery "
+            f"{many:.2f} us vs {base:.2f} us = x{ratio:.2f} "
+            f"({'within' if ratio <= 1.2 else 'over'} the x1.2 goal); nginx "
+            f"{r['server'].get('balancer_cpu_seconds', 0):.2f} CPU-s apart"
+        )
+        # per node, the frames its own counter saw (messages, and any presence or events),
+        # against the one node's by the same counter
+        alone = (one["server"].get("nodes") or [{}])[0].get("cpu_us_per_delivery")
+        for node in r["server"].get("nodes", ()):
+            per = node["cpu_us_per_delivery"]
+            against = f" = x{per / alone:.2f} the one node's" if per and alone else ""
+            lines.append(
+                f"  {node['node']}: {node['deliveries']:,} frames written, "
+                f"{node['cpu_seconds']:.2f} CPU-s, "
+                + (f"{per:.2f} us each{against}" if per else "none")
+            )
+    return lines
 
 
 def comparison_lines(results: Sequence[dict[str, Any]]) -> list[str]:

@@ -32,6 +32,10 @@ class WsConfig:
     # how long: the room must not notice (product only)
     redis_stall_at: float | None = None
     redis_stall_for: float = 3.0
+    # product nodes the harness starts, and whether behind nginx (the shipped
+    # config/nginx.conf); several nodes share a Redis of the harness's own
+    nodes: int = 1
+    balancer: bool = False
     description: str = ""
 
     @property

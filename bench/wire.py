@@ -22,6 +22,9 @@ class ClientSpec(msgspec.Struct, array_like=True):
     name: str  # a user name (peers put it in messages)
     rooms: list[str]
     sends_to: str | None = None
+    # the local address to connect from (a load balancer that hashes client addresses, as
+    # nginx's ip_hash does, then spreads the sockets over its nodes); None: the kernel's choice
+    source: str | None = None
 
 
 class WsPlan(msgspec.Struct, tag="ws"):

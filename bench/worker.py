@@ -194,6 +194,7 @@ class WsWorker:
                 self,
                 binary=plan.binary,
                 ack_timeout=plan.ack_timeout,
+                source=spec.source,
             )
         if plan.kind == "socketio":
             return SocketIOClient(

@@ -120,6 +120,10 @@ class WsRun:
         parts: list[list[wire.ClientSpec]] = [specs[w::n] for w in range(n)]
         total_senders = sum(1 for s in specs if s.sends_to) or 1
         plans = []
+        if target.spread_sources:
+            # 127.0.N.1: nginx's ip_hash keys on the first three octets
+            for i, spec in enumerate(specs):
+                spec.source = f"127.0.{i % 250 + 1}.1"
         for w, part in enumerate(parts):
             senders = sum(1 for s in part if s.sends_to)
             plans.append(
@@ -155,7 +159,9 @@ class WsRun:
             node_env["REDIS_URL"] = self.redis.url
             self.log(f"own redis-server at {self.redis.url} (paused at {cfg.redis_stall_at:g}s)")
         try:
-            target = await ctx.open_target(cfg.kind, **node_env)
+            target = await ctx.open_target(
+                cfg.kind, nodes=cfg.nodes, balancer=cfg.balancer, env=node_env
+            )
         except BaseException:
             if self.redis is not None:
                 self.redis.stop()
@@ -170,10 +176,12 @@ class WsRun:
             if self.redis is not None:
                 self.redis.stop()
 
-    async def _sample(self, target: Target) -> Sample | None:
+    async def _sample(self, target: Target, *, detailed: bool = False) -> Sample | None:
         if target.probe is None:
             return None
         try:
+            if detailed:
+                return await target.probe.detailed()
             return await target.probe.sample()
         except Exception as exc:  # noqa: BLE001 (a missing sample is reported, the run goes on)
             self.log(f"could not read the server's CPU and memory: {exc}")
@@ -221,7 +229,28 @@ class WsRun:
             f"p99 {_ms(handshake.percentile(99))})" + (f"; errors {errors}" if errors else "")
         )
         await asyncio.sleep(self.config.settle)
-        self.samples["connected"] = await self._sample(self.target)
+        if self.config.balancer:
+            await self._quiesce(self.target)
+        self.samples["connected"] = await self._sample(self.target, detailed=True)
+
+    async def _quiesce(self, target: Target, limit: float = 20.0) -> None:
+        """Wait until the servers are idle (under 10% of a core for a second), at most `limit`
+        seconds: with several nodes, the connect phase's presence news (each arrival announced
+        to every node and fanned out to its members) goes on after the last join, and would
+        count as the sending's CPU."""
+        started = time.monotonic()
+        previous = await self._sample(target)
+        while previous is not None and time.monotonic() - started < limit:
+            await asyncio.sleep(1.0)
+            current = await self._sample(target)
+            if current is None:
+                return
+            busy = (current.cpu_seconds - previous.cpu_seconds) / (current.at - previous.at)
+            if busy < 0.1:
+                self.log(f"servers idle after {time.monotonic() - started:.1f}s more")
+                return
+            previous = current
+        self.log(f"servers still busy after {limit:.0f}s; starting anyway")
 
     @property
     def connected(self) -> int:
@@ -268,7 +297,7 @@ class WsRun:
                 elif isinstance(event, wire.Done):
                     self.done.append(event)
             # before the clients hang up: closing thousands of sockets is not the run's work
-            self.samples["end"] = await self._sample(self.target)
+            self.samples["end"] = await self._sample(self.target, detailed=True)
         finally:
             for task in (sampler, staller):
                 if task is not None:
@@ -381,6 +410,13 @@ class WsRun:
             # acknowledgements lagged behind)
             busy = sent_s.cpu_seconds - conn_s.cpu_seconds
             server["cpu_utilisation"] = round(busy / (sent_s.at - conn_s.at), 3)
+        if deliveries and "cpu_seconds" in server:
+            server["cpu_us_per_delivery"] = round(server["cpu_seconds"] / deliveries * 1e6, 3)
+        if conn_s and end and conn_s.nodes and end.nodes:
+            server["nodes"] = node_figures(conn_s, end)
+            if end.balancer_cpu_seconds is not None and conn_s.balancer_cpu_seconds is not None:
+                balancer = end.balancer_cpu_seconds - conn_s.balancer_cpu_seconds
+                server["balancer_cpu_seconds"] = round(balancer, 3)
         if self.db_cpu is not None:
             server["database_cpu_seconds"] = round(self.db_cpu, 3)
         generator_cpu = sum(d.cpu_seconds for d in done) - sum(r.cpu_seconds for r in ready)
@@ -504,12 +540,34 @@ class WsRun:
         return rows
 
 
+def node_figures(start: Sample, end: Sample) -> list[dict[str, Any]]:
+    """Each node's CPU seconds and the deliveries it made between two samples."""
+    before = {n.name: n for n in start.nodes}
+    rows = []
+    for node in end.nodes:
+        first = before.get(node.name)
+        if first is None:
+            continue
+        cpu = node.cpu_seconds - first.cpu_seconds
+        deliveries = node.deliveries - first.deliveries
+        rows.append(
+            {
+                "node": node.name,
+                "cpu_seconds": round(cpu, 3),
+                "deliveries": int(deliveries),
+                "cpu_us_per_delivery": round(cpu / deliveries * 1e6, 3) if deliveries else None,
+            }
+        )
+    return rows
+
+
 async def run_ws(ctx: Context, config: WsConfig, out_dir: Path | None = None) -> dict[str, Any]:
     """Run one websocket scenario; writes result.json and plot.png; returns the result."""
     from .report import write_ws_outputs
 
     result = await WsRun(ctx, config).run()
-    folder = out_dir or ctx.run_dir(f"{config.scenario}-{config.kind}")
+    nodes = f"-{config.nodes}nodes" if config.balancer else ""
+    folder = out_dir or ctx.run_dir(f"{config.scenario}-{config.kind}{nodes}")
     write_ws_outputs(result, folder)
     result["output"] = str(folder)
     return result

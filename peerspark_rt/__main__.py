@@ -7,8 +7,10 @@ import asyncio
 import contextlib
 import gc
 import logging
+import os
 import signal
 import sys
+import time
 from collections.abc import Iterator
 
 from aiohttp import web
@@ -105,10 +107,38 @@ async def _serve(settings: Settings, where_db: str) -> None:
     )
     _tune_gc()
     await stop.wait()
-    log.info("shutting down")
-    if metrics_runner is not None:
-        await metrics_runner.cleanup()
-    await runner.cleanup()
+    await _stop_within(settings.shutdown_timeout, app, runner, site, metrics_runner)
+
+
+async def _stop_within(
+    deadline: float,
+    app: web.Application,
+    runner: web.AppRunner,
+    site: web.BaseSite,
+    metrics_runner: web.AppRunner | None,
+) -> None:
+    """A graceful stop, bounded: stop accepting (the listening socket closes, so a load
+    balancer sends new connections elsewhere), let chat messages in flight be stored and
+    acknowledged, close every websocket with 1001 "restart: reconnect", finish the requests
+    in flight, then flush what waits for Redis and close the pools. Past `deadline` seconds
+    the process exits anyway (status 1), whatever is still running."""
+    from .app import drain
+
+    log.info("stopping (within %.0fs)", deadline)
+    started = time.monotonic()
+    try:
+        async with asyncio.timeout(deadline):
+            await site.stop()
+            if not await drain(app, deadline / 2):
+                log.warning("requests still in flight after %.0fs; cutting them", deadline / 2)
+            await runner.cleanup()
+            if metrics_runner is not None:
+                await metrics_runner.cleanup()
+    except TimeoutError:
+        log.error("stop took longer than SHUTDOWN_TIMEOUT (%.0fs); exiting anyway", deadline)
+        logging.shutdown()
+        os._exit(1)
+    log.info("stopped in %.1fs", time.monotonic() - started)
 
 
 async def _work(settings: Settings, where_db: str) -> None:
@@ -218,7 +248,7 @@ def main(argv: list[str] | None = None) -> int:
         if "port" in overrides and not 0 <= args.port <= 65535:
             raise ConfigError("--port: expected an integer from 0 to 65535")
         settings = settings.replace(**overrides)
-        logs.configure(settings.log_level, settings.log_json)
+        logs.configure(settings.log_level, settings.log_json, node=settings.node_id)
         settings = ensure_secrets(settings)
     except ConfigError as exc:
         print(f"configuration error: {exc}", file=sys.stderr)

@@ -10,10 +10,11 @@ import logging
 import os
 import uuid
 from collections.abc import AsyncIterator, Callable
-from typing import Any
+from typing import Any, cast
 
 from aiohttp import web
 from redis.asyncio import Redis
+from redis.asyncio.cluster import RedisCluster
 
 from .accounts import erase as erase_mod
 from .accounts.admin import ADMIN, PREMIUM, AdminService, Premium
@@ -38,9 +39,12 @@ from .ai.retrieval import Retriever
 from .calendar.events import CALENDAR, CalendarService
 from .calendar.feed import CALENDAR_FEED, CalendarFeed
 from .calendar.reminders import REMINDERS, Reminders
+from .cluster import redis_client
 from .cluster.broker import BROKER, REDIS, Broker, LocalBroker, RedisBroker
 from .cluster.presence import LocalPresence, Presence, RedisPresence
 from .cluster.publisher import Publisher
+from .cluster.redis_client import RedisClient
+from .cluster.sharded import ShardedRedisBroker
 from .config import SETTINGS, Settings
 from .errors import Conflict
 from .http import account as account_http
@@ -64,6 +68,7 @@ from .http import uploads as uploads_http
 from .http import web_client as web_client_http
 from .http import web_login as web_login_http
 from .http import ws as ws_http
+from .http.inflight import REQUESTS, InFlight
 from .http.metrics import METRICS, Metrics
 from .http.middleware import MIDDLEWARES, security_headers
 from .http.openapi import API_DOCUMENT, ApiDocument
@@ -97,7 +102,14 @@ from .social.reports import REPORTS, CommentContent, PostContent, ReportService,
 log = logging.getLogger(__name__)
 
 # What `python -m peerspark_rt serve` runs the app with (the listening socket's rules).
-__all__ = ["GuardedSite", "build_app", "build_worker", "make_runner", "start_metrics_listener"]
+__all__ = [
+    "GuardedSite",
+    "build_app",
+    "build_worker",
+    "drain",
+    "make_runner",
+    "start_metrics_listener",
+]
 
 
 async def _database(app: web.Application) -> AsyncIterator[None]:
@@ -143,20 +155,19 @@ async def _redis_and_broker(app: web.Application) -> AsyncIterator[None]:
     settings = app[SETTINGS]
     limiter: RateLimiter
     broker: Broker
-    redis: Redis | None = None
+    redis: RedisClient | None = None
     if settings.redis_url:
-        redis = Redis.from_url(
+        redis = redis_client.connect(
             settings.redis_url,
+            cluster=settings.redis_cluster,
             max_connections=settings.redis_pool_size,
-            socket_connect_timeout=5,
-            # every call has a deadline (pub/sub's blocking read excepted: it waits for news)
-            socket_timeout=settings.redis_timeout,
-            health_check_interval=15,
+            timeout=settings.redis_timeout,
         )
         await redis.ping()  # fail start-up now rather than on the first request
         app[REDIS] = redis
         fallback = FallbackRateLimiter(
-            RedisRateLimiter(redis, settings.redis_key_prefix),
+            # (single-key commands and one-key transactions: the same on a cluster client)
+            RedisRateLimiter(cast(Redis, redis), settings.redis_key_prefix),
             LocalRateLimiter(),
             timeout=settings.redis_timeout,
         )
@@ -167,13 +178,22 @@ async def _redis_and_broker(app: web.Application) -> AsyncIterator[None]:
             timeout=settings.redis_timeout,
             metrics=app[METRICS],
         )
-        broker = RedisBroker(
-            redis,
-            settings.node_id,
-            settings.redis_key_prefix,
-            publisher=publisher,
-            timeout=settings.redis_timeout,
-        )
+        if isinstance(redis, RedisCluster):
+            broker = ShardedRedisBroker(
+                redis,
+                settings.node_id,
+                settings.redis_key_prefix,
+                publisher=publisher,
+                timeout=settings.redis_timeout,
+            )
+        else:
+            broker = RedisBroker(
+                redis,
+                settings.node_id,
+                settings.redis_key_prefix,
+                publisher=publisher,
+                timeout=settings.redis_timeout,
+            )
         app[METRICS].add_source(
             lambda: [
                 (
@@ -186,11 +206,12 @@ async def _redis_and_broker(app: web.Application) -> AsyncIterator[None]:
         )
 
         async def probe() -> dict[str, Any]:
+            if redis is None:
+                raise RuntimeError("no Redis client")
             await redis.ping()
-            info = await redis.info("server")
             return {
                 **broker.health(),
-                "version": info.get("redis_version"),
+                "version": await redis_client.server_version(redis),
                 "rateLimits": fallback.health(),
             }
 
@@ -421,6 +442,18 @@ async def _close_sockets(app: web.Application) -> None:
         await app[HUB].close()
 
 
+async def drain(app: web.Application, timeout: float) -> bool:
+    """The first half of a graceful stop, once the node accepts no new connections: answers
+    carry `Connection: close`, chat messages in flight are stored and acknowledged, every
+    websocket is closed with 1001 "restart: reconnect", and requests in flight (bodies still
+    arriving included) are finished, for at most `timeout` seconds. True if nothing was left.
+    (aiohttp's own shutdown, which follows, stops reading from connections at once.)"""
+    requests = app[REQUESTS]
+    requests.draining = True
+    await _close_sockets(app)
+    return await requests.idle(timeout)
+
+
 def _job_metrics(app: web.Application) -> None:
     """Queue depth, failures (dead jobs) and the oldest ready job's age, read at each scrape."""
     jobs, metrics = app[JOBS], app[METRICS]
@@ -577,6 +610,7 @@ def build_app(settings: Settings) -> web.Application:
     app[SETTINGS] = settings
     app[METRICS] = Metrics()
     app[HEALTH] = Health()
+    app[REQUESTS] = InFlight()
     app[API_DOCUMENT] = ApiDocument()
     app[COOKIES] = cookie_storage(settings)
     app[HEALTH].add("ai", functools.partial(_ai_probe, app), required=False)

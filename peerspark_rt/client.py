@@ -20,6 +20,7 @@ import asyncio
 import contextlib
 import logging
 import os
+import random
 import socket
 import uuid
 from collections.abc import AsyncIterator, Callable
@@ -84,6 +85,8 @@ class LiveClient:
         self.last_seq: dict[str, int] = {}
         self.rooms: dict[str, None] = {}
         self.close_code: int | None = None
+        # the server's words with the last close ("restart: reconnect" when a node stops)
+        self.close_reason = ""
         # messages the server sent twice (dropped here); the server promises this stays 0
         self.duplicates = 0
         self._own_session = session is None
@@ -181,15 +184,20 @@ class LiveClient:
             ws = self._ws
             if ws is None:
                 raise RuntimeError("ws is missing")
+            reason = ""
             try:
-                async for msg in ws:
+                while True:
+                    msg = await ws.receive()
                     if msg.type in (aiohttp.WSMsgType.TEXT, aiohttp.WSMsgType.BINARY):
                         self._on_frame(self._decoder.decode(msg.data))
-                    elif msg.type is aiohttp.WSMsgType.ERROR:
-                        break
+                        continue
+                    if msg.type is aiohttp.WSMsgType.CLOSE:
+                        reason = msg.extra or ""
+                    break
             except (aiohttp.ClientError, OSError, msgspec.DecodeError) as exc:
                 log.debug("live socket failed: %s", exc)
             self.close_code = ws.close_code
+            self.close_reason = reason
             self._connected.clear()
             self._fail_waiters(ConnectionError(f"socket closed ({ws.close_code})"))
             if self._closed or not self.reconnect:
@@ -197,7 +205,8 @@ class LiveClient:
                 return
             attempt = 0
             while not self._closed:
-                await asyncio.sleep(backoff)
+                # jittered, so the sockets of a node that stopped do not all come back at once
+                await asyncio.sleep(backoff * random.uniform(0.5, 1.5))
                 try:
                     await self._open()
                     await self._restore()

@@ -84,6 +84,7 @@ class Settings:
     database_timeout_ms: int = 30000
 
     redis_url: str | None = None
+    redis_cluster: bool = False
     redis_pool_size: int = 10
     redis_key_prefix: str = "ps:"
     redis_timeout: float = 1.0
@@ -176,7 +177,7 @@ class Settings:
     enable_premium_features: bool = True
 
     log_level: str = "INFO"
-    log_json: bool = False
+    log_json: bool | None = None  # None: JSON unless the log goes to a terminal
     metrics_token: str | None = None
     metrics_address: tuple[str, int] | None = None
     trust_proxy_headers: bool = False
@@ -187,6 +188,7 @@ class Settings:
     http_body_timeout: float = 30.0
     http_keepalive_timeout: float = 75.0
     http_max_connections_per_address: int = 256
+    shutdown_timeout: float = 25.0
 
     ws_max_message_bytes: int = 65536
     ws_outbound_bytes: int = 1024 * 1024
@@ -369,6 +371,7 @@ _VARIABLES: dict[str, tuple[str, Callable[[str], Any]]] = {
     "DATABASE_POOL_SIZE": ("database_pool_size", _int_in(1, 500)),
     "DATABASE_TIMEOUT": ("database_timeout_ms", _int_in(100, 3_600_000)),
     "REDIS_URL": ("redis_url", _url("redis", "rediss", "unix")),
+    "REDIS_CLUSTER": ("redis_cluster", _bool),
     "REDIS_POOL_SIZE": ("redis_pool_size", _int_in(1, 1000)),
     "REDIS_KEY_PREFIX": ("redis_key_prefix", _text),
     "REDIS_TIMEOUT": ("redis_timeout", _positive_float),
@@ -457,6 +460,7 @@ _VARIABLES: dict[str, tuple[str, Callable[[str], Any]]] = {
     "HTTP_BODY_TIMEOUT": ("http_body_timeout", _positive_float),
     "HTTP_KEEPALIVE_TIMEOUT": ("http_keepalive_timeout", _positive_float),
     "HTTP_MAX_CONNECTIONS_PER_ADDRESS": ("http_max_connections_per_address", _int_in(0, 1_000_000)),
+    "SHUTDOWN_TIMEOUT": ("shutdown_timeout", _positive_float),
     "WS_MAX_MESSAGE_BYTES": ("ws_max_message_bytes", _int_in(1024, 16 * 1024 * 1024)),
     "WS_OUTBOUND_BYTES": ("ws_outbound_bytes", _int_in(16 * 1024, 256 * 1024 * 1024)),
     "WS_HEARTBEAT": ("ws_heartbeat", _positive_float),
@@ -520,11 +524,18 @@ def load_settings(
             values[attr] = parse(raw)
         except ValueError as exc:
             raise ConfigError(f"{name}: {exc}") from None
-    if "log_json" not in values:
-        values["log_json"] = values.get("env") == "production"
+    if "log_json" not in values and values.get("env") == "production":
+        values["log_json"] = True
     settings = Settings(**values)
     if settings.production and "*" in settings.allowed_origins:
         raise ConfigError("ALLOWED_ORIGINS: '*' is not allowed in production")
+    if settings.redis_cluster and not settings.redis_url:
+        raise ConfigError("REDIS_CLUSTER: needs REDIS_URL (any node of the cluster)")
+    if settings.redis_cluster and urlsplit(settings.redis_url or "").path.strip("/") not in (
+        "",
+        "0",
+    ):
+        raise ConfigError("REDIS_URL: a Redis Cluster has only database 0")
     if bool(settings.aws_access_key_id) != bool(settings.aws_secret_access_key):
         raise ConfigError("AWS_SECRET_ACCESS_KEY: set both AWS_ACCESS_KEY_ID and it, or neither")
     return settings

@@ -247,3 +247,7 @@ CLOSE_SESSION_REVOKED = 4003  # the login session was logged out or deleted
 CLOSE_SLOW_CONSUMER = 4008  # the socket fell too far behind and was dropped
 CLOSE_TOO_MANY_ERRORS = 4009  # too many malformed frames in a row
 CLOSE_GOING_AWAY = 1001  # RFC 6455: the node is shutting down; reconnect elsewhere
+# The reason sent with 1001 when a node stops (a rolling restart, a scale-down): reconnect at
+# once through the load balancer and resume with `since`. Clients match on the "restart:"
+# prefix; what follows it is for people.
+RESTART_REASON = "restart: reconnect"

@@ -18,6 +18,7 @@ import subprocess
 import tempfile
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +33,8 @@ from peerspark_rt.infra.embedded import EmbeddedPostgres, EmbeddedPostgresError
 from peerspark_rt.infra.pool import apply_schema
 from tests.fake_openai import FakeOpenAI
 from tests.helpers import METRICS_TOKEN, Api
+from tests.lb import INSTALL_HINT, Nginx, nginx_binary, start_nginx
+from tests.nodes import Node, node_env, start_node
 
 LOCAL_PG = "postgresql://postgres@127.0.0.1:5432/postgres"
 LOCAL_REDIS = "redis://127.0.0.1:6379/0"
@@ -179,6 +182,51 @@ def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     yield url
     proc.terminate()
     proc.wait(10)
+
+
+@pytest.fixture(scope="session")
+def cluster_env(
+    pg_dsn: str, redis_url: str, tmp_path_factory: pytest.TempPathFactory
+) -> dict[str, str]:
+    """The environment of the shared multi-node cluster (and of extra nodes tests add)."""
+    return node_env(
+        pg_dsn,
+        tmp_path_factory.mktemp("cluster"),
+        redis_url,
+        # nginx (tests/lb.py) appends the client's address; direct clients send none
+        TRUST_PROXY_HEADERS="true",
+        SHUTDOWN_TIMEOUT="15",
+        # these nodes live for the whole session: they must not take other tests' jobs
+        RUN_WORKER="false",
+    )
+
+
+@pytest.fixture(scope="session")
+def nodes(cluster_env: dict[str, str]) -> Iterator[list[Node]]:
+    """Three real node processes on fixed ports, shared by the multi-node tests (those that
+    kill or restart one put a live one back in its place, on the same port)."""
+    ports = [_free_port() for _ in range(3)]
+    with ThreadPoolExecutor(3) as pool:
+        started = list(pool.map(lambda port: start_node(cluster_env, port=port), ports))
+    yield started
+    for node in started:
+        node.stop()
+
+
+@pytest.fixture(scope="session")
+def nginx(nodes: list[Node], tmp_path_factory: pytest.TempPathFactory) -> Iterator[Nginx]:
+    """Debian's nginx with config/nginx.conf in front of the shared nodes."""
+    binary = nginx_binary()
+    if binary is None:
+        pytest.skip(f"no nginx binary: {INSTALL_HINT}")
+    lb = start_nginx(
+        binary,
+        listen=_free_port(),
+        upstreams=[n.port for n in nodes],
+        workdir=tmp_path_factory.mktemp("nginx"),
+    )
+    yield lb
+    lb.stop()
 
 
 def make_settings(pg_dsn: str, data_dir: Path, **overrides: Any) -> Settings:

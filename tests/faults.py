@@ -26,7 +26,7 @@ def free_port() -> int:
 class RedisServer:
     """A `redis-server` this test owns."""
 
-    def __init__(self, workdir: Path, port: int | None = None) -> None:
+    def __init__(self, workdir: Path, port: int | None = None, args: tuple[str, ...] = ()) -> None:
         binary = shutil.which("redis-server")
         if binary is None:
             raise RuntimeError(
@@ -35,6 +35,7 @@ class RedisServer:
         self.binary = binary
         self.workdir = workdir
         self.port = port or free_port()
+        self.args = args
         self.proc: subprocess.Popen[bytes] | None = None
 
     @property
@@ -55,6 +56,7 @@ class RedisServer:
                 "no",
                 "--dir",
                 str(self.workdir),
+                *self.args,
             ],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
@@ -93,6 +95,102 @@ class RedisServer:
                 os.kill(self.proc.pid, signal.SIGCONT)
             self.proc.terminate()
             self.proc.wait(10)
+
+
+def free_cluster_port() -> int:
+    """A free port whose cluster bus port (the port + 10000) is free and valid too."""
+    for _ in range(100):
+        with socket.socket() as sock, socket.socket() as bus:
+            sock.bind(("127.0.0.1", 0))
+            port = int(sock.getsockname()[1])
+            if port + 10000 > 65535:
+                continue
+            try:
+                bus.bind(("127.0.0.1", port + 10000))
+            except OSError:
+                continue
+            return port
+    raise RuntimeError("no free port pair for a Redis Cluster node")
+
+
+class RedisClusterServers:
+    """A Redis Cluster of `shards` primaries (no replicas) on free ports, made the way an
+    operator makes one: redis-server --cluster-enabled, then redis-cli --cluster create."""
+
+    def __init__(self, workdir: Path, shards: int = 3) -> None:
+        cli = shutil.which("redis-cli")
+        if cli is None:
+            raise RuntimeError("redis-cli is not on PATH (install Debian's redis-tools)")
+        self.cli = cli
+        self.servers: list[RedisServer] = []
+        for i in range(shards):
+            folder = workdir / f"shard{i}"
+            folder.mkdir()
+            self.servers.append(
+                RedisServer(
+                    folder,
+                    port=free_cluster_port(),
+                    args=(
+                        "--cluster-enabled",
+                        "yes",
+                        "--cluster-config-file",
+                        str(folder / "nodes.conf"),
+                        "--cluster-node-timeout",
+                        "2000",
+                    ),
+                )
+            )
+
+    @property
+    def url(self) -> str:
+        return self.servers[0].url
+
+    def start(self, timeout: float = 20) -> RedisClusterServers:
+        for server in self.servers:
+            server.start()
+        made = subprocess.run(
+            [self.cli, "--cluster", "create",
+             *(f"127.0.0.1:{s.port}" for s in self.servers),
+             "--cluster-replicas", "0", "--cluster-yes"],
+            capture_output=True, text=True, timeout=timeout,
+        )  # fmt: skip
+        if made.returncode != 0:
+            self.stop()
+            raise RuntimeError(f"redis-cli --cluster create failed:\n{made.stdout}{made.stderr}")
+        deadline = time.monotonic() + timeout
+        for server in self.servers:
+            client = redis_sync.Redis(port=server.port, socket_timeout=2)
+            while cluster_state(client) != "ok":
+                if time.monotonic() > deadline:
+                    self.stop()
+                    raise RuntimeError("the Redis Cluster did not reach cluster_state:ok")
+                time.sleep(0.05)
+        return self
+
+    def owner(self, key: str) -> int:
+        """The port of the primary that owns `key`'s hash slot."""
+        client = redis_sync.Redis(port=self.servers[0].port, socket_timeout=2)
+        slot = int(client.execute_command("CLUSTER KEYSLOT", key))  # type: ignore[no-untyped-call]
+        for start, end, primary, *_ in client.execute_command("CLUSTER SLOTS"):  # type: ignore[no-untyped-call]
+            if start <= slot <= end:
+                return int(primary[1])
+        raise AssertionError(f"no shard owns slot {slot}")
+
+    def shard_subscribers(self, port: int, channel: str) -> int:
+        """How many connections of the shard on `port` are subscribed to `channel`."""
+        client = redis_sync.Redis(port=port, socket_timeout=2)
+        ((_, count),) = client.execute_command("PUBSUB SHARDNUMSUB", channel)  # type: ignore[no-untyped-call]
+        return int(count)
+
+    def calls(self, port: int, command: str) -> int:
+        """How often the shard on `port` has run `command` (INFO commandstats)."""
+        client = redis_sync.Redis(port=port, socket_timeout=2)
+        stats = client.info("commandstats").get(f"cmdstat_{command.lower()}")
+        return int(stats["calls"]) if stats else 0
+
+    def stop(self) -> None:
+        for server in self.servers:
+            server.stop()
 
 
 class TcpProxy:
@@ -173,3 +271,8 @@ def _reset(writer: asyncio.StreamWriter) -> None:
     transport = writer.transport
     with contextlib.suppress(OSError, RuntimeError):
         transport.abort()
+
+
+def cluster_state(client: redis_sync.Redis) -> str:
+    info: dict[str, str] = client.execute_command("CLUSTER INFO")  # type: ignore[no-untyped-call]
+    return info.get("cluster_state", "")

@@ -21,7 +21,7 @@ import aiohttp
 from tests.helpers import METRICS_TOKEN, Api
 
 ROOT = Path(__file__).resolve().parent.parent
-_LISTENING = re.compile(r"listening on http://(?P<host>[^:]+):(?P<port>\d+)")
+_LISTENING = re.compile(r"node (?P<node_id>\S+) listening on http://(?P<host>[^:]+):(?P<port>\d+)")
 
 
 @dataclass
@@ -29,6 +29,8 @@ class Node:
     proc: subprocess.Popen[str]
     host: str
     port: int
+    node_id: str
+    env: Mapping[str, str]
     output: list[str] = field(default_factory=list)
 
     @property
@@ -56,12 +58,24 @@ class Node:
             self.proc.kill()
             self.proc.wait(10)
 
+    @property
+    def alive(self) -> bool:
+        return self.proc.poll() is None
 
-def start_node(env: Mapping[str, str], *, timeout: float = 60, args: tuple[str, ...] = ()) -> Node:
+    def respawn(self) -> Node:
+        """A new process on the same port (a restart behind a load balancer), once this one
+        has exited."""
+        assert not self.alive, "stop or kill the node first"
+        return start_node(self.env, port=self.port)
+
+
+def start_node(
+    env: Mapping[str, str], *, timeout: float = 60, args: tuple[str, ...] = (), port: int = 0
+) -> Node:
     full_env = {k: v for k, v in os.environ.items() if not k.startswith(("DATABASE_", "REDIS_"))}
     # every test client signs up from 127.0.0.1: the per-address sign-up limit is not the point
     full_env.update(
-        {"HOST": "127.0.0.1", "PORT": "0", "PYTHONUNBUFFERED": "1",
+        {"HOST": "127.0.0.1", "PORT": str(port), "PYTHONUNBUFFERED": "1",
          "REGISTRATION_RATE_LIMIT": "1000000", "HTTP_MAX_CONNECTIONS_PER_ADDRESS": "0", **env}
     )  # fmt: skip
     proc = subprocess.Popen(
@@ -96,7 +110,7 @@ def start_node(env: Mapping[str, str], *, timeout: float = 60, args: tuple[str, 
     if not found:
         proc.wait(10)
         raise RuntimeError(f"node exited with {proc.returncode}:\n" + "".join(output))
-    return Node(proc, found["host"], int(found["port"]), output)
+    return Node(proc, found["host"], int(found["port"]), found["node_id"], env, output)
 
 
 def node_env(

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import signal
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from typing import Any
 
 import aiohttp
@@ -15,24 +15,9 @@ import pytest
 from peerspark_rt import protocol
 from peerspark_rt.client import LiveClient
 from tests.helpers import Api, messages_from, open_session, until_closed
-from tests.nodes import Node, node_apis, node_env, start_node, start_nodes
+from tests.nodes import Node, node_apis, start_node
 
 pytestmark = pytest.mark.multinode
-
-
-@pytest.fixture(scope="module")
-def cluster_env(
-    pg_dsn: str, redis_url: str, tmp_path_factory: pytest.TempPathFactory
-) -> dict[str, str]:
-    return node_env(pg_dsn, tmp_path_factory.mktemp("cluster"), redis_url, RUN_WORKER="true")
-
-
-@pytest.fixture(scope="module")
-def nodes(cluster_env: dict[str, str]) -> Iterator[list[Node]]:
-    started = start_nodes(cluster_env, 3)
-    yield started
-    for node in started:
-        node.stop()
 
 
 @pytest.fixture
@@ -243,4 +228,5 @@ async def test_graceful_stop_says_going_away(cluster_env: dict[str, str]) -> Non
         assert node.stop(signal.SIGTERM) == 0
         await until_closed(live)
         assert live.close_code == protocol.CLOSE_GOING_AWAY
+        assert live.close_reason == protocol.RESTART_REASON == "restart: reconnect"
         await api.aclose()

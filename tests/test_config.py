@@ -107,3 +107,19 @@ def test_ai_and_moderation_settings() -> None:
     assert settings.moderation_blocked_words == ("casino", "free money")
     assert settings.ai_max_tokens == 500
     assert load_settings({"MODERATION_BLOCKED_WORDS": "none"}).moderation_blocked_words == ()
+
+
+def test_redis_cluster_and_shutdown_settings() -> None:
+    settings = load_settings(
+        {"REDIS_URL": "redis://10.0.0.5:7000", "REDIS_CLUSTER": "true", "SHUTDOWN_TIMEOUT": "12"}
+    )
+    assert settings.redis_cluster is True
+    assert settings.shutdown_timeout == 12.0
+    assert load_settings({}).redis_cluster is False
+    assert load_settings({}).shutdown_timeout == 25.0
+    with pytest.raises(ConfigError, match=r"^REDIS_CLUSTER: needs REDIS_URL"):
+        load_settings({"REDIS_CLUSTER": "true"})
+    with pytest.raises(ConfigError, match=r"^REDIS_URL: a Redis Cluster has only database 0"):
+        load_settings({"REDIS_URL": "redis://10.0.0.5:7000/3", "REDIS_CLUSTER": "yes"})
+    with pytest.raises(ConfigError, match=r"^SHUTDOWN_TIMEOUT: expected a positive number"):
+        load_settings({"SHUTDOWN_TIMEOUT": "0"})

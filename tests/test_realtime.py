@@ -523,3 +523,35 @@ async def test_rooms_stop_when_empty_and_nodes_subscribe_only_to_their_rooms(
         assert (await live.send(room, "after a restart of the room")).seq == 1
     finally:
         await redis.aclose()
+
+
+async def test_a_client_ahead_of_the_node_it_resumes_on_gets_nothing_twice(
+    make_client: Any, redis_url: str
+) -> None:
+    """A client saw message N on a node that then died before telling the others (its
+    publication never left). It resumes on a node whose room has not learned of N yet: that
+    room brings N in later (here: the gap it sees when the next message is stored), and the
+    client must not get N a second time. (The two nodes use different key prefixes: they
+    share the store but never hear each other, and B checks positions only hourly.)"""
+    keys = {"jwt_secret": "a" * 40, "jwt_refresh_secret": "r" * 40, "redis_url": redis_url}
+    node_a = await make_client(**keys)
+    node_b = await make_client(**keys, position_check_interval=3600)
+    writer, watcher, mover = [await node_a.register() for _ in range(3)]
+    room = await open_session(node_a, writer, watcher, mover)
+    on_b = await node_b.live(watcher)
+    await on_b.join(room)
+    w = await node_a.live(writer)
+    await w.join(room)
+    here = await node_a.live(mover)
+    await here.join(room)
+    await w.send(room, "one")
+    assert [m.seq for m in await messages_from(here, 1)] == [1]
+    await here.close()
+
+    there = await node_b.live(mover)
+    joined = await there.join(room, since=1)
+    assert joined.last_seq == 0  # B has not heard of message 1
+    await on_b.send(room, "two")
+    assert [m.body for m in await messages_from(on_b, 2)] == ["one", "two"]
+    assert [(m.seq, m.body) for m in await messages_from(there, 1)] == [(2, "two")]
+    assert there.duplicates == 0

@@ -23,6 +23,7 @@ goes only as fast as the socket drains. Every close has a deadline and ends in
 from __future__ import annotations
 
 import asyncio
+import collections
 import logging
 import struct
 import time
@@ -140,6 +141,7 @@ class Connection:
         "limit",
         "on_overflow",
         "rooms",
+        "sending",
         "session_id",
         "transport",
         "user_id",
@@ -170,6 +172,9 @@ class Connection:
         self.acked: dict[str, int] = {}
         self.errors = 0
         self.closing = False
+        # this socket's chat messages waiting for their commit (set by the socket's handler
+        # on its first send), so a node that stops can let them finish and ack first
+        self.sending: collections.deque[asyncio.Future[None]] | None = None
         self.limit = limit  # bytes of room traffic that may wait for this socket
         # called with (conn, hard) when the room traffic overflows; set by the hub
         self.on_overflow: Callable[[Connection, bool], None] | None = None

@@ -30,7 +30,12 @@ from ..cluster import envelope
 from ..cluster.broker import CONTROL_ROOM, Broker
 from ..cluster.presence import Presence
 from ..cluster.presence_writer import PresenceWriter
-from ..protocol import CLOSE_GOING_AWAY, CLOSE_SESSION_REVOKED, CLOSE_SLOW_CONSUMER
+from ..protocol import (
+    CLOSE_GOING_AWAY,
+    CLOSE_SESSION_REVOKED,
+    CLOSE_SLOW_CONSUMER,
+    RESTART_REASON,
+)
 from . import mail
 from .connection import CLOSE_DEADLINE, Connection, Flusher
 from .room import RoomActor, presence_payload
@@ -40,6 +45,7 @@ log = logging.getLogger(__name__)
 HOOK_QUEUE = 10_000  # presence/read hook calls waiting to run; more are dropped (and counted)
 HOOK_TIMEOUT = 10.0  # seconds one hook call may take
 PRESENCE_REFRESH_DELAY = 1.5  # seconds after a broker reconnect before rooms re-read presence
+SEND_DRAIN = 2.0  # seconds a stopping node waits for chat messages in flight before closing
 
 
 class History(Protocol):
@@ -142,14 +148,23 @@ class Hub:
         return self._flusher
 
     async def close(self) -> None:
-        """Close every socket with 'going away', all at once, and let the rooms process the
-        leaves; every wait has a deadline."""
+        """Close every socket with 'going away' and the restart hint, all at once, and let
+        the rooms process the leaves; every wait has a deadline.
+
+        Chat messages that sockets have in flight are given `SEND_DRAIN` seconds to be
+        stored first, so their acks go out before the close frame (a client that still
+        misses one resends it with the same id after reconnecting: it is stored once)."""
         if self._closing:
             return
-        self._closing = True
+        self._closing = True  # joins are refused from now on
         conns = list(self.connections)
+        in_flight = [
+            send for conn in conns if conn.sending for send in conn.sending if not send.done()
+        ]
+        if in_flight:
+            await asyncio.wait(in_flight, timeout=SEND_DRAIN)
         for conn in conns:
-            conn.close(CLOSE_GOING_AWAY, "server shutting down")
+            conn.close(CLOSE_GOING_AWAY, RESTART_REASON)
         if conns:
             await asyncio.gather(*(self.disconnect(c) for c in conns))
         for actor in list(self.rooms.values()):

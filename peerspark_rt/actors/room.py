@@ -114,6 +114,9 @@ class RoomActor:
             collections.deque(maxlen=RECENT) if self.sequenced else _NO_MESSAGES
         )
         self.replaying: dict[Connection, _Replay] = {}
+        # sockets that resumed from further than this room has got (they saw messages on a
+        # node that died before this one learned of them): the last sequence each has seen
+        self.ahead: dict[Connection, int] = {}
         # user id -> (username, timer): lost their last local socket; still present until
         # the timer fires, unless they come back first
         self.departing: dict[str, tuple[str, asyncio.TimerHandle]] = {}
@@ -353,13 +356,21 @@ class RoomActor:
     def _deliver(self, seq: int, payload: bytes) -> None:
         self.last_seq = seq
         self.recent.append((seq, payload))
-        if not self.replaying:
+        if not self.replaying and not self.ahead:
             self._fanout(payload)
             return
-        # Sockets catching up get this one from their replay, in its turn.
-        replaying = self.replaying
-        text = [c for c in self.text_members if c not in replaying]
-        binary = [c for c in self.binary_members if c not in replaying]
+        # Sockets catching up get this one from their replay, in its turn; sockets that have
+        # it already do not get it again.
+        skip: set[Connection] | dict[Connection, _Replay] = self.replaying
+        if self.ahead:
+            skip = set(self.replaying)
+            for conn, seen in list(self.ahead.items()):
+                if seq <= seen:
+                    skip.add(conn)
+                if seq >= seen:
+                    del self.ahead[conn]
+        text = [c for c in self.text_members if c not in skip]
+        binary = [c for c in self.binary_members if c not in skip]
         if text:
             frame = ws_frame(payload, OP_TEXT)
             for conn in text:
@@ -548,6 +559,7 @@ class RoomActor:
         self.binary_members.pop(conn, None)
         conn.rooms.discard(self.room)
         self.replaying.pop(conn, None)
+        self.ahead.pop(conn, None)
         if removed:
             user = str(conn.user_id)
             count = self.local_users.get(user, 0) - 1
@@ -581,6 +593,7 @@ class RoomActor:
     def _overflowed(self, conn: Connection) -> None:
         if conn in self.text_members or conn in self.binary_members:
             self.replaying.pop(conn, None)
+            self.ahead.pop(conn, None)
             self.send_to(conn, Resync(room=self.room))
 
     def _maybe_retire(self) -> None:
@@ -603,8 +616,14 @@ class RoomActor:
     def _resume(self, conn: Connection, since: int) -> None:
         if conn not in self.text_members and conn not in self.binary_members:
             return
+        self.ahead.pop(conn, None)
         if not self.sequenced or since >= self.last_seq:
             self.replaying.pop(conn, None)
+            if self.sequenced and since > self.last_seq:
+                # The client saw messages on a node that died before this room heard of
+                # them: they arrive here later (position check, gap fill) and must not
+                # reach this socket twice.
+                self.ahead[conn] = since
             return
         if since < self.last_seq - self.hub.max_resume:
             self.hub.metrics.resume("too_old")

@@ -22,10 +22,11 @@ from collections.abc import Callable
 from typing import Any, Protocol
 
 from aiohttp import web
-from redis.asyncio import Redis
+from redis.asyncio.client import PubSub
 from redis.exceptions import RedisError
 
 from .publisher import Publisher
+from .redis_client import RedisClient
 
 log = logging.getLogger(__name__)
 
@@ -106,12 +107,23 @@ class LocalBroker:
 
 class RedisBroker:
     """Room traffic over Redis pub/sub. Losing Redis degrades this node to local-only delivery
-    until the listener reconnects (with backoff) and re-subscribes."""
+    until the listener reconnects (with backoff) and re-subscribes.
+
+    What is specific to classic pub/sub on one server (one connection, SUBSCRIBE, one
+    listener) is in the methods under "the subscription"; `ShardedRedisBroker` replaces them
+    for a Redis Cluster."""
 
     distributed = True
+    mode = "redis"
 
     def __init__(
-        self, redis: Redis, node_id: str, prefix: str, *, publisher: Publisher, timeout: float
+        self,
+        redis: RedisClient,
+        node_id: str,
+        prefix: str,
+        *,
+        publisher: Publisher,
+        timeout: float,
     ) -> None:
         self.node_id = node_id
         self._redis = redis
@@ -125,8 +137,8 @@ class RedisBroker:
         self._changed = asyncio.Event()
         # the syncer and a reconnect must not work on the pubsub connection at once
         self._lock = asyncio.Lock()
-        self._pubsub = redis.pubsub(ignore_subscribe_messages=True)
-        self._listener: asyncio.Task[None] | None = None
+        self._pubsub: PubSub = redis.pubsub(ignore_subscribe_messages=True)
+        self._listeners: list[asyncio.Task[None]] = []
         self._syncer: asyncio.Task[None] | None = None
         self._connected = False
         self._sync_failures = 0
@@ -143,16 +155,16 @@ class RedisBroker:
 
     async def start(self) -> None:
         async with asyncio.timeout(self._timeout * 5):
-            await self._pubsub.subscribe(*(self._channel(r) for r in self._rooms))
+            await self._add({self._channel(r) for r in self._rooms})
         self._subscribed = set(self._rooms)
         self._connected = True
         self._publisher.start()
-        self._listener = asyncio.create_task(self._listen(), name=f"broker:{self.node_id}")
+        self._listeners = self._start_listening()
         self._syncer = asyncio.create_task(self._sync(), name=f"broker-subs:{self.node_id}")
 
     async def close(self) -> None:
         await self._publisher.close()
-        for task in (self._listener, self._syncer):
+        for task in (*self._listeners, self._syncer):
             if task is not None:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
@@ -163,11 +175,12 @@ class RedisBroker:
 
     def health(self) -> dict[str, Any]:
         pending = len(self._rooms - self._subscribed)
-        healthy = self._connected and self._publisher.healthy and not pending
+        connected = self._is_connected()
+        healthy = connected and self._publisher.healthy and not pending
         return {
             "status": "healthy" if healthy else "degraded",
-            "mode": "redis",
-            "pubsub": "connected" if self._connected else "reconnecting",
+            "mode": self.mode,
+            "pubsub": "connected" if connected else "reconnecting",
             "publishing": "ok" if self._publisher.healthy else "failing",
             "subscriptionsPending": pending,
         }
@@ -203,10 +216,10 @@ class RedisBroker:
                     add = self._rooms - self._subscribed
                     drop = self._subscribed - self._rooms
                     if add:
-                        await self._pubsub.subscribe(*(self._channel(r) for r in add))
+                        await self._add({self._channel(r) for r in add})
                         self._subscribed |= add
                     if drop:
-                        await self._pubsub.unsubscribe(*(self._channel(r) for r in drop))
+                        await self._drop({self._channel(r) for r in drop})
                         self._subscribed -= drop
                 attempt = 0
             except asyncio.CancelledError:
@@ -228,6 +241,20 @@ class RedisBroker:
         room = name[len(self._prefix) :]
         if room in self._rooms:
             self._handler(room, payload)
+
+    # --- the subscription: classic pub/sub on one connection ------------------------------
+
+    async def _add(self, channels: set[str]) -> None:
+        await self._pubsub.subscribe(*channels)
+
+    async def _drop(self, channels: set[str]) -> None:
+        await self._pubsub.unsubscribe(*channels)
+
+    def _start_listening(self) -> list[asyncio.Task[None]]:
+        return [asyncio.create_task(self._listen(), name=f"broker:{self.node_id}")]
+
+    def _is_connected(self) -> bool:
+        return self._connected
 
     async def _listen(self) -> None:
         backoff = 0.1
@@ -273,5 +300,5 @@ class RedisBroker:
 
 
 # the application's key for what this module provides (typed app state)
-REDIS = web.AppKey("redis", Redis)
+REDIS: web.AppKey[RedisClient] = web.AppKey("redis")
 BROKER = web.AppKey("broker", Broker)

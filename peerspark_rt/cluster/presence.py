@@ -5,10 +5,10 @@ last local one leaves; the registry answers whether that was the user's first (o
 presence in the whole cluster, so join/leave events fire once however many devices and nodes
 the user is on.
 
-With Redis, each node refreshes a heartbeat key with a short TTL and records its entries in a
-hash of its own. Every node sweeps: when a node's heartbeat has lapsed (it crashed or was
-killed), one node takes a lock, removes the dead node's entries and reports each user that
-thereby left a room, so their presence is gone within a few seconds.
+With Redis, each node refreshes a heartbeat key with a short TTL and records its entries per
+room, with an index of its rooms. Every node sweeps: when a node's heartbeat has lapsed (it
+crashed or was killed), one node takes a lock, removes the dead node's entries and reports
+each user that thereby left a room, so their presence is gone within a few seconds.
 """
 
 from __future__ import annotations
@@ -19,8 +19,9 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import Protocol
 
-from redis.asyncio import Redis
 from redis.exceptions import RedisError
+
+from .redis_client import RedisClient
 
 log = logging.getLogger(__name__)
 
@@ -91,21 +92,27 @@ class LocalPresence:
         return None
 
 
+# A room's keys share the hash tag {<room>}, so each script touches one slot (a Redis Cluster
+# refuses scripts across slots): how many sockets' nodes hold each user (count), their names
+# (names), and this node's own entries in the room (node:<id>). A per-node set of rooms
+# (node-rooms:<id>) tells a sweeper where a dead node's entries are.
 _ADD = """
-if redis.call('HSETNX', KEYS[3], ARGV[2], ARGV[3]) == 0 then return 0 end
-redis.call('HSET', KEYS[2], ARGV[1], ARGV[3])
+if redis.call('HSETNX', KEYS[3], ARGV[1], ARGV[2]) == 0 then return 0 end
+redis.call('HSET', KEYS[2], ARGV[1], ARGV[2])
 if redis.call('HINCRBY', KEYS[1], ARGV[1], 1) == 1 then return 1 end
 return 0
 """
 
+# -> {1 if the user is now present nowhere, entries this node has left in the room}
 _REMOVE = """
-if redis.call('HDEL', KEYS[3], ARGV[2]) == 0 then return 0 end
+if redis.call('HDEL', KEYS[3], ARGV[1]) == 0 then return {0, redis.call('HLEN', KEYS[3])} end
+local left = redis.call('HLEN', KEYS[3])
 if redis.call('HINCRBY', KEYS[1], ARGV[1], -1) <= 0 then
   redis.call('HDEL', KEYS[1], ARGV[1])
   redis.call('HDEL', KEYS[2], ARGV[1])
-  return 1
+  return {1, left}
 end
-return 0
+return {0, left}
 """
 
 
@@ -116,7 +123,7 @@ class RedisPresence:
     ROUND_TIMEOUT = 5.0  # seconds one heartbeat-and-sweep round may take
     CLOSE_TIMEOUT = 2.0  # seconds a clean shutdown may spend handing presence over
 
-    def __init__(self, redis: Redis, node_id: str, prefix: str) -> None:
+    def __init__(self, redis: RedisClient, node_id: str, prefix: str) -> None:
         self._redis = redis
         self._node = node_id
         self._p = f"{prefix}presence:"
@@ -127,7 +134,11 @@ class RedisPresence:
         self._task: asyncio.Task[None] | None = None
 
     def _keys(self, room: str, node: str) -> list[str]:
-        return [f"{self._p}count:{room}", f"{self._p}names:{room}", f"{self._p}node-entries:{node}"]
+        tagged = f"{self._p}{{{room}}}"
+        return [f"{tagged}:count", f"{tagged}:names", f"{tagged}:node:{node}"]
+
+    def _rooms_of(self, node: str) -> str:
+        return f"{self._p}node-rooms:{node}"
 
     def on_expired(self, hook: ExpiredHook) -> None:
         self._expired.append(hook)
@@ -155,26 +166,28 @@ class RedisPresence:
                 await self._redis.srem(f"{self._p}nodes", self._node)
 
     async def add(self, room: str, user_id: str, username: str) -> bool:
-        result = await self._add(
-            keys=self._keys(room, self._node), args=[user_id, f"{room}\n{user_id}", username]
-        )
+        # the room goes in the node's index first, so a sweep after a crash finds the entry
+        await self._redis.sadd(self._rooms_of(self._node), room)
+        result = await self._add(keys=self._keys(room, self._node), args=[user_id, username])
         return bool(result)
 
     async def remove(self, room: str, user_id: str) -> bool:
         return await self._remove_for(self._node, room, user_id)
 
     async def _remove_for(self, node: str, room: str, user_id: str) -> bool:
-        result = await self._remove(
-            keys=self._keys(room, node), args=[user_id, f"{room}\n{user_id}"]
-        )
-        return bool(result)
+        gone, left = await self._remove(keys=self._keys(room, node), args=[user_id])
+        if not left:
+            # (a node's presence writes are applied one at a time, so no add of this room
+            # can come between the script and this)
+            await self._redis.srem(self._rooms_of(node), room)
+        return bool(gone)
 
     async def members(self, room: str) -> dict[str, str]:
-        raw = await self._redis.hgetall(f"{self._p}names:{room}")
+        raw = await self._redis.hgetall(self._keys(room, self._node)[1])
         return {_text(k): _text(v) for k, v in raw.items()}
 
     async def is_present(self, room: str, user_id: str) -> bool:
-        return bool(await self._redis.hexists(f"{self._p}count:{room}", user_id))
+        return bool(await self._redis.hexists(self._keys(room, self._node)[0], user_id))
 
     async def _beat(self) -> bool:
         """Refresh our heartbeat; True if it had lapsed (others may have swept us)."""
@@ -219,16 +232,19 @@ class RedisPresence:
             await self._redis.srem(f"{self._p}nodes", node)
 
     async def _sweep_node(self, node: str, *, report: bool = False) -> None:
-        entries = await self._redis.hgetall(f"{self._p}node-entries:{node}")
-        for field, name in entries.items():
-            room, _, user_id = _text(field).partition("\n")
-            if await self._remove_for(node, room, user_id) and report:
-                for hook in self._expired:
-                    try:
-                        await hook(room, user_id, _text(name))
-                    except Exception:
-                        log.exception("presence expiry hook failed")
-        await self._redis.delete(f"{self._p}node-entries:{node}")
+        for raw_room in await self._redis.smembers(self._rooms_of(node)):
+            room = _text(raw_room)
+            entries_key = self._keys(room, node)[2]
+            entries = await self._redis.hgetall(entries_key)
+            for user_id, name in entries.items():
+                if await self._remove_for(node, room, _text(user_id)) and report:
+                    for hook in self._expired:
+                        try:
+                            await hook(room, _text(user_id), _text(name))
+                        except Exception:
+                            log.exception("presence expiry hook failed")
+            await self._redis.delete(entries_key)
+        await self._redis.delete(self._rooms_of(node))
 
 
 def _text(value: bytes | str) -> str:

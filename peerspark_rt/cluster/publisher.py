@@ -18,8 +18,10 @@ import logging
 import time
 from typing import Protocol
 
-from redis.asyncio import Redis
+from redis.asyncio.cluster import RedisCluster
 from redis.exceptions import TimeoutError as RedisTimeout
+
+from .redis_client import RedisClient
 
 log = logging.getLogger(__name__)
 
@@ -38,13 +40,16 @@ class PublisherMetrics(Protocol):
 class Publisher:
     def __init__(
         self,
-        redis: Redis,
+        redis: RedisClient,
         *,
         max_bytes: int,
         timeout: float,
         metrics: PublisherMetrics | None = None,
     ) -> None:
         self._redis = redis
+        # a cluster: SPUBLISH, so each publication goes to its channel's shard only (the
+        # cluster pipeline sends each shard its part, all at once)
+        self._sharded = isinstance(redis, RedisCluster)
         self._max_bytes = max_bytes
         self._timeout = timeout
         self._metrics = metrics
@@ -135,8 +140,12 @@ class Publisher:
             try:
                 async with asyncio.timeout(self._timeout):
                     pipe = self._redis.pipeline(transaction=False)
-                    for channel, data in batch:
-                        pipe.publish(channel, data)
+                    if self._sharded:
+                        for channel, data in batch:
+                            pipe.spublish(channel, data)
+                    else:
+                        for channel, data in batch:
+                            pipe.publish(channel, data)
                     await pipe.execute()
             except asyncio.CancelledError:
                 raise

@@ -70,6 +70,12 @@ class Metrics:
             "Frames written to websocket clients",
             registry=self.registry,
         )
+        self.ws_ack = Histogram(
+            "peerspark_ws_ack_seconds",
+            "From a chat message's arrival on a websocket to its ack (stored) or refusal",
+            buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
+            registry=self.registry,
+        )
         self.ws_dropped = Counter(
             "peerspark_ws_slow_consumer_total",
             "Sockets told to resync or closed because they fell behind",

@@ -22,6 +22,7 @@ from ..config import SETTINGS
 from ..errors import AppError, Invalid, RateLimited, RequestTimeout, Unauthorized
 from ..infra.validation import OUT_OF_RANGE
 from .contract import ErrorBody, ErrorResponse
+from .inflight import REQUESTS
 from .metrics import METRICS
 from .render import json_response
 from .web_session import cookie_principal, forget
@@ -85,15 +86,23 @@ async def request_context(request: web.Request, handler: Handler) -> web.StreamR
     rid = given if _SAFE_REQUEST_ID.match(given) else uuid.uuid4().hex
     request[REQUEST_ID] = rid
     token = logs.request_id.set(rid)
+    user_token = logs.user_id.set(None)  # set once the caller is known (authenticate, /ws)
     started = time.perf_counter()
     status = 500
+    in_flight = request.app.get(REQUESTS)
+    if in_flight is not None:
+        in_flight.started()
     try:
         response = await handler(request)
         status = response.status
         if not response.prepared:
             response.headers["X-Request-Id"] = rid
+            if in_flight is not None and in_flight.draining:
+                response.force_close()  # the node is stopping: the next request goes elsewhere
         return response
     finally:
+        if in_flight is not None:
+            in_flight.finished()
         elapsed = time.perf_counter() - started
         metrics = request.app[METRICS]
         route = _route_label(request)
@@ -114,6 +123,7 @@ async def request_context(request: web.Request, handler: Handler) -> web.StreamR
                 "remote": request.remote,
             },
         )
+        logs.user_id.reset(user_token)
         logs.request_id.reset(token)
 
 
@@ -235,7 +245,8 @@ async def authenticate(request: web.Request, handler: Handler) -> web.StreamResp
     if request.path.startswith("/api/") and not getattr(route_handler, "public", False):
         token = bearer_token(request)
         if token is not None:
-            request[PRINCIPAL] = await request.app[AUTH].authenticate(token)
+            request[PRINCIPAL] = caller = await request.app[AUTH].authenticate(token)
+            logs.user_id.set(str(caller.user_id))
             return await handler(request)
         # The web page signs in by cookie (and must send its CSRF token with writes); a
         # request with a bearer token never reaches this.
@@ -247,6 +258,7 @@ async def authenticate(request: web.Request, handler: Handler) -> web.StreamResp
         if by_cookie is None:
             raise Unauthorized("an access token is required", code="token_required")
         request[PRINCIPAL] = by_cookie
+        logs.user_id.set(str(by_cookie.user_id))
     return await handler(request)
 
 

@@ -179,7 +179,8 @@ def make_runner(app: web.Application, settings: Settings) -> web.AppRunner:
         app,
         handle_signals=False,
         access_log=None,
-        shutdown_timeout=10,
+        # requests in flight at a stop get this long (within SHUTDOWN_TIMEOUT as a whole)
+        shutdown_timeout=min(10.0, settings.shutdown_timeout / 2),
         keepalive_timeout=settings.http_keepalive_timeout,
         # after an answer given before its body was read (413, 408), how long the rest of the
         # body is read and dropped so the client sees the answer rather than a reset

@@ -6,11 +6,14 @@ from __future__ import annotations
 import asyncio
 import collections
 import logging
+import time
 from typing import Any
 
 import msgspec
 from aiohttp import WSMsgType, web
+from prometheus_client import Histogram
 
+from .. import logs
 from ..accounts.auth import AUTH, Principal
 from ..actors.connection import CLOSE_DEADLINE, Connection, abort_if_stuck
 from ..actors.hub import HUB
@@ -51,6 +54,7 @@ async def websocket(request: web.Request) -> web.StreamResponse:
             "an access token is required (Authorization header or ?token=)", code="token_required"
         )
     principal = await request.app[AUTH].authenticate(token)
+    logs.user_id.set(str(principal.user_id))  # every line this socket's handler logs
     fmt = request.query.get("format", "json")
     if fmt not in ("json", "msgpack"):
         raise Invalid("format", "must be json or msgpack")
@@ -106,10 +110,13 @@ async def websocket(request: web.Request) -> web.StreamResponse:
                 # waited for on the way (moderation).
                 if sending is None:
                     sending = collections.deque()
+                    conn.sending = sending
                 order = SendOrder(last_turn)
                 last_turn = order.mine
                 sending.append(
-                    asyncio.ensure_future(_handle(realtime, conn, principal, frame, order))
+                    asyncio.ensure_future(
+                        _handle(realtime, conn, principal, frame, order, metrics.ws_ack)
+                    )
                 )
                 while sending and sending[0].done():
                     sending.popleft()
@@ -135,7 +142,9 @@ async def _handle(
     principal: Principal,
     frame: Any,
     order: SendOrder | None = None,
+    latency: Histogram | None = None,
 ) -> None:
+    started = time.perf_counter()
     try:
         await realtime.handle(conn, principal, frame, order)
     except Exception:
@@ -144,3 +153,5 @@ async def _handle(
     finally:
         if order is not None:
             order.release()
+        if latency is not None:
+            latency.observe(time.perf_counter() - started)

@@ -29,9 +29,9 @@ from aiohttp import web
 from cryptography.hazmat.primitives import serialization
 from py_vapid import Vapid
 from pywebpush import WebPushException, webpush_async
-from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
+from ..cluster.redis_client import RedisClient
 from ..config import Settings
 from ..errors import Invalid, NotFound, Unavailable
 from ..infra.jobs import Job, PermanentError
@@ -103,7 +103,7 @@ class OnlineUsers:
     another node counts as online for up to ONLINE_TTL seconds: a push late, never twice)."""
 
     def __init__(
-        self, local: Callable[[], Iterable[uuid.UUID]], redis: Redis | None, prefix: str
+        self, local: Callable[[], Iterable[uuid.UUID]], redis: RedisClient | None, prefix: str
     ) -> None:
         self._local = local
         self._redis = redis
