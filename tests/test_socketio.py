@@ -19,6 +19,7 @@ import aiohttp
 import pytest
 import socketio
 
+from peerspark_rt.actors import connection as connection_module
 from tests.helpers import Api, User, open_session
 from tests.nodes import Node, start_node
 from tests.sio_client import SioUser
@@ -101,6 +102,99 @@ async def test_notifications_and_pod_feed_reach_socketio_clients(api: Api) -> No
         assert note["isRead"] is False
     finally:
         await client.close()
+
+
+async def test_one_packet_per_message_for_every_socketio_member(
+    api: Api, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A /ws sender, two Socket.IO readers: the room builds the message's Socket.IO packet
+    once and both get it (encode once per format, as for /ws frames)."""
+    built: list[bytes] = []
+    original = connection_module.room_packet
+
+    def counting(payload: bytes) -> bytes:
+        packet = original(payload)
+        if packet.startswith(b'42["session:message"'):
+            built.append(packet)
+        return packet
+
+    monkeypatch.setattr(connection_module, "room_packet", counting)
+    ann, bob, carl = await api.register(), await api.register(), await api.register()
+    room = await open_session(api, ann, bob, carl)
+    session = room.partition(":")[2]
+    url = base_url(api)
+    readers = [await SioUser(url, bob.token).connect(), await SioUser(url, carl.token).connect()]
+    try:
+        for reader in readers:
+            assert (await reader.call("session:join", session))["ok"] is True
+        writer = await api.live(ann)
+        await writer.join(room)
+        ack = await writer.send(room, "from /ws")
+        for reader in readers:
+            got = await reader.next("session:message")
+            assert (got["seq"], got["message"], got["userId"]) == (ack.seq, "from /ws", ann.id)
+        assert len(built) == 1
+    finally:
+        for reader in readers:
+            await reader.close()
+
+
+async def test_engineio_handshake_and_heartbeat(make_client: Any) -> None:
+    """The open packet, CONNECT with the token, and Engine.IO's ping: answered it goes on,
+    unanswered the connection is cut (a lost connection, as a missed /ws heartbeat)."""
+    api = await make_client(ws_heartbeat=0.4)
+    user = await api.register()
+    url = base_url(api).replace("http://", "ws://", 1) + "/socket.io/?EIO=4&transport=websocket"
+    async with aiohttp.ClientSession() as http, http.ws_connect(url) as ws:
+        opened = await ws.receive_str(timeout=5)
+        assert opened[0] == "0"
+        handshake = json.loads(opened[1:])
+        assert handshake["upgrades"] == []
+        assert (handshake["pingInterval"], handshake["pingTimeout"]) == (400, 400)
+        await ws.send_str("40" + json.dumps({"token": user.token}))
+        connected = await ws.receive_str(timeout=5)
+        assert connected.startswith("40")
+        assert json.loads(connected[2:])["sid"]
+        assert await ws.receive_str(timeout=2) == "2"
+        await ws.send_str("3")
+        assert await ws.receive_str(timeout=2) == "2"  # answered: still pinged, not cut
+        closed = await ws.receive(timeout=3)  # not answered: cut
+        assert closed.type in (aiohttp.WSMsgType.CLOSED, aiohttp.WSMsgType.ERROR)
+
+
+async def test_bad_packets_are_answered_and_ten_in_a_row_close_the_socket(api: Api) -> None:
+    user = await api.register()
+    url = base_url(api).replace("http://", "ws://", 1) + "/socket.io/?EIO=4&transport=websocket"
+    async with aiohttp.ClientSession() as http, http.ws_connect(url) as ws:
+        await ws.receive_str(timeout=5)
+        await ws.send_str("40" + json.dumps({"token": user.token}))
+        assert (await ws.receive_str(timeout=5)).startswith("40")
+        bad = [
+            ("42[", "bad_frame"),
+            ('42{"session:join": 1}', "invalid_frame"),
+            ('427["session:join"]', "invalid_frame"),
+            ('42["session:message", {"message": "hi"}]', "invalid_frame"),
+            ('42["session:join", {"sessionId": 5}]', "invalid_frame"),
+            ('45-["session:join", {"_placeholder": true, "num": 0}]', "invalid_frame"),
+            ("9", "bad_frame"),
+            ('42["nope", {}]', "unknown_type"),
+            ('42["typing:start", {"sessionId": "x"}]', "not_joined"),
+        ]
+        for packet, code in bad:
+            await ws.send_str(packet)
+            answer = await ws.receive_str(timeout=5)
+            if answer.startswith("43"):  # the one with an acknowledgement id (7)
+                assert answer.startswith("437["), answer
+                body = json.loads(answer[3:])[0]
+                assert (body["ok"], body["code"]) == (False, code), answer
+            else:
+                name, body = json.loads(answer[2:])
+                assert (name, body["code"]) == ("error", code), answer
+        await ws.send_bytes(b"\x00binary")
+        assert json.loads((await ws.receive_str(timeout=5))[2:])[1]["code"] == "invalid_frame"
+        closed = await ws.receive(timeout=5)
+        assert closed.type is aiohttp.WSMsgType.CLOSE
+        assert closed.data == 4009
 
 
 # --- the user story, on one node and on two ---------------------------------------------------
