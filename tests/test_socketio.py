@@ -19,6 +19,7 @@ import aiohttp
 import pytest
 import socketio
 
+from peerspark_rt import sio_protocol
 from peerspark_rt.actors import connection as connection_module
 from tests.helpers import Api, User, open_session
 from tests.nodes import Node, start_node
@@ -110,7 +111,7 @@ async def test_one_packet_per_message_for_every_socketio_member(
     """A /ws sender, two Socket.IO readers: the room builds the message's Socket.IO packet
     once and both get it (encode once per format, as for /ws frames)."""
     built: list[bytes] = []
-    original = connection_module.room_packet
+    original = sio_protocol.room_packet
 
     def counting(payload: bytes) -> bytes:
         packet = original(payload)
