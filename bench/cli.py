@@ -131,9 +131,10 @@ def _ws_args(parser: argparse.ArgumentParser) -> None:
     )
     g.add_argument(
         "--client",
-        choices=("lean", "live"),
-        help="product sockets: the lean raw client (default) or peerspark_rt.client.LiveClient "
-        "(burst always uses LiveClient: it is what resumes)",
+        choices=("lean", "live", "socketio"),
+        help="product sockets: the lean raw client on /ws (default), "
+        "peerspark_rt.client.LiveClient (burst always uses it: it is what resumes), or the "
+        "spec's Socket.IO events on /socket.io/ (with --compare: next to /ws and the peers)",
     )
     g.add_argument(
         "--heartbeat",
@@ -275,6 +276,8 @@ def ws_config(args: argparse.Namespace, kind: Kind) -> Any:
         # The harness cannot set a running node's heartbeat: assume the product's default.
         config = replace(config, heartbeat=25.0)
     if config.drop_at is not None:
+        if config.client == "socketio":
+            raise SystemExit(f"{name}: drops and resumes are measured with --client live")
         config = replace(config, client="live")  # dropping and resuming is LiveClient's job
     if config.rooms and config.clients < config.rooms:
         raise SystemExit("--clients must be at least --rooms")
@@ -306,10 +309,13 @@ async def _ws(args: argparse.Namespace) -> int:
     ctx.log(f"open-file limit (RLIMIT_NOFILE) raised from {soft} to {hard}")
     ctx.log(f"machine load before: {machine_load()}")
     kinds: list[Kind] = ["product", "socketio", "echo"] if args.compare else [args.server]
+    configs = [ws_config(args, kind) for kind in kinds]
+    if args.compare and args.client == "socketio":
+        # the compatibility codec's cost: the same run on /ws first
+        configs.insert(0, replace(configs[0], client="lean"))
     results = []
     try:
-        for kind in kinds:
-            config = ws_config(args, kind)
+        for config in configs:
             # several nodes are measured against one node behind the same nginx, same load
             runs = [config]
             if config.nodes > 1:

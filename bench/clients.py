@@ -4,7 +4,8 @@
   with `since`, resend unacknowledged messages with their cid, drop duplicates), with frames
   handed to the bench inline instead of through its queue. Burst runs use it: coming back
   after a drop is what they measure.
-* `LeanProductClient`, `SocketIOClient` and `EchoClient` sit on `bench.rawws` (frames parsed
+* `LeanProductClient`, `ProductSocketIOClient` (the product's /socket.io/ with the spec's
+  events), `SocketIOClient` and `EchoClient` sit on `bench.rawws` (frames parsed
   in the protocol callback, no task per message), so that the load generator, with one core,
   stays faster than the servers it measures. `SocketIOClient` speaks Engine.IO 4 / Socket.IO 5
   text frames directly ("40" connect, `42[event,data]` events, `42<id>[...]`/`43<id>[...]`
@@ -359,6 +360,121 @@ class SocketIOClient(BenchClient):
 
     async def drop(self) -> None:
         raise NotImplementedError("the Socket.IO peer has no resume: burst runs the product only")
+
+    async def close(self) -> None:
+        if self._ws is not None:
+            await self._ws.close()
+
+
+class _SpecMessage(msgspec.Struct, rename="camel"):
+    """The fields of the product's `session:message` event the bench reads."""
+
+    session_id: str = ""
+    message: str = ""
+    seq: int = 0
+
+
+class _SpecAck(msgspec.Struct, rename="camel"):
+    """An acknowledgement from the product's /socket.io/: `{ok, lastSeq | seq | code}`."""
+
+    ok: bool = False
+    last_seq: int = 0
+    seq: int = 0
+    code: str = ""
+    message: str = ""
+
+
+_spec_event = msgspec.json.Decoder(tuple[str, _SpecMessage])
+_spec_ack = msgspec.json.Decoder(tuple[_SpecAck])
+
+
+class ProductSocketIOClient(BenchClient):
+    """The product's /socket.io/ as an app written against the spec uses it: the token in
+    the CONNECT packet, `session:join` and `session:message` with acknowledgements, and
+    `session:message` events (Engine.IO 4 text frames, like `SocketIOClient`)."""
+
+    def __init__(
+        self,
+        index: int,
+        ws_url: str,
+        token: str,
+        rooms: list[str],
+        sink: Sink,
+        *,
+        ack_timeout: float = 30,
+    ) -> None:
+        self.index = index
+        self.rooms = rooms
+        self.sink = sink
+        self.token = token
+        self.url = ws_url.removesuffix("/ws") + "/socket.io/?EIO=4&transport=websocket"
+        self.ack_timeout = ack_timeout
+        self._ws: RawWebSocket | None = None
+        self._ids = itertools.count(1)
+        self._acks: dict[int, asyncio.Future[_SpecAck]] = {}
+        self._connected: asyncio.Future[None] | None = None
+
+    async def connect(self) -> None:
+        self._connected = asyncio.get_running_loop().create_future()
+        self._ws = RawWebSocket(self._on_message)
+        await self._ws.open(self.url)
+        await asyncio.wait_for(self._connected, 30)
+
+    def _on_message(self, payload: bytes, opcode: int) -> None:
+        if payload[:2] == b"42":
+            name, msg = _spec_event.decode(memoryview(payload)[2:])
+            if name == "session:message":
+                self.sink.message(self, "session:" + msg.session_id, msg.seq, msg.message)
+        elif payload[:2] == b"43":
+            cut = 2
+            while 48 <= payload[cut] <= 57:
+                cut += 1
+            future = self._acks.pop(int(payload[2:cut]), None)
+            if future is not None and not future.done():
+                ack = _spec_ack.decode(memoryview(payload)[cut:])[0]
+                if ack.ok:
+                    future.set_result(ack)
+                else:
+                    future.set_exception(Refused(ack.code, ack.message))
+        elif payload == b"2":
+            assert self._ws is not None
+            self._ws.send_text(b"3")
+        elif payload[:1] == b"0":  # Engine.IO open: connect with the access token
+            assert self._ws is not None
+            self._ws.send_text(b"40" + _json.encode({"token": self.token}))
+        elif payload[:2] == b"40":
+            if self._connected is not None and not self._connected.done():
+                self._connected.set_result(None)
+        elif payload[:2] == b"44" and self._connected is not None and not self._connected.done():
+            self._connected.set_exception(Refused("connect_error", payload.decode()[:200]))
+
+    async def _emit(self, event: str, data: dict[str, Any]) -> _SpecAck:
+        assert self._ws is not None
+        ident = next(self._ids)
+        future: asyncio.Future[_SpecAck] = asyncio.get_running_loop().create_future()
+        self._acks[ident] = future
+        self._ws.send_text(f"42{ident}".encode() + _json.encode([event, data]))
+        return await asyncio.wait_for(future, self.ack_timeout)
+
+    async def join(self, room: str) -> int:
+        kind, _, ident = room.partition(":")
+        if kind == "user":
+            self.sink.joined(self, room, 0)  # joined at connect, as the spec's clients expect
+            return 0
+        event = "session:join" if kind == "session" else "pod:join"
+        field = "sessionId" if kind == "session" else "podId"
+        ack = await self._emit(event, {field: ident})
+        self.sink.joined(self, room, ack.last_seq)
+        return ack.last_seq
+
+    async def send(self, room: str, body: str, cid: str) -> int:
+        session = room.partition(":")[2]
+        data = {"sessionId": session, "message": body, "cid": cid}
+        ack = await self._emit("session:message", data)
+        return ack.seq
+
+    async def drop(self) -> None:
+        raise NotImplementedError("the bench's Socket.IO client does not resume: use --client live")
 
     async def close(self) -> None:
         if self._ws is not None:

@@ -189,7 +189,7 @@ def ws_row(r: dict[str, Any]) -> list[str]:
     nodes = r["config"].get("nodes", 1)
     behind = f" {nodes} node{'s' if nodes > 1 else ''}+nginx" if r["config"].get("balancer") else ""
     return [
-        f"{r['scenario']}/{r['server_kind']}{behind}",
+        f"{r['scenario']}/{_run_of(r)}{behind}",
         f"{c['connected']:,}",
         f"{rate:g}",
         fmt_int(d["deliveries_per_second"]),
@@ -207,6 +207,16 @@ def ws_row(r: dict[str, Any]) -> list[str]:
         else f"{s['memory_per_connection_kib']:.1f}",
         extra,
     ]
+
+
+def run_name(kind: str, client: str) -> str:
+    """What a run measured: the server, and for the product which of its sockets
+    (`product` is /ws, `product-sio` the spec's Socket.IO events on /socket.io/)."""
+    return "product-sio" if kind == "product" and client == "socketio" else kind
+
+
+def _run_of(r: dict[str, Any]) -> str:
+    return str(r.get("run") or r["server_kind"])
 
 
 def ws_table(results: Sequence[dict[str, Any]]) -> str:
@@ -260,17 +270,20 @@ def comparison_lines(results: Sequence[dict[str, Any]]) -> list[str]:
     lines: list[str] = []
     by_scenario: dict[str, dict[str, dict[str, Any]]] = {}
     for r in results:
-        by_scenario.setdefault(r["scenario"], {})[r["server_kind"]] = r
+        by_scenario.setdefault(r["scenario"], {})[_run_of(r)] = r
+    pairs = (
+        ("product", "socketio"),
+        ("product", "echo"),
+        ("product-sio", "product"),
+        ("product-sio", "socketio"),
+    )
     for scenario, kinds in by_scenario.items():
-        product = kinds.get("product")
-        if product is None:
-            continue
-        for peer in ("socketio", "echo"):
-            other = kinds.get(peer)
-            if other is None:
+        for mine, peer in pairs:
+            product, other = kinds.get(mine), kinds.get(peer)
+            if product is None or other is None:
                 continue
             pd, od = product["delivery"], other["delivery"]
-            parts = [f"{scenario}: product vs {peer}:"]
+            parts = [f"{scenario}: {mine} vs {peer}:"]
             if od["deliveries_per_second"]:
                 ratio = pd["deliveries_per_second"] / od["deliveries_per_second"]
                 parts.append(f"deliveries/s x{ratio:.2f}")

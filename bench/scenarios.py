@@ -26,8 +26,9 @@ class WsConfig:
     settle: float = 2.0  # seconds between the last join and the "connected" memory sample
     user_rooms: bool = False  # every product socket also joins its user's own room
     heartbeat: float | None = None  # WS_HEARTBEAT of a node the harness starts
-    # product sockets: the lean raw client, or peerspark_rt.client.LiveClient (which resumes)
-    client: Literal["lean", "live"] = "lean"
+    # product sockets: the lean raw client, peerspark_rt.client.LiveClient (which resumes),
+    # or the spec's Socket.IO events on /socket.io/
+    client: Literal["lean", "live", "socketio"] = "lean"
     # seconds after the start when the harness's own redis-server is paused (SIGSTOP), and for
     # how long: the room must not notice (product only)
     redis_stall_at: float | None = None

@@ -40,7 +40,7 @@ class WsPlan(msgspec.Struct, tag="ws"):
     cpus: list[int] | None
     worker: int
     ack_timeout: float
-    client: Literal["lean", "live"] = "lean"
+    client: Literal["lean", "live", "socketio"] = "lean"
 
 
 class RestRequest(msgspec.Struct, array_like=True):

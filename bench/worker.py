@@ -31,6 +31,7 @@ from .clients import (
     EchoClient,
     LeanProductClient,
     LiveProductClient,
+    ProductSocketIOClient,
     SocketIOClient,
     body_sender,
     message_body,
@@ -184,6 +185,10 @@ class WsWorker:
                 session,
                 binary=plan.binary,
                 ack_timeout=plan.ack_timeout,
+            )
+        if plan.kind == "product" and plan.client == "socketio":
+            return ProductSocketIOClient(
+                i, plan.url, spec.token, spec.rooms, self, ack_timeout=plan.ack_timeout
             )
         if plan.kind == "product":
             return LeanProductClient(

@@ -15,6 +15,7 @@ from . import wire
 from .context import Context, Target, machine_load, rest_session
 from .generator import WorkerProc, next_event, start_workers
 from .procs import RedisProcess, Sample, start_redis
+from .report import run_name
 from .scenarios import WsConfig
 from .seed import Account, RestApi, create_rooms
 from .stats import Histogram, merged
@@ -31,7 +32,7 @@ class WsRun:
     def __init__(self, ctx: Context, config: WsConfig) -> None:
         self.ctx = ctx
         self.config = config
-        self.label = f"{config.scenario}/{config.kind}"
+        self.label = f"{config.scenario}/{run_name(config.kind, config.client)}"
         self.timeline: dict[int, dict[str, Any]] = {}
         # filled in as the run goes
         self.target: Target
@@ -425,6 +426,7 @@ class WsRun:
         result: dict[str, Any] = {
             "scenario": cfg.scenario,
             "server_kind": cfg.kind,
+            "run": run_name(cfg.kind, cfg.client),
             "description": cfg.description,
             "config": asdict(cfg),
             "target": {"url": target.base_url, "where": target.where},
@@ -567,7 +569,8 @@ async def run_ws(ctx: Context, config: WsConfig, out_dir: Path | None = None) ->
 
     result = await WsRun(ctx, config).run()
     nodes = f"-{config.nodes}nodes" if config.balancer else ""
-    folder = out_dir or ctx.run_dir(f"{config.scenario}-{config.kind}{nodes}")
+    name = run_name(config.kind, config.client)
+    folder = out_dir or ctx.run_dir(f"{config.scenario}-{name}{nodes}")
     write_ws_outputs(result, folder)
     result["output"] = str(folder)
     return result

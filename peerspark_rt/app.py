@@ -64,6 +64,7 @@ from .http import reports as reports_http
 from .http import resources as resources_http
 from .http import search as search_http
 from .http import sessions as sessions_http
+from .http import sio as sio_http
 from .http import uploads as uploads_http
 from .http import web_client as web_client_http
 from .http import web_login as web_login_http
@@ -628,6 +629,7 @@ def build_app(settings: Settings) -> web.Application:
         pods_http,
         sessions_http,
         ws_http,
+        sio_http,
         calendar_http,
         notifications_http,
         feed_http,

@@ -361,6 +361,10 @@ def _path_value(route: Described, name: str, world: World, cast: Cast) -> str:
     return values[name]
 
 
+# what an upgrade needs besides the token (Engine.IO's version and transport)
+UPGRADE_QUERIES = {"GET /socket.io/": {"EIO": "4", "transport": "websocket"}}
+
+
 def _call(ref: Reference, route: Described, op: Operation, caller: str) -> tuple[int, str]:
     world, cast, client = ref.fresh(), ref.cast, ref.client
     key = f"{route.method} {route.path}"
@@ -368,7 +372,7 @@ def _call(ref: Reference, route: Described, op: Operation, caller: str) -> tuple
     token = account.token if account else None
     path = _PARAM.sub(lambda m: _path_value(route, m.group(1), world, cast), route.path)
     if 101 in op.raw:
-        query = urlencode({"token": token}) if token else ""
+        query = urlencode({**UPGRADE_QUERIES.get(key, {}), **({"token": token} if token else {})})
         sock = RawSocket("127.0.0.1", ref.live.port, f"{path}?{query}")
         sock.sock.close()
         return sock.status, ""

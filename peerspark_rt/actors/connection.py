@@ -29,9 +29,10 @@ import struct
 import time
 import uuid
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Protocol
 
-from ..protocol import CLOSE_SLOW_CONSUMER, json_encoder, msgpack_encoder
+from ..protocol import CLOSE_SLOW_CONSUMER, json_encoder, msgpack_encoder, server_json_decoder
+from ..sio_protocol import room_packet
 
 log = logging.getLogger(__name__)
 
@@ -46,6 +47,19 @@ CLOSE_DEADLINE = 3.0  # seconds a close handshake may take before the connection
 
 _closing: set[asyncio.Future[None]] = set()  # close handshakes in flight (keeps them referenced)
 
+# What a socket reads: the live protocol as JSON text frames or MessagePack binary frames, or
+# Socket.IO event packets (the spec's event names; `sio_protocol`). Rooms keep their members by
+# format and build each frame once per format.
+JSON, MSGPACK, SOCKETIO = 0, 1, 2
+FORMATS = (JSON, MSGPACK, SOCKETIO)
+
+
+class ControlCodec(Protocol):
+    """A socket's own encoding of control frames (a Socket.IO socket routes them to the
+    acknowledgement callback of the request they answer)."""
+
+    def control(self, frame: Any) -> bytes | None: ...
+
 
 def ws_frame(payload: bytes, opcode: int) -> bytes:
     """A complete, unmasked, unfragmented server-to-client websocket frame."""
@@ -58,13 +72,28 @@ def ws_frame(payload: bytes, opcode: int) -> bytes:
     return struct.pack("!BBQ", first, 127, n) + payload
 
 
+def room_frame(fmt: int, payload: bytes) -> bytes | None:
+    """The websocket frame of a room's JSON payload in format `fmt` (None: the format has
+    nothing to say for it)."""
+    if fmt == JSON:
+        return ws_frame(payload, OP_TEXT)
+    if fmt == MSGPACK:
+        return ws_frame(msgpack_encoder.encode(server_json_decoder.decode(payload)), OP_BINARY)
+    packet = room_packet(payload)
+    return ws_frame(packet, OP_TEXT) if packet else None
+
+
 def send_frame(conn: Connection, frame: Any) -> None:
     """Encode one control frame (a protocol Struct: joined, ack, error...) in the socket's
     format and queue it; it is never dropped by an overflow."""
-    if conn.binary:
-        conn.push_control(ws_frame(msgpack_encoder.encode(frame), OP_BINARY))
-    else:
+    if conn.fmt == JSON:
         conn.push_control(ws_frame(json_encoder.encode(frame), OP_TEXT))
+    elif conn.fmt == MSGPACK:
+        conn.push_control(ws_frame(msgpack_encoder.encode(frame), OP_BINARY))
+    elif conn.codec is not None:
+        packet = conn.codec.control(frame)
+        if packet is not None:
+            conn.push_control(ws_frame(packet, OP_TEXT))
 
 
 def abort_if_stuck(transport: asyncio.Transport) -> None:
@@ -134,9 +163,10 @@ class Connection:
         "_out",
         "_out_bytes",
         "acked",
-        "binary",
         "closing",
+        "codec",
         "errors",
+        "fmt",
         "id",
         "limit",
         "on_overflow",
@@ -157,9 +187,10 @@ class Connection:
         user_id: uuid.UUID,
         username: str,
         session_id: uuid.UUID,
-        binary: bool,
         flusher: Flusher,
         limit: int,
+        fmt: int = JSON,
+        codec: ControlCodec | None = None,
     ) -> None:
         self.id = uuid.uuid4().hex[:12]
         self.ws = ws
@@ -167,7 +198,8 @@ class Connection:
         self.user_id = user_id
         self.username = username
         self.session_id = session_id
-        self.binary = binary
+        self.fmt = fmt
+        self.codec = codec
         self.rooms: set[str] = set()
         self.acked: dict[str, int] = {}
         self.errors = 0

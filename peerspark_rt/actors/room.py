@@ -42,11 +42,10 @@ from ..protocol import (
     ScreenShareState,
     TypingEvent,
     json_encoder,
-    msgpack_encoder,
     server_json_decoder,
 )
 from . import mail
-from .connection import OP_BINARY, OP_TEXT, Connection, send_frame, ws_frame
+from .connection import FORMATS, Connection, room_frame, send_frame
 from .mailbox import Mailbox
 
 if TYPE_CHECKING:
@@ -67,10 +66,6 @@ LOAD_BACKOFF = (0.2, 0.5, 1.0, 2.0, 5.0)  # seconds between attempts to load the
 
 
 _NO_MESSAGES: collections.deque[tuple[int, bytes]] = collections.deque(maxlen=0)
-
-
-def _to_msgpack(payload: bytes) -> bytes:
-    return msgpack_encoder.encode(server_json_decoder.decode(payload))
 
 
 @dataclass(slots=True)
@@ -94,9 +89,9 @@ class RoomActor:
         self.ready = not (self.sequenced or self.tracks_presence)
         self.mailbox: Mailbox[mail.Mail] = Mailbox()
         self.task: asyncio.Task[None] | None = None
-        # members, by wire format (so fan-out needs no per-member branch)
-        self.text_members: dict[Connection, None] = {}
-        self.binary_members: dict[Connection, None] = {}
+        # members, by wire format (`connection.FORMATS`: fan-out builds each frame once per
+        # format and needs no per-member branch)
+        self.members: tuple[dict[Connection, None], ...] = tuple({} for _ in FORMATS)
         self.local_users: dict[str, int] = {}  # user id -> sockets here
         self.presence: dict[str, str] = {}  # user id -> username, on every node
         # `presence` as the joined frame lists it; rebuilt after a change (in a reconnect
@@ -142,10 +137,13 @@ class RoomActor:
 
     @property
     def member_count(self) -> int:
-        return len(self.text_members) + len(self.binary_members)
+        return sum(map(len, self.members))
 
     def _members(self) -> list[Connection]:
-        return [*self.text_members, *self.binary_members]
+        return [conn for members in self.members for conn in members]
+
+    def _is_member(self, conn: Connection) -> bool:
+        return conn in self.members[conn.fmt]
 
     async def _run(self) -> None:
         try:
@@ -293,25 +291,24 @@ class RoomActor:
 
     def _fanout(self, payload: bytes) -> None:
         """Encode once per format, push the same bytes to every local member."""
-        if self.text_members:
-            frame = ws_frame(payload, OP_TEXT)
-            for conn in self.text_members:
-                conn.push(frame)
-        if self.binary_members:
-            frame = ws_frame(_to_msgpack(payload), OP_BINARY)
-            for conn in self.binary_members:
-                conn.push(frame)
-        self.hub.count_deliveries(self.member_count)
+        delivered = 0
+        for fmt, members in enumerate(self.members):
+            if members:
+                frame = room_frame(fmt, payload)
+                if frame is not None:
+                    for conn in members:
+                        conn.push(frame)
+                    delivered += len(members)
+        self.hub.count_deliveries(delivered)
 
     def send_to(self, conn: Connection, frame: object) -> None:
         """One control frame to one socket, in its format."""
         send_frame(conn, frame)
 
     def _send_payload(self, conn: Connection, payload: bytes) -> None:
-        if conn.binary:
-            conn.push(ws_frame(_to_msgpack(payload), OP_BINARY))
-        else:
-            conn.push(ws_frame(payload, OP_TEXT))
+        frame = room_frame(conn.fmt, payload)
+        if frame is not None:
+            conn.push(frame)
 
     # --- frames from the broker ----------------------------------------------------------
 
@@ -360,7 +357,7 @@ class RoomActor:
             self._fanout(payload)
             return
         # Sockets catching up get this one from their replay, in its turn; sockets that have
-        # it already do not get it again.
+        # it already (they resumed here from a node that was ahead) do not get it again.
         skip: set[Connection] | dict[Connection, _Replay] = self.replaying
         if self.ahead:
             skip = set(self.replaying)
@@ -369,17 +366,16 @@ class RoomActor:
                     skip.add(conn)
                 if seq >= seen:
                     del self.ahead[conn]
-        text = [c for c in self.text_members if c not in skip]
-        binary = [c for c in self.binary_members if c not in skip]
-        if text:
-            frame = ws_frame(payload, OP_TEXT)
-            for conn in text:
-                conn.push(frame)
-        if binary:
-            frame = ws_frame(_to_msgpack(payload), OP_BINARY)
-            for conn in binary:
-                conn.push(frame)
-        self.hub.count_deliveries(len(text) + len(binary))
+        delivered = 0
+        for fmt, members in enumerate(self.members):
+            live = [c for c in members if c not in skip]
+            if live:
+                frame = room_frame(fmt, payload)
+                if frame is not None:
+                    for conn in live:
+                        conn.push(frame)
+                    delivered += len(live)
+        self.hub.count_deliveries(delivered)
 
     def _on_replace(self, payload: bytes) -> None:
         """A delivered message changed (retracted, restored): the ring now holds what history
@@ -476,10 +472,10 @@ class RoomActor:
         if conn.closing:
             _answer(join, "unavailable")
             return
-        already = conn in self.text_members or conn in self.binary_members
+        already = self._is_member(conn)
         announce = False
         if not already:
-            (self.binary_members if conn.binary else self.text_members)[conn] = None
+            self.members[conn.fmt][conn] = None
             conn.rooms.add(self.room)
             announce = self._arrive(conn)
         self.send_to(conn, self._joined())
@@ -554,9 +550,9 @@ class RoomActor:
         """The socket leaves the room. A socket that was `lost` (no close from the client)
         keeps its user present for the grace period, so a reconnect does not flap presence
         for everyone in the room (nor rewrite attendance)."""
-        removed = conn in self.text_members or conn in self.binary_members
-        self.text_members.pop(conn, None)
-        self.binary_members.pop(conn, None)
+        members = self.members[conn.fmt]
+        removed = conn in members
+        members.pop(conn, None)
         conn.rooms.discard(self.room)
         self.replaying.pop(conn, None)
         self.ahead.pop(conn, None)
@@ -591,7 +587,7 @@ class RoomActor:
                 )
 
     def _overflowed(self, conn: Connection) -> None:
-        if conn in self.text_members or conn in self.binary_members:
+        if self._is_member(conn):
             self.replaying.pop(conn, None)
             self.ahead.pop(conn, None)
             self.send_to(conn, Resync(room=self.room))
@@ -614,7 +610,7 @@ class RoomActor:
     # --- resuming ------------------------------------------------------------------------
 
     def _resume(self, conn: Connection, since: int) -> None:
-        if conn not in self.text_members and conn not in self.binary_members:
+        if not self._is_member(conn):
             return
         self.ahead.pop(conn, None)
         if not self.sequenced or since >= self.last_seq:

@@ -15,7 +15,7 @@ from prometheus_client import Histogram
 
 from .. import logs
 from ..accounts.auth import AUTH, Principal
-from ..actors.connection import CLOSE_DEADLINE, Connection, abort_if_stuck
+from ..actors.connection import CLOSE_DEADLINE, JSON, MSGPACK, Connection, abort_if_stuck
 from ..actors.hub import HUB
 from ..config import SETTINGS
 from ..errors import Forbidden, Invalid, Unauthorized
@@ -76,13 +76,10 @@ async def websocket(request: web.Request) -> web.StreamResponse:
         user_id=principal.user_id,
         username=principal.username,
         session_id=principal.session_id,
-        binary=fmt == "msgpack",
+        fmt=MSGPACK if fmt == "msgpack" else JSON,
     )
     closed_by_client = False
-    # this socket's chat messages waiting for their commit (made on the first one: an empty
-    # deque is ~0.7 KB, and most sockets never send)
-    sending: collections.deque[asyncio.Future[None]] | None = None
-    last_turn: asyncio.Future[None] | None = None  # the latest send's place in line
+    inbound = Inbound(realtime, conn, principal, metrics.ws_ack)
     try:
         while True:
             msg = await ws.receive()
@@ -102,31 +99,7 @@ async def websocket(request: web.Request) -> web.StreamResponse:
                 realtime.bad_frame(conn, exc, binary=msg.type is WSMsgType.BINARY)
                 continue
             metrics.ws_frames_in.labels(type(frame).__name__.lower()).inc()
-            if type(frame) is Send and frame.kind != "system":
-                # A chat message waits for its commit before it is acknowledged. Handing it
-                # over without waiting lets the next ones from this socket join the same
-                # group commit; each is handed to the store only after the one before it
-                # (`SendOrder`), so they are numbered in the order they came, whatever each
-                # waited for on the way (moderation).
-                if sending is None:
-                    sending = collections.deque()
-                    conn.sending = sending
-                order = SendOrder(last_turn)
-                last_turn = order.mine
-                sending.append(
-                    asyncio.ensure_future(
-                        _handle(realtime, conn, principal, frame, order, metrics.ws_ack)
-                    )
-                )
-                while sending and sending[0].done():
-                    sending.popleft()
-                if len(sending) >= SEND_PIPELINE:
-                    await asyncio.wait([sending.popleft()])
-                continue
-            if sending:  # anything else happens after this socket's messages are stored
-                await asyncio.wait(sending)
-                sending.clear()
-            await _handle(realtime, conn, principal, frame)
+            await inbound.handle(frame)
     finally:
         metrics.ws_closed(ws.close_code)
         await hub.disconnect(conn, lost=not closed_by_client)
@@ -136,22 +109,72 @@ async def websocket(request: web.Request) -> web.StreamResponse:
     return ws
 
 
-async def _handle(
-    realtime: RealtimeService,
-    conn: Connection,
-    principal: Principal,
-    frame: Any,
-    order: SendOrder | None = None,
-    latency: Histogram | None = None,
-) -> None:
-    started = time.perf_counter()
-    try:
-        await realtime.handle(conn, principal, frame, order)
-    except Exception:
-        log.exception("websocket frame %s failed", type(frame).__name__)
-        realtime.error(conn, "internal_error", "the server failed on this frame")
-    finally:
-        if order is not None:
-            order.release()
-        if latency is not None:
-            latency.observe(time.perf_counter() - started)
+class Inbound:
+    """One socket's client frames, handed to the realtime service in the order they came
+    (the same for /ws and /socket.io/: the codecs differ, the rules do not)."""
+
+    __slots__ = ("_last_turn", "_sending", "conn", "latency", "principal", "realtime")
+
+    def __init__(
+        self,
+        realtime: RealtimeService,
+        conn: Connection,
+        principal: Principal,
+        latency: Histogram | None = None,
+    ) -> None:
+        self.realtime = realtime
+        self.conn = conn
+        self.principal = principal
+        self.latency = latency  # how long each frame took to handle (sends: to their ack)
+        # this socket's chat messages waiting for their commit (made on the first one: an
+        # empty deque is ~0.7 KB, and most sockets never send)
+        self._sending: collections.deque[asyncio.Future[None]] | None = None
+        self._last_turn: asyncio.Future[None] | None = None  # the latest send's place in line
+
+    async def handle(self, frame: Any) -> None:
+        """Handle one frame; returns once it is handled, except for chat messages, which
+        wait for their commit in the background (at most `SEND_PIPELINE` at once)."""
+        if type(frame) is Send and frame.kind != "system":
+            # A chat message waits for its commit before it is acknowledged. Handing it over
+            # without waiting lets the next ones from this socket join the same group commit;
+            # each is handed to the store only after the one before it (`SendOrder`), so they
+            # are numbered in the order they came, whatever each waited for on the way
+            # (moderation).
+            sending = self._sending
+            if sending is None:
+                # (the connection sees it too: a stopping node waits for sends in flight)
+                sending = self._sending = self.conn.sending = collections.deque()
+            order = SendOrder(self._last_turn)
+            self._last_turn = order.mine
+            sending.append(asyncio.ensure_future(self._handle(frame, order)))
+            while sending and sending[0].done():
+                sending.popleft()
+            if len(sending) >= SEND_PIPELINE:
+                await asyncio.wait([sending.popleft()])
+            return
+        await self.settle()  # anything else happens after this socket's messages are stored
+        await self._handle(frame)
+
+    async def settle(self) -> None:
+        """Wait until this socket's chat messages are stored (or refused)."""
+        if self._sending:
+            await asyncio.wait(self._sending)
+            self._sending.clear()
+
+    async def _handle(self, frame: Any, order: SendOrder | None = None) -> None:
+        started = time.perf_counter()
+        try:
+            await self.realtime.handle(self.conn, self.principal, frame, order)
+        except Exception:
+            log.exception("websocket frame %s failed", type(frame).__name__)
+            self.realtime.error(
+                self.conn,
+                "internal_error",
+                "the server failed on this frame",
+                ref=frame.cid if type(frame) is Send else None,
+            )
+        finally:
+            if order is not None:
+                order.release()
+            if self.latency is not None and order is not None:
+                self.latency.observe(time.perf_counter() - started)

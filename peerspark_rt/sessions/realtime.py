@@ -170,10 +170,10 @@ class RealtimeService:
         if ok:
             conn.errors = 0
 
-    def _in_room(self, conn: Connection, room: str) -> bool:
+    def _in_room(self, conn: Connection, room: str, ref: str | None = None) -> bool:
         if room in conn.rooms:
             return True
-        self.error(conn, "not_joined", "join the room first", room=room)
+        self.error(conn, "not_joined", "join the room first", room=room, ref=ref)
         return False
 
     async def authorize_room(self, principal: Principal, room: str, *, enrol: bool = False) -> None:
@@ -254,7 +254,7 @@ class RealtimeService:
                     conn, "invalid_frame", "messages are sent to session rooms", ref=frame.cid
                 )
                 return False
-            if not self._in_room(conn, frame.room):
+            if not self._in_room(conn, frame.room, frame.cid):
                 return False
             session_id = uuid.UUID(frame.room.partition(":")[2])
             is_organizer = frame.kind == "system" and await self._is_organizer(
