@@ -944,3 +944,85 @@ CREATE INDEX IF NOT EXISTS idx_moderation_queue_author ON moderation_queue(autho
 CREATE UNIQUE INDEX IF NOT EXISTS idx_moderation_queue_dedupe
     ON moderation_queue(author_id, content_type, dedupe_key) WHERE dedupe_key IS NOT NULL;
 -- (end of section: ai)
+
+-- ===================================================================== analytics
+-- The event log is the single source of the study analytics (peerspark_rt/analytics/events.py
+-- lists the kinds). An act writes its event in its own transaction; `dedupe_key` makes a retried
+-- act (a resent chat cid, a replayed mobile sync action) write it once. Each event keeps the
+-- user's local date and hour as they were when it happened (their zone then), so moving to
+-- another zone later does not rewrite past days.
+CREATE OR REPLACE FUNCTION peerspark_local_time(at TIMESTAMPTZ, zone TEXT) RETURNS TIMESTAMP
+    LANGUAGE plpgsql STABLE AS $$
+BEGIN
+    RETURN at AT TIME ZONE COALESCE(zone, 'UTC');
+EXCEPTION WHEN invalid_parameter_value THEN
+    -- a zone name PostgreSQL does not know (rows written before zones were checked): UTC,
+    -- rather than failing the act that records the event
+    RETURN at AT TIME ZONE 'UTC';
+END $$;
+
+DO $$ BEGIN
+    IF NOT EXISTS (SELECT 1 FROM information_schema.columns
+                    WHERE table_name = 'analytics_events' AND column_name = 'occurred_at') THEN
+        ALTER TABLE analytics_events ADD COLUMN occurred_at TIMESTAMPTZ;
+        ALTER TABLE analytics_events ADD COLUMN local_date DATE;
+        ALTER TABLE analytics_events ADD COLUMN local_hour SMALLINT;
+        UPDATE analytics_events e
+           SET occurred_at = e.created_at,
+               local_date = peerspark_local_time(
+                   e.created_at, (SELECT timezone FROM users WHERE id = e.user_id))::date,
+               local_hour = extract(hour FROM peerspark_local_time(
+                   e.created_at, (SELECT timezone FROM users WHERE id = e.user_id)));
+        ALTER TABLE analytics_events ALTER COLUMN occurred_at SET NOT NULL;
+        ALTER TABLE analytics_events ALTER COLUMN occurred_at SET DEFAULT NOW();
+        ALTER TABLE analytics_events ALTER COLUMN local_date SET NOT NULL;
+        ALTER TABLE analytics_events ALTER COLUMN local_hour SET NOT NULL;
+    END IF;
+END $$;
+ALTER TABLE analytics_events ADD COLUMN IF NOT EXISTS pod_id UUID;
+ALTER TABLE analytics_events ADD COLUMN IF NOT EXISTS session_id UUID;
+ALTER TABLE analytics_events ADD COLUMN IF NOT EXISTS value DOUBLE PRECISION;
+ALTER TABLE analytics_events ADD COLUMN IF NOT EXISTS dedupe_key VARCHAR(200);
+CREATE UNIQUE INDEX IF NOT EXISTS idx_analytics_events_dedupe
+    ON analytics_events(user_id, event, dedupe_key) WHERE dedupe_key IS NOT NULL;
+CREATE INDEX IF NOT EXISTS idx_analytics_events_user_day ON analytics_events(user_id, local_date);
+CREATE INDEX IF NOT EXISTS idx_analytics_events_pod ON analytics_events(pod_id, occurred_at)
+    WHERE pod_id IS NOT NULL;
+CREATE INDEX IF NOT EXISTS idx_analytics_events_at ON analytics_events(occurred_at);
+
+-- Time spent (session attendance, focus blocks), cut at the user's local hours: what the daily
+-- rollup sums for study time, subjects and productive hours. Written with its event.
+CREATE TABLE IF NOT EXISTS analytics_spans (
+    event_id BIGINT NOT NULL REFERENCES analytics_events(id) ON DELETE CASCADE,
+    user_id UUID REFERENCES users(id) ON DELETE CASCADE,
+    local_date DATE NOT NULL,
+    local_hour SMALLINT NOT NULL CHECK (local_hour BETWEEN 0 AND 23),
+    seconds INTEGER NOT NULL CHECK (seconds > 0),
+    subject VARCHAR(100),
+    PRIMARY KEY (event_id, local_date, local_hour)
+);
+CREATE INDEX IF NOT EXISTS idx_analytics_spans_user_day ON analytics_spans(user_id, local_date);
+
+-- The (user, local day) pairs whose rollup is out of date: appended with each event (no unique
+-- key, so concurrent acts never wait on each other), taken by the rollup job.
+CREATE TABLE IF NOT EXISTS analytics_dirty (
+    id BIGSERIAL PRIMARY KEY,
+    user_id UUID NOT NULL,
+    day DATE NOT NULL
+);
+
+-- added to study_analytics: exact figures behind the spec's columns (seconds, not rounded
+-- minutes), the blocks behind focus_score, productive hours and subject time for the dashboards.
+ALTER TABLE study_analytics ADD COLUMN IF NOT EXISTS study_seconds INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE study_analytics ADD COLUMN IF NOT EXISTS focus_blocks_completed INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE study_analytics ADD COLUMN IF NOT EXISTS focus_blocks_abandoned INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE study_analytics ADD COLUMN IF NOT EXISTS hourly_seconds INTEGER[] NOT NULL
+    DEFAULT array_fill(0, ARRAY[24]);
+ALTER TABLE study_analytics ADD COLUMN IF NOT EXISTS subject_seconds JSONB NOT NULL DEFAULT '{}';
+ALTER TABLE study_analytics ADD COLUMN IF NOT EXISTS likes_received INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE study_analytics ADD COLUMN IF NOT EXISTS comments_received INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE study_analytics ADD COLUMN IF NOT EXISTS messages_sent INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE study_analytics ADD COLUMN IF NOT EXISTS events INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE study_analytics ADD COLUMN IF NOT EXISTS updated_at TIMESTAMPTZ NOT NULL DEFAULT NOW();
+CREATE INDEX IF NOT EXISTS idx_study_analytics_date ON study_analytics(date);
+-- (end of section: analytics)

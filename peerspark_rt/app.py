@@ -29,6 +29,7 @@ from .actors.hub import HUB, Hub
 from .ai.assistant import ASSISTANT, AssistantService
 from .ai.quota import QuotaService
 from .ai.retrieval import Retriever
+from .analytics.events import ANALYTICS, Analytics
 from .calendar.events import CALENDAR, CalendarService
 from .calendar.feed import CALENDAR_FEED, CalendarFeed
 from .calendar.reminders import REMINDERS, Reminders
@@ -223,6 +224,18 @@ async def _services(app: web.Application) -> AsyncIterator[None]:
     settings, db, metrics = app[SETTINGS], app[DB], app[METRICS]
     jobs = JobQueue(db)
     app[JOBS] = jobs
+    analytics = Analytics()
+    app[ANALYTICS] = analytics
+    metrics.add_source(
+        lambda: [
+            (
+                "peerspark_analytics_announcements_dropped",
+                "Analytics events whose listeners were not told (the queue was full)",
+                {},
+                float(analytics.dropped),
+            )
+        ]
+    )
     app[AUTH] = AuthService(db, settings, app[LIMITER])
     app[USERS] = UserService(db)
     app[NOTIFICATIONS] = NotificationService(db, app[LIVE], jobs, settings.base_url)
@@ -270,6 +283,7 @@ async def _services(app: web.Application) -> AsyncIterator[None]:
     _feed_services(app)
     yield
     await app[CHAT].close()
+    await analytics.close()
 
 
 SESSION_CHECK_EVERY = 60.0  # seconds between checks that live sockets' logins still exist
