@@ -1025,4 +1025,6 @@ ALTER TABLE study_analytics ADD COLUMN IF NOT EXISTS messages_sent INTEGER NOT N
 ALTER TABLE study_analytics ADD COLUMN IF NOT EXISTS events INTEGER NOT NULL DEFAULT 0;
 ALTER TABLE study_analytics ADD COLUMN IF NOT EXISTS updated_at TIMESTAMPTZ NOT NULL DEFAULT NOW();
 CREATE INDEX IF NOT EXISTS idx_study_analytics_date ON study_analytics(date);
+-- added to posts: the answer the author of a question accepted (POST /api/posts/{id}/accepted-answer).
+ALTER TABLE posts ADD COLUMN IF NOT EXISTS accepted_comment_id UUID REFERENCES comments(id) ON DELETE SET NULL;
 -- (end of section: analytics)

@@ -30,6 +30,7 @@ from .ai.assistant import ASSISTANT, AssistantService
 from .ai.quota import QuotaService
 from .ai.retrieval import Retriever
 from .analytics.events import ANALYTICS, Analytics
+from .analytics.rollup import Rollups
 from .calendar.events import CALENDAR, CalendarService
 from .calendar.feed import CALENDAR_FEED, CalendarFeed
 from .calendar.reminders import REMINDERS, Reminders
@@ -67,7 +68,7 @@ from .infra.jobs import JOBS, WORKER, JobQueue, Periodic, Worker, WorkerCounters
 from .infra.live import LIVE, LiveEvents
 from .infra.pool import CHAT_DB, DB, Database, apply_schema
 from .infra.storage import STORAGE, make_storage
-from .maintenance.service import Maintenance, rollup_payload
+from .maintenance.service import Maintenance
 from .moderation.service import MODERATION, HeldContent, ModerationService
 from .notifications.effects import Units
 from .notifications.email import MAILER, EmailJobs, Mailer
@@ -236,17 +237,18 @@ async def _services(app: web.Application) -> AsyncIterator[None]:
             )
         ]
     )
-    app[AUTH] = AuthService(db, settings, app[LIMITER])
+    app[AUTH] = AuthService(db, settings, app[LIMITER], analytics)
     app[USERS] = UserService(db)
     app[NOTIFICATIONS] = NotificationService(db, app[LIVE], jobs, settings.base_url)
     app[PODS] = PodService(db, app[LIVE], app[NOTIFICATIONS])
-    app[SESSIONS] = SessionService(db, app[PODS], app[LIVE])
+    app[SESSIONS] = SessionService(db, app[PODS], app[LIVE], analytics)
     app[MODERATION] = ModerationService(
         db, settings, app[AI], app[PODS], app[NOTIFICATIONS], metrics, sessions=app[SESSIONS]
     )
     app[CHAT] = ChatService(
         db,
         app[LIVE],
+        analytics,
         store_db=app[CHAT_DB],
         shards=settings.chat_store_shards,
         moderation=app[MODERATION],
@@ -265,6 +267,7 @@ async def _services(app: web.Application) -> AsyncIterator[None]:
         chat=app[CHAT],
         moderation=app[MODERATION],
         live=app[LIVE],
+        analytics=analytics,
         metrics=metrics,
     )
     app[CALENDAR] = CalendarService(db, app[PODS])
@@ -458,14 +461,14 @@ def build_worker(app: web.Application) -> Worker:
         handlers={
             "send_email": EmailJobs(db, app[MAILER], settings).send_email,
             "fire_reminder": reminders.fire,
-            "analytics_rollup": maintenance.analytics_rollup,
+            "analytics_rollup": Rollups(db).run,
             "cleanup": maintenance.cleanup,
             "digest_scan": notifications.digest_scan,
             "send_digest": notifications.send_digest,
         },
         periodic=[
             Periodic("cleanup", dt.timedelta(hours=1)),
-            Periodic("analytics_rollup", dt.timedelta(days=1), rollup_payload),
+            Periodic("analytics_rollup", dt.timedelta(seconds=settings.analytics_rollup_interval)),
             Periodic("digest_scan", dt.timedelta(hours=1)),
         ],
         ticks=[(settings.reminder_scan_interval, reminders.scan)],
@@ -505,7 +508,7 @@ async def _storage(app: web.Application) -> AsyncIterator[None]:
 def _feed_services(app: web.Application) -> None:
     """Feed, comments, reports, resources, search, uploads and mobile sync."""
     settings = app[SETTINGS]
-    units = Units(app[DB], app[LIVE], app[NOTIFICATIONS])
+    units = Units(app[DB], app[LIVE], app[NOTIFICATIONS], app[ANALYTICS])
     app[UPLOADS] = UploadService(
         app[DB],
         app[STORAGE],

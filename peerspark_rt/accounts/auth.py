@@ -15,9 +15,11 @@ import asyncpg
 import msgspec
 from aiohttp import web
 
+from ..analytics.events import Analytics, Kind
 from ..config import Settings
 from ..errors import Conflict, Forbidden, Invalid, NotFound, RateLimited, Unauthorized
 from ..infra import validation
+from ..infra.aftercommit import Deferred, unit
 from ..infra.dbtypes import Conn
 from ..infra.pool import Database
 from . import db as users_db
@@ -131,10 +133,13 @@ def _now() -> dt.datetime:
 
 
 class AuthService:
-    def __init__(self, db: Database, settings: Settings, limiter: RateLimiter) -> None:
+    def __init__(
+        self, db: Database, settings: Settings, limiter: RateLimiter, analytics: Analytics
+    ) -> None:
         self.db = db
         self.settings = settings
         self.limiter = limiter
+        self.analytics = analytics
         self.tokens = TokenIssuer(
             settings.jwt_secret, settings.jwt_refresh_secret, settings.access_token_ttl
         )
@@ -231,13 +236,35 @@ class AuthService:
             "institution": institution,
         }
         try:
-            async with self.db.transaction() as conn:
+            async with unit(self.db) as (conn, after):
                 row = await users_db.insert_user(conn, values)
                 pair = await self._open_session(conn, row, client, remember_me=False)
+                await self.analytics.record(
+                    conn,
+                    row["id"],
+                    Kind.REGISTERED,
+                    occurred_at=dt.datetime.now(dt.UTC),
+                    dedupe_key="registered",
+                    after=after,
+                )
+                await self._record_login(conn, after, row["id"], pair.session_id)
         except asyncpg.UniqueViolationError:
             await self._raise_taken(email, username)
             raise
         return AuthResult(UserProfile.from_row(row), *msgspec.structs.astuple(pair))
+
+    async def _record_login(
+        self, conn: Conn, after: Deferred, user_id: uuid.UUID, session_id: uuid.UUID
+    ) -> None:
+        """A login opens a login session: one event per session."""
+        await self.analytics.record(
+            conn,
+            user_id,
+            Kind.LOGIN,
+            occurred_at=dt.datetime.now(dt.UTC),
+            dedupe_key=str(session_id),
+            after=after,
+        )
 
     async def _raise_taken(self, email: str, username: str) -> None:
         email_taken, username_taken = await users_db.existing_identities(
@@ -296,9 +323,10 @@ class AuthService:
             await users_db.set_password_hash(
                 self.db.pool, row["id"], await hash_password(body.password)
             )
-        async with self.db.transaction() as conn:
+        async with unit(self.db) as (conn, after):
             pair = await self._open_session(conn, row, client, remember_me=body.remember_me)
             profile = await users_db.get_profile(conn, row["id"])
+            await self._record_login(conn, after, row["id"], pair.session_id)
         if profile is None:
             raise RuntimeError("profile is missing")
         await users_db.touch_last_active(self.db.pool, row["id"])

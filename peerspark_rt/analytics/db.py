@@ -94,3 +94,153 @@ async def mark_dirty(conn: Conn, pairs: Sequence[tuple[uuid.UUID, dt.date]]) -> 
         [p[0] for p in pairs],
         [p[1] for p in pairs],
     )
+
+
+# --- rollups ----------------------------------------------------------------------------------
+
+
+async def take_dirty(conn: Conn, limit: int) -> list[tuple[uuid.UUID, dt.date]]:
+    """Take up to `limit` marks of out-of-date days (several workers take different ones)."""
+    rows = await conn.fetch(
+        """DELETE FROM analytics_dirty WHERE id IN (
+               SELECT id FROM analytics_dirty ORDER BY id LIMIT $1 FOR UPDATE SKIP LOCKED)
+           RETURNING user_id, day""",
+        limit,
+    )
+    return [(r["user_id"], r["day"]) for r in rows]
+
+
+async def mark_day_dirty(conn: Conn, day: dt.date) -> int:
+    """Every user with an event or time on local `day` (a rebuild of that day)."""
+    status = await conn.execute(
+        """INSERT INTO analytics_dirty (user_id, day)
+           SELECT DISTINCT user_id, $1::date FROM (
+               SELECT user_id FROM analytics_events WHERE local_date = $1 AND user_id IS NOT NULL
+               UNION SELECT user_id FROM analytics_spans WHERE local_date = $1
+                                                          AND user_id IS NOT NULL) x""",
+        day,
+    )
+    return int(status.split()[-1])
+
+
+# Study time: attendance in live session rooms, plus focus blocks completed alone (a block in a
+# session room is inside its attendance already).
+_STUDY_SPAN = """(e.event = 'session_left'
+                  OR (e.event = 'focus_block_completed' AND e.session_id IS NULL))"""
+
+ROLLUP_DAY = f"""
+WITH who AS (SELECT DISTINCT unnest($2::uuid[]) AS user_id),
+ev AS (
+    SELECT e.user_id,
+           count(*) AS events,
+           count(*) FILTER (WHERE e.event = 'post_created') AS posts,
+           count(*) FILTER (WHERE e.event = 'comment_created') AS comments,
+           count(*) FILTER (WHERE e.event = 'comment_received') AS comments_received,
+           count(*) FILTER (WHERE e.event = 'like_received') AS likes_received,
+           count(*) FILTER (WHERE e.event = 'message_sent') AS messages,
+           count(*) FILTER (WHERE e.event = 'ai_query') AS ai_queries,
+           count(*) FILTER (WHERE e.event = 'focus_block_completed') AS focus_done,
+           count(*) FILTER (WHERE e.event = 'focus_block_abandoned') AS focus_abandoned,
+           count(DISTINCT e.properties->>'resourceId')
+               FILTER (WHERE e.event IN ('resource_viewed', 'resource_downloaded')) AS resources,
+           array_remove(array_agg(DISTINCT e.pod_id::text), NULL) AS pods
+      FROM analytics_events e JOIN who ON who.user_id = e.user_id
+     WHERE e.local_date = $1
+     GROUP BY e.user_id),
+spans AS (
+    SELECT sp.user_id, sp.local_hour, sp.seconds, sp.subject, e.session_id, e.event
+      FROM analytics_spans sp
+      JOIN who ON who.user_id = sp.user_id
+      JOIN analytics_events e ON e.id = sp.event_id
+     WHERE sp.local_date = $1 AND {_STUDY_SPAN}),
+study AS (
+    SELECT user_id, sum(seconds)::int AS seconds,
+           count(DISTINCT session_id) FILTER (WHERE event = 'session_left') AS sessions
+      FROM spans GROUP BY user_id),
+hourly AS (
+    SELECT who.user_id,
+           array_agg(COALESCE((SELECT sum(s.seconds) FROM spans s
+                                WHERE s.user_id = who.user_id AND s.local_hour = h), 0)::int
+                     ORDER BY h) AS seconds
+      FROM who CROSS JOIN generate_series(0, 23) AS h
+     GROUP BY who.user_id),
+subjects AS (
+    SELECT user_id, jsonb_object_agg(subject, seconds) AS seconds,
+           array_agg(subject ORDER BY subject) AS names
+      FROM (SELECT user_id, subject, sum(seconds)::int AS seconds FROM spans
+             WHERE subject IS NOT NULL GROUP BY user_id, subject) x
+     GROUP BY user_id),
+fresh AS (
+    SELECT who.user_id,
+           COALESCE(st.seconds, 0) AS study_seconds,
+           COALESCE(st.sessions, 0) AS sessions,
+           ev.events, ev.posts, ev.comments, ev.comments_received, ev.likes_received,
+           ev.messages, ev.ai_queries, ev.focus_done, ev.focus_abandoned, ev.resources, ev.pods
+      FROM who LEFT JOIN ev ON ev.user_id = who.user_id
+      LEFT JOIN study st ON st.user_id = who.user_id
+     WHERE ev.user_id IS NOT NULL OR st.user_id IS NOT NULL),
+old AS (
+    SELECT user_id, streak_days FROM study_analytics
+     WHERE date = $1 AND user_id = ANY($2::uuid[])),
+gone AS (
+    DELETE FROM study_analytics sa USING who
+     WHERE sa.user_id = who.user_id AND sa.date = $1
+       AND NOT EXISTS (SELECT 1 FROM fresh f WHERE f.user_id = who.user_id)
+    RETURNING sa.user_id, 0 AS streak_days),
+written AS (
+    INSERT INTO study_analytics AS sa
+        (user_id, date, study_time_minutes, study_seconds, sessions_completed, focus_score,
+         focus_blocks_completed, focus_blocks_abandoned, subjects_studied, subject_seconds,
+         hourly_seconds, pods_active, resources_accessed, ai_queries_made, posts_created,
+         comments_made, comments_received, likes_received, messages_sent, events, streak_days,
+         updated_at)
+    SELECT f.user_id, $1, f.study_seconds / 60, f.study_seconds, f.sessions,
+           CASE WHEN COALESCE(f.focus_done, 0) + COALESCE(f.focus_abandoned, 0) > 0
+                THEN round(100.0 * f.focus_done / (f.focus_done + f.focus_abandoned), 2) END,
+           COALESCE(f.focus_done, 0), COALESCE(f.focus_abandoned, 0),
+           COALESCE(sj.names, '{{}}'), COALESCE(sj.seconds, '{{}}'),
+           h.seconds, COALESCE(f.pods, '{{}}'), COALESCE(f.resources, 0),
+           COALESCE(f.ai_queries, 0), COALESCE(f.posts, 0), COALESCE(f.comments, 0),
+           COALESCE(f.comments_received, 0), COALESCE(f.likes_received, 0),
+           COALESCE(f.messages, 0), COALESCE(f.events, 0),
+           CASE WHEN f.study_seconds > 0 THEN COALESCE(prev.streak_days, 0) + 1 ELSE 0 END,
+           NOW()
+      FROM fresh f
+      JOIN users u ON u.id = f.user_id
+      JOIN hourly h ON h.user_id = f.user_id
+      LEFT JOIN subjects sj ON sj.user_id = f.user_id
+      LEFT JOIN study_analytics prev ON prev.user_id = f.user_id AND prev.date = $1 - 1
+    ON CONFLICT (user_id, date) DO UPDATE SET
+        study_time_minutes = EXCLUDED.study_time_minutes,
+        study_seconds = EXCLUDED.study_seconds,
+        sessions_completed = EXCLUDED.sessions_completed,
+        focus_score = EXCLUDED.focus_score,
+        focus_blocks_completed = EXCLUDED.focus_blocks_completed,
+        focus_blocks_abandoned = EXCLUDED.focus_blocks_abandoned,
+        subjects_studied = EXCLUDED.subjects_studied,
+        subject_seconds = EXCLUDED.subject_seconds,
+        hourly_seconds = EXCLUDED.hourly_seconds,
+        pods_active = EXCLUDED.pods_active,
+        resources_accessed = EXCLUDED.resources_accessed,
+        ai_queries_made = EXCLUDED.ai_queries_made,
+        posts_created = EXCLUDED.posts_created,
+        comments_made = EXCLUDED.comments_made,
+        comments_received = EXCLUDED.comments_received,
+        likes_received = EXCLUDED.likes_received,
+        messages_sent = EXCLUDED.messages_sent,
+        events = EXCLUDED.events,
+        streak_days = EXCLUDED.streak_days,
+        updated_at = NOW()
+    RETURNING sa.user_id, sa.streak_days)
+SELECT n.user_id FROM (SELECT * FROM written UNION ALL SELECT * FROM gone) n
+  LEFT JOIN old ON old.user_id = n.user_id
+ WHERE old.streak_days IS DISTINCT FROM n.streak_days
+"""  # noqa: S608 (composed of constants; values are parameters)
+
+
+async def rollup_day(conn: Conn, day: dt.date, users: Sequence[uuid.UUID]) -> list[uuid.UUID]:
+    """Recompute these users' study_analytics rows for their local `day` from the events and
+    spans of that day (a row with nothing left is deleted). Returns the users whose streak
+    changed (their next day's streak depends on it)."""
+    rows = await conn.fetch(ROLLUP_DAY, day, list(users))
+    return [r["user_id"] for r in rows]

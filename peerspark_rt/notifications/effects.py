@@ -13,6 +13,7 @@ from typing import Any
 
 import asyncpg
 
+from ..analytics.events import Analytics
 from ..infra.aftercommit import Deferred
 from ..infra.dbtypes import Conn
 from ..infra.live import LiveEvents
@@ -46,12 +47,20 @@ class AfterCommit(Deferred):
 
 
 class Units:
-    """Opens units of work: a transaction plus the effects to run once it commits."""
+    """Opens units of work: a transaction plus the effects to run once it commits; and what
+    a unit's acts use: live events, notifications, the analytics event log."""
 
-    def __init__(self, db: Database, live: LiveEvents, notifications: NotificationService) -> None:
+    def __init__(
+        self,
+        db: Database,
+        live: LiveEvents,
+        notifications: NotificationService,
+        analytics: Analytics,
+    ) -> None:
         self.db = db
         self.live = live
         self.notifications = notifications
+        self.analytics = analytics
 
     def effects(self) -> AfterCommit:
         return AfterCommit(self.live, self.notifications)
