@@ -1027,4 +1027,14 @@ ALTER TABLE study_analytics ADD COLUMN IF NOT EXISTS updated_at TIMESTAMPTZ NOT 
 CREATE INDEX IF NOT EXISTS idx_study_analytics_date ON study_analytics(date);
 -- added to posts: the answer the author of a question accepted (POST /api/posts/{id}/accepted-answer).
 ALTER TABLE posts ADD COLUMN IF NOT EXISTS accepted_comment_id UUID REFERENCES comments(id) ON DELETE SET NULL;
+
+-- Focus timers of live rooms (session:<id>, user:<id>): the state after the last command, from
+-- which every node computes the phases (peerspark_rt/actors/focus.py). The row lock orders
+-- commands; `version` grows by one with each.
+CREATE TABLE IF NOT EXISTS focus_timers (
+    room VARCHAR(64) PRIMARY KEY,
+    state JSONB NOT NULL,
+    version INTEGER NOT NULL,
+    updated_at TIMESTAMPTZ NOT NULL DEFAULT NOW()
+);
 -- (end of section: analytics)

@@ -79,6 +79,7 @@ from .resources.service import RESOURCES, ResourceService
 from .resources.uploads import UPLOADS, UploadService
 from .search.service import SEARCH, SearchService
 from .sessions.chat import CHAT, ChatLimiter, ChatService
+from .sessions.focus import FOCUS, FocusService
 from .sessions.realtime import REALTIME, RealtimeService, SessionHistory
 from .sessions.service import SESSIONS, SessionService
 from .social.comments import COMMENTS, CommentService
@@ -315,10 +316,13 @@ async def _realtime(app: web.Application) -> AsyncIterator[None]:
         presence = RedisPresence(app[REDIS], settings.node_id, settings.redis_key_prefix)
     else:
         presence = LocalPresence()
+    focus = FocusService(db, live, app[ANALYTICS], min_seconds=settings.focus_min_seconds)
+    app[FOCUS] = focus
     hub = Hub(
         broker=app[BROKER],
         presence=presence,
         history=SessionHistory(app[CHAT_DB]),
+        focus=focus,
         metrics=app[METRICS],
         typing_ttl=settings.typing_timeout,
         outbound_limit=settings.ws_outbound_bytes,
@@ -359,6 +363,7 @@ async def _realtime(app: web.Application) -> AsyncIterator[None]:
         pods=app[PODS],
         sessions=sessions,
         chat=app[CHAT],
+        focus=focus,
         screen_share_enabled=settings.enable_video_calls,
         max_rooms=settings.ws_max_rooms,
     )
@@ -376,6 +381,7 @@ async def _realtime(app: web.Application) -> AsyncIterator[None]:
 
     hub.on_presence.append(attendance)
     hub.on_read.append(read_up_to)
+    hub.on_focus.append(focus.credit)
     app[AUTH].on_session_revoked.append(revoked)
 
     async def check_logins() -> None:

@@ -48,7 +48,7 @@ async def test_an_event_is_written_once_per_key_on_the_users_local_day_and_heard
     try:
         async with unit(database) as (conn, after):
             await analytics.record(
-                conn, user_id, Kind.LOGIN, occurred_at=at, dedupe_key="s1", after=after
+                conn, user_id, Kind.AI_QUERY, occurred_at=at, dedupe_key="q1", after=after
             )
             raise RuntimeError("the act failed")
     except RuntimeError:
@@ -56,7 +56,8 @@ async def test_an_event_is_written_once_per_key_on_the_users_local_day_and_heard
     await analytics.drain()
     assert (
         await db.fetchval(
-            "SELECT count(*) FROM analytics_events WHERE user_id = $1 AND event = 'login'", user_id
+            "SELECT count(*) FROM analytics_events WHERE user_id = $1 AND event = 'ai_query'",
+            user_id,
         )
         == 0
     )

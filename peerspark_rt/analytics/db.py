@@ -34,13 +34,19 @@ class EventRow(Protocol):
 
 
 async def insert_events(conn: Conn, events: Sequence[EventRow]) -> list[tuple[int, asyncpg.Record]]:
-    """Insert the events that are new (by user, kind and dedupe key): (input index, row with
-    id, local_date, local_hour and the user's time zone) for each one written."""
-    # Ids are drawn before the insert so each written row can be matched to its input.
+    """Insert the events that are new (by user, kind and dedupe key) and mark their users'
+    days out of date: (input index, row with id, local_date, local_hour and the user's time
+    zone) for each one written. An event of a session without a pod given gets the
+    session's pod."""
+    # Ids are drawn before the insert so each written row can be matched to its input. One
+    # statement (one round trip): a chat batch's events ride along with its commit.
     rows = await conn.fetch(
         """
         WITH input AS (
-            SELECT nextval('analytics_events_id_seq') AS id, t.*,
+            SELECT nextval('analytics_events_id_seq') AS id, t.user_id, t.kind, t.at,
+                   COALESCE(t.pod_id, (SELECT s.pod_id FROM study_sessions s
+                                        WHERE s.id = t.session_id)) AS pod_id,
+                   t.session_id, t.value, t.meta, t.dedupe_key, t.i,
                    peerspark_local_time(t.at, u.timezone) AS local, u.timezone
               FROM unnest($1::uuid[], $2::text[], $3::timestamptz[], $4::uuid[], $5::uuid[],
                           $6::float8[], $7::jsonb[], $8::text[])
@@ -55,8 +61,12 @@ async def insert_events(conn: Conn, events: Sequence[EventRow]) -> list[tuple[in
                    extract(hour FROM local)::smallint, pod_id, session_id, value, dedupe_key
               FROM input ORDER BY i
             ON CONFLICT (user_id, event, dedupe_key) WHERE dedupe_key IS NOT NULL DO NOTHING
-            RETURNING id, local_date, local_hour)
-        SELECT input.i, written.id, written.local_date, written.local_hour, input.timezone
+            RETURNING id, user_id, local_date, local_hour),
+        dirty AS (
+            INSERT INTO analytics_dirty (user_id, day)
+            SELECT DISTINCT user_id, local_date FROM written WHERE user_id IS NOT NULL)
+        SELECT input.i, written.id, written.local_date, written.local_hour, input.timezone,
+               input.pod_id
           FROM written JOIN input USING (id)
          ORDER BY input.i""",
         [e.user_id for e in events],

@@ -12,6 +12,7 @@ Recording (what every domain calls, inside its transaction):
 * One row per act, rolled back with the act. `dedupe_key` (unique per user and kind) makes a
   retried act write it once: the second call returns None and announces nothing. Every kind
   below says what its key is; callers must give it.
+* An event of a session given without a pod gets the session's pod.
 * `occurred_at` is when the act happened (a mobile client's offline act: when it was done, not
   when it was synced). The row keeps the user's local date and hour in their zone of that
   moment (`users.timezone`), so days are the user's own and never move afterwards.
@@ -245,7 +246,7 @@ class Analytics:
         rows = await analytics_db.insert_events(conn, events)
         written: list[AnalyticsEvent] = []
         spans: list[tuple[int, uuid.UUID, dt.date, int, int, str | None]] = []
-        dirty: set[tuple[uuid.UUID, dt.date]] = set()
+        span_days: set[tuple[uuid.UUID, dt.date]] = set()
         for index, row in rows:
             new = events[index]
             event = AnalyticsEvent(
@@ -255,24 +256,24 @@ class Analytics:
                 occurred_at=new.occurred_at,
                 local_date=row["local_date"],
                 local_hour=row["local_hour"],
-                pod_id=new.pod_id,
+                pod_id=row["pod_id"],
                 session_id=new.session_id,
                 value=new.value,
                 meta=new.meta,
                 dedupe_key=new.dedupe_key,
             )
             written.append(event)
-            dirty.add((new.user_id, event.local_date))
             if new.started_at is not None and new.kind in TIMED_KINDS:
                 for day, hour, seconds in local_spans(
                     new.started_at, new.occurred_at, row["timezone"]
                 ):
                     spans.append((event.id, new.user_id, day, hour, seconds, new.subject))
-                    dirty.add((new.user_id, day))
+                    if day != event.local_date:
+                        span_days.add((new.user_id, day))
         if spans:
             await analytics_db.insert_spans(conn, spans)
-        if dirty:
-            await analytics_db.mark_dirty(conn, sorted(dirty))
+        if span_days:  # (the events' own days were marked with them)
+            await analytics_db.mark_dirty(conn, sorted(span_days))
         if written and after is not None:
             after.add(lambda: self._announce(written))
         return written

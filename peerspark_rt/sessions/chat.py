@@ -247,7 +247,6 @@ class ChatService:
         ]
         if not sent:
             return
-        pods = await sessions_db.pods_of(conn, sorted({m["session_id"] for m, _ in sent}))
         await self.analytics.record_many(
             conn,
             [
@@ -255,8 +254,7 @@ class ChatService:
                     user_id=m["sender_id"],
                     kind=Kind.MESSAGE_SENT,
                     occurred_at=r.created_at,
-                    pod_id=pods.get(m["session_id"]),
-                    session_id=m["session_id"],
+                    session_id=m["session_id"],  # (the event gets the session's pod)
                     meta={"messageId": str(r.id), "seq": r.seq},
                     dedupe_key=str(r.id),
                 )

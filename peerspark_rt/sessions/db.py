@@ -315,6 +315,35 @@ async def close_attendance(conn: Conn, session_id: uuid.UUID) -> list[asyncpg.Re
     return closed
 
 
+# --- focus timers ---
+
+
+async def focus_state(db: Executor, room: str) -> str | None:
+    """The room's focus timer as stored (FocusState JSON text)."""
+    value: str | None = await db.fetchval(
+        "SELECT state::text FROM focus_timers WHERE room = $1", room
+    )
+    return value
+
+
+async def lock_focus(conn: Conn, room: str) -> str | None:
+    value: str | None = await conn.fetchval(
+        "SELECT state::text FROM focus_timers WHERE room = $1 FOR UPDATE", room
+    )
+    return value
+
+
+async def save_focus(conn: Conn, room: str, state: str, version: int) -> None:
+    await conn.execute(
+        """INSERT INTO focus_timers (room, state, version) VALUES ($1, $2::text::jsonb, $3)
+           ON CONFLICT (room) DO UPDATE
+           SET state = EXCLUDED.state, version = EXCLUDED.version, updated_at = NOW()""",
+        room,
+        state,
+        version,
+    )
+
+
 # --- messages ---
 
 MESSAGE_COLUMNS = """m.id, m.session_id, m.seq, m.sender_id, u.username AS sender_username,
@@ -388,14 +417,6 @@ class StoredMessage:
     seq: int
     created_at: dt.datetime
     duplicate: bool  # the client id was already stored: this is the earlier row
-
-
-async def pods_of(db: Executor, session_ids: list[uuid.UUID]) -> dict[uuid.UUID, uuid.UUID | None]:
-    """The pod of each session (None: not a pod session)."""
-    rows = await db.fetch(
-        "SELECT id, pod_id FROM study_sessions WHERE id = ANY($1::uuid[])", session_ids
-    )
-    return {r["id"]: r["pod_id"] for r in rows}
 
 
 async def store_batch(conn: Conn, batch: list[dict[str, Any]]) -> list[StoredMessage | None]:
