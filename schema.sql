@@ -1028,6 +1028,18 @@ CREATE INDEX IF NOT EXISTS idx_study_analytics_date ON study_analytics(date);
 -- added to posts: the answer the author of a question accepted (POST /api/posts/{id}/accepted-answer).
 ALTER TABLE posts ADD COLUMN IF NOT EXISTS accepted_comment_id UUID REFERENCES comments(id) ON DELETE SET NULL;
 
+-- Points each member earned in a pod on one of their local days (recomputed with that day's
+-- rollup from the events; the table of points is peerspark_rt/analytics/rollup.py's
+-- CONTRIBUTION_POINTS). pod_memberships.contribution_score is the sum over their days.
+CREATE TABLE IF NOT EXISTS pod_contributions (
+    pod_id UUID NOT NULL REFERENCES pods(id) ON DELETE CASCADE,
+    user_id UUID NOT NULL REFERENCES users(id) ON DELETE CASCADE,
+    date DATE NOT NULL,
+    points INTEGER NOT NULL,
+    PRIMARY KEY (user_id, date, pod_id)
+);
+CREATE INDEX IF NOT EXISTS idx_pod_contributions_member ON pod_contributions(pod_id, user_id);
+
 -- Focus timers of live rooms (session:<id>, user:<id>): the state after the last command, from
 -- which every node computes the phases (peerspark_rt/actors/focus.py). The row lock orders
 -- commands; `version` grows by one with each.

@@ -241,7 +241,7 @@ async def _services(app: web.Application) -> AsyncIterator[None]:
     app[AUTH] = AuthService(db, settings, app[LIMITER], analytics)
     app[USERS] = UserService(db)
     app[NOTIFICATIONS] = NotificationService(db, app[LIVE], jobs, settings.base_url)
-    app[PODS] = PodService(db, app[LIVE], app[NOTIFICATIONS])
+    app[PODS] = PodService(db, app[LIVE], app[NOTIFICATIONS], analytics)
     app[SESSIONS] = SessionService(db, app[PODS], app[LIVE], analytics)
     app[MODERATION] = ModerationService(
         db, settings, app[AI], app[PODS], app[NOTIFICATIONS], metrics, sessions=app[SESSIONS]

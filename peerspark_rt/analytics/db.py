@@ -9,7 +9,7 @@ from typing import Any, Protocol
 
 import asyncpg
 
-from ..infra.dbtypes import Conn
+from ..infra.dbtypes import Conn, Executor
 
 
 class EventRow(Protocol):
@@ -107,6 +107,15 @@ async def mark_dirty(conn: Conn, pairs: Sequence[tuple[uuid.UUID, dt.date]]) -> 
 
 
 # --- rollups ----------------------------------------------------------------------------------
+
+# What makes a member active in a pod: a message, a post, a comment, attending a session.
+ACTIVE_IN_POD = (
+    "message_sent",
+    "post_created",
+    "comment_created",
+    "session_joined",
+    "session_left",
+)
 
 
 async def take_dirty(conn: Conn, limit: int) -> list[tuple[uuid.UUID, dt.date]]:
@@ -254,3 +263,121 @@ async def rollup_day(conn: Conn, day: dt.date, users: Sequence[uuid.UUID]) -> li
     changed (their next day's streak depends on it)."""
     rows = await conn.fetch(ROLLUP_DAY, day, list(users))
     return [r["user_id"] for r in rows]
+
+
+CONTRIBUTIONS_DAY = """
+WITH pts AS (
+    SELECT e.pod_id, e.user_id,
+           sum(w.points + CASE WHEN w.per_ten_minutes
+                               THEN floor(COALESCE(e.value, 0) / 10) ELSE 0 END)::int AS points
+      FROM analytics_events e
+      JOIN unnest($3::text[], $4::int[], $5::bool[]) AS w(kind, points, per_ten_minutes)
+        ON w.kind = e.event
+     WHERE e.local_date = $1 AND e.user_id = ANY($2::uuid[]) AND e.pod_id IS NOT NULL
+     GROUP BY e.pod_id, e.user_id),
+gone AS (
+    DELETE FROM pod_contributions c
+     WHERE c.date = $1 AND c.user_id = ANY($2::uuid[])
+       AND NOT EXISTS (SELECT 1 FROM pts WHERE pts.pod_id = c.pod_id AND pts.user_id = c.user_id)
+    RETURNING c.pod_id, c.user_id),
+put AS (
+    INSERT INTO pod_contributions (pod_id, user_id, date, points)
+    SELECT pts.pod_id, pts.user_id, $1, pts.points FROM pts JOIN pods p ON p.id = pts.pod_id
+    ON CONFLICT (user_id, date, pod_id) DO UPDATE SET points = EXCLUDED.points
+    RETURNING pod_id, user_id)
+SELECT DISTINCT pod_id, user_id FROM (SELECT * FROM gone UNION ALL SELECT * FROM put) x
+ORDER BY pod_id, user_id
+"""
+
+
+async def contributions_day(
+    conn: Conn,
+    day: dt.date,
+    users: Sequence[uuid.UUID],
+    points: dict[str, tuple[int, bool]],
+) -> int:
+    """Recompute these users' pod points of local `day`, then their memberships' scores
+    (the sum over all their days in the pod). Returns how many memberships were touched."""
+    kinds = sorted(points)
+    pairs = await conn.fetch(
+        CONTRIBUTIONS_DAY,
+        day,
+        list(users),
+        kinds,
+        [points[k][0] for k in kinds],
+        [points[k][1] for k in kinds],
+    )
+    if not pairs:
+        return 0
+    # (and when they were last active there: the latest act of that day, if later)
+    await conn.execute(
+        """UPDATE pod_memberships m
+           SET contribution_score = COALESCE((SELECT sum(c.points) FROM pod_contributions c
+                                               WHERE c.pod_id = m.pod_id
+                                                 AND c.user_id = m.user_id), 0),
+               last_active_at = GREATEST(m.last_active_at, (
+                   SELECT max(e.occurred_at) FROM analytics_events e
+                    WHERE e.user_id = m.user_id AND e.local_date = $3 AND e.pod_id = m.pod_id
+                      AND e.event = ANY($4::text[])))
+           FROM unnest($1::uuid[], $2::uuid[]) AS t(pod_id, user_id)
+           WHERE m.pod_id = t.pod_id AND m.user_id = t.user_id""",
+        [r["pod_id"] for r in pairs],
+        [r["user_id"] for r in pairs],
+        day,
+        list(ACTIVE_IN_POD),
+    )
+    return len(pairs)
+
+
+# --- pods -------------------------------------------------------------------------------------
+
+# What makes a member active in a pod: a message, a post, a comment, attending a session.
+ACTIVE_IN_POD = (
+    "message_sent",
+    "post_created",
+    "comment_created",
+    "session_joined",
+    "session_left",
+)
+
+
+async def pod_figures(db: Executor, pod_id: uuid.UUID, days: int) -> asyncpg.Record:
+    """A pod's members, who of them was active in the last `days` days, its sessions and
+    resources, and its joins and departures in the last 30 days (from the event log)."""
+    row = await db.fetchrow(
+        """SELECT
+             (SELECT count(*) FROM pod_memberships WHERE pod_id = $1 AND status = 'active')
+               AS member_count,
+             (SELECT count(DISTINCT e.user_id) FROM analytics_events e
+                JOIN pod_memberships m ON m.pod_id = e.pod_id AND m.user_id = e.user_id
+                                      AND m.status = 'active'
+               WHERE e.pod_id = $1 AND e.occurred_at > NOW() - make_interval(days => $2)
+                 AND e.event = ANY($3::text[])) AS active_members,
+             (SELECT count(*) FROM study_sessions WHERE pod_id = $1 AND status <> 'cancelled')
+               AS total_sessions,
+             (SELECT count(*) FROM resources WHERE pod_id = $1 AND status = 'active')
+               AS total_resources,
+             (SELECT count(*) FROM analytics_events WHERE pod_id = $1 AND event = 'pod_joined'
+                AND occurred_at > NOW() - interval '30 days') AS joined_30,
+             (SELECT count(*) FROM analytics_events WHERE pod_id = $1 AND event = 'pod_left'
+                AND occurred_at > NOW() - interval '30 days') AS left_30,
+             (SELECT count(*) FROM posts WHERE pod_id = $1 AND status = 'published'
+                AND created_at > NOW() - interval '30 days') AS posts_30""",
+        pod_id,
+        days,
+        list(ACTIVE_IN_POD),
+    )
+    if row is None:
+        raise RuntimeError("the statement returned no row")
+    return row
+
+
+async def top_contributors(db: Executor, pod_id: uuid.UUID, limit: int) -> list[asyncpg.Record]:
+    return await db.fetch(
+        """SELECT m.user_id, u.username, m.contribution_score
+           FROM pod_memberships m JOIN users u ON u.id = m.user_id
+           WHERE m.pod_id = $1 AND m.status = 'active' AND m.contribution_score > 0
+           ORDER BY m.contribution_score DESC, m.joined_at, m.user_id LIMIT $2""",
+        pod_id,
+        limit,
+    )

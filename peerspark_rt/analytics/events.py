@@ -57,8 +57,11 @@ Kinds (the `event` column; value, ids and dedupe key as each is recorded):
 | ai_query              | who asked       | ses     | tokens used  | the question's message id   |
 | focus_block_completed | the member      | ses     | minutes      | "<timer>:<block>"           |
 | focus_block_abandoned | the member      | ses     | minutes done | "<timer>:<block>"           |
+| pod_joined            | the new member  | pod     |              | "<pod>:<membership start>"  |
+| pod_left              | who left / went | pod     |              | "<pod>:<membership start>"  |
 
-(`since`: when the stretch of presence began, ISO 8601. A like, a comment's receipt or a view
+(`since`: when the stretch of presence began, ISO 8601; a membership's start likewise. Being
+removed or banned from a pod is a `pod_left` too. A like, a comment's receipt or a view
 counts once per key, so liking, unliking and liking again is one like given.)
 """
 
@@ -107,6 +110,8 @@ class Kind(enum.StrEnum):
     AI_QUERY = "ai_query"
     FOCUS_BLOCK_COMPLETED = "focus_block_completed"
     FOCUS_BLOCK_ABANDONED = "focus_block_abandoned"
+    POD_JOINED = "pod_joined"
+    POD_LEFT = "pod_left"
 
 
 # Kinds whose [started_at, occurred_at] is time spent studying (cut into spans).

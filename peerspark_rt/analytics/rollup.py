@@ -7,6 +7,9 @@ ANALYTICS_ROLLUP_INTERVAL seconds (30) across the cluster, takes the marks and r
 events: recomputing it again gives the same row, and a late event (a mobile client's offline
 act) corrects its day.
 
+The same pass recomputes the members' points in their pods that day (`pod_contributions`,
+CONTRIBUTION_POINTS), and so `pod_memberships.contribution_score`.
+
 `streak_days` counts consecutive local days with study time, so a day whose study changed
 carries the change forward to the following days that have rows (until a streak is unchanged).
 """
@@ -24,6 +27,20 @@ from . import db as analytics_db
 log = logging.getLogger(__name__)
 
 BATCH = 5000  # marks taken per transaction
+
+# A member's contribution to a pod: points per event in the pod (kind -> (points, plus one per
+# ten minutes of its value)). Acts others value count for their author (an accepted answer, a
+# like received); attending counts by the time spent.
+CONTRIBUTION_POINTS: dict[str, tuple[int, bool]] = {
+    "post_created": (5, False),
+    "comment_created": (2, False),
+    "message_sent": (1, False),
+    "session_left": (0, True),  # a point per 10 minutes attended
+    "answer_accepted": (10, False),
+    "resource_shared": (3, False),
+    "focus_block_completed": (2, False),
+    "like_received": (1, False),
+}
 MAX_ROUNDS = 50  # batches per job run (a backlog beyond it waits for the next run)
 
 
@@ -72,6 +89,7 @@ class Rollups:
                 day = min(pending)
                 users = sorted(pending.pop(day))
                 changed = await analytics_db.rollup_day(conn, day, users)
+                await analytics_db.contributions_day(conn, day, users, CONTRIBUTION_POINTS)
                 done += len(users)
                 if changed:
                     pending.setdefault(day + dt.timedelta(days=1), set()).update(changed)
