@@ -29,6 +29,9 @@ from .actors.hub import HUB, Hub
 from .ai.assistant import ASSISTANT, AssistantService
 from .ai.quota import QuotaService
 from .ai.retrieval import Retriever
+from .analytics.admin import ADMIN_STREAM, PLATFORM, AdminStream, LiveCounters, Platform
+from .analytics.cache import TtlCache
+from .analytics.dashboards import DASHBOARDS, Dashboards
 from .analytics.events import ANALYTICS, Analytics
 from .analytics.rollup import Rollups
 from .calendar.events import CALENDAR, CalendarService
@@ -40,6 +43,7 @@ from .cluster.publisher import Publisher
 from .config import SETTINGS, Settings
 from .errors import Conflict
 from .http import ai as ai_http
+from .http import analytics as analytics_http
 from .http import auth as auth_http
 from .http import calendar as calendar_http
 from .http import docs as docs_http
@@ -285,6 +289,11 @@ async def _services(app: web.Application) -> AsyncIterator[None]:
     )
     _job_metrics(app)
     _feed_services(app)
+    redis = app.get(REDIS, None)
+    app[DASHBOARDS] = Dashboards(db)
+    app[PLATFORM] = Platform(
+        db, TtlCache(redis, settings.redis_key_prefix, timeout=settings.redis_timeout)
+    )
     yield
     await app[CHAT].close()
     await analytics.close()
@@ -401,11 +410,27 @@ async def _realtime(app: web.Application) -> AsyncIterator[None]:
                 if conn.session_id not in alive:
                     conn.close(CLOSE_SESSION_REVOKED, "session ended")
 
+    redis = app.get(REDIS, None)
+    counters = LiveCounters(redis, settings.redis_key_prefix, timeout=settings.redis_timeout)
+    app[ANALYTICS].subscribe(counters.count)
+    stream = AdminStream(
+        hub,
+        counters,
+        redis,
+        prefix=settings.redis_key_prefix,
+        node_id=settings.node_id,
+        interval=settings.admin_dashboard_interval,
+        timeout=settings.redis_timeout,
+    )
+    stream.start()
+    app[ADMIN_STREAM] = stream
+
     checker = asyncio.create_task(check_logins(), name="ws-session-check")
     lag = asyncio.create_task(watch_loop_lag(metrics.loop_lag.set), name="loop-lag")
     yield
     checker.cancel()
     lag.cancel()
+    await stream.close()
     await hub.close()
     await presence.close()
 
@@ -590,6 +615,7 @@ def build_app(settings: Settings) -> web.Application:
         uploads_http,
         mobile_http,
         ai_http,
+        analytics_http,
         moderation_http,
         docs_http,
         web_login_http,

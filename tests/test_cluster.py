@@ -38,6 +38,7 @@ def cluster_env(
         "LOG_LEVEL": "WARNING",
         "WS_SEND_RATE": "1000",
         "WS_SEND_BURST": "1000",
+        "ADMIN_DASHBOARD_INTERVAL": "0.5",
     }
 
 
@@ -344,3 +345,26 @@ async def test_a_focus_timer_is_the_same_on_every_node_and_outlives_its_node(
     finally:
         await h.close()
         doomed.kill()
+
+
+async def test_the_admin_dashboard_counts_every_node(apis: list[Api], db: Any) -> None:
+    """Events written on one node and sockets on another reach an admin watching on a third."""
+    boss, student, idle = [await apis[0].register() for _ in range(3)]
+    await db.execute("UPDATE users SET role = 'admin' WHERE id = $1::uuid", boss.id)
+    login = await apis[1].post(
+        "/api/auth/login", json={"email": boss.email, "password": boss.password}
+    )
+    boss.token = login.body["accessToken"]
+    watch = await apis[1].live(boss)
+    await watch.join("admin:dashboard")
+    await apis[2].live(idle)  # a socket on the third node
+    resp = await apis[0].post("/api/posts", student, json={"content": f"hi {secrets.token_hex(3)}"})
+    assert resp.status == 201
+    deadline = asyncio.get_running_loop().time() + 10
+    while True:
+        frame = await frame_of(watch, protocol.Event, 5, kind="metrics")
+        data = frame.data
+        if data["eventsPerMinute"].get("post_created", 0) >= 1 and data["usersOnline"] >= 2:
+            break
+        assert asyncio.get_running_loop().time() < deadline, data
+    assert data["nodes"] >= 3

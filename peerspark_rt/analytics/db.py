@@ -381,3 +381,113 @@ async def top_contributors(db: Executor, pod_id: uuid.UUID, limit: int) -> list[
         pod_id,
         limit,
     )
+
+
+# --- dashboards -------------------------------------------------------------------------------
+
+
+async def user_zone(db: Executor, user_id: uuid.UUID) -> str:
+    zone: str | None = await db.fetchval("SELECT timezone FROM users WHERE id = $1", user_id)
+    return zone or "UTC"
+
+
+async def daily_rows(
+    db: Executor, user_id: uuid.UUID, first: dt.date, last: dt.date
+) -> list[asyncpg.Record]:
+    """The user's rollup rows from `first` to `last` (their local days)."""
+    return await db.fetch(
+        """SELECT date, study_seconds, hourly_seconds, subject_seconds, focus_blocks_completed,
+                  focus_blocks_abandoned, posts_created, comments_received, likes_received
+           FROM study_analytics WHERE user_id = $1 AND date BETWEEN $2 AND $3 ORDER BY date""",
+        user_id,
+        first,
+        last,
+    )
+
+
+async def session_figures(db: Executor, user_id: uuid.UUID, since: dt.datetime) -> asyncpg.Record:
+    """Sessions attended since `since` (present in their room) with the minutes there, and
+    the sessions ahead the user takes part in."""
+    row = await db.fetchrow(
+        """SELECT
+             (SELECT count(DISTINCT session_id) FROM analytics_events
+               WHERE user_id = $1 AND event = 'session_left' AND occurred_at >= $2)
+               AS attended,
+             (SELECT COALESCE(sum(value), 0) FROM analytics_events
+               WHERE user_id = $1 AND event = 'session_left' AND occurred_at >= $2) AS minutes,
+             (SELECT count(*) FROM session_participants p
+                JOIN study_sessions s ON s.id = p.session_id
+               WHERE p.user_id = $1 AND p.status <> 'declined' AND s.status = 'scheduled'
+                 AND s.start_time > NOW()) AS scheduled""",
+        user_id,
+        since,
+    )
+    if row is None:
+        raise RuntimeError("the statement returned no row")
+    return row
+
+
+ACHIEVEMENT_COLUMNS = """a.id, a.name, a.description, a.icon, a.category, a.points, a.rarity"""
+
+
+async def earned_achievements(db: Executor, user_id: uuid.UUID, limit: int) -> list[asyncpg.Record]:
+    return await db.fetch(
+        f"""SELECT {ACHIEVEMENT_COLUMNS}, ua.earned_at, count(*) OVER () AS total
+            FROM user_achievements ua JOIN achievements a ON a.id = ua.achievement_id
+            WHERE ua.user_id = $1 ORDER BY ua.earned_at DESC, a.id LIMIT $2""",  # noqa: S608 (composed of constants; values are parameters)
+        user_id,
+        limit,
+    )
+
+
+async def next_achievement(db: Executor, user_id: uuid.UUID) -> asyncpg.Record | None:
+    """The active achievement not yet earned that is worth the fewest points."""
+    return await db.fetchrow(
+        f"""SELECT {ACHIEVEMENT_COLUMNS}, NULL::timestamptz AS earned_at
+            FROM achievements a
+            WHERE a.is_active AND NOT EXISTS (SELECT 1 FROM user_achievements ua
+                                               WHERE ua.user_id = $1 AND ua.achievement_id = a.id)
+            ORDER BY a.points, a.name, a.id LIMIT 1""",  # noqa: S608 (composed of constants; values are parameters)
+        user_id,
+    )
+
+
+# --- the platform (admins) --------------------------------------------------------------------
+
+
+async def platform_days(
+    db: Executor, since: dt.datetime, until: dt.datetime
+) -> dict[str, list[asyncpg.Record]]:
+    """Events by UTC day and kind, active users by day (and in all), time studied by day,
+    sessions completed by day and the user count, from `since` to `until`."""
+    kinds = await db.fetch(
+        """SELECT (occurred_at AT TIME ZONE 'UTC')::date AS day, event, count(*) AS n
+           FROM analytics_events WHERE occurred_at >= $1 AND occurred_at < $2
+           GROUP BY 1, 2 ORDER BY 1, 2""",
+        since,
+        until,
+    )
+    active = await db.fetch(
+        """SELECT (occurred_at AT TIME ZONE 'UTC')::date AS day, count(DISTINCT user_id) AS n
+           FROM analytics_events WHERE occurred_at >= $1 AND occurred_at < $2
+           GROUP BY ROLLUP (1) ORDER BY 1""",
+        since,
+        until,
+    )
+    study = await db.fetch(
+        f"""SELECT (e.occurred_at AT TIME ZONE 'UTC')::date AS day, sum(sp.seconds) AS seconds
+            FROM analytics_spans sp JOIN analytics_events e ON e.id = sp.event_id
+            WHERE e.occurred_at >= $1 AND e.occurred_at < $2 AND {_STUDY_SPAN}
+            GROUP BY 1 ORDER BY 1""",  # noqa: S608 (composed of constants; values are parameters)
+        since,
+        until,
+    )
+    sessions = await db.fetch(
+        """SELECT (ended_at AT TIME ZONE 'UTC')::date AS day, count(*) AS n FROM study_sessions
+           WHERE status = 'completed' AND ended_at >= $1 AND ended_at < $2
+           GROUP BY 1 ORDER BY 1""",
+        since,
+        until,
+    )
+    users = await db.fetch("SELECT count(*) AS n FROM users")
+    return {"kinds": kinds, "active": active, "study": study, "sessions": sessions, "users": users}

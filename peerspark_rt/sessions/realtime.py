@@ -187,8 +187,14 @@ class RealtimeService:
         would-be participant takes part first, as POST /api/sessions/{id}/join does)."""
         parsed = parse_room(room)
         if parsed is None:
-            raise Invalid("room", "rooms are session:<id>, pod:<id> or user:<id>")
+            raise Invalid("room", "rooms are session:<id>, pod:<id>, user:<id> or admin:dashboard")
         kind, ident = parsed
+        if kind == "admin":
+            if ident != "dashboard":
+                raise NotFound("admin room not found")
+            if principal.role != "admin":
+                raise Forbidden("the admin dashboard is for platform admins", code="not_admin")
+            return
         try:
             target = uuid.UUID(ident)
         except ValueError:
