@@ -557,8 +557,7 @@ CREATE TABLE IF NOT EXISTS analytics_events (
     properties JSONB NOT NULL DEFAULT '{}',
     created_at TIMESTAMPTZ NOT NULL DEFAULT NOW()
 );
-CREATE INDEX IF NOT EXISTS idx_analytics_events_user ON analytics_events(user_id, created_at DESC);
-CREATE INDEX IF NOT EXISTS idx_analytics_events_event ON analytics_events(event, created_at DESC);
+-- (its indexes, and the columns the product added, are in the analytics section)
 
 -- ===================================================================== feed, resources, search, uploads, mobile
 --
@@ -951,15 +950,11 @@ CREATE UNIQUE INDEX IF NOT EXISTS idx_moderation_queue_dedupe
 -- act (a resent chat cid, a replayed mobile sync action) write it once. Each event keeps the
 -- user's local date and hour as they were when it happened (their zone then), so moving to
 -- another zone later does not rewrite past days.
-CREATE OR REPLACE FUNCTION peerspark_local_time(at TIMESTAMPTZ, zone TEXT) RETURNS TIMESTAMP
-    LANGUAGE plpgsql STABLE AS $$
-BEGIN
-    RETURN at AT TIME ZONE COALESCE(zone, 'UTC');
-EXCEPTION WHEN invalid_parameter_value THEN
-    -- a zone name PostgreSQL does not know (rows written before zones were checked): UTC,
-    -- rather than failing the act that records the event
-    RETURN at AT TIME ZONE 'UTC';
-END $$;
+-- The zone names this server knows, so an event's local time takes a user's zone only when
+-- PostgreSQL can use it (UTC otherwise: a zone Python accepted but this server's tz database
+-- lacks must not fail the act that records the event). Refreshed with every schema apply.
+CREATE TABLE IF NOT EXISTS peerspark_zones (name TEXT PRIMARY KEY);
+INSERT INTO peerspark_zones SELECT name FROM pg_timezone_names ON CONFLICT DO NOTHING;
 
 DO $$ BEGIN
     IF NOT EXISTS (SELECT 1 FROM information_schema.columns
@@ -969,10 +964,13 @@ DO $$ BEGIN
         ALTER TABLE analytics_events ADD COLUMN local_hour SMALLINT;
         UPDATE analytics_events e
            SET occurred_at = e.created_at,
-               local_date = peerspark_local_time(
-                   e.created_at, (SELECT timezone FROM users WHERE id = e.user_id))::date,
-               local_hour = extract(hour FROM peerspark_local_time(
-                   e.created_at, (SELECT timezone FROM users WHERE id = e.user_id)));
+               local_date = (e.created_at AT TIME ZONE z.zone)::date,
+               local_hour = extract(hour FROM e.created_at AT TIME ZONE z.zone)
+          FROM (SELECT e2.id, COALESCE(pz.name, 'UTC') AS zone
+                  FROM analytics_events e2
+                  LEFT JOIN users u ON u.id = e2.user_id
+                  LEFT JOIN peerspark_zones pz ON pz.name = u.timezone) z
+         WHERE z.id = e.id;
         ALTER TABLE analytics_events ALTER COLUMN occurred_at SET NOT NULL;
         ALTER TABLE analytics_events ALTER COLUMN occurred_at SET DEFAULT NOW();
         ALTER TABLE analytics_events ALTER COLUMN local_date SET NOT NULL;
@@ -986,6 +984,11 @@ ALTER TABLE analytics_events ADD COLUMN IF NOT EXISTS dedupe_key VARCHAR(200);
 CREATE UNIQUE INDEX IF NOT EXISTS idx_analytics_events_dedupe
     ON analytics_events(user_id, event, dedupe_key) WHERE dedupe_key IS NOT NULL;
 CREATE INDEX IF NOT EXISTS idx_analytics_events_user_day ON analytics_events(user_id, local_date);
+CREATE INDEX IF NOT EXISTS idx_analytics_events_user_kind
+    ON analytics_events(user_id, event, occurred_at);
+-- (replaced by the two above: nothing reads events by creation time)
+DROP INDEX IF EXISTS idx_analytics_events_user;
+DROP INDEX IF EXISTS idx_analytics_events_event;
 CREATE INDEX IF NOT EXISTS idx_analytics_events_pod ON analytics_events(pod_id, occurred_at)
     WHERE pod_id IS NOT NULL;
 CREATE INDEX IF NOT EXISTS idx_analytics_events_at ON analytics_events(occurred_at);

@@ -47,12 +47,13 @@ async def insert_events(conn: Conn, events: Sequence[EventRow]) -> list[tuple[in
                    COALESCE(t.pod_id, (SELECT s.pod_id FROM study_sessions s
                                         WHERE s.id = t.session_id)) AS pod_id,
                    t.session_id, t.value, t.meta, t.dedupe_key, t.i,
-                   peerspark_local_time(t.at, u.timezone) AS local, u.timezone
+                   t.at AT TIME ZONE COALESCE(z.name, 'UTC') AS local, z.name AS timezone
               FROM unnest($1::uuid[], $2::text[], $3::timestamptz[], $4::uuid[], $5::uuid[],
                           $6::float8[], $7::jsonb[], $8::text[])
                    WITH ORDINALITY AS t(user_id, kind, at, pod_id, session_id, value, meta,
                                         dedupe_key, i)
-              LEFT JOIN users u ON u.id = t.user_id),
+              LEFT JOIN users u ON u.id = t.user_id
+              LEFT JOIN peerspark_zones z ON z.name = u.timezone),
         written AS (
             INSERT INTO analytics_events
                 (id, user_id, event, properties, created_at, occurred_at, local_date,

@@ -181,7 +181,7 @@ def _zone(name: str | None) -> dt.tzinfo:
     try:
         return zoneinfo.ZoneInfo(name or "UTC")
     except (zoneinfo.ZoneInfoNotFoundError, ValueError):
-        return dt.UTC  # as the database does (peerspark_local_time)
+        return dt.UTC  # as the database does (schema.sql: peerspark_zones)
 
 
 class Analytics:
