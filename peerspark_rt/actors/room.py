@@ -142,6 +142,7 @@ class RoomActor:
         self._typing_timer: asyncio.TimerHandle | None = None
         self._idle_timer: asyncio.TimerHandle | None = None
         self._load_timer: asyncio.TimerHandle | None = None
+        self._focus_rechecked = False
         self._retired = False
 
     # --- plumbing ------------------------------------------------------------------------
@@ -296,10 +297,6 @@ class RoomActor:
         self.presence = present
         self._presence_list = None
         self._focus_loaded(focus, focus_known)
-        if self.hub.position_interval > 0 and self.focus is not None:
-            # A command published before this node's subscription took effect was not heard:
-            # once it surely has, read the timer again.
-            asyncio.get_running_loop().call_later(FOCUS_RECHECK, self.post, mail.FocusReload())
         for payload in self._early:
             self._on_wire(payload)
         self._early.clear()
@@ -594,11 +591,17 @@ class RoomActor:
     def _focus_loaded(self, payload: bytes | None, known: bool) -> None:
         if self.focus is None:
             return
+        loop = asyncio.get_running_loop()
         if not known:
-            asyncio.get_running_loop().call_later(FOCUS_RETRY, self.post, mail.FocusReload())
+            loop.call_later(FOCUS_RETRY, self.post, mail.FocusReload())
             return
         state = msgspec.json.decode(payload, type=FocusState) if payload else None
         self.focus.incoming(state, "state", quiet=True)
+        if self.hub.position_interval > 0 and not self._focus_rechecked:
+            # A command published before this node's subscription took effect was not heard:
+            # once it surely has, read the timer again.
+            self._focus_rechecked = True
+            loop.call_later(FOCUS_RECHECK, self.post, mail.FocusReload())
 
     def _grace_over(self, user: str) -> None:
         departing = self.departing.pop(user, None)
