@@ -36,6 +36,11 @@ from .actors.hub import HUB, Hub
 from .ai.assistant import ASSISTANT, AssistantService
 from .ai.quota import QuotaService
 from .ai.retrieval import Retriever
+from .analytics.admin import ADMIN_STREAM, PLATFORM, AdminStream, LiveCounters, Platform
+from .analytics.cache import TtlCache
+from .analytics.dashboards import DASHBOARDS, Dashboards
+from .analytics.events import ANALYTICS, Analytics
+from .analytics.rollup import Rollups
 from .calendar.events import CALENDAR, CalendarService
 from .calendar.feed import CALENDAR_FEED, CalendarFeed
 from .calendar.reminders import REMINDERS, Reminders
@@ -50,6 +55,7 @@ from .errors import Conflict
 from .http import account as account_http
 from .http import admin as admin_http
 from .http import ai as ai_http
+from .http import analytics as analytics_http
 from .http import auth as auth_http
 from .http import calendar as calendar_http
 from .http import docs as docs_http
@@ -81,7 +87,7 @@ from .infra.jobs import JOBS, WORKER, JobQueue, Periodic, Worker, WorkerCounters
 from .infra.live import LIVE, LiveEvents
 from .infra.pool import CHAT_DB, DB, Database, apply_schema
 from .infra.storage import STORAGE, make_storage
-from .maintenance.service import Maintenance, rollup_payload
+from .maintenance.service import Maintenance
 from .moderation.service import MODERATION, HeldContent, ModerationService
 from .notifications.effects import Units
 from .notifications.email import MAILER, EmailJobs, Mailer
@@ -93,6 +99,7 @@ from .resources.service import RESOURCES, ResourceService
 from .resources.uploads import UPLOADS, UploadService
 from .search.service import SEARCH, SearchService
 from .sessions.chat import CHAT, ChatLimiter, ChatService
+from .sessions.focus import FOCUS, FocusService
 from .sessions.realtime import REALTIME, RealtimeService, SessionHistory
 from .sessions.service import SESSIONS, SessionService
 from .social.comments import COMMENTS, CommentService
@@ -255,7 +262,19 @@ async def _services(app: web.Application) -> AsyncIterator[None]:
     settings, db, metrics = app[SETTINGS], app[DB], app[METRICS]
     jobs = JobQueue(db)
     app[JOBS] = jobs
-    app[AUTH] = AuthService(db, settings, app[LIMITER], jobs)
+    analytics = Analytics()
+    app[ANALYTICS] = analytics
+    metrics.add_source(
+        lambda: [
+            (
+                "peerspark_analytics_announcements_dropped",
+                "Analytics events whose listeners were not told (the queue was full)",
+                {},
+                float(analytics.dropped),
+            )
+        ]
+    )
+    app[AUTH] = AuthService(db, settings, app[LIMITER], analytics, jobs)
     app[ACCOUNTS] = AccountService(app[AUTH], jobs)
     app[OAUTH] = OAuthService(app[AUTH])
     app[PREMIUM] = Premium(db, jobs, settings.base_url)
@@ -266,14 +285,15 @@ async def _services(app: web.Application) -> AsyncIterator[None]:
     app[NOTIFICATIONS] = NotificationService(db, app[LIVE], jobs, settings.base_url)
     app[PUSH] = PushService(db, settings, online=None)
     app[NOTIFICATIONS].push_enabled = app[PUSH].enabled
-    app[PODS] = PodService(db, app[LIVE], app[NOTIFICATIONS], gate)
-    app[SESSIONS] = SessionService(db, app[PODS], app[LIVE])
+    app[PODS] = PodService(db, app[LIVE], app[NOTIFICATIONS], analytics, gate)
+    app[SESSIONS] = SessionService(db, app[PODS], app[LIVE], analytics)
     app[MODERATION] = ModerationService(
         db, settings, app[AI], app[PODS], app[NOTIFICATIONS], metrics, sessions=app[SESSIONS]
     )
     app[CHAT] = ChatService(
         db,
         app[LIVE],
+        analytics,
         store_db=app[CHAT_DB],
         shards=settings.chat_store_shards,
         moderation=app[MODERATION],
@@ -292,6 +312,7 @@ async def _services(app: web.Application) -> AsyncIterator[None]:
         chat=app[CHAT],
         moderation=app[MODERATION],
         live=app[LIVE],
+        analytics=analytics,
         metrics=metrics,
     )
     app[CALENDAR] = CalendarService(db, app[PODS])
@@ -308,9 +329,15 @@ async def _services(app: web.Application) -> AsyncIterator[None]:
     )
     _job_metrics(app)
     _feed_services(app)
+    redis = app.get(REDIS, None)
+    app[DASHBOARDS] = Dashboards(db)
+    app[PLATFORM] = Platform(
+        db, TtlCache(redis, settings.redis_key_prefix, timeout=settings.redis_timeout)
+    )
     yield
     await app[CHAT].close()
     await app[PUSH].close()
+    await analytics.close()
 
 
 SESSION_CHECK_EVERY = 60.0  # seconds between checks that live sockets' logins still exist
@@ -339,10 +366,13 @@ async def _realtime(app: web.Application) -> AsyncIterator[None]:
         presence = RedisPresence(app[REDIS], settings.node_id, settings.redis_key_prefix)
     else:
         presence = LocalPresence()
+    focus = FocusService(db, live, app[ANALYTICS], min_seconds=settings.focus_min_seconds)
+    app[FOCUS] = focus
     hub = Hub(
         broker=app[BROKER],
         presence=presence,
         history=SessionHistory(app[CHAT_DB]),
+        focus=focus,
         metrics=app[METRICS],
         typing_ttl=settings.typing_timeout,
         outbound_limit=settings.ws_outbound_bytes,
@@ -383,6 +413,7 @@ async def _realtime(app: web.Application) -> AsyncIterator[None]:
         pods=app[PODS],
         sessions=sessions,
         chat=app[CHAT],
+        focus=focus,
         screen_share_enabled=settings.enable_video_calls,
         max_rooms=settings.ws_max_rooms,
     )
@@ -400,6 +431,7 @@ async def _realtime(app: web.Application) -> AsyncIterator[None]:
 
     hub.on_presence.append(attendance)
     hub.on_read.append(read_up_to)
+    hub.on_focus.append(focus.credit)
     app[AUTH].on_session_revoked.append(revoked)
 
     async def check_logins() -> None:
@@ -426,11 +458,28 @@ async def _realtime(app: web.Application) -> AsyncIterator[None]:
     )
     online.start()
     app[PUSH].online = online
+
+    redis = app.get(REDIS, None)
+    counters = LiveCounters(redis, settings.redis_key_prefix, timeout=settings.redis_timeout)
+    app[ANALYTICS].subscribe(counters.count)
+    stream = AdminStream(
+        hub,
+        counters,
+        redis,
+        prefix=settings.redis_key_prefix,
+        node_id=settings.node_id,
+        interval=settings.admin_dashboard_interval,
+        timeout=settings.redis_timeout,
+    )
+    stream.start()
+    app[ADMIN_STREAM] = stream
+
     checker = asyncio.create_task(check_logins(), name="ws-session-check")
     lag = asyncio.create_task(watch_loop_lag(metrics.loop_lag.set), name="loop-lag")
     yield
     checker.cancel()
     lag.cancel()
+    await stream.close()
     await online.close()
     await hub.close()
     await presence.close()
@@ -505,7 +554,7 @@ def build_worker(app: web.Application) -> Worker:
         handlers={
             "send_email": EmailJobs(db, app[MAILER], settings).send_email,
             "fire_reminder": reminders.fire,
-            "analytics_rollup": maintenance.analytics_rollup,
+            "analytics_rollup": Rollups(db).run,
             "cleanup": maintenance.cleanup,
             "digest_scan": notifications.digest_scan,
             "send_digest": notifications.send_digest,
@@ -518,7 +567,7 @@ def build_worker(app: web.Application) -> Worker:
             Periodic("cleanup", dt.timedelta(hours=1)),
             Periodic("account_cleanup", dt.timedelta(hours=1)),
             Periodic("premium_expiry", dt.timedelta(minutes=5)),
-            Periodic("analytics_rollup", dt.timedelta(days=1), rollup_payload),
+            Periodic("analytics_rollup", dt.timedelta(seconds=settings.analytics_rollup_interval)),
             Periodic("digest_scan", dt.timedelta(hours=1)),
         ],
         ticks=[(settings.reminder_scan_interval, reminders.scan)],
@@ -558,7 +607,7 @@ async def _storage(app: web.Application) -> AsyncIterator[None]:
 def _feed_services(app: web.Application) -> None:
     """Feed, comments, reports, resources, search, uploads and mobile sync."""
     settings = app[SETTINGS]
-    units = Units(app[DB], app[LIVE], app[NOTIFICATIONS])
+    units = Units(app[DB], app[LIVE], app[NOTIFICATIONS], app[ANALYTICS])
     app[UPLOADS] = UploadService(
         app[DB],
         app[STORAGE],
@@ -639,6 +688,7 @@ def build_app(settings: Settings) -> web.Application:
         uploads_http,
         mobile_http,
         ai_http,
+        analytics_http,
         moderation_http,
         docs_http,
         web_login_http,

@@ -341,6 +341,12 @@ class LiveClient:
     async def screen_share(self, room: str, sharing: bool, stream_id: str | None = None) -> None:
         await self._write(ScreenShare(room=room, sharing=sharing, stream_id=stream_id))
 
+    async def focus(self, room: str, op: str, **durations: int) -> None:
+        """Command the room's focus timer (`start` with durations in seconds: work,
+        short_break, long_break, long_every, blocks). The answer is a `focus` frame to every
+        member, or an `error`."""
+        await self._write(protocol.Focus(room=room, op=op, **durations))  # type: ignore[arg-type]
+
     async def ack(self, room: str, seq: int) -> None:
         await self._write(protocol.Ack(room=room, seq=seq))
 

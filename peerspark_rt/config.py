@@ -171,6 +171,9 @@ class Settings:
     reminder_scan_interval: float = 15.0
     reminder_grace: float = 60.0
     reminder_lookback_hours: int = 24
+    analytics_rollup_interval: float = 30.0  # seconds between runs of the study rollups
+    admin_dashboard_interval: float = 3.0  # seconds between the admins' live counter frames
+    focus_min_seconds: int = 60  # the shortest focus block or break a timer may have
 
     enable_ai_features: bool = True
     enable_video_calls: bool = True
@@ -446,6 +449,9 @@ _VARIABLES: dict[str, tuple[str, Callable[[str], Any]]] = {
     "REMINDER_SCAN_INTERVAL": ("reminder_scan_interval", _positive_float),
     "REMINDER_GRACE": ("reminder_grace", _positive_float),
     "REMINDER_LOOKBACK_HOURS": ("reminder_lookback_hours", _int_in(1, 24 * 30)),
+    "ANALYTICS_ROLLUP_INTERVAL": ("analytics_rollup_interval", _positive_float),
+    "ADMIN_DASHBOARD_INTERVAL": ("admin_dashboard_interval", _positive_float),
+    "FOCUS_MIN_SECONDS": ("focus_min_seconds", _int_in(1, 3600)),
     "ENABLE_AI_FEATURES": ("enable_ai_features", _bool),
     "ENABLE_VIDEO_CALLS": ("enable_video_calls", _bool),
     "ENABLE_PREMIUM_FEATURES": ("enable_premium_features", _bool),

@@ -13,7 +13,7 @@ import msgspec
 
 MAX_BODY_CHARS = 8000
 MAX_AI_BODY_CHARS = 32000  # an assistant's answer posted to a room (kind "ai")
-ROOM_KINDS = ("session", "pod", "user")
+ROOM_KINDS = ("session", "pod", "user", "admin")
 
 
 class _Frame(msgspec.Struct, tag_field="t", rename="camel", omit_defaults=True):
@@ -78,7 +78,22 @@ class Resume(_Frame, tag="resume", forbid_unknown_fields=True):
     since: int
 
 
-ClientFrame = Join | Leave | Send | Typing | ScreenShare | Ack | Ping | Resume
+class Focus(_Frame, tag="focus", forbid_unknown_fields=True):
+    """Command a room's focus timer (a session room's organizer; anyone in their own user
+    room). `start` begins a new timer with the durations given (seconds), replacing any other;
+    `pause`, `resume`, `skip` (end the current phase now, uncounted) and `stop` act on the
+    running one."""
+
+    room: str
+    op: Literal["start", "pause", "resume", "skip", "stop"]
+    work: int = 1500
+    short_break: int = 300
+    long_break: int = 900
+    long_every: int = 4
+    blocks: int = 4
+
+
+ClientFrame = Join | Leave | Send | Typing | ScreenShare | Ack | Ping | Resume | Focus
 
 
 # --------------------------------------------------------------------------- server -> client
@@ -94,12 +109,35 @@ class Sender(msgspec.Struct, rename="camel", omit_defaults=True):
     username: str
 
 
+class FocusState(msgspec.Struct, rename="camel", omit_defaults=False):
+    """A room's focus timer. Times are Unix epoch milliseconds; durations are seconds. The
+    phases follow from the last command alone (work, then a short break, a long one after
+    every `longEvery` blocks, until `blocks` are done), so every node shows the same state."""
+
+    timer_id: str
+    status: Literal["running", "paused", "done", "stopped"]
+    phase: Literal["work", "break", "long_break"]
+    block: int  # the current work block (or the one before this break), from 1
+    blocks: int
+    work: int
+    short_break: int
+    long_break: int
+    long_every: int
+    ends_at: int  # when the current phase ends (running)
+    remaining: int  # milliseconds left in the phase (paused)
+    phase_started_at: int
+    work_started_at: int  # when the current (or last) work block began
+    version: int  # one more with every command
+    by: str  # who gave the last command
+
+
 class Joined(_Frame, tag="joined", omit_defaults=False):
     room: str
     last_seq: int = 0
     presence: list[Member] = []
     typing: list[Member] = []
     screen_shares: list[ScreenShareState] = []
+    focus: FocusState | None = None
 
 
 class Left(_Frame, tag="left"):
@@ -187,6 +225,15 @@ class Acked(_Frame, tag="ack", omit_defaults=False):
     duplicate: bool = False
 
 
+class FocusUpdate(_Frame, tag="focus"):
+    """The room's focus timer changed: a command (`started`, `paused`, `resumed`, `skipped`,
+    `stopped`), a phase that ended by itself (`phase`, `done`), or the state as loaded."""
+
+    room: str
+    reason: str
+    timer: FocusState | None = None
+
+
 class Error(_Frame, tag="error"):
     code: str
     message: str
@@ -217,6 +264,7 @@ ServerFrame = (
     | ScreenShareEvent
     | Notification
     | Event
+    | FocusUpdate
     | Acked
     | Error
     | Pong

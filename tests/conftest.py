@@ -198,6 +198,7 @@ def cluster_env(
         SHUTDOWN_TIMEOUT="15",
         # these nodes live for the whole session: they must not take other tests' jobs
         RUN_WORKER="false",
+        ADMIN_DASHBOARD_INTERVAL="0.5",
     )
 
 

@@ -95,15 +95,13 @@ async def test_chat_answers_stores_and_counts(
     assert answer["tokensUsed"] == body["tokensUsed"]
     assert answer["metadata"]["promptTokens"] == usage["prompt_tokens"]
     uid = uuid.UUID(ann.id)
-    assert (
-        await db.fetchval("SELECT ai_queries_made FROM study_analytics WHERE user_id = $1", uid)
-        == 1
+    asked = await db.fetch(
+        "SELECT properties, value FROM analytics_events WHERE user_id = $1 AND event = 'ai_query'",
+        uid,
     )
-    event = await db.fetchrow(
-        "SELECT properties FROM analytics_events WHERE user_id = $1 AND event = 'ai_query'", uid
-    )
-    assert event is not None
-    assert json.loads(event["properties"])["tokens"] == body["tokensUsed"]
+    assert len(asked) == 1  # the ai_query analytics event, written with the answer
+    assert json.loads(asked[0]["properties"])["tokens"] == body["tokensUsed"]
+    assert asked[0]["value"] == body["tokensUsed"]
     assert (
         await db.fetchval("SELECT tokens FROM ai_usage_daily WHERE user_id = $1", uid)
         == body["tokensUsed"]

@@ -158,6 +158,8 @@ BODIES: dict[str, Maker] = {
     "POST /api/posts/{postId}/interactions": lambda w, c, _: {"type": "like"},
     "POST /api/posts/{postId}/comments": lambda w, c, _: {"content": _text("Nice")},
     "POST /api/comments/{commentId}/interactions": lambda w, c, _: {"type": "like"},
+    # (the reference post is not a question: its owner is told so, 409)
+    "POST /api/posts/{postId}/accepted-answer": lambda w, c, _: {"commentId": w.comment},
     "POST /api/reports": lambda w, c, _: {"contentType": "comment", "contentId": w.comment},
     "POST /api/reports/{reportId}/resolve": lambda w, c, _: {"action": "restore"},
     "POST /api/resources": lambda w, c, _: {

@@ -5,6 +5,7 @@ a node is killed with SIGKILL), revocation everywhere, and a node dying mid-conv
 from __future__ import annotations
 
 import asyncio
+import secrets
 import signal
 from collections.abc import AsyncIterator
 from typing import Any
@@ -14,7 +15,7 @@ import pytest
 
 from peerspark_rt import protocol
 from peerspark_rt.client import LiveClient
-from tests.helpers import Api, messages_from, open_session, until_closed
+from tests.helpers import Api, frame_of, messages_from, open_session, until_closed
 from tests.nodes import Node, node_apis, start_node
 
 pytestmark = pytest.mark.multinode
@@ -230,3 +231,84 @@ async def test_graceful_stop_says_going_away(cluster_env: dict[str, str]) -> Non
         assert live.close_code == protocol.CLOSE_GOING_AWAY
         assert live.close_reason == protocol.RESTART_REASON == "restart: reconnect"
         await api.aclose()
+
+
+async def test_a_focus_timer_is_the_same_on_every_node_and_outlives_its_node(
+    cluster_env: dict[str, str], apis: list[Api], db: Any
+) -> None:
+    """The organizer starts a timer through a node that is then killed (SIGKILL): members on
+    the other nodes see the same states, on time; a late joiner on a third node gets it in
+    `joined`; the blocks of a member who stayed are counted once; the timer takes commands
+    through any node."""
+    doomed = start_node({**cluster_env, "FOCUS_MIN_SECONDS": "1"})
+    host, member, late = [await apis[0].register() for _ in range(3)]
+    room = await open_session(apis[0], host, member, late)
+    m = await apis[1].live(member)
+    await m.join(room)
+    h = LiveClient(doomed.ws_url, host.token, reconnect=False)
+    try:
+        await h.connect()
+        await h.join(room)
+        await h.focus(room, "start", work=1, short_break=1, blocks=2)
+        on_doomed = await frame_of(h, protocol.FocusUpdate, 5, reason="started")
+        elsewhere = await frame_of(m, protocol.FocusUpdate, 5, reason="started")
+        assert on_doomed == elsewhere
+        doomed.kill()
+        t0 = elsewhere.timer
+        assert t0 is not None
+        brk = await frame_of(m, protocol.FocusUpdate, 5, reason="phase")
+        assert brk.timer is not None
+        assert (brk.timer.phase, brk.timer.ends_at) == ("break", t0.ends_at + 1000)
+        n = await apis[2].live(late)
+        joined = await n.join(room)
+        assert joined.focus == brk.timer  # the third node computed the same state
+        work2 = [await frame_of(c, protocol.FocusUpdate, 5, reason="phase") for c in (m, n)]
+        assert work2[0] == work2[1]
+        assert work2[0].timer is not None
+        assert (work2[0].timer.block, work2[0].timer.ends_at) == (2, t0.ends_at + 2000)
+        done = [await frame_of(c, protocol.FocusUpdate, 5, reason="done") for c in (m, n)]
+        assert done[0] == done[1]
+        # the member stayed through both blocks (counted by the node their socket is on)
+        for _ in range(100):
+            keys = await db.fetch(
+                """SELECT dedupe_key FROM analytics_events
+                   WHERE user_id = $1::uuid AND event = 'focus_block_completed'""",
+                member.id,
+            )
+            if len(keys) == 2:
+                break
+            await asyncio.sleep(0.05)
+        assert sorted(r["dedupe_key"] for r in keys) == [f"{t0.timer_id}:1", f"{t0.timer_id}:2"]
+        # the timer takes commands through a surviving node (the host reconnects there)
+        h2 = await apis[2].live(host)
+        await h2.join(room)
+        await h2.focus(room, "start", work=120, short_break=60, blocks=1)
+        restarted = await frame_of(m, protocol.FocusUpdate, 5, reason="started")
+        assert restarted.timer is not None
+        assert restarted.timer.version == t0.version + 1
+    finally:
+        await h.close()
+        doomed.kill()
+
+
+async def test_the_admin_dashboard_counts_every_node(apis: list[Api], db: Any) -> None:
+    """Events written on one node and sockets on another reach an admin watching on a third."""
+    boss, student, idle = [await apis[0].register() for _ in range(3)]
+    await db.execute("UPDATE users SET role = 'admin' WHERE id = $1::uuid", boss.id)
+    login = await apis[1].post(
+        "/api/auth/login", json={"email": boss.email, "password": boss.password}
+    )
+    boss.token = login.body["accessToken"]
+    watch = await apis[1].live(boss)
+    await watch.join("admin:dashboard")
+    await apis[2].live(idle)  # a socket on the third node
+    resp = await apis[0].post("/api/posts", student, json={"content": f"hi {secrets.token_hex(3)}"})
+    assert resp.status == 201
+    deadline = asyncio.get_running_loop().time() + 10
+    while True:
+        frame = await frame_of(watch, protocol.Event, 5, kind="metrics")
+        data = frame.data
+        if data["eventsPerMinute"].get("post_created", 0) >= 1 and data["usersOnline"] >= 2:
+            break
+        assert asyncio.get_running_loop().time() < deadline, data
+    assert data["nodes"] >= 3

@@ -11,7 +11,6 @@ import secrets
 import signal
 import subprocess
 import sys
-import uuid
 from collections import Counter
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
@@ -21,7 +20,6 @@ import pytest
 
 from peerspark_rt.infra.jobs import Job, JobQueue, Periodic, PermanentError, Worker
 from peerspark_rt.infra.pool import Database
-from peerspark_rt.maintenance.service import Maintenance
 from tests.helpers import Api
 from tests.nodes import ROOT
 
@@ -247,43 +245,6 @@ async def test_a_job_whose_worker_died_is_taken_back_after_its_lease(
     assert done == [2]
     assert row["attempts"] == 2
     assert "dead-node" in row["last_error"]
-
-
-async def test_the_daily_rollup_fills_study_analytics(api: Api, database: Database) -> None:
-    ann = await api.register()
-    day = dt.date(2031, 5, 12)
-    start = dt.datetime(2031, 5, 12, 9, tzinfo=dt.UTC)
-
-    session = await database.fetchval(
-        """INSERT INTO study_sessions
-             (title, session_type, organizer_id, start_time, end_time, status)
-           VALUES ('Review', 'group', $1, $2, $3, 'completed') RETURNING id""",
-        uuid.UUID(ann.id),
-        start,
-        start + dt.timedelta(hours=2),
-    )
-    await database.execute(
-        """INSERT INTO session_participants (session_id, user_id, status, attendance_seconds)
-           VALUES ($1, $2, 'attended', 5400)""",
-        session,
-        uuid.UUID(ann.id),
-    )
-    await database.execute(
-        "INSERT INTO study_analytics (user_id, date, streak_days, study_time_minutes)"
-        " VALUES ($1, $2, 4, 30)",
-        uuid.UUID(ann.id),
-        day - dt.timedelta(days=1),
-    )
-    job = Job(1, "analytics_rollup", {"date": day.isoformat()}, 1, 5, dt.datetime.now(dt.UTC))
-    await Maintenance(database).analytics_rollup(job)
-    await Maintenance(database).analytics_rollup(job)  # idempotent
-    row = await database.fetchrow(
-        "SELECT * FROM study_analytics WHERE user_id = $1 AND date = $2", uuid.UUID(ann.id), day
-    )
-    assert row is not None
-    assert row["study_time_minutes"] == 90
-    assert row["sessions_completed"] == 1
-    assert row["streak_days"] == 5
 
 
 async def test_queue_depth_and_failures_show_in_metrics(

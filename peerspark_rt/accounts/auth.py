@@ -15,9 +15,11 @@ import asyncpg
 import msgspec
 from aiohttp import web
 
+from ..analytics.events import Analytics, Kind
 from ..config import Settings
 from ..errors import Conflict, Forbidden, Invalid, NotFound, RateLimited, Unauthorized
 from ..infra import validation
+from ..infra.aftercommit import Deferred, unit
 from ..infra.dbtypes import Conn
 from ..infra.jobs import JobQueue
 from ..infra.pool import Database
@@ -149,12 +151,14 @@ class AuthService:
         db: Database,
         settings: Settings,
         limiter: RateLimiter,
+        analytics: Analytics,
         jobs: JobQueue | None = None,
     ) -> None:
         self.db = db
         self.settings = settings
         self.limiter = limiter
         self.jobs = jobs
+        self.analytics = analytics
         self.tokens = TokenIssuer(
             settings.jwt_secret, settings.jwt_refresh_secret, settings.access_token_ttl
         )
@@ -251,10 +255,19 @@ class AuthService:
             "institution": institution,
         }
         try:
-            async with self.db.transaction() as conn:
+            async with unit(self.db) as (conn, after):
                 row = await users_db.insert_user(conn, values)
                 pair = await self._open_session(conn, row, client, remember_me=False)
                 await self.send_verification(conn, row["id"], email, first)
+                await self.analytics.record(
+                    conn,
+                    row["id"],
+                    Kind.REGISTERED,
+                    occurred_at=dt.datetime.now(dt.UTC),
+                    dedupe_key="registered",
+                    after=after,
+                )
+                await self._record_login(conn, after, row["id"], pair.session_id)
         except asyncpg.UniqueViolationError:
             await self._raise_taken(email, username)
             raise
@@ -295,13 +308,14 @@ class AuthService:
 
     async def sign_in_as(self, user_id: uuid.UUID, client: ClientInfo) -> AuthResult:
         """A new login session for a user who proved who they are another way (a provider)."""
-        async with self.db.transaction() as conn:
+        async with unit(self.db) as (conn, after):
             row = await users_db.get_profile(conn, user_id)
             if row is None:
                 raise Unauthorized("account not found", code="invalid_credentials")
             if row["account_status"] != "active":
                 raise Forbidden(f"account is {row['account_status']}", code="account_inactive")
             pair = await self._open_session(conn, row, client, remember_me=False)
+            await self._record_login(conn, after, user_id, pair.session_id)
         await users_db.touch_last_active(self.db.pool, user_id)
         return AuthResult(UserProfile.from_row(row), *msgspec.structs.astuple(pair))
 
@@ -316,6 +330,19 @@ class AuthService:
         """Close the sockets of login sessions already deleted (in the caller's transaction)."""
         for session_id in session_ids:
             await self._revoked(user_id, session_id)
+
+    async def _record_login(
+        self, conn: Conn, after: Deferred, user_id: uuid.UUID, session_id: uuid.UUID
+    ) -> None:
+        """A login opens a login session: one event per session."""
+        await self.analytics.record(
+            conn,
+            user_id,
+            Kind.LOGIN,
+            occurred_at=dt.datetime.now(dt.UTC),
+            dedupe_key=str(session_id),
+            after=after,
+        )
 
     async def _raise_taken(self, email: str, username: str) -> None:
         email_taken, username_taken = await users_db.existing_identities(
@@ -374,9 +401,10 @@ class AuthService:
             await users_db.set_password_hash(
                 self.db.pool, row["id"], await hash_password(body.password)
             )
-        async with self.db.transaction() as conn:
+        async with unit(self.db) as (conn, after):
             pair = await self._open_session(conn, row, client, remember_me=body.remember_me)
             profile = await users_db.get_profile(conn, row["id"])
+            await self._record_login(conn, after, row["id"], pair.session_id)
         if profile is None:
             raise RuntimeError("profile is missing")
         await users_db.touch_last_active(self.db.pool, row["id"])

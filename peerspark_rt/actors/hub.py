@@ -38,6 +38,7 @@ from ..protocol import (
 )
 from . import mail
 from .connection import CLOSE_DEADLINE, Connection, Flusher
+from .focus import FocusCredit
 from .room import RoomActor, presence_payload
 
 log = logging.getLogger(__name__)
@@ -60,10 +61,19 @@ class History(Protocol):
         """The latest stored sequence of each room."""
 
 
+class FocusStore(Protocol):
+    """Where rooms' focus timers are kept (implemented by the services)."""
+
+    async def focus_of(self, room: str) -> bytes | None:
+        """The room's timer (FocusState JSON), None when it has none."""
+
+
 # (room, user_id, present) when a user's presence in a room starts or ends cluster-wide
 PresenceHook = Callable[[str, uuid.UUID, bool], Awaitable[None]]
 # (room, user_id, seq) the furthest message a user acknowledged when they left
 ReadHook = Callable[[str, uuid.UUID, int], Awaitable[None]]
+# members who completed (or abandoned) a focus block here
+FocusHook = Callable[[FocusCredit], Awaitable[None]]
 
 
 class HubMetrics(Protocol):
@@ -92,6 +102,7 @@ class Hub:
         presence: Presence,
         history: History,
         metrics: HubMetrics,
+        focus: FocusStore | None = None,
         typing_ttl: float = 6.0,
         outbound_limit: int = 1024 * 1024,
         presence_grace: float = 5.0,
@@ -104,6 +115,7 @@ class Hub:
         self.broker = broker
         self.presence = presence
         self.history = history
+        self.focus = focus
         self.metrics = metrics
         self.typing_ttl = typing_ttl
         self.outbound_limit = outbound_limit
@@ -118,6 +130,7 @@ class Hub:
         self.connections: set[Connection] = set()
         self.on_presence: list[PresenceHook] = []
         self.on_read: list[ReadHook] = []
+        self.on_focus: list[FocusHook] = []
         self.presence_writer = PresenceWriter(
             presence, self._presence_result, timeout=redis_timeout
         )
@@ -357,6 +370,8 @@ class Hub:
         for actor in list(self.rooms.values()):
             if actor.tracks_presence:
                 actor.post(mail.RefreshPresence())
+            if actor.focus is not None:
+                actor.post(mail.FocusReload())
 
     async def _resync(self) -> None:
         for actor in list(self.rooms.values()):
@@ -365,6 +380,16 @@ class Hub:
     def record_read(self, room: str, user_id: uuid.UUID, seq: int) -> None:
         for hook in self.on_read:
             self._queue_hook(hook(room, user_id, seq))
+
+    def focus_credit(self, credit: FocusCredit) -> None:
+        for hook in self.on_focus:
+            self._queue_hook(hook(credit))
+
+    def deliver_local(self, room: str, frame: bytes) -> None:
+        """A frame for this node's members of `room` only (each node tells its own)."""
+        actor = self.rooms.get(room)
+        if actor is not None:
+            actor.post(mail.Wire(envelope.event(frame)))
 
     # --- handed-off work -----------------------------------------------------------------
 

@@ -102,6 +102,8 @@ class Position:
 class Loaded:
     last_seq: int
     presence: dict[str, str]
+    focus: bytes | None = None  # the stored focus timer (a FocusState), if any
+    focus_known: bool = True  # False: it could not be read (a user room goes on without it)
 
 
 @dataclass(slots=True)
@@ -136,6 +138,22 @@ class PresenceSnapshot:
 @dataclass(slots=True)
 class TypingExpiry:
     pass
+
+
+@dataclass(slots=True)
+class FocusDue:
+    """A focus timer's phase ends now."""
+
+
+@dataclass(slots=True)
+class FocusReload:
+    """Read the focus timer from the store again (a publication may have been missed)."""
+
+
+@dataclass(slots=True)
+class FocusLoaded:
+    payload: bytes | None
+    known: bool
 
 
 @dataclass(slots=True)
@@ -186,6 +204,9 @@ Mail = (
     | RefreshPresence
     | PresenceSnapshot
     | TypingExpiry
+    | FocusDue
+    | FocusReload
+    | FocusLoaded
     | Evict
     | Overflowed
     | Reassert

@@ -30,9 +30,13 @@ import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+import msgspec
+
 from ..cluster import envelope
 from ..protocol import (
     Error,
+    FocusState,
+    FocusUpdate,
     Joined,
     Left,
     Member,
@@ -46,6 +50,7 @@ from ..protocol import (
 )
 from . import mail
 from .connection import FORMATS, Connection, room_frame, send_frame
+from .focus import RoomFocus
 from .mailbox import Mailbox
 
 if TYPE_CHECKING:
@@ -63,6 +68,8 @@ TYPING_THROTTLE = 2.0  # seconds between re-broadcasts of a user's "typing start
 REPLAY_CHUNK = 64 * 1024  # bytes of a replay handed to a socket before waiting for it to drain
 REPLAY_PAGE = 200  # stored messages fetched at a time for a replay
 LOAD_BACKOFF = (0.2, 0.5, 1.0, 2.0, 5.0)  # seconds between attempts to load the room's state
+FOCUS_RECHECK = 1.0  # seconds after loading (several nodes) to read the timer again
+FOCUS_RETRY = 5.0  # seconds before a timer that could not be read is read again
 
 
 _NO_MESSAGES: collections.deque[tuple[int, bytes]] = collections.deque(maxlen=0)
@@ -85,6 +92,16 @@ class RoomActor:
         kind = room.partition(":")[0]
         self.sequenced = kind == "session"
         self.tracks_presence = kind in ("session", "pod")
+        # session and user rooms can run a focus timer (kept by RoomFocus, fed from here)
+        self.focus: RoomFocus | None = None
+        if kind in ("session", "user") and hub.focus is not None:
+            self.focus = RoomFocus(
+                room,
+                fanout=self._fanout,
+                here=self._is_here,
+                wake=lambda: self.post(mail.FocusDue()),
+                credit=hub.focus_credit,
+            )
         # user rooms have no state to load
         self.ready = not (self.sequenced or self.tracks_presence)
         self.mailbox: Mailbox[mail.Mail] = Mailbox()
@@ -123,6 +140,7 @@ class RoomActor:
         self._typing_timer: asyncio.TimerHandle | None = None
         self._idle_timer: asyncio.TimerHandle | None = None
         self._load_timer: asyncio.TimerHandle | None = None
+        self._focus_rechecked = False
         self._retired = False
 
     # --- plumbing ------------------------------------------------------------------------
@@ -131,6 +149,9 @@ class RoomActor:
         self.task = asyncio.create_task(self._run(), name=f"room:{self.room}")
         if not self.ready:
             self.hub.spawn(self._load())
+        elif self.focus is not None:
+            # (a user room serves at once; its timer, if any, follows in a `focus` frame)
+            self.hub.spawn(self._reload_focus())
 
     def post(self, item: mail.Mail) -> None:
         self.mailbox.put_nowait(item)
@@ -170,6 +191,8 @@ class RoomActor:
                 timer.cancel()
         for _, grace in self.departing.values():
             grace.cancel()
+        if self.focus is not None:
+            self.focus.close()
 
     def _handoff(self) -> None:
         """After retiring, joins that raced with it go to the room's next actor."""
@@ -211,8 +234,8 @@ class RoomActor:
                 self._gap_filled(frames, upto)
             case mail.Position(seq=seq):
                 self._position(seq)
-            case mail.Loaded(last_seq=seq, presence=present):
-                self._loaded(seq, present)
+            case mail.Loaded(last_seq=seq, presence=present, focus=focus, focus_known=known):
+                self._loaded(seq, present, focus, known)
             case mail.LoadFailed(reason=reason):
                 self._load_failed(reason)
             case mail.Reload():
@@ -227,6 +250,14 @@ class RoomActor:
                 self._presence_snapshot(present)
             case mail.TypingExpiry():
                 self._expire_typing()
+            case mail.FocusDue():
+                if self.focus is not None:
+                    self.focus.due()
+            case mail.FocusReload():
+                if self.focus is not None:
+                    self.hub.spawn(self._reload_focus())
+            case mail.FocusLoaded(payload=payload, known=known):
+                self._focus_loaded(payload, known)
             case mail.Evict(user_id=user):
                 self._evict(user)
             case mail.Overflowed(conn=conn):
@@ -247,12 +278,17 @@ class RoomActor:
             async with asyncio.timeout(self.hub.load_timeout):
                 seq = await self.hub.history.last_seq(self.room) if self.sequenced else 0
                 present = await self.hub.presence.members(self.room) if self.tracks_presence else {}
+                focus = None
+                if self.focus is not None and self.hub.focus is not None:
+                    focus = await self.hub.focus.focus_of(self.room)
         except Exception as exc:  # noqa: BLE001 (any failure leaves the state unknown: joins wait)
             self.post(mail.LoadFailed(str(exc) or type(exc).__name__))
         else:
-            self.post(mail.Loaded(seq, present))
+            self.post(mail.Loaded(seq, present, focus))
 
-    def _loaded(self, seq: int, present: dict[str, str]) -> None:
+    def _loaded(
+        self, seq: int, present: dict[str, str], focus: bytes | None, focus_known: bool
+    ) -> None:
         if self.ready:
             return
         self.ready = True
@@ -261,6 +297,7 @@ class RoomActor:
         self.known_seq = max(self.known_seq, seq)
         self.presence = present
         self._presence_list = None
+        self._focus_loaded(focus, focus_known)
         for payload in self._early:
             self._on_wire(payload)
         self._early.clear()
@@ -329,6 +366,10 @@ class RoomActor:
             self._on_typing(payload[1:])
         elif kind == envelope.SCREEN:
             self._on_share(payload[1:])
+        elif kind == envelope.FOCUS and self.focus is not None:
+            frame = server_json_decoder.decode(payload[1:])
+            if isinstance(frame, FocusUpdate):
+                self.focus.incoming(frame.timer, frame.reason)
 
     def _on_message(self, seq: int, payload: bytes) -> None:
         if not self.sequenced or seq <= self.last_seq or seq in self.pending:
@@ -498,6 +539,7 @@ class RoomActor:
                 if expires > typing_now
             ],
             screen_shares=list(self.sharing.values()),
+            focus=self.focus.state if self.focus is not None else None,
         )
 
     def _presence_members(self) -> list[Member]:
@@ -511,11 +553,15 @@ class RoomActor:
         user = str(conn.user_id)
         count = self.local_users.get(user, 0) + 1
         self.local_users[user] = count
-        if count > 1 or not self.tracks_presence:
+        if count > 1:
             return False
         departing = self.departing.pop(user, None)
         if departing is not None:
             departing[1].cancel()  # back within the grace: they never left
+            return False
+        if self.focus is not None:
+            self.focus.arrived(user)
+        if not self.tracks_presence:
             return False
         self.hub.presence_add(self.room, user, conn.username)
         if user in self.presence:
@@ -527,7 +573,42 @@ class RoomActor:
     def _depart(self, user: str, username: str) -> None:
         """The user's last local socket is gone: the registry decides whether they are gone
         everywhere (then every node hears `PresenceGone`)."""
-        self.hub.presence_remove(self.room, user, username)
+        if self.focus is not None:
+            self.focus.left_here(user)
+            if not self.tracks_presence:
+                self.focus.gone(user)  # (a user room: here is everywhere it knows of)
+        if self.tracks_presence:
+            self.hub.presence_remove(self.room, user, username)
+
+    def _is_here(self, user: str) -> bool:
+        return user in self.local_users or user in self.departing
+
+    async def _reload_focus(self) -> None:
+        payload: bytes | None = None
+        known = False
+        if self.hub.focus is not None:
+            try:
+                async with asyncio.timeout(self.hub.load_timeout):
+                    payload = await self.hub.focus.focus_of(self.room)
+                known = True
+            except Exception:  # noqa: BLE001 (unknown: kept as it is, read again later)
+                log.warning("room %s could not read its focus timer", self.room)
+        self.post(mail.FocusLoaded(payload, known))
+
+    def _focus_loaded(self, payload: bytes | None, known: bool) -> None:
+        if self.focus is None:
+            return
+        loop = asyncio.get_running_loop()
+        if not known:
+            loop.call_later(FOCUS_RETRY, self.post, mail.FocusReload())
+            return
+        state = msgspec.json.decode(payload, type=FocusState) if payload else None
+        self.focus.incoming(state, "state", quiet=True)
+        if self.hub.position_interval > 0 and not self._focus_rechecked:
+            # A command published before this node's subscription took effect was not heard:
+            # once it surely has, read the timer again.
+            self._focus_rechecked = True
+            loop.call_later(FOCUS_RECHECK, self.post, mail.FocusReload())
 
     def _grace_over(self, user: str) -> None:
         departing = self.departing.pop(user, None)
@@ -564,7 +645,7 @@ class RoomActor:
             else:
                 self.local_users.pop(user, None)
                 self.typing_sent.pop(user, None)
-                if self.tracks_presence:
+                if self.tracks_presence or self.focus is not None:
                     grace = self.hub.presence_grace
                     if lost and grace > 0 and user not in self.departing:
                         loop = asyncio.get_running_loop()
@@ -742,6 +823,8 @@ class RoomActor:
     def _presence_gone(self, user: str, username: str) -> None:
         if user in self.local_users or self.presence.pop(user, None) is None:
             return  # (back here meanwhile: the registry hears of it and tells the others)
+        if self.focus is not None:
+            self.focus.gone(user)
         self._presence_list = None
         if self.typing.pop(user, None) is not None:
             self._fanout(self._typing_payload(user, username, "stop"))

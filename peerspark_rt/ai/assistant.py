@@ -28,10 +28,12 @@ from aiohttp import web
 
 from ..accounts.auth import Principal
 from ..accounts.ratelimit import Limit, RateLimiter
+from ..analytics.events import Analytics, Kind
 from ..config import Settings
 from ..errors import AppError, Conflict, Forbidden, Invalid, NotFound, RateLimited
 from ..infra import cursor as cursors
 from ..infra import validation
+from ..infra.aftercommit import unit
 from ..infra.ai_client import AIClient, ChatMessage, Delta, StreamEnd, Usage
 from ..infra.live import LiveEvents
 from ..infra.observe import NoMetrics, ProductMetrics
@@ -241,8 +243,10 @@ class AssistantService:
         chat: ChatService,
         moderation: ModerationService,
         live: LiveEvents,
+        analytics: Analytics,
         metrics: ProductMetrics | None = None,
     ) -> None:
+        self.analytics = analytics
         self.db = db
         self.settings = settings
         self.ai = ai
@@ -711,7 +715,7 @@ class AssistantService:
         if prepared.room is not None:
             metadata["sessionId"] = str(prepared.room.session_id)
         try:
-            async with self.db.transaction() as conn:
+            async with unit(self.db) as (conn, after):
                 if prepared.new_conversation:
                     await ai_db.insert_conversation(
                         conn,
@@ -744,11 +748,14 @@ class AssistantService:
                     tokens_used=usage.total_tokens,
                 )
                 quota = await self.quota.settle(prepared.reservation, usage.total_tokens, conn)
-                await ai_db.record_query(
+                await self.analytics.record(
                     conn,
                     principal.user_id,
-                    prepared.reservation.day,
-                    {
+                    Kind.AI_QUERY,
+                    occurred_at=prepared.asked_at,
+                    session_id=prepared.room.session_id if prepared.room else None,
+                    value=float(usage.total_tokens),
+                    meta={
                         "conversationId": str(prepared.conversation_id),
                         "messageId": str(prepared.message_id),
                         "endpoint": prepared.endpoint,
@@ -757,8 +764,9 @@ class AssistantService:
                         "model": self.ai.model,
                         "streamed": streamed,
                         "grounded": bool(prepared.sources),
-                        "sessionId": str(prepared.room.session_id) if prepared.room else None,
                     },
+                    dedupe_key=str(prepared.question_id),
+                    after=after,
                 )
         except BaseException as exc:
             # Nothing was stored, but the upstream did the work: charge what it reported.

@@ -1,5 +1,5 @@
-"""SQL for the AI assistant: conversations and messages, daily token usage, the analytics it
-feeds, and retrieving passages from resources a user may read."""
+"""SQL for the AI assistant: conversations and messages, daily token usage, and retrieving
+passages from resources a user may read."""
 
 from __future__ import annotations
 
@@ -214,24 +214,6 @@ async def settle_tokens(
         1 if query else 0,
     )
     return int(value or 0)
-
-
-async def record_query(
-    conn: Conn, user_id: uuid.UUID, day: dt.date, properties: dict[str, Any]
-) -> None:
-    """Count an answered AI query in the user's study analytics and the event log."""
-    await conn.execute(
-        """INSERT INTO study_analytics (user_id, date, ai_queries_made) VALUES ($1, $2, 1)
-           ON CONFLICT (user_id, date)
-           DO UPDATE SET ai_queries_made = COALESCE(study_analytics.ai_queries_made, 0) + 1""",
-        user_id,
-        day,
-    )
-    await conn.execute(
-        "INSERT INTO analytics_events (user_id, event, properties) VALUES ($1, 'ai_query', $2)",
-        user_id,
-        properties,
-    )
 
 
 # --- retrieval --------------------------------------------------------------------------------

@@ -1,8 +1,9 @@
 """What travels on the broker: one byte saying what the payload is, then the payload.
 
 Most payloads are an encoded server frame that nodes forward to their members without
-decoding. Room state (presence, typing, screen share) and sequenced messages carry what the
-room actors need to keep their state and order; control messages are for the nodes themselves.
+decoding. Room state (presence, typing, screen share, focus timers) and sequenced messages
+carry what the room actors need to keep their state and order; control messages are for the
+nodes themselves.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ MESSAGE = 0x4D  # b"M": 8-byte big-endian room sequence, then the message frame
 PRESENCE = 0x50  # b"P": a presence frame
 TYPING = 0x54  # b"T": a typing frame
 SCREEN = 0x53  # b"S": a screen-share frame
+FOCUS = 0x46  # b"F": a focus timer's state after a command (FocusState JSON)
 CONTROL = 0x43  # b"C": JSON for the nodes: {"op": "evict"|"revoke", ...}
 REPLACE = 0x52  # b"R": a delivered message changed (retracted or restored): 8-byte sequence,
 #                 4-byte length of the message frame history now holds, that frame, then the

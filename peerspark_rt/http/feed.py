@@ -15,6 +15,8 @@ from ..social.comments import (
 )
 from ..social.feed import (
     POSTS,
+    AcceptAnswer,
+    AcceptedAnswer,
     FeedPage,
     FeedQuery,
     InteractionRequest,
@@ -92,6 +94,14 @@ async def create_comment(request: web.Request, body: CommentCreate) -> Comment:
     """Comment on a post, or reply to a comment."""
     post_id = path_id(request, "postId", "post")
     return await request.app[COMMENTS].create(principal(request), post_id, body)
+
+
+@routes.post("/api/posts/{postId}/accepted-answer")
+@operation(tag="feed", errors=(403, 409), access=signed_in(403, owner=409, **_IN_POD))
+async def accept_answer(request: web.Request, body: AcceptAnswer) -> AcceptedAnswer:
+    """The author of a question accepts a comment on it as its answer."""
+    post_id = path_id(request, "postId", "post")
+    return await request.app[COMMENTS].accept_answer(principal(request), post_id, body)
 
 
 @routes.post("/api/comments/{commentId}/interactions")

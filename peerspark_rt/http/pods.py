@@ -15,6 +15,7 @@ from ..pods.service import (
     MemberUpdate,
     Pod,
     PodAnalytics,
+    PodAnalyticsQuery,
     PodCreate,
     PodMember,
     PodPage,
@@ -178,7 +179,7 @@ async def unban_member(request: web.Request) -> None:
 
 @routes.get("/api/pods/{podId}/analytics")
 @operation(tag="pods", errors=(403,), access=signed_in(200, outsider=404, banned=404, admin=404))
-async def pod_analytics(request: web.Request) -> PodAnalytics:
-    """Activity figures of a pod, for its members."""
+async def pod_analytics(request: web.Request, query: PodAnalyticsQuery) -> PodAnalytics:
+    """Activity figures of a pod, for its members (active in the last `days`, default 7)."""
     pod_id = path_id(request, "podId", "pod")
-    return await request.app[PODS].analytics(principal(request), pod_id)
+    return await request.app[PODS].analytics(principal(request), pod_id, query)

@@ -10,7 +10,7 @@ from aiohttp import web
 
 from ..cluster import envelope
 from ..cluster.broker import CONTROL_ROOM, Broker
-from ..protocol import Event, Message, Retracted, ServerFrame, json_encoder
+from ..protocol import Event, FocusUpdate, Message, Retracted, ServerFrame, json_encoder
 
 
 class LiveEvents:
@@ -41,6 +41,12 @@ class LiveEvents:
             frame.room,
             envelope.replace(frame.seq, json_encoder.encode(frame), json_encoder.encode(notice)),
         )
+
+    async def focus(self, frame: FocusUpdate) -> None:
+        """A focus timer's new state: every node's room takes it (by version) and tells its
+        members."""
+        payload = envelope.state(envelope.FOCUS, json_encoder.encode(frame))
+        self._broker.publish(frame.room, payload)
 
     async def evict(self, room: str, user_id: uuid.UUID) -> None:
         """Remove every socket of `user_id` from `room`, on every node (lost membership)."""

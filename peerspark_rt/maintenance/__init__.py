@@ -1,1 +1,1 @@
-"""Upkeep jobs: analytics rollups and the cleanup of unused uploads and deleted files."""
+"""Upkeep jobs: the cleanup of expired sessions and invitations, old jobs, unused uploads."""

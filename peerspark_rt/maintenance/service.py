@@ -1,4 +1,4 @@
-"""The periodic jobs that keep the database tidy and the analytics current."""
+"""The periodic jobs that keep the database tidy."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import datetime as dt
 import logging
 
 from ..infra import jobs_db
-from ..infra.jobs import Job, PermanentError
+from ..infra.jobs import Job
 from ..infra.pool import Database
 from ..resources.uploads import UploadService
 from . import db as maintenance_db
@@ -22,15 +22,6 @@ class Maintenance:
     def __init__(self, db: Database, uploads: UploadService | None = None) -> None:
         self.db = db
         self.uploads = uploads
-
-    async def analytics_rollup(self, job: Job) -> None:
-        """`analytics_rollup` {date}: that day's study_analytics for every active user."""
-        try:
-            day = dt.date.fromisoformat(str(job.payload["date"]))
-        except (KeyError, ValueError) as exc:
-            raise PermanentError(f"bad date in payload: {exc}") from None
-        rows = await maintenance_db.rollup_day(self.db.pool, day)
-        log.info("analytics rolled up", extra={"date": day.isoformat(), "users": rows})
 
     async def cleanup(self, job: Job) -> None:
         """`cleanup`: expired login sessions, expired invitations, old finished jobs, old
@@ -53,8 +44,3 @@ class Maintenance:
                 "uploads": uploads,
             },
         )
-
-
-def rollup_payload(period_start: dt.datetime) -> dict[str, str]:
-    """The daily rollup that runs in the first moments of a UTC day covers the day before."""
-    return {"date": (period_start - dt.timedelta(days=1)).date().isoformat()}

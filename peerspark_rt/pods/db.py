@@ -308,27 +308,3 @@ async def mark_invitation(conn: Conn, invitation_id: uuid.UUID, status: str) -> 
     await conn.execute(
         "UPDATE pod_invitations SET status = $2 WHERE id = $1", invitation_id, status
     )
-
-
-# --- analytics ---
-
-
-async def analytics(db: Executor, pod_id: uuid.UUID) -> asyncpg.Record:
-    row = await db.fetchrow(
-        """SELECT
-             (SELECT count(*) FROM pod_memberships WHERE pod_id = $1 AND status = 'active')
-               AS member_count,
-             (SELECT count(*) FROM pod_memberships WHERE pod_id = $1 AND status = 'active'
-                AND last_active_at > NOW() - interval '7 days') AS active_members,
-             (SELECT count(*) FROM pod_memberships WHERE pod_id = $1 AND status = 'active'
-                AND joined_at > NOW() - interval '30 days') AS joined_last_30_days,
-             (SELECT count(*) FROM study_sessions WHERE pod_id = $1) AS total_sessions,
-             (SELECT count(*) FROM resources WHERE pod_id = $1 AND status = 'active')
-               AS total_resources,
-             (SELECT count(*) FROM posts WHERE pod_id = $1 AND status = 'published'
-                AND created_at > NOW() - interval '30 days') AS posts_last_30_days""",
-        pod_id,
-    )
-    if row is None:
-        raise RuntimeError("the statement returned no row")
-    return row

@@ -31,8 +31,11 @@ from aiohttp import web
 from ..accounts import links
 from ..accounts.auth import Principal
 from ..accounts.verification import EmailGate
+from ..analytics import db as analytics_db
+from ..analytics.events import Analytics, Kind
 from ..errors import AppError, Conflict, Forbidden, Invalid, NotFound
 from ..infra import validation
+from ..infra.aftercommit import Deferred, unit
 from ..infra.dbtypes import Conn, Executor
 from ..infra.live import LiveEvents
 from ..infra.pool import Database
@@ -206,6 +209,19 @@ class Invitation(msgspec.Struct, rename="camel"):
     created_at: dt.datetime
 
 
+TOP_CONTRIBUTORS = 5
+
+
+class PodAnalyticsQuery(msgspec.Struct, rename="camel", forbid_unknown_fields=True):
+    days: int = 7  # the window in which a member counts as active
+
+
+class Contributor(msgspec.Struct, rename="camel"):
+    user_id: uuid.UUID
+    username: str
+    contribution_score: int
+
+
 class PodAnalytics(msgspec.Struct, rename="camel"):
     member_count: int
     active_members: int
@@ -215,6 +231,9 @@ class PodAnalytics(msgspec.Struct, rename="camel"):
     growth_rate: float
     new_members_last_30_days: int
     posts_last_30_days: int
+    left_last_30_days: int
+    window_days: int
+    top_contributors: list[Contributor]
 
 
 def _page(limit: int, offset: int) -> tuple[int, int]:
@@ -270,12 +289,14 @@ class PodService:
         db: Database,
         live: LiveEvents,
         notifications: NotificationService,
+        analytics: Analytics,
         gate: EmailGate | None = None,
     ) -> None:
         self.db = db
         self.live = live
         self.notifications = notifications
         self.gate = gate or EmailGate()
+        self.events = analytics  # (the event log; `analytics()` is the pod's figures)
         # (pod_id, user_id) -> the live rooms besides the pod's own that a member loses with
         # the pod (the study sessions register theirs): pods know nothing of sessions
         self.rooms_lost_with: list[Callable[[uuid.UUID, uuid.UUID], Awaitable[list[str]]]] = []
@@ -333,10 +354,34 @@ class PodService:
         )
         values["meeting_schedule"] = body.meeting_schedule
         values.update(creator_id=principal.user_id, current_member_count=1)
-        async with self.db.transaction() as conn:
+        async with unit(self.db) as (conn, after):
             pod_id = await pods_db.insert_pod(conn, values)
-            await pods_db.upsert_active_membership(conn, pod_id, principal.user_id, "owner")
+            row = await pods_db.upsert_active_membership(conn, pod_id, principal.user_id, "owner")
+            await self._membership_event(
+                conn, after, Kind.POD_JOINED, pod_id, principal.user_id, row
+            )
         return await self.get(principal, pod_id)
+
+    async def _membership_event(
+        self,
+        conn: Conn,
+        after: Deferred,
+        kind: Kind,
+        pod_id: uuid.UUID,
+        user_id: uuid.UUID,
+        membership: asyncpg.Record,
+    ) -> None:
+        """`pod_joined` / `pod_left`, keyed by when the membership began (one of each per
+        membership)."""
+        await self.events.record(
+            conn,
+            user_id,
+            kind,
+            occurred_at=dt.datetime.now(dt.UTC),
+            pod_id=pod_id,
+            dedupe_key=f"{pod_id}:{membership['joined_at'].isoformat()}",
+            after=after,
+        )
 
     async def get(self, principal: Principal, pod_id: uuid.UUID) -> Pod:
         return Pod.from_row(await self.visible_pod(principal, pod_id))
@@ -420,7 +465,7 @@ class PodService:
         return MemberPage(members, total, limit, offset)
 
     async def join(self, principal: Principal, pod_id: uuid.UUID, body: JoinRequest) -> Membership:
-        async with self.db.transaction() as conn:
+        async with unit(self.db) as (conn, after):
             # The pod row lock serializes joins, leaves and bans of this pod, so the count and
             # the limit stay exact however many people join at once.
             pod = await pods_db.lock_pod(conn, pod_id)
@@ -446,6 +491,9 @@ class PodService:
             if pod["current_member_count"] >= pod["max_members"]:
                 raise Conflict("this pod is full", code="pod_full")
             row = await pods_db.upsert_active_membership(conn, pod_id, principal.user_id, "member")
+            await self._membership_event(
+                conn, after, Kind.POD_JOINED, pod_id, principal.user_id, row
+            )
             count = await pods_db.change_member_count(conn, pod_id, +1)
             if invitation is not None:
                 await pods_db.mark_invitation(conn, invitation["id"], "accepted")
@@ -489,7 +537,7 @@ class PodService:
         )
 
     async def leave(self, principal: Principal, pod_id: uuid.UUID) -> None:
-        async with self.db.transaction() as conn:
+        async with unit(self.db) as (conn, after):
             pod = await pods_db.lock_pod(conn, pod_id)
             if pod is None:
                 raise NotFound("pod not found")
@@ -504,6 +552,9 @@ class PodService:
                     code="owner_cannot_leave",
                 )
             await pods_db.delete_membership(conn, pod_id, principal.user_id)
+            await self._membership_event(
+                conn, after, Kind.POD_LEFT, pod_id, principal.user_id, membership
+            )
             count = await pods_db.change_member_count(conn, pod_id, -1)
         await self._evict_everywhere(pod_id, principal.user_id)
         await self.live.event(
@@ -544,11 +595,12 @@ class PodService:
         self, principal: Principal, pod_id: uuid.UUID, user_id: uuid.UUID
     ) -> None:
         await self.visible_pod(principal, pod_id)
-        async with self.db.transaction() as conn:
+        async with unit(self.db) as (conn, after):
             _, target = await self._target_for_moderation(conn, principal, pod_id, user_id)
             if target is None or target["status"] != "active":
                 raise NotFound("member not found")
             await pods_db.delete_membership(conn, pod_id, user_id)
+            await self._membership_event(conn, after, Kind.POD_LEFT, pod_id, user_id, target)
             count = await pods_db.change_member_count(conn, pod_id, -1)
         await self._evict_everywhere(pod_id, user_id)
         await self.live.event(
@@ -561,13 +613,14 @@ class PodService:
         await self.visible_pod(principal, pod_id)
         if await pods_db.get_user_brief(self.db.pool, user_id) is None:
             raise NotFound("user not found")
-        async with self.db.transaction() as conn:
+        async with unit(self.db) as (conn, after):
             _, target = await self._target_for_moderation(conn, principal, pod_id, user_id)
             if target is not None and target["status"] == "banned":
                 return
             await pods_db.ban_membership(conn, pod_id, user_id)
             count = None
             if target is not None and target["status"] == "active":
+                await self._membership_event(conn, after, Kind.POD_LEFT, pod_id, user_id, target)
                 count = await pods_db.change_member_count(conn, pod_id, -1)
         await self._evict_everywhere(pod_id, user_id)
         await self.live.event(
@@ -766,23 +819,32 @@ class PodService:
 
     # --- analytics ---------------------------------------------------------------------------
 
-    async def analytics(self, principal: Principal, pod_id: uuid.UUID) -> PodAnalytics:
+    async def analytics(
+        self, principal: Principal, pod_id: uuid.UUID, query: PodAnalyticsQuery
+    ) -> PodAnalytics:
+        """The pod's figures (README, "Pod analytics"): active = did something in the pod in
+        the window; engagement = active / members; growth = net joins in 30 days / members
+        30 days ago."""
+        if not 1 <= query.days <= 90:
+            raise Invalid("days", "must be between 1 and 90")
         await self.require_member(principal, pod_id)
-        row = await pods_db.analytics(self.db.pool, pod_id)
+        row = await analytics_db.pod_figures(self.db.pool, pod_id, query.days)
         members = int(row["member_count"])
-        new = int(row["joined_last_30_days"])
-        before = members - new
+        net = int(row["joined_30"]) - int(row["left_30"])
+        before = members - net
+        top = await analytics_db.top_contributors(self.db.pool, pod_id, TOP_CONTRIBUTORS)
         return PodAnalytics(
             member_count=members,
             active_members=int(row["active_members"]),
             total_sessions=int(row["total_sessions"]),
             total_resources=int(row["total_resources"]),
-            # share of members active in the last 7 days
             engagement_rate=round(row["active_members"] / members, 4) if members else 0.0,
-            # growth over the last 30 days relative to the membership before them
-            growth_rate=round(new / before, 4) if before else float(new > 0),
-            new_members_last_30_days=new,
-            posts_last_30_days=int(row["posts_last_30_days"]),
+            growth_rate=round(net / before, 4) if before > 0 else float(net > 0),
+            new_members_last_30_days=int(row["joined_30"]),
+            posts_last_30_days=int(row["posts_30"]),
+            left_last_30_days=int(row["left_30"]),
+            window_days=query.days,
+            top_contributors=[Contributor(**dict(r)) for r in top],
         )
 
 

@@ -25,6 +25,7 @@ import msgspec
 from aiohttp import web
 
 from ..accounts.auth import Principal
+from ..analytics.events import Kind
 from ..errors import Conflict, Forbidden, Invalid, NotFound
 from ..infra import validation
 from ..infra.dbtypes import Conn
@@ -287,10 +288,34 @@ class ResourceService:
     # --- CRUD ---------------------------------------------------------------------------------
 
     async def get(self, principal: Principal, resource_id: uuid.UUID) -> Resource:
-        row = await self._visible(self.db.pool, principal, resource_id)
-        if row["owner_id"] != principal.user_id:
-            await resources_db.count_view(self.db.pool, resource_id)
+        async with self.units.begin() as (conn, effects):
+            row = await self._visible(conn, principal, resource_id)
+            if row["owner_id"] != principal.user_id:
+                await resources_db.count_view(conn, resource_id)
+            await self._record_access(conn, effects, principal, row, Kind.RESOURCE_VIEWED)
         return await self._detail(self.db.pool, principal, resource_id)
+
+    async def _record_access(
+        self,
+        conn: Conn,
+        effects: AfterCommit,
+        principal: Principal,
+        row: asyncpg.Record,
+        kind: Kind,
+    ) -> None:
+        """A view or download: at most one event per resource and UTC hour (a reader who
+        reloads the page is still reading it)."""
+        at = dt.datetime.now(dt.UTC)
+        await self.units.analytics.record(
+            conn,
+            principal.user_id,
+            kind,
+            occurred_at=at,
+            pod_id=row["pod_id"],
+            meta={"resourceId": str(row["id"])},
+            dedupe_key=f"{row['id']}:{at:%Y-%m-%dT%H}",
+            after=effects,
+        )
 
     async def create(self, principal: Principal, body: ResourceCreate) -> Resource:
         async with self.units.begin() as (conn, effects):
@@ -437,6 +462,21 @@ class ResourceService:
                 permission_level=level,
                 shared_by=principal.user_id,
             )
+            if created:
+                await self.units.analytics.record(
+                    conn,
+                    principal.user_id,
+                    Kind.RESOURCE_SHARED,
+                    occurred_at=dt.datetime.now(dt.UTC),
+                    pod_id=row["pod_id"],
+                    meta={
+                        "resourceId": str(resource_id),
+                        "withUserId": _str_or_none(body.share_with_user_id),
+                        "withPodId": _str_or_none(body.share_with_pod_id),
+                    },
+                    dedupe_key=str(share["id"]),
+                    after=effects,
+                )
             if created and body.share_with_user_id is not None:
                 effects.push(
                     await self.units.notifications.store(
@@ -488,6 +528,18 @@ class ResourceService:
             conn, resource_id, principal.user_id, body.rating, review
         )
         summary = await resources_db.rating_summary(conn, resource_id)
+        # the first rating is the act; changing it later is not another one
+        await self.units.analytics.record(
+            conn,
+            principal.user_id,
+            Kind.RESOURCE_RATED,
+            occurred_at=dt.datetime.now(dt.UTC),
+            pod_id=row["pod_id"],
+            value=float(body.rating),
+            meta={"resourceId": str(resource_id), "ownerId": _str_or_none(row["owner_id"])},
+            dedupe_key=str(resource_id),
+            after=effects,
+        )
         return RatingResult(
             resource_id=resource_id,
             rating=rating["rating"],
@@ -526,7 +578,9 @@ class ResourceService:
         link = await self.uploads.link_for_row(row)
         if link is None and not row["file_url"]:
             raise Conflict("this resource has no file to download", code="no_file")
-        count = await resources_db.count_download(self.db.pool, resource_id)
+        async with self.units.begin() as (conn, effects):
+            count = await resources_db.count_download(conn, resource_id)
+            await self._record_access(conn, effects, principal, row, Kind.RESOURCE_DOWNLOADED)
         if link is not None:
             return Download(
                 resource_id, link.url, link.expires_at, link.filename, link.size, link.type, count
@@ -534,6 +588,10 @@ class ResourceService:
         return Download(
             resource_id, row["file_url"], None, None, row["file_size"], row["file_type"], count
         )
+
+
+def _str_or_none(value: uuid.UUID | None) -> str | None:
+    return None if value is None else str(value)
 
 
 # the application's key for what this module provides (typed app state)

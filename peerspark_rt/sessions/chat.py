@@ -35,8 +35,11 @@ import asyncpg
 from aiohttp import web
 
 from ..accounts.auth import Principal
+from ..analytics.events import Analytics, Kind, NewEvent
 from ..errors import Conflict, Invalid, NotFound, RateLimited, Unavailable
 from ..infra import validation
+from ..infra.aftercommit import Deferred
+from ..infra.dbtypes import Conn
 from ..infra.live import LiveEvents
 from ..infra.pool import Database
 from ..moderation.service import HeldContent, ModerationContext, ModerationService, Verdict
@@ -121,13 +124,25 @@ def _poison(exc: BaseException) -> bool:
 
 
 _Pending = tuple[dict[str, Any], "asyncio.Future[sessions_db.StoredMessage | None]"]
+# Runs in a batch's transaction with what was stored (the analytics of the messages sent).
+AfterStore = Callable[
+    [Conn, Deferred, list[tuple[dict[str, Any], sessions_db.StoredMessage | None]]],
+    Awaitable[None],
+]
 
 
 class _Shard:
-    def __init__(self, db: Database, index: int, observe: Callable[[int, float], None]) -> None:
+    def __init__(
+        self,
+        db: Database,
+        index: int,
+        observe: Callable[[int, float], None],
+        after_store: AfterStore,
+    ) -> None:
         self._db = db
         self._index = index
         self._observe = observe
+        self._after_store = after_store
         self._queue: list[_Pending] = []
         self._task: asyncio.Task[None] | None = None
 
@@ -151,9 +166,12 @@ class _Shard:
 
     async def _commit(self, batch: list[_Pending]) -> None:
         started = time.perf_counter()
+        deferred = Deferred()
         try:
             async with self._db.transaction() as conn:
-                results = await sessions_db.store_batch(conn, [m for m, _ in batch])
+                messages = [m for m, _ in batch]
+                results = await sessions_db.store_batch(conn, messages)
+                await self._after_store(conn, deferred, list(zip(messages, results, strict=True)))
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # noqa: BLE001 (classified just below)
@@ -179,6 +197,7 @@ class _Shard:
         for (_, future), result in zip(batch, results, strict=True):
             if not future.done():
                 future.set_result(result)
+        await deferred.run()
 
     async def drain(self) -> None:
         while self._task is not None:
@@ -190,6 +209,7 @@ class ChatService:
         self,
         db: Database,
         live: LiveEvents,
+        analytics: Analytics,
         *,
         store_db: Database | None = None,
         shards: int = 1,
@@ -202,15 +222,47 @@ class ChatService:
         # the chat store's own connections: an exhausted request pool does not stall chat
         self.store_db = store_db or db
         self.live = live
+        self.analytics = analytics
         self.moderation = moderation
         self.mode: ModerationMode = moderation_mode
         self.limiter = limiter
         observe = observe_batch or (lambda n, seconds: None)
-        self._shards = [_Shard(self.store_db, i, observe) for i in range(shards)]
+        self._shards = [_Shard(self.store_db, i, observe, self._record_sent) for i in range(shards)]
         self._checks = asyncio.Semaphore(AFTER_CHECKS)
         self._background: set[asyncio.Task[None]] = set()
         if moderation is not None:
             moderation.register_publisher("message", self.publish_approved)
+
+    async def _record_sent(
+        self,
+        conn: Conn,
+        after: Deferred,
+        stored: list[tuple[dict[str, Any], sessions_db.StoredMessage | None]],
+    ) -> None:
+        """One `message_sent` event per message newly stored (a retried cid is not new; an
+        assistant's answer is not its asker's act)."""
+        sent = [
+            (m, r)
+            for m, r in stored
+            if r is not None and not r.duplicate and m["message_type"] != "ai"
+        ]
+        if not sent:
+            return
+        await self.analytics.record_many(
+            conn,
+            [
+                NewEvent(
+                    user_id=m["sender_id"],
+                    kind=Kind.MESSAGE_SENT,
+                    occurred_at=r.created_at,
+                    session_id=m["session_id"],  # (the event gets the session's pod)
+                    meta={"messageId": str(r.id), "seq": r.seq},
+                    dedupe_key=str(r.id),
+                )
+                for m, r in sent
+            ],
+            after=after,
+        )
 
     def _shard(self, session_id: uuid.UUID) -> _Shard:
         return self._shards[zlib.crc32(session_id.bytes) % len(self._shards)]

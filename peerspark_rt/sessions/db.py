@@ -261,15 +261,23 @@ async def participants(db: Executor, session_id: uuid.UUID) -> list[asyncpg.Reco
     )
 
 
-async def mark_present(db: Executor, session_id: uuid.UUID, user_id: uuid.UUID) -> None:
-    """The user's first device entered the live room (on any node)."""
-    await db.execute(
-        """UPDATE session_participants
-           SET present_since = COALESCE(present_since, NOW()),
-               joined_at = COALESCE(joined_at, NOW()),
-               status = CASE WHEN status IN ('invited', 'accepted', 'missed') THEN 'attended'
-                             ELSE status END
-           WHERE session_id = $1 AND user_id = $2""",
+async def mark_present(
+    db: Executor, session_id: uuid.UUID, user_id: uuid.UUID
+) -> asyncpg.Record | None:
+    """The user's first device entered the live room (on any node). Returns the stretch's
+    start with the session's pod and subject when this began a stretch of presence (None:
+    already present, or not a participant)."""
+    return await db.fetchrow(
+        """UPDATE session_participants p
+           SET present_since = COALESCE(p.present_since, NOW()),
+               joined_at = COALESCE(p.joined_at, NOW()),
+               status = CASE WHEN p.status IN ('invited', 'accepted', 'missed') THEN 'attended'
+                             ELSE p.status END
+           FROM study_sessions s LEFT JOIN pods pd ON pd.id = s.pod_id
+           WHERE p.session_id = $1 AND p.user_id = $2 AND s.id = p.session_id
+           RETURNING p.user_id, p.present_since AS since, p.present_since = NOW() AS began,
+                     s.pod_id,
+                     COALESCE(pd.subject, s.tags[1]) AS subject""",
         session_id,
         user_id,
     )
@@ -277,19 +285,33 @@ async def mark_present(db: Executor, session_id: uuid.UUID, user_id: uuid.UUID) 
 
 # Ends a presence interval: adds it to the attendance (seconds, and minutes rounded up).
 _CLOSE_INTERVAL = """
-    attendance_seconds = attendance_seconds
-        + GREATEST(0, EXTRACT(EPOCH FROM NOW() - present_since))::int,
-    attendance_duration = CEIL((attendance_seconds
-        + GREATEST(0, EXTRACT(EPOCH FROM NOW() - present_since)))::numeric / 60)::int,
+    attendance_seconds = p.attendance_seconds
+        + GREATEST(0, EXTRACT(EPOCH FROM NOW() - p.present_since))::int,
+    attendance_duration = CEIL((p.attendance_seconds
+        + GREATEST(0, EXTRACT(EPOCH FROM NOW() - p.present_since)))::numeric / 60)::int,
     left_at = NOW(),
     present_since = NULL"""
 
 
-async def mark_absent(db: Executor, session_id: uuid.UUID, user_id: uuid.UUID) -> None:
-    """The user's last device left the live room: add the interval to their attendance."""
-    await db.execute(
-        f"""UPDATE session_participants SET {_CLOSE_INTERVAL}
-            WHERE session_id = $1 AND user_id = $2 AND present_since IS NOT NULL""",  # noqa: S608 (composed of constants; values are parameters)
+# What ending a stretch returns: who, when it began and ended, and the session's pod and
+# subject (what the analytics event of the stretch needs).
+_CLOSED = """RETURNING p.user_id, old.since, p.left_at AS until, s.pod_id,
+                     COALESCE(pd.subject, s.tags[1]) AS subject"""
+
+
+async def mark_absent(
+    db: Executor, session_id: uuid.UUID, user_id: uuid.UUID
+) -> asyncpg.Record | None:
+    """The user's last device left the live room: add the interval to their attendance.
+    Returns the stretch that ended (None: they were not present: nothing changed)."""
+    return await db.fetchrow(
+        f"""UPDATE session_participants p SET {_CLOSE_INTERVAL}
+            FROM (SELECT id, present_since AS since FROM session_participants
+                   WHERE session_id = $1 AND user_id = $2 AND present_since IS NOT NULL
+                   FOR UPDATE) old,
+                 study_sessions s LEFT JOIN pods pd ON pd.id = s.pod_id
+            WHERE p.id = old.id AND s.id = p.session_id
+            {_CLOSED}""",  # noqa: S608 (composed of constants; values are parameters)
         session_id,
         user_id,
     )
@@ -305,18 +327,53 @@ async def record_read(db: Executor, session_id: uuid.UUID, user_id: uuid.UUID, s
     )
 
 
-async def close_attendance(conn: Conn, session_id: uuid.UUID) -> None:
-    """At the end of a session: close every open presence interval, and mark accepted
-    participants who never came as missed."""
-    await conn.execute(
-        f"""UPDATE session_participants SET {_CLOSE_INTERVAL}
-            WHERE session_id = $1 AND present_since IS NOT NULL""",  # noqa: S608 (composed of constants; values are parameters)
+async def close_attendance(conn: Conn, session_id: uuid.UUID) -> list[asyncpg.Record]:
+    """At the end of a session: close every open presence interval (returned, as
+    `mark_absent` returns one), and mark accepted participants who never came as missed."""
+    closed = await conn.fetch(
+        f"""UPDATE session_participants p SET {_CLOSE_INTERVAL}
+            FROM (SELECT id, present_since AS since FROM session_participants
+                   WHERE session_id = $1 AND present_since IS NOT NULL
+                   ORDER BY id FOR UPDATE) old,
+                 study_sessions s LEFT JOIN pods pd ON pd.id = s.pod_id
+            WHERE p.id = old.id AND s.id = p.session_id
+            {_CLOSED}""",  # noqa: S608 (composed of constants; values are parameters)
         session_id,
     )
     await conn.execute(
         """UPDATE session_participants SET status = 'missed'
            WHERE session_id = $1 AND status IN ('invited', 'accepted') AND joined_at IS NULL""",
         session_id,
+    )
+    return closed
+
+
+# --- focus timers ---
+
+
+async def focus_state(db: Executor, room: str) -> str | None:
+    """The room's focus timer as stored (FocusState JSON text)."""
+    value: str | None = await db.fetchval(
+        "SELECT state::text FROM focus_timers WHERE room = $1", room
+    )
+    return value
+
+
+async def lock_focus(conn: Conn, room: str) -> str | None:
+    value: str | None = await conn.fetchval(
+        "SELECT state::text FROM focus_timers WHERE room = $1 FOR UPDATE", room
+    )
+    return value
+
+
+async def save_focus(conn: Conn, room: str, state: str, version: int) -> None:
+    await conn.execute(
+        """INSERT INTO focus_timers (room, state, version) VALUES ($1, $2::text::jsonb, $3)
+           ON CONFLICT (room) DO UPDATE
+           SET state = EXCLUDED.state, version = EXCLUDED.version, updated_at = NOW()""",
+        room,
+        state,
+        version,
     )
 
 

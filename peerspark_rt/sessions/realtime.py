@@ -27,6 +27,7 @@ from ..protocol import (
     Ack,
     Acked,
     Error,
+    Focus,
     Join,
     Leave,
     Left,
@@ -42,6 +43,7 @@ from ..protocol import (
 )
 from . import db as sessions_db
 from .chat import ChatService, SendOrder
+from .focus import FocusService
 from .service import SessionService, message_frame
 
 log = logging.getLogger(__name__)
@@ -88,6 +90,7 @@ class RealtimeService:
         pods: PodService,
         sessions: SessionService,
         chat: ChatService,
+        focus: FocusService,
         screen_share_enabled: bool,
         max_rooms: int = 100,
     ) -> None:
@@ -95,6 +98,7 @@ class RealtimeService:
         self.pods = pods
         self.sessions = sessions
         self.chat = chat
+        self.focus = focus
         self.screen_share_enabled = screen_share_enabled
         self.max_rooms = max_rooms
 
@@ -167,6 +171,8 @@ class RealtimeService:
                 )
             case Ping():
                 self.reply(conn, Pong(id=frame.id))
+            case Focus():
+                ok = self._in_room(conn, frame.room) and await self._focus(principal, conn, frame)
         if ok:
             conn.errors = 0
 
@@ -181,8 +187,14 @@ class RealtimeService:
         would-be participant takes part first, as POST /api/sessions/{id}/join does)."""
         parsed = parse_room(room)
         if parsed is None:
-            raise Invalid("room", "rooms are session:<id>, pod:<id> or user:<id>")
+            raise Invalid("room", "rooms are session:<id>, pod:<id>, user:<id> or admin:dashboard")
         kind, ident = parsed
+        if kind == "admin":
+            if ident != "dashboard":
+                raise NotFound("admin room not found")
+            if principal.role != "admin":
+                raise Forbidden("the admin dashboard is for platform admins", code="not_admin")
+            return
         try:
             target = uuid.UUID(ident)
         except ValueError:
@@ -219,6 +231,16 @@ class RealtimeService:
             self.error(
                 conn, refused, "the room cannot be entered right now; try again", room=frame.room
             )
+            return False
+        return True
+
+    async def _focus(self, principal: Principal, conn: Connection, frame: Focus) -> bool:
+        """A focus timer command; its result reaches every member (this socket too) as a
+        `focus` frame."""
+        try:
+            await self.focus.command(principal, frame)
+        except AppError as exc:
+            self.error(conn, exc.code, exc.message, room=frame.room)
             return False
         return True
 

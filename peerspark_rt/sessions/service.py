@@ -27,9 +27,12 @@ import msgspec
 from aiohttp import web
 
 from ..accounts.auth import Principal
+from ..analytics.events import Analytics, Kind
 from ..calendar import recurrence
 from ..errors import Conflict, Forbidden, Invalid, NotFound
 from ..infra import validation
+from ..infra.aftercommit import Deferred, unit
+from ..infra.dbtypes import Conn
 from ..infra.live import LiveEvents
 from ..infra.pool import Database
 from ..notifications.service import NewNotification
@@ -299,10 +302,13 @@ def _common_fields(given: dict[str, Any]) -> dict[str, Any]:
 
 
 class SessionService:
-    def __init__(self, db: Database, pods: PodService, live: LiveEvents) -> None:
+    def __init__(
+        self, db: Database, pods: PodService, live: LiveEvents, analytics: Analytics
+    ) -> None:
         self.db = db
         self.pods = pods
         self.live = live
+        self.analytics = analytics
         pods.rooms_lost_with.append(self._rooms_in_pod)
 
     async def _rooms_in_pod(self, pod_id: uuid.UUID, user_id: uuid.UUID) -> list[str]:
@@ -459,7 +465,7 @@ class SessionService:
 
     async def _move(self, principal: Principal, session_id: uuid.UUID, to: str) -> SessionState:
         await self._organized(principal, session_id)
-        async with self.db.transaction() as conn:
+        async with unit(self.db) as (conn, after):
             locked = await sessions_db.lock(conn, session_id)
             if locked is None:
                 raise RuntimeError("locked is missing")
@@ -470,7 +476,8 @@ class SessionService:
                 )
             row = await sessions_db.set_status(conn, session_id, to)
             if to in ("completed", "cancelled"):
-                await sessions_db.close_attendance(conn, session_id)
+                for stretch in await sessions_db.close_attendance(conn, session_id):
+                    await self._record_stretch(conn, after, session_id, stretch, ended=True)
         state = SessionState(session_id, row["status"], row["started_at"], row["ended_at"])
         await self.live.event(
             f"session:{session_id}",
@@ -625,7 +632,7 @@ class SessionService:
 
     async def leave(self, principal: Principal, session_id: uuid.UUID) -> None:
         await self._visible(principal, session_id)
-        async with self.db.transaction() as conn:
+        async with unit(self.db) as (conn, after):
             await sessions_db.lock(conn, session_id)
             current = await sessions_db.get_participant(
                 conn, session_id, principal.user_id, lock=True
@@ -637,7 +644,9 @@ class SessionService:
                     "the organizer cannot leave; cancel the session instead",
                     code="organizer_cannot_leave",
                 )
-            await sessions_db.mark_absent(conn, session_id, principal.user_id)
+            stretch = await sessions_db.mark_absent(conn, session_id, principal.user_id)
+            if stretch is not None:
+                await self._record_stretch(conn, after, session_id, stretch, ended=True)
             await sessions_db.delete_participant(conn, session_id, principal.user_id)
             count = await sessions_db.change_participant_count(conn, session_id, -1)
         room = f"session:{session_id}"
@@ -717,11 +726,58 @@ class SessionService:
     async def record_presence(
         self, session_id: uuid.UUID, user_id: uuid.UUID, present: bool
     ) -> None:
-        """Attendance from live presence (called once per user as they come and go)."""
-        if present:
-            await sessions_db.mark_present(self.db.pool, session_id, user_id)
-        else:
-            await sessions_db.mark_absent(self.db.pool, session_id, user_id)
+        """Attendance from live presence (called as users come and go; a departure may be
+        heard on several nodes: only the first call ends the stretch, and the stretch's events
+        are keyed by its start, so each is written once)."""
+        async with unit(self.db) as (conn, after):
+            if present:
+                stretch = await sessions_db.mark_present(conn, session_id, user_id)
+                if stretch is not None and stretch["began"]:
+                    await self._record_stretch(conn, after, session_id, stretch, ended=False)
+            else:
+                stretch = await sessions_db.mark_absent(conn, session_id, user_id)
+                if stretch is not None:
+                    await self._record_stretch(conn, after, session_id, stretch, ended=True)
+
+    async def _record_stretch(
+        self,
+        conn: Conn,
+        after: Deferred,
+        session_id: uuid.UUID,
+        stretch: asyncpg.Record,
+        *,
+        ended: bool,
+    ) -> None:
+        """`session_joined` when a stretch of live presence began; `session_left`, with the
+        minutes present, when it ended."""
+        since: dt.datetime = stretch["since"]
+        key = f"{session_id}:{since.isoformat()}"
+        if not ended:
+            await self.analytics.record(
+                conn,
+                stretch["user_id"],
+                Kind.SESSION_JOINED,
+                occurred_at=since,
+                pod_id=stretch["pod_id"],
+                session_id=session_id,
+                dedupe_key=key,
+                after=after,
+            )
+            return
+        until: dt.datetime = stretch["until"]
+        await self.analytics.record(
+            conn,
+            stretch["user_id"],
+            Kind.SESSION_LEFT,
+            occurred_at=until,
+            started_at=since,
+            pod_id=stretch["pod_id"],
+            session_id=session_id,
+            value=round(max(0.0, (until - since).total_seconds()) / 60, 2),
+            subject=stretch["subject"],
+            dedupe_key=key,
+            after=after,
+        )
 
 
 # the application's key for what this module provides (typed app state)

@@ -19,6 +19,7 @@ import msgspec
 from aiohttp import web
 
 from ..accounts.auth import Principal
+from ..analytics.events import Kind
 from ..errors import Conflict, Forbidden, Invalid, NotFound
 from ..infra import cursor as cursors
 from ..infra import validation
@@ -29,7 +30,14 @@ from ..notifications.service import NewNotification
 from ..pods.service import is_moderator
 from .db import comments as comments_db
 from .db import posts as posts_db
-from .feed import AuthorBrief, author_brief, room_of
+from .feed import (
+    AcceptAnswer,
+    AcceptedAnswer,
+    AuthorBrief,
+    author_brief,
+    record_like,
+    room_of,
+)
 from .reports import ReportResult, ReportService
 
 MAX_CONTENT = 5000
@@ -254,6 +262,7 @@ class CommentService:
         if row is None:
             raise RuntimeError("the statement returned no row")
         counts = await posts_db.counts(conn, post_id)
+        await self._record_comment(conn, effects, principal, post, comment_id)
         room = room_of(post["pod_id"], post["visibility"])
         if room is not None:
             effects.event(
@@ -267,6 +276,40 @@ class CommentService:
             )
         await self._notify(conn, effects, principal, post, parent, row, body.is_anonymous)
         return row, post
+
+    async def _record_comment(
+        self,
+        conn: Conn,
+        effects: AfterCommit,
+        principal: Principal,
+        post: asyncpg.Record,
+        comment_id: uuid.UUID,
+    ) -> None:
+        """The comment made, and received by the post's author (unless it is theirs)."""
+        at = dt.datetime.now(dt.UTC)
+        meta = {"postId": str(post["id"]), "commentId": str(comment_id)}
+        analytics = self.units.analytics
+        await analytics.record(
+            conn,
+            principal.user_id,
+            Kind.COMMENT_CREATED,
+            occurred_at=at,
+            pod_id=post["pod_id"],
+            meta=meta,
+            dedupe_key=str(comment_id),
+            after=effects,
+        )
+        if post["author_id"] is not None and post["author_id"] != principal.user_id:
+            await analytics.record(
+                conn,
+                post["author_id"],
+                Kind.COMMENT_RECEIVED,
+                occurred_at=at,
+                pod_id=post["pod_id"],
+                meta={**meta, "fromUserId": str(principal.user_id)},
+                dedupe_key=str(comment_id),
+                after=effects,
+            )
 
     async def publish_approved(self, author: Principal, snapshot: dict[str, Any]) -> uuid.UUID:
         """Store a comment that was held for review and then approved by a moderator."""
@@ -317,6 +360,48 @@ class CommentService:
                     ),
                 )
             )
+
+    async def accept_answer(
+        self, principal: Principal, post_id: uuid.UUID, body: AcceptAnswer
+    ) -> AcceptedAnswer:
+        """The author of a question accepts a comment on it as its answer (another one later
+        replaces it). The answer's author is credited once per answer."""
+        async with self.units.begin() as (conn, effects):
+            post = await self._post(conn, principal, post_id)
+            if post["author_id"] != principal.user_id:
+                raise Forbidden("only the question's author accepts an answer", code="not_author")
+            if post["post_type"] != "question":
+                raise Conflict("only questions have an accepted answer", code="not_a_question")
+            await posts_db.lock(conn, post_id)
+            comment = await comments_db.lock(conn, body.comment_id)
+            if comment is None or comment["post_id"] != post_id or comment["status"] != "published":
+                raise Invalid("commentId", "is not a published comment on this question")
+            if comment["author_id"] == principal.user_id:
+                raise Invalid("commentId", "is your own comment: accept someone else's answer")
+            changed = await posts_db.set_accepted_answer(conn, post_id, body.comment_id)
+            if comment["author_id"] is not None:
+                await self.units.analytics.record(
+                    conn,
+                    comment["author_id"],
+                    Kind.ANSWER_ACCEPTED,
+                    occurred_at=dt.datetime.now(dt.UTC),
+                    pod_id=post["pod_id"],
+                    meta={
+                        "postId": str(post_id),
+                        "commentId": str(body.comment_id),
+                        "acceptedBy": str(principal.user_id),
+                    },
+                    dedupe_key=str(body.comment_id),
+                    after=effects,
+                )
+            room = room_of(post["pod_id"], post["visibility"])
+            if changed and room is not None:
+                effects.event(
+                    room,
+                    "answer_accepted",
+                    {"postId": str(post_id), "commentId": str(body.comment_id)},
+                )
+        return AcceptedAnswer(post_id=post_id, comment_id=body.comment_id, changed=changed)
 
     async def interact(
         self, principal: Principal, comment_id: uuid.UUID, body: CommentInteractionRequest
@@ -384,6 +469,17 @@ class CommentService:
         else:
             changed = await comments_db.remove_like(conn, comment_id, me)
         likes = await comments_db.like_count(conn, comment_id)
+        if changed and active:
+            await record_like(
+                self.units.analytics,
+                conn,
+                effects,
+                me,
+                row["author_id"],
+                "comment",
+                comment_id,
+                post["pod_id"],
+            )
         room = room_of(post["pod_id"], post["visibility"])
         if changed and room is not None:
             effects.event(

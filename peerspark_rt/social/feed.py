@@ -31,6 +31,7 @@ import msgspec
 from aiohttp import web
 
 from ..accounts.auth import Principal
+from ..analytics.events import Analytics, Kind
 from ..errors import Conflict, Forbidden, Invalid, NotFound
 from ..infra import cursor as cursors
 from ..infra import validation
@@ -105,6 +106,18 @@ class Post(msgspec.Struct, rename="camel"):
     bookmarked: bool
     created_at: dt.datetime
     updated_at: dt.datetime
+    # a question's answer its author accepted (POST /api/posts/{id}/accepted-answer)
+    accepted_comment_id: uuid.UUID | None = None
+
+
+class AcceptAnswer(msgspec.Struct, rename="camel", forbid_unknown_fields=True):
+    comment_id: uuid.UUID
+
+
+class AcceptedAnswer(msgspec.Struct, rename="camel"):
+    post_id: uuid.UUID
+    comment_id: uuid.UUID
+    changed: bool
 
 
 class FeedPage(msgspec.Struct, rename="camel"):
@@ -268,6 +281,7 @@ class PostService:
             bookmarked=viewer is not None and row["bookmarked"],
             created_at=row["created_at"],
             updated_at=row["updated_at"],
+            accepted_comment_id=row["accepted_comment_id"],
         )
 
     async def render_many(self, rows: list[asyncpg.Record], viewer: Principal) -> list[Post]:
@@ -405,6 +419,16 @@ class PostService:
             },
         )
         row = await self.visible_row(conn, principal, post_id)
+        await self.units.analytics.record(
+            conn,
+            principal.user_id,
+            Kind.POST_CREATED,
+            occurred_at=dt.datetime.now(dt.UTC),
+            pod_id=body.pod_id,
+            meta={"postId": str(post_id), "postType": checked.post_type},
+            dedupe_key=str(post_id),
+            after=effects,
+        )
         room = room_of(body.pod_id, checked.visibility)
         if room is not None:
             post = await self.render(row, None)
@@ -638,6 +662,17 @@ class PostService:
             else:
                 changed = await posts_db.remove_interaction(conn, post_id, me, kind)
         counts = await posts_db.counts(conn, post_id)
+        if changed and kind == "like" and active:
+            await record_like(
+                self.units.analytics,
+                conn,
+                effects,
+                me,
+                row["author_id"],
+                "post",
+                post_id,
+                row["pod_id"],
+            )
         if changed and kind == "like":
             self._publish_like_count(effects, row)
             if (
@@ -691,6 +726,43 @@ class PostService:
             )
 
         effects.add(publish)
+
+
+async def record_like(
+    analytics: Analytics,
+    conn: Conn,
+    effects: AfterCommit,
+    liker: uuid.UUID,
+    author: uuid.UUID | None,
+    target: str,
+    target_id: uuid.UUID,
+    pod_id: uuid.UUID | None,
+) -> None:
+    """A like given (and received by the author, unless they liked their own): once per
+    liker and thing, however often it is unliked and liked again."""
+    at = dt.datetime.now(dt.UTC)
+    meta = {f"{target}Id": str(target_id)}
+    await analytics.record(
+        conn,
+        liker,
+        Kind.LIKE_GIVEN,
+        occurred_at=at,
+        pod_id=pod_id,
+        meta=meta,
+        dedupe_key=f"{target}:{target_id}",
+        after=effects,
+    )
+    if author is not None and author != liker:
+        await analytics.record(
+            conn,
+            author,
+            Kind.LIKE_RECEIVED,
+            occurred_at=at,
+            pod_id=pod_id,
+            meta={**meta, "fromUserId": str(liker)},
+            dedupe_key=f"{target}:{target_id}:{liker}",
+            after=effects,
+        )
 
 
 # the application's key for what this module provides (typed app state)

@@ -46,7 +46,7 @@ def visible(p: str = "p", viewer: str = "$1") -> str:
 POST_COLUMNS = """p.id, p.author_id, p.pod_id, p.content, p.post_type, p.media_urls, p.attachments,
     p.tags, p.is_pinned, p.is_anonymous, p.visibility, p.status, p.like_count, p.comment_count,
     p.share_count, p.bookmark_count, p.trending_score, p.created_at, p.updated_at,
-    u.username AS author_username, u.first_name AS author_first_name,
+    p.accepted_comment_id, u.username AS author_username, u.first_name AS author_first_name,
     u.last_name AS author_last_name, u.avatar_url AS author_avatar_url,
     u.is_verified AS author_is_verified, pd.name AS pod_name,
     EXISTS (SELECT 1 FROM post_interactions li WHERE li.post_id = p.id AND li.user_id = $1
@@ -75,6 +75,17 @@ async def get_visible(db: Executor, viewer: uuid.UUID, post_id: uuid.UUID) -> as
         viewer,
         post_id,
     )
+
+
+async def set_accepted_answer(conn: Conn, post_id: uuid.UUID, comment_id: uuid.UUID) -> bool:
+    """Record the accepted answer; False when it already was this one."""
+    status = await conn.execute(
+        """UPDATE posts SET accepted_comment_id = $2
+           WHERE id = $1 AND accepted_comment_id IS DISTINCT FROM $2""",
+        post_id,
+        comment_id,
+    )
+    return status.endswith(" 1")
 
 
 async def lock(conn: Conn, post_id: uuid.UUID) -> asyncpg.Record | None:
