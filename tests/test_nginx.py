@@ -106,7 +106,7 @@ async def browsers(cluster: tuple[list[Node], Nginx]) -> AsyncIterator[list[Brow
 
 async def routed_again(browser: Browser, node: Node) -> None:
     """Wait until nginx sends `browser` to its own node again, restarted as `node` (nginx
-    leaves a node out for the config's fail_timeout after it refused a connection)."""
+    leaves a node out for the config's fail_timeout after it refused connections)."""
     started = time.monotonic()
     while await browser.node() != node.node_id:
         assert time.monotonic() - started < 20, "nginx does not send to the restarted node"
