@@ -1,0 +1,607 @@
+"""SQL for study tools: decks, cards, each user's schedules and reviews, settings, goals and
+live reviews.
+
+Who may see a deck is decided in one place, `deck_visible()`: its owner, and the active members
+of the pod it is shared with (the same membership test the vault's `resources.db.visible` uses
+for pod shares). Whether a card's source resource may be named to a reader is the vault's own
+rule, `resources.db.visible`, reused here so a citation never leaks a resource.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import uuid
+from collections.abc import Sequence
+from typing import Any
+
+import asyncpg
+
+from ..infra import sql as sql_builder
+from ..infra.dbtypes import Conn, Executor
+from ..resources import db as resources_db
+
+
+def deck_visible(d: str = "d", viewer: str = "$1") -> str:
+    """SQL true when the viewer may see (and study) deck `d`."""
+    return f"""({d}.owner_id = {viewer}
+        OR ({d}.pod_id IS NOT NULL AND EXISTS (
+            SELECT 1 FROM pod_memberships dm
+            WHERE dm.pod_id = {d}.pod_id AND dm.user_id = {viewer} AND dm.status = 'active')))"""  # noqa: S608 (composed of constants; values are parameters)
+
+
+DECK_COLUMNS = """d.id, d.owner_id, d.pod_id, d.title, d.description, d.exam_date,
+    d.source_resource_id, d.created_at, d.updated_at,
+    (SELECT count(*) FROM study_cards c WHERE c.deck_id = d.id AND c.status = 'kept')
+        AS card_count,
+    (SELECT count(*) FROM study_cards c WHERE c.deck_id = d.id AND c.status = 'draft')
+        AS draft_count"""
+
+CARD_COLUMNS = f"""c.id, c.deck_id, c.front, c.back, c.tags, c.status, c.upload_id,
+    c.source_resource_id, c.source_session_id, c.created_by, c.created_at, c.updated_at,
+    (SELECT sr.title FROM resources sr
+      WHERE sr.id = c.source_resource_id AND {resources_db.visible("sr", "$1")})
+        AS source_title,
+    up.storage_key AS upload_key, up.backend AS upload_backend, up.original_name AS upload_name,
+    up.content_type AS upload_type, up.size_bytes AS upload_size"""  # noqa: S608 (composed of constants; values are parameters)
+CARD_JOIN = "LEFT JOIN uploads up ON up.id = c.upload_id"
+
+DECK_INSERT = frozenset(
+    {"id", "owner_id", "pod_id", "title", "description", "exam_date", "source_resource_id"}
+)
+DECK_EDITABLE = frozenset({"title", "description", "exam_date", "pod_id"})
+CARD_INSERT = frozenset(
+    {
+        "id", "deck_id", "front", "back", "tags", "status", "upload_id", "source_resource_id",
+        "source_session_id", "created_by",
+    }
+)  # fmt: skip
+CARD_EDITABLE = frozenset({"front", "back", "tags", "status", "upload_id"})
+
+
+# --- decks -----------------------------------------------------------------------------------
+
+
+async def insert_deck(conn: Conn, values: dict[str, Any]) -> uuid.UUID:
+    sql, args = sql_builder.insert("study_decks", values, DECK_INSERT, suffix="RETURNING id")
+    deck_id: uuid.UUID = await conn.fetchval(sql, *args)
+    return deck_id
+
+
+async def get_deck(db: Executor, viewer: uuid.UUID, deck_id: uuid.UUID) -> asyncpg.Record | None:
+    """The deck if the viewer may see it."""
+    return await db.fetchrow(
+        f"SELECT {DECK_COLUMNS} FROM study_decks d WHERE d.id = $2 AND {deck_visible()}",  # noqa: S608 (composed of constants; values are parameters)
+        viewer,
+        deck_id,
+    )
+
+
+async def lock_deck(conn: Conn, deck_id: uuid.UUID) -> asyncpg.Record | None:
+    return await conn.fetchrow(
+        "SELECT id, owner_id, pod_id FROM study_decks WHERE id = $1 FOR UPDATE", deck_id
+    )
+
+
+async def list_decks(db: Executor, viewer: uuid.UUID) -> list[asyncpg.Record]:
+    return list(
+        await db.fetch(
+            f"""SELECT {DECK_COLUMNS} FROM study_decks d WHERE {deck_visible()}
+                ORDER BY d.created_at DESC, d.id LIMIT 500""",  # noqa: S608 (composed of constants; values are parameters)
+            viewer,
+        )
+    )
+
+
+async def update_deck(conn: Conn, deck_id: uuid.UUID, changes: dict[str, Any]) -> None:
+    sql, args = sql_builder.update(
+        "study_decks",
+        changes,
+        DECK_EDITABLE,
+        where="id = $1",
+        where_args=[deck_id],
+        also="updated_at = NOW()",
+    )
+    await conn.execute(sql, *args)
+
+
+async def delete_deck(conn: Conn, deck_id: uuid.UUID) -> list[uuid.UUID]:
+    """Delete the deck (its cards go with it); the uploads its cards used, to delete too."""
+    rows = await conn.fetch(
+        "SELECT upload_id FROM study_cards WHERE deck_id = $1 AND upload_id IS NOT NULL", deck_id
+    )
+    await conn.execute("DELETE FROM study_decks WHERE id = $1", deck_id)
+    return [r["upload_id"] for r in rows]
+
+
+# --- cards -----------------------------------------------------------------------------------
+
+
+async def insert_cards(conn: Conn, rows: Sequence[dict[str, Any]]) -> list[uuid.UUID]:
+    ids: list[uuid.UUID] = []
+    for values in rows:
+        sql, args = sql_builder.insert("study_cards", values, CARD_INSERT, suffix="RETURNING id")
+        ids.append(await conn.fetchval(sql, *args))
+    return ids
+
+
+async def get_card(db: Executor, viewer: uuid.UUID, card_id: uuid.UUID) -> asyncpg.Record | None:
+    """The card (with its deck's owner, pod and exam date) if the viewer may see its deck."""
+    return await db.fetchrow(
+        f"""SELECT {CARD_COLUMNS}, d.owner_id, d.pod_id, d.exam_date
+            FROM study_cards c JOIN study_decks d ON d.id = c.deck_id {CARD_JOIN}
+            WHERE c.id = $2 AND {deck_visible()}""",  # noqa: S608 (composed of constants; values are parameters)
+        viewer,
+        card_id,
+    )
+
+
+async def cards_of(
+    db: Executor,
+    viewer: uuid.UUID,
+    deck_id: uuid.UUID,
+    *,
+    status: str | None,
+    after: tuple[dt.datetime, uuid.UUID] | None,
+    limit: int,
+) -> list[asyncpg.Record]:
+    return list(
+        await db.fetch(
+            f"""SELECT {CARD_COLUMNS} FROM study_cards c {CARD_JOIN}
+                WHERE c.deck_id = $2 AND ($3::text IS NULL OR c.status = $3)
+                  AND ($4::timestamptz IS NULL OR (c.created_at, c.id) > ($4, $5))
+                ORDER BY c.created_at, c.id LIMIT $6""",  # noqa: S608 (composed of constants; values are parameters)
+            viewer,
+            deck_id,
+            status,
+            after[0] if after else None,
+            after[1] if after else None,
+            limit,
+        )
+    )
+
+
+async def all_cards(db: Executor, deck_id: uuid.UUID, status: str) -> list[asyncpg.Record]:
+    return list(
+        await db.fetch(
+            """SELECT front, back, tags FROM study_cards WHERE deck_id = $1 AND status = $2
+               ORDER BY created_at, id""",
+            deck_id,
+            status,
+        )
+    )
+
+
+async def update_card(conn: Conn, card_id: uuid.UUID, changes: dict[str, Any]) -> None:
+    sql, args = sql_builder.update(
+        "study_cards",
+        changes,
+        CARD_EDITABLE,
+        where="id = $1",
+        where_args=[card_id],
+        also="updated_at = NOW()",
+    )
+    await conn.execute(sql, *args)
+
+
+async def delete_card(conn: Conn, card_id: uuid.UUID) -> uuid.UUID | None:
+    """Delete a card; the upload it used (to delete too), if any."""
+    upload: uuid.UUID | None = await conn.fetchval(
+        "DELETE FROM study_cards WHERE id = $1 RETURNING upload_id", card_id
+    )
+    return upload
+
+
+async def keep_drafts(conn: Conn, deck_id: uuid.UUID, card_ids: Sequence[uuid.UUID] | None) -> int:
+    result: str = await conn.execute(
+        """UPDATE study_cards SET status = 'kept', updated_at = NOW()
+           WHERE deck_id = $1 AND status = 'draft' AND ($2::uuid[] IS NULL OR id = ANY($2))""",
+        deck_id,
+        list(card_ids) if card_ids is not None else None,
+    )
+    return int(result.split()[-1])
+
+
+# --- schedules and reviews -------------------------------------------------------------------
+
+
+async def review_by_client_id(
+    db: Executor, user_id: uuid.UUID, client_review_id: str
+) -> asyncpg.Record | None:
+    return await db.fetchrow(
+        """SELECT card_id, client_review_id, rating, reviewed_at, state, due_after, stability,
+                  difficulty
+           FROM study_reviews WHERE user_id = $1 AND client_review_id = $2""",
+        user_id,
+        client_review_id,
+    )
+
+
+async def claim_review(
+    conn: Conn,
+    *,
+    user_id: uuid.UUID,
+    card_id: uuid.UUID,
+    client_review_id: str,
+    rating: int,
+    reviewed_at: dt.datetime,
+    duration_ms: int | None,
+    session_id: uuid.UUID | None,
+) -> uuid.UUID | None:
+    """Insert the review (its outcome is filled in by `finish_review`); None when this client
+    review id was stored before (a retried sync)."""
+    review_id: uuid.UUID | None = await conn.fetchval(
+        """INSERT INTO study_reviews (user_id, card_id, client_review_id, rating, reviewed_at,
+                                      duration_ms, session_id)
+           VALUES ($1, $2, $3, $4, $5, $6, $7)
+           ON CONFLICT (user_id, client_review_id) DO NOTHING RETURNING id""",
+        user_id,
+        card_id,
+        client_review_id,
+        rating,
+        reviewed_at,
+        duration_ms,
+        session_id,
+    )
+    return review_id
+
+
+async def finish_review(
+    conn: Conn,
+    review_id: uuid.UUID,
+    *,
+    state: str,
+    due: dt.datetime,
+    stability: float | None,
+    difficulty: float | None,
+) -> None:
+    await conn.execute(
+        """UPDATE study_reviews SET state = $2, due_after = $3, stability = $4, difficulty = $5
+           WHERE id = $1""",
+        review_id,
+        state,
+        due,
+        stability,
+        difficulty,
+    )
+
+
+async def lock_state(
+    conn: Conn, user_id: uuid.UUID, card_id: uuid.UUID, deck_id: uuid.UUID, now: dt.datetime
+) -> asyncpg.Record:
+    """The user's schedule of the card, locked (created empty, as a new card, if none)."""
+    await conn.execute(
+        """INSERT INTO study_card_states (user_id, card_id, deck_id, due, created_at)
+           VALUES ($1, $2, $3, $4, $4) ON CONFLICT DO NOTHING""",
+        user_id,
+        card_id,
+        deck_id,
+        now,
+    )
+    row = await conn.fetchrow(
+        """SELECT fsrs, reps, lapses, last_review FROM study_card_states
+           WHERE user_id = $1 AND card_id = $2 FOR UPDATE""",
+        user_id,
+        card_id,
+    )
+    if row is None:
+        raise RuntimeError("the schedule row inserted above is missing")
+    return row
+
+
+async def save_state(
+    conn: Conn,
+    user_id: uuid.UUID,
+    card_id: uuid.UUID,
+    *,
+    fsrs: dict[str, Any],
+    due: dt.datetime,
+    last_review: dt.datetime,
+    lapsed: bool,
+) -> None:
+    await conn.execute(
+        """UPDATE study_card_states
+           SET fsrs = $3, due = $4, last_review = $5, reps = reps + 1,
+               lapses = lapses + $6::int
+           WHERE user_id = $1 AND card_id = $2""",
+        user_id,
+        card_id,
+        fsrs,
+        due,
+        last_review,
+        1 if lapsed else 0,
+    )
+
+
+DUE_CARD_COLUMNS = """c.id, c.deck_id, c.front, c.back, c.tags, d.title AS deck_title"""
+
+
+async def due_reviews(
+    db: Executor,
+    user_id: uuid.UUID,
+    until: dt.datetime,
+    deck_id: uuid.UUID | None,
+    limit: int,
+) -> list[asyncpg.Record]:
+    """Cards the user has studied that fall due before `until`, most overdue first (a range
+    scan of idx_study_card_states_due; cards of decks they may no longer see are left out)."""
+    return list(
+        await db.fetch(
+            f"""SELECT {DUE_CARD_COLUMNS}, s.due, s.fsrs, s.reps
+                FROM study_card_states s
+                JOIN study_cards c ON c.id = s.card_id
+                JOIN study_decks d ON d.id = s.deck_id
+                WHERE s.user_id = $1 AND s.due < $2 AND s.fsrs IS NOT NULL
+                  AND ($3::uuid IS NULL OR s.deck_id = $3)
+                  AND c.status = 'kept' AND {deck_visible()}
+                ORDER BY s.due, s.card_id LIMIT $4""",  # noqa: S608 (composed of constants; values are parameters)
+            user_id,
+            until,
+            deck_id,
+            limit,
+        )
+    )
+
+
+async def due_count(
+    db: Executor, user_id: uuid.UUID, until: dt.datetime, deck_id: uuid.UUID | None
+) -> int:
+    count: int = await db.fetchval(
+        f"""SELECT count(*) FROM study_card_states s
+            JOIN study_cards c ON c.id = s.card_id
+            JOIN study_decks d ON d.id = s.deck_id
+            WHERE s.user_id = $1 AND s.due < $2 AND s.fsrs IS NOT NULL
+              AND ($3::uuid IS NULL OR s.deck_id = $3)
+              AND c.status = 'kept' AND {deck_visible()}""",  # noqa: S608 (composed of constants; values are parameters)
+        user_id,
+        until,
+        deck_id,
+    )
+    return count
+
+
+async def started_since(db: Executor, user_id: uuid.UUID, since: dt.datetime) -> int:
+    """New cards the user began since `since` (their first review)."""
+    count: int = await db.fetchval(
+        "SELECT count(*) FROM study_card_states WHERE user_id = $1 AND created_at >= $2",
+        user_id,
+        since,
+    )
+    return count
+
+
+async def new_cards(
+    db: Executor,
+    user_id: uuid.UUID,
+    deck_id: uuid.UUID | None,
+    today: dt.date,
+    *,
+    capped: int,
+    limit: int,
+) -> list[asyncpg.Record]:
+    """Kept cards of visible decks the user never reviewed: those of decks with an exam still
+    ahead all (front-loading), the others up to `capped`; oldest first."""
+    return list(
+        await db.fetch(
+            f"""WITH fresh AS (
+                  SELECT {DUE_CARD_COLUMNS}, c.created_at,
+                         (d.exam_date IS NOT NULL AND d.exam_date > $3) AS exam
+                  FROM study_decks d
+                  JOIN study_cards c ON c.deck_id = d.id AND c.status = 'kept'
+                  WHERE {deck_visible()} AND ($2::uuid IS NULL OR d.id = $2)
+                    AND NOT EXISTS (SELECT 1 FROM study_card_states s
+                                    WHERE s.user_id = $1 AND s.card_id = c.id))
+                (SELECT * FROM fresh WHERE exam ORDER BY created_at, id LIMIT $5)
+                UNION ALL
+                (SELECT * FROM fresh WHERE NOT exam ORDER BY created_at, id LIMIT $4)""",  # noqa: S608 (composed of constants; values are parameters)
+            user_id,
+            deck_id,
+            today,
+            capped,
+            limit,
+        )
+    )
+
+
+# --- settings and goals ----------------------------------------------------------------------
+
+
+async def settings_of(db: Executor, user_id: uuid.UUID) -> asyncpg.Record | None:
+    return await db.fetchrow(
+        """SELECT s.desired_retention, s.new_per_day FROM study_settings s WHERE s.user_id = $1""",
+        user_id,
+    )
+
+
+async def user_zone(db: Executor, user_id: uuid.UUID) -> str:
+    zone: str | None = await db.fetchval("SELECT timezone FROM users WHERE id = $1", user_id)
+    return zone or "UTC"
+
+
+async def save_settings(
+    db: Executor, user_id: uuid.UUID, retention: float, new_per_day: int
+) -> None:
+    await db.execute(
+        """INSERT INTO study_settings (user_id, desired_retention, new_per_day)
+           VALUES ($1, $2, $3)
+           ON CONFLICT (user_id) DO UPDATE
+           SET desired_retention = $2, new_per_day = $3, updated_at = NOW()""",
+        user_id,
+        retention,
+        new_per_day,
+    )
+
+
+async def goals_of(db: Executor, user_id: uuid.UUID) -> asyncpg.Record | None:
+    return await db.fetchrow(
+        """SELECT minutes_per_week, cards_per_week, sessions_per_week, reminders, reminded_week
+           FROM study_goals WHERE user_id = $1""",
+        user_id,
+    )
+
+
+async def save_goals(
+    db: Executor, user_id: uuid.UUID, minutes: int, cards: int, sessions: int, reminders: bool
+) -> None:
+    await db.execute(
+        """INSERT INTO study_goals (user_id, minutes_per_week, cards_per_week, sessions_per_week,
+                                    reminders)
+           VALUES ($1, $2, $3, $4, $5)
+           ON CONFLICT (user_id) DO UPDATE
+           SET minutes_per_week = $2, cards_per_week = $3, sessions_per_week = $4,
+               reminders = $5, updated_at = NOW()""",
+        user_id,
+        minutes,
+        cards,
+        sessions,
+        reminders,
+    )
+
+
+async def week_progress(
+    db: Executor, user_id: uuid.UUID, monday: dt.date, sunday: dt.date
+) -> asyncpg.Record:
+    """The week's figures from the analytics events (local days, fixed when written): time
+    spent in sessions and focus blocks (spans), review time, reviews, sessions attended."""
+    row = await db.fetchrow(
+        """SELECT
+             (SELECT coalesce(sum(sp.seconds), 0) FROM analytics_spans sp
+               WHERE sp.user_id = $1 AND sp.local_date BETWEEN $2 AND $3) AS presence_seconds,
+             (SELECT coalesce(sum((e.meta_duration)), 0) FROM (
+                 SELECT (ae.properties->>'durationMs')::bigint AS meta_duration
+                 FROM analytics_events ae
+                 WHERE ae.user_id = $1 AND ae.local_date BETWEEN $2 AND $3
+                   AND ae.event = 'card_reviewed') e) AS review_ms,
+             (SELECT count(*) FROM analytics_events ae
+               WHERE ae.user_id = $1 AND ae.local_date BETWEEN $2 AND $3
+                 AND ae.event = 'card_reviewed') AS reviews,
+             (SELECT count(DISTINCT ae.session_id) FROM analytics_events ae
+               WHERE ae.user_id = $1 AND ae.local_date BETWEEN $2 AND $3
+                 AND ae.event = 'session_joined') AS sessions""",
+        user_id,
+        monday,
+        sunday,
+    )
+    if row is None:
+        raise RuntimeError("an aggregate query returned no row")
+    return row
+
+
+async def goal_reminder_candidates(db: Executor, limit: int) -> list[asyncpg.Record]:
+    """Users with reminders on and a goal set, with their zone and the week last reminded."""
+    return list(
+        await db.fetch(
+            """SELECT g.user_id, coalesce(u.timezone, 'UTC') AS timezone, g.reminded_week
+               FROM study_goals g JOIN users u ON u.id = g.user_id
+               WHERE g.reminders AND u.account_status = 'active'
+                 AND (g.minutes_per_week > 0 OR g.cards_per_week > 0 OR g.sessions_per_week > 0)
+               ORDER BY g.user_id LIMIT $1""",
+            limit,
+        )
+    )
+
+
+async def mark_reminded(db: Executor, user_id: uuid.UUID, monday: dt.date) -> bool:
+    """Claim this week's reminder (False: already sent, by this or another worker)."""
+    result: str = await db.execute(
+        """UPDATE study_goals SET reminded_week = $2
+           WHERE user_id = $1 AND (reminded_week IS NULL OR reminded_week < $2)""",
+        user_id,
+        monday,
+    )
+    return result.endswith(" 1")
+
+
+# --- live reviews ----------------------------------------------------------------------------
+
+
+async def lock_live(conn: Conn, session_id: uuid.UUID) -> asyncpg.Record | None:
+    return await conn.fetchrow(
+        """SELECT session_id, deck_id, card_ids, round, status, started_at FROM study_live_reviews
+           WHERE session_id = $1 FOR UPDATE""",
+        session_id,
+    )
+
+
+async def get_live(db: Executor, session_id: uuid.UUID) -> asyncpg.Record | None:
+    return await db.fetchrow(
+        """SELECT session_id, deck_id, card_ids, round, status FROM study_live_reviews
+           WHERE session_id = $1""",
+        session_id,
+    )
+
+
+async def start_live(
+    conn: Conn, session_id: uuid.UUID, deck_id: uuid.UUID, by: uuid.UUID, cards: list[uuid.UUID]
+) -> None:
+    await conn.execute("DELETE FROM study_live_reviews WHERE session_id = $1", session_id)
+    await conn.execute(
+        """INSERT INTO study_live_reviews (session_id, deck_id, started_by, card_ids, round)
+           VALUES ($1, $2, $3, $4, 1)""",
+        session_id,
+        deck_id,
+        by,
+        cards,
+    )
+
+
+async def set_live(conn: Conn, session_id: uuid.UUID, round_: int, status: str) -> None:
+    await conn.execute(
+        """UPDATE study_live_reviews SET round = $2, status = $3, updated_at = NOW()
+           WHERE session_id = $1""",
+        session_id,
+        round_,
+        status,
+    )
+
+
+async def all_card_ids(db: Executor, deck_id: uuid.UUID, limit: int) -> list[uuid.UUID]:
+    rows = await db.fetch(
+        """SELECT id FROM study_cards WHERE deck_id = $1 AND status = 'kept'
+           ORDER BY created_at, id LIMIT $2""",
+        deck_id,
+        limit,
+    )
+    return [r["id"] for r in rows]
+
+
+async def live_card(db: Executor, card_id: uuid.UUID) -> asyncpg.Record | None:
+    return await db.fetchrow(
+        "SELECT id, deck_id, front, back, tags FROM study_cards WHERE id = $1", card_id
+    )
+
+
+async def answer_live(
+    conn: Conn, session_id: uuid.UUID, round_: int, user_id: uuid.UUID, rating: int
+) -> bool:
+    """Record a member's answer to a round (False: they had answered it)."""
+    result: str = await conn.execute(
+        """INSERT INTO study_live_answers (session_id, round, user_id, rating)
+           VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING""",
+        session_id,
+        round_,
+        user_id,
+        rating,
+    )
+    return result.endswith(" 1")
+
+
+async def tally(db: Executor, session_id: uuid.UUID, round_: int) -> dict[int, int]:
+    rows = await db.fetch(
+        """SELECT rating, count(*) AS n FROM study_live_answers
+           WHERE session_id = $1 AND round = $2 GROUP BY rating""",
+        session_id,
+        round_,
+    )
+    return {int(r["rating"]): int(r["n"]) for r in rows}
+
+
+async def readable_resource(
+    db: Executor, viewer: uuid.UUID, resource_id: uuid.UUID
+) -> asyncpg.Record | None:
+    """A resource's text, if the viewer may read it (the vault's one rule)."""
+    return await db.fetchrow(
+        f"""SELECT r.id, r.title, r.description, r.content FROM resources r
+            WHERE r.id = $2 AND {resources_db.visible("r", "$1")}""",  # noqa: S608 (composed of constants; values are parameters)
+        viewer,
+        resource_id,
+    )
