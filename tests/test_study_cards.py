@@ -85,9 +85,11 @@ async def test_the_retention_target_is_the_users_own(api: Api) -> None:
         "newPerDay": 20,
     }
     resp = await api.put("/api/study/settings", me, json={"desiredRetention": 0.8})
-    assert resp.status == 200 and resp.body["desiredRetention"] == 0.8
+    assert resp.status == 200
+    assert resp.body["desiredRetention"] == 0.8
     bad = await api.put("/api/study/settings", me, json={"desiredRetention": 1.5})
-    assert bad.status == 422 and bad.error_field() == "desiredRetention"
+    assert bad.status == 422
+    assert bad.error_field() == "desiredRetention"
     start = dt.datetime.now(dt.UTC).replace(microsecond=0) - dt.timedelta(days=10)
     dues = {}
     for user, retention in ((me, 0.8), (other, 0.9)):
@@ -137,7 +139,8 @@ async def test_an_offline_review_synced_twice_counts_once(api: Api, db: asyncpg.
     first = await review(api, me, card, "good", when, cid="phone-1", durationMs=4000)
     again = await review(api, me, card, "good", when, cid="phone-1", durationMs=4000)
     assert first.status == again.status == 200
-    assert first.body["duplicate"] is False and again.body["duplicate"] is True
+    assert first.body["duplicate"] is False
+    assert again.body["duplicate"] is True
     assert again.body["due"] == first.body["due"]
     rows = await db.fetchval(
         "SELECT count(*) FROM study_reviews WHERE user_id = $1", uuid.UUID(me.id)
@@ -147,13 +150,15 @@ async def test_an_offline_review_synced_twice_counts_once(api: Api, db: asyncpg.
            WHERE user_id = $1 AND event = 'card_reviewed'""",
         uuid.UUID(me.id),
     )
-    assert rows == 1 and len(events) == 1
+    assert rows == 1
+    assert len(events) == 1
     assert events[0]["occurred_at"] == when.replace(microsecond=when.microsecond)
     assert events[0]["value"] == 3.0
     # the same id for another card is a mistake, not a duplicate
     other = await add_card(api, me, deck["id"], "NaCl", "salt")
     reused = await review(api, me, other, "good", cid="phone-1")
-    assert reused.status == 409 and reused.body["error"]["code"] == "review_id_reused"
+    assert reused.status == 409
+    assert reused.body["error"]["code"] == "review_id_reused"
 
 
 async def test_a_batch_sync_applies_each_review_on_its_own(api: Api) -> None:
@@ -201,7 +206,8 @@ def _zones(now: dt.datetime, due: dt.datetime) -> tuple[str, str]:
             later = name
         if end < due - dt.timedelta(minutes=20) and earlier is None:
             earlier = name
-    assert later is not None and earlier is not None
+    assert later is not None
+    assert earlier is not None
     return later, earlier
 
 
@@ -234,7 +240,8 @@ async def test_what_is_due_today_depends_on_the_users_zone(api: Api) -> None:
         local = now.astimezone(zoneinfo.ZoneInfo(zone))
         assert due.body["today"] == local.date().isoformat()
         seen[zone] = [c["id"] for c in due.body["cards"]]
-    assert len(seen[later]) == 1 and seen[earlier] == []
+    assert len(seen[later]) == 1
+    assert seen[earlier] == []
 
 
 async def test_new_cards_are_offered_up_to_the_daily_limit(api: Api) -> None:
@@ -244,7 +251,8 @@ async def test_new_cards_are_offered_up_to_the_daily_limit(api: Api) -> None:
     cards = [await add_card(api, me, deck["id"], f"q{i}", f"a{i}") for i in range(5)]
     due = await api.get("/api/study/due", me)
     assert [c["id"] for c in due.body["cards"]] == cards[:3]
-    assert due.body["newCount"] == 3 and due.body["reviewCount"] == 0
+    assert due.body["newCount"] == 3
+    assert due.body["reviewCount"] == 0
     await review(api, me, cards[0], "again")  # now learning, due in a minute: still today
     due = await api.get("/api/study/due", me)
     assert due.body["reviewCount"] == 1
@@ -259,7 +267,8 @@ async def test_new_cards_are_offered_up_to_the_daily_limit(api: Api) -> None:
     due = await api.get("/api/study/due", me)
     assert due.body["newCount"] == 4
     bad = await api.get("/api/study/due?limit=0", me)
-    assert bad.status == 422 and bad.error_field() == "limit"
+    assert bad.status == 422
+    assert bad.error_field() == "limit"
 
 
 # --- decks, cards, visibility ----------------------------------------------------------------
@@ -277,7 +286,8 @@ async def test_a_deck_shared_with_a_pod_is_studied_by_each_member_on_their_own_s
     assert [d["id"] for d in listed.body["decks"]] == [deck["id"]]
     assert listed.body["decks"][0]["mine"] is False
     got = await api.get(f"/api/cards/{card}", member)
-    assert got.status == 200 and got.body["tags"] == ["physics", "newton"]
+    assert got.status == 200
+    assert got.body["tags"] == ["physics", "newton"]
     # the member's review is theirs alone
     assert (await review(api, member, card, "easy")).status == 200
     owner_due = await api.get("/api/study/due", owner)
@@ -297,7 +307,8 @@ async def test_a_deck_shared_with_a_pod_is_studied_by_each_member_on_their_own_s
     assert (await api.get("/api/decks", outsider)).body["decks"] == []
     # sharing needs membership
     refused = await api.post("/api/decks", outsider, json={"title": "x", "podId": pod["id"]})
-    assert refused.status == 422 and refused.error_field() == "podId"
+    assert refused.status == 422
+    assert refused.error_field() == "podId"
     # leaving the pod loses the deck
     assert (await api.delete(f"/api/pods/{pod['id']}/leave", member)).status == 204
     assert (await api.get(f"/api/decks/{deck['id']}", member)).status == 404
@@ -315,7 +326,7 @@ async def test_deck_and_card_crud_and_refusals(api: Api) -> None:
         ({"title": "ok", "colour": "red"}, "colour"),
     ):
         resp = await api.post("/api/decks", me, json=body)
-        assert resp.status == 422 and resp.error_field() == field, (body, resp.body)
+        assert (resp.status, resp.error_field()) == (422, field), resp.body
     deck = await make_deck(api, me, description="cells")
     deck_id = deck["id"]
     for body, field in (
@@ -325,17 +336,20 @@ async def test_deck_and_card_crud_and_refusals(api: Api) -> None:
         ({"front": "a", "back": "b", "imageUploadId": str(uuid.uuid4())}, "imageUploadId"),
     ):
         resp = await api.post(f"/api/decks/{deck_id}/cards", me, json=body)
-        assert resp.status == 422 and resp.error_field() == field, (body, resp.body)
+        assert (resp.status, resp.error_field()) == (422, field), resp.body
     card = await add_card(api, me, deck_id, "front", "back")
     edited = await api.patch(f"/api/cards/{card}", me, json={"back": "new back", "tags": ["a"]})
-    assert edited.status == 200 and edited.body["back"] == "new back"
+    assert edited.status == 200
+    assert edited.body["back"] == "new back"
     demote = await api.patch(f"/api/cards/{card}", me, json={"status": "draft"})
-    assert demote.status == 422 and demote.error_field() == "status"
+    assert demote.status == 422
+    assert demote.error_field() == "status"
     assert (await api.get(f"/api/decks/{uuid.uuid4()}", me)).status == 404
     assert (await api.get(f"/api/cards/{uuid.uuid4()}", me)).status == 404
     assert (await api.get("/api/decks/not-a-uuid", me)).status in (404, 422)
     page = await api.get(f"/api/decks/{deck_id}/cards?limit=1", me)
-    assert page.status == 200 and len(page.body["cards"]) == 1
+    assert page.status == 200
+    assert len(page.body["cards"]) == 1
     assert (await api.get(f"/api/decks/{deck_id}", me)).body["cardCount"] == 1
     assert (await api.delete(f"/api/cards/{card}", me)).status == 204
     assert (await api.get(f"/api/cards/{card}", me)).status == 404
@@ -364,6 +378,8 @@ async def test_a_card_may_carry_an_uploaded_image(api: Api) -> None:
     assert got.body["image"]["filename"] == "cell.png"
     url = urllib.parse.urlsplit(got.body["image"]["url"])
     image = await api.get(f"{url.path}?{url.query}")
-    assert image.status == 200 and image.body == png
+    assert image.status == 200
+    assert image.body == png
     removed = await api.patch(f"/api/cards/{card}", me, json={"imageUploadId": ""})
-    assert removed.status == 200 and removed.body["image"] is None
+    assert removed.status == 200
+    assert removed.body["image"] is None
