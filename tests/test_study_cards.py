@@ -329,13 +329,14 @@ async def test_deck_and_card_crud_and_refusals(api: Api) -> None:
         assert (resp.status, resp.error_field()) == (422, field), resp.body
     deck = await make_deck(api, me, description="cells")
     deck_id = deck["id"]
-    for body, field in (
+    card_bodies: tuple[tuple[dict[str, Any], str], ...] = (
         ({"front": "", "back": "b"}, "front"),
         ({"front": "a", "back": "b" * 8001}, "back"),
         ({"front": "a", "back": "b", "tags": ["x" * 51]}, "tags"),
         ({"front": "a", "back": "b", "imageUploadId": str(uuid.uuid4())}, "imageUploadId"),
-    ):
-        resp = await api.post(f"/api/decks/{deck_id}/cards", me, json=body)
+    )
+    for card_body, field in card_bodies:
+        resp = await api.post(f"/api/decks/{deck_id}/cards", me, json=card_body)
         assert (resp.status, resp.error_field()) == (422, field), resp.body
     card = await add_card(api, me, deck_id, "front", "back")
     edited = await api.patch(f"/api/cards/{card}", me, json={"back": "new back", "tags": ["a"]})

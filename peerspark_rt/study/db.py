@@ -52,7 +52,7 @@ DECK_EDITABLE = frozenset({"title", "description", "exam_date", "pod_id"})
 CARD_INSERT = frozenset(
     {
         "id", "deck_id", "front", "back", "tags", "status", "upload_id", "source_resource_id",
-        "source_session_id", "created_by",
+        "source_session_id", "created_by", "created_at",
     }
 )  # fmt: skip
 CARD_EDITABLE = frozenset({"front", "back", "tags", "status", "upload_id"})
@@ -117,8 +117,12 @@ async def delete_deck(conn: Conn, deck_id: uuid.UUID) -> list[uuid.UUID]:
 
 
 async def insert_cards(conn: Conn, rows: Sequence[dict[str, Any]]) -> list[uuid.UUID]:
+    """Insert cards in order (one transaction shares one NOW(): each gets its own instant, a
+    microsecond apart, so listings keep the order they were given in)."""
     ids: list[uuid.UUID] = []
-    for values in rows:
+    start = dt.datetime.now(dt.UTC)
+    for i, given in enumerate(rows):
+        values = {"created_at": start + dt.timedelta(microseconds=i), **given}
         sql, args = sql_builder.insert("study_cards", values, CARD_INSERT, suffix="RETURNING id")
         ids.append(await conn.fetchval(sql, *args))
     return ids
