@@ -84,7 +84,7 @@ async def create_deck(request: web.Request, body: DeckCreate) -> Deck:
     status=201,
     errors=_AI_ERRORS,
     precheck=_ai_configured,
-    access=signed_in(201, outsider=404, banned=404, admin=404),
+    access=signed_in(201),
 )
 async def generate_deck(request: web.Request, body: GenerateRequest) -> Generated:
     """Draft cards made by the assistant from a resource, a session's chat or a pasted text.
