@@ -1192,7 +1192,9 @@ CREATE TABLE IF NOT EXISTS study_cards (
 CREATE INDEX IF NOT EXISTS idx_study_cards_deck ON study_cards(deck_id, created_at, id);
 
 -- One user's schedule of one card: `fsrs` is fsrs.Card.to_dict(); `due` is copied out of it
--- (after the exam-date cap) so "what is due" is one range scan of (user_id, due).
+-- (after the exam-date cap) so "what is due" is one range scan of (user_id, due). A row is
+-- written with the card's first review (fsrs is NULL only inside that transaction), and only
+-- kept cards are reviewed (a kept card never becomes a draft again).
 CREATE TABLE IF NOT EXISTS study_card_states (
     user_id UUID NOT NULL REFERENCES users(id) ON DELETE CASCADE,
     card_id UUID NOT NULL REFERENCES study_cards(id) ON DELETE CASCADE,
@@ -1205,7 +1207,8 @@ CREATE TABLE IF NOT EXISTS study_card_states (
     created_at TIMESTAMPTZ NOT NULL DEFAULT NOW(),
     PRIMARY KEY (user_id, card_id)
 );
-CREATE INDEX IF NOT EXISTS idx_study_card_states_due ON study_card_states(user_id, due);
+CREATE INDEX IF NOT EXISTS idx_study_card_states_user_due
+    ON study_card_states(user_id, due, card_id);
 CREATE INDEX IF NOT EXISTS idx_study_card_states_started ON study_card_states(user_id, created_at);
 
 CREATE TABLE IF NOT EXISTS study_reviews (

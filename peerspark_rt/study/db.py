@@ -327,16 +327,15 @@ async def due_reviews(
     limit: int,
 ) -> list[asyncpg.Record]:
     """Cards the user has studied that fall due before `until`, most overdue first (a range
-    scan of idx_study_card_states_due; cards of decks they may no longer see are left out)."""
+    scan of idx_study_card_states_user_due; cards of decks they may no longer see are left out)."""
     return list(
         await db.fetch(
             f"""SELECT {DUE_CARD_COLUMNS}, s.due, s.fsrs, s.reps
                 FROM study_card_states s
                 JOIN study_cards c ON c.id = s.card_id
                 JOIN study_decks d ON d.id = s.deck_id
-                WHERE s.user_id = $1 AND s.due < $2 AND s.fsrs IS NOT NULL
-                  AND ($3::uuid IS NULL OR s.deck_id = $3)
-                  AND c.status = 'kept' AND {deck_visible()}
+                WHERE s.user_id = $1 AND s.due < $2
+                  AND ($3::uuid IS NULL OR s.deck_id = $3) AND {deck_visible()}
                 ORDER BY s.due, s.card_id LIMIT $4""",  # noqa: S608 (composed of constants; values are parameters)
             user_id,
             until,
@@ -349,13 +348,12 @@ async def due_reviews(
 async def due_count(
     db: Executor, user_id: uuid.UUID, until: dt.datetime, deck_id: uuid.UUID | None
 ) -> int:
+    # (schedules exist only for kept cards: no need to look at the cards themselves)
     count: int = await db.fetchval(
         f"""SELECT count(*) FROM study_card_states s
-            JOIN study_cards c ON c.id = s.card_id
             JOIN study_decks d ON d.id = s.deck_id
-            WHERE s.user_id = $1 AND s.due < $2 AND s.fsrs IS NOT NULL
-              AND ($3::uuid IS NULL OR s.deck_id = $3)
-              AND c.status = 'kept' AND {deck_visible()}""",  # noqa: S608 (composed of constants; values are parameters)
+            WHERE s.user_id = $1 AND s.due < $2
+              AND ($3::uuid IS NULL OR s.deck_id = $3) AND {deck_visible()}""",  # noqa: S608 (composed of constants; values are parameters)
         user_id,
         until,
         deck_id,
@@ -373,6 +371,15 @@ async def started_since(db: Executor, user_id: uuid.UUID, since: dt.datetime) ->
     return count
 
 
+NEW_CARDS = f"""SELECT {DUE_CARD_COLUMNS}
+    FROM study_decks d
+    JOIN study_cards c ON c.deck_id = d.id AND c.status = 'kept'
+    WHERE {deck_visible()} AND ($2::uuid IS NULL OR d.id = $2)
+      AND (d.exam_date IS NOT NULL AND d.exam_date > $3) = $4
+      AND NOT EXISTS (SELECT 1 FROM study_card_states s WHERE s.user_id = $1 AND s.card_id = c.id)
+    ORDER BY c.created_at, c.id LIMIT $5"""  # noqa: S608 (composed of constants; values are parameters)
+
+
 async def new_cards(
     db: Executor,
     user_id: uuid.UUID,
@@ -382,28 +389,13 @@ async def new_cards(
     capped: int,
     limit: int,
 ) -> list[asyncpg.Record]:
-    """Kept cards of visible decks the user never reviewed: those of decks with an exam still
-    ahead all (front-loading), the others up to `capped`; oldest first."""
-    return list(
-        await db.fetch(
-            f"""WITH fresh AS (
-                  SELECT {DUE_CARD_COLUMNS}, c.created_at,
-                         (d.exam_date IS NOT NULL AND d.exam_date > $3) AS exam
-                  FROM study_decks d
-                  JOIN study_cards c ON c.deck_id = d.id AND c.status = 'kept'
-                  WHERE {deck_visible()} AND ($2::uuid IS NULL OR d.id = $2)
-                    AND NOT EXISTS (SELECT 1 FROM study_card_states s
-                                    WHERE s.user_id = $1 AND s.card_id = c.id))
-                (SELECT * FROM fresh WHERE exam ORDER BY created_at, id LIMIT $5)
-                UNION ALL
-                (SELECT * FROM fresh WHERE NOT exam ORDER BY created_at, id LIMIT $4)""",  # noqa: S608 (composed of constants; values are parameters)
-            user_id,
-            deck_id,
-            today,
-            capped,
-            limit,
-        )
-    )
+    """Kept cards of visible decks the user never reviewed, oldest first: those of decks with
+    an exam still ahead all (up to `limit`: front-loading), then the others up to `capped`."""
+    exam = list(await db.fetch(NEW_CARDS, user_id, deck_id, today, True, limit))
+    rest = min(capped, limit - len(exam))
+    if rest <= 0:
+        return exam
+    return exam + list(await db.fetch(NEW_CARDS, user_id, deck_id, today, False, rest))
 
 
 # --- settings and goals ----------------------------------------------------------------------
