@@ -319,6 +319,23 @@ async def save_state(
 DUE_CARD_COLUMNS = """c.id, c.deck_id, c.front, c.back, c.tags, d.title AS deck_title"""
 
 
+# Cards the user has studied that fall due before $2, most overdue first: a range scan of
+# idx_study_card_states_user_due (cards of decks they may no longer see are left out).
+DUE_REVIEWS = f"""SELECT {DUE_CARD_COLUMNS}, s.due, s.fsrs, s.reps
+    FROM study_card_states s
+    JOIN study_cards c ON c.id = s.card_id
+    JOIN study_decks d ON d.id = s.deck_id
+    WHERE s.user_id = $1 AND s.due < $2
+      AND ($3::uuid IS NULL OR s.deck_id = $3) AND {deck_visible()}
+    ORDER BY s.due, s.card_id LIMIT $4"""  # noqa: S608 (composed of constants; values are parameters)
+
+# How many: schedules exist only for kept cards, so the cards themselves are not read.
+DUE_COUNT = f"""SELECT count(*) FROM study_card_states s
+    JOIN study_decks d ON d.id = s.deck_id
+    WHERE s.user_id = $1 AND s.due < $2
+      AND ($3::uuid IS NULL OR s.deck_id = $3) AND {deck_visible()}"""  # noqa: S608 (composed of constants; values are parameters)
+
+
 async def due_reviews(
     db: Executor,
     user_id: uuid.UUID,
@@ -326,38 +343,13 @@ async def due_reviews(
     deck_id: uuid.UUID | None,
     limit: int,
 ) -> list[asyncpg.Record]:
-    """Cards the user has studied that fall due before `until`, most overdue first (a range
-    scan of idx_study_card_states_user_due; cards of decks they may no longer see are left out)."""
-    return list(
-        await db.fetch(
-            f"""SELECT {DUE_CARD_COLUMNS}, s.due, s.fsrs, s.reps
-                FROM study_card_states s
-                JOIN study_cards c ON c.id = s.card_id
-                JOIN study_decks d ON d.id = s.deck_id
-                WHERE s.user_id = $1 AND s.due < $2
-                  AND ($3::uuid IS NULL OR s.deck_id = $3) AND {deck_visible()}
-                ORDER BY s.due, s.card_id LIMIT $4""",  # noqa: S608 (composed of constants; values are parameters)
-            user_id,
-            until,
-            deck_id,
-            limit,
-        )
-    )
+    return list(await db.fetch(DUE_REVIEWS, user_id, until, deck_id, limit))
 
 
 async def due_count(
     db: Executor, user_id: uuid.UUID, until: dt.datetime, deck_id: uuid.UUID | None
 ) -> int:
-    # (schedules exist only for kept cards: no need to look at the cards themselves)
-    count: int = await db.fetchval(
-        f"""SELECT count(*) FROM study_card_states s
-            JOIN study_decks d ON d.id = s.deck_id
-            WHERE s.user_id = $1 AND s.due < $2
-              AND ($3::uuid IS NULL OR s.deck_id = $3) AND {deck_visible()}""",  # noqa: S608 (composed of constants; values are parameters)
-        user_id,
-        until,
-        deck_id,
-    )
+    count: int = await db.fetchval(DUE_COUNT, user_id, until, deck_id)
     return count
 
 
