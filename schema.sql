@@ -1208,7 +1208,7 @@ CREATE TABLE IF NOT EXISTS study_card_states (
     PRIMARY KEY (user_id, card_id)
 );
 CREATE INDEX IF NOT EXISTS idx_study_card_states_user_due
-    ON study_card_states(user_id, due, card_id);
+    ON study_card_states(user_id, due, card_id) INCLUDE (deck_id);
 CREATE INDEX IF NOT EXISTS idx_study_card_states_started ON study_card_states(user_id, created_at);
 
 CREATE TABLE IF NOT EXISTS study_reviews (

@@ -134,7 +134,7 @@ async def _seed(
     return account, deck["id"], time.monotonic() - started
 
 
-async def _explain(ctx: Context, user_id: str, limit: int) -> list[str]:
+async def _explain(ctx: Context, user_id: str, deck_id: str, limit: int) -> list[str]:
     if ctx.node is None or ctx.target:
         return []
     conn = await asyncpg.connect(ctx.node.database_url)
@@ -144,11 +144,11 @@ async def _explain(ctx: Context, user_id: str, limit: int) -> list[str]:
             "EXPLAIN (ANALYZE, COSTS OFF) " + study_db.DUE_REVIEWS,
             user_id,
             until,
-            None,
+            [deck_id],
             limit,
         )
         count = await conn.fetch(
-            "EXPLAIN (ANALYZE, COSTS OFF) " + study_db.DUE_COUNT, user_id, until, None
+            "EXPLAIN (ANALYZE, COSTS OFF) " + study_db.DUE_COUNT, user_id, until, [deck_id]
         )
     finally:
         await conn.close()
@@ -162,13 +162,13 @@ async def run_study_due(ctx: Context, args: argparse.Namespace) -> dict[str, Any
     try:
         async with rest_session() as session:
             api = RestApi(target.base_url, session)
-            account, _deck, seed_seconds = await _seed(ctx, api, args.cards, args.reviewed)
+            account, deck_id, seed_seconds = await _seed(ctx, api, args.cards, args.reviewed)
             first = await api.ok("GET", f"/api/study/due?limit={args.limit}", account.token)
             ctx.log(
                 f"study-due: {first['reviewCount']:,} due today, {first['newCount']} new offered,"
                 f" {len(first['cards'])} listed"
             )
-            plan = await _explain(ctx, account.id, args.limit)
+            plan = await _explain(ctx, account.id, deck_id, args.limit)
             for line in plan:
                 ctx.log(f"plan: {line}")
             scenario = RestScenario(

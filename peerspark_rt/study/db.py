@@ -316,40 +316,63 @@ async def save_state(
     )
 
 
-DUE_CARD_COLUMNS = """c.id, c.deck_id, c.front, c.back, c.tags, d.title AS deck_title"""
+async def study_context(db: Executor, user_id: uuid.UUID) -> asyncpg.Record | None:
+    """The user's zone and study settings (NULL settings: the defaults)."""
+    return await db.fetchrow(
+        """SELECT coalesce(u.timezone, 'UTC') AS timezone, st.desired_retention, st.new_per_day
+           FROM users u LEFT JOIN study_settings st ON st.user_id = u.id WHERE u.id = $1""",
+        user_id,
+    )
 
 
-# Cards the user has studied that fall due before $2, most overdue first: a range scan of
-# idx_study_card_states_user_due (cards of decks they may no longer see are left out).
-DUE_REVIEWS = f"""SELECT {DUE_CARD_COLUMNS}, s.due, s.fsrs, s.reps
-    FROM study_card_states s
+async def visible_decks(
+    db: Executor, user_id: uuid.UUID, deck_id: uuid.UUID | None
+) -> list[asyncpg.Record]:
+    """The decks the user studies (or just `deck_id`, if they may): id, title, exam date."""
+    return list(
+        await db.fetch(
+            f"""SELECT d.id, d.title, d.exam_date FROM study_decks d
+                WHERE {deck_visible()} AND ($2::uuid IS NULL OR d.id = $2)""",  # noqa: S608 (composed of constants; values are parameters)
+            user_id,
+            deck_id,
+        )
+    )
+
+
+# Studied cards of the given decks due before $2, most overdue first: the inner query walks
+# idx_study_card_states_user_due in order and stops at the limit, whatever the count due.
+DUE_REVIEWS = """SELECT s.card_id AS id, s.deck_id, c.front, c.back, c.tags, s.due, s.fsrs
+    FROM (SELECT card_id, deck_id, due, fsrs FROM study_card_states
+          WHERE user_id = $1 AND due < $2 AND deck_id = ANY($3::uuid[])
+          ORDER BY due, card_id LIMIT $4) s
     JOIN study_cards c ON c.id = s.card_id
-    JOIN study_decks d ON d.id = s.deck_id
-    WHERE s.user_id = $1 AND s.due < $2
-      AND ($3::uuid IS NULL OR s.deck_id = $3) AND {deck_visible()}
-    ORDER BY s.due, s.card_id LIMIT $4"""  # noqa: S608 (composed of constants; values are parameters)
+    ORDER BY s.due, s.card_id"""
 
-# How many: schedules exist only for kept cards, so the cards themselves are not read.
-DUE_COUNT = f"""SELECT count(*) FROM study_card_states s
-    JOIN study_decks d ON d.id = s.deck_id
-    WHERE s.user_id = $1 AND s.due < $2
-      AND ($3::uuid IS NULL OR s.deck_id = $3) AND {deck_visible()}"""  # noqa: S608 (composed of constants; values are parameters)
+# How many: an index-only scan (the index carries deck_id). Schedules exist only for kept
+# cards (a kept card never becomes a draft again), so the cards themselves are not read.
+DUE_COUNT = """SELECT count(*) FROM study_card_states
+    WHERE user_id = $1 AND due < $2 AND deck_id = ANY($3::uuid[])"""
+
+NEW_CARDS = """SELECT c.id, c.deck_id, c.front, c.back, c.tags FROM study_cards c
+    WHERE c.deck_id = ANY($2::uuid[]) AND c.status = 'kept'
+      AND NOT EXISTS (SELECT 1 FROM study_card_states s WHERE s.user_id = $1 AND s.card_id = c.id)
+    ORDER BY c.created_at, c.id LIMIT $3"""
 
 
 async def due_reviews(
     db: Executor,
     user_id: uuid.UUID,
     until: dt.datetime,
-    deck_id: uuid.UUID | None,
+    decks: Sequence[uuid.UUID],
     limit: int,
 ) -> list[asyncpg.Record]:
-    return list(await db.fetch(DUE_REVIEWS, user_id, until, deck_id, limit))
+    return list(await db.fetch(DUE_REVIEWS, user_id, until, list(decks), limit))
 
 
 async def due_count(
-    db: Executor, user_id: uuid.UUID, until: dt.datetime, deck_id: uuid.UUID | None
+    db: Executor, user_id: uuid.UUID, until: dt.datetime, decks: Sequence[uuid.UUID]
 ) -> int:
-    count: int = await db.fetchval(DUE_COUNT, user_id, until, deck_id)
+    count: int = await db.fetchval(DUE_COUNT, user_id, until, list(decks))
     return count
 
 
@@ -363,31 +386,13 @@ async def started_since(db: Executor, user_id: uuid.UUID, since: dt.datetime) ->
     return count
 
 
-NEW_CARDS = f"""SELECT {DUE_CARD_COLUMNS}
-    FROM study_decks d
-    JOIN study_cards c ON c.deck_id = d.id AND c.status = 'kept'
-    WHERE {deck_visible()} AND ($2::uuid IS NULL OR d.id = $2)
-      AND (d.exam_date IS NOT NULL AND d.exam_date > $3) = $4
-      AND NOT EXISTS (SELECT 1 FROM study_card_states s WHERE s.user_id = $1 AND s.card_id = c.id)
-    ORDER BY c.created_at, c.id LIMIT $5"""  # noqa: S608 (composed of constants; values are parameters)
-
-
 async def new_cards(
-    db: Executor,
-    user_id: uuid.UUID,
-    deck_id: uuid.UUID | None,
-    today: dt.date,
-    *,
-    capped: int,
-    limit: int,
+    db: Executor, user_id: uuid.UUID, decks: Sequence[uuid.UUID], limit: int
 ) -> list[asyncpg.Record]:
-    """Kept cards of visible decks the user never reviewed, oldest first: those of decks with
-    an exam still ahead all (up to `limit`: front-loading), then the others up to `capped`."""
-    exam = list(await db.fetch(NEW_CARDS, user_id, deck_id, today, True, limit))
-    rest = min(capped, limit - len(exam))
-    if rest <= 0:
-        return exam
-    return exam + list(await db.fetch(NEW_CARDS, user_id, deck_id, today, False, rest))
+    """Kept cards of `decks` the user never reviewed, oldest first."""
+    if not decks or limit <= 0:
+        return []
+    return list(await db.fetch(NEW_CARDS, user_id, list(decks), limit))
 
 
 # --- settings and goals ----------------------------------------------------------------------

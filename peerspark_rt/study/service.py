@@ -724,39 +724,50 @@ class StudyService:
         if not 1 <= query.limit <= MAX_DUE:
             raise Invalid("limit", f"must be between 1 and {MAX_DUE}")
         deck_id = _uuid_or_none(query.deck_id, "deckId")
-        if deck_id is not None:
-            await self.deck(principal, deck_id)
         pool, user_id = self.db.pool, principal.user_id
-        zone_name = await study_db.user_zone(pool, user_id)
-        tz = scheduling.zone(zone_name)
+        decks = await study_db.visible_decks(pool, user_id, deck_id)
+        if deck_id is not None and not decks:
+            raise NotFound("deck not found")
+        context = await study_db.study_context(pool, user_id)
+        zone_name = context["timezone"] if context else "UTC"
+        new_per_day = (
+            context["new_per_day"]
+            if context and context["new_per_day"] is not None
+            else scheduling.DEFAULT_NEW_PER_DAY
+        )
         now = dt.datetime.now(dt.UTC)
-        today, start, end = scheduling.local_day(now, tz)
-        settings = await self.settings(user_id)
-        reviews = await study_db.due_reviews(pool, user_id, end, deck_id, query.limit)
+        today, start, end = scheduling.local_day(now, scheduling.zone(zone_name))
+        titles = {d["id"]: d["title"] for d in decks}
+        ids = list(titles)
+        reviews = await study_db.due_reviews(pool, user_id, end, ids, query.limit)
         review_count = (
             len(reviews)
             if len(reviews) < query.limit
-            else await study_db.due_count(pool, user_id, end, deck_id)
+            else await study_db.due_count(pool, user_id, end, ids)
         )
         cards = [
             DueCard(
-                r["id"], r["deck_id"], r["deck_title"], r["front"], r["back"], list(r["tags"]),
-                scheduling.card_state(r["fsrs"]), r["due"],
+                r["id"], r["deck_id"], titles[r["deck_id"]], r["front"], r["back"],
+                list(r["tags"]), scheduling.card_state(r["fsrs"]), r["due"],
             )
             for r in reviews
         ]  # fmt: skip
         room = query.limit - len(cards)
         new_count = 0
         if room > 0:
-            started = await study_db.started_since(pool, user_id, start)
-            capped = max(0, min(room, settings.new_per_day - started))
-            fresh = await study_db.new_cards(
-                pool, user_id, deck_id, today, capped=capped, limit=room
-            )
-            for r in fresh[:room]:
+            # exam decks' new cards all at once (front-loading); the others within the limit
+            exams = [
+                d["id"] for d in decks if d["exam_date"] is not None and d["exam_date"] > today
+            ]
+            others = [i for i in ids if i not in set(exams)]
+            fresh = await study_db.new_cards(pool, user_id, exams, room)
+            started = await study_db.started_since(pool, user_id, start) if others else 0
+            capped = max(0, min(room - len(fresh), new_per_day - started))
+            fresh += await study_db.new_cards(pool, user_id, others, capped)
+            for r in fresh:
                 cards.append(
                     DueCard(
-                        r["id"], r["deck_id"], r["deck_title"], r["front"], r["back"],
+                        r["id"], r["deck_id"], titles[r["deck_id"]], r["front"], r["back"],
                         list(r["tags"]), "new", None,
                     )
                 )  # fmt: skip
