@@ -177,37 +177,47 @@ class DeckGenerator:
             await self.quota.settle(reservation, used)
             raise UpstreamError("the assistant's answer held no usable cards; try again")
         card_ids = [uuid.uuid4() for _ in cards]
-        async with unit(self.db) as (conn, after):
-            if deck_id is None:
-                deck = await self.study.create_deck(
-                    principal,
-                    DeckCreate(title=title or source_title or "Generated cards"),
-                    source_resource_id=resource_id,
-                    conn=conn,
-                )
-                deck_id = deck.id
-            else:
-                await self.study.require_owner(conn, principal, deck_id)
-            rows: list[dict[str, Any]] = [
-                {"id": cid, "deck_id": deck_id, "front": f, "back": b, "tags": t,
-                 "status": "draft", "source_resource_id": resource_id,
-                 "source_session_id": session_id, "created_by": principal.user_id}
-                for cid, (f, b, t) in zip(card_ids, cards, strict=True)
-            ]  # fmt: skip
-            await study_db.insert_cards(conn, rows)
-            await self.quota.settle(reservation, used, conn)
-            await self.analytics.record(
-                conn,
-                principal.user_id,
-                Kind.AI_QUERY,
-                occurred_at=asked_at,
-                session_id=session_id,
-                value=float(used),
-                meta={"endpoint": "deck_generate", "deckId": str(deck_id), "cards": len(cards),
-                      "tokens": used, "model": self.ai.model},
-                dedupe_key=f"deck:{card_ids[0]}",
-                after=after,
-            )  # fmt: skip
+        try:
+            async with unit(self.db) as (conn, after):
+                if deck_id is None:
+                    deck = await self.study.create_deck(
+                        principal,
+                        DeckCreate(title=title or source_title or "Generated cards"),
+                        source_resource_id=resource_id,
+                        conn=conn,
+                    )
+                    deck_id = deck.id
+                else:
+                    await self.study.require_owner(conn, principal, deck_id)
+                rows: list[dict[str, Any]] = [
+                    {"id": cid, "deck_id": deck_id, "front": f, "back": b, "tags": t,
+                     "status": "draft", "source_resource_id": resource_id,
+                     "source_session_id": session_id, "created_by": principal.user_id}
+                    for cid, (f, b, t) in zip(card_ids, cards, strict=True)
+                ]  # fmt: skip
+                await study_db.insert_cards(conn, rows)
+                await self.quota.settle(reservation, used, conn)
+                await self.analytics.record(
+                    conn,
+                    principal.user_id,
+                    Kind.AI_QUERY,
+                    occurred_at=asked_at,
+                    session_id=session_id,
+                    value=float(used),
+                    meta={"endpoint": "deck_generate", "deckId": str(deck_id), "cards": len(cards),
+                          "tokens": used, "model": self.ai.model},
+                    dedupe_key=f"deck:{card_ids[0]}",
+                    after=after,
+                )  # fmt: skip
+        except BaseException:
+            # Nothing was stored, but the AI service did the work: charge what it reported
+            # (the settlement inside the transaction was rolled back with it).
+            reservation.settled = False
+            try:
+                await self.quota.settle(reservation, used)
+            except Exception:
+                log.exception("charging a deck generation that could not be stored failed")
+            raise
         return Generated(
             deck=await self.study.deck(principal, deck_id),
             cards=[await self.study.card(principal, cid) for cid in card_ids],
