@@ -1190,6 +1190,10 @@ CREATE TABLE IF NOT EXISTS study_cards (
     updated_at TIMESTAMPTZ NOT NULL DEFAULT NOW()
 );
 CREATE INDEX IF NOT EXISTS idx_study_cards_deck ON study_cards(deck_id, created_at, id);
+-- when the card was kept (its place among the deck's new cards, which are offered in this order)
+ALTER TABLE study_cards ADD COLUMN IF NOT EXISTS kept_at TIMESTAMPTZ;
+CREATE INDEX IF NOT EXISTS idx_study_cards_new ON study_cards(deck_id, kept_at, id)
+    WHERE status = 'kept';
 
 -- One user's schedule of one card: `fsrs` is fsrs.Card.to_dict(); `due` is copied out of it
 -- (after the exam-date cap) so "what is due" is one range scan of (user_id, due). A row is
@@ -1210,6 +1214,17 @@ CREATE TABLE IF NOT EXISTS study_card_states (
 CREATE INDEX IF NOT EXISTS idx_study_card_states_user_due
     ON study_card_states(user_id, due, card_id) INCLUDE (deck_id);
 CREATE INDEX IF NOT EXISTS idx_study_card_states_started ON study_card_states(user_id, created_at);
+
+-- Where a user's new cards of a deck begin: every kept card before (kept_at, card_id) has a
+-- schedule of theirs, so looking for new cards starts here instead of at the deck's first card
+-- (moved forward by GET /api/study/due as it finds them).
+CREATE TABLE IF NOT EXISTS study_new_marks (
+    user_id UUID NOT NULL REFERENCES users(id) ON DELETE CASCADE,
+    deck_id UUID NOT NULL REFERENCES study_decks(id) ON DELETE CASCADE,
+    kept_at TIMESTAMPTZ NOT NULL,
+    card_id UUID NOT NULL,
+    PRIMARY KEY (user_id, deck_id)
+);
 
 CREATE TABLE IF NOT EXISTS study_reviews (
     id UUID PRIMARY KEY DEFAULT gen_random_uuid(),

@@ -22,6 +22,7 @@ import datetime as dt
 import json
 import secrets
 import time
+import uuid
 from typing import Any
 
 import asyncpg
@@ -155,9 +156,22 @@ async def _explain(ctx: Context, user_id: str, deck_id: str, limit: int) -> list
         count = await conn.fetch(
             "EXPLAIN (ANALYZE, COSTS OFF) " + study_db.DUE_COUNT, user_id, until, [deck_id]
         )
+        # (asked only when fewer than `limit` cards are due: then today's new cards follow).
+        # The first time finds where the user's new cards begin and remembers it; the plan
+        # shown is a later one's, which starts there.
+        await study_db.new_cards(conn, uuid.UUID(user_id), [uuid.UUID(deck_id)], 20)
+        fresh = await conn.fetch(
+            "EXPLAIN (ANALYZE, COSTS OFF) " + study_db.NEW_CARDS, user_id, [deck_id], 20
+        )
     finally:
         await conn.close()
-    return [r[0] for r in rows] + ["--- the count ---"] + [r[0] for r in count]
+    return (
+        [r[0] for r in rows]
+        + ["--- the count ---"]
+        + [r[0] for r in count]
+        + ["--- new cards (when fewer than the limit are due) ---"]
+        + [r[0] for r in fresh]
+    )
 
 
 async def run_study_due(ctx: Context, args: argparse.Namespace) -> dict[str, Any]:

@@ -384,3 +384,30 @@ async def test_a_card_may_carry_an_uploaded_image(api: Api) -> None:
     removed = await api.patch(f"/api/cards/{card}", me, json={"imageUploadId": ""})
     assert removed.status == 200
     assert removed.body["image"] is None
+
+
+async def test_new_cards_come_in_the_order_they_were_kept(api: Api) -> None:
+    me = await api.register()
+    await api.put("/api/study/settings", me, json={"newPerDay": 100})
+    deck = await make_deck(api, me)
+    cards = [await add_card(api, me, deck["id"], f"q{i}", f"a{i}") for i in range(5)]
+
+    async def new_ones() -> list[str]:
+        due = await api.get(f"/api/study/due?deckId={deck['id']}", me)
+        return [c["id"] for c in due.body["cards"] if c["state"] == "new"]
+
+    assert await new_ones() == cards
+    # reviewed out of order, and again after the list was read (it remembers where new ones
+    # begin): the others keep their order
+    for i in (2, 0):
+        await review(api, me, cards[i], "easy")
+        assert cards[i] not in await new_ones()
+    assert await new_ones() == [cards[1], cards[3], cards[4]]
+    late = await add_card(api, me, deck["id"], "late", "card")
+    for i in (1, 3, 4):
+        await review(api, me, cards[i], "easy")
+    assert await new_ones() == [late]
+    await review(api, me, late, "easy")
+    assert await new_ones() == []
+    newer = await add_card(api, me, deck["id"], "newer", "card")
+    assert await new_ones() == [newer]

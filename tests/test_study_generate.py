@@ -58,10 +58,18 @@ async def test_a_resource_becomes_draft_cards_that_cite_it(
     assert edited.body["status"] == "kept"
     due = await api.get(f"/api/study/due?deckId={deck['id']}", me)
     assert [c["id"] for c in due.body["cards"]] == [cards[0]["id"]]
+    # a draft kept later is offered after the cards kept before it
+    added = await api.post(f"/api/decks/{deck['id']}/cards", me, json={"front": "q", "back": "a"})
     kept = await api.post(f"/api/decks/{deck['id']}/keep", me, json={})
     assert kept.body == {"kept": 1}
+    due = await api.get(f"/api/study/due?deckId={deck['id']}", me)
+    assert [c["id"] for c in due.body["cards"]] == [
+        cards[0]["id"],
+        added.body["id"],
+        cards[1]["id"],
+    ]
     listed = await api.get(f"/api/decks/{deck['id']}/cards?status=kept", me)
-    assert len(listed.body["cards"]) == 2
+    assert len(listed.body["cards"]) == 3
 
 
 async def test_a_citation_is_shown_only_to_those_who_may_read_the_resource(ai_api: Api) -> None:

@@ -52,10 +52,10 @@ DECK_EDITABLE = frozenset({"title", "description", "exam_date", "pod_id"})
 CARD_INSERT = frozenset(
     {
         "id", "deck_id", "front", "back", "tags", "status", "upload_id", "source_resource_id",
-        "source_session_id", "created_by", "created_at",
+        "source_session_id", "created_by", "created_at", "kept_at",
     }
 )  # fmt: skip
-CARD_EDITABLE = frozenset({"front", "back", "tags", "status", "upload_id"})
+CARD_EDITABLE = frozenset({"front", "back", "tags", "status", "upload_id", "kept_at"})
 
 
 # --- decks -----------------------------------------------------------------------------------
@@ -122,7 +122,10 @@ async def insert_cards(conn: Conn, rows: Sequence[dict[str, Any]]) -> list[uuid.
     ids: list[uuid.UUID] = []
     start = dt.datetime.now(dt.UTC)
     for i, given in enumerate(rows):
-        values = {"created_at": start + dt.timedelta(microseconds=i), **given}
+        at = start + dt.timedelta(microseconds=i)
+        values = {"created_at": at, **given}
+        if values.get("status") == "kept":
+            values["kept_at"] = at
         sql, args = sql_builder.insert("study_cards", values, CARD_INSERT, suffix="RETURNING id")
         ids.append(await conn.fetchval(sql, *args))
     return ids
@@ -197,7 +200,7 @@ async def delete_card(conn: Conn, card_id: uuid.UUID) -> uuid.UUID | None:
 
 async def keep_drafts(conn: Conn, deck_id: uuid.UUID, card_ids: Sequence[uuid.UUID] | None) -> int:
     result: str = await conn.execute(
-        """UPDATE study_cards SET status = 'kept', updated_at = NOW()
+        """UPDATE study_cards SET status = 'kept', kept_at = clock_timestamp(), updated_at = NOW()
            WHERE deck_id = $1 AND status = 'draft' AND ($2::uuid[] IS NULL OR id = ANY($2))""",
         deck_id,
         list(card_ids) if card_ids is not None else None,
@@ -353,10 +356,22 @@ DUE_REVIEWS = """SELECT s.card_id AS id, s.deck_id, c.front, c.back, c.tags, s.d
 DUE_COUNT = """SELECT count(*) FROM study_card_states
     WHERE user_id = $1 AND due < $2 AND deck_id = ANY($3::uuid[])"""
 
-NEW_CARDS = """SELECT c.id, c.deck_id, c.front, c.back, c.tags FROM study_cards c
-    WHERE c.deck_id = ANY($2::uuid[]) AND c.status = 'kept'
-      AND NOT EXISTS (SELECT 1 FROM study_card_states s WHERE s.user_id = $1 AND s.card_id = c.id)
-    ORDER BY c.created_at, c.id LIMIT $3"""
+# Per deck, its first kept cards the user never reviewed, from the user's mark on (an ordered
+# range scan of idx_study_cards_new that only steps over cards reviewed since the mark moved),
+# with the mark as it is, so the caller can move it.
+NEW_CARDS = """SELECT c.id, c.deck_id, c.front, c.back, c.tags, c.kept_at,
+           m.kept_at AS mark_at, m.card_id AS mark_card
+    FROM unnest($2::uuid[]) AS k(deck_id)
+    LEFT JOIN study_new_marks m ON m.user_id = $1 AND m.deck_id = k.deck_id
+    CROSS JOIN LATERAL (
+        SELECT c.id, c.deck_id, c.front, c.back, c.tags, c.kept_at FROM study_cards c
+        WHERE c.deck_id = k.deck_id AND c.status = 'kept'
+          AND (c.kept_at, c.id) >= (coalesce(m.kept_at, '-infinity'),
+                                    coalesce(m.card_id, '00000000-0000-0000-0000-000000000000'))
+          AND NOT EXISTS (SELECT 1 FROM study_card_states s
+                          WHERE s.user_id = $1 AND s.card_id = c.id)
+        ORDER BY c.kept_at, c.id LIMIT $3) c
+    ORDER BY c.kept_at, c.id LIMIT $3"""
 
 
 async def due_reviews(
@@ -389,10 +404,35 @@ async def started_since(db: Executor, user_id: uuid.UUID, since: dt.datetime) ->
 async def new_cards(
     db: Executor, user_id: uuid.UUID, decks: Sequence[uuid.UUID], limit: int
 ) -> list[asyncpg.Record]:
-    """Kept cards of `decks` the user never reviewed, oldest first."""
+    """Kept cards of `decks` the user never reviewed, in the order they were kept; the marks
+    of the decks where one was found move up to it (every card before it has a schedule)."""
     if not decks or limit <= 0:
         return []
-    return list(await db.fetch(NEW_CARDS, user_id, list(decks), limit))
+    rows = list(await db.fetch(NEW_CARDS, user_id, list(decks), limit))
+    first: dict[uuid.UUID, asyncpg.Record] = {}
+    for r in rows:
+        first.setdefault(r["deck_id"], r)
+    moved = [
+        (r["deck_id"], r["kept_at"], r["id"])
+        for r in first.values()
+        if (r["mark_at"], r["mark_card"]) != (r["kept_at"], r["id"])
+    ]
+    if moved:
+        await db.execute(
+            """INSERT INTO study_new_marks (user_id, deck_id, kept_at, card_id)
+               SELECT $1, m.deck_id, m.kept_at, m.card_id
+               FROM unnest($2::uuid[], $3::timestamptz[], $4::uuid[]) AS m(deck_id, kept_at,
+                                                                          card_id)
+               ON CONFLICT (user_id, deck_id) DO UPDATE
+               SET kept_at = EXCLUDED.kept_at, card_id = EXCLUDED.card_id
+               WHERE (study_new_marks.kept_at, study_new_marks.card_id)
+                     < (EXCLUDED.kept_at, EXCLUDED.card_id)""",
+            user_id,
+            [m[0] for m in moved],
+            [m[1] for m in moved],
+            [m[2] for m in moved],
+        )
+    return rows
 
 
 # --- settings and goals ----------------------------------------------------------------------

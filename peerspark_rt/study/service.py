@@ -477,6 +477,9 @@ class StudyService:
             row = await self._owned_card(conn, principal, card_id)
             if row["status"] == "kept" and changes.get("status") == "draft":
                 raise Invalid("status", "a kept card cannot become a draft again")
+            if row["status"] == "draft" and changes.get("status") == "kept":
+                # its place among the deck's new cards: now, after those kept before it
+                changes["kept_at"] = dt.datetime.now(dt.UTC)
             if body.image_upload_id is not None:
                 if row["upload_id"] is not None:
                     released = await uploads_db.delete(conn, row["upload_id"])
