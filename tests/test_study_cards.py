@@ -173,18 +173,22 @@ async def test_a_batch_sync_applies_each_review_on_its_own(api: Api) -> None:
         {"cardId": card, "rating": "good", "clientReviewId": "b4",
          "reviewedAt": (base + dt.timedelta(minutes=15)).isoformat()},
         {"rating": "good", "clientReviewId": "b5"},
+        "not a review",
         {"cardId": card, "rating": "good", "clientReviewId": "b1",
          "reviewedAt": base.isoformat()},
     ]  # fmt: skip
     resp = await api.post("/api/study/reviews/batch", me, json={"reviews": items})
     assert resp.status == 200, resp.body
     got = [(r["clientReviewId"], r["status"]) for r in resp.body["results"]]
-    assert got == [("b1", 200), ("b2", 404), ("b3", 422), ("b4", 200), ("b5", 422), ("b1", 200)]
+    assert got == [
+        ("b1", 200), ("b2", 404), ("b3", 422), ("b4", 200), ("b5", 422), (None, 422), ("b1", 200),
+    ]  # fmt: skip
     results = resp.body["results"]
     assert results[2]["error"]["field"] == "rating"
     assert results[4]["error"]["field"] == "reviews[4].cardId"
     assert results[3]["result"]["state"] == "review"
-    assert results[5]["result"]["duplicate"] is True
+    assert results[5]["error"]["field"] == "reviews[5]"
+    assert results[6]["result"]["duplicate"] is True
     # an older review synced late counts as done just after the newer one
     late = await review(api, me, card, "again", base - dt.timedelta(days=1))
     assert late.status == 200

@@ -168,7 +168,8 @@ class ReviewResult(msgspec.Struct, rename="camel"):
 
 
 class BatchRequest(msgspec.Struct, rename="camel", forbid_unknown_fields=True):
-    reviews: list[dict[str, Any]]
+    # each item is read on its own (ReviewRequest), so one malformed item fails only itself
+    reviews: list[Any]
 
 
 class ItemError(msgspec.Struct, rename="camel"):
