@@ -519,15 +519,20 @@ async def week_progress(
     return row
 
 
-async def goal_reminder_candidates(db: Executor, limit: int) -> list[asyncpg.Record]:
-    """Users with reminders on and a goal set, with their zone and the week last reminded."""
+async def goal_reminder_candidates(
+    db: Executor, after: uuid.UUID | None, limit: int
+) -> list[asyncpg.Record]:
+    """Users with reminders on and a goal set (after `after`, by id), with their zone and the
+    week last reminded."""
     return list(
         await db.fetch(
             """SELECT g.user_id, coalesce(u.timezone, 'UTC') AS timezone, g.reminded_week
                FROM study_goals g JOIN users u ON u.id = g.user_id
                WHERE g.reminders AND u.account_status = 'active'
+                 AND ($1::uuid IS NULL OR g.user_id > $1)
                  AND (g.minutes_per_week > 0 OR g.cards_per_week > 0 OR g.sessions_per_week > 0)
-               ORDER BY g.user_id LIMIT $1""",
+               ORDER BY g.user_id LIMIT $2""",
+            after,
             limit,
         )
     )

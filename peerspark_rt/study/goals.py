@@ -22,6 +22,7 @@ import datetime as dt
 import logging
 import uuid
 
+import asyncpg
 import msgspec
 from aiohttp import web
 
@@ -123,40 +124,47 @@ class GoalService:
         """Send this week's reminder to those behind their pace (the hourly job); how many."""
         now = now or dt.datetime.now(dt.UTC)
         sent = 0
-        for row in await study_db.goal_reminder_candidates(self.db.pool, SCAN_PAGE):
-            tz = scheduling.zone(row["timezone"])
-            local = now.astimezone(tz)
-            monday, _ = week_of(now, tz)
-            if (local.weekday(), local.hour) < (REMIND_WEEKDAY, REMIND_HOUR):
-                continue
-            if row["reminded_week"] is not None and row["reminded_week"] >= monday:
-                continue
-            goals = await self.goals(row["user_id"], now)
-            elapsed = (local - dt.datetime.combine(monday, dt.time(), tz)).total_seconds()
-            pace = min(100, int(elapsed * 100 // (7 * 86400)))
-            behind = [
-                (name, p)
-                for name, p in (("minutes", goals.minutes), ("cards", goals.cards),
-                                ("sessions", goals.sessions))
-                if p.goal > 0 and p.percent < pace
-            ]  # fmt: skip
-            if not behind:
-                continue
-            if not await study_db.mark_reminded(self.db.pool, row["user_id"], monday):
-                continue
-            summary = ", ".join(f"{p.done}/{p.goal} {name}" for name, p in behind)
-            await self.notifications.notify(
-                NewNotification(
-                    recipient_id=row["user_id"],
-                    notification_type="study_goal",
-                    title="Your study goals for this week",
-                    message=f"So far this week: {summary}. There is still time to catch up.",
-                    action_url="/study",
-                    metadata={"weekStart": monday.isoformat(), "behind": [n for n, _ in behind]},
-                )
-            )
-            sent += 1
+        after: uuid.UUID | None = None
+        while page := await study_db.goal_reminder_candidates(self.db.pool, after, SCAN_PAGE):
+            after = page[-1]["user_id"]
+            for row in page:
+                sent += await self._remind_one(row, now)
         return sent
+
+    async def _remind_one(self, row: asyncpg.Record, now: dt.datetime) -> int:
+        """1 when this user was reminded now, else 0."""
+        tz = scheduling.zone(row["timezone"])
+        local = now.astimezone(tz)
+        monday, _ = week_of(now, tz)
+        if (local.weekday(), local.hour) < (REMIND_WEEKDAY, REMIND_HOUR):
+            return 0
+        if row["reminded_week"] is not None and row["reminded_week"] >= monday:
+            return 0
+        goals = await self.goals(row["user_id"], now)
+        elapsed = (local - dt.datetime.combine(monday, dt.time(), tz)).total_seconds()
+        pace = min(100, int(elapsed * 100 // (7 * 86400)))
+        behind = [
+            (name, p)
+            for name, p in (("minutes", goals.minutes), ("cards", goals.cards),
+                            ("sessions", goals.sessions))
+            if p.goal > 0 and p.percent < pace
+        ]  # fmt: skip
+        if not behind:
+            return 0
+        if not await study_db.mark_reminded(self.db.pool, row["user_id"], monday):
+            return 0
+        summary = ", ".join(f"{p.done}/{p.goal} {name}" for name, p in behind)
+        await self.notifications.notify(
+            NewNotification(
+                recipient_id=row["user_id"],
+                notification_type="study_goal",
+                title="Your study goals for this week",
+                message=f"So far this week: {summary}. There is still time to catch up.",
+                action_url="/study",
+                metadata={"weekStart": monday.isoformat(), "behind": [n for n, _ in behind]},
+            )
+        )
+        return 1
 
 
 # the application's key for what this module provides (typed app state)
