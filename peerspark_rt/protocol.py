@@ -240,6 +240,7 @@ class CardShown(msgspec.Struct, rename="camel", omit_defaults=False):
     front: str
     back: str
     tags: list[str]
+    image_url: str | None = None  # a signed link to the card's image, valid for a while
 
 
 class Card(_Frame, tag="card", omit_defaults=False):

@@ -385,6 +385,8 @@ async def test_a_card_may_carry_an_uploaded_image(api: Api) -> None:
     image = await api.get(f"{url.path}?{url.query}")
     assert image.status == 200
     assert image.body == png
+    due = await api.get("/api/study/due", me)
+    assert [c["image"]["filename"] for c in due.body["cards"]] == ["cell.png"]
     removed = await api.patch(f"/api/cards/{card}", me, json={"imageUploadId": ""})
     assert removed.status == 200
     assert removed.body["image"] is None

@@ -344,12 +344,17 @@ async def visible_decks(
 
 # Studied cards of the given decks due before $2, most overdue first: the inner query walks
 # idx_study_card_states_user_due in order and stops at the limit, whatever the count due.
-DUE_REVIEWS = """SELECT s.card_id AS id, s.deck_id, c.front, c.back, c.tags, s.due, s.fsrs
+IMAGE_COLUMNS = """up.storage_key AS upload_key, up.backend AS upload_backend,
+    up.original_name AS upload_name, up.content_type AS upload_type, up.size_bytes AS upload_size"""
+
+DUE_REVIEWS = f"""SELECT s.card_id AS id, s.deck_id, c.front, c.back, c.tags, s.due, s.fsrs,
+           {IMAGE_COLUMNS}
     FROM (SELECT card_id, deck_id, due, fsrs FROM study_card_states
           WHERE user_id = $1 AND due < $2 AND deck_id = ANY($3::uuid[])
           ORDER BY due, card_id LIMIT $4) s
     JOIN study_cards c ON c.id = s.card_id
-    ORDER BY s.due, s.card_id"""
+    LEFT JOIN uploads up ON up.id = c.upload_id
+    ORDER BY s.due, s.card_id"""  # noqa: S608 (composed of constants; values are parameters)
 
 # How many: an index-only scan (the index carries deck_id). Schedules exist only for kept
 # cards (a kept card never becomes a draft again), so the cards themselves are not read.
@@ -359,19 +364,20 @@ DUE_COUNT = """SELECT count(*) FROM study_card_states
 # Per deck, its first kept cards the user never reviewed, from the user's mark on (an ordered
 # range scan of idx_study_cards_new that only steps over cards reviewed since the mark moved),
 # with the mark as it is, so the caller can move it.
-NEW_CARDS = """SELECT c.id, c.deck_id, c.front, c.back, c.tags, c.kept_at,
-           m.kept_at AS mark_at, m.card_id AS mark_card
+NEW_CARDS = f"""SELECT c.id, c.deck_id, c.front, c.back, c.tags, c.kept_at,
+           m.kept_at AS mark_at, m.card_id AS mark_card, {IMAGE_COLUMNS}
     FROM unnest($2::uuid[]) AS k(deck_id)
     LEFT JOIN study_new_marks m ON m.user_id = $1 AND m.deck_id = k.deck_id
     CROSS JOIN LATERAL (
-        SELECT c.id, c.deck_id, c.front, c.back, c.tags, c.kept_at FROM study_cards c
+        SELECT c.id, c.deck_id, c.front, c.back, c.tags, c.kept_at, c.upload_id FROM study_cards c
         WHERE c.deck_id = k.deck_id AND c.status = 'kept'
           AND (c.kept_at, c.id) >= (coalesce(m.kept_at, '-infinity'),
                                     coalesce(m.card_id, '00000000-0000-0000-0000-000000000000'))
           AND NOT EXISTS (SELECT 1 FROM study_card_states s
                           WHERE s.user_id = $1 AND s.card_id = c.id)
         ORDER BY c.kept_at, c.id LIMIT $3) c
-    ORDER BY c.kept_at, c.id LIMIT $3"""
+    LEFT JOIN uploads up ON up.id = c.upload_id
+    ORDER BY c.kept_at, c.id LIMIT $3"""  # noqa: S608 (composed of constants; values are parameters)
 
 
 async def due_reviews(
@@ -604,7 +610,10 @@ async def all_card_ids(db: Executor, deck_id: uuid.UUID, limit: int) -> list[uui
 
 async def live_card(db: Executor, card_id: uuid.UUID) -> asyncpg.Record | None:
     return await db.fetchrow(
-        "SELECT id, deck_id, front, back, tags FROM study_cards WHERE id = $1", card_id
+        f"""SELECT c.id, c.deck_id, c.front, c.back, c.tags, {IMAGE_COLUMNS}
+            FROM study_cards c LEFT JOIN uploads up ON up.id = c.upload_id
+            WHERE c.id = $1""",  # noqa: S608 (composed of constants; values are parameters)
+        card_id,
     )
 
 

@@ -87,9 +87,10 @@ class LiveReviews:
         if status == "running" and 1 <= round_ <= len(card_ids):
             row = await study_db.live_card(self.db.pool, card_ids[round_ - 1])
             if row is not None:
+                image = await self.study.uploads.link_for_row(row)
                 shown = CardShown(
                     str(row["id"]), str(row["deck_id"]), row["front"], row["back"],
-                    list(row["tags"]),
+                    list(row["tags"]), image.url if image else None,
                 )  # fmt: skip
         return Card(
             room=_room(session_id),

@@ -204,6 +204,7 @@ class DueCard(msgspec.Struct, rename="camel"):
     tags: list[str]
     state: str  # new, learning, review, relearning
     due: dt.datetime | None  # None for a new card
+    image: FileLink | None = None
 
 
 class DueList(msgspec.Struct, rename="camel"):
@@ -753,6 +754,7 @@ class StudyService:
             DueCard(
                 r["id"], r["deck_id"], titles[r["deck_id"]], r["front"], r["back"],
                 list(r["tags"]), scheduling.card_state(r["fsrs"]), r["due"],
+                await self.uploads.link_for_row(r),
             )
             for r in reviews
         ]  # fmt: skip
@@ -772,7 +774,7 @@ class StudyService:
                 cards.append(
                     DueCard(
                         r["id"], r["deck_id"], titles[r["deck_id"]], r["front"], r["back"],
-                        list(r["tags"]), "new", None,
+                        list(r["tags"]), "new", None, await self.uploads.link_for_row(r),
                     )
                 )  # fmt: skip
                 new_count += 1
