@@ -20,6 +20,7 @@ from ..accounts.auth import Principal
 from ..errors import Conflict, Forbidden, Invalid, NotFound
 from ..infra import validation
 from ..infra.aftercommit import unit
+from ..infra.dbtypes import Conn
 from ..infra.live import LiveEvents
 from ..infra.pool import Database
 from ..protocol import Card, CardShown, CardTally
@@ -102,8 +103,14 @@ class LiveReviews:
             card=shown,
         )
 
-    async def _tally(self, session_id: uuid.UUID, round_: int, card_id: uuid.UUID) -> CardTally:
-        counts = await study_db.tally(self.db.pool, session_id, round_)
+    async def _tally(
+        self,
+        session_id: uuid.UUID,
+        round_: int,
+        card_id: uuid.UUID,
+        conn: Conn | None = None,
+    ) -> CardTally:
+        counts = await study_db.tally(conn or self.db.pool, session_id, round_)
         return CardTally(
             room=_room(session_id),
             round=round_,
@@ -198,8 +205,14 @@ class LiveReviews:
                 conn=conn,
                 after=after,
             )
-        tally = await self._tally(session_id, body.round, card_id)
-        await self.live.publish(tally.room, tally)
+            # counted under the review's row lock, so each answer's tally includes every
+            # answer before it; published once committed
+            tally = await self._tally(session_id, body.round, card_id, conn)
+
+            async def publish() -> None:
+                await self.live.publish(tally.room, tally)
+
+            after.add(publish)
         return LiveAnswered(tally, review)
 
 
