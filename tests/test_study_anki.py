@@ -86,6 +86,16 @@ async def test_an_anki_file_with_headers_and_bad_lines(api: Api) -> None:
         headers={"Content-Type": "text/plain"},
     )
     assert semi.body["imported"] == 1
+    # a CSV file (Content-Type text/csv) without headers
+    csv_file = await api.post(
+        f"/api/decks/{deck['id']}/import",
+        me,
+        data=b'four,"back, with a comma",y z\n',
+        headers={"Content-Type": "text/csv"},
+    )
+    assert csv_file.body == {"imported": 1, "skipped": []}
+    cards = (await api.get(f"/api/decks/{deck['id']}/cards", me)).body["cards"]
+    assert (cards[-1]["back"], cards[-1]["tags"]) == ("back, with a comma", ["y", "z"])
     # refusals: not the owner, not text, not UTF-8, unknown deck
     for who, data, kind, status in (
         (other, b"a\tb\n", "text/plain", 404),

@@ -169,12 +169,17 @@ async def export_deck(request: web.Request) -> web.Response:
 @operation(
     tag="study",
     errors=(400, 403, 413, 415, 422),
-    raw_body={"text/plain": {"type": "string"}, "text/tab-separated-values": {"type": "string"}},
+    raw_body={
+        "text/plain": {"type": "string"},
+        "text/tab-separated-values": {"type": "string"},
+        "text/csv": {"type": "string"},
+    },
     access=signed_in(404, **_owner_only(200)),
 )
 async def import_deck(request: web.Request) -> ImportResult:
     """Add cards from Anki's text export (tab-separated front, back, tags; its `#` header
-    lines are read or tolerated). Lines that are not usable cards are listed as skipped."""
+    lines are read or tolerated; `text/csv` without a `#separator:` line is comma-separated).
+    Lines that are not usable cards are listed as skipped."""
     deck_id = path_id(request, "deckId", "deck")
     if request.content_type not in ("text/plain", "text/tab-separated-values", "text/csv"):
         raise UnsupportedMediaType(
@@ -188,7 +193,10 @@ async def import_deck(request: web.Request) -> ImportResult:
         raise BadRequest(
             "the file is not UTF-8 text", details=[{"field": "body", "reason": "not UTF-8"}]
         ) from None
-    return await request.app[STUDY].import_text(principal(request), deck_id, text)
+    separator = "," if request.content_type == "text/csv" else "\t"
+    return await request.app[STUDY].import_text(
+        principal(request), deck_id, text, separator=separator
+    )
 
 
 # --- cards -----------------------------------------------------------------------------------

@@ -790,9 +790,9 @@ class StudyService:
         return anki_text(rows), deck.title
 
     async def import_text(
-        self, principal: Principal, deck_id: uuid.UUID, text: str
+        self, principal: Principal, deck_id: uuid.UUID, text: str, *, separator: str = "\t"
     ) -> ImportResult:
-        parsed, skipped = parse_anki(text)
+        parsed, skipped = parse_anki(text, separator)
         rows: list[dict[str, Any]] = []
         for line, front, back, tags in parsed:
             try:
@@ -829,11 +829,12 @@ def anki_text(rows: list[asyncpg.Record] | list[dict[str, Any]]) -> str:
     return out.getvalue()
 
 
-def parse_anki(text: str) -> tuple[list[tuple[int, str, str, list[str]]], list[ImportSkipped]]:
+def parse_anki(
+    text: str, separator: str = "\t"
+) -> tuple[list[tuple[int, str, str, list[str]]], list[ImportSkipped]]:
     """(line, front, back, tags) for each note of Anki's text export, and what was skipped.
     Header lines (`#separator:`, `#html:`, `#tags column:`, any other `#key:value`) are read or
-    tolerated; without `#separator:` a tab is assumed."""
-    separator = "\t"
+    tolerated; without `#separator:`, `separator` (a tab, or a comma for CSV) is used."""
     tags_column = 3
     body_start = 0
     lines = text.splitlines(keepends=True)
