@@ -71,6 +71,7 @@ from .http import resources as resources_http
 from .http import search as search_http
 from .http import sessions as sessions_http
 from .http import sio as sio_http
+from .http import study as study_http
 from .http import uploads as uploads_http
 from .http import web_client as web_client_http
 from .http import web_login as web_login_http
@@ -106,6 +107,10 @@ from .social.comments import COMMENTS, CommentService
 from .social.feed import POSTS, PostService
 from .social.mobile import MOBILE, MobileService
 from .social.reports import REPORTS, CommentContent, PostContent, ReportService, ResourceContent
+from .study.generate import DECK_GENERATOR, DeckGenerator
+from .study.goals import GOALS, GoalService
+from .study.live import LIVE_REVIEWS, LiveReviews
+from .study.service import STUDY, StudyService
 
 log = logging.getLogger(__name__)
 
@@ -329,6 +334,7 @@ async def _services(app: web.Application) -> AsyncIterator[None]:
     )
     _job_metrics(app)
     _feed_services(app)
+    _study_services(app)
     redis = app.get(REDIS, None)
     app[DASHBOARDS] = Dashboards(db)
     app[PLATFORM] = Platform(
@@ -562,6 +568,7 @@ def build_worker(app: web.Application) -> Worker:
             "premium_expiry": app[PREMIUM].expire_due,
             "account_cleanup": functools.partial(erase_mod.cleanup, db),
             "send_push": app[PUSH].send,
+            "study_goal_reminders": app[GOALS].remind_job,
         },
         periodic=[
             Periodic("cleanup", dt.timedelta(hours=1)),
@@ -569,6 +576,7 @@ def build_worker(app: web.Application) -> Worker:
             Periodic("premium_expiry", dt.timedelta(minutes=5)),
             Periodic("analytics_rollup", dt.timedelta(seconds=settings.analytics_rollup_interval)),
             Periodic("digest_scan", dt.timedelta(hours=1)),
+            Periodic("study_goal_reminders", dt.timedelta(hours=1)),
         ],
         ticks=[(settings.reminder_scan_interval, reminders.scan)],
         concurrency=settings.worker_concurrency,
@@ -602,6 +610,18 @@ async def _storage(app: web.Application) -> AsyncIterator[None]:
     app[HEALTH].add("storage", storage.probe)
     yield
     await storage.close()
+
+
+def _study_services(app: web.Application) -> None:
+    """Flashcards, deck generation, weekly goals and live review."""
+    db, settings = app[DB], app[SETTINGS]
+    study = StudyService(db, app[PODS], app[UPLOADS], app[ANALYTICS])
+    app[STUDY] = study
+    app[DECK_GENERATOR] = DeckGenerator(
+        db, app[AI], QuotaService(db, settings), study, app[SESSIONS], app[ANALYTICS]
+    )
+    app[GOALS] = GoalService(db, app[NOTIFICATIONS])
+    app[LIVE_REVIEWS] = LiveReviews(db, app[LIVE], app[SESSIONS], study)
 
 
 def _feed_services(app: web.Application) -> None:
@@ -688,6 +708,7 @@ def build_app(settings: Settings) -> web.Application:
         uploads_http,
         mobile_http,
         ai_http,
+        study_http,
         analytics_http,
         moderation_http,
         docs_http,

@@ -25,6 +25,8 @@ import msgspec
 from .protocol import (
     Ack,
     Acked,
+    Card,
+    CardTally,
     ClientFrame,
     Error,
     Event,
@@ -382,6 +384,11 @@ def server_event(frame: Any) -> tuple[str, Any] | None:
             if frame.room is not None:
                 data.update(_room_ref(frame.room))
             return f"{_kind(frame.room or 'session:')}:resync", data
+        case Card() | CardTally():
+            data = msgspec.to_builtins(frame)
+            del data["t"], data["room"]
+            name = "session:card" if isinstance(frame, Card) else "session:card_tally"
+            return name, {**_room_ref(frame.room), **data}
         case Pong():
             return None
     return None

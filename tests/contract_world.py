@@ -213,6 +213,8 @@ class World:
     report: str
     held: str
     notification: str
+    deck: str  # the owner's, shared with the pod (a live review of it runs in the session)
+    card: str
     personal: Personal
 
 
@@ -308,6 +310,13 @@ def make_world(client: Client, cast: Cast, personal: Personal | None = None) -> 
     )["reportId"]
     notes = client.ok("GET", "/api/notifications", member.token)["notifications"]
     assert notes, "the member was notified of the invitation"
+    deck = client.ok(
+        "POST", "/api/decks", owner.token, json={"title": "Algebra cards", "podId": pod}
+    )["id"]
+    card = client.ok(
+        "POST", f"/api/decks/{deck}/cards", owner.token, json={"front": "2x = 4", "back": "x = 2"}
+    )["id"]
+    client.ok("POST", f"/api/study/live/{session}", owner.token, json={"deckId": deck})
     return World(
         pod=pod,
         session=session,
@@ -318,6 +327,8 @@ def make_world(client: Client, cast: Cast, personal: Personal | None = None) -> 
         report=report,
         held=held.json()["error"]["held"]["id"],
         notification=notes[0]["id"],
+        deck=deck,
+        card=card,
         personal=make_personal(client, cast) if personal is None else personal,
     )
 
