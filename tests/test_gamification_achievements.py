@@ -54,9 +54,7 @@ async def test_unlocks_once_under_concurrent_events_live_and_as_a_notification(
     await settled(api)
     first_post = (await by_code(api, ann))["first_post"]
     assert first_post["unlocked"] and first_post["unlockedAt"]
-    rows = await db.fetch(
-        "SELECT * FROM user_achievements WHERE user_id = $1", uuid.UUID(ann.id)
-    )
+    rows = await db.fetch("SELECT * FROM user_achievements WHERE user_id = $1", uuid.UUID(ann.id))
     assert [r["achievement_id"] for r in rows] == [uuid.UUID(first_post["id"])]
     frame = await live.next("event", "achievement_unlocked")
     assert frame["data"]["achievementId"] == first_post["id"]
@@ -105,9 +103,7 @@ async def test_a_resource_rated_well_by_five_people_earns_its_owner_the_badge(
     for n, rater in enumerate(raters):
         await api.post(f"/api/pods/{pod['id']}/join", rater, json={})
         rating = 4 if n == 0 else 5  # 4.8 on average
-        resp = await api.post(
-            f"/api/resources/{notes['id']}/rate", rater, json={"rating": rating}
-        )
+        resp = await api.post(f"/api/resources/{notes['id']}/rate", rater, json={"rating": rating})
         assert resp.status == 201, resp.body
         await settled(api)
         helpful = (await by_code(api, owner))["helpful_resource"]

@@ -96,9 +96,7 @@ async def test_the_catch_up_job_applies_what_the_listener_missed_once(
     await catch_up(api)
     from peerspark_rt.gamification.engine import GAMIFICATION, _event_of
 
-    full = await db.fetchrow(
-        "SELECT * FROM analytics_events WHERE id = $1", row["id"]
-    )
+    full = await db.fetchrow("SELECT * FROM analytics_events WHERE id = $1", row["id"])
     assert await api.app[GAMIFICATION].apply(_event_of(full)) is False
     assert (await profile(api, ann))["totalPoints"] == before + 10
     assert len(await awards(db, ann.id, "post_created")) == 1
