@@ -785,3 +785,17 @@ async def set_tiers(conn: Conn, tiers: dict[uuid.UUID, int]) -> None:
         list(tiers),
         list(tiers.values()),
     )
+
+
+async def leave_later_leagues(
+    conn: Conn, week: str, users: Sequence[uuid.UUID]
+) -> list[asyncpg.Record]:
+    """Take `users` out of the leagues of weeks after `week`; (week, user_id) of each."""
+    if not users:
+        return []
+    return await conn.fetch(
+        """DELETE FROM league_members WHERE week > $1 AND user_id = ANY($2::uuid[])
+           RETURNING week, user_id""",
+        week,
+        list(users),
+    )

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import uuid
 
 from aiohttp import web
 
@@ -17,7 +18,7 @@ from ..infra.pool import Database
 from ..notifications.effects import AfterCommit
 from ..notifications.service import NewNotification, NotificationService
 from . import db as game_db
-from .rules import LEAGUE_TIERS, league_moves, week_key
+from .rules import LEAGUE_SIZE, LEAGUE_TIERS, league_moves, week_key
 
 log = logging.getLogger(__name__)
 
@@ -47,6 +48,7 @@ class Leagues:
             if not await game_db.close_week(conn, week):
                 return False
             moved = 0
+            changed: dict[uuid.UUID, int] = {}
             for league in await game_db.leagues_of_week(conn, week):
                 tier, number = league["tier"], league["league"]
                 rows = await game_db.league_standings(conn, week, tier, number)
@@ -58,6 +60,7 @@ class Leagues:
                     if new == tier:
                         continue
                     moved += 1
+                    changed[r["user_id"]] = new
                     up = new > tier
                     name = LEAGUE_TIERS[new]
                     effects.push(
@@ -83,6 +86,12 @@ class Leagues:
                             ),
                         )
                     )
+            # who already earned points in a later week (before this job ran) entered its league
+            # at their old tier: they move to one of their new tier
+            for later in await game_db.leave_later_leagues(conn, week, list(changed)):
+                await game_db.enter_league(
+                    conn, later["week"], later["user_id"], changed[later["user_id"]], LEAGUE_SIZE
+                )
         await effects.run()
         log.info("league week closed", extra={"week": week, "moved": moved})
         return True
