@@ -161,12 +161,12 @@ class Boards:
         """The top `top` of a board, the member's rank and score and their neighbours."""
         board = board_name(metric, scope, period)
         try:
-            read = await self.store.read(board, str(member), top)
+            read = await self.store.read(board, str(member), top, NEIGHBOURS)
             if not read.ready:
                 if not await self.store.lock_rebuild(board):
                     return await self._from_database(metric, scope, period, member, top)
                 await self.rebuild(metric, scope, period, ends_at)
-                read = await self.store.read(board, str(member), top)
+                read = await self.store.read(board, str(member), top, NEIGHBOURS)
             return await self._with_neighbours(board, read)
         except Exception as exc:  # noqa: BLE001 (a board that fails is read from PostgreSQL)
             log.warning(
@@ -176,7 +176,9 @@ class Boards:
 
     async def _with_neighbours(self, board: str, read: BoardRead) -> Ranked:
         neighbours: list[tuple[int, str, float]] = []
-        if read.rank is not None:
+        if read.around is not None:
+            neighbours = read.around
+        elif read.rank is not None:
             start = max(0, read.rank - NEIGHBOURS)
             stop = read.rank + NEIGHBOURS
             if stop < len(read.top):

@@ -40,11 +40,13 @@ class BoardRead:
     rank: int | None  # 0-based
     score: float | None
     size: int
+    # (rank, member, score) of the ranks around the member's, when the store read them
+    around: list[tuple[int, str, float]] | None = None
 
 
 class ScoreStore(Protocol):
     async def write(self, writes: Sequence[ScoreWrite]) -> None: ...
-    async def read(self, board: str, member: str, top: int) -> BoardRead: ...
+    async def read(self, board: str, member: str, top: int, around: int = 0) -> BoardRead: ...
     async def window(self, board: str, start: int, stop: int) -> list[tuple[str, float]]: ...
     async def scores(self, board: str, members: Sequence[str]) -> list[float | None]: ...
     async def lock_rebuild(self, board: str) -> bool: ...
@@ -56,9 +58,35 @@ class ScoreStore(Protocol):
 
 REBUILD_LOCK_SECONDS = 60
 
+# One round trip for a whole read: whether the board is ready, its size, the top, the
+# member's rank and score, and the ranks around theirs. (Lua arrays end at the first nil,
+# so an unranked member is rank -1 and score "".)
+READ_SCRIPT = """
+local ready = redis.call('EXISTS', KEYS[2])
+local size = redis.call('ZCARD', KEYS[1])
+local top = redis.call('ZREVRANGE', KEYS[1], 0, tonumber(ARGV[2]) - 1, 'WITHSCORES')
+local rank = redis.call('ZREVRANK', KEYS[1], ARGV[1])
+local score = ''
+local around = {}
+if rank then
+    score = redis.call('ZSCORE', KEYS[1], ARGV[1])
+    local start = rank - tonumber(ARGV[3])
+    if start < 0 then start = 0 end
+    around = redis.call('ZREVRANGE', KEYS[1], start, rank + tonumber(ARGV[3]), 'WITHSCORES')
+else
+    rank = -1
+end
+return {ready, size, rank, score, top, around}
+"""
+
 
 def _text(value: bytes | str) -> str:
     return value.decode() if isinstance(value, bytes) else value
+
+
+def _pairs(flat: list[Any]) -> list[tuple[str, float]]:
+    """[member, score, member, score...] as (member, score) pairs."""
+    return [(_text(flat[i]), float(flat[i + 1])) for i in range(0, len(flat), 2)]
 
 
 class RedisScores:
@@ -68,6 +96,7 @@ class RedisScores:
         self._redis = redis
         self._prefix = prefix + "lb:"
         self._timeout = timeout
+        self._read = redis.register_script(READ_SCRIPT)
 
     def key(self, board: str) -> str:
         return f"{self._prefix}{{{board}}}"
@@ -89,22 +118,23 @@ class RedisScores:
                     pipe.expireat(key, w.expires_at)
             await pipe.execute()
 
-    async def read(self, board: str, member: str, top: int) -> BoardRead:
+    async def read(self, board: str, member: str, top: int, around: int = 0) -> BoardRead:
         key = self.key(board)
         async with asyncio.timeout(self._timeout):
-            pipe = self._redis.pipeline(transaction=False)
-            pipe.exists(key + ":ready")
-            pipe.zrevrange(key, 0, top - 1, withscores=True)
-            pipe.zrevrank(key, member)
-            pipe.zscore(key, member)
-            pipe.zcard(key)
-            ready, rows, rank, score, size = await pipe.execute()
+            reply: Any = await self._read(keys=[key, key + ":ready"], args=[member, top, around])
+        ready, size, rank, score, rows, near = reply
+        ranked = None if int(rank) < 0 else int(rank)
+        neighbours = None
+        if ranked is not None:
+            start = max(0, ranked - around)
+            neighbours = [(start + i, m, s) for i, (m, s) in enumerate(_pairs(near))]
         return BoardRead(
             ready=bool(ready),
-            top=[(_text(m), float(s)) for m, s in rows],
-            rank=None if rank is None else int(rank),
-            score=None if score is None else float(score),
+            top=_pairs(rows),
+            rank=ranked,
+            score=None if ranked is None else float(score),
             size=int(size),
+            around=neighbours,
         )
 
     async def window(self, board: str, start: int, stop: int) -> list[tuple[str, float]]:
@@ -194,7 +224,7 @@ class LocalScores:
                 self._expires[w.board] = w.expires_at.timestamp()
             self._sorted.pop(w.board, None)
 
-    async def read(self, board: str, member: str, top: int) -> BoardRead:
+    async def read(self, board: str, member: str, top: int, around: int = 0) -> BoardRead:
         members = self._board(board)
         ranked = self._ranked(board)
         score = members.get(member)
