@@ -215,6 +215,12 @@ BODIES: dict[str, Maker] = {
     "PUT /api/admin/users/{userId}/premium": lambda w, c, _: {},
     "POST /api/sessions/{sessionId}/invite": lambda w, c, _: {"userId": c.outsider.id},
     "POST /api/notifications/push-subscriptions": _push_subscription,
+    "POST /api/challenges": lambda w, c, _: {
+        "title": "Three posts",
+        "challengeType": "daily",
+        "criteria": {"metric": "posts_created", "target": 3},
+        "podId": w.pod,
+    },
     "DELETE /api/notifications/push-subscriptions": lambda w, c, _: {
         "endpoint": "https://push.example.com/nobody"
     },
@@ -282,6 +288,9 @@ HARMLESS = {
     "PUT /api/admin/users/{userId}/role",
     "POST /api/notifications/push-subscriptions",
     "POST /api/auth/oauth/{provider}/link",
+    "POST /api/challenges",
+    "POST /api/users/{userId}/follow",
+    "DELETE /api/users/{userId}/follow",
 }
 
 
@@ -351,6 +360,8 @@ def _path_value(route: Described, name: str, world: World, cast: Cast) -> str:
         "notificationId": world.notification,
         "reportId": world.report,
         "heldId": world.held,
+        "challengeId": world.challenge,
+        "achievementId": world.achievement,
         "conversationId": world.personal.conversation,
         "id": cast.member.id,
         "token": world.personal.feed_token,
