@@ -369,7 +369,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "leaderboard":
         from .leaderboard import main_leaderboard
 
-        return int(runner(main_leaderboard(args)))
+        return main_leaderboard(args, runner)
     from .allrun import main_all
 
     return int(runner(main_all(args, context_from(args))))

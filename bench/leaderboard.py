@@ -27,6 +27,7 @@ import subprocess
 import tempfile
 import time
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, cast
 
@@ -51,6 +52,9 @@ def add_args(parser: argparse.ArgumentParser) -> None:
         "--redis-url", default=None, help="a Redis to use (default: start a private one)"
     )
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help="output folder")
+    parser.add_argument(
+        "--no-pin", action="store_true", help="let the kernel place redis-server and this process"
+    )
 
 
 def _free_port() -> int:
@@ -108,23 +112,27 @@ def _latencies(samples: list[float]) -> dict[str, float]:
     }
 
 
-async def run(args: argparse.Namespace) -> dict[str, Any]:
-    server: subprocess.Popen[bytes] | None = None
-    url = args.redis_url
-    if url is None:
-        binary = shutil.which("redis-server")
-        if binary is None:
-            raise SystemExit("redis-server is not on PATH: give --redis-url")
-        port = _free_port()
-        workdir = tempfile.mkdtemp(prefix="bench-redis-")
-        command = [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "",
-                   "--appendonly", "no", "--dir", workdir]  # fmt: skip
-        cpus = sorted(os.sched_getaffinity(0))
-        if len(cpus) > 1 and shutil.which("taskset"):
-            command = ["taskset", "-c", str(cpus[0]), *command]
-            os.sched_setaffinity(0, cpus[1:])
-        server = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        url = f"redis://127.0.0.1:{port}/0"
+def _start_redis(args: argparse.Namespace) -> tuple[subprocess.Popen[bytes] | None, str]:
+    """A private redis-server (pinned to the first CPU, this process to the others), unless
+    --redis-url names one."""
+    if args.redis_url is not None:
+        return None, str(args.redis_url)
+    binary = shutil.which("redis-server")
+    if binary is None:
+        raise SystemExit("redis-server is not on PATH: give --redis-url")
+    port = _free_port()
+    workdir = tempfile.mkdtemp(prefix="bench-redis-")
+    command = [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "",
+               "--appendonly", "no", "--dir", workdir]  # fmt: skip
+    cpus = sorted(os.sched_getaffinity(0))
+    if len(cpus) > 1 and shutil.which("taskset") and not args.no_pin:
+        command = ["taskset", "-c", str(cpus[0]), *command]
+        os.sched_setaffinity(0, cpus[1:])
+    server = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    return server, f"redis://127.0.0.1:{port}/0"
+
+
+async def run(args: argparse.Namespace, url: str) -> dict[str, Any]:
     redis = Redis.from_url(url, socket_timeout=TIMEOUT, max_connections=args.concurrency + 8)
     try:
         for _ in range(100):
@@ -136,9 +144,6 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         return await _measure(redis, args)
     finally:
         await redis.aclose()
-        if server is not None:
-            server.terminate()
-            server.wait(10)
 
 
 async def _measure(redis: Redis, args: argparse.Namespace) -> dict[str, Any]:
@@ -151,7 +156,7 @@ async def _measure(redis: Redis, args: argparse.Namespace) -> dict[str, Any]:
     key = store.key(board)
     rng = random.Random(14)
     members = [str(uuid.UUID(int=rng.getrandbits(128), version=4)) for _ in range(args.users)]
-    result: dict[str, Any] = {"users": args.users}
+    result: dict[str, Any] = {"users": args.users, "load_before": os.getloadavg()[0]}
     print(f"seeding {args.users:,} scores ...", flush=True)
     async with Phase(redis) as seed:
         pipe = redis.pipeline(transaction=False)
@@ -220,25 +225,38 @@ async def _measure(redis: Redis, args: argparse.Namespace) -> dict[str, Any]:
     }
     print(f"  {json.dumps(result['update'])}", flush=True)
     await redis.unlink(key, key + ":ready")
+    result["load_after"] = os.getloadavg()[0]
     return result
 
 
-async def main_leaderboard(args: argparse.Namespace) -> int:
-    result = await run(args)
+def main_leaderboard(args: argparse.Namespace, runner: Callable[[Any], Any]) -> int:
+    server, url = _start_redis(args)
+    try:
+        result: dict[str, Any] = runner(run(args, url))
+    finally:
+        if server is not None:
+            server.terminate()
+            server.wait(10)
     out: Path = args.out / f"{time.strftime('%Y%m%d-%H%M%S')}-leaderboard"
     out.mkdir(parents=True, exist_ok=True)
     (out / "result.json").write_text(json.dumps(result, indent=2))
     seq, conc, upd = result["read_sequential"], result["read_concurrent"], result["update"]
+
+    def shares(phase: dict[str, Any]) -> str:
+        return (
+            f"generator CPU {phase['generator_cpu_share']:.0%}, "
+            f"redis {phase['redis_cpu_share']:.0%}"
+        )
+
     print()
     print(f"leaderboard, {result['users']:,} users (top 50 + own rank + neighbours)")
-    print(f"  read, 1 at a time:  p50 {seq['p50_ms']} ms  p99 {seq['p99_ms']} ms  "
-          f"({seq['per_second']:,}/s; generator CPU {seq['generator_cpu_share']:.0%}, "
-          f"redis {seq['redis_cpu_share']:.0%})")  # fmt: skip
-    print(f"  read, {conc['concurrency']} at once:   p50 {conc['p50_ms']} ms  p99 {conc['p99_ms']} ms  "
-          f"({conc['per_second']:,}/s; generator CPU {conc['generator_cpu_share']:.0%}, "
-          f"redis {conc['redis_cpu_share']:.0%})")  # fmt: skip
-    print(f"  score updates:      {upd['per_second']:,}/s  p99 {upd['p99_ms']} ms  "
-          f"(generator CPU {upd['generator_cpu_share']:.0%}, redis {upd['redis_cpu_share']:.0%})")  # fmt: skip
+    print(f"  read, 1 at a time: p50 {seq['p50_ms']} ms  p99 {seq['p99_ms']} ms  "
+          f"({seq['per_second']:,}/s; {shares(seq)})")  # fmt: skip
+    print(f"  read, {conc['concurrency']} at once: p50 {conc['p50_ms']} ms  "
+          f"p99 {conc['p99_ms']} ms  ({conc['per_second']:,}/s; {shares(conc)})")  # fmt: skip
+    print(f"  score updates: {upd['per_second']:,}/s  p99 {upd['p99_ms']} ms  ({shares(upd)})")
     print(f"  goal p99 < 5 ms (one at a time): {'met' if seq['p99_ms'] < 5 else 'NOT met'}")
+    print(f"  machine load average {result['load_before']:.1f} before, "
+          f"{result['load_after']:.1f} after (CPUs: {os.cpu_count()})")  # fmt: skip
     print(f"  written to {out / 'result.json'}")
     return 0
