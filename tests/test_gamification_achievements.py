@@ -29,7 +29,8 @@ async def test_the_starter_set_with_progress(api: Api) -> None:
     focus = listed["focus_10h"]
     assert focus["criteria"] == {"metric": "focus_minutes", "gte": 600}
     assert focus["progress"] == {"current": 0.0, "target": 600.0, "percent": 0.0}
-    assert not focus["unlocked"] and not focus["claimed"]
+    assert not focus["unlocked"]
+    assert not focus["claimed"]
     for _ in range(3):
         await act(api, ann, Kind.FOCUS_BLOCK_COMPLETED, minutes=25, session_id=uuid.uuid4())
     one = await api.get(f"/api/achievements/{focus['id']}", ann)
@@ -53,7 +54,8 @@ async def test_unlocks_once_under_concurrent_events_live_and_as_a_notification(
     assert [r.status for r in results] == [201] * 5
     await settled(api)
     first_post = (await by_code(api, ann))["first_post"]
-    assert first_post["unlocked"] and first_post["unlockedAt"]
+    assert first_post["unlocked"]
+    assert first_post["unlockedAt"]
     rows = await db.fetch("SELECT * FROM user_achievements WHERE user_id = $1", uuid.UUID(ann.id))
     assert [r["achievement_id"] for r in rows] == [uuid.UUID(first_post["id"])]
     frame = await live.next("event", "achievement_unlocked")
@@ -88,7 +90,8 @@ async def test_claiming_grants_the_points_once(api: Api) -> None:
     assert (again.status, again.body["error"]["code"]) == (409, "already_claimed")
     assert (await profile(api, ann))["totalPoints"] == before + 5
     shown = await api.get(f"/api/achievements/{first_post['id']}", ann)
-    assert shown.body["claimed"] and shown.body["claimedAt"]
+    assert shown.body["claimed"]
+    assert shown.body["claimedAt"]
     assert (await api.post(f"/api/achievements/{uuid.uuid4()}/claim", ann)).status == 404
 
 

@@ -38,7 +38,9 @@ async def test_who_may_create_and_what_is_refused(api: Api, db: asyncpg.Connecti
     ann, bob, outsider = await api.register(), await api.register(), await api.register()
     made = await api.post("/api/challenges", boss, json=challenge())
     assert made.status == 201, made.body
-    assert made.body["isGlobal"] and made.body["status"] == "active" and made.body["me"] is None
+    assert made.body["isGlobal"]
+    assert made.body["status"] == "active"
+    assert made.body["me"] is None
     start = dt.datetime.fromisoformat(made.body["startDate"])
     end = dt.datetime.fromisoformat(made.body["endDate"])
     assert end - start == dt.timedelta(days=1)

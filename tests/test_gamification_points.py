@@ -9,6 +9,7 @@ import uuid
 import asyncpg
 
 from peerspark_rt.analytics.events import Kind
+from peerspark_rt.gamification.engine import GAMIFICATION, event_of
 from peerspark_rt.gamification.rules import POINTS, level_view
 from tests.gamification import act, catch_up, profile, settled
 from tests.helpers import Api, unique
@@ -55,7 +56,8 @@ async def test_acts_earn_their_points_up_to_the_daily_cap(api: Api, db: asyncpg.
         "league": me["league"],
     }
     assert me["rank"] >= 1
-    assert me["league"]["tierName"] == "Bronze" and me["league"]["rank"] >= 1
+    assert me["league"]["tierName"] == "Bronze"
+    assert me["league"]["rank"] >= 1
     assert (await api.get("/api/gamification/profile")).status == 401
 
 
@@ -82,7 +84,7 @@ async def test_the_catch_up_job_applies_what_the_listener_missed_once(
     await settled(api)
     before = (await profile(api, ann))["totalPoints"]
     # a node died between committing an act and announcing it: the row is there, unheard
-    row = await db.fetchrow(
+    event_id = await db.fetchval(
         """INSERT INTO analytics_events (user_id, event, occurred_at, local_date, local_hour,
                                          dedupe_key)
            VALUES ($1, 'post_created', NOW(), CURRENT_DATE, 0, $2) RETURNING id""",
@@ -94,10 +96,9 @@ async def test_the_catch_up_job_applies_what_the_listener_missed_once(
     assert (await profile(api, ann))["totalPoints"] == before + 10
     # again, and the listener hearing of it late: nothing more
     await catch_up(api)
-    from peerspark_rt.gamification.engine import GAMIFICATION, _event_of
-
-    full = await db.fetchrow("SELECT * FROM analytics_events WHERE id = $1", row["id"])
-    assert await api.app[GAMIFICATION].apply(_event_of(full)) is False
+    full = await db.fetchrow("SELECT * FROM analytics_events WHERE id = $1", event_id)
+    assert full is not None
+    assert await api.app[GAMIFICATION].apply(event_of(full)) is False
     assert (await profile(api, ann))["totalPoints"] == before + 10
     assert len(await awards(db, ann.id, "post_created")) == 1
 
@@ -127,6 +128,7 @@ async def test_study_minutes_points_and_the_streak_on_the_users_days(
         "WHERE user_id = $1",
         uuid.UUID(ann.id),
     )
+    assert state is not None
     assert (state["study_streak"], state["longest_streak"], state["last_study_date"]) == (
         3, 3, tokyo[-1],
     )  # fmt: skip

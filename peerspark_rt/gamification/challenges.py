@@ -37,7 +37,6 @@ CHALLENGE_METRICS: dict[str, Measure] = {
     "comments_created": _one("comment_created"),
     "answers_accepted": _one("answer_accepted"),
     "resources_shared": _one("resource_shared"),
-    "messages_sent": _one("message_sent"),
 }
 DEFAULT_LENGTH = {
     "daily": dt.timedelta(days=1),

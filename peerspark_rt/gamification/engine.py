@@ -688,7 +688,7 @@ class Gamification:
             new_cursor = start
             advancing = True
             for row in rows:
-                if not row["applied"] and await self.apply(_event_of(row)):
+                if not row["applied"] and await self.apply(event_of(row)):
                     applied += 1
                 if advancing and row["created_at"] < settled_before:
                     new_cursor = row["id"]
@@ -751,7 +751,8 @@ def _tier_name(tier: int) -> str:
     return LEAGUE_TIERS[max(0, min(tier, len(LEAGUE_TIERS) - 1))]
 
 
-def _event_of(row: asyncpg.Record) -> AnalyticsEvent:
+def event_of(row: asyncpg.Record) -> AnalyticsEvent:
+    """An `analytics_events` row as the listener would have heard it."""
     return AnalyticsEvent(
         id=row["id"],
         user_id=row["user_id"],
