@@ -1234,9 +1234,9 @@ CREATE TABLE IF NOT EXISTS league_weeks_closed (
 
 -- The starter achievements (criteria format: README, "Achievements").
 INSERT INTO achievements (code, name, description, icon, category, criteria, points, rarity) VALUES
-    ('first_session', 'First session', 'Attend your first study session.', 'door', 'study',
+    ('first_session', 'First session', 'Attend a study session for 5 minutes or more.', 'door', 'study',
      '{"metric": "sessions_attended", "gte": 1}', 10, 'common'),
-    ('ten_sessions', 'Regular', 'Attend 10 study sessions.', 'calendar', 'study',
+    ('ten_sessions', 'Regular', 'Attend 10 study sessions (5 minutes or more each).', 'calendar', 'study',
      '{"metric": "sessions_attended", "gte": 10}', 50, 'rare'),
     ('streak_7', 'One week streak', 'Study 7 days in a row.', 'flame', 'milestone',
      '{"metric": "longest_streak", "gte": 7}', 50, 'rare'),
@@ -1249,8 +1249,6 @@ INSERT INTO achievements (code, name, description, icon, category, criteria, poi
     ('helpful_resource', 'Helpful resource',
      'Share a resource rated 4.5 or more by at least 5 people.', 'star', 'social',
      '{"metric": "helpful_resources", "gte": 1, "minAverage": 4.5, "minRatings": 5}', 100, 'epic'),
-    ('first_post', 'First post', 'Write your first post.', 'pen', 'social',
-     '{"metric": "posts_created", "gte": 1}', 5, 'common'),
     ('level_5', 'Level 5', 'Reach level 5.', 'medal', 'milestone',
      '{"metric": "level", "gte": 5}', 0, 'rare')
 ON CONFLICT (code) DO NOTHING;

@@ -49,7 +49,7 @@ async def test_acts_earn_their_points_up_to_the_daily_cap(api: Api, db: asyncpg.
         "nextLevelPoints": view.next_level_points,
         "studyStreak": 1,  # posting made today a study day
         "longestStreak": 1,
-        "badgesEarned": 1,  # the first post
+        "badgesEarned": 0,
         "rank": me["rank"],
         "streakFreezes": 0,
         "challengesCompleted": 0,

@@ -13,7 +13,7 @@ import asyncpg
 
 from ..infra.dbtypes import Conn
 from . import db as game_db
-from .rules import POINTS, STREAK_KINDS
+from .rules import ATTENDED_MINUTES, POINTS, STREAK_KINDS
 
 Reader = Callable[[Conn, uuid.UUID, dict[str, Any], asyncpg.Record], Awaitable[float]]
 
@@ -31,8 +31,11 @@ def _count(kind: str) -> Metric:
     return Metric(frozenset({kind}), read)
 
 
-async def _sessions(conn: Conn, user: uuid.UUID, _c: dict[str, Any], _s: asyncpg.Record) -> float:
-    return float(await game_db.distinct_sessions(conn, user))
+async def _sessions(conn: Conn, user: uuid.UUID, c: dict[str, Any], _s: asyncpg.Record) -> float:
+    minutes = c.get("minMinutes", ATTENDED_MINUTES)
+    if not isinstance(minutes, int | float) or isinstance(minutes, bool):
+        minutes = ATTENDED_MINUTES
+    return float(await game_db.distinct_sessions(conn, user, float(minutes)))
 
 
 async def _focus(conn: Conn, user: uuid.UUID, _c: dict[str, Any], _s: asyncpg.Record) -> float:

@@ -18,7 +18,7 @@ from ..errors import Conflict, Forbidden, Invalid, NotFound
 from ..infra.pool import Database
 from ..pods.service import PodService
 from . import db as game_db
-from .rules import study_minutes
+from .rules import ATTENDED_MINUTES, study_minutes
 
 Measure = Callable[[str, float | None, object | None, int], int]
 
@@ -31,7 +31,9 @@ def _one(kind: str) -> Measure:
 CHALLENGE_METRICS: dict[str, Measure] = {
     "study_minutes": lambda k, v, s, _p: study_minutes(k, v, s),
     "points": lambda _k, _v, _s, p: p,
-    "sessions_attended": lambda k, v, _s, _p: 1 if k == "session_left" and (v or 0) > 0 else 0,
+    "sessions_attended": lambda k, v, _s, _p: (
+        1 if k == "session_left" and (v or 0) >= ATTENDED_MINUTES else 0
+    ),
     "focus_blocks": _one("focus_block_completed"),
     "posts_created": _one("post_created"),
     "comments_created": _one("comment_created"),

@@ -389,12 +389,14 @@ async def event_count(db: Executor, user_id: uuid.UUID, kind: str) -> int:
     )
 
 
-async def distinct_sessions(db: Executor, user_id: uuid.UUID) -> int:
+async def distinct_sessions(db: Executor, user_id: uuid.UUID, min_minutes: float) -> int:
+    """Sessions the user attended, counting those with a stretch of `min_minutes` or more."""
     return int(
         await db.fetchval(
             """SELECT COUNT(DISTINCT session_id) FROM analytics_events
-               WHERE user_id = $1 AND event = 'session_left' AND COALESCE(value, 0) > 0""",
+               WHERE user_id = $1 AND event = 'session_left' AND COALESCE(value, 0) >= $2""",
             user_id,
+            min_minutes,
         )
     )
 

@@ -433,7 +433,7 @@ class Gamification:
                     conn,
                     NewNotification(
                         recipient_id=user,
-                        notification_type="achievement_unlocked",
+                        notification_type="achievement",
                         title=f"Achievement unlocked: {row['name']}",
                         message=row["description"],
                         action_url=f"/achievements/{row['id']}",
@@ -566,7 +566,9 @@ class Gamification:
             standings = await game_db.league_standings(
                 self.db.pool, week, membership["tier"], membership["league"]
             )
-            position = next(i for i, r in enumerate(standings) if r["user_id"] == user)
+            position = next(
+                (i for i, r in enumerate(standings) if r["user_id"] == user), len(standings)
+            )
             league = LeagueView(
                 week, membership["tier"], _tier_name(membership["tier"]), membership["league"],
                 position + 1, len(standings),

@@ -60,6 +60,9 @@ STREAK_KINDS = frozenset(
 )
 
 
+ATTENDED_MINUTES = 5  # a session counts as attended after this long present (in one stretch)
+
+
 # Minutes of study an event stands for (the study-time leaderboard and challenges): time in a
 # session, and focus blocks outside sessions (a block inside a session is already in it).
 def study_minutes(kind: str, value: float | None, session_id: object | None) -> int:
