@@ -20,6 +20,7 @@ import pytest
 import redis as redis_sync
 
 from peerspark_rt.analytics.events import Kind
+from peerspark_rt.config import SETTINGS
 from peerspark_rt.gamification.rules import period_of
 from tests.gamification import act, settled
 from tests.helpers import Api, User, unique
@@ -109,6 +110,18 @@ async def test_ranks_equal_the_ledger_also_after_redis_is_flushed(
     in_pod = await board(api, users[1], type="pod", podId=pod["id"], timeframe="all-time")
     assert ranking(in_pod) == await recomputed(db, pod=pod["id"])
     assert [e["username"] for e in in_pod["entries"]] == [u.username for u in reversed(users)]
+
+    # one sorted set per metric x scope x period, expiring an hour after its period ends
+    prefix = api.app[SETTINGS].redis_key_prefix
+    plain = redis_sync.Redis.from_url(private_redis)
+    now = dt.datetime.now(dt.UTC)
+    week = period_of("weekly", now)
+    assert week.ends_at is not None
+    ttl = plain.ttl(f"{prefix}lb:{{points:global:{week.key}}}")
+    expected_ttl = (week.ends_at + dt.timedelta(hours=1) - now).total_seconds()
+    assert abs(ttl - expected_ttl) < 60
+    assert plain.ttl(f"{prefix}lb:{{points:global:all}}") == -1  # all time: no expiry
+    assert plain.zcard(f"{prefix}lb:{{points:{pod['id']}:all}}") == len(users)
 
     # Redis loses everything (a restart without persistence): the board is rebuilt
     redis_sync.Redis.from_url(private_redis).flushall()
