@@ -592,6 +592,7 @@ def build_worker(app: web.Application) -> Worker:
             "account_cleanup": functools.partial(erase_mod.cleanup, db),
             "send_push": app[PUSH].send,
             "gamification_catch_up": app[GAMIFICATION].run,
+            "streak_sweep": app[GAMIFICATION].sweep,
             "leagues_close": app[LEAGUES].run,
         },
         periodic=[
@@ -601,6 +602,7 @@ def build_worker(app: web.Application) -> Worker:
             Periodic("analytics_rollup", dt.timedelta(seconds=settings.analytics_rollup_interval)),
             Periodic("digest_scan", dt.timedelta(hours=1)),
             Periodic("gamification_catch_up", dt.timedelta(minutes=1)),
+            Periodic("streak_sweep", dt.timedelta(hours=1)),
             Periodic("leagues_close", dt.timedelta(hours=1)),
         ],
         ticks=[(settings.reminder_scan_interval, reminders.scan)],

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import datetime as dt
 import uuid
+from typing import Any
 
 import asyncpg
 
@@ -12,7 +13,7 @@ from peerspark_rt.analytics.events import Kind
 from peerspark_rt.gamification.engine import GAMIFICATION, event_of
 from peerspark_rt.gamification.rules import POINTS, level_view
 from tests.gamification import act, catch_up, profile, settled
-from tests.helpers import Api, unique
+from tests.helpers import Api, User, unique
 from tests.social import post
 
 
@@ -135,3 +136,51 @@ async def test_study_minutes_points_and_the_streak_on_the_users_days(
     # a session attended for no time is no study day
     await act(api, ann, Kind.SESSION_LEFT, minutes=0, session_id=uuid.uuid4())
     assert (await awards(db, ann.id, "session_left"))[-1] == 0
+
+
+async def test_a_missed_day_spends_the_freeze_and_the_sweep_settles_lapsed_streaks(
+    api: Api, db: asyncpg.Connection
+) -> None:
+    ann, bob = await api.register(), await api.register()
+    now = dt.datetime.now(dt.UTC)
+    today = now.date()
+    # ann studied the 7 days up to the day before yesterday: a 7-day streak and a freeze
+    for back in range(8, 1, -1):
+        await act(
+            api, ann, Kind.FOCUS_BLOCK_COMPLETED, minutes=25, at=now - dt.timedelta(days=back)
+        )
+    # bob studied three days, up to three days ago
+    for back in range(5, 2, -1):
+        await act(
+            api, bob, Kind.FOCUS_BLOCK_COMPLETED, minutes=25, at=now - dt.timedelta(days=back)
+        )
+    # yesterday was missed: ann's freeze covers it, bob's streak is over
+    mine = await profile(api, ann)
+    assert (mine["studyStreak"], mine["longestStreak"], mine["streakFreezes"]) == (7, 7, 0)
+    theirs = await profile(api, bob)
+    assert (theirs["studyStreak"], theirs["longestStreak"]) == (0, 3)
+
+    async def stored(user: User) -> tuple[Any, ...]:
+        row = await db.fetchrow(
+            "SELECT study_streak, streak_freezes, last_study_date FROM user_gamification "
+            "WHERE user_id = $1",
+            uuid.UUID(user.id),
+        )
+        assert row is not None
+        return tuple(row)
+
+    assert await stored(ann) == (
+        7, 1, today - dt.timedelta(days=2),
+    )  # fmt: skip
+    assert await api.app[GAMIFICATION].sweep_streaks() >= 2
+    assert await stored(ann) == (
+        7, 0, today - dt.timedelta(days=1),
+    )  # fmt: skip
+    assert (await stored(bob))[0] == 0
+    # the streak board follows
+    board = await api.get("/api/leaderboard", ann, params={"metric": "streak", "limit": "100"})
+    assert board.body["me"]["score"] == 7
+    assert bob.id not in [e["userId"] for e in board.body["entries"]]
+    # studying today goes on from the freeze: 8 days
+    await act(api, ann, Kind.FOCUS_BLOCK_COMPLETED, minutes=25)
+    assert (await profile(api, ann))["studyStreak"] == 8

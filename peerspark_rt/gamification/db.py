@@ -179,13 +179,18 @@ async def set_cursor(db: Executor, name: str, event_id: int) -> None:
     )
 
 
-async def lapsed_streaks(db: Executor, before: dt.date, limit: int) -> list[asyncpg.Record]:
-    """Users with a streak whose last study day is before `before` (UTC; the caller checks
-    each user's own day)."""
+async def lapsed_streaks(
+    db: Executor, before: dt.date, after: uuid.UUID | None, limit: int
+) -> list[asyncpg.Record]:
+    """Users with a streak whose last study day is before `before` (the caller checks each
+    user's own day), by user id after `after`."""
     return await db.fetch(
         """SELECT g.user_id FROM user_gamification g
-           WHERE g.study_streak > 0 AND g.last_study_date < $1 LIMIT $2""",
+           WHERE g.study_streak > 0 AND g.last_study_date < $1
+             AND ($2::uuid IS NULL OR g.user_id > $2)
+           ORDER BY g.user_id LIMIT $3""",
         before,
+        after,
         limit,
     )
 

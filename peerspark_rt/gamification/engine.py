@@ -678,7 +678,7 @@ class Gamification:
 
     async def catch_up(self) -> int:
         """`gamification_catch_up`: apply the events no listener applied (in id order from the
-        cursor), settle lapsed streaks (spending freezes), end finished challenges."""
+        cursor) and end the challenges whose time is up."""
         applied = 0
         kinds = sorted(POINTS)
         for _ in range(CATCH_UP_ROUNDS):
@@ -699,45 +699,57 @@ class Gamification:
             await game_db.set_cursor(self.db.pool, CURSOR, new_cursor)
             if len(rows) < CATCH_UP_BATCH or new_cursor == start:
                 break
-        await self.sweep_streaks()
         async with self.db.transaction() as conn:
             await game_db.end_challenges(conn)
         if applied:
             log.info("gamification caught up", extra={"events": applied})
         return applied
 
+    async def sweep(self, job: Job) -> None:
+        """`streak_sweep` (hourly): see `sweep_streaks`."""
+        changed = await self.sweep_streaks()
+        if changed:
+            log.info("streaks settled", extra={"users": changed})
+
     async def sweep_streaks(self, now: dt.datetime | None = None) -> int:
-        """Spend freezes on missed days and end lapsed streaks (each user on their own day)."""
+        """Spend freezes on missed days and end lapsed streaks, each user on their own day
+        (whoever has a streak and no study day since yesterday in UTC, a page at a time)."""
         now = now or dt.datetime.now(dt.UTC)
-        rows = await game_db.lapsed_streaks(
-            self.db.pool, now.date() - dt.timedelta(days=1), SWEEP_BATCH
-        )
         changed = 0
-        for row in rows:
-            writes: list[ScoreWrite] = []
-            async with self.db.transaction() as conn:
-                state = await game_db.lock_state(conn, row["user_id"])
-                if state is None:
-                    continue
-                before = _streak(state)
-                after = streak_today(before, local_day(now, state["timezone"]))
-                if after == before:
-                    continue
-                await game_db.save_state(
-                    conn,
-                    state["user_id"],
-                    total_points=int(state["total_points"] or 0),
-                    level=int(state["level"] or 1),
-                    experience_points=int(state["experience_points"] or 0),
-                    study_streak=after.current,
-                    longest_streak=after.longest,
-                    last_study_date=after.last_day,
-                    streak_freezes=after.freezes,
-                )
-                writes = writes_for(state["user_id"], [], after.current, now)
-                changed += 1
-            await self.boards.write(writes)
-        return changed
+        after: uuid.UUID | None = None
+        while True:
+            rows = await game_db.lapsed_streaks(self.db.pool, now.date(), after, SWEEP_BATCH)
+            for row in rows:
+                if await self._settle_streak(row["user_id"], now):
+                    changed += 1
+            if len(rows) < SWEEP_BATCH:
+                return changed
+            after = rows[-1]["user_id"]
+
+    async def _settle_streak(self, user: uuid.UUID, now: dt.datetime) -> bool:
+        writes: list[ScoreWrite] = []
+        async with self.db.transaction() as conn:
+            state = await game_db.lock_state(conn, user)
+            if state is None:
+                return False
+            before = _streak(state)
+            after = streak_today(before, local_day(now, state["timezone"]))
+            if after == before:
+                return False
+            await game_db.save_state(
+                conn,
+                user,
+                total_points=int(state["total_points"] or 0),
+                level=int(state["level"] or 1),
+                experience_points=int(state["experience_points"] or 0),
+                study_streak=after.current,
+                longest_streak=after.longest,
+                last_study_date=after.last_day,
+                streak_freezes=after.freezes,
+            )
+            writes = writes_for(user, [], after.current, now)
+        await self.boards.write(writes)
+        return True
 
 
 def _streak(state: asyncpg.Record) -> Streak:
