@@ -343,6 +343,7 @@ async def _services(app: web.Application) -> AsyncIterator[None]:
     )
     _gamification(app)
     yield
+    await app[GAMIFICATION].boards.close()
     await app[CHAT].close()
     await app[PUSH].close()
     await analytics.close()

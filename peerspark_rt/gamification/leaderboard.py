@@ -3,6 +3,8 @@ neighbours, rebuilding a board from PostgreSQL, and the writes each award makes.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import datetime as dt
 import logging
 import uuid
@@ -114,6 +116,34 @@ class Boards:
         self.db = db
         self.store = store
         self.kind = kind  # "redis" or "memory"
+        self._rebuilds: set[asyncio.Task[None]] = set()
+
+    async def _start_rebuild(
+        self, metric: str, scope: str, period: str, ends_at: dt.datetime | None
+    ) -> None:
+        """Rebuild a board in the background if no one is at it (a board of a million users
+        takes seconds: no request waits for it; they are answered from PostgreSQL meanwhile)."""
+        board = board_name(metric, scope, period)
+        if not await self.store.lock_rebuild(board):
+            return
+
+        async def run() -> None:
+            try:
+                loaded = await self.rebuild(metric, scope, period, ends_at)
+                log.info("leaderboard rebuilt", extra={"board": board, "rows": loaded})
+            except Exception:
+                # logged; a later read tries again (the Redis lock lapses if this fails too)
+                log.exception("leaderboard rebuild failed: %s", board)
+                with contextlib.suppress(Exception):
+                    await self.store.release_rebuild(board)
+
+        task = asyncio.create_task(run(), name=f"leaderboard-rebuild:{board}")
+        self._rebuilds.add(task)
+        task.add_done_callback(self._rebuilds.discard)
+
+    async def close(self) -> None:
+        for task in list(self._rebuilds):
+            task.cancel()
 
     async def write(self, writes: Sequence[ScoreWrite]) -> None:
         try:
@@ -163,10 +193,8 @@ class Boards:
         try:
             read = await self.store.read(board, str(member), top, NEIGHBOURS)
             if not read.ready:
-                if not await self.store.lock_rebuild(board):
-                    return await self._from_database(metric, scope, period, member, top)
-                await self.rebuild(metric, scope, period, ends_at)
-                read = await self.store.read(board, str(member), top, NEIGHBOURS)
+                await self._start_rebuild(metric, scope, period, ends_at)
+                return await self._from_database(metric, scope, period, member, top)
             return await self._with_neighbours(board, read)
         except Exception as exc:  # noqa: BLE001 (a board that fails is read from PostgreSQL)
             log.warning(
@@ -221,13 +249,15 @@ class Boards:
         source = self.kind
         try:
             read = await self.store.read(board, str(me), 1)
-            if not read.ready and await self.store.lock_rebuild(board):
-                await self.rebuild(metric, "global", period, ends_at)
+            if not read.ready:
+                await self._start_rebuild(metric, "global", period, ends_at)
+                raise LookupError("the board is being rebuilt")
             values = await self.store.scores(board, names)
         except Exception as exc:  # noqa: BLE001 (a board that fails is read from PostgreSQL)
-            log.warning(
-                "leaderboard read failed, reading PostgreSQL: %s", exc or type(exc).__name__
-            )
+            if not isinstance(exc, LookupError):
+                log.warning(
+                    "leaderboard read failed, reading PostgreSQL: %s", exc or type(exc).__name__
+                )
             found = await game_db.scores_of(self.db.pool, metric, "global", period, members)
             values = [float(found[m]) if m in found else None for m in members]
             source = "database"

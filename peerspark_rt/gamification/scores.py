@@ -50,6 +50,7 @@ class ScoreStore(Protocol):
     async def window(self, board: str, start: int, stop: int) -> list[tuple[str, float]]: ...
     async def scores(self, board: str, members: Sequence[str]) -> list[float | None]: ...
     async def lock_rebuild(self, board: str) -> bool: ...
+    async def release_rebuild(self, board: str) -> None: ...
     async def load(
         self, board: str, rows: Sequence[tuple[str, float]], *, grows: bool, first: bool
     ) -> None: ...
@@ -158,6 +159,10 @@ class RedisScores:
             )
         return bool(got)
 
+    async def release_rebuild(self, board: str) -> None:
+        async with asyncio.timeout(self._timeout):
+            await self._redis.delete(self.key(board) + ":rebuilding")
+
     async def load(
         self, board: str, rows: Sequence[tuple[str, float]], *, grows: bool, first: bool
     ) -> None:
@@ -245,6 +250,9 @@ class LocalScores:
             return False
         self._rebuilding.add(board)
         return True
+
+    async def release_rebuild(self, board: str) -> None:
+        self._rebuilding.discard(board)
 
     async def load(
         self, board: str, rows: Sequence[tuple[str, float]], *, grows: bool, first: bool
