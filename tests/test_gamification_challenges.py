@@ -69,6 +69,9 @@ async def test_who_may_create_and_what_is_refused(api: Api, db: asyncpg.Connecti
         (challenge(maxParticipants=0), "maxParticipants"),
         (challenge(surprise=True), "surprise"),
     ]
+    in_an_hour = (dt.datetime.now(dt.UTC) + dt.timedelta(hours=1)).isoformat()
+    later = await api.post("/api/challenges", boss, json=challenge(startDate=in_an_hour))
+    assert (later.status, later.body["status"]) == (201, "upcoming")
     for body, field in bad:
         resp = await api.post("/api/challenges", boss, json=body)
         assert (resp.status, resp.error_field()) == (422, field), (body, resp.body)

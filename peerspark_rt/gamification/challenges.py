@@ -91,6 +91,8 @@ class Participation(msgspec.Struct, rename="camel"):
 
 
 class ChallengeView(msgspec.Struct, rename="camel"):
+    """`status`: upcoming (before its start), active, ended."""
+
     id: str
     title: str
     description: str | None
@@ -139,7 +141,9 @@ def view(row: asyncpg.Record) -> ChallengeView:
             joined_at=row["p_joined"].isoformat() if row["p_joined"] else None,
             completed_at=row["p_completed"].isoformat() if row["p_completed"] else None,
         )
-    ended = row["end_date"] is not None and row["end_date"] <= dt.datetime.now(dt.UTC)
+    now = dt.datetime.now(dt.UTC)
+    ended = row["end_date"] is not None and row["end_date"] <= now
+    upcoming = row["start_date"] is not None and row["start_date"] > now
     return ChallengeView(
         id=str(row["id"]),
         title=row["title"],
@@ -155,7 +159,7 @@ def view(row: asyncpg.Record) -> ChallengeView:
         current_participants=int(row["current_participants"] or 0),
         is_global=bool(row["is_global"]),
         pod_id=str(row["pod_id"]) if row["pod_id"] else None,
-        status="ended" if ended else (row["status"] or "active"),
+        status="ended" if ended else "upcoming" if upcoming else (row["status"] or "active"),
         me=me,
     )
 

@@ -58,6 +58,7 @@ class ScoreStore(Protocol):
 
 
 REBUILD_LOCK_SECONDS = 60
+PURGE_EVERY = 1000  # (in-process boards) writes between sweeps for boards past their period
 
 # One round trip for a whole read: whether the board is ready, its size, the top, the
 # member's rank and score, and the ranks around theirs. (Lua arrays end at the first nil,
@@ -196,6 +197,7 @@ class LocalScores:
         self._ready: set[str] = set()
         self._expires: dict[str, float] = {}
         self._rebuilding: set[str] = set()
+        self._writes = 0
 
     def _board(self, board: str) -> dict[str, float]:
         deadline = self._expires.get(board)
@@ -214,7 +216,16 @@ class LocalScores:
             self._sorted[board] = ranked
         return ranked
 
+    def _purge(self) -> None:
+        """Drop the boards whose period is over (boards nobody reads again would stay)."""
+        now = time.time()
+        for board in [b for b, deadline in self._expires.items() if deadline <= now]:
+            self._board(board)
+
     async def write(self, writes: Sequence[ScoreWrite]) -> None:
+        self._writes += 1
+        if self._writes % PURGE_EVERY == 0:
+            self._purge()
         for w in writes:
             members = self._board(w.board)
             old = members.get(w.member)
