@@ -87,8 +87,9 @@ async def test_the_catch_up_job_applies_what_the_listener_missed_once(
     # a node died between committing an act and announcing it: the row is there, unheard
     event_id = await db.fetchval(
         """INSERT INTO analytics_events (user_id, event, occurred_at, local_date, local_hour,
-                                         dedupe_key)
-           VALUES ($1, 'post_created', NOW(), CURRENT_DATE, 0, $2) RETURNING id""",
+                                         dedupe_key, created_at)
+           VALUES ($1, 'post_created', NOW(), CURRENT_DATE, 0, $2, NOW() - interval '1 minute')
+           RETURNING id""",
         uuid.UUID(ann.id),
         unique("lost-"),
     )

@@ -67,6 +67,7 @@ log = logging.getLogger(__name__)
 CATCH_UP_BATCH = 500
 CATCH_UP_ROUNDS = 20
 SETTLE = dt.timedelta(minutes=10)  # an event older than this has surely committed or not
+LISTENER_GRACE = dt.timedelta(seconds=30)  # what the listener has surely heard by now
 ACHIEVEMENTS_TTL = 30.0  # seconds the active achievements are cached per node
 SWEEP_BATCH = 1000
 CURSOR = "events"
@@ -689,7 +690,15 @@ class Gamification:
             settled_before = dt.datetime.now(dt.UTC) - SETTLE
             new_cursor = start
             advancing = True
+            heard_by_now = dt.datetime.now(dt.UTC) - LISTENER_GRACE
+            caught_up = len(rows) < CATCH_UP_BATCH
             for row in rows:
+                if row["created_at"] > heard_by_now:
+                    # the listener is on it: applying it here could take a user's events out
+                    # of order (a streak counts days in order); the next run looks again
+                    caught_up = True
+                    advancing = False
+                    continue
                 if not row["applied"] and await self.apply(event_of(row)):
                     applied += 1
                 if advancing and row["created_at"] < settled_before:
@@ -697,7 +706,7 @@ class Gamification:
                 else:
                     advancing = False  # newer events may still be joined by older ids
             await game_db.set_cursor(self.db.pool, CURSOR, new_cursor)
-            if len(rows) < CATCH_UP_BATCH or new_cursor == start:
+            if caught_up or new_cursor == start:
                 break
         async with self.db.transaction() as conn:
             await game_db.end_challenges(conn)
