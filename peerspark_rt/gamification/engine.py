@@ -16,7 +16,6 @@ import datetime as dt
 import logging
 import time
 import uuid
-from dataclasses import dataclass
 from typing import Any
 
 import asyncpg
@@ -149,13 +148,6 @@ class ClaimResult(msgspec.Struct, rename="camel"):
     points_awarded: int
     total_points: int
     level: int
-
-
-@dataclass(slots=True)
-class _Applied:
-    """What one application changed, for after the commit."""
-
-    writes: list[ScoreWrite]
 
 
 class Gamification:
