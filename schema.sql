@@ -1250,6 +1250,6 @@ INSERT INTO achievements (code, name, description, icon, category, criteria, poi
      'Share a resource rated 4.5 or more by at least 5 people.', 'star', 'social',
      '{"metric": "helpful_resources", "gte": 1, "minAverage": 4.5, "minRatings": 5}', 100, 'epic'),
     ('level_5', 'Level 5', 'Reach level 5.', 'medal', 'milestone',
-     '{"metric": "level", "gte": 5}', 0, 'rare')
+     '{"metric": "level", "gte": 5}', 50, 'rare')
 ON CONFLICT (code) DO NOTHING;
 -- (end of section: gamification)
