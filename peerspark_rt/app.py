@@ -343,7 +343,7 @@ async def _services(app: web.Application) -> AsyncIterator[None]:
     )
     _gamification(app)
     yield
-    await app[GAMIFICATION].boards.close()
+    await app[GAMIFICATION].close()
     await app[CHAT].close()
     await app[PUSH].close()
     await analytics.close()
@@ -364,6 +364,16 @@ def _gamification(app: web.Application) -> None:
         boards = Boards(db, LocalScores(), "memory")
     game = Gamification(db, app[LIVE], app[NOTIFICATIONS], app[PODS], boards)
     app[GAMIFICATION] = game
+    app[METRICS].add_source(
+        lambda: [
+            (
+                "peerspark_gamification_events_dropped",
+                "Events the gamification workers had no room for (the catch-up job applies them)",
+                {},
+                float(game.dropped),
+            )
+        ]
+    )
     app[CHALLENGES] = Challenges(db, app[PODS])
     app[FOLLOWS] = Follows(db)
     app[LEAGUES] = Leagues(db, app[LIVE], app[NOTIFICATIONS])

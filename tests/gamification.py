@@ -18,6 +18,7 @@ from tests.helpers import Api, User
 async def settled(api: Api) -> None:
     """Every event written so far has reached the engine (its listener ran)."""
     await api.app[ANALYTICS].drain(20)
+    await api.app[GAMIFICATION].drain(20)
 
 
 async def act(

@@ -12,6 +12,7 @@ import asyncpg
 from peerspark_rt import protocol
 from peerspark_rt.analytics.events import ANALYTICS, Kind
 from peerspark_rt.analytics.rollup import Rollups
+from peerspark_rt.gamification.engine import GAMIFICATION
 from peerspark_rt.infra.aftercommit import unit
 from peerspark_rt.infra.pool import DB
 from tests.helpers import Api, User, frame_of, open_session, unique
@@ -74,6 +75,7 @@ async def test_the_dashboard_and_study_patterns_on_the_students_days(
     )
     await Rollups(api.app[DB]).catch_up()
     await api.app[ANALYTICS].drain(20)  # the gamification engine has heard every event
+    await api.app[GAMIFICATION].drain(20)  # ... and applied it
 
     resp = await api.get("/api/analytics/dashboard", ann)
     assert resp.status == 200, resp.body

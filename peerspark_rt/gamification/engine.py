@@ -12,6 +12,7 @@ writes no second event (analytics' dedupe keys), so it earns nothing twice eithe
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import logging
 import time
@@ -70,6 +71,9 @@ LISTENER_GRACE = dt.timedelta(seconds=30)  # what the listener has surely heard 
 ACHIEVEMENTS_TTL = 30.0  # seconds the active achievements are cached per node
 SWEEP_BATCH = 1000
 CURSOR = "events"
+WORKERS = 4  # events of different users applied side by side
+QUEUE_LIMIT = 25_000  # events waiting per worker; more are left to the catch-up job
+APPLY_TIMEOUT = 30.0  # seconds one event may take
 
 
 # ------------------------------------------------------------------------------ views
@@ -165,13 +169,65 @@ class Gamification:
         self.pods = pods
         self.boards = boards
         self._achievements: tuple[float, list[asyncpg.Record]] = (0.0, [])
+        self._queues: list[asyncio.Queue[AnalyticsEvent]] = []
+        self._workers: list[asyncio.Task[None]] = []
+        self._pending = 0
+        self._idle = asyncio.Event()
+        self._idle.set()
+        self.dropped = 0  # events not queued (a full queue): the catch-up job applies them
 
     # ------------------------------------------------------------------ applying events
 
     async def on_event(self, event: AnalyticsEvent) -> None:
-        """The analytics listener."""
-        if event.kind.value in POINTS:
-            await self.apply(event)
+        """The analytics listener: hands the event to the worker that owns its user and
+        returns at once (the other listeners, the admins' live counters, do not wait for a
+        transaction). One worker per user keeps each user's events in order; WORKERS of them
+        apply different users' events side by side."""
+        if event.kind.value not in POINTS:
+            return
+        if not self._workers:
+            self._queues = [asyncio.Queue() for _ in range(WORKERS)]
+            self._workers = [
+                asyncio.create_task(self._work(q), name=f"gamification-{i}")
+                for i, q in enumerate(self._queues)
+            ]
+        queue = self._queues[event.user_id.int % WORKERS]
+        if queue.qsize() >= QUEUE_LIMIT:
+            self.dropped += 1  # the catch-up job applies it
+            return
+        self._pending += 1
+        self._idle.clear()
+        queue.put_nowait(event)
+
+    async def _work(self, queue: asyncio.Queue[AnalyticsEvent]) -> None:
+        while True:
+            event = await queue.get()
+            try:
+                async with asyncio.timeout(APPLY_TIMEOUT):
+                    await self.apply(event)
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                # logged; the catch-up job applies the event later
+                log.exception("applying %s #%d failed", event.kind, event.id)
+            finally:
+                self._pending -= 1
+                if self._pending == 0:
+                    self._idle.set()
+
+    async def drain(self, timeout: float = 10.0) -> None:
+        """Wait (at most `timeout` seconds) until every event handed over was applied."""
+        async with asyncio.timeout(timeout):
+            await self._idle.wait()
+
+    async def close(self) -> None:
+        try:
+            await self.drain(5.0)
+        except TimeoutError:
+            log.warning("closing with %d events not applied (the catch-up job will)", self._pending)
+        for task in self._workers:
+            task.cancel()
+        await self.boards.close()
 
     async def apply(self, event: AnalyticsEvent) -> bool:
         """Apply one event (once: False when it was applied before)."""
