@@ -215,6 +215,8 @@ class World:
     notification: str
     deck: str  # the owner's, shared with the pod (a live review of it runs in the session)
     card: str
+    challenge: str  # the pod's challenge (nobody has joined it)
+    achievement: str  # an achievement nobody in the cast has unlocked
     personal: Personal
 
 
@@ -317,6 +319,19 @@ def make_world(client: Client, cast: Cast, personal: Personal | None = None) -> 
         "POST", f"/api/decks/{deck}/cards", owner.token, json={"front": "2x = 4", "back": "x = 2"}
     )["id"]
     client.ok("POST", f"/api/study/live/{session}", owner.token, json={"deckId": deck})
+    challenge = client.ok(
+        "POST",
+        "/api/challenges",
+        owner.token,
+        json={
+            "title": "Two posts this week",
+            "challengeType": "weekly",
+            "criteria": {"metric": "posts_created", "target": 2},
+            "podId": pod,
+        },
+    )["id"]
+    achievements = client.ok("GET", "/api/achievements", owner.token)["achievements"]
+    month_streak = next(a["id"] for a in achievements if a["code"] == "streak_30")
     return World(
         pod=pod,
         session=session,
@@ -329,6 +344,8 @@ def make_world(client: Client, cast: Cast, personal: Personal | None = None) -> 
         notification=notes[0]["id"],
         deck=deck,
         card=card,
+        challenge=challenge,
+        achievement=month_streak,
         personal=make_personal(client, cast) if personal is None else personal,
     )
 

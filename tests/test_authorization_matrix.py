@@ -215,6 +215,12 @@ BODIES: dict[str, Maker] = {
     "PUT /api/admin/users/{userId}/premium": lambda w, c, _: {},
     "POST /api/sessions/{sessionId}/invite": lambda w, c, _: {"userId": c.outsider.id},
     "POST /api/notifications/push-subscriptions": _push_subscription,
+    "POST /api/challenges": lambda w, c, _: {
+        "title": "Three posts",
+        "challengeType": "daily",
+        "criteria": {"metric": "posts_created", "target": 3},
+        "podId": w.pod,
+    },
     "DELETE /api/notifications/push-subscriptions": lambda w, c, _: {
         "endpoint": "https://push.example.com/nobody"
     },
@@ -308,6 +314,9 @@ HARMLESS = {
     "POST /api/study/reviews/batch",
     "PUT /api/study/settings",
     "PUT /api/study/goals",
+    "POST /api/challenges",
+    "POST /api/users/{userId}/follow",
+    "DELETE /api/users/{userId}/follow",
 }
 
 
@@ -377,6 +386,8 @@ def _path_value(route: Described, name: str, world: World, cast: Cast) -> str:
         "notificationId": world.notification,
         "reportId": world.report,
         "heldId": world.held,
+        "challengeId": world.challenge,
+        "achievementId": world.achievement,
         "conversationId": world.personal.conversation,
         "deckId": world.deck,
         "cardId": world.card,
