@@ -368,6 +368,7 @@ def _gamification(app: web.Application) -> None:
         )
     else:
         boards = Boards(db, LocalScores(), "memory")
+    app[ERASER].on_erase(boards.forget)
     game = Gamification(db, app[LIVE], app[NOTIFICATIONS], app[PODS], boards)
     app[GAMIFICATION] = game
     app[METRICS].add_source(

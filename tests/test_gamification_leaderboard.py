@@ -24,7 +24,7 @@ from peerspark_rt.analytics.events import Kind
 from peerspark_rt.config import SETTINGS
 from peerspark_rt.gamification.rules import period_of
 from tests.gamification import act, settled
-from tests.helpers import Api, User, unique
+from tests.helpers import PASSWORD, Api, User, unique
 from tests.social import post
 
 
@@ -191,6 +191,32 @@ async def test_own_rank_and_neighbours_outside_the_top(
     daily = await board(api, newcomer, timeframe="daily", metric="study-time")
     assert daily["me"] is None
     assert daily["neighbours"] == []
+
+
+async def test_a_deleted_account_leaves_every_board(
+    make_client: Callable[..., Any], private_redis: str, db: asyncpg.Connection
+) -> None:
+    api: Api = await make_client(redis_url=private_redis)
+    stay, leave = await api.register(), await api.register()
+    pod = await api.create_pod(leave, isPublic=True)
+    assert (await api.post(f"/api/pods/{pod['id']}/join", stay, json={})).status == 200
+    for user, n in ((stay, 1), (leave, 3)):
+        for k in range(n):
+            await post(api, user, unique(f"n{k} "), podId=pod["id"])
+    await settled(api)
+    for params in ({"timeframe": "all-time"}, {"timeframe": "weekly"}):
+        before = await from_redis(api, stay, limit=100, **params)
+        assert leave.id in {e["userId"] for e in before["entries"]}
+    gone = await api.delete("/api/users/me", leave, json={"password": PASSWORD})
+    assert gone.status == 204, gone.body
+    for params in ({"timeframe": "all-time"}, {"timeframe": "weekly"}):
+        after = await from_redis(api, stay, limit=100, **params)
+        assert leave.id not in {e["userId"] for e in after["entries"]}, params
+        assert all(e["username"] is not None for e in after["entries"])
+    assert (
+        ranking(await from_redis(api, stay, timeframe="all-time", limit=100))
+        == (await recomputed(db))[:100]
+    )
 
 
 async def test_friends_are_mutual_follows(api: Api) -> None:

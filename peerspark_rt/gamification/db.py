@@ -120,6 +120,14 @@ async def insert_award(
     return row is not None
 
 
+async def boards_of(conn: Conn, user_id: uuid.UUID) -> list[tuple[str, str, str]]:
+    """The boards (metric, scope, period) a user has a total on."""
+    rows = await conn.fetch(
+        "SELECT metric, scope, period FROM leaderboard_scores WHERE user_id = $1", user_id
+    )
+    return [(r["metric"], r["scope"], r["period"]) for r in rows]
+
+
 async def add_scores(
     conn: Conn, user_id: uuid.UUID, deltas: Sequence[tuple[str, str, str, int]]
 ) -> list[asyncpg.Record]:

@@ -8,13 +8,14 @@ import contextlib
 import datetime as dt
 import logging
 import uuid
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
 import msgspec
 
 from ..errors import Invalid
+from ..infra.dbtypes import Conn
 from ..infra.pool import Database
 from . import db as game_db
 from .rules import period_of
@@ -178,6 +179,19 @@ class Boards:
             after = rows[-1]["user_id"]
         await self.store.finish_rebuild(board, None if ends_at is None else ends_at + GRACE)
         return loaded
+
+    async def forget(self, conn: Conn, user_id: uuid.UUID) -> Callable[[], Awaitable[None]]:
+        """A deleted account leaves every board it is on (read in the deleting transaction;
+        the boards are cleared once it committed)."""
+        member = str(user_id)
+        names = {board_name(*b) for b in await game_db.boards_of(conn, user_id)}
+        names.add(board_name("streak", "global", "all"))
+        gone = [ScoreWrite(name, member, 0.0, False, None) for name in sorted(names)]
+
+        async def clear() -> None:
+            await self.store.write(gone)
+
+        return clear
 
     async def ranked(
         self,
