@@ -14,6 +14,7 @@ import msgspec
 MAX_BODY_CHARS = 8000
 MAX_AI_BODY_CHARS = 32000  # an assistant's answer posted to a room (kind "ai")
 ROOM_KINDS = ("session", "pod", "user", "admin")
+ADMIN_ROOM = "admin:dashboard"  # platform admins' live counters (README, "The admin dashboard")
 
 
 class _Frame(msgspec.Struct, tag_field="t", rename="camel", omit_defaults=True):
