@@ -94,7 +94,8 @@ async def test_the_catch_up_job_applies_what_the_listener_missed_once(
         unique("lost-"),
     )
     assert (await profile(api, ann))["totalPoints"] == before
-    assert await catch_up(api) >= 1
+    # (a job worker sharing this database may be the one that applies it: once either way)
+    await catch_up(api)
     assert (await profile(api, ann))["totalPoints"] == before + 10
     # again, and the listener hearing of it late: nothing more
     await catch_up(api)

@@ -327,5 +327,10 @@ async def test_a_separate_worker_process_runs_jobs_and_stops_cleanly(
         assert any(b"From the worker" in p.read_bytes() for p in outbox)
     finally:
         proc.send_signal(signal.SIGTERM)
-        code = await asyncio.to_thread(proc.wait, 30)
+        try:
+            code = await asyncio.to_thread(proc.wait, 30)
+        except subprocess.TimeoutExpired:
+            proc.kill()  # never left behind to work on the next tests' database
+            proc.wait(10)
+            raise
     assert code == 0

@@ -66,6 +66,9 @@ log = logging.getLogger(__name__)
 
 CATCH_UP_BATCH = 500
 CATCH_UP_ROUNDS = 20
+# seconds one run may apply events for: a backlog is worked off over several runs, so a run
+# never holds a worker slot (or a stopping worker) for long
+CATCH_UP_BUDGET = 15.0
 SETTLE = dt.timedelta(minutes=10)  # an event older than this has surely committed or not
 LISTENER_GRACE = dt.timedelta(seconds=30)  # what the listener has surely heard by now
 ACHIEVEMENTS_TTL = 30.0  # seconds the active achievements are cached per node
@@ -730,6 +733,8 @@ class Gamification:
         cursor) and end the challenges whose time is up."""
         applied = 0
         kinds = sorted(POINTS)
+        deadline = time.monotonic() + CATCH_UP_BUDGET
+        out_of_time = False
         for _ in range(CATCH_UP_ROUNDS):
             start = await game_db.cursor(self.db.pool, CURSOR)
             rows = await game_db.unapplied_events(self.db.pool, start, kinds, CATCH_UP_BATCH)
@@ -741,6 +746,9 @@ class Gamification:
             heard_by_now = dt.datetime.now(dt.UTC) - LISTENER_GRACE
             caught_up = len(rows) < CATCH_UP_BATCH
             for row in rows:
+                if time.monotonic() > deadline:
+                    out_of_time = True
+                    break  # (the cursor stays before this row: the next run goes on here)
                 if row["created_at"] > heard_by_now:
                     # the listener is on it: applying it here could take a user's events out
                     # of order (a streak counts days in order); the next run looks again
@@ -754,7 +762,7 @@ class Gamification:
                 else:
                     advancing = False  # newer events may still be joined by older ids
             await game_db.set_cursor(self.db.pool, CURSOR, new_cursor)
-            if caught_up or new_cursor == start:
+            if caught_up or out_of_time or new_cursor == start:
                 break
         async with self.db.transaction() as conn:
             await game_db.end_challenges(conn)
