@@ -85,6 +85,17 @@ SCENARIOS: dict[str, WsConfig] = {
         client="live",
         description="5,000 sockets in 100 rooms drop at once and resume while messages flow",
     ),
+    "connect": WsConfig(
+        scenario="connect",
+        clients=1000,
+        rooms=10,
+        senders=0,
+        rate=0,
+        duration=1,
+        settle=0.5,
+        description="1,000 sockets arrive: websocket handshake + token check + join, per "
+        "server CPU-second",
+    ),
 }
 
 # The short versions `python -m bench all` runs.
