@@ -183,7 +183,7 @@ async def seed_resources(api: RestApi, data: SeedData, log: Callable[[str], None
                 "content": f"Everything about {word} you need for the exam ({i}).",
                 "tags": [word, "bench"],
                 "subject": SUBJECTS[i % len(SUBJECTS)],
-                "isPublic": i % 4 != 0,
+                "isPublic": (i // len(WORDS)) % 4 != 0,  # every word has private ones too
             },
         )
         return str(body["id"])

@@ -13,7 +13,9 @@ import pytest
 from tests.helpers import Api, User, unique
 from tests.social import invite_and_join, join, post, resource
 
-_LINE = re.compile(r'^peerspark_read_cache_total\{cache="(\w+)",outcome="(\w+)"\} ([0-9.e+]+)$', re.M)
+_LINE = re.compile(
+    r'^peerspark_read_cache_total\{cache="(\w+)",outcome="(\w+)"\} ([0-9.e+]+)$', re.M
+)
 
 
 async def _lookups(api: Api) -> dict[tuple[str, str], float]:
@@ -105,9 +107,7 @@ async def test_resource_search_cache_keeps_shares_private_and_sees_writes(cached
         assert shared["id"] in await _search(api, owner, word)
     before = await _lookups(api)
     await _search(api, member, word)
-    assert (await _lookups(api)).get(("resources", "hit"), 0) > before.get(
-        ("resources", "hit"), 0
-    )
+    assert (await _lookups(api)).get(("resources", "hit"), 0) > before.get(("resources", "hit"), 0)
     # made public: everyone's next search has it
     made_public = await api.put(f"/api/resources/{shared['id']}", owner, json={"isPublic": True})
     assert made_public.status == 200, made_public.body

@@ -189,32 +189,26 @@ class SearchService:
             is_public=query.is_public,
             bookmarked=query.bookmarked,
         )
-        # One snapshot for the page and the counts, so the total always matches the hits.
-        async with (
-            self.db.pool.acquire() as conn,
-            conn.transaction(isolation="repeatable_read", readonly=True),
-        ):
-            summary = await search_db.resource_summary(conn, principal.user_id, filters)
-            rows = await search_db.resource_page(
-                conn,
-                principal.user_id,
-                filters,
-                sort=sort,
-                limit=query.limit,
-                offset=query.offset,
-            )
+        summary, rows = await search_db.resource_search(
+            self.db.pool,
+            principal.user_id,
+            filters,
+            sort=sort,
+            limit=query.limit,
+            offset=query.offset,
+        )
         hits = [await self.resources.render(r) for r in rows]
         return ResourceSearchResult(
             hits=hits,
-            total=int(summary["total"]),
+            total=int(summary["s_total"]),
             limit=query.limit,
             offset=query.offset,
             sort=sort,
             aggregations=Aggregations(
-                resource_types=msgspec.convert(summary["resource_types"], list[Facet]),
-                subjects=msgspec.convert(summary["subjects"], list[Facet]),
-                tags=msgspec.convert(summary["tags"], list[Facet]),
-                difficulty_levels=msgspec.convert(summary["difficulty_levels"], list[Facet]),
+                resource_types=msgspec.convert(summary["s_resource_types"], list[Facet]),
+                subjects=msgspec.convert(summary["s_subjects"], list[Facet]),
+                tags=msgspec.convert(summary["s_tags"], list[Facet]),
+                difficulty_levels=msgspec.convert(summary["s_difficulty_levels"], list[Facet]),
             ),
         )
 
