@@ -342,6 +342,13 @@ async def _ws(args: argparse.Namespace) -> int:
         await ctx.close()
     print()
     print(ws_table(results))
+    if results:
+        before = results[0].get("machine_load_before") or {}
+        after = results[-1].get("machine_load_after") or {}
+        print(
+            f"machine load (1-minute average, {os.cpu_count()} CPUs): "
+            f"{before.get('load1', '-')} before, {after.get('load1', '-')} after"
+        )
     for line in comparison_lines(results) + repeated_ratio_lines(results) + nodes_lines(results):
         print(line)
     for result in results:

@@ -92,7 +92,9 @@ async def main(args: argparse.Namespace) -> int:
         gc.collect()
         probe = ProcProbe(os.getpid())
         rss_before = probe.read().rss_bytes
-        before = tracemalloc.take_snapshot()
+        # Tracing starts now: what is still allocated at the end was made for the sockets
+        # (or by whatever else ran meanwhile: the settle is short and the node idle).
+        tracemalloc.start(args.frames)
         events: asyncio.Queue[wire.Event | Exception] = asyncio.Queue()
         workers = await start_workers([plan], events)
         try:
@@ -102,16 +104,13 @@ async def main(args: argparse.Namespace) -> int:
             await asyncio.sleep(args.settle)
             gc.collect()
             after = tracemalloc.take_snapshot()
+            tracemalloc.stop()
             rss_after = probe.read().rss_bytes
             connected = ready.connected
             sites: dict[str, int] = {}
-            # (import-time allocations are the same in both: leaving them out keeps the
-            # comparison quick)
-            skip = [tracemalloc.Filter(False, "<frozen importlib._bootstrap*>")]
-            before, after = before.filter_traces(skip), after.filter_traces(skip)
-            for stat in after.compare_to(before, "traceback"):
+            for stat in after.statistics("traceback"):
                 key = _site(stat.traceback)
-                sites[key] = sites.get(key, 0) + stat.size_diff
+                sites[key] = sites.get(key, 0) + stat.size
             total = sum(sites.values())
             print(
                 f"\n{connected} sockets connected and joined ({ready.failed} failed); "
@@ -146,7 +145,6 @@ def cli(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--out", default="bench/out")
     args = parser.parse_args(argv)
-    tracemalloc.start(args.frames)
     result: Any = asyncio.run(main(args))
     return int(result)
 

@@ -538,4 +538,9 @@ async def main_rest(args: argparse.Namespace, ctx: Context) -> int:
     ctx.log(f"result: {folder}/result.json and plot.png")
     print()
     print(rest_table(result))
+    before, after = result["machine_load_before"], result["machine_load_after"]
+    print(
+        f"machine load (1-minute average, {before['cpus']} CPUs): {before['load1']} before, "
+        f"{after['load1']} after; {ctx.placement.describe()}"
+    )
     return 0
