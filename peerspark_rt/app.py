@@ -628,7 +628,8 @@ def _feed_services(app: web.Application) -> None:
     reads = ReadCache(
         app.get(REDIS, None),
         settings.redis_key_prefix,
-        ttl=settings.read_cache_ttl,
+        # a cached page's signed file links keep at least 3/4 of their lifetime
+        ttl=min(settings.read_cache_ttl, settings.file_url_ttl / 4),
         timeout=min(settings.redis_timeout, 0.25),
         observer=app[METRICS],
     )
