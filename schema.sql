@@ -1161,17 +1161,21 @@ CREATE TABLE IF NOT EXISTS read_generations (
     name VARCHAR(32) PRIMARY KEY,
     generation BIGINT NOT NULL DEFAULT 0
 );
-INSERT INTO read_generations (name) VALUES ('reads') ON CONFLICT DO NOTHING;
+-- The generation is the sum of 16 counters: a writer bumps one (chosen by its transaction id),
+-- so writers only queue behind each other's commit when they drew the same one.
+INSERT INTO read_generations (name) SELECT 'reads-' || g FROM generate_series(0, 15) g
+    ON CONFLICT DO NOTHING;
 
 -- Deferred to the commit and once per transaction: the row is locked last, after every other
 -- lock the transaction takes, so two writers can wait for each other's commit but never
 -- deadlock (a like that holds the generation and then needs its post's row, against a comment
--- that holds the post's row and then needs the generation, would). One generation for every
--- cached read: a single row cannot be locked in two orders.
+-- that holds the post's row and then needs the generation, would). One counter per
+-- transaction, for every cached read: a single row cannot be locked in two orders.
 CREATE OR REPLACE FUNCTION peerspark_bump_read_generation() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
     IF current_setting('peerspark.read_bumped', true) IS DISTINCT FROM txid_current()::text THEN
-        UPDATE read_generations SET generation = generation + 1 WHERE name = 'reads';
+        UPDATE read_generations SET generation = generation + 1
+        WHERE name = 'reads-' || (txid_current() % 16);
         PERFORM set_config('peerspark.read_bumped', txid_current()::text, true);
     END IF;
     RETURN NULL;

@@ -40,7 +40,8 @@ MAX_LOCAL = 4096  # entries kept in process (least recently used go first)
 FEED = "feed"
 RESOURCES = "resources"
 
-_GENERATION_SQL = "SELECT generation FROM read_generations WHERE name = 'reads'"
+# (the sum of the counters only grows, by one with each committed write: schema.sql)
+_GENERATION_SQL = "SELECT sum(generation)::bigint FROM read_generations WHERE name LIKE 'reads-%'"
 
 
 class CacheObserver(Protocol):
