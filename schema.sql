@@ -1216,3 +1216,236 @@ BEGIN
     END LOOP;
 END $$;
 -- (end of section: read caches)
+
+-- ===================================================================== study: flashcards (FSRS)
+--
+-- Decks are a user's own, or shared with a pod (every active member studies the deck, each on a
+-- schedule of their own). Cards are drafts (the assistant's suggestions) until kept; only kept
+-- cards are studied. Each user's schedule of a card is one study_card_states row holding the
+-- `fsrs` package's Card as JSON (written on the first review), and every review is a
+-- study_reviews row, unique by the client's review id (an offline review synced twice counts
+-- once). peerspark_rt/study/ explains the rules.
+CREATE TABLE IF NOT EXISTS study_decks (
+    id UUID PRIMARY KEY DEFAULT gen_random_uuid(),
+    owner_id UUID NOT NULL REFERENCES users(id) ON DELETE CASCADE,
+    pod_id UUID REFERENCES pods(id) ON DELETE SET NULL,
+    title VARCHAR(200) NOT NULL,
+    description TEXT,
+    exam_date DATE,
+    source_resource_id UUID REFERENCES resources(id) ON DELETE SET NULL,
+    created_at TIMESTAMPTZ NOT NULL DEFAULT NOW(),
+    updated_at TIMESTAMPTZ NOT NULL DEFAULT NOW()
+);
+CREATE INDEX IF NOT EXISTS idx_study_decks_owner ON study_decks(owner_id, created_at);
+CREATE INDEX IF NOT EXISTS idx_study_decks_pod ON study_decks(pod_id) WHERE pod_id IS NOT NULL;
+
+CREATE TABLE IF NOT EXISTS study_cards (
+    id UUID PRIMARY KEY DEFAULT gen_random_uuid(),
+    deck_id UUID NOT NULL REFERENCES study_decks(id) ON DELETE CASCADE,
+    front TEXT NOT NULL,
+    back TEXT NOT NULL,
+    tags TEXT[] NOT NULL DEFAULT '{}',
+    status VARCHAR(10) NOT NULL DEFAULT 'kept' CHECK (status IN ('draft', 'kept')),
+    upload_id UUID REFERENCES uploads(id) ON DELETE SET NULL,
+    source_resource_id UUID REFERENCES resources(id) ON DELETE SET NULL,
+    source_session_id UUID,
+    created_by UUID REFERENCES users(id) ON DELETE SET NULL,
+    created_at TIMESTAMPTZ NOT NULL DEFAULT NOW(),
+    updated_at TIMESTAMPTZ NOT NULL DEFAULT NOW()
+);
+CREATE INDEX IF NOT EXISTS idx_study_cards_deck ON study_cards(deck_id, created_at, id);
+-- when the card was kept (its place among the deck's new cards, which are offered in this order)
+ALTER TABLE study_cards ADD COLUMN IF NOT EXISTS kept_at TIMESTAMPTZ;
+CREATE INDEX IF NOT EXISTS idx_study_cards_new ON study_cards(deck_id, kept_at, id)
+    WHERE status = 'kept';
+
+-- One user's schedule of one card: `fsrs` is fsrs.Card.to_dict(); `due` is copied out of it
+-- (after the exam-date cap) so "what is due" is one range scan of (user_id, due). A row is
+-- written with the card's first review (fsrs is NULL only inside that transaction), and only
+-- kept cards are reviewed (a kept card never becomes a draft again).
+CREATE TABLE IF NOT EXISTS study_card_states (
+    user_id UUID NOT NULL REFERENCES users(id) ON DELETE CASCADE,
+    card_id UUID NOT NULL REFERENCES study_cards(id) ON DELETE CASCADE,
+    deck_id UUID NOT NULL REFERENCES study_decks(id) ON DELETE CASCADE,
+    due TIMESTAMPTZ NOT NULL,
+    fsrs JSONB,
+    reps INTEGER NOT NULL DEFAULT 0,
+    lapses INTEGER NOT NULL DEFAULT 0,
+    last_review TIMESTAMPTZ,
+    created_at TIMESTAMPTZ NOT NULL DEFAULT NOW(),
+    PRIMARY KEY (user_id, card_id)
+);
+CREATE INDEX IF NOT EXISTS idx_study_card_states_user_due
+    ON study_card_states(user_id, due, card_id) INCLUDE (deck_id);
+CREATE INDEX IF NOT EXISTS idx_study_card_states_started ON study_card_states(user_id, created_at);
+
+-- Where a user's new cards of a deck begin: every kept card before (kept_at, card_id) has a
+-- schedule of theirs, so looking for new cards starts here instead of at the deck's first card
+-- (moved forward by GET /api/study/due as it finds them).
+CREATE TABLE IF NOT EXISTS study_new_marks (
+    user_id UUID NOT NULL REFERENCES users(id) ON DELETE CASCADE,
+    deck_id UUID NOT NULL REFERENCES study_decks(id) ON DELETE CASCADE,
+    kept_at TIMESTAMPTZ NOT NULL,
+    card_id UUID NOT NULL,
+    PRIMARY KEY (user_id, deck_id)
+);
+
+CREATE TABLE IF NOT EXISTS study_reviews (
+    id UUID PRIMARY KEY DEFAULT gen_random_uuid(),
+    user_id UUID NOT NULL REFERENCES users(id) ON DELETE CASCADE,
+    card_id UUID NOT NULL REFERENCES study_cards(id) ON DELETE CASCADE,
+    client_review_id VARCHAR(100) NOT NULL,
+    rating SMALLINT NOT NULL CHECK (rating BETWEEN 1 AND 4),
+    reviewed_at TIMESTAMPTZ NOT NULL,
+    duration_ms INTEGER,
+    session_id UUID,
+    state VARCHAR(12),
+    due_after TIMESTAMPTZ,
+    stability DOUBLE PRECISION,
+    difficulty DOUBLE PRECISION,
+    created_at TIMESTAMPTZ NOT NULL DEFAULT NOW(),
+    UNIQUE (user_id, client_review_id)
+);
+CREATE INDEX IF NOT EXISTS idx_study_reviews_user_at ON study_reviews(user_id, reviewed_at);
+
+CREATE TABLE IF NOT EXISTS study_settings (
+    user_id UUID PRIMARY KEY REFERENCES users(id) ON DELETE CASCADE,
+    desired_retention DOUBLE PRECISION NOT NULL DEFAULT 0.9
+        CHECK (desired_retention > 0.7 AND desired_retention < 0.99),
+    new_per_day INTEGER NOT NULL DEFAULT 20 CHECK (new_per_day BETWEEN 0 AND 1000),
+    updated_at TIMESTAMPTZ NOT NULL DEFAULT NOW()
+);
+
+-- Weekly goals (weeks start on Monday in the user's zone); `reminded_week` is the Monday of
+-- the last week a reminder went out (one a week at most).
+CREATE TABLE IF NOT EXISTS study_goals (
+    user_id UUID PRIMARY KEY REFERENCES users(id) ON DELETE CASCADE,
+    minutes_per_week INTEGER NOT NULL DEFAULT 0 CHECK (minutes_per_week BETWEEN 0 AND 10080),
+    cards_per_week INTEGER NOT NULL DEFAULT 0 CHECK (cards_per_week BETWEEN 0 AND 100000),
+    sessions_per_week INTEGER NOT NULL DEFAULT 0 CHECK (sessions_per_week BETWEEN 0 AND 1000),
+    reminders BOOLEAN NOT NULL DEFAULT TRUE,
+    reminded_week DATE,
+    updated_at TIMESTAMPTZ NOT NULL DEFAULT NOW()
+);
+
+-- A shared deck run live in a session room by its organizer: the cards in order, the one
+-- shown (`round`, from 1), and each member's answer per round.
+CREATE TABLE IF NOT EXISTS study_live_reviews (
+    session_id UUID PRIMARY KEY REFERENCES study_sessions(id) ON DELETE CASCADE,
+    deck_id UUID NOT NULL REFERENCES study_decks(id) ON DELETE CASCADE,
+    started_by UUID REFERENCES users(id) ON DELETE SET NULL,
+    card_ids UUID[] NOT NULL,
+    round INTEGER NOT NULL DEFAULT 0,
+    status VARCHAR(10) NOT NULL DEFAULT 'running' CHECK (status IN ('running', 'ended')),
+    started_at TIMESTAMPTZ NOT NULL DEFAULT NOW(),
+    updated_at TIMESTAMPTZ NOT NULL DEFAULT NOW()
+);
+CREATE TABLE IF NOT EXISTS study_live_answers (
+    session_id UUID NOT NULL REFERENCES study_live_reviews(session_id) ON DELETE CASCADE,
+    round INTEGER NOT NULL,
+    user_id UUID NOT NULL REFERENCES users(id) ON DELETE CASCADE,
+    rating SMALLINT NOT NULL CHECK (rating BETWEEN 1 AND 4),
+    answered_at TIMESTAMPTZ NOT NULL DEFAULT NOW(),
+    PRIMARY KEY (session_id, round, user_id)
+);
+-- (end of section: study)
+-- ===================================================================== gamification (README, "Gamification")
+-- The spec's tables (above) plus what the engine keeps. Every point is a row of point_awards:
+-- (user, source, source_key) is unique, so an event ('event', its id), an achievement claim
+-- ('achievement', its id) or a challenge reward ('challenge', its id) pays once, whoever
+-- applies it and however often.
+ALTER TABLE user_gamification ADD COLUMN IF NOT EXISTS streak_freezes INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE user_gamification ADD COLUMN IF NOT EXISTS league_tier INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE achievements ADD COLUMN IF NOT EXISTS code VARCHAR(50);
+CREATE UNIQUE INDEX IF NOT EXISTS idx_achievements_code ON achievements(code);
+ALTER TABLE user_achievements ADD COLUMN IF NOT EXISTS claimed_at TIMESTAMPTZ;
+CREATE INDEX IF NOT EXISTS idx_user_achievements_user ON user_achievements(user_id, earned_at DESC);
+ALTER TABLE challenges ADD COLUMN IF NOT EXISTS created_by UUID REFERENCES users(id) ON DELETE SET NULL;
+CREATE INDEX IF NOT EXISTS idx_challenges_status ON challenges(status, end_date);
+CREATE INDEX IF NOT EXISTS idx_challenges_pod ON challenges(pod_id) WHERE pod_id IS NOT NULL;
+ALTER TABLE challenge_participants ADD COLUMN IF NOT EXISTS progress_value INTEGER NOT NULL DEFAULT 0;
+CREATE INDEX IF NOT EXISTS idx_challenge_participants_user
+    ON challenge_participants(user_id) WHERE status = 'active';
+
+CREATE TABLE IF NOT EXISTS point_awards (
+    id BIGSERIAL PRIMARY KEY,
+    user_id UUID NOT NULL REFERENCES users(id) ON DELETE CASCADE,
+    source VARCHAR(20) NOT NULL CHECK (source IN ('event', 'achievement', 'challenge')),
+    source_key VARCHAR(100) NOT NULL,
+    kind VARCHAR(50) NOT NULL, -- the event's kind, 'achievement' or 'challenge'
+    pod_id UUID,
+    local_date DATE NOT NULL, -- the user's day (daily caps)
+    awarded_at TIMESTAMPTZ NOT NULL, -- the act's time (leaderboard periods, UTC)
+    points INTEGER NOT NULL DEFAULT 0,
+    study_minutes INTEGER NOT NULL DEFAULT 0,
+    UNIQUE (user_id, source, source_key)
+);
+CREATE INDEX IF NOT EXISTS idx_point_awards_cap ON point_awards(user_id, local_date, kind);
+CREATE INDEX IF NOT EXISTS idx_point_awards_at ON point_awards(awarded_at);
+
+-- The leaderboards' source of truth: each user's total per metric ('points', 'study'), scope
+-- ('global' or a pod id) and period ('d2026-12-04', 'w2026-W49', 'm2026-12', 'all'), kept
+-- with each award. Redis sorted sets (or the in-process store) are rebuilt from it.
+CREATE TABLE IF NOT EXISTS leaderboard_scores (
+    metric VARCHAR(10) NOT NULL,
+    scope VARCHAR(40) NOT NULL,
+    period VARCHAR(12) NOT NULL,
+    user_id UUID NOT NULL REFERENCES users(id) ON DELETE CASCADE,
+    score BIGINT NOT NULL DEFAULT 0,
+    PRIMARY KEY (metric, scope, period, user_id)
+);
+CREATE INDEX IF NOT EXISTS idx_leaderboard_scores_rank
+    ON leaderboard_scores(metric, scope, period, score DESC, user_id DESC);
+
+-- How far the catch-up job has checked the event log (events below it were all applied).
+CREATE TABLE IF NOT EXISTS gamification_cursor (
+    name VARCHAR(20) PRIMARY KEY,
+    event_id BIGINT NOT NULL
+);
+
+-- Follows (the friends leaderboard uses mutual follows).
+CREATE TABLE IF NOT EXISTS user_follows (
+    follower_id UUID NOT NULL REFERENCES users(id) ON DELETE CASCADE,
+    followee_id UUID NOT NULL REFERENCES users(id) ON DELETE CASCADE,
+    created_at TIMESTAMPTZ NOT NULL DEFAULT NOW(),
+    PRIMARY KEY (follower_id, followee_id),
+    CHECK (follower_id <> followee_id)
+);
+CREATE INDEX IF NOT EXISTS idx_user_follows_followee ON user_follows(followee_id, created_at DESC, follower_id);
+CREATE INDEX IF NOT EXISTS idx_user_follows_follower ON user_follows(follower_id, created_at DESC, followee_id);
+
+-- Weekly leagues: a user's league in a week (joined with their first points of the week).
+CREATE TABLE IF NOT EXISTS league_members (
+    week VARCHAR(12) NOT NULL,
+    tier INTEGER NOT NULL,
+    league INTEGER NOT NULL, -- the league's number within (week, tier)
+    user_id UUID NOT NULL REFERENCES users(id) ON DELETE CASCADE,
+    PRIMARY KEY (week, user_id)
+);
+CREATE INDEX IF NOT EXISTS idx_league_members_league ON league_members(week, tier, league);
+CREATE TABLE IF NOT EXISTS league_weeks_closed (
+    week VARCHAR(12) PRIMARY KEY,
+    closed_at TIMESTAMPTZ NOT NULL DEFAULT NOW()
+);
+
+-- The starter achievements (criteria format: README, "Achievements").
+INSERT INTO achievements (code, name, description, icon, category, criteria, points, rarity) VALUES
+    ('first_session', 'First session', 'Attend a study session for 5 minutes or more.', 'door', 'study',
+     '{"metric": "sessions_attended", "gte": 1}', 10, 'common'),
+    ('ten_sessions', 'Regular', 'Attend 10 study sessions (5 minutes or more each).', 'calendar', 'study',
+     '{"metric": "sessions_attended", "gte": 10}', 50, 'rare'),
+    ('streak_7', 'One week streak', 'Study 7 days in a row.', 'flame', 'milestone',
+     '{"metric": "longest_streak", "gte": 7}', 50, 'rare'),
+    ('streak_30', 'One month streak', 'Study 30 days in a row.', 'fire', 'milestone',
+     '{"metric": "longest_streak", "gte": 30}', 200, 'epic'),
+    ('focus_10h', 'Deep focus', 'Complete 10 hours of focus blocks.', 'target', 'study',
+     '{"metric": "focus_minutes", "gte": 600}', 100, 'rare'),
+    ('first_accepted_answer', 'Helping hand', 'Have an answer accepted.', 'check', 'social',
+     '{"metric": "answers_accepted", "gte": 1}', 25, 'common'),
+    ('helpful_resource', 'Helpful resource',
+     'Share a resource rated 4.5 or more by at least 5 people.', 'star', 'social',
+     '{"metric": "helpful_resources", "gte": 1, "minAverage": 4.5, "minRatings": 5}', 100, 'epic'),
+    ('level_5', 'Level 5', 'Reach level 5.', 'medal', 'milestone',
+     '{"metric": "level", "gte": 5}', 50, 'rare')
+ON CONFLICT (code) DO NOTHING;
+-- (end of section: gamification)

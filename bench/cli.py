@@ -24,6 +24,8 @@ commands:
   ws     websocket scenarios (classroom, study-hall, idle, burst, or custom numbers) against the
          product, the Socket.IO peer or the bare aiohttp echo peer (--server / --compare)
   rest   REST endpoints under concurrency against a seeded database
+  study-due  GET /api/study/due for one user with 50,000 flashcards (p50/p99, the plan)
+  leaderboard  the leaderboard's Redis read and write paths with 1,000,000 users' scores
   all    a short version of every scenario, the peer comparison and the REST scenarios, with
          one summary table (what `make bench` runs; a few minutes)
 
@@ -205,6 +207,15 @@ def build_parser() -> argparse.ArgumentParser:
     rest = commands.add_parser("rest", help="REST endpoints under concurrency")
     add_rest_args(rest)
     _common(rest)
+    from .study_due import add_study_due_args
+
+    study = commands.add_parser("study-due", help="GET /api/study/due, one user, 50,000 cards")
+    add_study_due_args(study)
+    _common(study)
+    from .leaderboard import add_args as add_leaderboard_args
+
+    board = commands.add_parser("leaderboard", help="leaderboard reads and score updates")
+    add_leaderboard_args(board)
     everything = commands.add_parser("all", help="short versions of everything + summary table")
     everything.add_argument(
         "--skip-peers", action="store_true", help="no Socket.IO / echo comparison"
@@ -381,6 +392,14 @@ def main(argv: list[str] | None = None) -> int:
         from .restrun import main_rest
 
         return int(runner(main_rest(args, context_from(args))))
+    if args.command == "study-due":
+        from .study_due import main_study_due
+
+        return int(runner(main_study_due(args, context_from(args))))
+    if args.command == "leaderboard":
+        from .leaderboard import main_leaderboard
+
+        return main_leaderboard(args, runner)
     from .allrun import main_all
 
     return int(runner(main_all(args, context_from(args))))

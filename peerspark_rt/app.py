@@ -52,6 +52,12 @@ from .cluster.redis_client import RedisClient
 from .cluster.sharded import ShardedRedisBroker
 from .config import SETTINGS, Settings
 from .errors import Conflict
+from .gamification.challenges import CHALLENGES, Challenges
+from .gamification.engine import GAMIFICATION, Gamification
+from .gamification.follows import FOLLOWS, Follows
+from .gamification.leaderboard import Boards
+from .gamification.leagues import LEAGUES, Leagues
+from .gamification.scores import LocalScores, RedisScores
 from .http import account as account_http
 from .http import admin as admin_http
 from .http import ai as ai_http
@@ -60,6 +66,7 @@ from .http import auth as auth_http
 from .http import calendar as calendar_http
 from .http import docs as docs_http
 from .http import feed as feed_http
+from .http import gamification as gamification_http
 from .http import health as health_http
 from .http import mobile as mobile_http
 from .http import moderation as moderation_http
@@ -71,6 +78,7 @@ from .http import resources as resources_http
 from .http import search as search_http
 from .http import sessions as sessions_http
 from .http import sio as sio_http
+from .http import study as study_http
 from .http import uploads as uploads_http
 from .http import web_client as web_client_http
 from .http import web_login as web_login_http
@@ -107,6 +115,10 @@ from .social.comments import COMMENTS, CommentService
 from .social.feed import POSTS, PostService
 from .social.mobile import MOBILE, MobileService
 from .social.reports import REPORTS, CommentContent, PostContent, ReportService, ResourceContent
+from .study.generate import DECK_GENERATOR, DeckGenerator
+from .study.goals import GOALS, GoalService
+from .study.live import LIVE_REVIEWS, LiveReviews
+from .study.service import STUDY, StudyService
 
 log = logging.getLogger(__name__)
 
@@ -330,15 +342,50 @@ async def _services(app: web.Application) -> AsyncIterator[None]:
     )
     _job_metrics(app)
     _feed_services(app)
+    _study_services(app)
     redis = app.get(REDIS, None)
     app[DASHBOARDS] = Dashboards(db)
     app[PLATFORM] = Platform(
         db, TtlCache(redis, settings.redis_key_prefix, timeout=settings.redis_timeout)
     )
+    _gamification(app)
     yield
+    await app[GAMIFICATION].close()
     await app[CHAT].close()
     await app[PUSH].close()
     await analytics.close()
+
+
+def _gamification(app: web.Application) -> None:
+    """Points, streaks, achievements, challenges, leaderboards, leagues and follows, fed by
+    the analytics events (a listener here; the catch-up job for whatever it missed)."""
+    settings, db = app[SETTINGS], app[DB]
+    redis = app.get(REDIS, None)
+    if redis is not None:
+        boards = Boards(
+            db,
+            RedisScores(redis, settings.redis_key_prefix, timeout=settings.redis_timeout),
+            "redis",
+        )
+    else:
+        boards = Boards(db, LocalScores(), "memory")
+    app[ERASER].on_erase(boards.forget)
+    game = Gamification(db, app[LIVE], app[NOTIFICATIONS], app[PODS], boards)
+    app[GAMIFICATION] = game
+    app[METRICS].add_source(
+        lambda: [
+            (
+                "peerspark_gamification_events_dropped",
+                "Events the gamification workers had no room for (the catch-up job applies them)",
+                {},
+                float(game.dropped),
+            )
+        ]
+    )
+    app[CHALLENGES] = Challenges(db, app[PODS])
+    app[FOLLOWS] = Follows(db)
+    app[LEAGUES] = Leagues(db, app[LIVE], app[NOTIFICATIONS])
+    app[ANALYTICS].subscribe(game.on_event)
 
 
 SESSION_CHECK_EVERY = 60.0  # seconds between checks that live sockets' logins still exist
@@ -563,6 +610,10 @@ def build_worker(app: web.Application) -> Worker:
             "premium_expiry": app[PREMIUM].expire_due,
             "account_cleanup": functools.partial(erase_mod.cleanup, db),
             "send_push": app[PUSH].send,
+            "study_goal_reminders": app[GOALS].remind_job,
+            "gamification_catch_up": app[GAMIFICATION].run,
+            "streak_sweep": app[GAMIFICATION].sweep,
+            "leagues_close": app[LEAGUES].run,
         },
         periodic=[
             Periodic("cleanup", dt.timedelta(hours=1)),
@@ -570,6 +621,10 @@ def build_worker(app: web.Application) -> Worker:
             Periodic("premium_expiry", dt.timedelta(minutes=5)),
             Periodic("analytics_rollup", dt.timedelta(seconds=settings.analytics_rollup_interval)),
             Periodic("digest_scan", dt.timedelta(hours=1)),
+            Periodic("study_goal_reminders", dt.timedelta(hours=1)),
+            Periodic("gamification_catch_up", dt.timedelta(minutes=1)),
+            Periodic("streak_sweep", dt.timedelta(hours=1)),
+            Periodic("leagues_close", dt.timedelta(hours=1)),
         ],
         ticks=[(settings.reminder_scan_interval, reminders.scan)],
         concurrency=settings.worker_concurrency,
@@ -603,6 +658,18 @@ async def _storage(app: web.Application) -> AsyncIterator[None]:
     app[HEALTH].add("storage", storage.probe)
     yield
     await storage.close()
+
+
+def _study_services(app: web.Application) -> None:
+    """Flashcards, deck generation, weekly goals and live review."""
+    db, settings = app[DB], app[SETTINGS]
+    study = StudyService(db, app[PODS], app[UPLOADS], app[ANALYTICS])
+    app[STUDY] = study
+    app[DECK_GENERATOR] = DeckGenerator(
+        db, app[AI], QuotaService(db, settings), study, app[SESSIONS], app[ANALYTICS]
+    )
+    app[GOALS] = GoalService(db, app[NOTIFICATIONS])
+    app[LIVE_REVIEWS] = LiveReviews(db, app[LIVE], app[SESSIONS], study)
 
 
 def _feed_services(app: web.Application) -> None:
@@ -698,7 +765,9 @@ def build_app(settings: Settings) -> web.Application:
         uploads_http,
         mobile_http,
         ai_http,
+        study_http,
         analytics_http,
+        gamification_http,
         moderation_http,
         docs_http,
         web_login_http,

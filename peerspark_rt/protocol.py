@@ -14,6 +14,7 @@ import msgspec
 MAX_BODY_CHARS = 8000
 MAX_AI_BODY_CHARS = 32000  # an assistant's answer posted to a room (kind "ai")
 ROOM_KINDS = ("session", "pod", "user", "admin")
+ADMIN_ROOM = "admin:dashboard"  # platform admins' live counters (README, "The admin dashboard")
 
 
 class _Frame(msgspec.Struct, tag_field="t", rename="camel", omit_defaults=True):
@@ -234,6 +235,41 @@ class FocusUpdate(_Frame, tag="focus"):
     timer: FocusState | None = None
 
 
+class CardShown(msgspec.Struct, rename="camel", omit_defaults=False):
+    id: str
+    deck_id: str
+    front: str
+    back: str
+    tags: list[str]
+    image_url: str | None = None  # a signed link to the card's image, valid for a while
+
+
+class Card(_Frame, tag="card", omit_defaults=False):
+    """A live review in a session room: the card everyone answers now (`status` "showing",
+    round `round` of `total`), or the end of the review ("ended", no card)."""
+
+    room: str
+    session_id: str
+    deck_id: str
+    round: int
+    total: int
+    status: Literal["showing", "ended"]
+    card: CardShown | None = None
+
+
+class CardTally(_Frame, tag="card_tally", omit_defaults=False):
+    """How the room answered the current card so far (one answer per member)."""
+
+    room: str
+    round: int
+    card_id: str
+    again: int
+    hard: int
+    good: int
+    easy: int
+    answered: int
+
+
 class Error(_Frame, tag="error"):
     code: str
     message: str
@@ -265,6 +301,8 @@ ServerFrame = (
     | Notification
     | Event
     | FocusUpdate
+    | Card
+    | CardTally
     | Acked
     | Error
     | Pong

@@ -23,8 +23,11 @@ from typing import Any, Literal
 import msgspec
 
 from .protocol import (
+    ADMIN_ROOM,
     Ack,
     Acked,
+    Card,
+    CardTally,
     ClientFrame,
     Error,
     Event,
@@ -250,6 +253,10 @@ def client_frame(event: str, args: list[Any]) -> ClientFrame:
             return Join(room=f"pod:{_args(event, args, _PodArgs, 'podId').pod_id}")
         case "pod:leave":
             return Leave(room=f"pod:{_args(event, args, _PodArgs, 'podId').pod_id}")
+        case "admin:join":  # the spec's admin dashboard (platform admins only)
+            return Join(room=ADMIN_ROOM)
+        case "admin:leave":
+            return Leave(room=ADMIN_ROOM)
     raise SioError("unknown_type", f"unknown event {event[:64]!r}; see PROTOCOL.md, Socket.IO")
 
 
@@ -294,6 +301,8 @@ _FEED_INTERACTIONS = {
 
 def _event(frame: Event) -> tuple[str, dict[str, Any]]:
     kind = frame.kind
+    if frame.room == ADMIN_ROOM and kind == "metrics":
+        return "analytics:event", frame.data
     if kind == "post_created":
         return "feed:new_post", frame.data
     interaction = _FEED_INTERACTIONS.get(kind)
@@ -382,6 +391,11 @@ def server_event(frame: Any) -> tuple[str, Any] | None:
             if frame.room is not None:
                 data.update(_room_ref(frame.room))
             return f"{_kind(frame.room or 'session:')}:resync", data
+        case Card() | CardTally():
+            data = msgspec.to_builtins(frame)
+            del data["t"], data["room"]
+            name = "session:card" if isinstance(frame, Card) else "session:card_tally"
+            return name, {**_room_ref(frame.room), **data}
         case Pong():
             return None
     return None

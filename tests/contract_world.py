@@ -213,6 +213,10 @@ class World:
     report: str
     held: str
     notification: str
+    deck: str  # the owner's, shared with the pod (a live review of it runs in the session)
+    card: str
+    challenge: str  # the pod's challenge (nobody has joined it)
+    achievement: str  # an achievement nobody in the cast has unlocked
     personal: Personal
 
 
@@ -308,6 +312,26 @@ def make_world(client: Client, cast: Cast, personal: Personal | None = None) -> 
     )["reportId"]
     notes = client.ok("GET", "/api/notifications", member.token)["notifications"]
     assert notes, "the member was notified of the invitation"
+    deck = client.ok(
+        "POST", "/api/decks", owner.token, json={"title": "Algebra cards", "podId": pod}
+    )["id"]
+    card = client.ok(
+        "POST", f"/api/decks/{deck}/cards", owner.token, json={"front": "2x = 4", "back": "x = 2"}
+    )["id"]
+    client.ok("POST", f"/api/study/live/{session}", owner.token, json={"deckId": deck})
+    challenge = client.ok(
+        "POST",
+        "/api/challenges",
+        owner.token,
+        json={
+            "title": "Two posts this week",
+            "challengeType": "weekly",
+            "criteria": {"metric": "posts_created", "target": 2},
+            "podId": pod,
+        },
+    )["id"]
+    achievements = client.ok("GET", "/api/achievements", owner.token)["achievements"]
+    month_streak = next(a["id"] for a in achievements if a["code"] == "streak_30")
     return World(
         pod=pod,
         session=session,
@@ -318,6 +342,10 @@ def make_world(client: Client, cast: Cast, personal: Personal | None = None) -> 
         report=report,
         held=held.json()["error"]["held"]["id"],
         notification=notes[0]["id"],
+        deck=deck,
+        card=card,
+        challenge=challenge,
+        achievement=month_streak,
         personal=make_personal(client, cast) if personal is None else personal,
     )
 

@@ -104,6 +104,8 @@ class FakeOpenAI:
             return self.reply
         question = body["messages"][-1]["content"]
         system = self.system_prompt(body)
+        if "flashcard writer" in system:
+            return self.flashcards(system, question)
         if "Socratic tutor" in system:
             return f"Good question. What do you already know about {question[:40]}?"
         labels = re.findall(r"^\[(\d+)\] ", system, re.MULTILINE)
@@ -111,6 +113,22 @@ class FakeOpenAI:
         if labels:
             answer += " See " + " and ".join(f"[{n}]" for n in labels) + "."
         return answer
+
+    @staticmethod
+    def flashcards(system: str, material: str) -> str:
+        """Deck generation: one card per "term: definition" line of the material (at most the
+        number asked for), as a JSON array wrapped in a code fence, as models often answer."""
+        wanted = re.search(r"at most (\d+) flashcards", system)
+        limit = int(wanted.group(1)) if wanted else 10
+        cards = []
+        for line in material.splitlines():
+            term, sep, meaning = line.partition(": ")
+            if sep and term.strip() and meaning.strip():
+                cards.append({"front": f"What is {term.strip()}?", "back": meaning.strip(),
+                              "tags": ["generated", "Generated"]})  # fmt: skip
+        if not cards:
+            cards = [{"front": f"Summarise: {material[:40]}", "back": material[:200], "tags": []}]
+        return "Here are your cards:\n```json\n" + json.dumps(cards[:limit]) + "\n```"
 
     def _usage(self, body: dict[str, Any], answer: str) -> dict[str, int]:
         prompt = sum(tokens(m["content"]) for m in body["messages"])

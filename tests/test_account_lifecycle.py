@@ -288,6 +288,10 @@ async def test_a_data_export_is_built_by_a_job_and_downloads_once(
     ann = await api.register()
     pod = await api.create_pod(ann)
     await api.post("/api/posts", ann, json={"content": "Exported words", "podId": pod["id"]})
+    deck = (await api.post("/api/decks", ann, json={"title": "Exported deck"})).body
+    card = await api.post(f"/api/decks/{deck['id']}/cards", ann, json={"front": "Q", "back": "A"})
+    review = {"cardId": card.body["id"], "rating": "good", "clientReviewId": "export-1"}
+    assert (await api.post("/api/study/reviews", ann, json=review)).status == 200
     started = await api.get("/api/users/me/export", ann)
     assert (started.status, started.body["status"]) == (202, "pending"), started.body
     text, _ = bodies(await mail(inbox, ann.email, "Your PeerSpark data export is ready"))
@@ -304,5 +308,7 @@ async def test_a_data_export_is_built_by_a_job_and_downloads_once(
     assert "password_hash" not in data["profile"]
     assert [p["content"] for p in data["posts"]] == ["Exported words"]
     assert data["podMemberships"][0]["role"] == "owner"
+    assert [c["front"] for c in data["flashcardDecks"][0]["cards"]] == ["Q"]
+    assert [r["client_review_id"] for r in data["flashcardReviews"]] == ["export-1"]
     assert (await api.get(link.group(1))).status == 404  # once
     assert (await api.get("/api/users/me/export", ann)).status == 202  # a new one starts

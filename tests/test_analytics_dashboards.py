@@ -12,6 +12,7 @@ import asyncpg
 from peerspark_rt import protocol
 from peerspark_rt.analytics.events import ANALYTICS, Kind
 from peerspark_rt.analytics.rollup import Rollups
+from peerspark_rt.gamification.engine import GAMIFICATION
 from peerspark_rt.infra.aftercommit import unit
 from peerspark_rt.infra.pool import DB
 from tests.helpers import Api, User, frame_of, open_session, unique
@@ -73,6 +74,8 @@ async def test_the_dashboard_and_study_patterns_on_the_students_days(
         badge,
     )
     await Rollups(api.app[DB]).catch_up()
+    await api.app[ANALYTICS].drain(20)  # the gamification engine has heard every event
+    await api.app[GAMIFICATION].drain(20)  # ... and applied it
 
     resp = await api.get("/api/analytics/dashboard", ann)
     assert resp.status == 200, resp.body
@@ -91,8 +94,10 @@ async def test_the_dashboard_and_study_patterns_on_the_students_days(
     assert body["social"] == {"postsCreated": 1, "commentsReceived": 0, "likesReceived": 1}
     assert body["focusScore"] == 66.67  # 2 blocks completed, 1 abandoned in 7 days
     achievements = body["achievements"]
-    assert achievements["totalEarned"] == 1
-    assert [b["id"] for b in achievements["recentBadges"]] == [str(badge)]
+    # the badge given above, and the one the hour in the session earned (gamification)
+    first_session = await db.fetchval("SELECT id FROM achievements WHERE code = 'first_session'")
+    assert achievements["totalEarned"] == 2
+    assert {b["id"] for b in achievements["recentBadges"]} == {str(badge), str(first_session)}
     assert achievements["nextMilestone"]["points"] <= 2  # the cheapest one not earned
 
     patterns = (await api.get("/api/analytics/study-patterns?days=7", ann)).body

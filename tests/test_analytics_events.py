@@ -26,6 +26,7 @@ async def test_an_event_is_written_once_per_key_on_the_users_local_day_and_heard
     async def listener(event: AnalyticsEvent) -> None:
         heard.append(event)
 
+    await analytics.drain()  # the sign-up's own events were announced before listening
     analytics.subscribe(listener)
     user_id = uuid.UUID(user.id)
     # 16:30 UTC is 01:30 the next day in Tokyo

@@ -215,9 +215,31 @@ BODIES: dict[str, Maker] = {
     "PUT /api/admin/users/{userId}/premium": lambda w, c, _: {},
     "POST /api/sessions/{sessionId}/invite": lambda w, c, _: {"userId": c.outsider.id},
     "POST /api/notifications/push-subscriptions": _push_subscription,
+    "POST /api/challenges": lambda w, c, _: {
+        "title": "Three posts",
+        "challengeType": "daily",
+        "criteria": {"metric": "posts_created", "target": 3},
+        "podId": w.pod,
+    },
     "DELETE /api/notifications/push-subscriptions": lambda w, c, _: {
         "endpoint": "https://push.example.com/nobody"
     },
+    "POST /api/decks": lambda w, c, _: {"title": "More cards", "podId": w.pod},
+    "POST /api/decks/generate": lambda w, c, _: {"text": "Limit: the value a function nears"},
+    "PATCH /api/decks/{deckId}": lambda w, c, _: {"title": "Algebra cards (revised)"},
+    "POST /api/decks/{deckId}/cards": lambda w, c, _: {"front": "3x = 9", "back": "x = 3"},
+    "POST /api/decks/{deckId}/keep": lambda w, c, _: {},
+    "PATCH /api/cards/{cardId}": lambda w, c, _: {"back": "x = 2 (divide by 2)"},
+    "POST /api/study/reviews": lambda w, c, _: {
+        "cardId": w.card,
+        "rating": "good",
+        "clientReviewId": secrets.token_hex(8),
+    },
+    "POST /api/study/reviews/batch": lambda w, c, _: {"reviews": []},
+    "PUT /api/study/settings": lambda w, c, _: {"desiredRetention": 0.9},
+    "PUT /api/study/goals": lambda w, c, _: {"cardsPerWeek": 10},
+    "POST /api/study/live/{sessionId}": lambda w, c, _: {"deckId": w.deck},
+    "POST /api/study/live/{sessionId}/answer": lambda w, c, _: {"round": 1, "rating": "good"},
 }
 
 ICS = (
@@ -232,6 +254,10 @@ RAW_BODIES: dict[str, Callable[[], dict[str, Any]]] = {
     "POST /api/calendar/import": lambda: {
         "data": ICS.encode(),
         "headers": {"Content-Type": "text/calendar"},
+    },
+    "POST /api/decks/{deckId}/import": lambda: {
+        "data": b"#separator:tab\n4x = 8\tx = 2\talgebra\n",
+        "headers": {"Content-Type": "text/plain"},
     },
 }
 
@@ -282,6 +308,15 @@ HARMLESS = {
     "PUT /api/admin/users/{userId}/role",
     "POST /api/notifications/push-subscriptions",
     "POST /api/auth/oauth/{provider}/link",
+    "POST /api/decks",
+    "POST /api/decks/generate",
+    "POST /api/study/reviews",
+    "POST /api/study/reviews/batch",
+    "PUT /api/study/settings",
+    "PUT /api/study/goals",
+    "POST /api/challenges",
+    "POST /api/users/{userId}/follow",
+    "DELETE /api/users/{userId}/follow",
 }
 
 
@@ -351,7 +386,11 @@ def _path_value(route: Described, name: str, world: World, cast: Cast) -> str:
         "notificationId": world.notification,
         "reportId": world.report,
         "heldId": world.held,
+        "challengeId": world.challenge,
+        "achievementId": world.achievement,
         "conversationId": world.personal.conversation,
+        "deckId": world.deck,
+        "cardId": world.card,
         "id": cast.member.id,
         "token": world.personal.feed_token,
         "key": world.personal.file_path.removeprefix("/api/files/"),

@@ -154,3 +154,21 @@ def test_rest_run_reports_sane_figures(node: Node, tmp_path: Path) -> None:
     cached = list((tmp_path / "accounts").glob("*.json"))
     assert len(cached) == 1
     assert len(json.loads(cached[0].read_text())["accounts"]) == 3
+
+
+def test_leaderboard_run_reports_every_phase(tmp_path: Path) -> None:
+    proc = subprocess.run(
+        [sys.executable, "-m", "bench", "leaderboard", "--users", "3000", "--reads", "200",
+         "--concurrency", "4", "--seconds", "0.3", "--out", str(tmp_path)],
+        cwd=ROOT, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    [path] = list(tmp_path.glob("*-leaderboard/result.json"))
+    result = json.loads(path.read_text())
+    assert result["users"] == 3000
+    for phase in ("read_sequential", "read_concurrent"):
+        assert result[phase]["reads"] == 200
+        assert result[phase]["p99_ms"] >= result[phase]["p50_ms"] > 0
+        assert result[phase]["generator_cpu_share"] >= 0
+    assert result["update"]["writes"] > 0
+    assert "goal p99 < 5 ms" in proc.stdout

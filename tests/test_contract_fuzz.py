@@ -119,6 +119,8 @@ class Target:
             "eventId": world.event,
             "reportId": world.report,
             "heldId": world.held,
+            "challengeId": world.challenge,
+            "achievementId": world.achievement,
             "conversationId": self.mine["conversation"],
             "notificationId": self.mine.get("notification"),
             "userId": self.cast.member.id,

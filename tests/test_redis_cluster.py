@@ -191,3 +191,32 @@ async def test_presence_across_nodes_on_a_redis_cluster(apis: list[Api]) -> None
     health = await apis[0].health()
     assert health.body["services"]["redis"]["mode"] == "redis-cluster"
     assert health.body["services"]["redis"]["status"] == "healthy"
+
+
+async def test_leaderboards_on_a_redis_cluster(apis: list[Api], db: Any) -> None:
+    """Boards (a Lua read, pipelined writes over several slots) work on a cluster, and both
+    nodes see the ranks the points ledger gives."""
+    from tests.test_gamification_leaderboard import recomputed
+
+    ann, bob = await apis[0].register(), await apis[1].register()
+    for author, api, text in (
+        (ann, apis[0], "Limits of sequences, worked through step by step"),
+        (ann, apis[0], "Why does the harmonic series diverge? A picture"),
+        (bob, apis[1], "Flashcards for organic chemistry reactions"),
+    ):
+        resp = await api.post("/api/posts", author, json={"content": text})
+        assert resp.status == 201, resp.body
+    params = {"timeframe": "all-time", "limit": "100"}
+    for api in apis:
+        body: dict[str, Any] = {}
+        for _ in range(200):
+            body = (await api.get("/api/leaderboard", ann, params=params)).body
+            ranks = [(e["userId"], e["score"]) for e in body["entries"]]
+            if body["source"] == "redis" and ranks == (await recomputed(db))[:100]:
+                break
+            await asyncio.sleep(0.05)
+        else:
+            raise AssertionError(f"the board never matched the ledger: {body}")
+        mine = [e for e in body["entries"] if e["userId"] == ann.id]
+        assert mine
+        assert mine[0]["score"] >= 20

@@ -10,12 +10,14 @@ import json
 import secrets
 import shutil
 import subprocess
+import uuid
 from collections.abc import AsyncIterator, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
 import aiohttp
+import asyncpg
 import pytest
 import socketio
 
@@ -103,6 +105,39 @@ async def test_notifications_and_pod_feed_reach_socketio_clients(api: Api) -> No
         assert note["isRead"] is False
     finally:
         await client.close()
+
+
+async def test_the_admin_dashboard_streams_analytics_events_to_admins_only(
+    make_client: Any, db: asyncpg.Connection
+) -> None:
+    """The spec's admin dashboard: `admin:join`, then `analytics:event` with the live
+    counters; anyone but a platform admin is refused."""
+    api: Api = await make_client(admin_dashboard_interval=0.2)
+    boss, student = await api.register(), await api.register()
+    await db.execute("UPDATE users SET role = 'admin' WHERE id = $1", uuid.UUID(boss.id))
+    again = await api.post("/api/auth/login", json={"email": boss.email, "password": boss.password})
+    boss.token = again.body["accessToken"]  # (the role rides in the token)
+    nosy = await SioUser(base_url(api), student.token).connect()
+    watch = await SioUser(base_url(api), boss.token).connect()
+    try:
+        refused = await nosy.call("admin:join", {})
+        assert (refused["ok"], refused["code"]) == (False, "not_admin")
+        joined = await watch.call("admin:join", {})
+        assert joined["ok"] is True, joined
+        await api.post("/api/posts", student, json={"content": "Live counters for admins"})
+        for _ in range(50):
+            counters = await watch.next("analytics:event")
+            if counters["eventsPerMinute"].get("post_created", 0) >= 1:
+                break
+        else:
+            raise AssertionError("the post never showed in the counters")
+        assert counters["nodes"] == 1
+        assert await nosy.quiet("analytics:event") == []
+        left = await watch.call("admin:leave", {})
+        assert left["ok"] is True
+    finally:
+        await nosy.close()
+        await watch.close()
 
 
 async def test_one_packet_per_message_for_every_socketio_member(

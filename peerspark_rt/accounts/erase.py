@@ -13,12 +13,14 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import uuid
+from collections.abc import Awaitable, Callable
 
 import msgspec
 import orjson
 from aiohttp import web
 
 from ..errors import Forbidden, NotFound
+from ..infra.dbtypes import Conn
 from ..infra.jobs import Job, JobQueue, PermanentError
 from ..infra.pool import Database
 from ..infra.storage import Storage
@@ -60,6 +62,13 @@ _MESSAGES = {
 }
 
 
+# What another domain keeps outside PostgreSQL about a user (a leaderboard in Redis, say):
+# called in the deleting transaction, it reads what it needs and returns what to do once the
+# account is gone (or None).
+AfterErase = Callable[[], Awaitable[None]]
+ErasureHook = Callable[[Conn, uuid.UUID], Awaitable[AfterErase | None]]
+
+
 class AccountEraser:
     def __init__(self, auth: AuthService, jobs: JobQueue, storage: Storage | None) -> None:
         self.auth = auth
@@ -67,6 +76,10 @@ class AccountEraser:
         self.settings = auth.settings
         self.jobs = jobs
         self.storage = storage
+        self._hooks: list[ErasureHook] = []
+
+    def on_erase(self, hook: ErasureHook) -> None:
+        self._hooks.append(hook)
 
     async def delete(self, principal: Principal, body: DeleteAccount) -> None:
         if body.password is not None and len(body.password) > MAX_PASSWORD:
@@ -97,8 +110,17 @@ class AccountEraser:
             passed, deleted = await erase_db.hand_over_pods(conn, principal.user_id)
             await erase_db.keep_answered_comments(conn, principal.user_id)
             await erase_db.release_counts(conn, principal.user_id)
+            after = [await hook(conn, principal.user_id) for hook in self._hooks]
             await erase_db.delete_user(conn, principal.user_id)
         await self.auth.revoke_all(principal.user_id, ended)
+        for then in after:
+            if then is None:
+                continue
+            try:
+                await then()
+            except Exception:
+                # the account is gone either way (what is left is logged for the operator)
+                log.exception("cleaning up after a deleted account failed")
         log.info(
             "account deleted",
             extra={

@@ -147,6 +147,7 @@ class Hub:
         self._flusher = Flusher()
         self.broker.set_handler(self._on_broker)
         self.broker.on_reconnected(self._broker_reconnected)
+        self.broker.on_subscribed(self._room_subscribed)
         self.presence.on_expired(self._expired)
         self.presence.on_resync(self._resync)
         self.presence_writer.start()
@@ -365,6 +366,13 @@ class Hub:
         have had time to re-register their presence (their next heartbeat), rooms read it."""
         loop = asyncio.get_running_loop()
         loop.call_later(PRESENCE_REFRESH_DELAY, self._refresh_presence)
+
+    def _room_subscribed(self, room: str) -> None:
+        """A room's subscription took effect: an arrival announced on another node before
+        it was not heard, so the room reads who is present (a later one will be heard)."""
+        actor = self.rooms.get(room)
+        if actor is not None and actor.tracks_presence:
+            actor.post(mail.RefreshPresence())
 
     def _refresh_presence(self) -> None:
         for actor in list(self.rooms.values()):

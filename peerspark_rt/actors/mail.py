@@ -126,13 +126,14 @@ class PresenceGone:
 
 @dataclass(slots=True)
 class RefreshPresence:
-    """Read who is present again (the link to the other nodes was lost: their announcements
-    meanwhile were not heard)."""
+    """Read who is present again (the room's subscription has just taken effect, or the link to
+    the other nodes was lost: announcements made before were not heard)."""
 
 
 @dataclass(slots=True)
 class PresenceSnapshot:
-    presence: dict[str, str]
+    presence: dict[str, str] | None  # None: the registry did not answer
+    asked: int  # the room's count of presence announcements heard when the read was asked
 
 
 @dataclass(slots=True)

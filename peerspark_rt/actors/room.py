@@ -141,6 +141,14 @@ class RoomActor:
         self._idle_timer: asyncio.TimerHandle | None = None
         self._load_timer: asyncio.TimerHandle | None = None
         self._focus_rechecked = False
+        # who is present was asked to be read again while the room was loading (that read may
+        # predate the room's subscription): read again once loaded
+        self._reread_presence = False
+        # Announcements heard while a read of the registry is under way are newer than (or as
+        # new as) what it returns: the snapshot leaves those users as the announcement said.
+        self._heard = 0
+        self._heard_from: dict[str, int] = {}
+        self._reads = 0
         self._retired = False
 
     # --- plumbing ------------------------------------------------------------------------
@@ -244,10 +252,14 @@ class RoomActor:
             case mail.PresenceGone(user_id=user, username=username):
                 self._presence_gone(user, username)
             case mail.RefreshPresence():
-                if self.ready and self.tracks_presence:
-                    self.hub.spawn(self._read_presence())
-            case mail.PresenceSnapshot(presence=present):
-                self._presence_snapshot(present)
+                if not self.tracks_presence:
+                    pass
+                elif self.ready:
+                    self._reread()
+                else:
+                    self._reread_presence = True
+            case mail.PresenceSnapshot(presence=present, asked=asked):
+                self._presence_snapshot(present, asked)
             case mail.TypingExpiry():
                 self._expire_typing()
             case mail.FocusDue():
@@ -297,6 +309,9 @@ class RoomActor:
         self.known_seq = max(self.known_seq, seq)
         self.presence = present
         self._presence_list = None
+        if self._reread_presence:
+            self._reread_presence = False
+            self._reread()
         self._focus_loaded(focus, focus_known)
         for payload in self._early:
             self._on_wire(payload)
@@ -791,6 +806,9 @@ class RoomActor:
         frame = server_json_decoder.decode(payload)
         if not isinstance(frame, Presence):
             return
+        if self._reads:
+            self._heard += 1
+            self._heard_from[frame.user_id] = self._heard
         if frame.state == "join":
             if frame.user_id in self.presence:
                 return
@@ -800,25 +818,35 @@ class RoomActor:
         else:
             self._presence_gone(frame.user_id, frame.username)
 
-    async def _read_presence(self) -> None:
+    def _reread(self) -> None:
+        self._reads += 1
+        self.hub.spawn(self._read_presence(self._heard))
+
+    async def _read_presence(self, asked: int) -> None:
+        present: dict[str, str] | None = None
         try:
             async with asyncio.timeout(self.hub.load_timeout):
                 present = await self.hub.presence.members(self.room)
         except Exception:  # noqa: BLE001 (the next reconnect reads again)
             log.warning("room %s could not read presence again", self.room)
-            return
-        self.post(mail.PresenceSnapshot(present))
+        # (a failed read is mail too: the count of reads under way must come down)
+        self.post(mail.PresenceSnapshot(present, asked))
 
-    def _presence_snapshot(self, present: dict[str, str]) -> None:
+    def _presence_snapshot(self, present: dict[str, str] | None, asked: int) -> None:
         """Bring the room's view in line with the registry: members hear only the changes."""
-        for user, username in present.items():
-            if user not in self.presence:
-                self.presence[user] = username
-                self._presence_list = None
-                self._fanout(self._presence_payload(user, username, "join"))
-        for user, username in list(self.presence.items()):
-            if user not in present:
-                self._presence_gone(user, username)
+        self._reads -= 1
+        if present is not None:
+            newer = {u for u, heard in self._heard_from.items() if heard > asked}
+            for user, username in present.items():
+                if user not in self.presence and user not in newer:
+                    self.presence[user] = username
+                    self._presence_list = None
+                    self._fanout(self._presence_payload(user, username, "join"))
+            for user, username in list(self.presence.items()):
+                if user not in present and user not in newer:
+                    self._presence_gone(user, username)
+        if not self._reads:
+            self._heard_from.clear()
 
     def _presence_gone(self, user: str, username: str) -> None:
         if user in self.local_users or self.presence.pop(user, None) is None:

@@ -30,14 +30,13 @@ from aiohttp import web
 from ..actors.hub import Hub
 from ..cluster.redis_client import RedisClient
 from ..infra.pool import Database
-from ..protocol import Event, json_encoder
+from ..protocol import ADMIN_ROOM, Event, json_encoder
 from . import db as analytics_db
 from .cache import TtlCache
 from .events import AnalyticsEvent
 
 log = logging.getLogger(__name__)
 
-ADMIN_ROOM = "admin:dashboard"
 FLUSH_EVERY = 1.0  # seconds between a node's counter writes to Redis
 KEEP_SECONDS = 120  # per-second counters kept
 MINUTE = 60

@@ -59,6 +59,7 @@ Kinds (the `event` column; value, ids and dedupe key as each is recorded):
 | focus_block_abandoned | the member      | ses     | minutes done | "<timer>:<block>"           |
 | pod_joined            | the new member  | pod     |              | "<pod>:<membership start>"  |
 | pod_left              | who left / went | pod     |              | "<pod>:<membership start>"  |
+| card_reviewed         | the reviewer    | pod,ses | rating 1-4   | the client's review id      |
 
 (`since`: when the stretch of presence began, ISO 8601; a membership's start likewise. Being
 removed or banned from a pod is a `pod_left` too. A like, a comment's receipt or a view
@@ -112,6 +113,7 @@ class Kind(enum.StrEnum):
     FOCUS_BLOCK_ABANDONED = "focus_block_abandoned"
     POD_JOINED = "pod_joined"
     POD_LEFT = "pod_left"
+    CARD_REVIEWED = "card_reviewed"
 
 
 # Kinds whose [started_at, occurred_at] is time spent studying (cut into spans).

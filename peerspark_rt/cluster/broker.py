@@ -48,6 +48,10 @@ class Broker(Protocol):
         """Call `hook` after the link to the other nodes came back (what they said meanwhile
         was not heard: state kept from their announcements should be read again)."""
 
+    def on_subscribed(self, hook: Callable[[str], None]) -> None:
+        """Call `hook(room)` once this node's subscription to `room` took effect: what other
+        nodes announced before it was not heard, and what they write later will be."""
+
     async def start(self) -> None: ...
 
     async def close(self) -> None: ...
@@ -80,6 +84,9 @@ class LocalBroker:
 
     def on_reconnected(self, hook: Callable[[], None]) -> None:
         return None  # nothing to lose in one process
+
+    def on_subscribed(self, hook: Callable[[str], None]) -> None:
+        return None  # (nor anything to miss before subscribing)
 
     async def start(self) -> None:
         return None
@@ -137,18 +144,23 @@ class RedisBroker:
         self._changed = asyncio.Event()
         # the syncer and a reconnect must not work on the pubsub connection at once
         self._lock = asyncio.Lock()
-        self._pubsub: PubSub = redis.pubsub(ignore_subscribe_messages=True)
+        # subscribe confirmations are read: they say when a room's subscription took effect
+        self._pubsub: PubSub = redis.pubsub(ignore_subscribe_messages=False)
         self._listeners: list[asyncio.Task[None]] = []
         self._syncer: asyncio.Task[None] | None = None
         self._connected = False
         self._sync_failures = 0
         self._reconnected: list[Callable[[], None]] = []
+        self._subscribed_hooks: list[Callable[[str], None]] = []
 
     def set_handler(self, handler: Handler) -> None:
         self._handler = handler
 
     def on_reconnected(self, hook: Callable[[], None]) -> None:
         self._reconnected.append(hook)
+
+    def on_subscribed(self, hook: Callable[[str], None]) -> None:
+        self._subscribed_hooks.append(hook)
 
     def _channel(self, room: str) -> str:
         return self._prefix + room
@@ -242,6 +254,14 @@ class RedisBroker:
         if room in self._rooms:
             self._handler(room, payload)
 
+    def _confirmed(self, channel: bytes | str) -> None:
+        """Redis confirmed a subscription: from now on this node hears the room."""
+        name = channel.decode() if isinstance(channel, bytes) else channel
+        room = name[len(self._prefix) :]
+        if room in self._rooms:
+            for hook in self._subscribed_hooks:
+                hook(room)
+
     # --- the subscription: classic pub/sub on one connection ------------------------------
 
     async def _add(self, channels: set[str]) -> None:
@@ -263,6 +283,8 @@ class RedisBroker:
                 async for message in self._pubsub.listen():
                     if message["type"] == "message":
                         self._dispatch(message["channel"], message["data"])
+                    elif message["type"] == "subscribe":
+                        self._confirmed(message["channel"])
                     backoff = 0.1
                 # listen() ends when the connection drops without raising
                 raise ConnectionError("pubsub stream ended")
@@ -283,7 +305,7 @@ class RedisBroker:
         with contextlib.suppress(RedisError, OSError, TimeoutError):
             async with asyncio.timeout(self._timeout):
                 await self._pubsub.aclose()  # type: ignore[no-untyped-call]
-        self._pubsub = self._redis.pubsub(ignore_subscribe_messages=True)
+        self._pubsub = self._redis.pubsub(ignore_subscribe_messages=False)
         self._subscribed = set()
         try:
             wanted = set(self._rooms)

@@ -93,7 +93,7 @@ class ShardedRedisBroker(RedisBroker):
                 break  # the shard left the cluster; its channels were moved elsewhere
             try:
                 message = await self._shards.get_sharded_message(
-                    ignore_subscribe_messages=True, timeout=READ_WAIT, target_node=node
+                    ignore_subscribe_messages=False, timeout=READ_WAIT, target_node=node
                 )
             except asyncio.CancelledError:
                 raise
@@ -108,6 +108,10 @@ class ShardedRedisBroker(RedisBroker):
                 self._failing.discard(name)
                 log.info("redis shard %s is back", name)
             backoff = 0.1
-            if message is not None and message["type"] == "smessage":
+            if message is None:
+                continue
+            if message["type"] == "smessage":
                 self._dispatch(message["channel"], message["data"])
+            elif message["type"] == "ssubscribe":
+                self._confirmed(message["channel"])
         self._failing.discard(name)

@@ -154,6 +154,18 @@ _EXPORT = {
         FROM content_reports WHERE reporter_id = $1""",
     "studyAnalytics": """SELECT date, study_time_minutes, sessions_completed, focus_score,
         subjects_studied FROM study_analytics WHERE user_id = $1""",
+    "flashcardDecks": """SELECT d.id, d.pod_id, d.title, d.description, d.exam_date, d.created_at,
+        (SELECT coalesce(json_agg(json_build_object('id', c.id, 'front', c.front, 'back', c.back,
+                 'tags', c.tags, 'status', c.status, 'createdAt', c.created_at)
+                 ORDER BY c.created_at), '[]')
+           FROM study_cards c WHERE c.deck_id = d.id) AS cards
+        FROM study_decks d WHERE d.owner_id = $1""",
+    "flashcardReviews": """SELECT card_id, client_review_id, rating, reviewed_at, duration_ms,
+        session_id, state, due_after FROM study_reviews WHERE user_id = $1""",
+    "studySettings": """SELECT desired_retention, new_per_day FROM study_settings
+        WHERE user_id = $1""",
+    "studyGoals": """SELECT minutes_per_week, cards_per_week, sessions_per_week, reminders
+        FROM study_goals WHERE user_id = $1""",
 }
 
 
