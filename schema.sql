@@ -1153,6 +1153,70 @@ CREATE TABLE IF NOT EXISTS focus_timers (
 );
 -- (end of section: analytics)
 
+-- ===================================================================== read caches (issue 18)
+-- Hot reads (the feed, resource search) are cached per viewer under a generation that every
+-- write to a table they read bumps, in the writing transaction (peerspark_rt/infra/readcache.py):
+-- whichever code path or node writes, the next read after its commit computes afresh.
+CREATE TABLE IF NOT EXISTS read_generations (
+    name VARCHAR(32) PRIMARY KEY,
+    generation BIGINT NOT NULL DEFAULT 0
+);
+-- The generation is the sum of 16 counters: a writer bumps one (chosen by its transaction id),
+-- so writers only queue behind each other's commit when they drew the same one.
+INSERT INTO read_generations (name) SELECT 'reads-' || g FROM generate_series(0, 15) g
+    ON CONFLICT DO NOTHING;
+
+-- Deferred to the commit and once per transaction: the row is locked last, after every other
+-- lock the transaction takes, so two writers can wait for each other's commit but never
+-- deadlock (a like that holds the generation and then needs its post's row, against a comment
+-- that holds the post's row and then needs the generation, would). One counter per
+-- transaction, for every cached read: a single row cannot be locked in two orders.
+CREATE OR REPLACE FUNCTION peerspark_bump_read_generation() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    IF current_setting('peerspark.read_bumped', true) IS DISTINCT FROM txid_current()::text THEN
+        UPDATE read_generations SET generation = generation + 1
+        WHERE name = 'reads-' || (txid_current() % 16);
+        PERFORM set_config('peerspark.read_bumped', txid_current()::text, true);
+    END IF;
+    RETURN NULL;
+END $$;
+-- What a cached page shows: posts, likes and bookmarks, pods (is_public), memberships, what
+-- pages show of a person (not last_active_at, which changes on every visit), resources, their
+-- shares, bookmarks and ratings, and files (links).
+DO $$
+DECLARE
+    spec TEXT[];
+BEGIN
+    FOREACH spec SLICE 1 IN ARRAY ARRAY[
+        ['posts', 'INSERT OR UPDATE OR DELETE'],
+        ['post_interactions', 'INSERT OR UPDATE OR DELETE'],
+        ['pods', 'INSERT OR UPDATE OR DELETE'],
+        ['pod_memberships', 'INSERT OR UPDATE OR DELETE'],
+        ['users', 'DELETE OR UPDATE OF username, first_name, last_name, avatar_url, '
+                  || 'is_verified, role, account_status'],
+        ['resources', 'INSERT OR UPDATE OR DELETE'],
+        ['resource_shares', 'INSERT OR UPDATE OR DELETE'],
+        ['resource_bookmarks', 'INSERT OR UPDATE OR DELETE'],
+        ['resource_ratings', 'INSERT OR UPDATE OR DELETE'],
+        ['uploads', 'INSERT OR UPDATE OR DELETE']
+    ] LOOP
+        IF NOT EXISTS (SELECT 1 FROM pg_trigger
+                       WHERE tgname = 'trg_read_generation_' || spec[1]
+                         AND tgrelid = spec[1]::regclass) THEN
+            EXECUTE format(
+                'CREATE CONSTRAINT TRIGGER %I AFTER %s ON %I DEFERRABLE INITIALLY DEFERRED '
+                'FOR EACH ROW EXECUTE FUNCTION peerspark_bump_read_generation()',
+                'trg_read_generation_' || spec[1], spec[2], spec[1]);
+        END IF;
+        -- (a TRUNCATE takes the table's strongest lock anyway)
+        EXECUTE format(
+            'CREATE OR REPLACE TRIGGER %I AFTER TRUNCATE ON %I '
+            'FOR EACH STATEMENT EXECUTE FUNCTION peerspark_bump_read_generation()',
+            'trg_read_generation_truncate_' || spec[1], spec[1]);
+    END LOOP;
+END $$;
+-- (end of section: read caches)
+
 -- ===================================================================== study: flashcards (FSRS)
 --
 -- Decks are a user's own, or shared with a pod (every active member studies the deck, each on a

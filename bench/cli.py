@@ -13,7 +13,7 @@ from typing import Any
 
 from .context import DEFAULT_OUT, Context, machine_load
 from .procs import Placement
-from .report import comparison_lines, nodes_lines, ws_table
+from .report import comparison_lines, nodes_lines, repeated_ratio_lines, ws_table
 from .scenarios import SCENARIOS, preset
 from .wire import Kind
 
@@ -176,6 +176,14 @@ def _ws_args(parser: argparse.ArgumentParser) -> None:
         help="run the scenario against the product, the Socket.IO peer and the echo peer",
     )
     g.add_argument(
+        "--repeat",
+        type=int,
+        default=1,
+        metavar="N",
+        help="with --compare: N interleaved rounds (product, peers, product, peers, ...); "
+        "prints min and median of each ratio",
+    )
+    g.add_argument(
         "--echo-mode",
         choices=("raw", "send"),
         default="raw",
@@ -319,11 +327,16 @@ async def _ws(args: argparse.Namespace) -> int:
     soft, hard = raise_open_file_limit()
     ctx.log(f"open-file limit (RLIMIT_NOFILE) raised from {soft} to {hard}")
     ctx.log(f"machine load before: {machine_load()}")
+    if args.scenario == "connect" and args.compare:
+        raise SystemExit("connect: the peers check no token; it measures the product only")
     kinds: list[Kind] = ["product", "socketio", "echo"] if args.compare else [args.server]
     configs = [ws_config(args, kind) for kind in kinds]
     if args.compare and args.client == "socketio":
         # the compatibility codec's cost: the same run on /ws first
         configs.insert(0, replace(configs[0], client="lean"))
+    if args.compare:
+        # interleaved, so a change in the machine's load lands on every kind alike
+        configs = configs * max(1, args.repeat)
     results = []
     try:
         for config in configs:
@@ -340,7 +353,14 @@ async def _ws(args: argparse.Namespace) -> int:
         await ctx.close()
     print()
     print(ws_table(results))
-    for line in comparison_lines(results) + nodes_lines(results):
+    if results:
+        before = results[0].get("machine_load_before") or {}
+        after = results[-1].get("machine_load_after") or {}
+        print(
+            f"machine load (1-minute average, {os.cpu_count()} CPUs): "
+            f"{before.get('load1', '-')} before, {after.get('load1', '-')} after"
+        )
+    for line in comparison_lines(results) + repeated_ratio_lines(results) + nodes_lines(results):
         print(line)
     for result in results:
         stall = result.get("redis_stall")

@@ -159,8 +159,28 @@ WS_HEADERS = (
     "srv CPU s",
     "deliv/CPU-s",
     "KiB/conn",
+    "gen CPU",
     "extra",
 )
+
+
+def generator_share(r: dict[str, Any]) -> float | None:
+    """The load generator's CPU share of its cores while sending (or over the run)."""
+    g = r.get("generator") or {}
+    share = g.get("sending_cpu_share", g.get("cpu_share_of_its_cores"))
+    return None if share is None else float(share)
+
+
+def generator_bound(r: dict[str, Any]) -> bool:
+    return bool((r.get("generator") or {}).get("bound"))
+
+
+def fmt_generator(r: dict[str, Any]) -> str:
+    """`43%`, or `93%!` when the run was generator-bound (its figures flatter the server)."""
+    share = generator_share(r)
+    if share is None:
+        return "-"
+    return f"{share * 100:.0f}%" + ("!" if generator_bound(r) else "")
 
 
 def ws_row(r: dict[str, Any]) -> list[str]:
@@ -173,6 +193,13 @@ def ws_row(r: dict[str, Any]) -> list[str]:
             f"back {b['back']}/{b['dropped']} in max {fmt_ms(b['resume']['max'])} ms"
             if b["resume"]["max"] is not None
             else f"back 0/{b['dropped']}"
+        )
+    elif r["scenario"] == "connect":
+        per = s.get("connects_per_cpu_second")
+        extra = (
+            f"{per:,} connects/CPU-s (handshake+token+join; goal >= 1,000)"
+            if per
+            else "connects/CPU-s -"
         )
     elif "idle" in r:
         i = r["idle"]
@@ -205,6 +232,7 @@ def ws_row(r: dict[str, Any]) -> list[str]:
         "-"
         if s.get("memory_per_connection_kib") is None
         else f"{s['memory_per_connection_kib']:.1f}",
+        fmt_generator(r),
         extra,
     ]
 
@@ -220,7 +248,14 @@ def _run_of(r: dict[str, Any]) -> str:
 
 
 def ws_table(results: Sequence[dict[str, Any]]) -> str:
-    return table(WS_HEADERS, [ws_row(r) for r in results])
+    text = table(WS_HEADERS, [ws_row(r) for r in results])
+    if any(generator_bound(r) for r in results):
+        text += (
+            "\n(gen CPU: the load generator's share of its cores while sending; `!` = above "
+            "70%: generator-bound, its receivers fell behind and the server's figures flatter "
+            "it; no ratios are printed from such a run)"
+        )
+    return text
 
 
 def nodes_lines(results: Sequence[dict[str, Any]]) -> list[str]:
@@ -284,6 +319,12 @@ def comparison_lines(results: Sequence[dict[str, Any]]) -> list[str]:
                 continue
             pd, od = product["delivery"], other["delivery"]
             parts = [f"{scenario}: {mine} vs {peer}:"]
+            bound = [r for r in (product, other) if generator_bound(r)]
+            if bound:
+                shares = ", ".join(f"{_run_of(r)} {fmt_generator(r)}" for r in (product, other))
+                parts.append(f"no ratios: generator-bound (generator CPU {shares})")
+                lines.append("  ".join(parts))
+                continue
             if od["deliveries_per_second"]:
                 ratio = pd["deliveries_per_second"] / od["deliveries_per_second"]
                 parts.append(f"deliveries/s x{ratio:.2f}")
@@ -346,3 +387,193 @@ def rest_rows(result: dict[str, Any]) -> list[list[str]]:
 
 def rest_table(result: dict[str, Any]) -> str:
     return table(REST_HEADERS, rest_rows(result), left=2)
+
+
+_PAIRS = (
+    ("product", "socketio"),
+    ("product", "echo"),
+    ("product-sio", "product"),
+    ("product-sio", "socketio"),
+)
+
+
+def pair_ratios(mine: dict[str, Any], other: dict[str, Any]) -> dict[str, float]:
+    """The headline ratios of one run against another (empty when either is generator-bound:
+    such a run's figures say more about the generator than about the server)."""
+    if generator_bound(mine) or generator_bound(other):
+        return {}
+    ratios: dict[str, float] = {}
+    a, b = (
+        mine["server"].get("deliveries_per_cpu_second"),
+        other["server"].get("deliveries_per_cpu_second"),
+    )
+    if a and b:
+        ratios["deliveries per CPU-second"] = a / b
+    p99a, p99b = mine["delivery"]["latency"]["p99"], other["delivery"]["latency"]["p99"]
+    if p99a and p99b:
+        ratios["p99 latency"] = p99a / p99b
+    da, db = mine["delivery"]["deliveries_per_second"], other["delivery"]["deliveries_per_second"]
+    if da and db:
+        ratios["deliveries/s"] = da / db
+    return ratios
+
+
+def repeated_ratio_lines(results: Sequence[dict[str, Any]]) -> list[str]:
+    """With `--compare --repeat N`: the runs of each kind in the order they ran (product,
+    peers, product, peers, ...), round k of one paired with round k of the other; per ratio,
+    min and median over the rounds that were not generator-bound."""
+    import statistics
+
+    runs: dict[tuple[str, str], list[dict[str, Any]]] = {}
+    for r in results:
+        runs.setdefault((r["scenario"], _run_of(r)), []).append(r)
+    lines: list[str] = []
+    for (scenario, mine), mine_runs in runs.items():
+        for first, peer in _PAIRS:
+            peer_runs = runs.get((scenario, peer))
+            if first != mine or not peer_runs:
+                continue
+            rounds = list(zip(mine_runs, peer_runs, strict=False))
+            if len(rounds) < 2:
+                continue
+            per: dict[str, list[float]] = {}
+            bound = 0
+            for a, b in rounds:
+                ratios = pair_ratios(a, b)
+                if not ratios:
+                    bound += 1
+                for name, value in ratios.items():
+                    per.setdefault(name, []).append(value)
+            parts = [f"{scenario}: {mine} vs {peer} over {len(rounds)} interleaved rounds:"]
+            for name, values in per.items():
+                parts.append(
+                    f"{name} min x{min(values):.2f} median x{statistics.median(values):.2f}"
+                )
+            if bound:
+                parts.append(f"({bound} generator-bound round(s) left out)")
+            shares = [s for r in mine_runs + peer_runs if (s := generator_share(r)) is not None]
+            if shares:
+                parts.append(f"generator CPU {min(shares) * 100:.0f}-{max(shares) * 100:.0f}%")
+            lines.append("  ".join(parts))
+    return lines
+
+
+# Issue 18's goals, as `python -m bench all` measures them (REST: today's figures from the
+# issue, 260 req/s for the feed and 113 for resource search at 50 clients, doubled).
+REST_GOALS = {"feed": 520, "resources-search": 226}
+REST_P99_GOAL = 0.100
+IDLE_KIB_GOAL = 14.0
+CONNECTS_GOAL = 1000
+DELIVERIES_GOAL = 110_000
+SOCKETIO_RATIO_GOAL = 1.8
+BEHIND_P50 = 0.050  # seconds: a classroom p50 above this is a server that fell behind
+
+
+def goal_rows(
+    ws_results: Sequence[dict[str, Any]], rest_result: dict[str, Any] | None
+) -> list[list[str]]:
+    """goal, measured, target, met?, generator CPU share beside it."""
+    rows: list[list[str]] = []
+
+    def add(goal: str, measured: str, target: str, met: bool | None, gen: str) -> None:
+        rows.append([goal, measured, target, "-" if met is None else ("yes" if met else "NO"), gen])
+
+    shares = [(r, generator_share(r)) for r in ws_results]
+    worst = max((s for _, s in shares if s is not None), default=None)
+    add(
+        "generator never the bottleneck (ws runs)",
+        "-" if worst is None else f"max {worst * 100:.0f}% of its cores",
+        "<= 70%",
+        None if worst is None else worst <= 0.70,
+        "",
+    )
+    by = {(r["scenario"], _run_of(r)): r for r in ws_results}
+    idle = by.get(("idle", "product"))
+    if idle is not None:
+        kib = idle["server"].get("memory_per_connection_kib")
+        add(
+            "idle memory per joined socket",
+            "-" if kib is None else f"{kib:.1f} KiB",
+            f"<= {IDLE_KIB_GOAL:g} KiB",
+            None if kib is None else kib <= IDLE_KIB_GOAL,
+            fmt_generator(idle),
+        )
+    connect = by.get(("connect", "product"))
+    if connect is not None:
+        per = connect["server"].get("connects_per_cpu_second")
+        add(
+            "handshake+token+join per server CPU-s",
+            "-" if per is None else f"{per:,}",
+            f">= {CONNECTS_GOAL:,}",
+            None if per is None else per >= CONNECTS_GOAL,
+            fmt_generator(connect),
+        )
+    room = by.get(("classroom", "product"))
+    if room is not None:
+        rate = room["config"]["rate"]
+        per = room["server"].get("deliveries_per_cpu_second")
+        # A server that fell behind (starved of its CPU, or saturated) writes several frames
+        # per syscall and looks cheaper per delivery, as behind a slow generator: no verdict.
+        p50 = room["delivery"]["latency"]["p50"]
+        behind = p50 is not None and p50 > BEHIND_P50
+        bound = generator_bound(room) or behind
+        add(
+            f"classroom deliveries per CPU-s ({rate:g} msg/s)",
+            "-"
+            if per is None
+            else f"{per:,}"
+            + (" (generator-bound)" if generator_bound(room) else "")
+            + (f" (server behind: p50 {fmt_ms(p50)} ms)" if behind else ""),
+            f">= {DELIVERIES_GOAL:,} (goal set at 20/50 msg/s)",
+            None if per is None or bound else per >= DELIVERIES_GOAL,
+            fmt_generator(room),
+        )
+        sio = by.get(("classroom", "socketio"))
+        if sio is not None:
+            ratios = pair_ratios(room, sio)
+            value = ratios.get("deliveries per CPU-second")
+            add(
+                f"classroom vs Socket.IO per CPU-s ({rate:g} msg/s)",
+                "generator-bound"
+                if not ratios
+                else ("-" if value is None else f"x{value:.2f}")
+                + (" (product server behind: no verdict)" if behind else ""),
+                f">= x{SOCKETIO_RATIO_GOAL} (goal set at 20/50 msg/s)",
+                None if value is None or behind else value >= SOCKETIO_RATIO_GOAL,
+                f"{fmt_generator(room)} / {fmt_generator(sio)}",
+            )
+            p99 = ratios.get("p99 latency")
+            add(
+                f"classroom p99 vs Socket.IO ({rate:g} msg/s)",
+                "-" if p99 is None else f"x{p99:.2f}",
+                "<= x1.00",
+                None if p99 is None else p99 <= 1.0,
+                f"{fmt_generator(room)} / {fmt_generator(sio)}",
+            )
+    if rest_result is not None:
+        for s in rest_result["scenarios"]:
+            goal = REST_GOALS.get(s["name"])
+            if goal is None or s.get("skipped"):
+                continue
+            p99 = s["latency"]["p99"]
+            rps = s["requests_per_second"]
+            met = p99 is not None and p99 < REST_P99_GOAL and rps >= goal
+            hits = s.get("cache_hit_rate")
+            add(
+                f"REST {s['name']} at {s['concurrency']} in flight",
+                f"{rps:,} req/s, p99 {fmt_ms(p99)} ms"
+                + ("" if hits is None else f", cache hits {hits * 100:.0f}%"),
+                f">= {goal} req/s, p99 < 100 ms",
+                met,
+                "-"
+                if s.get("generator_cpu_share") is None
+                else (f"{s['generator_cpu_share'] * 100:.0f}%"),
+            )
+    return rows
+
+
+def goals_table(ws_results: Sequence[dict[str, Any]], rest_result: dict[str, Any] | None) -> str:
+    rows = goal_rows(ws_results, rest_result)
+    if not rows:
+        return "(no goals measured)"
+    return table(("goal (issue 18)", "measured", "target", "met", "gen CPU"), rows, left=1)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import re
 import time
 import uuid
 from collections.abc import Awaitable, Callable
@@ -160,6 +161,36 @@ async def seed_posts(api: RestApi, data: SeedData, log: Callable[[str], None]) -
     data.pools["postId"] = await gather_limited(range(count), make, 16)
 
 
+async def seed_resources(api: RestApi, data: SeedData, log: Callable[[str], None]) -> None:
+    """Resources as a class shares them: most public, some private to their owner, some in a
+    pod; each title and description names a subject word, so `search=<word>` finds ~1/20."""
+    if data.pools.get("resourceId"):
+        return
+    count = 1000
+    log(f"creating {count} resources")
+
+    async def make(i: int) -> str:
+        owner = data.accounts[i % len(data.accounts)]
+        word = WORDS[i % len(WORDS)]
+        body = await api.ok(
+            "POST",
+            "/api/resources",
+            owner.token,
+            {
+                "title": f"{word.title()} notes {uuid.uuid4().hex[:6]}",
+                "resourceType": "note",
+                "description": f"Worked {word} examples, chapter {i % 12 + 1}.",
+                "content": f"Everything about {word} you need for the exam ({i}).",
+                "tags": [word, "bench"],
+                "subject": SUBJECTS[i % len(SUBJECTS)],
+                "isPublic": (i // len(WORDS)) % 4 != 0,  # every word has private ones too
+            },
+        )
+        return str(body["id"])
+
+    data.pools["resourceId"] = await gather_limited(range(count), make, 16)
+
+
 def _req(method: str, path: str, body: str | None = None) -> tuple[wire.RestRequest, ...]:
     return (wire.RestRequest(method, path, body),)
 
@@ -208,6 +239,12 @@ REST_SCENARIOS: dict[str, RestScenario] = {
             _req("GET", "/api/search/posts?q={word}&limit=20"),
             area="feed (search)",
             seed=seed_posts,
+        ),
+        RestScenario(
+            "resources-search",
+            _req("GET", "/api/resources?search={word}&limit=20"),
+            area="resources",
+            seed=seed_resources,
         ),
         RestScenario(
             "post-create",
@@ -287,6 +324,7 @@ async def _run_scenario(
         for w in range(n)
     ]
     events: asyncio.Queue[wire.Event | Exception] = asyncio.Queue()
+    cache_before = await cache_counts(target.base_url)
     before = await target.probe.sample() if target.probe else None
     workers = await start_workers(plans, events)
     ticks: dict[int, list[wire.RestTick]] = {}
@@ -311,6 +349,7 @@ async def _run_scenario(
     finally:
         await asyncio.gather(*(w.stop() for w in workers))
     after = await target.probe.sample() if target.probe else None
+    cache_after = await cache_counts(target.base_url)
     latency = merged(Histogram.from_wire(d.latency) for d in done)
     requests = sum(d.requests for d in done)
     statuses: dict[str, int] = {}
@@ -346,11 +385,54 @@ async def _run_scenario(
         "server_cpu_seconds": round(cpu, 3) if cpu is not None else None,
         "requests_per_cpu_second": round(requests / cpu) if cpu else None,
         "generator_cpu_seconds": round(sum(d.cpu_seconds for d in done), 2),
+        "generator_cpu_share": round(sum(d.cpu_seconds for d in done) / duration / _cores(ctx), 3)
+        if duration
+        else None,
         "timeline": timeline,
     }
+    lookups = {k: cache_after.get(k, 0.0) - cache_before.get(k, 0.0) for k in cache_after}
+    hits = sum(v for (_, outcome), v in lookups.items() if outcome == "hit")
+    misses = sum(v for (_, outcome), v in lookups.items() if outcome == "miss")
+    if hits + misses:
+        result["cache_hit_rate"] = round(hits / (hits + misses), 3)
+        result["cache_lookups"] = {f"{c}/{o}": int(v) for (c, o), v in lookups.items() if v}
+    notes = []
     if result["failures"]:
-        result["note"] = f"statuses {statuses}"
+        notes.append(f"statuses {statuses}")
+    if "cache_hit_rate" in result:
+        notes.append(f"cache hits {result['cache_hit_rate'] * 100:.0f}%")
+    if result["generator_cpu_share"] is not None:
+        notes.append(f"gen CPU {result['generator_cpu_share'] * 100:.0f}%")
+    if notes:
+        result["note"] = "; ".join(notes)
     return result
+
+
+_CACHE_LINE = re.compile(
+    r'^peerspark_read_cache_total\{cache="([^"]+)",outcome="([^"]+)"\}\s+([0-9.eE+-]+)$', re.M
+)
+
+
+async def cache_counts(base_url: str) -> dict[tuple[str, str], float]:
+    """The node's read-cache lookups so far by (cache, outcome), from its /metrics ({} when it
+    has none or does not answer: hit rates are then not reported)."""
+    import aiohttp
+
+    try:
+        async with (
+            aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)) as session,
+            session.get(base_url.rstrip("/") + "/metrics") as resp,
+        ):
+            text = await resp.text()
+    except (aiohttp.ClientError, TimeoutError):
+        return {}
+    return {(c, o): float(v) for c, o, v in _CACHE_LINE.findall(text)}
+
+
+def _cores(ctx: Context) -> int:
+    import os
+
+    return len(ctx.placement.clients or []) or (os.cpu_count() or 1)
 
 
 def add_rest_args(parser: argparse.ArgumentParser) -> None:
@@ -456,4 +538,9 @@ async def main_rest(args: argparse.Namespace, ctx: Context) -> int:
     ctx.log(f"result: {folder}/result.json and plot.png")
     print()
     print(rest_table(result))
+    before, after = result["machine_load_before"], result["machine_load_after"]
+    print(
+        f"machine load (1-minute average, {before['cpus']} CPUs): {before['load1']} before, "
+        f"{after['load1']} after; {ctx.placement.describe()}"
+    )
     return 0

@@ -118,6 +118,8 @@ class Sent(msgspec.Struct, tag="sent"):
     sent: int
     acked: int
     ack_latency: HistogramWire
+    cpu_seconds: float = 0.0  # this worker process's CPU time when sending stopped
+    at: float = 0.0  # time.time() when sending stopped (the last acknowledgement was in)
 
 
 class Done(msgspec.Struct, tag="done"):

@@ -285,6 +285,8 @@ class WsWorker:
                 sent=self.sent,
                 acked=self.acked,
                 ack_latency=self.ack_latency.to_wire(),
+                cpu_seconds=cpu_seconds(),
+                at=time.time(),
             )
         )
         expect = await self.commands.get()

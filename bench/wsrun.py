@@ -399,7 +399,11 @@ class WsRun:
             if connected:
                 per = (conn_s.rss_bytes - before.rss_bytes) / connected
                 server["memory_per_connection_kib"] = round(per / 1024, 2)
-            server["connect_cpu_seconds"] = round(conn_s.cpu_seconds - before.cpu_seconds, 3)
+            connect_cpu = conn_s.cpu_seconds - before.cpu_seconds
+            server["connect_cpu_seconds"] = round(connect_cpu, 3)
+            if connected and connect_cpu > 0:
+                # handshake + token check + join (and the settle after, an idle server's)
+                server["connects_per_cpu_second"] = round(connected / connect_cpu)
         if conn_s and end:
             cpu = end.cpu_seconds - conn_s.cpu_seconds
             server["cpu_seconds"] = round(cpu, 3)
@@ -420,9 +424,9 @@ class WsRun:
                 server["balancer_cpu_seconds"] = round(balancer, 3)
         if self.db_cpu is not None:
             server["database_cpu_seconds"] = round(self.db_cpu, 3)
-        generator_cpu = sum(d.cpu_seconds for d in done) - sum(r.cpu_seconds for r in ready)
         client_cores = len(self.ctx.placement.clients or []) or (os.cpu_count() or 1)
         run_wall = time.time() - self.start
+        generator = generator_figures(ready, sent, done, self.start, run_wall, client_cores)
         result: dict[str, Any] = {
             "scenario": cfg.scenario,
             "server_kind": cfg.kind,
@@ -459,12 +463,7 @@ class WsRun:
                 "errors": errors,
             },
             "server": server,
-            "generator": {
-                "processes": len(done),
-                # after the connect phase: sending, draining
-                "cpu_seconds": round(generator_cpu, 2),
-                "cpu_share_of_its_cores": round(generator_cpu / run_wall / client_cores, 3),
-            },
+            "generator": generator,
             "timeline": self._timeline_rows(),
         }
         if self.stall is not None:
@@ -540,6 +539,39 @@ class WsRun:
                 }
             )
         return rows
+
+
+# Above this share of its cores while sending, the load generator may be what limits a run:
+# its receivers fall behind, the server's writes pile up and coalesce, and the server looks
+# cheaper per delivery than it is. Such a run's ratios are not printed.
+GENERATOR_BOUND_SHARE = 0.70
+
+
+def generator_figures(
+    ready: list[wire.Ready],
+    sent: list[wire.Sent],
+    done: list[wire.Done],
+    start: float,
+    run_wall: float,
+    cores: int,
+) -> dict[str, Any]:
+    """The load generator's own CPU: over the sending window (Go to the last acknowledgement,
+    what the server's figures are measured over) and over the whole run after connecting."""
+    after_connect = sum(d.cpu_seconds for d in done) - sum(r.cpu_seconds for r in ready)
+    figures: dict[str, Any] = {
+        "processes": len(done),
+        "cores": cores,
+        "cpu_seconds": round(after_connect, 2),
+        "cpu_share_of_its_cores": round(after_connect / run_wall / cores, 3) if run_wall else None,
+    }
+    window = max((s.at for s in sent), default=0.0) - start
+    sending_cpu = sum(s.cpu_seconds for s in sent) - sum(r.cpu_seconds for r in ready)
+    if window > 0.5 and all(s.cpu_seconds for s in sent):
+        figures["sending_window_seconds"] = round(window, 2)
+        figures["sending_cpu_share"] = round(sending_cpu / window / cores, 3)
+    share = figures.get("sending_cpu_share", figures["cpu_share_of_its_cores"]) or 0.0
+    figures["bound"] = share > GENERATOR_BOUND_SHARE
+    return figures
 
 
 def node_figures(start: Sample, end: Sample) -> list[dict[str, Any]]:

@@ -94,6 +94,7 @@ from .infra.health import HEALTH, Health
 from .infra.jobs import JOBS, WORKER, JobQueue, Periodic, Worker, WorkerCounters
 from .infra.live import LIVE, LiveEvents
 from .infra.pool import CHAT_DB, DB, Database, apply_schema
+from .infra.readcache import ReadCache
 from .infra.storage import STORAGE, make_storage
 from .maintenance.service import Maintenance
 from .moderation.service import MODERATION, HeldContent, ModerationService
@@ -691,7 +692,16 @@ def _feed_services(app: web.Application) -> None:
     app[COMMENTS] = CommentService(units, reports, moderation)
     _publish_approved(app)
     app[RESOURCES] = ResourceService(units, app[PODS], app[UPLOADS])
-    app[SEARCH] = SearchService(app[RESOURCES], app[POSTS], app[PODS])
+    reads = ReadCache(
+        app.get(REDIS, None),
+        settings.redis_key_prefix,
+        # a cached page's signed file links keep at least 3/4 of their lifetime
+        ttl=min(settings.read_cache_ttl, settings.file_url_ttl / 4),
+        timeout=min(settings.redis_timeout, 0.25),
+        observer=app[METRICS],
+    )
+    app[POSTS].reads = reads
+    app[SEARCH] = SearchService(app[RESOURCES], app[POSTS], app[PODS], reads)
     app[MOBILE] = MobileService(units, app[POSTS], app[COMMENTS], app[RESOURCES])
 
 

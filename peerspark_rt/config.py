@@ -89,6 +89,9 @@ class Settings:
     redis_key_prefix: str = "ps:"
     redis_timeout: float = 1.0
     redis_publish_buffer: int = 8 * 1024 * 1024
+    # seconds a cached feed page or resource search stays (0: no caching); writes invalidate
+    # it at once, this bounds what no table records (signed file links' lifetime)
+    read_cache_ttl: float = 30.0
 
     jwt_secret: str = ""
     jwt_refresh_secret: str = ""
@@ -379,6 +382,7 @@ _VARIABLES: dict[str, tuple[str, Callable[[str], Any]]] = {
     "REDIS_KEY_PREFIX": ("redis_key_prefix", _text),
     "REDIS_TIMEOUT": ("redis_timeout", _positive_float),
     "REDIS_PUBLISH_BUFFER": ("redis_publish_buffer", _int_in(64 * 1024, 1024**3)),
+    "READ_CACHE_TTL": ("read_cache_ttl", _non_negative_float),
     "JWT_SECRET": ("jwt_secret", _secret),
     "JWT_REFRESH_SECRET": ("jwt_refresh_secret", _secret),
     "ACCESS_TOKEN_TTL": ("access_token_ttl", _int_in(10, 86400)),

@@ -65,6 +65,12 @@ class Metrics:
             ["type"],
             registry=self.registry,
         )
+        self.read_cache = Counter(
+            "peerspark_read_cache_total",
+            "Cached hot reads (feed, resources search) by outcome: hit, miss, off",
+            ["cache", "outcome"],
+            registry=self.registry,
+        )
         self.ws_deliveries = Counter(
             "peerspark_ws_deliveries_total",
             "Frames written to websocket clients",
@@ -228,6 +234,9 @@ class Metrics:
 
     def moderated(self, kind: str, outcome: str) -> None:
         self.moderation_verdicts.labels(kind, outcome).inc()
+
+    def cache_lookup(self, cache: str, outcome: str) -> None:
+        self.read_cache.labels(cache, outcome).inc()
 
     def add_source(self, source: GaugeSource) -> None:
         self._callbacks.sources.append(source)

@@ -104,45 +104,28 @@ def _where(f: ResourceFilters, params: _Params) -> tuple[str, str, str]:
     return " AND ".join(clauses), score, tsq
 
 
-async def resource_summary(
-    db: Executor, viewer: uuid.UUID, filters: ResourceFilters
-) -> asyncpg.Record:
-    """The total and the facet counts (type, subject, tags, difficulty) of everything that
-    matches and the viewer may see; the open-ended facets (subjects, tags) keep their 20
-    commonest values."""
-    params = _Params(viewer)
-    where, _, _ = _where(filters, params)
-    row = await db.fetchrow(
-        f"""WITH matched AS MATERIALIZED (
-              SELECT r.resource_type, r.subject, r.tags, r.difficulty_level
-              FROM resources r WHERE {where})
-            SELECT
-              (SELECT count(*) FROM matched) AS total,
-              (SELECT coalesce(jsonb_agg(jsonb_build_object('value', v, 'count', n)
-                                         ORDER BY n DESC, v), '[]'::jsonb)
-               FROM (SELECT resource_type AS v, count(*) AS n FROM matched GROUP BY 1) t)
-                AS resource_types,
-              (SELECT coalesce(jsonb_agg(jsonb_build_object('value', v, 'count', n)
-                                         ORDER BY n DESC, v), '[]'::jsonb)
-               FROM (SELECT subject AS v, count(*) AS n FROM matched
-                     WHERE subject IS NOT NULL GROUP BY 1 ORDER BY 2 DESC, 1 LIMIT 20) t)
-                AS subjects,
-              (SELECT coalesce(jsonb_agg(jsonb_build_object('value', v, 'count', n)
-                                         ORDER BY n DESC, v), '[]'::jsonb)
-               FROM (SELECT v, count(*) AS n FROM matched, unnest(tags) AS v
-                     GROUP BY 1 ORDER BY 2 DESC, 1 LIMIT 20) t) AS tags,
-              (SELECT coalesce(jsonb_agg(jsonb_build_object('value', v, 'count', n)
-                                         ORDER BY n DESC, v), '[]'::jsonb)
-               FROM (SELECT difficulty_level AS v, count(*) AS n FROM matched
-                     WHERE difficulty_level IS NOT NULL GROUP BY 1) t) AS difficulty_levels""",  # noqa: S608 (composed of constants; values are parameters)
-        *params.values,
-    )
-    if row is None:
-        raise RuntimeError("the statement returned no row")
-    return row
+# The facets of everything that matched: the open-ended ones (subjects, tags) keep their 20
+# commonest values. Named s_*: the page's rows carry `tags` of their own.
+_SUMMARY = """SELECT
+  (SELECT count(*) FROM matched) AS s_total,
+  (SELECT coalesce(jsonb_agg(jsonb_build_object('value', v, 'count', n) ORDER BY n DESC, v),
+                   '[]'::jsonb)
+   FROM (SELECT resource_type AS v, count(*) AS n FROM matched GROUP BY 1) t) AS s_resource_types,
+  (SELECT coalesce(jsonb_agg(jsonb_build_object('value', v, 'count', n) ORDER BY n DESC, v),
+                   '[]'::jsonb)
+   FROM (SELECT subject AS v, count(*) AS n FROM matched
+         WHERE subject IS NOT NULL GROUP BY 1 ORDER BY 2 DESC, 1 LIMIT 20) t) AS s_subjects,
+  (SELECT coalesce(jsonb_agg(jsonb_build_object('value', v, 'count', n) ORDER BY n DESC, v),
+                   '[]'::jsonb)
+   FROM (SELECT v, count(*) AS n FROM matched, unnest(tags) AS v
+         GROUP BY 1 ORDER BY 2 DESC, 1 LIMIT 20) t) AS s_tags,
+  (SELECT coalesce(jsonb_agg(jsonb_build_object('value', v, 'count', n) ORDER BY n DESC, v),
+                   '[]'::jsonb)
+   FROM (SELECT difficulty_level AS v, count(*) AS n FROM matched
+         WHERE difficulty_level IS NOT NULL GROUP BY 1) t) AS s_difficulty_levels"""
 
 
-async def resource_page(
+async def resource_search(
     db: Executor,
     viewer: uuid.UUID,
     filters: ResourceFilters,
@@ -150,12 +133,17 @@ async def resource_page(
     sort: ResourceSort,
     limit: int,
     offset: int,
-) -> list[asyncpg.Record]:
-    """One page of matching resources with score and (when searching) highlights."""
+) -> tuple[asyncpg.Record, list[asyncpg.Record]]:
+    """The total and facet counts (type, subject, tags, difficulty) of everything that
+    matches and the viewer may see, and one page of it with score and (when searching)
+    highlights: one statement, so the matching (a full-text and a trigram index scan, and
+    the visibility rule) is planned and run once, and the total always matches the hits.
+    Returns (summary: s_total, s_resource_types, s_subjects, s_tags, s_difficulty_levels;
+    the page's rows)."""
     params = _Params(viewer)
     where, score, tsq = _where(filters, params)
     order = _RESOURCE_ORDER[sort if filters.text or sort != "relevance" else "date"].format(
-        score=score
+        score="m.score"
     )
     limit_p, offset_p = params.add(limit), params.add(offset)
     if filters.text:
@@ -167,16 +155,25 @@ async def resource_page(
                                      {params.add(CONTENT_HEADLINE)}) AS hl_content"""
     else:
         highlights = "NULL AS hl_title, NULL AS hl_description, NULL AS hl_content"
-    return await db.fetch(
-        f"""SELECT page.*, {highlights}
-            FROM (SELECT {resources_db.LIST_COLUMNS}, r.content, {score} AS score,
-                         row_number() OVER (ORDER BY {order}) AS ord
-                  FROM resources r {resources_db.OWNER_JOIN}
-                  WHERE {where}
-                  ORDER BY {order} LIMIT {limit_p} OFFSET {offset_p}) page
+    rows = await db.fetch(
+        f"""WITH matched AS MATERIALIZED (
+              SELECT r.id, r.resource_type, r.subject, r.tags, r.difficulty_level,
+                     {score} AS score
+              FROM resources r WHERE {where}),
+            page AS (
+              SELECT {resources_db.LIST_COLUMNS}, r.content, m.score,
+                     row_number() OVER (ORDER BY {order}) AS ord
+              FROM matched m JOIN resources r ON r.id = m.id {resources_db.OWNER_JOIN}
+              ORDER BY {order} LIMIT {limit_p} OFFSET {offset_p}),
+            summary AS ({_SUMMARY})
+            SELECT summary.*, page.*, {highlights}
+            FROM summary LEFT JOIN page ON true
             ORDER BY page.ord""",  # noqa: S608 (composed of constants; values are parameters)
         *params.values,
     )
+    if not rows:
+        raise RuntimeError("the statement returned no row")
+    return rows[0], [r for r in rows if r["id"] is not None]
 
 
 def _like_prefix(text: str) -> str:

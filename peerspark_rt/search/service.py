@@ -15,7 +15,8 @@ from aiohttp import web
 
 from ..accounts.auth import Principal
 from ..errors import Invalid
-from ..infra import validation
+from ..infra import readcache, validation
+from ..infra.readcache import ReadCache
 from ..pods.service import PodService
 from ..resources import db as resources_db
 from ..resources.service import Resource, ResourceService, highlight_html
@@ -120,11 +121,18 @@ def _text(value: str | None, field: str) -> str | None:
 
 
 class SearchService:
-    def __init__(self, resources: ResourceService, posts: PostService, pods: PodService) -> None:
+    def __init__(
+        self,
+        resources: ResourceService,
+        posts: PostService,
+        pods: PodService,
+        reads: ReadCache | None = None,
+    ) -> None:
         self.resources = resources
         self.posts = posts
         self.pods = pods
         self.db = resources.db
+        self.reads = reads or ReadCache(None, "", ttl=0)
 
     async def resources_page(
         self, principal: Principal, query: ResourceQuery
@@ -152,6 +160,22 @@ class SearchService:
         )
         if query.pod_id is not None:
             await self.pods.visible_pod(principal, query.pod_id)
+        return await self.reads.get_or_make(
+            self.db.pool,
+            readcache.RESOURCES,
+            principal.user_id,  # authorized above; the page is this viewer's own
+            f"{principal.role}|{msgspec.json.encode(query).decode()}|{sort}|{text}",
+            ResourceSearchResult,
+            lambda: self._resources_page(principal, query, text, sort),
+        )
+
+    async def _resources_page(
+        self,
+        principal: Principal,
+        query: ResourceQuery,
+        text: str | None,
+        sort: search_db.ResourceSort,
+    ) -> ResourceSearchResult:
         filters = search_db.ResourceFilters(
             text=text,
             types=query.type,
@@ -165,32 +189,26 @@ class SearchService:
             is_public=query.is_public,
             bookmarked=query.bookmarked,
         )
-        # One snapshot for the page and the counts, so the total always matches the hits.
-        async with (
-            self.db.pool.acquire() as conn,
-            conn.transaction(isolation="repeatable_read", readonly=True),
-        ):
-            summary = await search_db.resource_summary(conn, principal.user_id, filters)
-            rows = await search_db.resource_page(
-                conn,
-                principal.user_id,
-                filters,
-                sort=sort,
-                limit=query.limit,
-                offset=query.offset,
-            )
+        summary, rows = await search_db.resource_search(
+            self.db.pool,
+            principal.user_id,
+            filters,
+            sort=sort,
+            limit=query.limit,
+            offset=query.offset,
+        )
         hits = [await self.resources.render(r) for r in rows]
         return ResourceSearchResult(
             hits=hits,
-            total=int(summary["total"]),
+            total=int(summary["s_total"]),
             limit=query.limit,
             offset=query.offset,
             sort=sort,
             aggregations=Aggregations(
-                resource_types=msgspec.convert(summary["resource_types"], list[Facet]),
-                subjects=msgspec.convert(summary["subjects"], list[Facet]),
-                tags=msgspec.convert(summary["tags"], list[Facet]),
-                difficulty_levels=msgspec.convert(summary["difficulty_levels"], list[Facet]),
+                resource_types=msgspec.convert(summary["s_resource_types"], list[Facet]),
+                subjects=msgspec.convert(summary["s_subjects"], list[Facet]),
+                tags=msgspec.convert(summary["s_tags"], list[Facet]),
+                difficulty_levels=msgspec.convert(summary["s_difficulty_levels"], list[Facet]),
             ),
         )
 

@@ -34,8 +34,9 @@ from ..accounts.auth import Principal
 from ..analytics.events import Analytics, Kind
 from ..errors import Conflict, Forbidden, Invalid, NotFound
 from ..infra import cursor as cursors
-from ..infra import validation
+from ..infra import readcache, validation
 from ..infra.dbtypes import Conn, Executor
+from ..infra.readcache import ReadCache
 from ..moderation.service import ModerationContext, ModerationService
 from ..notifications.effects import AfterCommit, Units
 from ..notifications.service import NewNotification
@@ -236,6 +237,8 @@ class PostService:
         self.pods = pods
         self.reports = reports
         self.uploads = uploads
+        # hot pages per viewer (the app gives it its Redis and TTL; off until then)
+        self.reads = ReadCache(None, "", ttl=0)
         self.moderation = moderation
 
     # --- rendering ---------------------------------------------------------------------------
@@ -312,6 +315,29 @@ class PostService:
         listing = f"feed:{source}:{query.pod_id or ''}"
         key_types = tuple(_KEY_TYPES[t] for _, t in posts_db.SORT_KEYS[source])
         after = cursors.decode(query.cursor, listing, key_types) if query.cursor else None
+
+        async def page() -> FeedPage:
+            return await self._feed_page(principal, query, source, listing, after, key_types)
+
+        # authorized above; the key is this viewer's own (render depends on who asks)
+        return await self.reads.get_or_make(
+            self.db.pool,
+            readcache.FEED,
+            principal.user_id,
+            f"{principal.role}|{query.type}|{source}|{query.pod_id}|{query.cursor}|{query.limit}",
+            FeedPage,
+            page,
+        )
+
+    async def _feed_page(
+        self,
+        principal: Principal,
+        query: FeedQuery,
+        source: posts_db.FeedSource,
+        listing: str,
+        after: tuple[Any, ...] | None,
+        key_types: tuple[Any, ...],
+    ) -> FeedPage:
         rows = await posts_db.feed_page(
             self.db.pool,
             principal.user_id,

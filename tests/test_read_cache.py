@@ -1,0 +1,158 @@
+"""The hot-read cache (GET /api/feed, GET /api/resources): a write is seen by the very next
+read, and a page cached for one viewer is never served to another - through HTTP, with the
+cache in process and in Redis, and across two nodes sharing one Redis."""
+
+from __future__ import annotations
+
+import re
+import secrets
+from typing import Any
+
+import pytest
+
+from tests.helpers import Api, User, unique
+from tests.social import invite_and_join, join, post, resource
+
+_LINE = re.compile(
+    r'^peerspark_read_cache_total\{cache="(\w+)",outcome="(\w+)"\} ([0-9.e+]+)$', re.M
+)
+
+
+async def _lookups(api: Api) -> dict[tuple[str, str], float]:
+    body = (await api.metrics()).body
+    text = body.decode() if isinstance(body, bytes) else str(body)
+    return {(c, o): float(v) for c, o, v in _LINE.findall(text)}
+
+
+async def _feed(api: Api, user: User) -> dict[str, dict[str, Any]]:
+    resp = await api.get("/api/feed?type=all&limit=50", user)
+    assert resp.status == 200, resp.body
+    body = resp.body
+    return {p["id"]: p for p in body["posts"]}
+
+
+async def _search(api: Api, user: User, word: str) -> set[str]:
+    resp = await api.get(f"/api/resources?search={word}&limit=50", user)
+    assert resp.status == 200, resp.body
+    return {h["id"] for h in resp.body["hits"]}
+
+
+@pytest.fixture(params=["in-process", "redis"])
+async def cached(request: pytest.FixtureRequest, make_client: Any) -> Api:
+    if request.param == "redis":
+        redis_url = request.getfixturevalue("redis_url")
+        made: Api = await make_client(redis_url=redis_url, read_cache_ttl=60)
+        return made
+    made = await make_client(read_cache_ttl=60)
+    return made
+
+
+async def test_feed_is_served_from_the_cache_and_sees_every_write(cached: Api) -> None:
+    api = cached
+    author, reader = await api.register(), await api.register()
+    first = await post(api, author, f"{unique('kestrel')} first")
+    assert first["id"] in await _feed(api, reader)
+    before = await _lookups(api)
+    assert first["id"] in await _feed(api, reader)
+    after = await _lookups(api)
+    assert after.get(("feed", "hit"), 0) == before.get(("feed", "hit"), 0) + 1
+
+    # a new post, a like, an edit, a deletion: each seen by the next read
+    second = await post(api, author, f"{unique('kestrel')} second")
+    assert second["id"] in await _feed(api, reader)
+    liked = await api.post(f"/api/posts/{second['id']}/interactions", reader, json={"type": "like"})
+    assert liked.status == 200, liked.body
+    page = await _feed(api, reader)
+    assert page[second["id"]]["liked"] is True
+    assert page[second["id"]]["likeCount"] == 1
+    edited = await api.put(f"/api/posts/{second['id']}", author, json={"content": "changed"})
+    assert edited.status == 200, edited.body
+    assert (await _feed(api, reader))[second["id"]]["content"] == "changed"
+    assert (await api.delete(f"/api/posts/{second['id']}", author)).status in (200, 204)
+    assert second["id"] not in await _feed(api, reader)
+
+
+async def test_a_pod_post_cached_for_a_member_never_reaches_an_outsider(cached: Api) -> None:
+    api = cached
+    owner, member, outsider = [await api.register() for _ in range(3)]
+    secret = await api.create_pod(owner, isPublic=False)
+    await invite_and_join(api, owner, member, secret)
+    inside = await post(api, owner, f"{unique('heron')} members only", podId=secret["id"])
+    # the same query, member first (so the page is in the cache), then the outsider, twice
+    for _ in range(2):
+        assert inside["id"] in await _feed(api, member)
+        assert inside["id"] not in await _feed(api, outsider)
+    # leaving the pod is a write too: the member's cached page goes with it
+    assert (await api.delete(f"/api/pods/{secret['id']}/leave", member)).status in (200, 204)
+    assert inside["id"] not in await _feed(api, member)
+    # and joining makes it appear for the newcomer at once
+    await invite_and_join(api, owner, outsider, secret)
+    assert inside["id"] in await _feed(api, outsider)
+
+
+async def test_resource_search_cache_keeps_shares_private_and_sees_writes(cached: Api) -> None:
+    api = cached
+    owner, member, outsider = [await api.register() for _ in range(3)]
+    pod = await api.create_pod(owner)
+    await join(api, member, pod)
+    word = unique("quokka")
+    shared = await resource(api, owner, f"{word} shared notes", resourceType="note")
+    share = await api.post(
+        f"/api/resources/{shared['id']}/share", owner, json={"shareWithPodId": pod["id"]}
+    )
+    assert share.status == 201, share.body
+    for _ in range(2):
+        assert shared["id"] in await _search(api, member, word)
+        assert shared["id"] not in await _search(api, outsider, word)
+        assert shared["id"] in await _search(api, owner, word)
+    before = await _lookups(api)
+    await _search(api, member, word)
+    assert (await _lookups(api)).get(("resources", "hit"), 0) > before.get(("resources", "hit"), 0)
+    # made public: everyone's next search has it
+    made_public = await api.put(f"/api/resources/{shared['id']}", owner, json={"isPublic": True})
+    assert made_public.status == 200, made_public.body
+    assert shared["id"] in await _search(api, outsider, word)
+    # renamed: the old word no longer finds it, for anyone
+    renamed = await api.put(
+        f"/api/resources/{shared['id']}", owner, json={"title": "something else entirely"}
+    )
+    assert renamed.status == 200, renamed.body
+    for user in (owner, member, outsider):
+        assert shared["id"] not in await _search(api, user, word)
+
+
+async def test_two_nodes_on_one_redis_see_each_others_writes(
+    make_client: Any, redis_url: str
+) -> None:
+    shared = {
+        "redis_url": redis_url,
+        "read_cache_ttl": 60,
+        "redis_key_prefix": f"shared{unique('')}:",
+        "jwt_secret": secrets.token_urlsafe(40),
+        "jwt_refresh_secret": secrets.token_urlsafe(40),
+    }
+    one = await make_client(**shared)
+    two = await make_client(**shared)
+    owner, member = await one.register(), await one.register()
+    secret = await one.create_pod(owner, isPublic=False)
+    await invite_and_join(one, owner, member, secret)
+    word = unique("ibis")
+    first = await post(one, owner, f"{word} one", podId=secret["id"])
+    assert first["id"] in await _feed(two, member)  # cached by node two
+    second = await post(one, owner, f"{word} two", podId=secret["id"])  # written on node one
+    page = await _feed(two, member)
+    assert {first["id"], second["id"]} <= set(page)
+    assert (await _lookups(two)).get(("feed", "hit"), 0) == 0  # two reads, two generations
+    # node one finds the page node two cached, in the shared Redis
+    assert set(await _feed(one, member)) == set(page)
+    assert (await _lookups(one)).get(("feed", "hit"), 0) == 1
+
+
+async def test_caching_can_be_turned_off(make_client: Any) -> None:
+    api = await make_client(read_cache_ttl=0)
+    user = await api.register()
+    await _feed(api, user)
+    await _feed(api, user)
+    lookups = await _lookups(api)
+    assert lookups.get(("feed", "hit"), 0) == 0
+    assert lookups.get(("feed", "off"), 0) >= 2
