@@ -11,6 +11,7 @@ import secrets
 import signal
 import subprocess
 import sys
+import threading
 from collections import Counter
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
@@ -304,14 +305,25 @@ async def test_a_separate_worker_process_runs_jobs_and_stops_cleanly(
         stderr=subprocess.STDOUT,
         text=True,
     )
-    try:
+    # Its output is read all along: a pipe nobody reads fills up, and then the worker's next
+    # log line blocks its event loop (the backlog of events left by earlier tests is logged).
+    seen: list[str] = []
+    started = threading.Event()
+
+    def read() -> None:
         assert proc.stdout is not None
-        seen: list[str] = []
-        while not seen or "running" not in seen[-1]:
-            line = await asyncio.to_thread(proc.stdout.readline)
-            assert line, "".join(seen)  # it exited
+        for line in proc.stdout:
             seen.append(line)
-        assert "PeerSpark RT worker" in seen[-1]
+            if "running" in line:
+                started.set()
+        started.set()  # (it exited)
+
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
+    try:
+        assert await asyncio.to_thread(started.wait, 60), "the worker did not start"
+        assert proc.poll() is None, "".join(seen)  # it did not exit
+        assert any("PeerSpark RT worker" in line for line in seen)
         job_id = await JobQueue(database).enqueue(
             database.pool,
             "send_email",
@@ -332,5 +344,6 @@ async def test_a_separate_worker_process_runs_jobs_and_stops_cleanly(
         except subprocess.TimeoutExpired:
             proc.kill()  # never left behind to work on the next tests' database
             proc.wait(10)
-            raise
-    assert code == 0
+            raise AssertionError("the worker did not stop:\n" + "".join(seen[-40:])) from None
+        await asyncio.to_thread(reader.join, 10)
+    assert code == 0, "".join(seen[-40:])
