@@ -10,7 +10,7 @@ from typing import Any
 import asyncpg
 
 from peerspark_rt.analytics.events import Kind
-from peerspark_rt.gamification.engine import GAMIFICATION, event_of
+from peerspark_rt.gamification.engine import CATCH_UP_BATCH, GAMIFICATION, event_of
 from peerspark_rt.gamification.rules import POINTS, level_view
 from tests.gamification import act, catch_up, profile, settled
 from tests.helpers import Api, User, unique
@@ -104,6 +104,42 @@ async def test_the_catch_up_job_applies_what_the_listener_missed_once(
     assert await api.app[GAMIFICATION].apply(event_of(full)) is False
     assert (await profile(api, ann))["totalPoints"] == before + 10
     assert len(await awards(db, ann.id, "post_created")) == 1
+
+
+async def test_the_catch_up_job_reads_past_a_window_of_recent_events(
+    api: Api, db: asyncpg.Connection
+) -> None:
+    """More events of the last minutes than one batch (all applied, none old enough to move
+    the cursor past) do not hide a missed event after them."""
+    ann, busy = await api.register(), await api.register()
+    await settled(api)
+    await catch_up(api)
+    before = (await profile(api, ann))["totalPoints"]
+    ids = await db.fetch(
+        """INSERT INTO analytics_events (user_id, event, occurred_at, local_date, local_hour,
+                                         dedupe_key, created_at)
+           SELECT $1, 'post_created', NOW(), CURRENT_DATE, 0, $2 || g, NOW() - interval '2 minutes'
+           FROM generate_series(1, $3) g RETURNING id""",
+        uuid.UUID(busy.id),
+        unique("busy-"),
+        CATCH_UP_BATCH + 20,
+    )
+    await db.execute(  # (applied already, as the listener does)
+        """INSERT INTO point_awards (user_id, source, source_key, kind, local_date, awarded_at)
+           SELECT $1, 'event', i::text, 'post_created', CURRENT_DATE, NOW()
+           FROM unnest($2::bigint[]) i""",
+        uuid.UUID(busy.id),
+        [r["id"] for r in ids],
+    )
+    await db.execute(
+        """INSERT INTO analytics_events (user_id, event, occurred_at, local_date, local_hour,
+                                         dedupe_key, created_at)
+           VALUES ($1, 'post_created', NOW(), CURRENT_DATE, 0, $2, NOW() - interval '1 minute')""",
+        uuid.UUID(ann.id),
+        unique("lost-"),
+    )
+    await catch_up(api)
+    assert (await profile(api, ann))["totalPoints"] == before + 10
 
 
 async def test_study_minutes_points_and_the_streak_on_the_users_days(

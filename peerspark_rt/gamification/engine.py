@@ -730,29 +730,30 @@ class Gamification:
 
     async def catch_up(self) -> int:
         """`gamification_catch_up`: apply the events no listener applied (in id order from the
-        cursor) and end the challenges whose time is up."""
+        cursor) and end the challenges whose time is up.
+
+        The cursor is kept only below events old enough to have surely committed (SETTLE); a
+        run reads on past younger ones, whatever their number, leaving those the listener may
+        still be applying (LISTENER_GRACE) to the next run."""
         applied = 0
         kinds = sorted(POINTS)
         deadline = time.monotonic() + CATCH_UP_BUDGET
-        out_of_time = False
+        start = await game_db.cursor(self.db.pool, CURSOR)
+        scanned = new_cursor = start
+        advancing = True
         for _ in range(CATCH_UP_ROUNDS):
-            start = await game_db.cursor(self.db.pool, CURSOR)
-            rows = await game_db.unapplied_events(self.db.pool, start, kinds, CATCH_UP_BATCH)
-            if not rows:
-                break
-            settled_before = dt.datetime.now(dt.UTC) - SETTLE
-            new_cursor = start
-            advancing = True
-            heard_by_now = dt.datetime.now(dt.UTC) - LISTENER_GRACE
-            caught_up = len(rows) < CATCH_UP_BATCH
+            rows = await game_db.unapplied_events(self.db.pool, scanned, kinds, CATCH_UP_BATCH)
+            now = dt.datetime.now(dt.UTC)
+            settled_before, heard_by_now = now - SETTLE, now - LISTENER_GRACE
+            finished = len(rows) < CATCH_UP_BATCH
             for row in rows:
                 if time.monotonic() > deadline:
-                    out_of_time = True
+                    finished = True
                     break  # (the cursor stays before this row: the next run goes on here)
+                scanned = row["id"]
                 if row["created_at"] > heard_by_now:
                     # the listener is on it: applying it here could take a user's events out
                     # of order (a streak counts days in order); the next run looks again
-                    caught_up = True
                     advancing = False
                     continue
                 if not row["applied"] and await self.apply(event_of(row)):
@@ -761,9 +762,10 @@ class Gamification:
                     new_cursor = row["id"]
                 else:
                     advancing = False  # newer events may still be joined by older ids
-            await game_db.set_cursor(self.db.pool, CURSOR, new_cursor)
-            if caught_up or out_of_time or new_cursor == start:
+            if finished:
                 break
+        if new_cursor != start:
+            await game_db.set_cursor(self.db.pool, CURSOR, new_cursor)
         async with self.db.transaction() as conn:
             await game_db.end_challenges(conn)
         if applied:
