@@ -17,6 +17,7 @@ from redis.asyncio import Redis
 from redis.asyncio.cluster import RedisCluster
 
 from .accounts import erase as erase_mod
+from .accounts import passwords
 from .accounts.admin import ADMIN, PREMIUM, AdminService, Premium
 from .accounts.auth import AUTH, AuthService
 from .accounts.db import live_sessions
@@ -735,6 +736,11 @@ def build_app(settings: Settings) -> web.Application:
         middlewares=MIDDLEWARES, client_max_size=settings.upload_max_bytes + 65536
     )
     app[SETTINGS] = settings
+    passwords.configure(
+        time_cost=settings.password_hash_time_cost,
+        memory_kib=settings.password_hash_memory_kib,
+        parallelism=settings.password_hash_parallelism,
+    )
     app[METRICS] = Metrics()
     app[HEALTH] = Health()
     app[REQUESTS] = InFlight()

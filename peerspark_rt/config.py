@@ -96,6 +96,11 @@ class Settings:
     jwt_secret: str = ""
     jwt_refresh_secret: str = ""
     access_token_ttl: int = 900
+    # argon2id for new password hashes (RFC 9106's low-memory profile by default; never below
+    # OWASP's floor of m=19 MiB, t=2, p=1: accounts/passwords.py)
+    password_hash_time_cost: int = 3
+    password_hash_memory_kib: int = 65536
+    password_hash_parallelism: int = 4
     refresh_token_ttl: int = 86400
     remember_me_ttl: int = 2592000
     refresh_reuse_grace: float = 10.0
@@ -386,6 +391,9 @@ _VARIABLES: dict[str, tuple[str, Callable[[str], Any]]] = {
     "JWT_SECRET": ("jwt_secret", _secret),
     "JWT_REFRESH_SECRET": ("jwt_refresh_secret", _secret),
     "ACCESS_TOKEN_TTL": ("access_token_ttl", _int_in(10, 86400)),
+    "PASSWORD_HASH_TIME_COST": ("password_hash_time_cost", _int_in(2, 20)),
+    "PASSWORD_HASH_MEMORY_KIB": ("password_hash_memory_kib", _int_in(19456, 4 * 1024 * 1024)),
+    "PASSWORD_HASH_PARALLELISM": ("password_hash_parallelism", _int_in(1, 16)),
     "REFRESH_TOKEN_TTL": ("refresh_token_ttl", _int_in(60, 31_536_000)),
     "REMEMBER_ME_TTL": ("remember_me_ttl", _int_in(60, 31_536_000)),
     "REFRESH_REUSE_GRACE": ("refresh_reuse_grace", _non_negative_float),
