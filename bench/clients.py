@@ -21,7 +21,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import time
-from typing import Any, Protocol
+from typing import Any, Generic, Protocol, TypeVar
 from urllib.parse import quote
 
 import aiohttp
@@ -283,28 +283,35 @@ _sio_ack = msgspec.json.Decoder(tuple[_Ack])
 _json = msgspec.json.Encoder()
 
 
-class SocketIOClient(BenchClient):
+AckT = TypeVar("AckT")
+
+
+class _EngineIOClient(BenchClient, Generic[AckT]):
+    """Socket.IO 5 over Engine.IO 4 text frames on one raw websocket: the open, CONNECT, ping
+    and acknowledgement packets. Subclasses say what the CONNECT carries, what an event means
+    and how an acknowledgement reads."""
+
     def __init__(
-        self,
-        index: int,
-        base_url: str,
-        name: str,
-        rooms: list[str],
-        sink: Sink,
-        *,
-        ack_timeout: float = 30,
+        self, index: int, url: str, rooms: list[str], sink: Sink, *, ack_timeout: float
     ) -> None:
         self.index = index
         self.rooms = rooms
         self.sink = sink
-        self.name = name
-        base = base_url.rstrip("/").replace("http", "ws", 1)
-        self.url = base + "/socket.io/?EIO=4&transport=websocket"
+        self.url = url
         self.ack_timeout = ack_timeout
         self._ws: RawWebSocket | None = None
         self._ids = itertools.count(1)
-        self._acks: dict[int, asyncio.Future[_Ack]] = {}
+        self._acks: dict[int, asyncio.Future[AckT]] = {}
         self._connected: asyncio.Future[None] | None = None
+
+    def _connect_data(self) -> dict[str, Any]:
+        raise NotImplementedError
+
+    def _on_event(self, packet: memoryview) -> None:
+        raise NotImplementedError
+
+    def _settle(self, future: asyncio.Future[AckT], packet: memoryview) -> None:
+        raise NotImplementedError
 
     async def connect(self) -> None:
         self._connected = asyncio.get_running_loop().create_future()
@@ -315,39 +322,72 @@ class SocketIOClient(BenchClient):
 
     def _on_message(self, payload: bytes, opcode: int) -> None:
         if payload[:2] == b"42":
-            name, lite = _sio_event.decode(memoryview(payload)[2:])
-            if name == "message":
-                self.sink.message(self, lite.room, lite.seq, lite.body)
+            self._on_event(memoryview(payload)[2:])
         elif payload[:2] == b"43":
             cut = 2
             while 48 <= payload[cut] <= 57:
                 cut += 1
             future = self._acks.pop(int(payload[2:cut]), None)
             if future is not None and not future.done():
-                ack = _sio_ack.decode(memoryview(payload)[cut:])[0]
-                if ack.t == "error":
-                    future.set_exception(Refused(ack.code, ack.message))
-                else:
-                    future.set_result(ack)
+                self._settle(future, memoryview(payload)[cut:])
         elif payload == b"2":
             assert self._ws is not None
             self._ws.send_text(b"3")
         elif payload[:1] == b"0":  # Engine.IO open: connect to the default namespace
             assert self._ws is not None
-            self._ws.send_text(b"40" + _json.encode({"user": self.name}))
+            self._ws.send_text(b"40" + _json.encode(self._connect_data()))
         elif payload[:2] == b"40":
             if self._connected is not None and not self._connected.done():
                 self._connected.set_result(None)
         elif payload[:2] == b"44" and self._connected is not None and not self._connected.done():
             self._connected.set_exception(Refused("connect_error", payload.decode()[:200]))
 
-    async def _emit(self, event: str, data: dict[str, Any]) -> _Ack:
+    async def _emit(self, event: str, data: dict[str, Any]) -> AckT:
         assert self._ws is not None
         ident = next(self._ids)
-        future: asyncio.Future[_Ack] = asyncio.get_running_loop().create_future()
+        future: asyncio.Future[AckT] = asyncio.get_running_loop().create_future()
         self._acks[ident] = future
         self._ws.send_text(f"42{ident}".encode() + _json.encode([event, data]))
         return await asyncio.wait_for(future, self.ack_timeout)
+
+    async def close(self) -> None:
+        if self._ws is not None:
+            await self._ws.close()
+
+
+class SocketIOClient(_EngineIOClient[_Ack]):
+    """The Node Socket.IO peer's client: `join` and `send` with acknowledgements, `message`
+    events."""
+
+    def __init__(
+        self,
+        index: int,
+        base_url: str,
+        name: str,
+        rooms: list[str],
+        sink: Sink,
+        *,
+        ack_timeout: float = 30,
+    ) -> None:
+        base = base_url.rstrip("/").replace("http", "ws", 1)
+        url = base + "/socket.io/?EIO=4&transport=websocket"
+        super().__init__(index, url, rooms, sink, ack_timeout=ack_timeout)
+        self.name = name
+
+    def _connect_data(self) -> dict[str, Any]:
+        return {"user": self.name}
+
+    def _on_event(self, packet: memoryview) -> None:
+        name, lite = _sio_event.decode(packet)
+        if name == "message":
+            self.sink.message(self, lite.room, lite.seq, lite.body)
+
+    def _settle(self, future: asyncio.Future[_Ack], packet: memoryview) -> None:
+        ack = _sio_ack.decode(packet)[0]
+        if ack.t == "error":
+            future.set_exception(Refused(ack.code, ack.message))
+        else:
+            future.set_result(ack)
 
     async def join(self, room: str) -> int:
         ack = await self._emit("join", {"room": room})
@@ -360,10 +400,6 @@ class SocketIOClient(BenchClient):
 
     async def drop(self) -> None:
         raise NotImplementedError("the Socket.IO peer has no resume: burst runs the product only")
-
-    async def close(self) -> None:
-        if self._ws is not None:
-            await self._ws.close()
 
 
 class _SpecMessage(msgspec.Struct, rename="camel"):
@@ -388,10 +424,10 @@ _spec_event = msgspec.json.Decoder(tuple[str, _SpecMessage])
 _spec_ack = msgspec.json.Decoder(tuple[_SpecAck])
 
 
-class ProductSocketIOClient(BenchClient):
+class ProductSocketIOClient(_EngineIOClient[_SpecAck]):
     """The product's /socket.io/ as an app written against the spec uses it: the token in
     the CONNECT packet, `session:join` and `session:message` with acknowledgements, and
-    `session:message` events (Engine.IO 4 text frames, like `SocketIOClient`)."""
+    `session:message` events."""
 
     def __init__(
         self,
@@ -403,58 +439,24 @@ class ProductSocketIOClient(BenchClient):
         *,
         ack_timeout: float = 30,
     ) -> None:
-        self.index = index
-        self.rooms = rooms
-        self.sink = sink
+        url = ws_url.removesuffix("/ws") + "/socket.io/?EIO=4&transport=websocket"
+        super().__init__(index, url, rooms, sink, ack_timeout=ack_timeout)
         self.token = token
-        self.url = ws_url.removesuffix("/ws") + "/socket.io/?EIO=4&transport=websocket"
-        self.ack_timeout = ack_timeout
-        self._ws: RawWebSocket | None = None
-        self._ids = itertools.count(1)
-        self._acks: dict[int, asyncio.Future[_SpecAck]] = {}
-        self._connected: asyncio.Future[None] | None = None
 
-    async def connect(self) -> None:
-        self._connected = asyncio.get_running_loop().create_future()
-        self._ws = RawWebSocket(self._on_message)
-        await self._ws.open(self.url)
-        await asyncio.wait_for(self._connected, 30)
+    def _connect_data(self) -> dict[str, Any]:
+        return {"token": self.token}
 
-    def _on_message(self, payload: bytes, opcode: int) -> None:
-        if payload[:2] == b"42":
-            name, msg = _spec_event.decode(memoryview(payload)[2:])
-            if name == "session:message":
-                self.sink.message(self, "session:" + msg.session_id, msg.seq, msg.message)
-        elif payload[:2] == b"43":
-            cut = 2
-            while 48 <= payload[cut] <= 57:
-                cut += 1
-            future = self._acks.pop(int(payload[2:cut]), None)
-            if future is not None and not future.done():
-                ack = _spec_ack.decode(memoryview(payload)[cut:])[0]
-                if ack.ok:
-                    future.set_result(ack)
-                else:
-                    future.set_exception(Refused(ack.code, ack.message))
-        elif payload == b"2":
-            assert self._ws is not None
-            self._ws.send_text(b"3")
-        elif payload[:1] == b"0":  # Engine.IO open: connect with the access token
-            assert self._ws is not None
-            self._ws.send_text(b"40" + _json.encode({"token": self.token}))
-        elif payload[:2] == b"40":
-            if self._connected is not None and not self._connected.done():
-                self._connected.set_result(None)
-        elif payload[:2] == b"44" and self._connected is not None and not self._connected.done():
-            self._connected.set_exception(Refused("connect_error", payload.decode()[:200]))
+    def _on_event(self, packet: memoryview) -> None:
+        name, msg = _spec_event.decode(packet)
+        if name == "session:message":
+            self.sink.message(self, "session:" + msg.session_id, msg.seq, msg.message)
 
-    async def _emit(self, event: str, data: dict[str, Any]) -> _SpecAck:
-        assert self._ws is not None
-        ident = next(self._ids)
-        future: asyncio.Future[_SpecAck] = asyncio.get_running_loop().create_future()
-        self._acks[ident] = future
-        self._ws.send_text(f"42{ident}".encode() + _json.encode([event, data]))
-        return await asyncio.wait_for(future, self.ack_timeout)
+    def _settle(self, future: asyncio.Future[_SpecAck], packet: memoryview) -> None:
+        ack = _spec_ack.decode(packet)[0]
+        if ack.ok:
+            future.set_result(ack)
+        else:
+            future.set_exception(Refused(ack.code, ack.message))
 
     async def join(self, room: str) -> int:
         kind, _, ident = room.partition(":")
@@ -475,10 +477,6 @@ class ProductSocketIOClient(BenchClient):
 
     async def drop(self) -> None:
         raise NotImplementedError("the bench's Socket.IO client does not resume: use --client live")
-
-    async def close(self) -> None:
-        if self._ws is not None:
-            await self._ws.close()
 
 
 _echo_frame = msgspec.json.Decoder(_Lite)
