@@ -7,6 +7,7 @@ test-output/browser/ (git-ignored; PEERSPARK_TEST_OUTPUT moves it)."""
 
 from __future__ import annotations
 
+import asyncio
 import os
 import shutil
 from collections.abc import AsyncIterator
@@ -15,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from tests.helpers import Api, User, open_session
+from tests.helpers import Api, User, listen_live, open_session
 from tests.nodes import ROOT
 
 playwright_api = pytest.importorskip(
@@ -25,6 +26,7 @@ playwright_api = pytest.importorskip(
 CHROMIUM = os.environ.get("PEERSPARK_CHROMIUM") or shutil.which("chromium") or "/usr/bin/chromium"
 OUTPUT = Path(os.environ.get("PEERSPARK_TEST_OUTPUT") or ROOT / "test-output") / "browser"
 TIMEOUT_MS = 10_000
+SLOW_S = 1.0
 
 pytestmark = pytest.mark.skipif(
     not Path(CHROMIUM).exists(),
@@ -44,10 +46,20 @@ async def browser() -> AsyncIterator[Any]:
         await chromium.close()
 
 
-async def signed_in_page(browser: Any, base: str, user: User) -> tuple[Any, Any]:
-    """A fresh browser context signed in through the login form."""
+async def signed_in_page(
+    browser: Any, base: str, user: User, *, slow: str | None = None
+) -> tuple[Any, Any]:
+    """A fresh browser context signed in through the login form; requests matching the
+    `slow` URL pattern are answered a second late (a slow link, or a busy server)."""
     context = await browser.new_context(viewport={"width": 1100, "height": 800})
     context.set_default_timeout(TIMEOUT_MS)
+    if slow is not None:
+
+        async def late(route: Any) -> None:
+            await asyncio.sleep(SLOW_S)
+            await route.continue_()
+
+        await context.route(slow, late)
     page = await context.new_page()
     problems: list[str] = []
     page.on("pageerror", lambda exc: problems.append(str(exc)))
@@ -154,6 +166,40 @@ async def test_two_people_chat_in_a_room_and_one_comes_back_from_offline(
     await bob_page.screenshot(path=str(OUTPUT / "room-bob.png"))
     await ann_ctx.close()
     await bob_ctx.close()
+
+
+async def test_the_page_shown_is_the_last_one_asked_for(api: Api, browser: Any) -> None:
+    """A page that loads slowly never replaces the one the person has moved on to, and a room
+    left before it loaded is not entered (nobody sees them present there)."""
+    ann, bob = await api.register(), await api.register()
+    room = await open_session(api, ann, bob)
+    session_id = room.removeprefix("session:")
+    base = str(api.client.make_url("")).rstrip("/")
+
+    # The pods list (the page after sign-in) is slow; Bob goes on to the room at once.
+    context, page = await signed_in_page(browser, base, bob, slow="**/api/pods*")
+    async with page.expect_response("**/api/pods*"):
+        await page.goto(f"{base}/app#/sessions/{session_id}")
+        await page.wait_for_selector(f"#presence li[data-user='{bob.id}']")
+    await page.wait_for_timeout(200)
+    assert await page.locator("h2:has-text('My pods')").count() == 0
+    assert await page.locator(f"#presence li[data-user='{bob.id}']").is_visible()
+    await context.close()
+
+    # The room is slow to load; Ann opens it and leaves for the pods list before it shows.
+    watching = await listen_live(api, bob, room)
+    context, page = await signed_in_page(browser, base, ann, slow=f"**/api/sessions/{session_id}")
+    async with page.expect_response(f"**/api/sessions/{session_id}"):
+        await page.goto(f"{base}/app#/sessions/{session_id}")
+        await page.goto(f"{base}/app#/pods")
+    await page.wait_for_selector("h2:has-text('My pods')")
+    await page.wait_for_timeout(1000)
+    seen = []
+    while not watching.frames.empty():
+        seen.append(watching.frames.get_nowait())
+    assert not [f for f in seen if f["t"] == "presence" and f["userId"] == str(ann.id)], seen
+    assert await page.locator("#messages").count() == 0
+    await context.close()
 
 
 async def test_the_feed_and_pods_pages_render(api: Api, browser: Any) -> None:

@@ -35,28 +35,38 @@ function onLiveFrame(frame) {
   }
 }
 
+let routes = 0; // the latest route() call owns the page
+
 async function route() {
   disposeView?.();
   disposeView = null;
   if (!ctx.me) return;
+  // Each view renders into a container of its own, put in place at once: a slower earlier
+  // view finishing later draws into a detached container instead of over this one.
+  const mine = ++routes;
+  const here = h("div.view");
+  main.replaceChildren(here);
+  const current = () => mine === routes;
   const [, view, id] = (location.hash || "#/pods").split("/");
   try {
     if (view === "sessions" && id) {
       const room = new RoomView(ctx, id);
       disposeView = () => room.dispose();
-      await room.mount(main);
+      await room.mount(here);
     } else if (view === "pods" && id) {
-      await renderPod(main, id);
+      await renderPod(here, id);
     } else if (view === "feed") {
-      await renderFeed(main);
+      await renderFeed(here);
     } else if (view === "notifications") {
-      disposeView = await renderNotifications(main, ctx);
+      const dispose = await renderNotifications(here, ctx);
+      if (current()) disposeView = dispose;
+      else dispose();
     } else {
-      await renderPods(main);
+      await renderPods(here);
     }
   } catch (err) {
     if (err instanceof ApiError && err.status === 401) return location.reload();
-    main.replaceChildren(h("p.error", {}, err instanceof ApiError ? err.message : String(err)));
+    here.replaceChildren(h("p.error", {}, err instanceof ApiError ? err.message : String(err)));
   }
 }
 

@@ -21,10 +21,12 @@ export class RoomView {
     this.loadingOlder = false;
     this.lastTypingSent = 0;
     this.idleTimer = null;
+    this.disposed = false;
   }
 
   async mount(main) {
     const session = await get(`/api/sessions/${this.sessionId}`);
+    if (this.disposed) return; // left before it loaded: never enter the room
     this.session = session;
     this.status = h("span.muted", {}, session.status);
     this.list = h("div.messages", { id: "messages", onscroll: () => this.onScroll() });
@@ -61,6 +63,7 @@ export class RoomView {
   }
 
   dispose() {
+    this.disposed = true;
     this.off?.();
     this.ctx.live.leave(this.room);
     clearTimeout(this.idleTimer);
