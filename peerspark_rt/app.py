@@ -33,7 +33,7 @@ from .accounts.ratelimit import (
 )
 from .accounts.users import USERS, UserService
 from .accounts.verification import EmailGate
-from .actors.hub import HUB, Hub
+from .actors.hub import HUB, Hub, PresenceChange
 from .ai.assistant import ASSISTANT, AssistantService
 from .ai.quota import QuotaService
 from .ai.retrieval import Retriever
@@ -467,9 +467,14 @@ async def _realtime(app: web.Application) -> AsyncIterator[None]:
         max_rooms=settings.ws_max_rooms,
     )
 
-    async def attendance(room: str, user_id: uuid.UUID, present: bool) -> None:
-        if room.startswith("session:"):
-            await sessions.record_presence(uuid.UUID(room[8:]), user_id, present)
+    async def attendance(changes: list[PresenceChange]) -> None:
+        await sessions.record_attendance(
+            [
+                (uuid.UUID(room[8:]), user_id, present)
+                for room, user_id, present in changes
+                if room.startswith("session:")
+            ]
+        )
 
     async def read_up_to(room: str, user_id: uuid.UUID, seq: int) -> None:
         if room.startswith("session:"):

@@ -45,6 +45,7 @@ log = logging.getLogger(__name__)
 
 HOOK_QUEUE = 10_000  # presence/read hook calls waiting to run; more are dropped (and counted)
 HOOK_TIMEOUT = 10.0  # seconds one hook call may take
+PRESENCE_BATCH = 500  # presence changes handed to the hooks in one call, at most
 PRESENCE_REFRESH_DELAY = 1.5  # seconds after a broker reconnect before rooms re-read presence
 SEND_DRAIN = 2.0  # seconds a stopping node waits for chat messages in flight before closing
 
@@ -69,7 +70,9 @@ class FocusStore(Protocol):
 
 
 # (room, user_id, present) when a user's presence in a room starts or ends cluster-wide
-PresenceHook = Callable[[str, uuid.UUID, bool], Awaitable[None]]
+PresenceChange = tuple[str, uuid.UUID, bool]
+# called with the changes in the order they happened, as many at a time as came meanwhile
+PresenceHook = Callable[[list[PresenceChange]], Awaitable[None]]
 # (room, user_id, seq) the furthest message a user acknowledged when they left
 ReadHook = Callable[[str, uuid.UUID, int], Awaitable[None]]
 # members who completed (or abandoned) a focus block here
@@ -139,6 +142,9 @@ class Hub:
         self._hooks_wake = asyncio.Event()
         self._hooks_idle = asyncio.Event()
         self._hooks_idle.set()
+        # presence changes not yet handed to the hooks; one call is queued for all of them
+        self._changes: list[PresenceChange] = []
+        self._changes_queued = False
         self._workers: list[asyncio.Task[None]] = []
         self._flusher: Flusher | None = None
         self._closing = False
@@ -353,8 +359,19 @@ class Hub:
         self._run_presence_hooks(room, user_id, state == "join")
 
     def _run_presence_hooks(self, room: str, user_id: str, present: bool) -> None:
+        """Queue the change for the hooks: the changes that come while earlier hook calls run
+        go to the hooks together (a class arriving at once is written in a few statements)."""
+        if not self.on_presence:
+            return
+        self._changes.append((room, uuid.UUID(user_id), present))
+        if not self._changes_queued:
+            self._changes_queued = self._queue_hook(self._presence_hooks())
+
+    async def _presence_hooks(self) -> None:
+        changes, self._changes = self._changes[:PRESENCE_BATCH], self._changes[PRESENCE_BATCH:]
+        self._changes_queued = bool(self._changes) and self._queue_hook(self._presence_hooks())
         for hook in self.on_presence:
-            self._queue_hook(hook(room, uuid.UUID(user_id), present))
+            await hook(changes)
 
     async def _expired(self, room: str, user_id: str, username: str) -> None:
         """A dead node's user left the room: every node (this one too) hears it."""
@@ -401,16 +418,17 @@ class Hub:
 
     # --- handed-off work -----------------------------------------------------------------
 
-    def _queue_hook(self, call: Awaitable[None]) -> None:
+    def _queue_hook(self, call: Awaitable[None]) -> bool:
         if len(self._hooks) >= HOOK_QUEUE:
             self.metrics.hook_dropped()
             log.warning("hook queue full; dropping %s", call)
             if asyncio.iscoroutine(call):
                 call.close()
-            return
+            return False
         self._hooks.append(call)
         self._hooks_idle.clear()
         self._hooks_wake.set()
+        return True
 
     async def _run_hooks(self) -> None:
         while True:

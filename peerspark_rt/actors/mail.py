@@ -142,6 +142,11 @@ class TypingExpiry:
 
 
 @dataclass(slots=True)
+class NewsDue:
+    """Presence news held back for the window is due out."""
+
+
+@dataclass(slots=True)
 class FocusDue:
     """A focus timer's phase ends now."""
 
@@ -205,6 +210,7 @@ Mail = (
     | RefreshPresence
     | PresenceSnapshot
     | TypingExpiry
+    | NewsDue
     | FocusDue
     | FocusReload
     | FocusLoaded

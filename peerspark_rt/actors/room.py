@@ -70,9 +70,24 @@ REPLAY_PAGE = 200  # stored messages fetched at a time for a replay
 LOAD_BACKOFF = (0.2, 0.5, 1.0, 2.0, 5.0)  # seconds between attempts to load the room's state
 FOCUS_RECHECK = 1.0  # seconds after loading (several nodes) to read the timer again
 FOCUS_RETRY = 5.0  # seconds before a timer that could not be read is read again
+# Presence news closer together than this goes out together, one write per member: in a
+# storm of arrivals (a class starting, a node's sockets moving over) each arrival would
+# otherwise cost a write to every member. A lone arrival still goes out at once.
+NEWS_WINDOW = 0.05
 
 
 _NO_MESSAGES: collections.deque[tuple[int, bytes]] = collections.deque(maxlen=0)
+
+
+@dataclass(slots=True)
+class _News:
+    """Presence news held back until the window ends."""
+
+    payloads: list[bytes]
+    # members who joined meanwhile: the first payload that is news to them (their `joined`
+    # frame already listed who was present)
+    late: dict[Connection, int]
+    timer: asyncio.TimerHandle
 
 
 @dataclass(slots=True)
@@ -149,6 +164,8 @@ class RoomActor:
         self._heard = 0
         self._heard_from: dict[str, int] = {}
         self._reads = 0
+        self._news: _News | None = None
+        self._news_sent = 0.0  # when presence news last went out
         self._retired = False
 
     # --- plumbing ------------------------------------------------------------------------
@@ -199,6 +216,8 @@ class RoomActor:
                 timer.cancel()
         for _, grace in self.departing.values():
             grace.cancel()
+        if self._news is not None:
+            self._news.timer.cancel()
         if self.focus is not None:
             self.focus.close()
 
@@ -262,6 +281,8 @@ class RoomActor:
                 self._presence_snapshot(present, asked)
             case mail.TypingExpiry():
                 self._expire_typing()
+            case mail.NewsDue():
+                self._send_news()
             case mail.FocusDue():
                 if self.focus is not None:
                     self.focus.due()
@@ -343,6 +364,8 @@ class RoomActor:
 
     def _fanout(self, payload: bytes) -> None:
         """Encode once per format, push the same bytes to every local member."""
+        if self._news is not None:
+            self._send_news()  # (members see everything in the order it happened)
         delivered = 0
         for fmt, members in enumerate(self.members):
             if members:
@@ -357,7 +380,49 @@ class RoomActor:
         """One control frame to one socket, in its format."""
         send_frame(conn, frame)
 
+    def _announce(self, payload: bytes) -> None:
+        """Presence news: out at once, unless news went out less than `NEWS_WINDOW` ago;
+        then it waits for the window's end and goes out with whatever news follows."""
+        news = self._news
+        if news is not None:
+            news.payloads.append(payload)
+            return
+        now = time.monotonic()
+        wait = self._news_sent + NEWS_WINDOW - now
+        if wait <= 0:
+            self._fanout(payload)
+            self._news_sent = now
+            return
+        timer = asyncio.get_running_loop().call_later(wait, self.post, mail.NewsDue())
+        self._news = _News([payload], {}, timer)
+
+    def _send_news(self) -> None:
+        news, self._news = self._news, None
+        if news is None:
+            return
+        news.timer.cancel()
+        self._news_sent = time.monotonic()
+        delivered = 0
+        for fmt, members in enumerate(self.members):
+            if not members:
+                continue
+            frames = [room_frame(fmt, payload) for payload in news.payloads]
+            # (bytes and frame count by where a member's news starts: all of it, for most)
+            parts: dict[int, tuple[bytes, int]] = {}
+            for conn in members:
+                start = news.late.get(conn, 0)
+                part = parts.get(start)
+                if part is None:
+                    ready = [frame for frame in frames[start:] if frame is not None]
+                    part = parts[start] = (b"".join(ready), len(ready))
+                if part[1]:
+                    conn.push(part[0])
+                    delivered += part[1]
+        self.hub.count_deliveries(delivered)
+
     def _send_payload(self, conn: Connection, payload: bytes) -> None:
+        if self._news is not None:
+            self._send_news()
         frame = room_frame(conn.fmt, payload)
         if frame is not None:
             conn.push(frame)
@@ -532,12 +597,14 @@ class RoomActor:
         announce = False
         if not already:
             self.members[conn.fmt][conn] = None
+            if self._news is not None:
+                self._news.late[conn] = len(self._news.payloads)
             conn.rooms.add(self.room)
             announce = self._arrive(conn)
         self.send_to(conn, self._joined())
         if announce:
             user = str(conn.user_id)
-            self._fanout(self._presence_payload(user, conn.username, "join"))
+            self._announce(self._presence_payload(user, conn.username, "join"))
         if join.since is not None:
             self._resume(conn, join.since)
         _answer(join, None)
@@ -814,7 +881,7 @@ class RoomActor:
                 return
             self.presence[frame.user_id] = frame.username
             self._presence_list = None
-            self._fanout(payload)
+            self._announce(payload)
         else:
             self._presence_gone(frame.user_id, frame.username)
 
@@ -841,7 +908,7 @@ class RoomActor:
                 if user not in self.presence and user not in newer:
                     self.presence[user] = username
                     self._presence_list = None
-                    self._fanout(self._presence_payload(user, username, "join"))
+                    self._announce(self._presence_payload(user, username, "join"))
             for user, username in list(self.presence.items()):
                 if user not in present and user not in newer:
                     self._presence_gone(user, username)
@@ -859,7 +926,7 @@ class RoomActor:
         if self.sharing.pop(user, None) is not None:
             stop = ScreenShareEvent(room=self.room, user_id=user, username=username, sharing=False)
             self._fanout(json_encoder.encode(stop))
-        self._fanout(self._presence_payload(user, username, "leave"))
+        self._announce(self._presence_payload(user, username, "leave"))
 
     def _typing_payload(self, user: str, username: str, state: str) -> bytes:
         return json_encoder.encode(

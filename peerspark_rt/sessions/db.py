@@ -267,19 +267,33 @@ async def mark_present(
     """The user's first device entered the live room (on any node). Returns the stretch's
     start with the session's pod and subject when this began a stretch of presence (None:
     already present, or not a participant)."""
-    return await db.fetchrow(
-        """UPDATE session_participants p
+    rows = await mark_present_many(db, [session_id], [user_id])
+    return rows[0] if rows else None
+
+
+async def mark_present_many(
+    db: Executor, session_ids: list[uuid.UUID], user_ids: list[uuid.UUID]
+) -> list[asyncpg.Record]:
+    """`mark_present` for many (session, user) pairs, each at most once, in one statement
+    (a class arriving at once). Rows are locked in one order, whoever else writes them."""
+    return await db.fetch(
+        """WITH arrivals AS (
+               SELECT p.id FROM session_participants p
+               JOIN unnest($1::uuid[], $2::uuid[]) AS c(session_id, user_id)
+                 ON p.session_id = c.session_id AND p.user_id = c.user_id
+               ORDER BY p.id FOR UPDATE OF p)
+           UPDATE session_participants p
            SET present_since = COALESCE(p.present_since, NOW()),
                joined_at = COALESCE(p.joined_at, NOW()),
                status = CASE WHEN p.status IN ('invited', 'accepted', 'missed') THEN 'attended'
                              ELSE p.status END
-           FROM study_sessions s LEFT JOIN pods pd ON pd.id = s.pod_id
-           WHERE p.session_id = $1 AND p.user_id = $2 AND s.id = p.session_id
-           RETURNING p.user_id, p.present_since AS since, p.present_since = NOW() AS began,
-                     s.pod_id,
+           FROM arrivals, study_sessions s LEFT JOIN pods pd ON pd.id = s.pod_id
+           WHERE p.id = arrivals.id AND s.id = p.session_id
+           RETURNING p.session_id, p.user_id, p.present_since AS since,
+                     p.present_since = NOW() AS began, s.pod_id,
                      COALESCE(pd.subject, s.tags[1]) AS subject""",
-        session_id,
-        user_id,
+        session_ids,
+        user_ids,
     )
 
 
@@ -295,7 +309,7 @@ _CLOSE_INTERVAL = """
 
 # What ending a stretch returns: who, when it began and ended, and the session's pod and
 # subject (what the analytics event of the stretch needs).
-_CLOSED = """RETURNING p.user_id, old.since, p.left_at AS until, s.pod_id,
+_CLOSED = """RETURNING p.session_id, p.user_id, old.since, p.left_at AS until, s.pod_id,
                      COALESCE(pd.subject, s.tags[1]) AS subject"""
 
 
@@ -304,16 +318,26 @@ async def mark_absent(
 ) -> asyncpg.Record | None:
     """The user's last device left the live room: add the interval to their attendance.
     Returns the stretch that ended (None: they were not present: nothing changed)."""
-    return await db.fetchrow(
+    rows = await mark_absent_many(db, [session_id], [user_id])
+    return rows[0] if rows else None
+
+
+async def mark_absent_many(
+    db: Executor, session_ids: list[uuid.UUID], user_ids: list[uuid.UUID]
+) -> list[asyncpg.Record]:
+    """`mark_absent` for many (session, user) pairs, each at most once, in one statement."""
+    return await db.fetch(
         f"""UPDATE session_participants p SET {_CLOSE_INTERVAL}
-            FROM (SELECT id, present_since AS since FROM session_participants
-                   WHERE session_id = $1 AND user_id = $2 AND present_since IS NOT NULL
-                   FOR UPDATE) old,
+            FROM (SELECT p.id, p.present_since AS since FROM session_participants p
+                   JOIN unnest($1::uuid[], $2::uuid[]) AS c(session_id, user_id)
+                     ON p.session_id = c.session_id AND p.user_id = c.user_id
+                   WHERE p.present_since IS NOT NULL
+                   ORDER BY p.id FOR UPDATE OF p) old,
                  study_sessions s LEFT JOIN pods pd ON pd.id = s.pod_id
             WHERE p.id = old.id AND s.id = p.session_id
             {_CLOSED}""",  # noqa: S608 (composed of constants; values are parameters)
-        session_id,
-        user_id,
+        session_ids,
+        user_ids,
     )
 
 

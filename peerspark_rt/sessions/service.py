@@ -18,7 +18,9 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import logging
 import uuid
+from collections.abc import Sequence
 from dataclasses import replace
 from typing import Any, Literal
 
@@ -27,7 +29,7 @@ import msgspec
 from aiohttp import web
 
 from ..accounts.auth import Principal
-from ..analytics.events import Analytics, Kind
+from ..analytics.events import Analytics, Kind, NewEvent
 from ..calendar import recurrence
 from ..errors import Conflict, Forbidden, Invalid, NotFound
 from ..infra import validation
@@ -39,6 +41,8 @@ from ..notifications.service import NewNotification
 from ..pods.service import PodService
 from ..protocol import Message, Sender
 from . import db as sessions_db
+
+log = logging.getLogger(__name__)
 
 SESSION_TYPES = ("individual", "group", "pod")
 STATUSES = ("scheduled", "ongoing", "completed", "cancelled")
@@ -476,8 +480,9 @@ class SessionService:
                 )
             row = await sessions_db.set_status(conn, session_id, to)
             if to in ("completed", "cancelled"):
-                for stretch in await sessions_db.close_attendance(conn, session_id):
-                    await self._record_stretch(conn, after, session_id, stretch, ended=True)
+                closed = await sessions_db.close_attendance(conn, session_id)
+                events = [_stretch_event(stretch, ended=True) for stretch in closed]
+                await self.analytics.record_many(conn, events, after=after)
         state = SessionState(session_id, row["status"], row["started_at"], row["ended_at"])
         await self.live.event(
             f"session:{session_id}",
@@ -646,7 +651,7 @@ class SessionService:
                 )
             stretch = await sessions_db.mark_absent(conn, session_id, principal.user_id)
             if stretch is not None:
-                await self._record_stretch(conn, after, session_id, stretch, ended=True)
+                await self._record_stretch(conn, after, stretch, ended=True)
             await sessions_db.delete_participant(conn, session_id, principal.user_id)
             count = await sessions_db.change_participant_count(conn, session_id, -1)
         room = f"session:{session_id}"
@@ -726,58 +731,94 @@ class SessionService:
     async def record_presence(
         self, session_id: uuid.UUID, user_id: uuid.UUID, present: bool
     ) -> None:
-        """Attendance from live presence (called as users come and go; a departure may be
-        heard on several nodes: only the first call ends the stretch, and the stretch's events
-        are keyed by its start, so each is written once)."""
+        """Attendance from one user coming or going (see `record_attendance`)."""
+        await self.record_attendance([(session_id, user_id, present)])
+
+    async def record_attendance(self, changes: Sequence[Attendance]) -> None:
+        """Attendance from live presence, as users come and go (a departure may be heard on
+        several nodes: only the first call ends the stretch, and a stretch's events are keyed
+        by its start, so each is written once). Written a run at a time: consecutive arrivals
+        (or departures), each user once, in one transaction, so a class arriving together
+        costs a few round trips rather than four each. A run the database refuses is written
+        change by change: one bad change fails nobody else."""
+        for present, pairs in _attendance_runs(changes):
+            try:
+                await self._record_run(present, pairs)
+            except Exception:
+                if len(pairs) == 1:
+                    log.exception("attendance not written: %s", pairs[0])
+                    continue
+                log.warning("attendance: a run of %d failed together; writing each", len(pairs))
+                for pair in pairs:
+                    try:
+                        await self._record_run(present, [pair])
+                    except Exception:
+                        log.exception("attendance not written: %s", pair)
+
+    async def _record_run(self, present: bool, pairs: list[tuple[uuid.UUID, uuid.UUID]]) -> None:
+        session_ids, user_ids = [s for s, _ in pairs], [u for _, u in pairs]
         async with unit(self.db) as (conn, after):
             if present:
-                stretch = await sessions_db.mark_present(conn, session_id, user_id)
-                if stretch is not None and stretch["began"]:
-                    await self._record_stretch(conn, after, session_id, stretch, ended=False)
+                rows = await sessions_db.mark_present_many(conn, session_ids, user_ids)
+                stretches = [r for r in rows if r["began"]]
             else:
-                stretch = await sessions_db.mark_absent(conn, session_id, user_id)
-                if stretch is not None:
-                    await self._record_stretch(conn, after, session_id, stretch, ended=True)
+                stretches = await sessions_db.mark_absent_many(conn, session_ids, user_ids)
+            events = [_stretch_event(r, ended=not present) for r in stretches]
+            await self.analytics.record_many(conn, events, after=after)
 
     async def _record_stretch(
-        self,
-        conn: Conn,
-        after: Deferred,
-        session_id: uuid.UUID,
-        stretch: asyncpg.Record,
-        *,
-        ended: bool,
+        self, conn: Conn, after: Deferred, stretch: asyncpg.Record, *, ended: bool
     ) -> None:
-        """`session_joined` when a stretch of live presence began; `session_left`, with the
-        minutes present, when it ended."""
-        since: dt.datetime = stretch["since"]
-        key = f"{session_id}:{since.isoformat()}"
-        if not ended:
-            await self.analytics.record(
-                conn,
-                stretch["user_id"],
-                Kind.SESSION_JOINED,
-                occurred_at=since,
-                pod_id=stretch["pod_id"],
-                session_id=session_id,
-                dedupe_key=key,
-                after=after,
-            )
-            return
-        until: dt.datetime = stretch["until"]
-        await self.analytics.record(
-            conn,
-            stretch["user_id"],
-            Kind.SESSION_LEFT,
-            occurred_at=until,
-            started_at=since,
+        await self.analytics.record_many(conn, [_stretch_event(stretch, ended=ended)], after=after)
+
+
+Attendance = tuple[uuid.UUID, uuid.UUID, bool]  # (session, user, present now)
+
+
+def _attendance_runs(
+    changes: Sequence[Attendance],
+) -> list[tuple[bool, list[tuple[uuid.UUID, uuid.UUID]]]]:
+    """The changes in order, cut into runs of one direction with each user once (a user who
+    comes and goes within a batch is written in that order)."""
+    runs: list[tuple[bool, list[tuple[uuid.UUID, uuid.UUID]]]] = []
+    seen: set[tuple[uuid.UUID, uuid.UUID]] = set()
+    for session_id, user_id, present in changes:
+        pair = (session_id, user_id)
+        if not runs or runs[-1][0] != present or pair in seen:
+            runs.append((present, []))
+            seen = set()
+        runs[-1][1].append(pair)
+        seen.add(pair)
+    return runs
+
+
+def _stretch_event(stretch: asyncpg.Record, *, ended: bool) -> NewEvent:
+    """`session_joined` when a stretch of live presence began; `session_left`, with the
+    minutes present, when it ended."""
+    session_id: uuid.UUID = stretch["session_id"]
+    since: dt.datetime = stretch["since"]
+    key = f"{session_id}:{since.isoformat()}"
+    if not ended:
+        return NewEvent(
+            user_id=stretch["user_id"],
+            kind=Kind.SESSION_JOINED,
+            occurred_at=since,
             pod_id=stretch["pod_id"],
             session_id=session_id,
-            value=round(max(0.0, (until - since).total_seconds()) / 60, 2),
-            subject=stretch["subject"],
             dedupe_key=key,
-            after=after,
         )
+    until: dt.datetime = stretch["until"]
+    return NewEvent(
+        user_id=stretch["user_id"],
+        kind=Kind.SESSION_LEFT,
+        occurred_at=until,
+        started_at=since,
+        pod_id=stretch["pod_id"],
+        session_id=session_id,
+        value=round(max(0.0, (until - since).total_seconds()) / 60, 2),
+        subject=stretch["subject"],
+        dedupe_key=key,
+    )
 
 
 # the application's key for what this module provides (typed app state)
