@@ -251,7 +251,7 @@ class LiveSocket(asyncio.Protocol):
             self._buf = None
             self._fail(exc.code, exc.reason)
             return
-        if used == len(buf):
+        if used == len(buf) or self._state != _OPEN:  # (nothing is read after a close)
             self._buf = None
         elif buf is self._buf:
             del self._buf[:used]
@@ -298,7 +298,7 @@ class LiveSocket(asyncio.Protocol):
 
     def beat(self) -> None:
         """The heartbeat's sweep (see `LiveSockets._sweep`)."""
-        if self._state != _OPEN or self.transport is None:
+        if self._state != _OPEN or self.transport is None or self.transport.is_closing():
             return
         if self._heard:
             self._heard = self._pinged = False
