@@ -204,3 +204,16 @@ def test_ended_sockets_give_back_their_place_in_the_address_count(world: World) 
         for sock in socks:
             sock.close()
         time.sleep(0.3)
+
+
+def test_a_flood_of_frames_is_handled_whole_and_in_order(world: World) -> None:
+    """More than the socket lets wait at once (reading pauses, then resumes): every frame is
+    answered, in the order sent."""
+    sock = world.socket()
+    count = 3000
+    sock.sock.sendall(
+        b"".join(_masked(1, orjson.dumps({"t": "ping", "id": f"f{i}"})) for i in range(count))
+    )
+    got = [_until(sock, "pong")["id"] for _ in range(count)]
+    assert got == [f"f{i}" for i in range(count)]
+    sock.close()
