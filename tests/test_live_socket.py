@@ -17,6 +17,8 @@ import aiohttp
 import orjson
 import pytest
 
+from peerspark_rt.actors.hub import HUB
+from peerspark_rt.http.live_socket import LiveSocket
 from tests.helpers import Api, User, open_session
 from tests.nodes import Node, node_env, start_node
 from tests.wsraw import RawSocket
@@ -217,3 +219,30 @@ def test_a_flood_of_frames_is_handled_whole_and_in_order(world: World) -> None:
     got = [_until(sock, "pong")["id"] for _ in range(count)]
     assert got == [f"f{i}" for i in range(count)]
     sock.close()
+
+
+async def test_aiohttp_keeps_nothing_of_a_live_socket(make_client: Any) -> None:
+    """Once the handshake is answered the connection is the LiveSocket's alone: aiohttp's
+    server holds no handler for it (nor, through it, the request, parser and task), and the
+    hub's connection writes to the very transport the socket reads."""
+    api = await make_client()
+    user = await api.register()
+    room = await open_session(api, user)
+    server = api.client.server.runner.server
+    before = len(server.connections)  # (the REST client's keep-alive connection)
+    live = await api.live(user)
+    await live.join(room)
+    await live.ping()
+    hub = api.client.server.app[HUB]
+    (conn,) = hub.connections
+    assert isinstance(conn.ws, LiveSocket)
+    transport = conn.transport
+    assert conn.ws.transport is transport
+    assert transport.get_protocol() is conn.ws
+    assert len(server.connections) <= before
+    await live.close()
+    for _ in range(50):
+        if not hub.connections:
+            break
+        await asyncio.sleep(0.02)
+    assert not hub.connections
