@@ -236,9 +236,8 @@ async def test_aiohttp_keeps_nothing_of_a_live_socket(make_client: Any) -> None:
     hub = api.client.server.app[HUB]
     (conn,) = hub.connections
     assert isinstance(conn.ws, LiveSocket)
-    transport = conn.transport
-    assert conn.ws.transport is transport
-    assert transport.get_protocol() is conn.ws
+    assert conn.transport.get_protocol() is conn.ws
+    assert conn.ws.transport is conn.transport
     assert len(server.connections) <= before
     await live.close()
     for _ in range(50):
