@@ -466,6 +466,7 @@ async def _realtime(app: web.Application) -> AsyncIterator[None]:
         screen_share_enabled=settings.enable_video_calls,
         max_rooms=settings.ws_max_rooms,
     )
+    app[ws_http.LIVE_SOCKETS] = ws_http.live_sockets(hub, app[REALTIME], metrics, settings)
 
     async def attendance(changes: list[PresenceChange]) -> None:
         await sessions.record_attendance(
@@ -536,6 +537,7 @@ async def _realtime(app: web.Application) -> AsyncIterator[None]:
     await stream.close()
     await online.close()
     await hub.close()
+    await app[ws_http.LIVE_SOCKETS].close()
     await presence.close()
 
 

@@ -96,6 +96,12 @@ def send_frame(conn: Connection, frame: Any) -> None:
             conn.push_control(ws_frame(packet, OP_TEXT))
 
 
+async def closes_done(timeout: float) -> None:
+    """Wait (at most `timeout` seconds) for the close handshakes in flight."""
+    if _closing:
+        await asyncio.wait(list(_closing), timeout=timeout)
+
+
 def abort_if_stuck(transport: asyncio.Transport) -> None:
     """Cut a connection that a graceful close left holding unsent bytes (a client that stopped
     reading keeps a closed transport, and its kernel buffers, alive forever)."""

@@ -37,7 +37,7 @@ from ..protocol import (
     RESTART_REASON,
 )
 from . import mail
-from .connection import CLOSE_DEADLINE, Connection, Flusher
+from .connection import CLOSE_DEADLINE, Connection, Flusher, closes_done
 from .focus import FocusCredit
 from .room import RoomActor, presence_payload
 
@@ -187,6 +187,8 @@ class Hub:
             conn.close(CLOSE_GOING_AWAY, RESTART_REASON)
         if conns:
             await asyncio.gather(*(self.disconnect(c) for c in conns))
+            # (the close frames must be out before aiohttp's shutdown and the loop's end)
+            await closes_done(CLOSE_DEADLINE)
         for actor in list(self.rooms.values()):
             actor.post(mail.Stop())
         actors = [a.task for a in self.rooms.values() if a.task is not None]

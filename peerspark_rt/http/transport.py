@@ -68,9 +68,11 @@ class GuardedProtocol(asyncio.Protocol):
     """aiohttp's protocol for one connection, behind the guard: admission by address, and the
     deadline for the first request's headers. Everything else passes straight through."""
 
+    __slots__ = ("_address", "_guard", "_inner", "_tail", "_timer", "_transport")
+
     def __init__(self, guard: ConnectionGuard, inner: asyncio.Protocol) -> None:
         self._guard = guard
-        self._inner = inner
+        self._inner: asyncio.Protocol | None = inner
         self._address: str | None = None
         self._transport: asyncio.Transport | None = None
         self._timer: asyncio.TimerHandle | None = None
@@ -89,7 +91,8 @@ class GuardedProtocol(asyncio.Protocol):
         self._address = address
         loop = asyncio.get_running_loop()
         self._timer = loop.call_later(self._guard.header_timeout, self._headers_late)
-        self._inner.connection_made(transport)
+        if self._inner is not None:
+            self._inner.connection_made(transport)
 
     def _headers_late(self) -> None:
         self._timer = None
@@ -106,12 +109,23 @@ class GuardedProtocol(asyncio.Protocol):
                 self._timer.cancel()
                 self._timer = None
             self._tail = seen[-3:]
-        self._inner.data_received(data)
+        if self._inner is not None:
+            self._inner.data_received(data)
 
     def eof_received(self) -> bool | None:
-        if self._address is None:
+        if self._address is None or self._inner is None:
             return None
         return self._inner.eof_received()
+
+    def release_inner(self) -> None:
+        """The connection was taken off aiohttp (a websocket after its handshake, see
+        `live_socket`): keep only its place in the count, which `connection_lost` gives up."""
+        self._inner = None
+        self._transport = None
+        self._tail = b""
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
 
     def connection_lost(self, exc: Exception | None) -> None:
         if self._timer is not None:
@@ -122,13 +136,16 @@ class GuardedProtocol(asyncio.Protocol):
             return
         self._guard.release(self._address)
         self._address = None
-        self._inner.connection_lost(exc)
+        if self._inner is not None:
+            self._inner.connection_lost(exc)
 
     def pause_writing(self) -> None:
-        self._inner.pause_writing()
+        if self._inner is not None:
+            self._inner.pause_writing()
 
     def resume_writing(self) -> None:
-        self._inner.resume_writing()
+        if self._inner is not None:
+            self._inner.resume_writing()
 
 
 class GuardedSite(web.BaseSite):

@@ -1,5 +1,6 @@
-"""/ws: the live socket. Authenticates the handshake, then reads frames and hands them to the
-realtime service. Everything a socket receives is written by the hub's room actors."""
+"""/ws: the live socket. Authenticates the handshake, answers it, then hands the connection to a
+`LiveSocket`, which reads its frames and hands them to the realtime service. Everything a
+socket receives is written by the hub's room actors."""
 
 from __future__ import annotations
 
@@ -10,21 +11,22 @@ import time
 from typing import Any
 
 import msgspec
-from aiohttp import WSMsgType, web
+from aiohttp import web
 from prometheus_client import Histogram
 
 from .. import logs
 from ..accounts.auth import AUTH, Principal
-from ..actors.connection import CLOSE_DEADLINE, JSON, MSGPACK, Connection, abort_if_stuck
-from ..actors.hub import HUB
-from ..config import SETTINGS
+from ..actors.connection import JSON, MSGPACK, Connection
+from ..actors.hub import HUB, Hub
+from ..config import Settings
 from ..errors import Forbidden, Invalid, Unauthorized
 from ..protocol import Send, client_json_decoder, client_msgpack_decoder
 from ..sessions.chat import SendOrder
 from ..sessions.realtime import REALTIME, RealtimeService
 from .contract import Raw, operation, signed_in
-from .metrics import METRICS
-from .middleware import bearer_token
+from .live_socket import LiveSocket, LiveSockets, handshake_headers, take_over
+from .metrics import METRICS, Metrics
+from .middleware import REQUEST_ID, bearer_token
 from .origins import origin_allowed
 
 log = logging.getLogger(__name__)
@@ -44,7 +46,6 @@ SEND_PIPELINE = 64  # chat messages of one socket waiting for their commit at on
     access=signed_in(101),
 )
 async def websocket(request: web.Request) -> web.StreamResponse:
-    settings = request.app[SETTINGS]
     origin = request.headers.get("Origin")
     if not origin_allowed(request, origin):
         raise Forbidden(f"origin {origin} is not allowed", code="origin_not_allowed")
@@ -58,55 +59,63 @@ async def websocket(request: web.Request) -> web.StreamResponse:
     fmt = request.query.get("format", "json")
     if fmt not in ("json", "msgpack"):
         raise Invalid("format", "must be json or msgpack")
-    transport = request.transport
-    if transport is None:
+    if request.transport is None:
         raise web.HTTPBadRequest()
-
-    ws = web.WebSocketResponse(
-        timeout=CLOSE_DEADLINE,
-        heartbeat=settings.ws_heartbeat,
-        max_msg_size=settings.ws_max_message_bytes,
-        compress=False,  # frames are pre-built once and written to every member as they are
-    )
-    await ws.prepare(request)
-    hub, realtime, metrics = request.app[HUB], request.app[REALTIME], request.app[METRICS]
-    conn = hub.connection(
-        ws=ws,
-        transport=transport,
+    upgrade = web.StreamResponse(status=101, headers=handshake_headers(request))
+    upgrade.force_close()
+    await upgrade.prepare(request)
+    live = request.app[LIVE_SOCKETS]
+    socket = LiveSocket(live, request.get(REQUEST_ID))
+    take_over(request, socket)
+    if socket.transport is None:  # pragma: no cover (take_over sets it or raises)
+        raise ConnectionResetError
+    conn = request.app[HUB].connection(
+        ws=socket,
+        transport=socket.transport,
         user_id=principal.user_id,
         username=principal.username,
         session_id=principal.session_id,
         fmt=MSGPACK if fmt == "msgpack" else JSON,
     )
-    closed_by_client = False
-    inbound = Inbound(realtime, conn, principal, metrics.ws_ack)
-    try:
-        while True:
-            msg = await ws.receive()
-            decoder: msgspec.json.Decoder[Any] | msgspec.msgpack.Decoder[Any]
-            if msg.type is WSMsgType.TEXT:
-                decoder = client_json_decoder
-            elif msg.type is WSMsgType.BINARY:
-                decoder = client_msgpack_decoder
+    realtime, metrics = request.app[REALTIME], request.app[METRICS]
+    socket.start(Inbound(realtime, conn, principal, metrics.ws_ack))
+    # The handler returns now: the socket lives on in `socket`, and no request, task or
+    # middleware frame of this handshake is kept.
+    return upgrade
+
+
+def live_sockets(
+    hub: Hub, realtime: RealtimeService, metrics: Metrics, settings: Settings
+) -> LiveSockets:
+    """What this node's /ws sockets share: how a message is handled, how a socket ends."""
+
+    async def handle(inbound: Inbound, message: str | bytes) -> None:
+        binary = not isinstance(message, str)
+        try:
+            if isinstance(message, str):
+                frame = client_json_decoder.decode(message)
             else:
-                # A close frame from the client is a leave; anything else (the connection
-                # dropped, the heartbeat went unanswered, we closed it) may come back.
-                closed_by_client = msg.type is WSMsgType.CLOSE and not conn.closing
-                break
-            try:
-                frame = decoder.decode(msg.data)
-            except (msgspec.DecodeError, msgspec.ValidationError, RecursionError) as exc:
-                realtime.bad_frame(conn, exc, binary=msg.type is WSMsgType.BINARY)
-                continue
-            metrics.ws_frames_in.labels(type(frame).__name__.lower()).inc()
-            await inbound.handle(frame)
-    finally:
-        metrics.ws_closed(ws.close_code)
-        await hub.disconnect(conn, lost=not closed_by_client)
-        # aiohttp closes the transport gracefully, which waits for a reader that may never
-        # read again: cut it if it still holds bytes after the deadline.
-        asyncio.get_running_loop().call_later(CLOSE_DEADLINE, abort_if_stuck, transport)
-    return ws
+                frame = client_msgpack_decoder.decode(message)
+        except (msgspec.DecodeError, msgspec.ValidationError, RecursionError) as exc:
+            realtime.bad_frame(inbound.conn, exc, binary=binary)
+            return
+        metrics.ws_frames_in.labels(type(frame).__name__.lower()).inc()
+        await inbound.handle(frame)
+
+    async def disconnect(conn: Connection, lost: bool) -> None:
+        await hub.disconnect(conn, lost=lost)
+
+    return LiveSockets(
+        handle=handle,
+        disconnect=disconnect,
+        closed=metrics.ws_closed,
+        max_msg_size=settings.ws_max_message_bytes,
+        heartbeat=settings.ws_heartbeat,
+    )
+
+
+# the application's key for what this module provides (typed app state)
+LIVE_SOCKETS = web.AppKey("live_sockets", LiveSockets)
 
 
 class Inbound:
