@@ -3,10 +3,11 @@ ours.
 
 aiohttp keeps, for as long as a websocket lives, the parsed upgrade request, its HTTP parser,
 the handler's task and every middleware frame suspended in it, a reader queue and a heartbeat
-timer per socket: ~17 of the ~21 KiB an idle joined socket cost (bench.conn_memory). Once the 101 answer is out none
-of it is needed (everything a socket receives is written by `Connection` straight to the
-transport), so the transport is handed to `LiveSocket`, aiohttp forgets the connection without
-closing it, and an idle joined socket costs its transport, its `Connection` and this object.
+timer per socket: ~17 of the ~21 KiB an idle joined socket cost (bench.conn_memory). Once
+the 101 answer is out none of it is needed (everything a socket receives is written by
+`Connection` straight to the transport), so the transport is handed to `LiveSocket`, aiohttp
+forgets the connection without closing it, and an idle joined socket costs its transport, its
+`Connection` and this object.
 
 What the socket reads is held to what aiohttp enforced: frames as RFC 6455 has them (reserved
 bits, opcodes, control frames unfragmented and <= 125 bytes, continuations, close codes),
