@@ -152,6 +152,18 @@ def test_fragments_pings_and_a_pipelined_first_frame(world: World) -> None:
         (_masked(1, b"x" * 5000), 1009),  # over WS_MAX_MESSAGE_BYTES
         (_masked(1, b"x" * 3000, fin=False) + _masked(0, b"x" * 3000), 1009),  # in pieces
     ],
+    # (ids by name: the frames carry random masks, and every test process must collect the
+    # same ids)
+    ids=[
+        "invalid-utf8",
+        "reserved-bit",
+        "unknown-opcode",
+        "fragmented-control",
+        "lone-continuation",
+        "reserved-close-code",
+        "too-big",
+        "too-big-in-pieces",
+    ],
 )
 def test_protocol_errors_close_with_their_code(world: World, frame: bytes, code: int) -> None:
     sock = world.socket()
