@@ -29,6 +29,9 @@ class WsConfig:
     # product sockets: the lean raw client, peerspark_rt.client.LiveClient (which resumes),
     # or the spec's Socket.IO events on /socket.io/
     client: Literal["lean", "live", "socketio"] = "lean"
+    # who receives for the clients that only listen: the C receiver (bench/lean/receiver.c)
+    # where it can (auto) or always (c), or the Python clients
+    receiver: Literal["auto", "c", "python"] = "auto"
     # seconds after the start when the harness's own redis-server is paused (SIGSTOP), and for
     # how long: the room must not notice (product only)
     redis_stall_at: float | None = None
