@@ -31,8 +31,6 @@ from ..wire import ClientSpec, WsPlan
 
 SOURCE = Path(__file__).with_name("receiver.c")
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
-# the receiver's pause after a wake-up that found few sockets ready (receiver.c says why)
-PAUSE_US = int(os.environ.get("BENCH_RECEIVER_PAUSE_US", "500"))
 
 
 def unsupported(config: WsConfig) -> str | None:
@@ -111,7 +109,7 @@ def _setup(plan: WsPlan, specs: list[ClientSpec]) -> bytes:
     lines = [
         f"kind {plan.kind}",
         f"target {host} {port}",
-        f"limits {plan.connect_concurrency} 30 {plan.ack_timeout:g} {PAUSE_US}",
+        f"limits {plan.connect_concurrency} 30 {plan.ack_timeout:g}",
     ]
     for i, spec in enumerate(specs):
         if plan.kind == "socketio":

@@ -221,14 +221,6 @@ static int port = 80;
 static struct sockaddr_in target_addr;
 static int concurrency = 64;
 static double connect_timeout = 30, join_timeout = 30;
-/* After a wait that found few sockets ready, pause this long before the next one, so that
-   the frames the server is still writing to other members pile up and one wake-up reads many
-   sockets instead of one: without it, a server spreading each message over 1,000 sockets
-   wakes the receiver ~100,000 times a second and the wake-ups, not the reading, take the
-   core. A frame that lands during the pause is read up to this much later (the latency
-   measured includes it: the pause can only make the server look slower). */
-static long pause_us = 500;
-#define FEW_READY 32
 
 static conn_t *conns;
 static int nconns;
@@ -928,8 +920,6 @@ static void command(char *line) {
         concurrency = atoi(next_word(&s));
         connect_timeout = atof(next_word(&s));
         join_timeout = atof(next_word(&s));
-        char *p = next_word(&s);
-        if (p) pause_us = atol(p);
     } else if (!strcmp(w, "client")) {
         conns = xrealloc(conns, (nconns + 1) * sizeof *conns);
         conn_t *c = &conns[nconns++];
@@ -1055,10 +1045,6 @@ int main(void) {
         if (draining && !done_sent) {
             long extra, missing = shortfall(&extra);
             if (!missing || mono_now() >= drain_until) emit_done(missing, extra);
-        }
-        if (n > 0 && n < FEW_READY && pause_us > 0 && ready_sent) {
-            struct timespec nap = {.tv_sec = 0, .tv_nsec = pause_us * 1000};
-            nanosleep(&nap, NULL);
         }
     }
 }
