@@ -133,8 +133,20 @@ class WsRun:
     def _plans(self, target: Target, specs: list[wire.ClientSpec]) -> list[wire.WsPlan]:
         cfg = self.config
         self.receiver = self._lean_receiver(specs)
-        n = max(1, min(self.ctx.workers, len(specs) or 1))
-        parts: list[list[wire.ClientSpec]] = [specs[w::n] for w in range(n)]
+        concurrency = [cfg.connect_concurrency] * self.ctx.workers
+        if self.receiver:
+            # One C receiver takes every listener (one process on the generator's core wakes
+            # less often than several, each wake-up reading more sockets), with as many
+            # handshakes in flight as the Python workers would have had together; the
+            # senders are spread over the workers as before.
+            sending = [s for s in specs if s.sends_to]
+            n = max(1, min(self.ctx.workers, len(sending)))
+            parts = [sending[w::n] for w in range(n)]
+            parts[0] += [s for s in specs if not s.sends_to]
+            concurrency[0] = cfg.connect_concurrency * self.ctx.workers
+        else:
+            n = max(1, min(self.ctx.workers, len(specs) or 1))
+            parts = [specs[w::n] for w in range(n)]
         total_senders = sum(1 for s in specs if s.sends_to) or 1
         plans = []
         if target.spread_sources:
@@ -152,7 +164,7 @@ class WsRun:
                     duration=cfg.duration,
                     size=cfg.size,
                     binary=cfg.binary,
-                    connect_concurrency=cfg.connect_concurrency,
+                    connect_concurrency=concurrency[w],
                     drop_at=cfg.drop_at,
                     cpus=self.ctx.placement.clients,
                     worker=w,
