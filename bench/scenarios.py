@@ -103,8 +103,9 @@ SCENARIOS: dict[str, WsConfig] = {
 
 # The short versions `python -m bench all` runs.
 QUICK: dict[str, dict[str, float]] = {
-    # 50 msg/s: the delivery goals are set at ordinary rates, and at 100 msg/s x 1,000 the
-    # Python generator needs ~90 % of the one core it has on a 2-core machine (generator-bound)
+    # 50 msg/s: the delivery goals are set at ordinary rates (100 msg/s x 1,000 kept the
+    # Python receivers ~90 % busy on a 2-core machine's one generator core; the C receiver,
+    # bench/lean, takes 30-45 % of it)
     "classroom": {"duration": 6, "rate": 50},
     "study-hall": {"duration": 6},
     "idle": {"duration": 11},
