@@ -105,7 +105,7 @@ SCENARIOS: dict[str, WsConfig] = {
 QUICK: dict[str, dict[str, float]] = {
     # 50 msg/s: the delivery goals are set at ordinary rates (100 msg/s x 1,000 kept the
     # Python receivers ~90 % busy on a 2-core machine's one generator core; the C receiver,
-    # bench/lean, takes 30-45 % of it)
+    # bench/lean, takes ~30-40 % of it)
     "classroom": {"duration": 6, "rate": 50},
     "study-hall": {"duration": 6},
     "idle": {"duration": 11},
