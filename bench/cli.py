@@ -139,6 +139,13 @@ def _ws_args(parser: argparse.ArgumentParser) -> None:
         "spec's Socket.IO events on /socket.io/ (with --compare: next to /ws and the peers)",
     )
     g.add_argument(
+        "--receiver",
+        choices=("auto", "c", "python"),
+        help="who receives for the clients that only listen: the C receiver "
+        "(bench/lean/receiver.c, compiled with gcc on first use) where the run allows it "
+        "(auto, default), always (c), or the Python clients (python)",
+    )
+    g.add_argument(
         "--heartbeat",
         type=float,
         metavar="SECONDS",
@@ -278,6 +285,7 @@ def ws_config(args: argparse.Namespace, kind: Kind) -> Any:
         "heartbeat",
         "connect_concurrency",
         "client",
+        "receiver",
         "settle",
         "redis_stall_at",
         "redis_stall_for",
@@ -298,6 +306,12 @@ def ws_config(args: argparse.Namespace, kind: Kind) -> Any:
         if config.client == "socketio":
             raise SystemExit(f"{name}: drops and resumes are measured with --client live")
         config = replace(config, client="live")  # dropping and resuming is LiveClient's job
+    if config.receiver == "c":
+        from .lean import unsupported
+
+        why = unsupported(config)
+        if why:
+            raise SystemExit(f"--receiver c: not for this run ({why})")
     if config.rooms and config.clients < config.rooms:
         raise SystemExit("--clients must be at least --rooms")
     if config.senders > config.clients:

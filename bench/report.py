@@ -176,11 +176,13 @@ def generator_bound(r: dict[str, Any]) -> bool:
 
 
 def fmt_generator(r: dict[str, Any]) -> str:
-    """`43%`, or `93%!` when the run was generator-bound (its figures flatter the server)."""
+    """`43%`, or `93%!` when the run was generator-bound (its figures flatter the server);
+    ` C` after it when the listeners received in the C receiver (bench/lean)."""
     share = generator_share(r)
     if share is None:
         return "-"
-    return f"{share * 100:.0f}%" + ("!" if generator_bound(r) else "")
+    c = " C" if (r.get("generator") or {}).get("receiver") == "c" else ""
+    return f"{share * 100:.0f}%" + ("!" if generator_bound(r) else "") + c
 
 
 def ws_row(r: dict[str, Any]) -> list[str]:

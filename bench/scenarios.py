@@ -29,6 +29,9 @@ class WsConfig:
     # product sockets: the lean raw client, peerspark_rt.client.LiveClient (which resumes),
     # or the spec's Socket.IO events on /socket.io/
     client: Literal["lean", "live", "socketio"] = "lean"
+    # who receives for the clients that only listen: the C receiver (bench/lean/receiver.c)
+    # where it can (auto) or always (c), or the Python clients
+    receiver: Literal["auto", "c", "python"] = "auto"
     # seconds after the start when the harness's own redis-server is paused (SIGSTOP), and for
     # how long: the room must not notice (product only)
     redis_stall_at: float | None = None
@@ -100,8 +103,9 @@ SCENARIOS: dict[str, WsConfig] = {
 
 # The short versions `python -m bench all` runs.
 QUICK: dict[str, dict[str, float]] = {
-    # 50 msg/s: the delivery goals are set at ordinary rates, and at 100 msg/s x 1,000 the
-    # Python generator needs ~90 % of the one core it has on a 2-core machine (generator-bound)
+    # 50 msg/s: the delivery goals are set at ordinary rates (100 msg/s x 1,000 kept the
+    # Python receivers ~90 % busy on a 2-core machine's one generator core; the C receiver,
+    # bench/lean, takes ~30-40 % of it)
     "classroom": {"duration": 6, "rate": 50},
     "study-hall": {"duration": 6},
     "idle": {"duration": 11},

@@ -41,6 +41,9 @@ class WsPlan(msgspec.Struct, tag="ws"):
     worker: int
     ack_timeout: float
     client: Literal["lean", "live", "socketio"] = "lean"
+    # the compiled lean receiver (bench/lean/receiver.c): it takes the clients that only
+    # listen; None: every client is a Python one
+    receiver: str | None = None
 
 
 class RestRequest(msgspec.Struct, array_like=True):

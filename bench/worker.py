@@ -36,6 +36,7 @@ from .clients import (
     body_sender,
     message_body,
 )
+from .lean import LeanReceiver, ReceiverDone, ReceiverTick
 from .rawws import HandshakeError
 from .stats import Histogram
 
@@ -121,6 +122,17 @@ class WsWorker:
         self.max_seq: dict[str, int] = {}
         self.sent_count: dict[str, int] = {}
         self._pending: set[asyncio.Future[int]] = set()
+        self.lean: LeanReceiver | None = None
+
+    def cpu_seconds(self) -> float:
+        """This worker's CPU time, its C receiver's included."""
+        return cpu_seconds() + (self.lean.cpu_seconds() if self.lean is not None else 0.0)
+
+    def _fold(self, ticks: list[ReceiverTick]) -> None:
+        """The C receiver's seconds into the current one."""
+        for tick in ticks:
+            self.sec_deliveries += tick.deliveries
+            self.sec_latency.merge(Histogram.from_wire(tick.latency))
 
     # --- the Sink: called for every frame ---------------------------------------------------
 
@@ -209,17 +221,28 @@ class WsWorker:
 
     async def run(self) -> None:
         plan = self.plan
+        # Listeners go to the C receiver when there is one; senders stay here (they time
+        # their sends and wait for acknowledgements).
+        listeners = [s for s in plan.clients if not s.sends_to] if plan.receiver else []
+        if plan.receiver and listeners:
+            self.lean = LeanReceiver(plan.receiver, plan, listeners)
         async with _session() as session:
-            clients = [self._make(i, s, session) for i, s in enumerate(plan.clients)]
+            clients = [
+                self._make(i, s, session)
+                for i, s in enumerate(plan.clients)
+                if self.lean is None or s.sends_to
+            ]
             for c in clients:
                 self.state[c.index] = {}
-            up = await self._bring_up(clients)
             try:
+                up = await self._bring_up(clients)
                 await self._go(up, [plan.clients[c.index] for c in up])
             finally:
                 for task in self._pending:
                     task.cancel()
                 await asyncio.gather(*(c.close() for c in clients), return_exceptions=True)
+                if self.lean is not None:
+                    await self.lean.close()
 
     async def _bring_up(self, clients: list[BenchClient]) -> list[BenchClient]:
         connect, join = Histogram(), Histogram()
@@ -245,18 +268,29 @@ class WsWorker:
                     join.record(time.monotonic() - started)
                 up.append(client)
 
-        await asyncio.gather(*(one(c) for c in clients))
+        connected, failed = 0, 0
+        if self.lean is not None:
+            _, lean = await asyncio.gather(
+                asyncio.gather(*(one(c) for c in clients)), self.lean.bring_up()
+            )
+            connected, failed = lean.connected, lean.failed
+            connect.merge(Histogram.from_wire(lean.connect))
+            join.merge(Histogram.from_wire(lean.join))
+            for name, n in lean.errors.items():
+                self.errors[name] = self.errors.get(name, 0) + n
+        else:
+            await asyncio.gather(*(one(c) for c in clients))
         up.sort(key=lambda c: c.index)
         self.sec_errors = 0
         self.out.emit(
             wire.Ready(
                 worker=self.plan.worker,
-                connected=len(up),
-                failed=len(clients) - len(up),
+                connected=len(up) + connected,
+                failed=len(clients) - len(up) + failed,
                 connect=connect.to_wire(),
                 join=join.to_wire(),
                 errors=dict(self.errors),
-                cpu_seconds=cpu_seconds(),
+                cpu_seconds=self.cpu_seconds(),
             )
         )
         return up
@@ -269,6 +303,8 @@ class WsWorker:
         loop = asyncio.get_running_loop()
         # Wall clock -> loop clock once, so every worker starts at the same instant.
         start = loop.time() + (command.start - time.time())
+        if self.lean is not None:
+            await self.lean.go(command.start)
         ticker = asyncio.create_task(self._ticker(start))
         jobs = [asyncio.create_task(self._send_loop(clients, specs, start))]
         if plan.drop_at is not None:
@@ -285,17 +321,35 @@ class WsWorker:
                 sent=self.sent,
                 acked=self.acked,
                 ack_latency=self.ack_latency.to_wire(),
-                cpu_seconds=cpu_seconds(),
+                cpu_seconds=self.cpu_seconds(),
                 at=time.time(),
             )
         )
         expect = await self.commands.get()
         missing = extra = 0
+        lean: ReceiverDone | None = None
         if isinstance(expect, wire.Expect):
-            missing, extra = await self._drain(clients, expect)
+            if self.lean is not None:
+                (missing, extra), lean = await asyncio.gather(
+                    self._drain(clients, expect), self.lean.drain(expect.finals, expect.drain)
+                )
+            else:
+                missing, extra = await self._drain(clients, expect)
         ticker.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await ticker
+        if self.lean is not None:
+            self._fold(self.lean.take_ticks())
+        if lean is not None:
+            self.sec_deliveries += lean.deliveries
+            self.sec_latency.merge(Histogram.from_wire(lean.latency))
+            missing += lean.missing
+            extra += lean.extra
+            self.duplicates += lean.duplicates
+            self.gaps += lean.gaps
+            self.resyncs += lean.resync
+            for name, n in lean.errors.items():
+                self.errors[name] = self.errors.get(name, 0) + n
         self._roll_second()
         self.out.emit(
             wire.Done(
@@ -310,7 +364,7 @@ class WsWorker:
                 errors=self.errors,
                 resume=self.resume.to_wire(),
                 not_back=len(self.back_pending),
-                cpu_seconds=cpu_seconds(),
+                cpu_seconds=self.cpu_seconds(),
             )
         )
 
@@ -336,6 +390,8 @@ class WsWorker:
         second = 0
         while True:
             await asyncio.sleep(max(0.0, start + second + 1 - loop.time()))
+            if self.lean is not None:
+                self._fold(await self.lean.ticks_until(second))
             tick = self._roll_second()
             tick.second = second
             self.out.emit(tick)

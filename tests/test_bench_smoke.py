@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import secrets
+import shutil
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -54,11 +55,18 @@ def bench(out: Path, *args: str) -> dict[str, Any]:
     return result
 
 
-def test_websocket_run_reports_sane_figures(node: Node, tmp_path: Path) -> None:
+# the listeners in the C receiver (bench/lean/receiver.c; what `auto` picks when gcc is
+# there) and in the Python clients: both must count the same
+@pytest.mark.parametrize("receiver", ["c", "python"])
+def test_websocket_run_reports_sane_figures(node: Node, tmp_path: Path, receiver: str) -> None:
+    if receiver == "c" and shutil.which("gcc") is None:
+        pytest.skip("no gcc: the harness falls back to the Python receivers")
     result = bench(
         tmp_path,
         "ws",
         "custom",
+        "--receiver",
+        receiver,
         "--target",
         node.url,
         "--clients",
@@ -76,6 +84,8 @@ def test_websocket_run_reports_sane_figures(node: Node, tmp_path: Path) -> None:
     )
     assert result["connect"]["connected"] == 6
     assert result["connect"]["failed"] == 0
+    assert result["connect"]["join"]["count"] == 6
+    assert result["generator"]["receiver"] == receiver
     delivery = result["delivery"]
     assert delivery["acked"] == delivery["sent"] > 0, delivery
     # every message reaches the three members of its room: nothing lost, nothing twice
