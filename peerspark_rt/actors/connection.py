@@ -243,6 +243,16 @@ class Connection:
         self._out_bytes += len(frame)
         self._mark()
 
+    def write_now(self, frame: bytes) -> None:
+        """Room traffic when the room has nothing else to send this tick: straight to the
+        transport when nothing waits for this socket and the kernel has room (no queue, no
+        flush pass: what a bare server does), else queued like `push`."""
+        transport = self.transport
+        if self._out or self._ctl or self.closing or transport.get_write_buffer_size():
+            self.push(frame)
+        elif not transport.is_closing():
+            transport.write(frame)
+
     def push_control(self, frame: bytes) -> None:
         """Queue a control frame: it survives overflows of room traffic."""
         if self.closing:

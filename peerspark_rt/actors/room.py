@@ -366,13 +366,16 @@ class RoomActor:
         """Encode once per format, push the same bytes to every local member."""
         if self._news is not None:
             self._send_news()  # (members see everything in the order it happened)
+        # With more mail waiting (a burst), frames are queued and each socket gets them in one
+        # write at the end of the tick; a lone frame goes straight out.
+        send = Connection.write_now if self.mailbox.empty() else Connection.push
         delivered = 0
         for fmt, members in enumerate(self.members):
             if members:
                 frame = room_frame(fmt, payload)
                 if frame is not None:
                     for conn in members:
-                        conn.push(frame)
+                        send(conn, frame)
                     delivered += len(members)
         self.hub.count_deliveries(delivered)
 
