@@ -248,9 +248,15 @@ class Connection:
         transport when nothing waits for this socket and the kernel has room (no queue, no
         flush pass: what a bare server does), else queued like `push`."""
         transport = self.transport
-        if self._out or self._ctl or self.closing or transport.get_write_buffer_size():
+        if (
+            self._out
+            or self._ctl
+            or self.closing
+            or transport.is_closing()
+            or transport.get_write_buffer_size()
+        ):
             self.push(frame)
-        elif not transport.is_closing():
+        else:
             transport.write(frame)
 
     def push_control(self, frame: bytes) -> None:

@@ -373,7 +373,10 @@ class Hub:
         changes, self._changes = self._changes[:PRESENCE_BATCH], self._changes[PRESENCE_BATCH:]
         self._changes_queued = bool(self._changes) and self._queue_hook(self._presence_hooks())
         for hook in self.on_presence:
-            await hook(changes)
+            try:
+                await hook(changes)
+            except Exception:
+                log.exception("presence hook %s failed on %d changes", hook, len(changes))
 
     async def _expired(self, room: str, user_id: str, username: str) -> None:
         """A dead node's user left the room: every node (this one too) hears it."""
