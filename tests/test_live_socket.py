@@ -257,3 +257,14 @@ async def test_aiohttp_keeps_nothing_of_a_live_socket(make_client: Any) -> None:
             break
         await asyncio.sleep(0.02)
     assert not hub.connections
+
+
+def test_text_that_is_not_ascii_does_not_wedge_reading(world: World) -> None:
+    """What waits is counted in and out in the same unit: a socket that has sent a lot of
+    text with multi-byte characters (over its lifetime, never much at once) is still read."""
+    sock = world.socket()
+    body = "\u20ac" * 1200  # 3,600 bytes of UTF-8, 1,200 characters
+    for i in range(80):  # ~290 KB in all, one message at a time
+        sock.send_json({"t": "ping", "id": f"{i}{body}"})
+        assert _until(sock, "pong")["id"] == f"{i}{body}", i
+    sock.close()

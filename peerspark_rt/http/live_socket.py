@@ -387,9 +387,12 @@ class LiveSocket(asyncio.Protocol):
                 return
             if opcode == OP_TEXT:
                 try:
-                    self._queue(payload.decode("utf-8"), len(payload))
+                    text = payload.decode("utf-8")
                 except UnicodeDecodeError:
                     raise Fail(CLOSE_INVALID_TEXT, "Invalid UTF-8 text message") from None
+                # counted as `_work` takes it back off (len of the str): bytes in and
+                # characters out would leave what waits growing until reading never resumes
+                self._queue(text, len(text))
             else:
                 self._queue(payload, len(payload))
         elif opcode == OP_CLOSE:
