@@ -12,8 +12,10 @@ import asyncio
 import uuid
 
 import asyncpg
+import pytest
 
 from peerspark_rt import protocol
+from peerspark_rt.actors import room as room_module
 from peerspark_rt.client import LiveClient
 from peerspark_rt.sessions.service import SESSIONS, _attendance_runs
 from tests.helpers import Api, User, open_session
@@ -152,3 +154,28 @@ def test_attendance_runs_keep_each_users_changes_in_order() -> None:
     ]
     # the same user twice in one direction (heard from two nodes): two runs, in order
     assert _attendance_runs([(s, a, True), (s, a, True)]) == [(True, [(s, a)]), (True, [(s, a)])]
+
+
+async def test_news_held_back_is_not_overtaken_by_a_message(
+    api: Api, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A member hears of an arrival before the newcomer's first message, also while the room
+    delivers messages member by member (a socket resumed ahead of this node)."""
+    monkeypatch.setattr(room_module, "NEWS_WINDOW", 2.0)  # (news surely held back)
+    organizer, student = await api.register(), await api.register()
+    room = await open_session(api, organizer, student)
+    watcher = await api.live(organizer)
+    await watcher.join(room)  # its own arrival: news that went out at once
+    ahead = await api.live(organizer)
+    await ahead.join(room, since=10**6)  # saw messages this node has not heard of
+    newcomer = await api.live(student)
+    await newcomer.join(room)  # news within the window: held back
+    await newcomer.send(room, "hello")
+    order: list[str] = []
+    while len(order) < 2:
+        frame = await watcher.next(5)
+        if isinstance(frame, protocol.Presence) and frame.user_id == student.id:
+            order.append("join")
+        elif isinstance(frame, protocol.Message):
+            order.append("message")
+    assert order == ["join", "message"]
