@@ -15,6 +15,7 @@ import asyncpg
 import pytest
 
 from peerspark_rt import protocol
+from peerspark_rt.actors import hub as hub_module
 from peerspark_rt.actors import room as room_module
 from peerspark_rt.client import LiveClient
 from peerspark_rt.sessions.service import SESSIONS, _attendance_runs
@@ -179,3 +180,38 @@ async def test_news_held_back_is_not_overtaken_by_a_message(
         elif isinstance(frame, protocol.Message):
             order.append("message")
     assert order == ["join", "message"]
+
+
+async def test_one_change_that_waits_too_long_fails_nobody_else_in_its_batch(
+    api: Api, db: asyncpg.Connection, pg_dsn: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Arrivals handed to the hooks together each get the time one arrival had: a change stuck
+    behind a lock (another writer of that row) past the hook timeout does not take down the
+    changes batched with it."""
+    monkeypatch.setattr(hub_module, "HOOK_TIMEOUT", 1.0)
+    organizer = await api.register()
+    first, stuck, fine = [await api.register() for _ in range(3)]
+    room = await open_session(api, organizer, first, stuck, fine)
+    session_id = room.split(":")[1]
+    locker = await asyncpg.connect(pg_dsn)
+    tx = locker.transaction()
+    await tx.start()
+    try:
+        # (another writer holds two participants' rows for longer than a hook may take)
+        await locker.execute(
+            "SELECT 1 FROM session_participants WHERE session_id = $1::uuid"
+            " AND user_id = ANY($2::uuid[]) FOR UPDATE",
+            session_id,
+            [first.id, stuck.id],
+        )
+        one = await api.live(first)
+        await one.join(room)  # a batch of its own, which waits for the lock
+        await asyncio.sleep(0.2)
+        two, three = await api.live(stuck), await api.live(fine)
+        await asyncio.gather(two.join(room), three.join(room))  # batched: the hook is busy
+        await asyncio.sleep(3.0)
+    finally:
+        await tx.rollback()
+        await locker.close()
+    joined = await written(db, session_id, "session_joined", 1)
+    assert fine.id in joined, joined
