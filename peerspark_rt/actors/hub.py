@@ -366,6 +366,12 @@ class Hub:
         go to the hooks together (a class arriving at once is written in a few statements)."""
         if not self.on_presence:
             return
+        if len(self._changes) >= HOOK_QUEUE:
+            # (only one hook call waits for all of them: HOOK_QUEUE bounds them here, as it
+            # bounded the calls one per change)
+            self.metrics.hook_dropped()
+            log.warning("presence changes waiting for the hooks full; dropping one")
+            return
         self._changes.append((room, uuid.UUID(user_id), present))
         if not self._changes_queued:
             self._changes_queued = self._queue_hook(self._presence_hooks(), bounded=False)
