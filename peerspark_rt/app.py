@@ -33,6 +33,7 @@ from .accounts.ratelimit import (
 )
 from .accounts.users import USERS, UserService
 from .accounts.verification import EmailGate
+from .actors import hub as hub_module
 from .actors.hub import HUB, Hub, PresenceChange
 from .ai.assistant import ASSISTANT, AssistantService
 from .ai.quota import QuotaService
@@ -474,7 +475,9 @@ async def _realtime(app: web.Application) -> AsyncIterator[None]:
                 (uuid.UUID(room[8:]), user_id, present)
                 for room, user_id, present in changes
                 if room.startswith("session:")
-            ]
+            ],
+            # each write's, as one change had before batching (read now: tests shorten it)
+            timeout=hub_module.HOOK_TIMEOUT,
         )
 
     async def read_up_to(room: str, user_id: uuid.UUID, seq: int) -> None:

@@ -10,6 +10,7 @@ import os
 import socket
 import struct
 import time
+import tracemalloc
 from collections.abc import Iterator
 from typing import Any
 
@@ -257,3 +258,48 @@ async def test_aiohttp_keeps_nothing_of_a_live_socket(make_client: Any) -> None:
             break
         await asyncio.sleep(0.02)
     assert not hub.connections
+
+
+def test_text_that_is_not_ascii_does_not_wedge_reading(world: World) -> None:
+    """What waits is counted in and out in the same unit: a socket that has sent a lot of
+    text with multi-byte characters (over its lifetime, never much at once) is still read."""
+    sock = world.socket()
+    body = "\u20ac" * 1200  # 3,600 bytes of UTF-8, 1,200 characters
+    for i in range(80):  # ~290 KB in all, one message at a time
+        sock.send_json({"t": "ping", "id": f"{i}{body}"})
+        assert _until(sock, "pong")["id"] == f"{i}{body}", i
+    sock.close()
+
+
+async def test_empty_continuation_frames_do_not_grow_memory(make_client: Any) -> None:
+    """A message sent as endless empty fragments never reaches WS_MAX_MESSAGE_BYTES: what its
+    fragments cost while it is incomplete is bounded by its bytes, as with aiohttp (which
+    appended them to one buffer), not by how many frames there were."""
+    api = await make_client()
+    user = await api.register()
+    host, port = api.client.server.host, api.client.server.port
+    reader, writer = await asyncio.open_connection(host, port)
+    writer.write(
+        (
+            f"GET /ws?token={user.token} HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\n"
+            "Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+            "Sec-WebSocket-Version: 13\r\n\r\n"
+        ).encode()
+    )
+    head = await reader.readuntil(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 101")
+    empty = _masked(0, b"", fin=False)
+    tracemalloc.start()
+    try:
+        writer.write(_masked(1, b"x", fin=False))
+        before = tracemalloc.get_traced_memory()[0]
+        for _ in range(20):
+            writer.write(empty * 10_000)
+            await writer.drain()
+        await asyncio.sleep(0.5)  # (all of it read)
+        grown = tracemalloc.get_traced_memory()[0] - before
+    finally:
+        tracemalloc.stop()
+        writer.close()
+    # 200,000 frames, 1.2 MB on the wire: a list slot each would be 1.6 MB
+    assert grown < 400_000, grown

@@ -12,8 +12,11 @@ import asyncio
 import uuid
 
 import asyncpg
+import pytest
 
 from peerspark_rt import protocol
+from peerspark_rt.actors import hub as hub_module
+from peerspark_rt.actors import room as room_module
 from peerspark_rt.client import LiveClient
 from peerspark_rt.sessions.service import SESSIONS, _attendance_runs
 from tests.helpers import Api, User, open_session
@@ -152,3 +155,63 @@ def test_attendance_runs_keep_each_users_changes_in_order() -> None:
     ]
     # the same user twice in one direction (heard from two nodes): two runs, in order
     assert _attendance_runs([(s, a, True), (s, a, True)]) == [(True, [(s, a)]), (True, [(s, a)])]
+
+
+async def test_news_held_back_is_not_overtaken_by_a_message(
+    api: Api, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A member hears of an arrival before the newcomer's first message, also while the room
+    delivers messages member by member (a socket resumed ahead of this node)."""
+    monkeypatch.setattr(room_module, "NEWS_WINDOW", 2.0)  # (news surely held back)
+    organizer, student = await api.register(), await api.register()
+    room = await open_session(api, organizer, student)
+    watcher = await api.live(organizer)
+    await watcher.join(room)  # its own arrival: news that went out at once
+    ahead = await api.live(organizer)
+    await ahead.join(room, since=10**6)  # saw messages this node has not heard of
+    newcomer = await api.live(student)
+    await newcomer.join(room)  # news within the window: held back
+    await newcomer.send(room, "hello")
+    order: list[str] = []
+    while len(order) < 2:
+        frame = await watcher.next(5)
+        if isinstance(frame, protocol.Presence) and frame.user_id == student.id:
+            order.append("join")
+        elif isinstance(frame, protocol.Message):
+            order.append("message")
+    assert order == ["join", "message"]
+
+
+async def test_one_change_that_waits_too_long_fails_nobody_else_in_its_batch(
+    api: Api, db: asyncpg.Connection, pg_dsn: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Arrivals handed to the hooks together each get the time one arrival had: a change stuck
+    behind a lock (another writer of that row) past the hook timeout does not take down the
+    changes batched with it."""
+    monkeypatch.setattr(hub_module, "HOOK_TIMEOUT", 1.0)
+    organizer = await api.register()
+    first, stuck, fine = [await api.register() for _ in range(3)]
+    room = await open_session(api, organizer, first, stuck, fine)
+    session_id = room.split(":")[1]
+    locker = await asyncpg.connect(pg_dsn)
+    tx = locker.transaction()
+    await tx.start()
+    try:
+        # (another writer holds two participants' rows for longer than a hook may take)
+        await locker.execute(
+            "SELECT 1 FROM session_participants WHERE session_id = $1::uuid"
+            " AND user_id = ANY($2::uuid[]) FOR UPDATE",
+            session_id,
+            [first.id, stuck.id],
+        )
+        one = await api.live(first)
+        await one.join(room)  # a batch of its own, which waits for the lock
+        await asyncio.sleep(0.2)
+        two, three = await api.live(stuck), await api.live(fine)
+        await asyncio.gather(two.join(room), three.join(room))  # batched: the hook is busy
+        await asyncio.sleep(3.0)
+    finally:
+        await tx.rollback()
+        await locker.close()
+    joined = await written(db, session_id, "session_joined", 1)
+    assert fine.id in joined, joined

@@ -138,7 +138,8 @@ class Hub:
             presence, self._presence_result, timeout=redis_timeout
         )
         self._tasks: set[asyncio.Task[Any]] = set()
-        self._hooks: collections.deque[Awaitable[None]] = collections.deque()
+        # (call, whether HOOK_TIMEOUT bounds it: not a call that bounds itself)
+        self._hooks: collections.deque[tuple[Awaitable[None], bool]] = collections.deque()
         self._hooks_wake = asyncio.Event()
         self._hooks_idle = asyncio.Event()
         self._hooks_idle.set()
@@ -365,16 +366,29 @@ class Hub:
         go to the hooks together (a class arriving at once is written in a few statements)."""
         if not self.on_presence:
             return
+        if len(self._changes) >= HOOK_QUEUE:
+            # (only one hook call waits for all of them: HOOK_QUEUE bounds them here, as it
+            # bounded the calls one per change)
+            self.metrics.hook_dropped()
+            log.warning("presence changes waiting for the hooks full; dropping one")
+            return
         self._changes.append((room, uuid.UUID(user_id), present))
         if not self._changes_queued:
-            self._changes_queued = self._queue_hook(self._presence_hooks())
+            self._changes_queued = self._queue_hook(self._presence_hooks(), bounded=False)
 
     async def _presence_hooks(self) -> None:
         changes, self._changes = self._changes[:PRESENCE_BATCH], self._changes[PRESENCE_BATCH:]
-        self._changes_queued = bool(self._changes) and self._queue_hook(self._presence_hooks())
+        self._changes_queued = bool(self._changes) and self._queue_hook(
+            self._presence_hooks(), bounded=False
+        )
+        # The batch has the time its changes had one by one (and one more share, for a hook
+        # that retries them one by one once the batch failed): a change stuck past
+        # HOOK_TIMEOUT must not cost the changes batched with it theirs.
+        budget = HOOK_TIMEOUT * (len(changes) + 1)
         for hook in self.on_presence:
             try:
-                await hook(changes)
+                async with asyncio.timeout(budget):
+                    await hook(changes)
             except Exception:
                 log.exception("presence hook %s failed on %d changes", hook, len(changes))
 
@@ -423,14 +437,14 @@ class Hub:
 
     # --- handed-off work -----------------------------------------------------------------
 
-    def _queue_hook(self, call: Awaitable[None]) -> bool:
+    def _queue_hook(self, call: Awaitable[None], *, bounded: bool = True) -> bool:
         if len(self._hooks) >= HOOK_QUEUE:
             self.metrics.hook_dropped()
             log.warning("hook queue full; dropping %s", call)
             if asyncio.iscoroutine(call):
                 call.close()
             return False
-        self._hooks.append(call)
+        self._hooks.append((call, bounded))
         self._hooks_idle.clear()
         self._hooks_wake.set()
         return True
@@ -442,9 +456,9 @@ class Hub:
                 self._hooks_wake.clear()
                 await self._hooks_wake.wait()
                 continue
-            call = self._hooks.popleft()
+            call, bounded = self._hooks.popleft()
             try:
-                async with asyncio.timeout(HOOK_TIMEOUT):
+                async with asyncio.timeout(HOOK_TIMEOUT if bounded else None):
                     await call
             except asyncio.CancelledError:
                 raise

@@ -480,6 +480,8 @@ class RoomActor:
         if not self.replaying and not self.ahead:
             self._fanout(payload)
             return
+        if self._news is not None:
+            self._send_news()  # (as `_fanout`: news held back must not be overtaken)
         # Sockets catching up get this one from their replay, in its turn; sockets that have
         # it already (they resumed here from a node that was ahead) do not get it again.
         skip: set[Connection] | dict[Connection, _Replay] = self.replaying

@@ -217,7 +217,9 @@ class LiveSocket(asyncio.Protocol):
         self._close_code: int | None = None
         self._close_reason = ""
         self._buf: bytearray | None = None  # an incomplete frame's bytes
-        self._frag: list[bytes] | None = None  # a fragmented message's frames so far
+        # a fragmented message's bytes so far (one buffer: empty fragments cost nothing, so
+        # what a message in pieces holds is bounded by max_msg_size, not by its frame count)
+        self._frag: bytearray | None = None
         self._frag_op = OP_CONTINUATION
         self._frag_len = 0
         # messages waiting for their turn (None: the end); made when the first one comes
@@ -371,11 +373,11 @@ class LiveSocket(asyncio.Protocol):
             if opcode == OP_CONTINUATION:
                 if self._frag is None:
                     raise Fail(CLOSE_PROTOCOL_ERROR, "Continuation frame for non started message")
-                self._frag.append(payload)
+                self._frag += payload
                 self._frag_len += len(payload)
                 if not fin:
                     return
-                opcode, payload = self._frag_op, b"".join(self._frag)
+                opcode, payload = self._frag_op, bytes(self._frag)
                 self._frag, self._frag_len = None, 0
             elif self._frag is not None:
                 raise Fail(
@@ -383,13 +385,16 @@ class LiveSocket(asyncio.Protocol):
                     f"The opcode in non-fin frame is expected to be zero, got {opcode!r}",
                 )
             elif not fin:
-                self._frag, self._frag_op, self._frag_len = [payload], opcode, len(payload)
+                self._frag, self._frag_op, self._frag_len = bytearray(payload), opcode, len(payload)
                 return
             if opcode == OP_TEXT:
                 try:
-                    self._queue(payload.decode("utf-8"), len(payload))
+                    text = payload.decode("utf-8")
                 except UnicodeDecodeError:
                     raise Fail(CLOSE_INVALID_TEXT, "Invalid UTF-8 text message") from None
+                # counted as `_work` takes it back off (len of the str): bytes in and
+                # characters out would leave what waits growing until reading never resumes
+                self._queue(text, len(text))
             else:
                 self._queue(payload, len(payload))
         elif opcode == OP_CLOSE:

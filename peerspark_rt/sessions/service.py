@@ -734,16 +734,21 @@ class SessionService:
         """Attendance from one user coming or going (see `record_attendance`)."""
         await self.record_attendance([(session_id, user_id, present)])
 
-    async def record_attendance(self, changes: Sequence[Attendance]) -> None:
+    async def record_attendance(
+        self, changes: Sequence[Attendance], *, timeout: float | None = None
+    ) -> None:
         """Attendance from live presence, as users come and go (a departure may be heard on
         several nodes: only the first call ends the stretch, and a stretch's events are keyed
         by its start, so each is written once). Written a run at a time: consecutive arrivals
         (or departures), each user once, in one transaction, so a class arriving together
         costs a few round trips rather than four each. A run the database refuses is written
-        change by change: one bad change fails nobody else."""
+        change by change: one bad change fails nobody else. `timeout`: seconds each write may
+        take (a run that takes longer, e.g. behind another writer's lock, is rolled back and
+        written change by change too)."""
         for present, pairs in _attendance_runs(changes):
             try:
-                await self._record_run(present, pairs)
+                async with asyncio.timeout(timeout):
+                    await self._record_run(present, pairs)
             except Exception:
                 if len(pairs) == 1:
                     log.exception("attendance not written: %s", pairs[0])
@@ -751,7 +756,8 @@ class SessionService:
                 log.warning("attendance: a run of %d failed together; writing each", len(pairs))
                 for pair in pairs:
                     try:
-                        await self._record_run(present, [pair])
+                        async with asyncio.timeout(timeout):
+                            await self._record_run(present, [pair])
                     except Exception:
                         log.exception("attendance not written: %s", pair)
 
