@@ -203,12 +203,15 @@ async def test_a_scan_reads_only_the_events_with_a_reminder_due(
             },
         )
         assert resp.status == 201
+    # (timed from after the classes were made: on a busy machine that took over a second, and
+    # a reminder already past when its event is made is never due)
+    start = dt.datetime.now(dt.UTC).replace(microsecond=0) + dt.timedelta(seconds=30)
     soon = await api.post(
         "/api/calendar/events",
         ann,
         json={
             "title": "Starts now",
-            "startTime": iso(now + dt.timedelta(seconds=1)),
+            "startTime": iso(start),
             "timezone": "UTC",
             "reminderSettings": [{"minutesBefore": 0}],
         },
@@ -224,11 +227,11 @@ async def test_a_scan_reads_only_the_events_with_a_reminder_due(
 
     monkeypatch.setattr(reminders_module, "event_series", spy)
     scanner = api.app[REMINDERS]
-    await scanner.scan(now + dt.timedelta(seconds=2))
+    await scanner.scan(start + dt.timedelta(seconds=1))
     assert expanded == ["Starts now"]
     assert [j["sourceId"] for j in await fire_jobs(db, ann)] == [soon.body["id"]]
     expanded.clear()
-    await scanner.scan(now + dt.timedelta(seconds=3))
+    await scanner.scan(start + dt.timedelta(seconds=2))
     assert expanded == []  # nothing more is due until tomorrow
     # tomorrow, ten minutes before the first class, only that class is read, and fires
     await scanner.scan(now + dt.timedelta(days=1, minutes=-10, seconds=1))
