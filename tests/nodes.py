@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import re
 import secrets
@@ -18,7 +19,7 @@ from pathlib import Path
 
 import aiohttp
 
-from tests.helpers import METRICS_TOKEN, Api
+from tests.helpers import METRICS_TOKEN, Api, User, open_session
 
 ROOT = Path(__file__).resolve().parent.parent
 _LISTENING = re.compile(r"node (?P<node_id>\S+) listening on http://(?P<host>[^:]+):(?P<port>\d+)")
@@ -160,3 +161,15 @@ async def node_apis(nodes: list[Node]) -> AsyncIterator[list[Api]]:
             await api.aclose()
         for s in sessions:
             await s.close()
+
+
+def user_with_room(node: Node) -> tuple[User, str]:
+    """A user signed up on `node` and a study session of theirs (its room name), for a
+    module's fixture (outside any event loop)."""
+
+    async def setup() -> tuple[User, str]:
+        async with node_apis([node]) as (api,):
+            user = await api.register()
+            return user, await open_session(api, user)
+
+    return asyncio.run(setup())

@@ -5,22 +5,20 @@ server fail (`internal_error`), or disturb another socket. FUZZ_EXAMPLES=N runs 
 
 from __future__ import annotations
 
-import asyncio
 import json
 import os
 import struct
 from collections.abc import Iterator
 from typing import Any
 
-import aiohttp
 import msgspec
 import orjson
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tests.helpers import Api, User, open_session
-from tests.nodes import Node, node_env, start_node
+from tests.helpers import User
+from tests.nodes import Node, node_env, start_node, user_with_room
 from tests.wsraw import RawSocket
 
 EXAMPLES = int(os.environ.get("FUZZ_EXAMPLES", "120"))
@@ -44,15 +42,8 @@ def world(pg_dsn: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Wor
         )
     )
 
-    async def setup() -> tuple[User, str]:
-        async with aiohttp.ClientSession(base_url=node.url) as session:
-            api = Api(session, ws_url=node.ws_url)
-            user = await api.register()
-            room = await open_session(api, user)
-            return user, room
-
     try:
-        user, room = asyncio.run(setup())
+        user, room = user_with_room(node)
         watcher = RawSocket(node.host, node.port, f"/ws?token={user.token}")
         watcher.send_json({"t": "join", "room": room})
         yield World(node, user, room, watcher)

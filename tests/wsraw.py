@@ -12,6 +12,21 @@ from typing import Any
 import orjson
 
 
+def client_frame(opcode: int, payload: bytes, *, fin: bool = True, rsv: int = 0) -> bytes:
+    """A client's frame as it goes on the wire: masked, with `fin` and reserved bits as given
+    (a test may break the protocol on purpose)."""
+    mask = os.urandom(4)
+    n = len(payload)
+    first = (0x80 if fin else 0) | rsv | opcode
+    if n < 126:
+        header = bytes((first, 0x80 | n))
+    elif n < 65536:
+        header = struct.pack("!BBH", first, 0x80 | 126, n)
+    else:
+        header = struct.pack("!BBQ", first, 0x80 | 127, n)
+    return header + mask + bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
+
+
 class RawSocket:
     def __init__(self, host: str, port: int, path: str, *, rcvbuf: int | None = None) -> None:
         self.sock = socket.socket()
@@ -37,16 +52,7 @@ class RawSocket:
         self.send_frame(orjson.dumps(obj), opcode=1)
 
     def send_frame(self, payload: bytes, opcode: int = 1) -> None:
-        mask = os.urandom(4)
-        n = len(payload)
-        if n < 126:
-            header = bytes((0x80 | opcode, 0x80 | n))
-        elif n < 65536:
-            header = struct.pack("!BBH", 0x80 | opcode, 0x80 | 126, n)
-        else:
-            header = struct.pack("!BBQ", 0x80 | opcode, 0x80 | 127, n)
-        masked = bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
-        self.sock.sendall(header + mask + masked)
+        self.sock.sendall(client_frame(opcode, payload))
 
     def _need(self, n: int) -> None:
         while len(self.buffer) < n:
