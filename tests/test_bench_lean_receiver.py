@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import shutil
 import struct
 import time
@@ -17,6 +16,7 @@ import pytest
 
 from bench import lean, wire
 from bench.stats import Histogram
+from tests.wsraw import encode_frame
 
 pytestmark = pytest.mark.skipif(shutil.which("gcc") is None, reason="needs gcc")
 
@@ -24,19 +24,27 @@ ROOM = "session:abc"
 
 
 def frame(payload: bytes, opcode: int = 0x1, *, fin: bool = True, mask: bool = False) -> bytes:
-    n = len(payload)
-    first = (0x80 if fin else 0) | opcode
-    bit = 0x80 if mask else 0
-    if n < 126:
-        head = bytes((first, bit | n))
-    elif n < 65536:
-        head = struct.pack("!BBH", first, bit | 126, n)
-    else:
-        head = struct.pack("!BBQ", first, bit | 127, n)
-    if not mask:
-        return head + payload
-    key = os.urandom(4)
-    return head + key + bytes(b ^ key[i % 4] for i, b in enumerate(payload))
+    """A frame as the scripted server sends it (unmasked unless `mask`: the receiver must
+    read a masked one too)."""
+    return encode_frame(opcode, payload, fin=fin, masked=mask)
+
+
+def one_listener(kind: wire.Kind, url: str, client: wire.ClientSpec) -> wire.WsPlan:
+    """A plan of one client that only listens (what the receiver is given)."""
+    return wire.WsPlan(
+        kind=kind,
+        url=url,
+        clients=[client],
+        rate=0,
+        duration=1,
+        size=120,
+        binary=False,
+        connect_concurrency=4,
+        drop_at=None,
+        cpus=None,
+        worker=0,
+        ack_timeout=5,
+    )
 
 
 def message(seq: int, *, padding: int = 100) -> bytes:
@@ -117,19 +125,10 @@ async def test_counts_what_the_python_sink_would(tmp_path: Path) -> None:
     script = ScriptedServer()
     server = await asyncio.start_server(script.handle, "127.0.0.1", 0)
     port = server.sockets[0].getsockname()[1]
-    plan = wire.WsPlan(
-        kind="product",
-        url=f"ws://127.0.0.1:{port}/ws",
-        clients=[wire.ClientSpec(token="tok-1", name="u", rooms=[ROOM])],
-        rate=0,
-        duration=1,
-        size=120,
-        binary=False,
-        connect_concurrency=4,
-        drop_at=None,
-        cpus=None,
-        worker=0,
-        ack_timeout=5,
+    plan = one_listener(
+        "product",
+        f"ws://127.0.0.1:{port}/ws",
+        wire.ClientSpec(token="tok-1", name="u", rooms=[ROOM]),
     )
     receiver = lean.LeanReceiver(str(binary), plan, plan.clients)
     try:
@@ -190,19 +189,10 @@ async def test_speaks_engine_io_to_the_socketio_peer(tmp_path: Path) -> None:
 
     server = await asyncio.start_server(handle, "127.0.0.1", 0)
     port = server.sockets[0].getsockname()[1]
-    plan = wire.WsPlan(
-        kind="socketio",
-        url=f"http://127.0.0.1:{port}",
-        clients=[wire.ClientSpec(token="", name="user7", rooms=["room-0"])],
-        rate=0,
-        duration=1,
-        size=120,
-        binary=False,
-        connect_concurrency=4,
-        drop_at=None,
-        cpus=None,
-        worker=0,
-        ack_timeout=5,
+    plan = one_listener(
+        "socketio",
+        f"http://127.0.0.1:{port}",
+        wire.ClientSpec(token="", name="user7", rooms=["room-0"]),
     )
     receiver = lean.LeanReceiver(str(binary), plan, plan.clients)
     try:

@@ -20,7 +20,7 @@ from peerspark_rt.actors.hub import HUB
 from peerspark_rt.http.live_socket import LiveSocket
 from tests.helpers import User, open_session
 from tests.nodes import Node, node_env, start_node, user_with_room
-from tests.wsraw import RawSocket, client_frame
+from tests.wsraw import RawSocket, encode_frame
 
 HEARTBEAT = 1.0
 
@@ -96,7 +96,7 @@ def test_fragments_pings_and_a_pipelined_first_frame(world: World) -> None:
     ).encode()
     join = orjson.dumps({"t": "join", "room": world.room})
     # the first frame rides in the same packet as the upgrade request
-    sock.sock.sendall(request + client_frame(1, join))
+    sock.sock.sendall(request + encode_frame(1, join))
     sock.buffer = b""
     while b"\r\n\r\n" not in sock.buffer:
         sock.buffer += sock.sock.recv(4096)
@@ -106,16 +106,16 @@ def test_fragments_pings_and_a_pipelined_first_frame(world: World) -> None:
     assert _until(sock, "joined")["room"] == world.room
     # a ping (with a payload) between the fragments of one text message
     ping = orjson.dumps({"t": "ping", "id": "frag"})
-    sock.sock.sendall(client_frame(1, ping[:5], fin=False))
-    sock.sock.sendall(client_frame(9, b"hello"))
-    sock.sock.sendall(client_frame(0, ping[5:9], fin=False) + client_frame(0, ping[9:]))
+    sock.sock.sendall(encode_frame(1, ping[:5], fin=False))
+    sock.sock.sendall(encode_frame(9, b"hello"))
+    sock.sock.sendall(encode_frame(0, ping[5:9], fin=False) + encode_frame(0, ping[9:]))
     opcode, payload = sock.read_frame()
     while opcode == 1:  # (presence and such, sent since the join)
         opcode, payload = sock.read_frame()
     assert (opcode, payload) == (0xA, b"hello")
     assert _until(sock, "pong")["id"] == "frag"
     # a close frame from the client: answered with 1000, then the connection ends
-    sock.sock.sendall(client_frame(8, struct.pack("!H", 1000) + b"bye"))
+    sock.sock.sendall(encode_frame(8, struct.pack("!H", 1000) + b"bye"))
     assert _close_code(sock) == 1000
     assert _ended(sock)
 
@@ -123,14 +123,14 @@ def test_fragments_pings_and_a_pipelined_first_frame(world: World) -> None:
 @pytest.mark.parametrize(
     ("frame", "code"),
     [
-        (client_frame(1, b'{"t":"ping","id":"\xff"}'), 1007),  # text that is not UTF-8
-        (client_frame(1, b"{}", rsv=0x40), 1002),  # a reserved bit (no extension was agreed)
-        (client_frame(3, b"x"), 1002),  # an opcode RFC 6455 does not define
-        (client_frame(9, b"x", fin=False), 1002),  # a fragmented control frame
-        (client_frame(0, b"x"), 1002),  # a continuation of nothing
-        (client_frame(8, struct.pack("!H", 1004)), 1002),  # a reserved close code
-        (client_frame(1, b"x" * 5000), 1009),  # over WS_MAX_MESSAGE_BYTES
-        (client_frame(1, b"x" * 3000, fin=False) + client_frame(0, b"x" * 3000), 1009),  # in pieces
+        (encode_frame(1, b'{"t":"ping","id":"\xff"}'), 1007),  # text that is not UTF-8
+        (encode_frame(1, b"{}", rsv=0x40), 1002),  # a reserved bit (no extension was agreed)
+        (encode_frame(3, b"x"), 1002),  # an opcode RFC 6455 does not define
+        (encode_frame(9, b"x", fin=False), 1002),  # a fragmented control frame
+        (encode_frame(0, b"x"), 1002),  # a continuation of nothing
+        (encode_frame(8, struct.pack("!H", 1004)), 1002),  # a reserved close code
+        (encode_frame(1, b"x" * 5000), 1009),  # over WS_MAX_MESSAGE_BYTES
+        (encode_frame(1, b"x" * 3000, fin=False) + encode_frame(0, b"x" * 3000), 1009),  # in pieces
     ],
     # (ids by name: the frames carry random masks, and every test process must collect the
     # same ids)
@@ -155,7 +155,7 @@ def test_protocol_errors_close_with_their_code(world: World, frame: bytes, code:
 def test_a_big_frame_in_small_pieces_is_read_whole(world: World) -> None:
     sock = world.socket()
     body = "y" * 3000
-    frame = client_frame(1, orjson.dumps({"t": "ping", "id": body}))
+    frame = encode_frame(1, orjson.dumps({"t": "ping", "id": body}))
     for i in range(0, len(frame), 7):
         sock.sock.sendall(frame[i : i + 7])
     assert _until(sock, "pong")["id"] == body
@@ -181,7 +181,7 @@ def test_a_socket_that_answers_pings_stays(world: World) -> None:
         opcode, payload = sock.read_frame()
         if opcode == 9:
             pings += 1
-            sock.sock.sendall(client_frame(0xA, payload))
+            sock.sock.sendall(encode_frame(0xA, payload))
     assert pings >= 2
     sock.send_json({"t": "ping", "id": "alive"})
     assert _until(sock, "pong")["id"] == "alive"
@@ -206,7 +206,7 @@ def test_a_flood_of_frames_is_handled_whole_and_in_order(world: World) -> None:
     sock = world.socket()
     count = 3000
     sock.sock.sendall(
-        b"".join(client_frame(1, orjson.dumps({"t": "ping", "id": f"f{i}"})) for i in range(count))
+        b"".join(encode_frame(1, orjson.dumps({"t": "ping", "id": f"f{i}"})) for i in range(count))
     )
     got = [_until(sock, "pong")["id"] for _ in range(count)]
     assert got == [f"f{i}" for i in range(count)]
@@ -267,10 +267,10 @@ async def test_empty_continuation_frames_do_not_grow_memory(make_client: Any) ->
     )
     head = await reader.readuntil(b"\r\n\r\n")
     assert head.startswith(b"HTTP/1.1 101")
-    empty = client_frame(0, b"", fin=False)
+    empty = encode_frame(0, b"", fin=False)
     tracemalloc.start()
     try:
-        writer.write(client_frame(1, b"x", fin=False))
+        writer.write(encode_frame(1, b"x", fin=False))
         before = tracemalloc.get_traced_memory()[0]
         for _ in range(20):
             writer.write(empty * 10_000)

@@ -12,18 +12,24 @@ from typing import Any
 import orjson
 
 
-def client_frame(opcode: int, payload: bytes, *, fin: bool = True, rsv: int = 0) -> bytes:
-    """A client's frame as it goes on the wire: masked, with `fin` and reserved bits as given
-    (a test may break the protocol on purpose)."""
-    mask = os.urandom(4)
+def encode_frame(
+    opcode: int, payload: bytes, *, fin: bool = True, rsv: int = 0, masked: bool = True
+) -> bytes:
+    """A websocket frame as it goes on the wire: masked as a client's (unmasked as a server's
+    when `masked` is False), with `fin` and reserved bits as given (a test may break the
+    protocol on purpose)."""
     n = len(payload)
     first = (0x80 if fin else 0) | rsv | opcode
+    bit = 0x80 if masked else 0
     if n < 126:
-        header = bytes((first, 0x80 | n))
+        header = bytes((first, bit | n))
     elif n < 65536:
-        header = struct.pack("!BBH", first, 0x80 | 126, n)
+        header = struct.pack("!BBH", first, bit | 126, n)
     else:
-        header = struct.pack("!BBQ", first, 0x80 | 127, n)
+        header = struct.pack("!BBQ", first, bit | 127, n)
+    if not masked:
+        return header + payload
+    mask = os.urandom(4)
     return header + mask + bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
 
 
@@ -52,7 +58,7 @@ class RawSocket:
         self.send_frame(orjson.dumps(obj), opcode=1)
 
     def send_frame(self, payload: bytes, opcode: int = 1) -> None:
-        self.sock.sendall(client_frame(opcode, payload))
+        self.sock.sendall(encode_frame(opcode, payload))
 
     def _need(self, n: int) -> None:
         while len(self.buffer) < n:
