@@ -229,6 +229,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     everything.add_argument("--skip-rest", action="store_true", help="no REST scenarios")
     everything.add_argument(
+        "--rounds",
+        type=int,
+        default=2,
+        metavar="N",
+        help="interleaved classroom rounds (product, Socket.IO, echo) at each goal rate (2)",
+    )
+    everything.add_argument(
         "--only",
         metavar="LIST",
         help="comma-separated websocket scenarios to run (default: all four)",

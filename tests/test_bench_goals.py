@@ -1,0 +1,96 @@
+"""`bench all`'s goals table: the classroom's delivery goals are judged per rate on the median of
+interleaved rounds, and rounds that cannot give a verdict are left out rather than counted."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from bench.report import goal_rows
+
+
+def _run(
+    kind: str,
+    rate: float,
+    per_cpu: int,
+    p99: float,
+    *,
+    p50: float = 0.007,
+    share: float = 0.3,
+    bound: bool = False,
+) -> dict[str, Any]:
+    return {
+        "scenario": "classroom",
+        "server_kind": kind,
+        "run": kind,
+        "config": {"rate": rate},
+        "generator": {"sending_cpu_share": share, "bound": bound, "receiver": "c"},
+        "server": {"deliveries_per_cpu_second": per_cpu},
+        "delivery": {
+            "latency": {"p50": p50, "p99": p99},
+            "deliveries_per_second": rate * 1000,
+        },
+    }
+
+
+def _rows(results: list[dict[str, Any]]) -> dict[str, list[str]]:
+    return {row[0]: row for row in goal_rows(results, None)}
+
+
+def test_each_rate_is_judged_on_the_median_of_its_rounds() -> None:
+    results = [
+        # 20 msg/s: ratios x2.0, x1.5, x1.9 -> median x1.9 (met); p99 x0.8, x1.5, x0.9 -> x0.9
+        _run("product", 20, 200_000, 0.008),
+        _run("socketio", 20, 100_000, 0.010),
+        _run("echo", 20, 210_000, 0.005),
+        _run("product", 20, 150_000, 0.015),
+        _run("socketio", 20, 100_000, 0.010),
+        _run("echo", 20, 210_000, 0.005),
+        _run("product", 20, 190_000, 0.009),
+        _run("socketio", 20, 100_000, 0.010),
+        _run("echo", 20, 210_000, 0.005),
+        # 50 msg/s: one round, x1.5 (not met), p99 x2 (not met)
+        _run("product", 50, 150_000, 0.020),
+        _run("socketio", 50, 100_000, 0.010),
+        _run("echo", 50, 210_000, 0.005),
+    ]
+    rows = _rows(results)
+    ratio20 = rows["classroom vs Socket.IO per CPU-s (20 msg/s)"]
+    assert ratio20[1].startswith("x1.90 median of 3 (x1.50-x2.00)")
+    assert ratio20[3] == "yes"
+    assert rows["classroom p99 vs Socket.IO (20 msg/s)"][3] == "yes"
+    assert rows["classroom deliveries per CPU-s (20 msg/s)"][1].startswith("190,000 median of 3")
+    ratio50 = rows["classroom vs Socket.IO per CPU-s (50 msg/s)"]
+    assert ratio50[1] == "x1.50" and ratio50[3] == "NO"
+    assert rows["classroom p99 vs Socket.IO (50 msg/s)"][3] == "NO"
+
+
+def test_rounds_that_cannot_give_a_verdict_are_left_out() -> None:
+    results = [
+        # the generator was the bottleneck: no ratios from this round
+        _run("product", 50, 400_000, 0.008, share=0.9, bound=True),
+        _run("socketio", 50, 100_000, 0.010),
+        # the product fell behind (p50 over 50 ms): it looks cheap, and says nothing
+        _run("product", 50, 400_000, 0.200, p50=0.120),
+        _run("socketio", 50, 100_000, 0.010),
+        _run("product", 50, 120_000, 0.009),
+        _run("socketio", 50, 100_000, 0.010),
+    ]
+    rows = _rows(results)
+    assert rows["classroom vs Socket.IO per CPU-s (50 msg/s)"][1] == "x1.20"
+    assert rows["classroom vs Socket.IO per CPU-s (50 msg/s)"][3] == "NO"
+    per = rows["classroom deliveries per CPU-s (50 msg/s)"]
+    assert per[1].startswith("120,000") and "2 round(s)" in per[1] and per[3] == "yes"
+    assert rows["generator never the bottleneck (ws runs)"][3] == "NO"
+
+
+def test_no_sound_round_gives_no_verdict() -> None:
+    results = [
+        _run("product", 50, 400_000, 0.008, share=0.9, bound=True),
+        _run("socketio", 50, 100_000, 0.010),
+    ]
+    rows = _rows(results)
+    assert rows["classroom vs Socket.IO per CPU-s (50 msg/s)"][1:4] == [
+        "no sound round",
+        ">= x1.80",
+        "-",
+    ]
