@@ -541,8 +541,14 @@ async def store_batch(conn: Conn, batch: list[dict[str, Any]]) -> list[StoredMes
 
     created: dict[uuid.UUID, dt.datetime] = {}
     if fresh:
+        touched = sorted({m["session_id"] for m in fresh})
+        # The rooms' new last sequence is written by the same statement (a data-modifying CTE):
+        # one round trip fewer on the path every message waits for before anyone sees it.
         rows = await conn.fetch(
-            """INSERT INTO session_messages
+            """WITH seqs AS (
+                 UPDATE session_seqs q SET last_seq = v.seq
+                 FROM unnest($10::uuid[], $11::bigint[]) AS v(id, seq) WHERE q.session_id = v.id)
+               INSERT INTO session_messages
                  (id, session_id, sender_id, seq, message_type, content, file_url, metadata,
                   client_message_id)
                SELECT * FROM unnest($1::uuid[], $2::uuid[], $3::uuid[], $4::bigint[], $5::text[],
@@ -557,15 +563,10 @@ async def store_batch(conn: Conn, batch: list[dict[str, Any]]) -> list[StoredMes
             [m.get("file_url") for m in fresh],
             [m.get("metadata") or {} for m in fresh],
             [m.get("client_message_id") for m in fresh],
-        )
-        created = {r["id"]: r["created_at"] for r in rows}
-        touched = {m["session_id"] for m in fresh}
-        await conn.execute(
-            """UPDATE session_seqs q SET last_seq = v.seq
-               FROM unnest($1::uuid[], $2::bigint[]) AS v(id, seq) WHERE q.session_id = v.id""",
-            list(touched),
+            touched,
             [seqs[r] for r in touched],
         )
+        created = {r["id"]: r["created_at"] for r in rows}
     out: list[StoredMessage | None] = []
     for item in plan:
         if item is None or isinstance(item, StoredMessage):
