@@ -131,6 +131,7 @@ class Context:
             if not self.database_url:
                 self.log(f"starting the embedded PostgreSQL in {self.db.data_dir}")
             url = await self.db.start()
+            self.db.keep_to(self.placement.clients)
             data_dir = self.out_root / "node-data"
             data_dir.mkdir(parents=True, exist_ok=True)
             self.node = NodeConfig.new(url, self.redis_url, data_dir, {})

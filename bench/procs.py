@@ -493,6 +493,14 @@ async def start_socketio(cpus: list[int] | None, log: Callable[[str], None]) -> 
 # --- the database --------------------------------------------------------------------------------
 
 
+def _children(pid: int) -> list[int]:
+    try:
+        text = Path(f"/proc/{pid}/task/{pid}/children").read_text()
+    except OSError:
+        return []
+    return [int(child) for child in text.split()]
+
+
 class BenchDatabase:
     """The PostgreSQL the harness's node uses: DATABASE_URL when given, else an embedded server
     whose data stays in the output folder between runs (so seeded accounts are reused)."""
@@ -517,6 +525,20 @@ class BenchDatabase:
         await ensure_database(admin, self.NAME)
         self.url = self._embedded.dsn(self.NAME)
         return self.url
+
+    def keep_to(self, cpus: list[int] | None) -> None:
+        """Run the embedded server (the postmaster, its processes now, and the backends it
+        forks later, which inherit its affinity) on `cpus`: the generator's, so the server's
+        CPU is the server's alone, as it is for the peers, which store nothing. A database
+        given by URL is not ours to move."""
+        pid = self.postmaster_pid()
+        if pid is None or not cpus:
+            return
+        for each in (pid, *_children(pid)):
+            try:
+                os.sched_setaffinity(each, set(cpus))
+            except OSError:  # (a process that just ended)
+                continue
 
     def postmaster_pid(self) -> int | None:
         if self._embedded is None:
