@@ -14,7 +14,7 @@ from tests.helpers import Api, User, unique
 from tests.social import invite_and_join, join, post, resource
 
 _LINE = re.compile(
-    r'^peerspark_read_cache_total\{cache="(\w+)",outcome="(\w+)"\} ([0-9.e+]+)$', re.M
+    r'^peerspark_read_cache_total\{cache="([\w-]+)",outcome="(\w+)"\} ([0-9.e+]+)$', re.M
 )
 
 
@@ -156,3 +156,27 @@ async def test_caching_can_be_turned_off(make_client: Any) -> None:
     lookups = await _lookups(api)
     assert lookups.get(("feed", "hit"), 0) == 0
     assert lookups.get(("feed", "off"), 0) >= 2
+
+
+async def test_cached_reads_check_the_session_on_every_request(cached: Api, db: Any) -> None:
+    """The cached reads check the caller's session in the statement that also reads the
+    cache's generation: a page already cached for a caller is not served once their login
+    ended or their account was suspended."""
+    api = cached
+    word = unique("numbat")
+    leaving, suspended = await api.register(), await api.register()
+    await resource(api, leaving, f"{word} notes", isPublic=True)
+    paths = ("/api/feed?type=all&limit=20", f"/api/resources?search={word}&limit=20")
+    for user in (leaving, suspended):
+        for path in paths:
+            for _ in range(2):  # the second one from the cache
+                assert (await api.get(path, user)).status == 200
+    assert (await api.post("/api/auth/logout", leaving)).status == 204
+    await db.execute(
+        "UPDATE users SET account_status = 'suspended' WHERE id = $1::uuid", suspended.id
+    )
+    for user, code in ((leaving, "session_revoked"), (suspended, "account_inactive")):
+        for path in paths:
+            resp = await api.get(path, user)
+            assert resp.status == 401, resp.body
+            assert resp.body["error"]["code"] == code

@@ -135,8 +135,10 @@ class SearchService:
         self.reads = reads or ReadCache(None, "", ttl=0)
 
     async def resources_page(
-        self, principal: Principal, query: ResourceQuery
+        self, principal: Principal, query: ResourceQuery, *, generation: int | None = None
     ) -> ResourceSearchResult:
+        """`principal`'s page of resources. `generation`: the read cache's, read before the
+        request wrote anything (infra/readcache.py); None reads it now."""
         _paging(query.limit, query.offset)
         text = _text(query.search, "search")
         for value in query.type:
@@ -167,6 +169,7 @@ class SearchService:
             f"{principal.role}|{msgspec.json.encode(query).decode()}|{sort}|{text}",
             ResourceSearchResult,
             lambda: self._resources_page(principal, query, text, sort),
+            generation=generation,
         )
 
     async def _resources_page(
