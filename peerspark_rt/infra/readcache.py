@@ -12,7 +12,10 @@ thing a generation read that early must not serve is the request's own earlier w
 handlers that write nothing first may pass it (the GET handlers of the cached reads).
 
 Never across users: the viewer's id is part of every key (a page depends on who asks: private
-pods, shares, likes), and the caller authorizes before it asks the cache.
+pods, shares, likes), and the caller authorizes before it asks the cache. The one shared page
+is resource search's as nobody sees it (a viewer id no account has: public, active resources,
+nobody's grants or ratings), which search/service.py gives a viewer only after checking, in
+the database, that they may see nothing more that matches, and with their own grants on it.
 
 Redis when configured (shared by the nodes; every call has a deadline and a cache that fails is
 skipped, never an error), else a bounded dictionary in this process. Entries also expire after
@@ -44,6 +47,9 @@ MAX_LOCAL = 4096  # entries kept in process (least recently used go first)
 # (schema.sql says why)
 FEED = "feed"
 RESOURCES = "resources"
+# resource search pages as nobody sees them, shared by the viewers who see nothing more
+# (search/service.py)
+RESOURCES_PUBLIC = "resources-public"
 
 # (the sum of the counters only grows, by one with each committed write: schema.sql); as a
 # scalar subquery so that another statement can select it too
@@ -77,6 +83,15 @@ class ReadCache:
         self._timeout = timeout
         self._local: OrderedDict[str, tuple[float, bytes]] = OrderedDict()
         self.observer: CacheObserver = observer or _NoObserver()
+
+    async def generation(self, db: Executor) -> int | None:
+        """The reads' generation now (None: caching is off, or the schema's rows are missing),
+        for a caller that makes one page from several entries: each is looked up under the
+        generation read before any of them was computed."""
+        if self.ttl <= 0:
+            return None
+        value = await db.fetchval(_GENERATION_SQL)
+        return None if value is None else int(value)
 
     async def get_or_make(
         self,
