@@ -14,7 +14,7 @@ from tests.helpers import Api, User, unique
 from tests.social import invite_and_join, join, post, resource
 
 _LINE = re.compile(
-    r'^peerspark_read_cache_total\{cache="(\w+)",outcome="(\w+)"\} ([0-9.e+]+)$', re.M
+    r'^peerspark_read_cache_total\{cache="([\w-]+)",outcome="(\w+)"\} ([0-9.e+]+)$', re.M
 )
 
 
@@ -156,3 +156,134 @@ async def test_caching_can_be_turned_off(make_client: Any) -> None:
     lookups = await _lookups(api)
     assert lookups.get(("feed", "hit"), 0) == 0
     assert lookups.get(("feed", "off"), 0) >= 2
+
+
+async def _two_nodes(make_client: Any, **cached: Any) -> tuple[Api, Api]:
+    """A node that caches and one that does not, on one database and one signing key."""
+    keys = {
+        "jwt_secret": secrets.token_urlsafe(40),
+        "jwt_refresh_secret": secrets.token_urlsafe(40),
+    }
+    return (
+        await make_client(read_cache_ttl=60, **keys, **cached),
+        await make_client(read_cache_ttl=0, **keys),
+    )
+
+
+@pytest.mark.parametrize("broker", ["in-process", "redis"])
+async def test_resource_search_pages_shared_between_viewers_are_each_viewers_own(
+    make_client: Any, request: pytest.FixtureRequest, broker: str
+) -> None:
+    """Viewers who may see nothing beyond the public resources share one computed page, with
+    their own grants, ratings and bookmarks on it; whoever may see more that matches (their
+    own private resource, one shared with them or their pod) gets their own page. Every page
+    is what a node without the cache answers, byte for byte."""
+    cached_settings = (
+        {"redis_url": request.getfixturevalue("redis_url"), "redis_key_prefix": unique("rc") + ":"}
+        if broker == "redis"
+        else {}
+    )
+    cached, uncached = await _two_nodes(make_client, **cached_settings)
+    owner, rater, editor, plain, sharer, member = [await cached.register() for _ in range(6)]
+    word = unique("wombat")
+    public = [await resource(cached, owner, f"{word} public {n}", isPublic=True) for n in range(3)]
+    private = await resource(cached, owner, f"{word} owner only", isPublic=False)
+    shared = await resource(cached, sharer, f"{word} for one person", isPublic=False)
+    assert (
+        await cached.post(
+            f"/api/resources/{shared['id']}/share", sharer, json={"shareWithUserId": rater.id}
+        )
+    ).status == 201
+    pod = await cached.create_pod(sharer)
+    await join(cached, member, pod)
+    for_pod = await resource(cached, sharer, f"{word} for the pod", isPublic=False)
+    assert (
+        await cached.post(
+            f"/api/resources/{for_pod['id']}/share", sharer, json={"shareWithPodId": pod["id"]}
+        )
+    ).status == 201
+    edit = await cached.post(
+        f"/api/resources/{public[1]['id']}/share",
+        owner,
+        json={"shareWithUserId": editor.id, "permissionLevel": "edit"},
+    )
+    assert edit.status == 201, edit.body
+    assert (
+        await cached.post(f"/api/resources/{public[0]['id']}/rate", rater, json={"rating": 4})
+    ).status in (200, 201)
+    assert (await cached.post(f"/api/resources/{public[2]['id']}/bookmark", rater)).status in (
+        200,
+        201,
+    )
+
+    path = f"/api/resources?search={word}&limit=20"
+    expected = {}
+    for user in (plain, owner, rater, editor, sharer, member):
+        resp = await uncached.get(path, user)
+        assert resp.status == 200, resp.body
+        expected[user.id] = resp.body
+    before = await _lookups(cached)
+    # the plain viewer first: the page nobody gets is made for them; then everyone, twice
+    for _ in range(2):
+        for user in (plain, owner, rater, editor, sharer, member):
+            resp = await cached.get(path, user)
+            assert resp.status == 200, resp.body
+            assert resp.body == expected[user.id], user
+    after = await _lookups(cached)
+
+    def seen(user: User) -> set[str]:
+        return {h["id"] for h in expected[user.id]["hits"]}
+
+    everyone = {r["id"] for r in public}
+    assert seen(plain) == seen(editor) == everyone
+    assert seen(owner) == everyone | {private["id"]}
+    assert seen(rater) == everyone | {shared["id"]}
+    assert seen(member) == everyone | {for_pod["id"]}
+    mine = {h["id"]: h for h in expected[rater.id]["hits"]}
+    assert mine[public[0]["id"]]["myRating"] == 4
+    assert mine[public[2]["id"]]["bookmarked"] is True
+    theirs = {h["id"]: h for h in expected[editor.id]["hits"]}
+    assert theirs[public[1]["id"]]["myPermission"] == "edit"
+    assert theirs[public[0]["id"]]["myPermission"] == "view"
+    assert "myRating" not in theirs[public[0]["id"]] or theirs[public[0]["id"]]["myRating"] is None
+    # the shared page was made once (for the plain viewer) and used for the editor: the others
+    # may see more, and their pages were made for them
+    public_made = after.get(("resources-public", "miss"), 0) - before.get(
+        ("resources-public", "miss"), 0
+    )
+    public_used = after.get(("resources-public", "hit"), 0) - before.get(
+        ("resources-public", "hit"), 0
+    )
+    assert (public_made, public_used) == (1, 5)
+    # a write that makes one more resource visible to the plain viewer is seen at once
+    assert (
+        await cached.post(
+            f"/api/resources/{private['id']}/share", owner, json={"shareWithUserId": plain.id}
+        )
+    ).status == 201
+    assert private["id"] in await _search(cached, plain, word)
+    assert private["id"] not in await _search(cached, editor, word)
+
+
+async def test_cached_reads_check_the_session_on_every_request(cached: Api, db: Any) -> None:
+    """The cached reads check the caller's session in the statement that also reads the
+    cache's generation: a page already cached for a caller is not served once their login
+    ended or their account was suspended."""
+    api = cached
+    word = unique("numbat")
+    leaving, suspended = await api.register(), await api.register()
+    await resource(api, leaving, f"{word} notes", isPublic=True)
+    paths = ("/api/feed?type=all&limit=20", f"/api/resources?search={word}&limit=20")
+    for user in (leaving, suspended):
+        for path in paths:
+            for _ in range(2):  # the second one from the cache
+                assert (await api.get(path, user)).status == 200
+    assert (await api.post("/api/auth/logout", leaving)).status == 204
+    await db.execute(
+        "UPDATE users SET account_status = 'suspended' WHERE id = $1::uuid", suspended.id
+    )
+    for user, code in ((leaving, "session_revoked"), (suspended, "account_inactive")):
+        for path in paths:
+            resp = await api.get(path, user)
+            assert resp.status == 401, resp.body
+            assert resp.body["error"]["code"] == code

@@ -481,10 +481,24 @@ class AuthService:
         claims = self.tokens.decode_access(access_token)
         return await self.session_principal(claims.session_id, claims.user_id)
 
+    async def authenticate_for_read(self, access_token: str) -> tuple[Principal, int | None]:
+        """`authenticate`, and the cached reads' generation read in the same statement (for a
+        request that reads from the cache before it writes anything: infra/readcache.py)."""
+        claims = self.tokens.decode_access(access_token)
+        row = await users_db.session_principal(
+            self.db.pool, claims.session_id, claims.user_id, read_generation=True
+        )
+        caller = self._principal(row, claims.session_id)  # raises when there is no row
+        return caller, row["read_generation"] if row is not None else None
+
     async def session_principal(self, session_id: uuid.UUID, user_id: uuid.UUID) -> Principal:
         """The caller of a login session that is still alive (an access token names one, and
         so does the web page's cookie); raises Unauthorized."""
         row = await users_db.session_principal(self.db.pool, session_id, user_id)
+        return self._principal(row, session_id)
+
+    @staticmethod
+    def _principal(row: Any, session_id: uuid.UUID) -> Principal:
         if row is None:
             raise Unauthorized("session has ended", code="session_revoked")
         if row["expires_at"] <= _now():

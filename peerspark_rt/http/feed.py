@@ -26,7 +26,7 @@ from ..social.feed import (
     PostUpdate,
 )
 from .contract import operation, signed_in
-from .middleware import principal
+from .middleware import cached_read, principal, read_generation
 from .render import path_id
 
 routes = web.RouteTableDef()
@@ -37,10 +37,13 @@ _IN_POD = {"outsider": 404, "banned": 404, "admin": 404}
 
 
 @routes.get("/api/feed")
+@cached_read
 @operation(tag="feed", errors=(404,), access=signed_in(200))
 async def feed(request: web.Request, query: FeedQuery) -> FeedPage:
     """One of the feeds (home, pod, following, trending), newest first."""
-    return await request.app[POSTS].feed(principal(request), query)
+    return await request.app[POSTS].feed(
+        principal(request), query, generation=read_generation(request)
+    )
 
 
 @routes.post("/api/posts")

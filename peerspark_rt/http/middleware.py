@@ -50,9 +50,22 @@ def public(handler: F) -> F:
     return handler
 
 
+def cached_read(handler: F) -> F:
+    """Mark a handler that reads through the read cache before it writes anything: its
+    session check also reads the cache's generation (one round trip fewer per cached hit)."""
+    handler.__dict__["cached_read"] = True
+    return handler
+
+
 def principal(request: web.Request) -> Principal:
     """The authenticated caller (the auth middleware has already checked the token)."""
     return request[PRINCIPAL]
+
+
+def read_generation(request: web.Request) -> int | None:
+    """The read cache's generation read with the caller's session check, before the handler
+    ran (a `cached_read` handler signed in by token); None: the cache reads it itself."""
+    return request.get(READ_GENERATION)
 
 
 def error_response(error: AppError, request_id: str | None = None) -> web.Response:
@@ -245,7 +258,13 @@ async def authenticate(request: web.Request, handler: Handler) -> web.StreamResp
     if request.path.startswith("/api/") and not getattr(route_handler, "public", False):
         token = bearer_token(request)
         if token is not None:
-            request[PRINCIPAL] = caller = await request.app[AUTH].authenticate(token)
+            if getattr(route_handler, "cached_read", False):
+                caller, generation = await request.app[AUTH].authenticate_for_read(token)
+                if generation is not None:
+                    request[READ_GENERATION] = generation
+            else:
+                caller = await request.app[AUTH].authenticate(token)
+            request[PRINCIPAL] = caller
             logs.user_id.set(str(caller.user_id))
             return await handler(request)
         # The web page signs in by cookie (and must send its CSRF token with writes); a
@@ -305,4 +324,5 @@ async def security_headers(request: web.Request, response: web.StreamResponse) -
 
 # the application's key for what this module provides (typed app state)
 PRINCIPAL = web.RequestKey("principal", Principal)
+READ_GENERATION = web.RequestKey("read_generation", int)
 REQUEST_ID = web.RequestKey("request_id", str)

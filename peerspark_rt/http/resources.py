@@ -20,7 +20,7 @@ from ..resources.service import (
 )
 from ..search.service import SEARCH, ResourceQuery, ResourceSearchResult
 from .contract import Raw, Reply, operation, signed_in
-from .middleware import principal
+from .middleware import cached_read, principal, read_generation
 from .render import path_id
 
 routes = web.RouteTableDef()
@@ -34,10 +34,13 @@ class DownloadQuery(msgspec.Struct, forbid_unknown_fields=True):
 
 
 @routes.get("/api/resources")
+@cached_read
 @operation(tag="resources", errors=(404,), access=signed_in(200))
 async def list_resources(request: web.Request, query: ResourceQuery) -> ResourceSearchResult:
     """Resources the caller can see, searched, filtered and faceted."""
-    return await request.app[SEARCH].resources_page(principal(request), query)
+    return await request.app[SEARCH].resources_page(
+        principal(request), query, generation=read_generation(request)
+    )
 
 
 @routes.post("/api/resources")

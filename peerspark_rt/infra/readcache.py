@@ -5,9 +5,17 @@ depends on bumps the reads' generation in PostgreSQL (triggers in schema.sql, at
 transaction's commit, whichever code path or node wrote), and an entry is only found under the
 generation read *before* the page was computed. So a write is seen by the next read after its
 commit, on every node; an entry computed from older data can only sit under an older generation.
+A request may read the generation in the statement that checks its session (`GENERATION_EXPR`),
+before its handler computes anything, and hand it to `get_or_make`: one round trip per cached
+hit instead of two. A write that committed before the request began is still seen; the one
+thing a generation read that early must not serve is the request's own earlier writes, so only
+handlers that write nothing first may pass it (the GET handlers of the cached reads).
 
 Never across users: the viewer's id is part of every key (a page depends on who asks: private
-pods, shares, likes), and the caller authorizes before it asks the cache.
+pods, shares, likes), and the caller authorizes before it asks the cache. The one shared page
+is resource search's as nobody sees it (a viewer id no account has: public, active resources,
+nobody's grants or ratings), which search/service.py gives a viewer only after checking, in
+the database, that they may see nothing more that matches, and with their own grants on it.
 
 Redis when configured (shared by the nodes; every call has a deadline and a cache that fails is
 skipped, never an error), else a bounded dictionary in this process. Entries also expire after
@@ -39,9 +47,14 @@ MAX_LOCAL = 4096  # entries kept in process (least recently used go first)
 # (schema.sql says why)
 FEED = "feed"
 RESOURCES = "resources"
+# resource search pages as nobody sees them, shared by the viewers who see nothing more
+# (search/service.py)
+RESOURCES_PUBLIC = "resources-public"
 
-# (the sum of the counters only grows, by one with each committed write: schema.sql)
-_GENERATION_SQL = "SELECT sum(generation)::bigint FROM read_generations WHERE name LIKE 'reads-%'"
+# (the sum of the counters only grows, by one with each committed write: schema.sql); as a
+# scalar subquery so that another statement can select it too
+GENERATION_EXPR = "(SELECT sum(generation)::bigint FROM read_generations WHERE name LIKE 'reads-%')"
+_GENERATION_SQL = f"SELECT {GENERATION_EXPR}"
 
 
 class CacheObserver(Protocol):
@@ -71,6 +84,15 @@ class ReadCache:
         self._local: OrderedDict[str, tuple[float, bytes]] = OrderedDict()
         self.observer: CacheObserver = observer or _NoObserver()
 
+    async def generation(self, db: Executor) -> int | None:
+        """The reads' generation now (None: caching is off, or the schema's rows are missing),
+        for a caller that makes one page from several entries: each is looked up under the
+        generation read before any of them was computed."""
+        if self.ttl <= 0:
+            return None
+        value = await db.fetchval(_GENERATION_SQL)
+        return None if value is None else int(value)
+
     async def get_or_make(
         self,
         db: Executor,
@@ -79,14 +101,19 @@ class ReadCache:
         query: str,
         kind: type[T],
         make: Callable[[], Awaitable[T]],
+        *,
+        generation: int | None = None,
     ) -> T:
         """`viewer`'s page for `query` (any string that identifies the request completely),
-        from the cache when nothing it depends on was written since, else `make()`'s."""
+        from the cache when nothing it depends on was written since, else `make()`'s.
+        `generation`: the one this request read before it computed or wrote anything (with its
+        session check); None reads it now."""
         if self.ttl <= 0:
             self.observer.cache_lookup(cache, "off")
             return await make()
-        # read before computing: see the module docstring
-        generation = await db.fetchval(_GENERATION_SQL)
+        if generation is None:
+            # read before computing: see the module docstring
+            generation = await db.fetchval(_GENERATION_SQL)
         if generation is None:  # the schema's row is missing: never cache blind
             self.observer.cache_lookup(cache, "off")
             return await make()

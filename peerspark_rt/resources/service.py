@@ -42,6 +42,12 @@ MAX_CONTENT = 200_000
 PERMISSION_NAMES = {4: "owner", 3: "admin", 2: "edit", 1: "view"}
 
 
+def permission_name(level: int | None, is_public: bool) -> str | None:
+    """What a resource shows as the viewer's permission: their strongest grant (resources_db
+    .permission), else view when it is public."""
+    return PERMISSION_NAMES.get(level) if level else ("view" if is_public else None)
+
+
 class Owner(msgspec.Struct, rename="camel"):
     id: uuid.UUID
     username: str
@@ -213,10 +219,7 @@ class ResourceService:
     async def render(
         self, row: asyncpg.Record, *, detail: bool = False, shares: list[Share] | None = None
     ) -> Resource:
-        level = row["my_permission"]
-        permission = (
-            PERMISSION_NAMES.get(level) if level else ("view" if row["is_public"] else None)
-        )
+        permission = permission_name(row["my_permission"], row["is_public"])
         file = await self.uploads.link_for_row(row)
         keys = set(row.keys())
         highlights = None

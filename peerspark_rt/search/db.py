@@ -176,6 +176,51 @@ async def resource_search(
     return rows[0], [r for r in rows if r["id"] is not None]
 
 
+# Nobody: no account has the nil UUID (gen_random_uuid makes version-4 ones), so a page computed
+# for it holds exactly the public, active resources, with no ownership, grant, rating or bookmark
+# (resources_db.visible); search/service.py shares such pages between viewers.
+NOBODY = uuid.UUID(int=0)
+
+
+async def viewer_overlay(
+    db: Executor, viewer: uuid.UUID, filters: ResourceFilters, ids: list[uuid.UUID]
+) -> tuple[bool, list[asyncpg.Record]]:
+    """For a page computed as NOBODY with `filters`: whether the viewer may see any resource
+    that matches them beyond the public, active ones (then the viewer's page differs in its
+    hits, total or facets and must be computed for them), and the viewer's grant, rating and
+    bookmark on each resource in `ids` (rows: id, my_permission, my_rating, bookmarked).
+    Whatever else the viewer may see is theirs, shared with them, or shared with a pod of
+    theirs, so only those are matched (by the owner and share indexes)."""
+    params = _Params(viewer)
+    where, _, _ = _where(filters, params)
+    ids_p = params.add(ids)
+    rows = await db.fetch(
+        f"""WITH theirs AS (
+              SELECT r.id FROM resources r WHERE r.owner_id = $1
+              UNION SELECT us.resource_id FROM resource_shares us
+                    WHERE us.shared_with_user_id = $1
+              UNION SELECT ps.resource_id FROM resource_shares ps
+                    JOIN pod_memberships pm ON pm.pod_id = ps.shared_with_pod_id
+                    WHERE pm.user_id = $1 AND pm.status = 'active'),
+            beyond AS (
+              SELECT EXISTS (
+                SELECT 1 FROM theirs t JOIN resources r ON r.id = t.id
+                WHERE {where} AND (r.status = 'active' AND r.is_public) IS NOT TRUE) AS found)
+            SELECT beyond.found, mine.*
+            FROM beyond LEFT JOIN (
+              SELECT r.id, {resources_db.permission()} AS my_permission,
+                     (SELECT rr.rating FROM resource_ratings rr
+                      WHERE rr.resource_id = r.id AND rr.user_id = $1) AS my_rating,
+                     EXISTS (SELECT 1 FROM resource_bookmarks rb
+                             WHERE rb.resource_id = r.id AND rb.user_id = $1) AS bookmarked
+              FROM resources r WHERE r.id = ANY({ids_p}::uuid[])) mine ON true""",  # noqa: S608 (composed of constants; values are parameters)
+        *params.values,
+    )
+    if not rows:
+        raise RuntimeError("the statement returned no row")
+    return bool(rows[0]["found"]), [r for r in rows if r["id"] is not None]
+
+
 def _like_prefix(text: str) -> str:
     return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
 

@@ -19,7 +19,7 @@ from ..infra import readcache, validation
 from ..infra.readcache import ReadCache
 from ..pods.service import PodService
 from ..resources import db as resources_db
-from ..resources.service import Resource, ResourceService, highlight_html
+from ..resources.service import Resource, ResourceService, highlight_html, permission_name
 from ..social.feed import Post, PostService
 from . import db as search_db
 
@@ -135,8 +135,10 @@ class SearchService:
         self.reads = reads or ReadCache(None, "", ttl=0)
 
     async def resources_page(
-        self, principal: Principal, query: ResourceQuery
+        self, principal: Principal, query: ResourceQuery, *, generation: int | None = None
     ) -> ResourceSearchResult:
+        """`principal`'s page of resources. `generation`: the read cache's, read before the
+        request wrote anything (infra/readcache.py); None reads it now."""
         _paging(query.limit, query.offset)
         text = _text(query.search, "search")
         for value in query.type:
@@ -160,23 +162,72 @@ class SearchService:
         )
         if query.pod_id is not None:
             await self.pods.visible_pod(principal, query.pod_id)
+        if generation is None:
+            generation = await self.reads.generation(self.db.pool)
+        key = f"{principal.role}|{msgspec.json.encode(query).decode()}|{sort}|{text}"
+
+        async def page() -> ResourceSearchResult:
+            # Most viewers see no resource matching a query beyond the public ones: their page
+            # is the one nobody gets, with their own grants, ratings and bookmarks on its hits,
+            # and that page is computed once for all of them. A bookmark filter, or a search
+            # among non-public resources, is the viewer's own by definition.
+            if generation is None or query.bookmarked or query.is_public is False:
+                return await self._resources_page(principal.user_id, query, text, sort)
+            public = await self.reads.get_or_make(
+                self.db.pool,
+                readcache.RESOURCES_PUBLIC,
+                search_db.NOBODY,  # holds only what every viewer may see
+                key,
+                ResourceSearchResult,
+                lambda: self._resources_page(search_db.NOBODY, query, text, sort),
+                generation=generation,
+            )
+            return await self._as_seen_by(principal, query, text, sort, public)
+
         return await self.reads.get_or_make(
             self.db.pool,
             readcache.RESOURCES,
             principal.user_id,  # authorized above; the page is this viewer's own
-            f"{principal.role}|{msgspec.json.encode(query).decode()}|{sort}|{text}",
+            key,
             ResourceSearchResult,
-            lambda: self._resources_page(principal, query, text, sort),
+            page,
+            generation=generation,
         )
 
-    async def _resources_page(
+    async def _as_seen_by(
         self,
         principal: Principal,
         query: ResourceQuery,
         text: str | None,
         sort: search_db.ResourceSort,
+        public: ResourceSearchResult,
     ) -> ResourceSearchResult:
-        filters = search_db.ResourceFilters(
+        """The page nobody gets (`public`) as `principal` sees it: theirs to compute when they
+        may see more that matches, else with their grant, rating and bookmark on each hit."""
+        more, mine = await search_db.viewer_overlay(
+            self.db.pool, principal.user_id, self._filters(query, text), [h.id for h in public.hits]
+        )
+        if more:
+            return await self._resources_page(principal.user_id, query, text, sort)
+        theirs = {r["id"]: r for r in mine}
+        hits = []
+        for hit in public.hits:
+            row = theirs.get(hit.id)
+            if row is None:  # gone since the page was made: make it afresh
+                return await self._resources_page(principal.user_id, query, text, sort)
+            hits.append(
+                msgspec.structs.replace(
+                    hit,
+                    my_permission=permission_name(row["my_permission"], hit.is_public),
+                    my_rating=row["my_rating"],
+                    bookmarked=row["bookmarked"],
+                )
+            )
+        return msgspec.structs.replace(public, hits=hits)
+
+    @staticmethod
+    def _filters(query: ResourceQuery, text: str | None) -> search_db.ResourceFilters:
+        return search_db.ResourceFilters(
             text=text,
             types=query.type,
             subjects=[s.strip() for s in query.subject if s.strip()],
@@ -189,10 +240,18 @@ class SearchService:
             is_public=query.is_public,
             bookmarked=query.bookmarked,
         )
+
+    async def _resources_page(
+        self,
+        viewer: uuid.UUID,
+        query: ResourceQuery,
+        text: str | None,
+        sort: search_db.ResourceSort,
+    ) -> ResourceSearchResult:
         summary, rows = await search_db.resource_search(
             self.db.pool,
-            principal.user_id,
-            filters,
+            viewer,
+            self._filters(query, text),
             sort=sort,
             limit=query.limit,
             offset=query.offset,

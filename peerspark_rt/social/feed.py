@@ -300,7 +300,11 @@ class PostService:
 
     # --- feeds -------------------------------------------------------------------------------
 
-    async def feed(self, principal: Principal, query: FeedQuery) -> FeedPage:
+    async def feed(
+        self, principal: Principal, query: FeedQuery, *, generation: int | None = None
+    ) -> FeedPage:
+        """One page of a feed for `principal`. `generation`: the read cache's, read before the
+        request wrote anything (infra/readcache.py); None reads it now."""
         kind = validation.one_of(query.type, "type", FEED_TYPES)
         if not 1 <= query.limit <= MAX_FEED_LIMIT:
             raise Invalid("limit", f"must be between 1 and {MAX_FEED_LIMIT}")
@@ -327,6 +331,7 @@ class PostService:
             f"{principal.role}|{query.type}|{source}|{query.pod_id}|{query.cursor}|{query.limit}",
             FeedPage,
             page,
+            generation=generation,
         )
 
     async def _feed_page(

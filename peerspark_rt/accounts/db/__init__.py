@@ -8,6 +8,7 @@ from typing import Any
 
 import asyncpg
 
+from ...infra import readcache
 from ...infra import sql as sql_builder
 from ...infra.dbtypes import Conn, Executor
 
@@ -143,19 +144,26 @@ async def insert_session(
     return row
 
 
+_SESSION_PRINCIPAL = """SELECT s.expires_at, s.created_at, u.id AS user_id, u.username, u.email,
+       u.role, u.is_premium AND (u.premium_expires_at IS NULL
+                                 OR u.premium_expires_at > NOW()) AS is_premium,
+       u.account_status, u.is_verified{extra}
+    FROM user_sessions s JOIN users u ON u.id = s.user_id
+    WHERE s.id = $1 AND s.user_id = $2"""
+_PRINCIPAL_ONLY = _SESSION_PRINCIPAL.format(extra="")
+# ... and the cached reads' generation, in the same snapshot (infra/readcache.py says why)
+_PRINCIPAL_AND_GENERATION = _SESSION_PRINCIPAL.format(
+    extra=f", {readcache.GENERATION_EXPR} AS read_generation"
+)
+
+
 async def session_principal(
-    conn: Executor, session_id: uuid.UUID, user_id: uuid.UUID
+    conn: Executor, session_id: uuid.UUID, user_id: uuid.UUID, *, read_generation: bool = False
 ) -> asyncpg.Record | None:
-    """The live session and the current state of its user, for authenticating a request."""
+    """The live session and the current state of its user, for authenticating a request;
+    with `read_generation`, also the cached reads' generation (column read_generation)."""
     return await conn.fetchrow(
-        """SELECT s.expires_at, s.created_at, u.id AS user_id, u.username, u.email, u.role,
-                  u.is_premium AND (u.premium_expires_at IS NULL
-                                    OR u.premium_expires_at > NOW()) AS is_premium,
-                  u.account_status, u.is_verified
-           FROM user_sessions s JOIN users u ON u.id = s.user_id
-           WHERE s.id = $1 AND s.user_id = $2""",
-        session_id,
-        user_id,
+        _PRINCIPAL_AND_GENERATION if read_generation else _PRINCIPAL_ONLY, session_id, user_id
     )
 
 
