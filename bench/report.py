@@ -590,14 +590,16 @@ def _classroom_goals(
     )
     if not sio:
         return
-    ratios = [pair_ratios(a, b) for a, b in zip(mine, sio, strict=False) if not _behind(a)]
-    pair_gens = " ".join(
-        f"{fmt_generator(a)}/{fmt_generator(b)}" for a, b in zip(mine, sio, strict=False)
-    )
-    # (ratio, goal, target, whether the median must be at least the target or at most)
-    for name, goal, target, at_least in (
-        ("deliveries per CPU-second", "vs Socket.IO per CPU-s", SOCKETIO_RATIO_GOAL, True),
-        ("p99 latency", "p99 vs Socket.IO", 1.0, False),
+    pairs = list(zip(mine, sio, strict=False))
+    # A product that fell behind gives no verdict on its CPU per delivery, but its latency is
+    # what its users saw: it counts against the p99 goal.
+    cheap = [pair_ratios(a, b) for a, b in pairs if not _behind(a)]
+    fast = [pair_ratios(a, b) for a, b in pairs]
+    pair_gens = " ".join(f"{fmt_generator(a)}/{fmt_generator(b)}" for a, b in pairs)
+    # (ratio, goal, target, whether the median must be at least the target or at most, rounds)
+    for name, goal, target, at_least, ratios in (
+        ("deliveries per CPU-second", "vs Socket.IO per CPU-s", SOCKETIO_RATIO_GOAL, True, cheap),
+        ("p99 latency", "p99 vs Socket.IO", 1.0, False, fast),
     ):
         values = [r[name] for r in ratios if name in r]
         median = _median(values) if values else None

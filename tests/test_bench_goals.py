@@ -87,6 +87,9 @@ def test_rounds_that_cannot_give_a_verdict_are_left_out() -> None:
     rows = _rows(results)
     assert rows["classroom vs Socket.IO per CPU-s (50 msg/s)"][1] == "x1.20"
     assert rows["classroom vs Socket.IO per CPU-s (50 msg/s)"][3] == "NO"
+    # ... but a product that fell behind was slow for its users: its p99 counts (x20, x0.9)
+    assert rows["classroom p99 vs Socket.IO (50 msg/s)"][1].startswith("x10.45 median of 2")
+    assert rows["classroom p99 vs Socket.IO (50 msg/s)"][3] == "NO"
     per = rows["classroom deliveries per CPU-s (50 msg/s)"]
     assert per[1].startswith("120,000")
     assert "2 round(s)" in per[1]
