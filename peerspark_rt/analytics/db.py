@@ -177,12 +177,14 @@ study AS (
     SELECT user_id, sum(seconds)::int AS seconds,
            count(DISTINCT session_id) FILTER (WHERE event = 'session_left') AS sessions
       FROM spans GROUP BY user_id),
+by_hour AS (
+    SELECT user_id, local_hour, sum(seconds) AS seconds FROM spans GROUP BY user_id, local_hour),
+-- (joined, not a subquery per user and hour: that read every span of the batch 24 times a
+-- user, and a busy day's rollup grew with users x spans)
 hourly AS (
-    SELECT who.user_id,
-           array_agg(COALESCE((SELECT sum(s.seconds) FROM spans s
-                                WHERE s.user_id = who.user_id AND s.local_hour = h), 0)::int
-                     ORDER BY h) AS seconds
+    SELECT who.user_id, array_agg(COALESCE(bh.seconds, 0)::int ORDER BY h) AS seconds
       FROM who CROSS JOIN generate_series(0, 23) AS h
+      LEFT JOIN by_hour bh ON bh.user_id = who.user_id AND bh.local_hour = h
      GROUP BY who.user_id),
 subjects AS (
     SELECT user_id, jsonb_object_agg(subject, seconds) AS seconds,
