@@ -26,6 +26,7 @@ commands:
   rest   REST endpoints under concurrency against a seeded database
   study-due  GET /api/study/due for one user with 50,000 flashcards (p50/p99, the plan)
   leaderboard  the leaderboard's Redis read and write paths with 1,000,000 users' scores
+  rollup-day  the analytics rollup of one day with 1,000 users' attendance (rolled back)
   all    a short version of every scenario, the peer comparison and the REST scenarios, with
          one summary table (what `make bench` runs; a few minutes)
 
@@ -223,6 +224,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     board = commands.add_parser("leaderboard", help="leaderboard reads and score updates")
     add_leaderboard_args(board)
+    from .rollup_day import add_args as add_rollup_args
+
+    rollup = commands.add_parser("rollup-day", help="the analytics rollup of one busy day")
+    add_rollup_args(rollup)
     everything = commands.add_parser("all", help="short versions of everything + summary table")
     everything.add_argument(
         "--skip-peers", action="store_true", help="no Socket.IO / echo comparison"
@@ -421,6 +426,10 @@ def main(argv: list[str] | None = None) -> int:
         from .leaderboard import main_leaderboard
 
         return main_leaderboard(args, runner)
+    if args.command == "rollup-day":
+        from .rollup_day import main_rollup_day
+
+        return int(runner(main_rollup_day(args)))
     from .allrun import main_all
 
     return int(runner(main_all(args, context_from(args))))
