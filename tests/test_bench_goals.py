@@ -130,3 +130,26 @@ def test_the_embedded_database_runs_on_the_generators_cpus() -> None:
             await db.stop()
 
     assert asyncio.run(backend_cpus()) == set(sorted(os.sched_getaffinity(0))[-1:])
+
+
+def _rest(share: float) -> dict[str, Any]:
+    return {
+        "scenarios": [
+            {
+                "name": "feed",
+                "concurrency": 50,
+                "requests_per_second": 3000,
+                "latency": {"p99": 0.040},
+                "cache_hit_rate": 0.99,
+                "generator_cpu_share": share,
+            }
+        ]
+    }
+
+
+def test_a_rest_run_whose_generator_was_busy_gives_no_verdict() -> None:
+    row = {r[0]: r for r in goal_rows([], _rest(0.78))}["REST feed at 50 in flight"]
+    assert row[3] == "-"
+    assert "generator-bound" in row[1]
+    sound = {r[0]: r for r in goal_rows([], _rest(0.55))}["REST feed at 50 in flight"]
+    assert sound[3] == "yes"
