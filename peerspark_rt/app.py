@@ -110,6 +110,7 @@ from .resources.service import RESOURCES, ResourceService
 from .resources.uploads import UPLOADS, UploadService
 from .search.service import SEARCH, SearchService
 from .sessions.chat import CHAT, ChatLimiter, ChatService
+from .sessions.chat import warm_store as chat_warm_store
 from .sessions.focus import FOCUS, FocusService
 from .sessions.realtime import REALTIME, RealtimeService, SessionHistory
 from .sessions.service import SESSIONS, SessionService
@@ -155,6 +156,10 @@ async def _database(app: web.Application) -> AsyncIterator[None]:
         statement_timeout_ms=min(settings.database_timeout_ms, 10_000),
         lock_timeout_ms=settings.chat_lock_timeout_ms,
         application_name="peerspark-rt-chat",
+        # prepared when opened and kept open: a quiet room's next message never pays for a
+        # new connection's statements (see sessions.chat.warm_store)
+        warm=chat_warm_store,
+        max_inactive=0,
     )
     app[CHAT_DB] = store
 

@@ -239,6 +239,12 @@ class Analytics:
         )
         return events[0] if events else None
 
+    @staticmethod
+    async def warm(conn: Conn) -> None:
+        """Prepare `record_many`'s statement on a new connection (with no events: nothing is
+        written), for a connection that records events with each commit (the chat store's)."""
+        await analytics_db.insert_events(conn, [])
+
     async def record_many(
         self, conn: Conn, events: Sequence[NewEvent], *, after: OnCommit | None
     ) -> list[AnalyticsEvent]:

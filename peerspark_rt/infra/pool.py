@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator, Generator
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Generator
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeAlias
@@ -48,6 +48,16 @@ async def _init_connection(conn: asyncpg.Connection[asyncpg.Record]) -> None:
         await conn.set_type_codec(
             name, encoder=_dumps, decoder=orjson.loads, schema="pg_catalog", format="text"
         )
+
+
+def _then(
+    warm: Callable[[Conn], Awaitable[None]],
+) -> Callable[[asyncpg.Connection[asyncpg.Record]], Coroutine[Any, Any, None]]:
+    async def init(conn: asyncpg.Connection[asyncpg.Record]) -> None:
+        await _init_connection(conn)
+        await warm(conn)
+
+    return init
 
 
 def _busy(timeout: float | None) -> Unavailable:
@@ -115,11 +125,14 @@ class Database:
         acquire_timeout: float = ACQUIRE_TIMEOUT,
         lock_timeout_ms: int | None = None,
         application_name: str = "peerspark-rt",
+        warm: Callable[[Conn], Awaitable[None]] | None = None,
+        max_inactive: float = 300.0,
     ) -> Database:
         """A pool whose statements end after `statement_timeout_ms` (the server cancels them,
         and asyncpg's own `command_timeout` gives up a little later should the server not
         answer at all), whose lock waits end after `lock_timeout_ms`, and whose acquisitions
-        end after `acquire_timeout` (503)."""
+        end after `acquire_timeout` (503). `warm` runs on each new connection (after the
+        codecs are set), `max_inactive` seconds idle close a connection (0: never)."""
         settings = {
             "statement_timeout": str(statement_timeout_ms),
             "application_name": application_name,
@@ -132,8 +145,8 @@ class Database:
             min_size=1,
             max_size=max_size,
             max_queries=50000,
-            max_inactive_connection_lifetime=300.0,
-            init=_init_connection,
+            max_inactive_connection_lifetime=max_inactive,
+            init=_init_connection if warm is None else _then(warm),
             loop=None,
             connection_class=asyncpg.Connection,
             record_class=asyncpg.Record,

@@ -204,6 +204,14 @@ class _Shard:
             await asyncio.shield(self._task)
 
 
+async def warm_store(conn: Conn) -> None:
+    """Prepare a chat store connection's statements when it opens (the messages' and their
+    analytics events'), so a room's first message after a node starts, or after the store's
+    connection was replaced, is stored at the same speed as the next one."""
+    await sessions_db.warm_store(conn)
+    await Analytics.warm(conn)
+
+
 class ChatService:
     def __init__(
         self,

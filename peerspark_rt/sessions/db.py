@@ -476,6 +476,40 @@ class StoredMessage:
     duplicate: bool  # the client id was already stored: this is the earlier row
 
 
+# The statements of `store_batch` (module constants: `warm_store` prepares these very texts).
+# One statement locks every room of the batch; ORDER BY makes it take the row locks in id
+# order, as one statement per room in sorted order did, at one round trip instead of one per
+# room (a study hall's batch touches dozens of rooms). These are session_seqs rows: nothing
+# else of the session is locked, so its REST transactions never stall the chat.
+_LOCK_SEQS = """SELECT session_id, last_seq, open FROM session_seqs
+    WHERE session_id = ANY($1::uuid[]) ORDER BY session_id FOR UPDATE"""
+_KNOWN_CIDS = """SELECT m.id, m.seq, m.created_at, m.session_id, m.sender_id, m.client_message_id
+    FROM session_messages m
+    JOIN unnest($1::uuid[], $2::uuid[], $3::text[]) AS k(session_id, sender_id, cid)
+      ON m.session_id = k.session_id AND m.sender_id = k.sender_id
+     AND m.client_message_id = k.cid"""
+# The rooms' new last sequence is written by the insert's own statement (a data-modifying CTE):
+# one round trip fewer on the path every message waits for before anyone sees it.
+_INSERT_MESSAGES = """WITH seqs AS (
+      UPDATE session_seqs q SET last_seq = v.seq
+      FROM unnest($10::uuid[], $11::bigint[]) AS v(id, seq) WHERE q.session_id = v.id)
+    INSERT INTO session_messages
+      (id, session_id, sender_id, seq, message_type, content, file_url, metadata,
+       client_message_id)
+    SELECT * FROM unnest($1::uuid[], $2::uuid[], $3::uuid[], $4::bigint[], $5::text[],
+                         $6::text[], $7::text[], $8::jsonb[], $9::text[])
+    RETURNING id, created_at"""
+
+
+async def warm_store(conn: Conn) -> None:
+    """Prepare `store_batch`'s statements on a new connection (run with empty input: nothing
+    is read or written), so the first message it stores waits for no parsing and no type
+    introspection (~10-20 ms, several round trips, on the first commit of each connection)."""
+    await conn.fetch(_LOCK_SEQS, [])
+    await conn.fetch(_KNOWN_CIDS, [], [], [])
+    await conn.fetch(_INSERT_MESSAGES, *([[]] * 11))
+
+
 async def store_batch(conn: Conn, batch: list[dict[str, Any]]) -> list[StoredMessage | None]:
     """Store messages of one or many rooms in the caller's transaction.
 
@@ -488,15 +522,7 @@ async def store_batch(conn: Conn, batch: list[dict[str, Any]]) -> list[StoredMes
     longer exists or is completed or cancelled.
     """
     seqs: dict[uuid.UUID, int] = {}
-    # One statement locks every room of the batch; ORDER BY makes it take the row locks in id
-    # order, as one statement per room in sorted order did, at one round trip instead of one
-    # per room (a study hall's batch touches dozens of rooms). These are session_seqs rows:
-    # nothing else of the session is locked, so its REST transactions never stall the chat.
-    for locked in await conn.fetch(
-        """SELECT session_id, last_seq, open FROM session_seqs
-           WHERE session_id = ANY($1::uuid[]) ORDER BY session_id FOR UPDATE""",
-        sorted({m["session_id"] for m in batch}),
-    ):
+    for locked in await conn.fetch(_LOCK_SEQS, sorted({m["session_id"] for m in batch})):
         if locked["open"]:
             seqs[locked["session_id"]] = locked["last_seq"]
     closed = {m["session_id"] for m in batch} - set(seqs)
@@ -505,11 +531,7 @@ async def store_batch(conn: Conn, batch: list[dict[str, Any]]) -> list[StoredMes
     known: dict[tuple[uuid.UUID, uuid.UUID, str], StoredMessage] = {}
     if keyed:
         rows = await conn.fetch(
-            """SELECT m.id, m.seq, m.created_at, m.session_id, m.sender_id, m.client_message_id
-               FROM session_messages m
-               JOIN unnest($1::uuid[], $2::uuid[], $3::text[]) AS k(session_id, sender_id, cid)
-                 ON m.session_id = k.session_id AND m.sender_id = k.sender_id
-                AND m.client_message_id = k.cid""",
+            _KNOWN_CIDS,
             [m["session_id"] for m in keyed],
             [m["sender_id"] for m in keyed],
             [m["client_message_id"] for m in keyed],
@@ -542,18 +564,8 @@ async def store_batch(conn: Conn, batch: list[dict[str, Any]]) -> list[StoredMes
     created: dict[uuid.UUID, dt.datetime] = {}
     if fresh:
         touched = sorted({m["session_id"] for m in fresh})
-        # The rooms' new last sequence is written by the same statement (a data-modifying CTE):
-        # one round trip fewer on the path every message waits for before anyone sees it.
         rows = await conn.fetch(
-            """WITH seqs AS (
-                 UPDATE session_seqs q SET last_seq = v.seq
-                 FROM unnest($10::uuid[], $11::bigint[]) AS v(id, seq) WHERE q.session_id = v.id)
-               INSERT INTO session_messages
-                 (id, session_id, sender_id, seq, message_type, content, file_url, metadata,
-                  client_message_id)
-               SELECT * FROM unnest($1::uuid[], $2::uuid[], $3::uuid[], $4::bigint[], $5::text[],
-                                    $6::text[], $7::text[], $8::jsonb[], $9::text[])
-               RETURNING id, created_at""",
+            _INSERT_MESSAGES,
             [m["id"] for m in fresh],
             [m["session_id"] for m in fresh],
             [m["sender_id"] for m in fresh],

@@ -1,0 +1,49 @@
+"""The chat store's connections are prepared when they open: a room's first message after a
+node starts (or after its store connection was replaced) waits for no parsing and no type
+introspection on the path every message takes before anyone sees it; and preparing writes
+nothing."""
+
+from __future__ import annotations
+
+import asyncio
+
+from peerspark_rt.infra.pool import Database
+from peerspark_rt.sessions.chat import warm_store
+
+TABLES = ("session_messages", "session_seqs", "analytics_events", "analytics_dirty")
+
+
+async def _counts(db: Database) -> dict[str, int]:
+    return {t: int(await db.fetchval(f"SELECT count(*) FROM {t}")) for t in TABLES}  # noqa: S608 (constant names)
+
+
+def test_a_store_connection_opens_with_the_stores_statements_prepared(pg_dsn: str) -> None:
+    async def scenario() -> tuple[list[str], dict[str, int], dict[str, int]]:
+        plain = await Database.connect(pg_dsn, max_size=1)
+        try:
+            before = await _counts(plain)
+            store = await Database.connect(pg_dsn, max_size=1, warm=warm_store, max_inactive=0)
+            try:
+                async with store.connection() as conn:
+                    prepared = [
+                        " ".join(str(r["statement"]).split())
+                        for r in await conn.fetch("SELECT statement FROM pg_prepared_statements")
+                    ]
+            finally:
+                await store.close()
+            return prepared, before, await _counts(plain)
+        finally:
+            await plain.close()
+
+    prepared, before, after = asyncio.run(scenario())
+    text = "\n".join(prepared)
+    assert (
+        "FROM session_seqs WHERE session_id = ANY($1::uuid[]) ORDER BY session_id FOR UPDATE"
+        in text
+    )
+    assert (
+        "JOIN unnest($1::uuid[], $2::uuid[], $3::text[]) AS k(session_id, sender_id, cid)" in text
+    )
+    assert "INSERT INTO session_messages" in text
+    assert "INSERT INTO analytics_events" in text
+    assert after == before  # nothing read into being, nothing written
