@@ -287,3 +287,21 @@ async def test_cached_reads_check_the_session_on_every_request(cached: Api, db: 
             resp = await api.get(path, user)
             assert resp.status == 401, resp.body
             assert resp.body["error"]["code"] == code
+
+
+async def test_with_caching_off_resource_search_makes_no_shared_page(make_client: Any) -> None:
+    """READ_CACHE_TTL=0 turns the cache off: a viewer's resource search is their own page, made
+    once, never also the page nobody gets plus an overlay (two searches and a third statement
+    for a viewer who may see more) that nothing can reuse. (A node with caching off is also the
+    reference the shared-page test compares against: it must compute pages the uncached way.)"""
+    api = await make_client(read_cache_ttl=0)
+    owner = await api.register()
+    word = unique("quokka")
+    await resource(api, owner, f"{word} public", isPublic=True)
+    await resource(api, owner, f"{word} mine only", isPublic=False)
+    before = await _lookups(api)
+    assert len(await _search(api, owner, word)) == 2
+    after = await _lookups(api)
+    assert after.get(("resources", "off"), 0) == before.get(("resources", "off"), 0) + 1
+    shared = after.get(("resources-public", "off"), 0) - before.get(("resources-public", "off"), 0)
+    assert shared == 0, "the shared (nobody's) page was computed with the cache off"
