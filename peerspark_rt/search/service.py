@@ -162,7 +162,9 @@ class SearchService:
         )
         if query.pod_id is not None:
             await self.pods.visible_pod(principal, query.pod_id)
-        if generation is None:
+        if self.reads.ttl <= 0:
+            generation = None  # (caching is off: the session check may still have read one)
+        elif generation is None:
             generation = await self.reads.generation(self.db.pool)
         key = f"{principal.role}|{msgspec.json.encode(query).decode()}|{sort}|{text}"
 
@@ -170,7 +172,8 @@ class SearchService:
             # Most viewers see no resource matching a query beyond the public ones: their page
             # is the one nobody gets, with their own grants, ratings and bookmarks on its hits,
             # and that page is computed once for all of them. A bookmark filter, or a search
-            # among non-public resources, is the viewer's own by definition.
+            # among non-public resources, is the viewer's own by definition; and with caching
+            # off, sharing would only add a search.
             if generation is None or query.bookmarked or query.is_public is False:
                 return await self._resources_page(principal.user_id, query, text, sort)
             public = await self.reads.get_or_make(
