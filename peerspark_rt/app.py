@@ -156,10 +156,11 @@ async def _database(app: web.Application) -> AsyncIterator[None]:
         statement_timeout_ms=min(settings.database_timeout_ms, 10_000),
         lock_timeout_ms=settings.chat_lock_timeout_ms,
         application_name="peerspark-rt-chat",
-        # prepared when opened and kept open: a quiet room's next message never pays for a
-        # new connection's statements (see sessions.chat.warm_store)
+        # all opened, and prepared, at start and kept open: a quiet room's next message never
+        # pays for a new connection or its statements (see sessions.chat.warm_store)
         warm=chat_warm_store,
         max_inactive=0,
+        min_size=settings.chat_store_shards + 1,
     )
     app[CHAT_DB] = store
 

@@ -47,3 +47,37 @@ def test_a_store_connection_opens_with_the_stores_statements_prepared(pg_dsn: st
     assert "INSERT INTO session_messages" in text
     assert "INSERT INTO analytics_events" in text
     assert after == before  # nothing read into being, nothing written
+
+
+def test_kept_connections_are_all_opened_warm_and_probed_while_idle(pg_dsn: str) -> None:
+    """A pool whose connections are never closed for being idle opens all of them at once
+    (each warm before its first message), and has the server probe them while idle (TCP
+    keepalives), so a NAT or load balancer between node and database does not drop a quiet
+    connection unseen and leave the next batch to time out on it."""
+
+    async def scenario() -> tuple[int, list[str], list[int]]:
+        store = await Database.connect(
+            pg_dsn, max_size=2, min_size=2, warm=warm_store, max_inactive=0
+        )
+        try:
+            size = store.pool.get_size()
+            async with store.connection() as a, store.connection() as b:
+                idle = [str(await c.fetchval("SHOW tcp_keepalives_idle")) for c in (a, b)]
+                prepared = [
+                    int(
+                        await c.fetchval(
+                            # (split, so that this statement does not count itself)
+                            "SELECT count(*) FROM pg_prepared_statements"
+                            " WHERE strpos(statement, 'INSERT INTO session' || '_messages') > 0"
+                        )
+                    )
+                    for c in (a, b)
+                ]
+            return size, idle, prepared
+        finally:
+            await store.close()
+
+    size, idle, prepared = asyncio.run(scenario())
+    assert size == 2
+    assert idle == ["60", "60"]
+    assert prepared == [1, 1]

@@ -28,6 +28,14 @@ _MIGRATION_LOCK = 0x5045_4552  # "PEER"
 # failing loudly (and letting go of the held connection) beats requests that hang for good.
 ACQUIRE_TIMEOUT = 10.0
 CLOSE_TIMEOUT = 10.0  # seconds a shutdown waits for busy connections
+# For connections kept however long they idle: the server probes a quiet one after a minute
+# (well inside the idle timeouts of NATs and load balancers: 350 s and more) and gives it up
+# after three unanswered probes.
+KEEPALIVES = {
+    "tcp_keepalives_idle": "60",
+    "tcp_keepalives_interval": "10",
+    "tcp_keepalives_count": "3",
+}
 
 if TYPE_CHECKING:
     _PoolBase: TypeAlias = asyncpg.Pool[asyncpg.Record]
@@ -127,22 +135,27 @@ class Database:
         application_name: str = "peerspark-rt",
         warm: Callable[[Conn], Awaitable[None]] | None = None,
         max_inactive: float = 300.0,
+        min_size: int = 1,
     ) -> Database:
         """A pool whose statements end after `statement_timeout_ms` (the server cancels them,
         and asyncpg's own `command_timeout` gives up a little later should the server not
         answer at all), whose lock waits end after `lock_timeout_ms`, and whose acquisitions
         end after `acquire_timeout` (503). `warm` runs on each new connection (after the
-        codecs are set), `max_inactive` seconds idle close a connection (0: never)."""
+        codecs are set); `min_size` connections are opened at once; `max_inactive` seconds
+        idle close a connection (0: never, and the server then probes idle connections with
+        TCP keepalives, so a NAT or load balancer on the way does not drop one unseen)."""
         settings = {
             "statement_timeout": str(statement_timeout_ms),
             "application_name": application_name,
         }
         if lock_timeout_ms is not None:
             settings["lock_timeout"] = str(lock_timeout_ms)
+        if max_inactive <= 0:
+            settings.update(KEEPALIVES)
         # What asyncpg.create_pool does, with our pool class.
         pool = TimedPool(
             dsn,
-            min_size=1,
+            min_size=min(min_size, max_size),
             max_size=max_size,
             max_queries=50000,
             max_inactive_connection_lifetime=max_inactive,
