@@ -48,32 +48,35 @@ async def main_all(args: argparse.Namespace, ctx: Context) -> int:
     if peers and ctx.target:
         ctx.log("--target given: the Socket.IO and echo comparison needs servers started here")
         peers = False
-    runs: list[tuple[str, Kind, float | None]] = []
+    # (scenario, server, classroom rate and round)
+    runs: list[tuple[str, Kind, tuple[float, int] | None]] = []
     for name in names:
         if name != "classroom":
             runs.append((name, "product", None))
             continue
         kinds: list[Kind] = ["product", "socketio", "echo"] if peers else ["product"]
         for goal_rate in CLASSROOM_GOAL_RATES:
-            for _ in range(max(1, args.rounds) if peers else 1):
-                runs += [(name, kind, goal_rate) for kind in kinds]
+            for round_ in range(max(1, args.rounds) if peers else 1):
+                runs += [(name, kind, (goal_rate, round_)) for kind in kinds]
     ws_results: list[dict[str, Any]] = []
     rest_result: dict[str, Any] | None = None
     failures: list[str] = []
     try:
-        for index, (name, kind, rate) in enumerate(runs):
+        for index, (name, kind, at) in enumerate(runs):
             config = replace(preset(name, quick=True), kind=kind)
-            if rate is not None:
-                config = replace(config, rate=rate)
+            if at is not None:
+                config = replace(config, rate=at[0])
             if ctx.target and config.heartbeat:
                 config = replace(config, heartbeat=25.0)  # a running node's: assume the default
-            where = f"{name}-{kind}" if rate is None else f"{name}-{rate:g}-{kind}-{index:02d}"
+            where = f"{name}-{kind}" if at is None else f"{name}-{at[0]:g}-{kind}-{index:02d}"
             try:
                 result = await run_ws(ctx, config, folder / where)
             except Exception as exc:  # noqa: BLE001 (one broken run must not hide the others' figures)
                 failures.append(f"{name}/{kind}: {exc}")
                 ctx.log(f"{name}/{kind} failed: {exc}")
                 continue
+            if at is not None:
+                result["round"] = at[1]  # (a failed run must not shift the pairs after it)
             ws_results.append(result)
         if not args.skip_rest:
             try:

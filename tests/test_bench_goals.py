@@ -153,3 +153,14 @@ def test_a_rest_run_whose_generator_was_busy_gives_no_verdict() -> None:
     assert "generator-bound" in row[1]
     sound = {r[0]: r for r in goal_rows([], _rest(0.55))}["REST feed at 50 in flight"]
     assert sound[3] == "yes"
+
+
+def test_rounds_pair_by_their_number_when_a_run_failed() -> None:
+    # round 0's Socket.IO run failed: round 1's product is judged against round 1's peer
+    results = [
+        {**_run("product", 50, 150_000, 0.010), "round": 0},
+        {**_run("product", 50, 200_000, 0.010), "round": 1},
+        {**_run("socketio", 50, 100_000, 0.020), "round": 1},
+    ]
+    row = _rows(results)["classroom vs Socket.IO per CPU-s (50 msg/s)"]
+    assert row[1] == "x2.00"
