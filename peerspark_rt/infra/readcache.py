@@ -19,7 +19,9 @@ the database, that they may see nothing more that matches, and with their own gr
 
 Redis when configured (shared by the nodes; every call has a deadline and a cache that fails is
 skipped, never an error), else a bounded dictionary in this process. Entries also expire after
-`ttl` seconds, which bounds what no table records (signed file links' remaining lifetime)."""
+`ttl` seconds, which bounds what no table records (signed file links' remaining lifetime); a
+viewer's entry made from the shared page (above) can hold what that page held for up to `ttl`,
+so its links are at most twice `ttl` old."""
 
 from __future__ import annotations
 
