@@ -168,6 +168,9 @@ class Cast:
 
 
 def make_cast(client: Client, pg_dsn: str) -> Cast:
+    """The six callers. Each also owns a pod of their own from the start: some answers depend
+    on whether the caller moderates any pod at all (listing reports), and cells that create
+    pods or hand out roles would otherwise decide that, by the order the cells run in."""
     cast = Cast(
         *(
             register(client, label)
@@ -175,6 +178,13 @@ def make_cast(client: Client, pg_dsn: str) -> Cast:
         )
     )
     asyncio.run(_make_admin(pg_dsn, cast.admin.id))
+    for label in ("owner", "moderator", "member", "banned", "outsider", "admin"):
+        client.ok(
+            "POST",
+            "/api/pods",
+            getattr(cast, label).token,
+            json={"name": f"{label.title()}'s own {secrets.token_hex(3)}", "subject": "History"},
+        )
     return cast
 
 
