@@ -115,7 +115,7 @@ class ReadCache:
             return await make()
         if generation is None:
             # read before computing: see the module docstring
-            generation = await db.fetchval(_GENERATION_SQL)
+            generation = await self.generation(db)
         if generation is None:  # the schema's row is missing: never cache blind
             self.observer.cache_lookup(cache, "off")
             return await make()
