@@ -434,18 +434,18 @@ def repeated_ratio_lines(results: Sequence[dict[str, Any]]) -> list[str]:
             peer_runs = runs.get((scenario, peer))
             if first != mine or not peer_runs:
                 continue
-            rounds = list(zip(mine_runs, peer_runs, strict=False))
-            if len(rounds) < 2:
+            paired = rounds(mine_runs, peer_runs)
+            if len(paired) < 2:
                 continue
             per: dict[str, list[float]] = {}
             bound = 0
-            for a, b in rounds:
+            for a, b in paired:
                 ratios = pair_ratios(a, b)
                 if not ratios:
                     bound += 1
                 for name, value in ratios.items():
                     per.setdefault(name, []).append(value)
-            parts = [f"{scenario}: {mine} vs {peer} over {len(rounds)} interleaved rounds:"]
+            parts = [f"{scenario}: {mine} vs {peer} over {len(paired)} interleaved rounds:"]
             for name, values in per.items():
                 parts.append(
                     f"{name} min x{min(values):.2f} median x{statistics.median(values):.2f}"
@@ -547,15 +547,23 @@ def by_rate(results: Sequence[dict[str, Any]]) -> dict[float, list[dict[str, Any
     return groups
 
 
-def _median(values: Sequence[float]) -> float:
-    return statistics.median(values)
+def rounds(
+    mine: Sequence[dict[str, Any]], theirs: Sequence[dict[str, Any]]
+) -> list[tuple[dict[str, Any], dict[str, Any]]]:
+    """Round k of one kind with round k of the other: by the round each run was numbered with
+    (`bench all`: a failed run must not shift the pairs after it), else in the order they ran."""
+    if all("round" in r for r in (*mine, *theirs)):
+        by_round = {r["round"]: r for r in theirs}
+        return [(r, by_round[r["round"]]) for r in mine if r["round"] in by_round]
+    return list(zip(mine, theirs, strict=False))
 
 
 def _spread(values: Sequence[float], fmt: Callable[[float], str]) -> str:
     """`x1.62` for one round; `x1.62 median of 3 (x1.55-x1.70)` for several."""
     if len(values) == 1:
         return fmt(values[0])
-    return f"{fmt(_median(values))} median of {len(values)} ({fmt(min(values))}-{fmt(max(values))})"
+    median = statistics.median(values)
+    return f"{fmt(median)} median of {len(values)} ({fmt(min(values))}-{fmt(max(values))})"
 
 
 def _behind(r: dict[str, Any]) -> bool:
@@ -590,17 +598,12 @@ def _classroom_goals(
         f"classroom deliveries per CPU-s ({rate:g} msg/s)",
         ("-" if not per else _spread(per, lambda v: f"{v:,.0f}")) + note,
         f">= {DELIVERIES_GOAL:,}",
-        None if not per else _median(per) >= DELIVERIES_GOAL,
+        None if not per else statistics.median(per) >= DELIVERIES_GOAL,
         gens,
     )
     if not sio:
         return
-    if all("round" in r for r in (*mine, *sio)):
-        # round k of the product with round k of Socket.IO, whichever runs failed
-        theirs = {r["round"]: r for r in sio}
-        pairs = [(r, theirs[r["round"]]) for r in mine if r["round"] in theirs]
-    else:
-        pairs = list(zip(mine, sio, strict=False))
+    pairs = rounds(mine, sio)
     # A product that fell behind gives no verdict on its CPU per delivery, but its latency is
     # what its users saw: it counts against the p99 goal.
     cheap = [pair_ratios(a, b) for a, b in pairs if not _behind(a)]
@@ -612,7 +615,7 @@ def _classroom_goals(
         ("p99 latency", "p99 vs Socket.IO", 1.0, False, fast),
     ):
         values = [r[name] for r in ratios if name in r]
-        median = _median(values) if values else None
+        median = statistics.median(values) if values else None
         add(
             f"classroom {goal} ({rate:g} msg/s)",
             "no sound round" if not values else _spread(values, lambda v: f"x{v:.2f}"),
