@@ -74,19 +74,8 @@ async def main(args: argparse.Namespace) -> int:
         async with rest_session() as session:
             rooms = await create_rooms(RestApi(base, session), [accounts], print)
         specs = [wire.ClientSpec(a.token, a.username, [rooms[0]]) for a in accounts]
-        plan = wire.WsPlan(
-            kind="product",
-            url=base.replace("http://", "ws://") + "/ws",
-            clients=specs,
-            rate=0,
-            duration=1,
-            size=120,
-            binary=False,
-            connect_concurrency=64,
-            drop_at=None,
-            cpus=None,
-            worker=0,
-            ack_timeout=5,
+        plan = wire.WsPlan.listening(
+            "product", base.replace("http://", "ws://") + "/ws", specs, connect_concurrency=64
         )
         await asyncio.sleep(1)
         gc.collect()

@@ -45,6 +45,26 @@ class WsPlan(msgspec.Struct, tag="ws"):
     # listen; None: every client is a Python one
     receiver: str | None = None
 
+    @classmethod
+    def listening(
+        cls, kind: Kind, url: str, clients: list[ClientSpec], *, connect_concurrency: int
+    ) -> WsPlan:
+        """A plan whose clients connect, join and only listen (no sending, no drops)."""
+        return cls(
+            kind=kind,
+            url=url,
+            clients=clients,
+            rate=0,
+            duration=1,
+            size=120,
+            binary=False,
+            connect_concurrency=connect_concurrency,
+            drop_at=None,
+            cpus=None,
+            worker=0,
+            ack_timeout=5,
+        )
+
 
 class RestRequest(msgspec.Struct, array_like=True):
     """A request template; {name} placeholders are filled from `RestPlan.pools` per request."""

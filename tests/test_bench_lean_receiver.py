@@ -31,20 +31,7 @@ def frame(payload: bytes, opcode: int = 0x1, *, fin: bool = True, mask: bool = F
 
 def one_listener(kind: wire.Kind, url: str, client: wire.ClientSpec) -> wire.WsPlan:
     """A plan of one client that only listens (what the receiver is given)."""
-    return wire.WsPlan(
-        kind=kind,
-        url=url,
-        clients=[client],
-        rate=0,
-        duration=1,
-        size=120,
-        binary=False,
-        connect_concurrency=4,
-        drop_at=None,
-        cpus=None,
-        worker=0,
-        ack_timeout=5,
-    )
+    return wire.WsPlan.listening(kind, url, [client], connect_concurrency=4)
 
 
 def message(seq: int, *, padding: int = 100) -> bytes:
