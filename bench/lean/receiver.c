@@ -567,6 +567,18 @@ static const char *parse_decimal(const char *p, const char *end, double *out) {
 }
 
 /* one chat message: its latency, then the member's view of the room */
+/* A numbered frame (a room's sequence, or a sender's own count): newer than `*last` counts,
+ * a jump past the next is a gap, anything not newer a duplicate. */
+static void count_in_order(long *last, long n, croom_t *r) {
+    if (n > *last) {
+        if (n != *last + 1) gaps++;
+        *last = n;
+        r->count++;
+    } else {
+        duplicates++;
+    }
+}
+
 static void on_chat(conn_t *c, const char *p, const char *end) {
     size_t rlen = 0;
     const char *room = jstr(p, end, KEY("\"room\":"), &rlen);
@@ -592,13 +604,7 @@ static void on_chat(conn_t *c, const char *p, const char *end) {
     }
     if (!r || !r->joined) return;
     if (seq) {
-        if (seq > r->last) {
-            if (seq != r->last + 1) gaps++;
-            r->last = seq;
-            r->count++;
-        } else {
-            duplicates++;
-        }
+        count_in_order(&r->last, seq, r);
         return;
     }
     /* no sequence (echo): `<time>|<sender>|<n>|`, numbered per sender */
@@ -616,13 +622,7 @@ static void on_chat(conn_t *c, const char *p, const char *end) {
         s->sender = sender;
         s->last = 0;
     }
-    if (n > s->last) {
-        if (n != s->last + 1) gaps++;
-        s->last = n;
-        r->count++;
-    } else {
-        duplicates++;
-    }
+    count_in_order(&s->last, n, r);
 }
 
 static void on_error_frame(conn_t *c, const char *p, const char *end) {
