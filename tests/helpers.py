@@ -6,6 +6,7 @@ import asyncio
 import datetime as dt
 import itertools
 import secrets
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -257,6 +258,22 @@ async def frame_of(client: LiveClient, of: type[Any], timeout: float = 5, **matc
         frame = await client.next(max(0.01, deadline - asyncio.get_running_loop().time()))
         if isinstance(frame, of) and all(getattr(frame, k) == v for k, v in match.items()):
             return frame
+
+
+async def wait_until(
+    check: Callable[[], Awaitable[Any]], timeout: float = 15, every: float = 0.1, what: str = ""
+) -> Any:
+    """`check()`'s first truthy value, asked every `every` seconds; an AssertionError (naming
+    `what` and the last value) when none came within `timeout` seconds (hooks and jobs run
+    after the act a test made)."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    while True:
+        value = await check()
+        if value:
+            return value
+        if asyncio.get_running_loop().time() > deadline:
+            raise AssertionError(f"{what or 'condition'} not met in {timeout:g} s: {value!r}")
+        await asyncio.sleep(every)
 
 
 async def until_closed(client: LiveClient, timeout: float = 5) -> None:

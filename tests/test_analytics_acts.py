@@ -10,7 +10,7 @@ from typing import Any
 import asyncpg
 
 from peerspark_rt.sessions.service import SESSIONS
-from tests.helpers import Api, User, open_session, unique
+from tests.helpers import Api, User, open_session, unique, wait_until
 from tests.social import post, resource
 
 
@@ -25,12 +25,13 @@ async def events(db: asyncpg.Connection, user: User, kind: str) -> list[asyncpg.
 
 async def eventually(db: asyncpg.Connection, user: User, kind: str, n: int) -> list[Any]:
     """The user's events of `kind` once there are `n` (hooks run after the act)."""
-    for _ in range(100):
+
+    async def enough() -> list[Any] | None:
         rows = await events(db, user, kind)
-        if len(rows) >= n:
-            return rows
-        await asyncio.sleep(0.05)
-    raise AssertionError(f"{n} {kind} events never came")
+        return rows if len(rows) >= n else None
+
+    found: list[Any] = await wait_until(enough, 5, 0.05, f"{n} {kind} events")
+    return found
 
 
 async def sync(api: Api, user: User, *actions: tuple[str, str, dict[str, Any]]) -> Any:

@@ -19,7 +19,7 @@ from peerspark_rt.actors import hub as hub_module
 from peerspark_rt.actors import room as room_module
 from peerspark_rt.client import LiveClient
 from peerspark_rt.sessions.service import SESSIONS, _attendance_runs
-from tests.helpers import Api, User, open_session
+from tests.helpers import Api, User, open_session, wait_until
 
 STORM = 30
 
@@ -87,12 +87,13 @@ async def attendance(db: asyncpg.Connection, session_id: str, kind: str) -> dict
 
 async def written(db: asyncpg.Connection, session_id: str, kind: str, n: int) -> dict[str, int]:
     """The session's events of `kind` by user, once `n` users have one (hooks run after)."""
-    for _ in range(200):
+
+    async def enough() -> dict[str, int] | None:
         got = await attendance(db, session_id, kind)
-        if len(got) >= n:
-            return got
-        await asyncio.sleep(0.05)
-    raise AssertionError(f"{n} {kind} events never came: {got}")
+        return got if len(got) >= n else None
+
+    found: dict[str, int] = await wait_until(enough, 10, 0.05, f"{n} users' {kind} events")
+    return found
 
 
 async def test_a_class_arriving_together_is_marked_present_once_each(

@@ -17,7 +17,7 @@ import pytest
 from peerspark_rt.calendar import reminders as reminders_module
 from peerspark_rt.calendar.events import event_series
 from peerspark_rt.calendar.reminders import REMINDERS
-from tests.helpers import PASSWORD, Api, User, listen_live, unique
+from tests.helpers import PASSWORD, Api, User, listen_live, unique, wait_until
 from tests.nodes import Node, start_node
 
 FAST = {"reminder_scan_interval": 0.2, "worker_poll_interval": 0.1, "run_worker": True}
@@ -25,17 +25,6 @@ FAST = {"reminder_scan_interval": 0.2, "worker_poll_interval": 0.1, "run_worker"
 
 def iso(moment: dt.datetime) -> str:
     return moment.isoformat()
-
-
-async def wait_until(check: Any, timeout: float = 15, every: float = 0.1) -> Any:
-    deadline = asyncio.get_running_loop().time() + timeout
-    while True:
-        value = await check()
-        if value:
-            return value
-        if asyncio.get_running_loop().time() > deadline:
-            raise AssertionError("condition not met in time")
-        await asyncio.sleep(every)
 
 
 async def test_a_reminder_fires_once_in_app_and_by_email(
