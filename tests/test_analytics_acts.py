@@ -162,5 +162,6 @@ async def test_chat_messages_and_presence_in_a_session_room(
     # the departure heard again (another node, a dead node's presence expiring): no new event
     sessions = api.app[SESSIONS]
     user_id = uuid.UUID(guest.id)
-    await asyncio.gather(*(sessions.record_presence(session_id, user_id, False) for _ in range(3)))
+    gone = [(session_id, user_id, False)]
+    await asyncio.gather(*(sessions.record_attendance(gone) for _ in range(3)))
     assert len(await events(db, guest, "session_left")) == 1

@@ -261,21 +261,14 @@ async def participants(db: Executor, session_id: uuid.UUID) -> list[asyncpg.Reco
     )
 
 
-async def mark_present(
-    db: Executor, session_id: uuid.UUID, user_id: uuid.UUID
-) -> asyncpg.Record | None:
-    """The user's first device entered the live room (on any node). Returns the stretch's
-    start with the session's pod and subject when this began a stretch of presence (None:
-    already present, or not a participant)."""
-    rows = await mark_present_many(db, [session_id], [user_id])
-    return rows[0] if rows else None
-
-
 async def mark_present_many(
     db: Executor, session_ids: list[uuid.UUID], user_ids: list[uuid.UUID]
 ) -> list[asyncpg.Record]:
-    """`mark_present` for many (session, user) pairs, each at most once, in one statement
-    (a class arriving at once). Rows are locked in one order, whoever else writes them."""
+    """The users' first devices entered the live rooms (on any node): many (session, user)
+    pairs, each at most once, in one statement (a class arriving at once); rows are locked in
+    one order, whoever else writes them. A row per participant, with the stretch's start, the
+    session's pod and subject, and whether this began a stretch of presence (`began`: false
+    when already present); none for who is not a participant."""
     return await db.fetch(
         """WITH arrivals AS (
                SELECT p.id FROM session_participants p

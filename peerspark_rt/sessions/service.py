@@ -33,8 +33,7 @@ from ..analytics.events import Analytics, Kind, NewEvent
 from ..calendar import recurrence
 from ..errors import Conflict, Forbidden, Invalid, NotFound
 from ..infra import validation
-from ..infra.aftercommit import Deferred, unit
-from ..infra.dbtypes import Conn
+from ..infra.aftercommit import unit
 from ..infra.live import LiveEvents
 from ..infra.pool import Database
 from ..notifications.service import NewNotification
@@ -651,7 +650,8 @@ class SessionService:
                 )
             stretch = await sessions_db.mark_absent(conn, session_id, principal.user_id)
             if stretch is not None:
-                await self._record_stretch(conn, after, stretch, ended=True)
+                event = _stretch_event(stretch, ended=True)
+                await self.analytics.record_many(conn, [event], after=after)
             await sessions_db.delete_participant(conn, session_id, principal.user_id)
             count = await sessions_db.change_participant_count(conn, session_id, -1)
         room = f"session:{session_id}"
@@ -728,12 +728,6 @@ class SessionService:
     async def record_read(self, session_id: uuid.UUID, user_id: uuid.UUID, seq: int) -> None:
         await sessions_db.record_read(self.db.pool, session_id, user_id, seq)
 
-    async def record_presence(
-        self, session_id: uuid.UUID, user_id: uuid.UUID, present: bool
-    ) -> None:
-        """Attendance from one user coming or going (see `record_attendance`)."""
-        await self.record_attendance([(session_id, user_id, present)])
-
     async def record_attendance(
         self, changes: Sequence[Attendance], *, timeout: float | None = None
     ) -> None:
@@ -771,11 +765,6 @@ class SessionService:
                 stretches = await sessions_db.mark_absent_many(conn, session_ids, user_ids)
             events = [_stretch_event(r, ended=not present) for r in stretches]
             await self.analytics.record_many(conn, events, after=after)
-
-    async def _record_stretch(
-        self, conn: Conn, after: Deferred, stretch: asyncpg.Record, *, ended: bool
-    ) -> None:
-        await self.analytics.record_many(conn, [_stretch_event(stretch, ended=ended)], after=after)
 
 
 Attendance = tuple[uuid.UUID, uuid.UUID, bool]  # (session, user, present now)
