@@ -6,8 +6,12 @@
 
 # --- build: the virtualenv, with the pinned dependencies -----------------------------------
 FROM python:3.11-slim AS build
+# a C compiler for the fan-out's send loop (peerspark_rt/actors/_fanout.c; only this stage)
+RUN apt-get update \
+ && apt-get install -y --no-install-recommends gcc libc6-dev \
+ && rm -rf /var/lib/apt/lists/*
 WORKDIR /src
-COPY pyproject.toml constraints.txt README.md ./
+COPY pyproject.toml setup.py constraints.txt README.md ./
 COPY peerspark_rt ./peerspark_rt
 COPY bench ./bench
 RUN python -m venv /opt/venv \

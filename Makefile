@@ -8,7 +8,7 @@ STAMP  := $(VENV)/.installed
 
 .PHONY: run stop test lint typecheck pytest fuzz bench clean install
 
-$(STAMP): pyproject.toml constraints.txt
+$(STAMP): pyproject.toml constraints.txt setup.py peerspark_rt/actors/_fanout.c
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --disable-pip-version-check -c constraints.txt -e '.[dev]'
 	touch $(STAMP)

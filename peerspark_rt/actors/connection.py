@@ -2,9 +2,13 @@
 socket's transport.
 
 Fan-out builds a websocket frame once (header + payload) and hands the same bytes object to
-every member's `push`. Nothing awaits per member: `push` appends to the member's queue and
-marks it dirty; once per event-loop tick the `Flusher` writes each dirty socket's queues in one
-`transport.write` call (so frames that pile up in a tick go out in one send).
+every member. Nothing awaits per member. A lone frame (the room has no other mail this tick)
+goes straight out: to each socket that is clear (nothing queued here, nothing waiting in its
+transport's buffer, which the protocol reports through a high-water mark of 0; see `fd`) with
+one send(2) in a C loop (`_fanout.c`), and what the kernel does not take goes to the transport,
+which buffers it and pauses the straight sends. Otherwise `push` appends to the member's queue
+and marks it dirty; once per event-loop tick the `Flusher` writes each dirty socket's queues in
+one `transport.write` call (so frames that pile up in a tick go out in one send).
 
 Two queues, because they are bounded differently:
 * room traffic (messages, presence, typing, events) is bounded in **bytes** (`limit`). A socket
@@ -28,11 +32,18 @@ import logging
 import struct
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any, Protocol
 
 from ..protocol import CLOSE_SLOW_CONSUMER, json_encoder, msgpack_encoder, server_json_decoder
 from ..sio_protocol import room_packet
+
+SendAll = Callable[[Iterable["Connection"], bytes], list[tuple["Connection", int]]]
+send_all: SendAll | None
+try:
+    from ._fanout import send_all
+except ImportError:  # pragma: no cover (built without a C compiler: every write is checked)
+    send_all = None
 
 log = logging.getLogger(__name__)
 
@@ -164,6 +175,8 @@ class Connection:
         "_ctl_bytes",
         "_dirty",
         "_drain",
+        "_fileno",
+        "_flowing",
         "_flusher",
         "_last_overflow",
         "_out",
@@ -172,6 +185,7 @@ class Connection:
         "closing",
         "codec",
         "errors",
+        "fd",
         "fmt",
         "id",
         "limit",
@@ -224,6 +238,15 @@ class Connection:
         self._drain: list[Callable[[], None]] | None = None
         self._dirty = False
         self._last_overflow = 0.0
+        # The transport's descriptor, given by a protocol that tells when bytes wait in the
+        # transport's buffer (`flowing`); -1 for one that does not, whose sockets take the
+        # checked way (`write_now`).
+        self._fileno = -1
+        self._flowing = False
+        # `_fileno` while a room's frame may be sent straight to the socket (nothing queued
+        # here, nothing waiting in the transport, not closing), else -1: what the fan-out's
+        # C loop reads per member (`_fanout.send_all`).
+        self.fd = -1
 
     def __repr__(self) -> str:
         return f"<Connection {self.id} user={self.username}>"
@@ -241,6 +264,7 @@ class Connection:
             return
         self._out.append(frame)
         self._out_bytes += len(frame)
+        self.fd = -1
         self._mark()
 
     def write_now(self, frame: bytes) -> None:
@@ -265,11 +289,38 @@ class Connection:
             return
         self._ctl.append(frame)
         self._ctl_bytes += len(frame)
+        self.fd = -1
         if self._ctl_bytes > CONTROL_LIMIT:
             # It asks and asks and reads nothing.
             self.close(CLOSE_SLOW_CONSUMER, "not reading", abort=True)
             return
         self._mark()
+
+    def writes_straight(self, fileno: int) -> None:
+        """The transport's protocol will tell `flowing`: from now on room frames may be sent
+        straight to descriptor `fileno` while nothing waits (see `_fanout.c`)."""
+        self._fileno = fileno
+
+    def flowing(self, flowing: bool) -> None:
+        """Told by the transport's protocol: whether its buffer is empty (`resume_writing`)
+        or holds bytes the kernel did not take (`pause_writing`, with a high-water mark of
+        0), or the transport is going away (False for good: before its descriptor closes)."""
+        self._flowing = flowing
+        self._update_fd()
+
+    def _update_fd(self) -> None:
+        clear = self._flowing and not (self._out or self._ctl or self.closing)
+        self.fd = self._fileno if clear else -1
+
+    def write_rest(self, frame: bytes, sent: int) -> None:
+        """A room frame `_fanout.send_all` did not send whole: `sent` bytes went (-1: it was
+        not tried, the socket is not clear). The rest goes to the transport, which buffers
+        what the kernel does not take (and so pauses this socket's straight sends), or to
+        the queue."""
+        if sent < 0:
+            self.write_now(frame)
+        else:
+            self.transport.write(frame[sent:] if sent else frame)
 
     def on_drain(self, callback: Callable[[], None]) -> None:
         """Call `callback` once what is queued now has been handed to the transport (and the
@@ -306,6 +357,7 @@ class Connection:
             self._ctl.clear()
             self._out.clear()
             self._ctl_bytes = self._out_bytes = 0
+            self._update_fd()  # (the write above may have told it the kernel is full)
         drain, self._drain = self._drain, None
         if drain:
             for callback in drain:
@@ -340,6 +392,7 @@ class Connection:
         if self.closing:
             return
         self.closing = True
+        self.fd = -1
         if abort:
             self.transport.abort()
         elif (self._ctl or self._out) and not self.transport.is_closing():

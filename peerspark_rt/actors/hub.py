@@ -37,7 +37,7 @@ from ..protocol import (
     RESTART_REASON,
 )
 from . import mail
-from .connection import CLOSE_DEADLINE, Connection, Flusher, closes_done
+from .connection import CLOSE_DEADLINE, Connection, Flusher, closes_done, send_all
 from .focus import FocusCredit
 from .room import RoomActor, presence_payload
 
@@ -115,6 +115,11 @@ class Hub:
         redis_timeout: float = 1.0,
         position_interval: float = 1.0,
     ) -> None:
+        if send_all is None:  # pragma: no cover (the test machines have a compiler)
+            log.warning(
+                "the fan-out's send loop (actors/_fanout.c) was not built when the package was "
+                "installed (no C compiler?): room frames take the slower Python path"
+            )
         self.broker = broker
         self.presence = presence
         self.history = history

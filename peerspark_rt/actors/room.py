@@ -49,7 +49,7 @@ from ..protocol import (
     server_json_decoder,
 )
 from . import mail
-from .connection import FORMATS, Connection, room_frame, send_frame
+from .connection import FORMATS, Connection, room_frame, send_all, send_frame
 from .focus import RoomFocus
 from .mailbox import Mailbox
 
@@ -368,15 +368,23 @@ class RoomActor:
             self._send_news()  # (members see everything in the order it happened)
         # With more mail waiting (a burst), frames are queued and each socket gets them in one
         # write at the end of the tick; a lone frame goes straight out.
-        send = Connection.write_now if self.mailbox.empty() else Connection.push
+        lone = self.mailbox.empty()
         delivered = 0
         for fmt, members in enumerate(self.members):
             if members:
                 frame = room_frame(fmt, payload)
-                if frame is not None:
+                if frame is None:
+                    continue
+                if lone and send_all is not None:
+                    for conn, sent in send_all(members, frame):
+                        conn.write_rest(frame, sent)
+                elif lone:
                     for conn in members:
-                        send(conn, frame)
-                    delivered += len(members)
+                        conn.write_now(frame)
+                else:
+                    for conn in members:
+                        conn.push(frame)
+                delivered += len(members)
         self.hub.count_deliveries(delivered)
 
     def send_to(self, conn: Connection, frame: object) -> None:

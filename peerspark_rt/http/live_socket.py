@@ -237,6 +237,15 @@ class LiveSocket(asyncio.Protocol):
     def start(self, inbound: Inbound) -> None:
         self.inbound = inbound
         self.live.add(self)
+        transport = self.transport
+        if transport is not None and not transport.is_closing():
+            # Told the moment anything waits in the transport's buffer (and when it is empty
+            # again): while nothing does, room frames are written straight to it.
+            sock = transport.get_extra_info("socket")
+            if sock is not None:
+                transport.set_write_buffer_limits(high=0)
+                inbound.conn.writes_straight(sock.fileno())
+                inbound.conn.flowing(not transport.get_write_buffer_size())
 
     # --- the transport's calls -----------------------------------------------------------
 
@@ -268,6 +277,7 @@ class LiveSocket(asyncio.Protocol):
         if self._state == _OPEN:
             self._queue_end(_LOST, CLOSE_ABNORMAL, "")
         self._state = _GONE
+        self._stop_writing()
         if self._gone is not None and not self._gone.done():
             self._gone.set_result(None)
         self.live.discard(self)
@@ -276,10 +286,22 @@ class LiveSocket(asyncio.Protocol):
             outer.connection_lost(exc)
 
     def pause_writing(self) -> None:
-        pass  # (Connection watches the transport's buffer itself)
+        if self.inbound is not None:
+            self.inbound.conn.flowing(False)
 
     def resume_writing(self) -> None:
-        pass
+        if (
+            self.inbound is not None
+            and self._state == _OPEN
+            and self.transport is not None
+            and not self.transport.is_closing()
+        ):
+            self.inbound.conn.flowing(True)
+
+    def _stop_writing(self) -> None:
+        """The transport is closing or gone: nothing more is written straight to it."""
+        if self.inbound is not None:
+            self.inbound.conn.flowing(False)
 
     # --- what the rest of the product calls ----------------------------------------------
 
@@ -288,6 +310,7 @@ class LiveSocket(asyncio.Protocol):
         close frame, then the connection; returns once what was buffered is sent and the
         connection closed (Connection cuts it if that takes longer than CLOSE_DEADLINE)."""
         transport = self.transport
+        self._stop_writing()
         if transport is not None and not transport.is_closing():
             transport.write(close_frame(code, message[:123]))
             transport.close()
@@ -311,6 +334,7 @@ class LiveSocket(asyncio.Protocol):
         else:
             log.debug("%s: no pong within half a heartbeat; closed", self)
             self._queue_end(_LOST, CLOSE_ABNORMAL, "")
+            self._stop_writing()
             self.transport.close()
 
     # --- frames --------------------------------------------------------------------------
