@@ -15,71 +15,131 @@
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
 #include <errno.h>
+#include <structmember.h>
 #include <sys/socket.h>
 
 static PyObject *fd_name;
+/* The member type whose `fd` slot offset is known (a strong reference: the cache can never
+ * name a type that was freed and whose address was reused), and that offset. */
+static PyTypeObject *slot_type;
+static Py_ssize_t slot_offset;
+
+/* A member's `fd`: read straight from its slot when its type keeps `fd` in __slots__ (a
+ * Connection), else through getattr. -1 with an exception set on failure. */
+static long
+member_fd(PyObject *member)
+{
+    PyTypeObject *type = Py_TYPE(member);
+    if (type != slot_type) {
+        PyObject *descr = PyObject_GetAttr((PyObject *)type, fd_name);
+        if (descr == NULL)
+            PyErr_Clear();
+        else {
+            if (Py_IS_TYPE(descr, &PyMemberDescr_Type)) {
+                PyMemberDef *def = ((PyMemberDescrObject *)descr)->d_member;
+                if (def->type == T_OBJECT_EX) {
+                    Py_INCREF(type);
+                    Py_XSETREF(slot_type, type);
+                    slot_offset = def->offset;
+                }
+            }
+            Py_DECREF(descr);
+        }
+    }
+    if (type == slot_type) {
+        PyObject *value = *(PyObject **)((char *)member + slot_offset);
+        if (value == NULL) {
+            PyErr_SetString(PyExc_AttributeError, "fd");
+            return -1;
+        }
+        return PyLong_AsLong(value);
+    }
+    PyObject *value = PyObject_GetAttr(member, fd_name);
+    if (value == NULL)
+        return -1;
+    long fd = PyLong_AsLong(value);
+    Py_DECREF(value);
+    return fd;
+}
+
+/* Send to one member; on a short send, note it in `left` (made when first needed). */
+static int
+send_one(PyObject *member, const char *buf, Py_ssize_t len, PyObject **left)
+{
+    long fd = member_fd(member);
+    if (fd == -1 && PyErr_Occurred())
+        return -1;
+    Py_ssize_t sent = -1;
+    if (fd >= 0) {
+        ssize_t n;
+        do {
+            n = send((int)fd, buf, (size_t)len, MSG_DONTWAIT | MSG_NOSIGNAL);
+        } while (n < 0 && errno == EINTR);
+        sent = n < 0 ? 0 : n;
+    }
+    if (sent == len)
+        return 0;
+    if (*left == NULL && (*left = PyList_New(0)) == NULL)
+        return -1;
+    PyObject *item = Py_BuildValue("(On)", member, sent);
+    if (item == NULL)
+        return -1;
+    int failed = PyList_Append(*left, item);
+    Py_DECREF(item);
+    return failed;
+}
 
 /* send_all(members, frame) -> list of (member, sent) for the members not written whole:
  * sent is -1 for a member that may not be written straight away (fd < 0), else the bytes
- * the kernel took (0 when it took none: its buffer is full, or the connection failed). */
+ * the kernel took (0 when it took none: its buffer is full, or the connection failed).
+ * `members` is any iterable (a room keeps a dict per format, walked without an iterator). */
 static PyObject *
-send_all(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+send_all(PyObject *Py_UNUSED(module), PyObject *const *args, Py_ssize_t nargs)
 {
     if (nargs != 2) {
         PyErr_SetString(PyExc_TypeError, "send_all(members, frame)");
         return NULL;
     }
-    PyObject *frame = args[1];
+    PyObject *members = args[0], *frame = args[1];
     if (!PyBytes_Check(frame)) {
         PyErr_SetString(PyExc_TypeError, "frame must be bytes");
         return NULL;
     }
     const char *buf = PyBytes_AS_STRING(frame);
     Py_ssize_t len = PyBytes_GET_SIZE(frame);
-    PyObject *left = PyList_New(0);
-    if (left == NULL)
-        return NULL;
-    PyObject *it = PyObject_GetIter(args[0]);
-    if (it == NULL)
-        goto fail;
-    PyObject *member;
-    while ((member = PyIter_Next(it)) != NULL) {
-        PyObject *fd_obj = PyObject_GetAttr(member, fd_name);
-        long fd = -1;
-        if (fd_obj != NULL) {
-            fd = PyLong_AsLong(fd_obj);
-            Py_DECREF(fd_obj);
-        }
-        if (PyErr_Occurred()) {
-            Py_DECREF(member);
-            goto fail;
-        }
-        Py_ssize_t sent = -1;
-        if (fd >= 0) {
-            ssize_t n;
-            do {
-                n = send((int)fd, buf, (size_t)len, MSG_DONTWAIT | MSG_NOSIGNAL);
-            } while (n < 0 && errno == EINTR);
-            sent = n < 0 ? 0 : n;
-        }
-        if (sent != len) {
-            PyObject *item = Py_BuildValue("(On)", member, sent);
-            if (item == NULL || PyList_Append(left, item) < 0) {
-                Py_XDECREF(item);
-                Py_DECREF(member);
+    PyObject *left = NULL;
+    if (PyDict_CheckExact(members)) {
+        Py_ssize_t pos = 0;
+        PyObject *member, *value;
+        Py_INCREF(members); /* (held while walking: nothing here changes it) */
+        while (PyDict_Next(members, &pos, &member, &value)) {
+            if (send_one(member, buf, len, &left) < 0) {
+                Py_DECREF(members);
                 goto fail;
             }
-            Py_DECREF(item);
         }
-        Py_DECREF(member);
+        Py_DECREF(members);
     }
-    if (PyErr_Occurred())
-        goto fail;
-    Py_DECREF(it);
-    return left;
+    else {
+        PyObject *it = PyObject_GetIter(members);
+        if (it == NULL)
+            goto fail;
+        PyObject *member;
+        while ((member = PyIter_Next(it)) != NULL) {
+            int failed = send_one(member, buf, len, &left);
+            Py_DECREF(member);
+            if (failed < 0) {
+                Py_DECREF(it);
+                goto fail;
+            }
+        }
+        Py_DECREF(it);
+        if (PyErr_Occurred())
+            goto fail;
+    }
+    return left != NULL ? left : PyList_New(0);
 fail:
-    Py_XDECREF(it);
-    Py_DECREF(left);
+    Py_XDECREF(left);
     return NULL;
 }
 
@@ -91,7 +151,7 @@ static PyMethodDef methods[] = {
 };
 
 static struct PyModuleDef module = {
-    PyModuleDef_HEAD_INIT, "_fanout", NULL, -1, methods,
+    PyModuleDef_HEAD_INIT, "_fanout", NULL, -1, methods, NULL, NULL, NULL, NULL,
 };
 
 PyMODINIT_FUNC
