@@ -33,43 +33,57 @@ class EventRow(Protocol):
     def dedupe_key(self) -> str | None: ...
 
 
-async def insert_events(conn: Conn, events: Sequence[EventRow]) -> list[tuple[int, asyncpg.Record]]:
-    """Insert the events that are new (by user, kind and dedupe key) and mark their users'
-    days out of date: (input index, row with id, local_date, local_hour and the user's time
-    zone) for each one written. An event of a session without a pod given gets the
-    session's pod."""
-    # Ids are drawn before the insert so each written row can be matched to its input. One
-    # statement (one round trip): a chat batch's events ride along with its commit.
-    rows = await conn.fetch(
-        """
-        WITH input AS (
+def events_ctes(source: str) -> str:
+    """The CTEs that write events, for a statement of its own (`insert_events`) or one that
+    writes what the events are about as well (the chat store's): `ev_input`, the events of
+    `source` with their ids, pods and users' local times; `ev_written`, those new by user,
+    kind and dedupe key; `ev_dirty`, their users' days marked out of date. `source` is a FROM
+    item named `t` with columns user_id, kind, at, pod_id, session_id, value, meta, dedupe_key
+    and i (the event's place in the input). An event of a session without a pod given gets
+    the session's pod. Ids are drawn before the insert so each written row can be matched to
+    its input (`EVENTS_WRITTEN`)."""
+    return f"""ev_input AS (
             SELECT nextval('analytics_events_id_seq') AS id, t.user_id, t.kind, t.at,
                    COALESCE(t.pod_id, (SELECT s.pod_id FROM study_sessions s
                                         WHERE s.id = t.session_id)) AS pod_id,
                    t.session_id, t.value, t.meta, t.dedupe_key, t.i,
                    t.at AT TIME ZONE COALESCE(z.name, 'UTC') AS local, z.name AS timezone
-              FROM unnest($1::uuid[], $2::text[], $3::timestamptz[], $4::uuid[], $5::uuid[],
-                          $6::float8[], $7::jsonb[], $8::text[])
-                   WITH ORDINALITY AS t(user_id, kind, at, pod_id, session_id, value, meta,
-                                        dedupe_key, i)
+              FROM {source}
               LEFT JOIN users u ON u.id = t.user_id
               LEFT JOIN peerspark_zones z ON z.name = u.timezone),
-        written AS (
+        ev_written AS (
             INSERT INTO analytics_events
                 (id, user_id, event, properties, created_at, occurred_at, local_date,
                  local_hour, pod_id, session_id, value, dedupe_key)
             SELECT id, user_id, kind, meta, NOW(), at, local::date,
                    extract(hour FROM local)::smallint, pod_id, session_id, value, dedupe_key
-              FROM input ORDER BY i
+              FROM ev_input ORDER BY i
             ON CONFLICT (user_id, event, dedupe_key) WHERE dedupe_key IS NOT NULL DO NOTHING
             RETURNING id, user_id, local_date, local_hour),
-        dirty AS (
+        ev_dirty AS (
             INSERT INTO analytics_dirty (user_id, day)
-            SELECT DISTINCT user_id, local_date FROM written WHERE user_id IS NOT NULL)
-        SELECT input.i, written.id, written.local_date, written.local_hour, input.timezone,
-               input.pod_id
-          FROM written JOIN input USING (id)
-         ORDER BY input.i""",
+            SELECT DISTINCT user_id, local_date FROM ev_written WHERE user_id IS NOT NULL)"""  # noqa: S608 (composed of constants; values are parameters)
+
+
+# A written event as it comes back (for `events.Analytics.announce_written`): its place in the
+# input (i, from 1), id, local_date, local_hour, the user's timezone and the event's pod.
+EVENTS_WRITTEN = """SELECT ev_input.i, ev_written.id, ev_written.local_date,
+               ev_written.local_hour, ev_input.timezone, ev_input.pod_id
+          FROM ev_written JOIN ev_input USING (id)"""
+
+_EVENTS_GIVEN = """unnest($1::uuid[], $2::text[], $3::timestamptz[], $4::uuid[], $5::uuid[],
+                          $6::float8[], $7::jsonb[], $8::text[])
+                   WITH ORDINALITY AS t(user_id, kind, at, pod_id, session_id, value, meta,
+                                        dedupe_key, i)"""
+_INSERT_EVENTS = f"WITH {events_ctes(_EVENTS_GIVEN)}\n        {EVENTS_WRITTEN} ORDER BY ev_input.i"
+
+
+async def insert_events(conn: Conn, events: Sequence[EventRow]) -> list[tuple[int, asyncpg.Record]]:
+    """Insert the events that are new (by user, kind and dedupe key) and mark their users'
+    days out of date, in one statement: (input index, row as `EVENTS_WRITTEN` has it) for
+    each one written."""
+    rows = await conn.fetch(
+        _INSERT_EVENTS,
         [e.user_id for e in events],
         [str(e.kind) for e in events],
         [e.occurred_at for e in events],

@@ -75,10 +75,11 @@ import logging
 import uuid
 import zoneinfo
 from collections import deque
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import asyncpg
 from aiohttp import web
 
 from ..infra.aftercommit import OnCommit
@@ -262,19 +263,7 @@ class Analytics:
         span_days: set[tuple[uuid.UUID, dt.date]] = set()
         for index, row in rows:
             new = events[index]
-            event = AnalyticsEvent(
-                id=row["id"],
-                user_id=new.user_id,
-                kind=new.kind,
-                occurred_at=new.occurred_at,
-                local_date=row["local_date"],
-                local_hour=row["local_hour"],
-                pod_id=row["pod_id"],
-                session_id=new.session_id,
-                value=new.value,
-                meta=new.meta,
-                dedupe_key=new.dedupe_key,
-            )
+            event = _as_written(new, row)
             written.append(event)
             if new.started_at is not None and new.kind in TIMED_KINDS:
                 for day, hour, seconds in local_spans(
@@ -288,6 +277,17 @@ class Analytics:
         if span_days:  # (the events' own days were marked with them)
             await analytics_db.mark_dirty(conn, sorted(span_days))
         if written and after is not None:
+            after.add(lambda: self._announce(written))
+        return written
+
+    def written_with(
+        self, events: Sequence[tuple[NewEvent, Mapping[str, Any]]], *, after: OnCommit
+    ) -> list[AnalyticsEvent]:
+        """Events a statement of another domain wrote along with what they are about (with
+        `analytics.db.events_ctes`; each with its row as `EVENTS_WRITTEN` has it, and no
+        spans: not a timed kind), announced once `after` runs."""
+        written = [_as_written(new, row) for new, row in events]
+        if written:
             after.add(lambda: self._announce(written))
         return written
 
@@ -346,3 +346,19 @@ class Analytics:
 
 # the application's key for what this module provides (typed app state)
 ANALYTICS = web.AppKey("analytics", Analytics)
+
+
+def _as_written(new: NewEvent, row: asyncpg.Record | Mapping[str, Any]) -> AnalyticsEvent:
+    return AnalyticsEvent(
+        id=row["id"],
+        user_id=new.user_id,
+        kind=new.kind,
+        occurred_at=new.occurred_at,
+        local_date=row["local_date"],
+        local_hour=row["local_hour"],
+        pod_id=row["pod_id"],
+        session_id=new.session_id,
+        value=new.value,
+        meta=new.meta,
+        dedupe_key=new.dedupe_key,
+    )

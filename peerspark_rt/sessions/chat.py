@@ -1,10 +1,12 @@
 """Chat messages in a session's live room: validated, stored durably (group commit), then
 acknowledged and published with their room sequence.
 
-Storing goes through shards (CHAT_STORE_SHARDS, 1 by default), each running one transaction at
-a time on the chat store's own connections and taking every message that arrived meanwhile (up
-to 500) into its next one ("group commit"): under load many messages share one commit, and at
-low load a message waits for nothing. A room always maps to the same shard, so one sender's
+Storing goes through shards (CHAT_STORE_SHARDS, 1 by default), each running one statement at a
+time on the chat store's own connections (`sessions.db.store_batch`: rooms locked, sequences
+handed out, messages and their `message_sent` events written, in one round trip and its own
+transaction) and taking every message that arrived meanwhile (up to 500) into its next one
+("group commit"): under load many messages share one commit, and at low load a message waits
+for nothing. A room always maps to the same shard, so one sender's
 messages keep their order. A batch the database refuses for one of its values is split in
 halves until the offender is alone: it fails with a permanent error, its neighbours (other
 senders, other rooms) are stored. A batch that fails for the database's sake (it is away, a
@@ -124,11 +126,9 @@ def _poison(exc: BaseException) -> bool:
 
 
 _Pending = tuple[dict[str, Any], "asyncio.Future[sessions_db.StoredMessage | None]"]
-# Runs in a batch's transaction with what was stored (the analytics of the messages sent).
-AfterStore = Callable[
-    [Conn, Deferred, list[tuple[dict[str, Any], sessions_db.StoredMessage | None]]],
-    Awaitable[None],
-]
+# Called with a batch's messages and what storing them did (the analytics events its statement
+# wrote), to be announced once the batch's senders have their answers.
+Recorded = Callable[[list[dict[str, Any]], sessions_db.StoredBatch, Deferred], None]
 
 
 class _Shard:
@@ -137,12 +137,12 @@ class _Shard:
         db: Database,
         index: int,
         observe: Callable[[int, float], None],
-        after_store: AfterStore,
+        recorded: Recorded,
     ) -> None:
         self._db = db
         self._index = index
         self._observe = observe
-        self._after_store = after_store
+        self._recorded = recorded
         self._queue: list[_Pending] = []
         self._task: asyncio.Task[None] | None = None
 
@@ -167,11 +167,12 @@ class _Shard:
     async def _commit(self, batch: list[_Pending]) -> None:
         started = time.perf_counter()
         deferred = Deferred()
+        messages = [m for m, _ in batch]
         try:
-            async with self._db.transaction() as conn:
-                messages = [m for m, _ in batch]
-                results = await sessions_db.store_batch(conn, messages)
-                await self._after_store(conn, deferred, list(zip(messages, results, strict=True)))
+            async with self._db.connection() as conn:
+                stored = await sessions_db.store_batch(
+                    conn, messages, event_kind=Kind.MESSAGE_SENT.value
+                )
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # noqa: BLE001 (classified just below)
@@ -194,7 +195,8 @@ class _Shard:
             await self._commit(batch[half:])
             return
         self._observe(len(batch), time.perf_counter() - started)
-        for (_, future), result in zip(batch, results, strict=True):
+        self._recorded(messages, stored, deferred)
+        for (_, future), result in zip(batch, stored.results, strict=True):
             if not future.done():
                 future.set_result(result)
         await deferred.run()
@@ -241,36 +243,37 @@ class ChatService:
         if moderation is not None:
             moderation.register_publisher("message", self.publish_approved)
 
-    async def _record_sent(
-        self,
-        conn: Conn,
-        after: Deferred,
-        stored: list[tuple[dict[str, Any], sessions_db.StoredMessage | None]],
+    def _record_sent(
+        self, messages: list[dict[str, Any]], stored: sessions_db.StoredBatch, after: Deferred
     ) -> None:
-        """One `message_sent` event per message newly stored (a retried cid is not new; an
-        assistant's answer is not its asker's act)."""
-        sent = [
-            (m, r)
-            for m, r in stored
-            if r is not None and not r.duplicate and m["message_type"] != "ai"
-        ]
-        if not sent:
-            return
-        await self.analytics.record_many(
-            conn,
-            [
-                NewEvent(
-                    user_id=m["sender_id"],
-                    kind=Kind.MESSAGE_SENT,
-                    occurred_at=r.created_at,
-                    session_id=m["session_id"],  # (the event gets the session's pod)
-                    meta={"messageId": str(r.id), "seq": r.seq},
-                    dedupe_key=str(r.id),
+        """The `message_sent` events the batch's statement wrote, one per message newly
+        stored (a retried cid is not new; an assistant's answer is not its asker's act, so
+        it asks for none), announced to the analytics listeners."""
+        written: list[tuple[NewEvent, dict[str, Any]]] = []
+        for index, row in stored.events:
+            message, result = messages[index], stored.results[index]
+            if result is None:  # pragma: no cover (an event is only written with its message)
+                continue
+            event = NewEvent(
+                user_id=message["sender_id"],
+                kind=Kind.MESSAGE_SENT,
+                occurred_at=result.created_at,
+                session_id=message["session_id"],  # (the event got the session's pod)
+                meta={"messageId": str(result.id), "seq": result.seq},
+                dedupe_key=str(result.id),
+            )
+            written.append(
+                (
+                    event,
+                    {
+                        "id": row["event_id"],
+                        "local_date": row["local_date"],
+                        "local_hour": row["local_hour"],
+                        "pod_id": row["pod_id"],
+                    },
                 )
-                for m, r in sent
-            ],
-            after=after,
-        )
+            )
+        self.analytics.written_with(written, after=after)
 
     def _shard(self, session_id: uuid.UUID) -> _Shard:
         return self._shards[zlib.crc32(session_id.bytes) % len(self._shards)]
@@ -423,6 +426,7 @@ class ChatService:
             "file_url": file_url,
             "metadata": meta,
             "client_message_id": cid,
+            "record": kind != "ai",  # (a `message_sent` event: see `_record_sent`)
         }
         if order is not None:
             await order.wait()

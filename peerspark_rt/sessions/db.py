@@ -9,6 +9,7 @@ from typing import Any
 
 import asyncpg
 
+from ..analytics.db import EVENTS_WRITTEN, events_ctes
 from ..infra import sql as sql_builder
 from ..infra.dbtypes import Conn, Executor
 
@@ -469,114 +470,138 @@ class StoredMessage:
     duplicate: bool  # the client id was already stored: this is the earlier row
 
 
-# The statements of `store_batch` (module constants: `warm_store` prepares these very texts).
-# One statement locks every room of the batch; ORDER BY makes it take the row locks in id
-# order, as one statement per room in sorted order did, at one round trip instead of one per
-# room (a study hall's batch touches dozens of rooms). These are session_seqs rows: nothing
-# else of the session is locked, so its REST transactions never stall the chat.
-_LOCK_SEQS = """SELECT session_id, last_seq, open FROM session_seqs
-    WHERE session_id = ANY($1::uuid[]) ORDER BY session_id FOR UPDATE"""
-_KNOWN_CIDS = """SELECT m.id, m.seq, m.created_at, m.session_id, m.sender_id, m.client_message_id
-    FROM session_messages m
-    JOIN unnest($1::uuid[], $2::uuid[], $3::text[]) AS k(session_id, sender_id, cid)
-      ON m.session_id = k.session_id AND m.sender_id = k.sender_id
-     AND m.client_message_id = k.cid"""
-# The rooms' new last sequence is written by the insert's own statement (a data-modifying CTE):
-# one round trip fewer on the path every message waits for before anyone sees it.
-_INSERT_MESSAGES = """WITH seqs AS (
-      UPDATE session_seqs q SET last_seq = v.seq
-      FROM unnest($10::uuid[], $11::bigint[]) AS v(id, seq) WHERE q.session_id = v.id)
-    INSERT INTO session_messages
-      (id, session_id, sender_id, seq, message_type, content, file_url, metadata,
-       client_message_id)
-    SELECT * FROM unnest($1::uuid[], $2::uuid[], $3::uuid[], $4::bigint[], $5::text[],
-                         $6::text[], $7::text[], $8::jsonb[], $9::text[])
-    RETURNING id, created_at"""
+@dataclass(frozen=True, slots=True)
+class StoredBatch:
+    """What `store_batch` did: one result per input, in input order (None: the session no
+    longer exists or is completed or cancelled), and the analytics event written for each
+    message newly stored that asked for one (input index, row as `EVENTS_WRITTEN` has it)."""
+
+    results: list[StoredMessage | None]
+    events: list[tuple[int, asyncpg.Record]]
+
+
+# The chat store's one statement: a batch of messages (of one room or many) is stored, with
+# their rooms' sequence numbers and their analytics events, in a single round trip and a
+# single implicit transaction. A message used to cost six (BEGIN, lock, known client ids,
+# insert, events, COMMIT), and at ordinary rates each one left the node idle until PostgreSQL
+# answered: a wake-up each, which on a VM costs more CPU than the query (bench/README.md).
+#
+# `locked` takes the rooms' session_seqs rows in id order (concurrent batches cannot
+# deadlock) and, waiting for a concurrent batch of the same room, sees that batch's last_seq
+# (READ COMMITTED re-reads a locked row), so sequences stay gap-free and increasing across
+# every node. Only open rooms are locked: a message to a closed or deleted one is not stored.
+# `known` finds client ids stored before; being one statement it reads with the snapshot
+# taken before the lock, so a retry of a message committed by a concurrent batch meanwhile is
+# not seen, and its insert breaks idx_session_messages_client_id: `store_batch` then runs the
+# statement again (nothing was written), which sees it. `firsts` marks a client id repeated
+# within the batch: the first one is stored, the others are its duplicates.
+_STORE = f"""WITH input AS (
+      SELECT * FROM unnest($1::uuid[], $2::uuid[], $3::uuid[], $4::text[], $5::text[],
+                           $6::text[], $7::jsonb[], $8::text[], $9::bool[])
+        WITH ORDINALITY AS i(id, session_id, sender_id, message_type, content, file_url,
+                             metadata, cid, record, ord)),
+    locked AS (
+      SELECT session_id, last_seq FROM session_seqs
+       WHERE session_id = ANY($2::uuid[]) AND open
+       ORDER BY session_id FOR UPDATE),
+    known AS (
+      SELECT i.ord, m.id, m.seq, m.created_at
+        FROM input i JOIN session_messages m
+          ON m.session_id = i.session_id AND m.sender_id = i.sender_id
+         AND m.client_message_id = i.cid),
+    firsts AS (
+      SELECT i.*, CASE WHEN i.cid IS NULL THEN i.ord
+                       ELSE min(i.ord) OVER (PARTITION BY i.session_id, i.sender_id, i.cid)
+                  END AS first_ord
+        FROM input i
+       WHERE i.session_id IN (SELECT session_id FROM locked)
+         AND i.ord NOT IN (SELECT ord FROM known)),
+    fresh AS (
+      SELECT f.*, l.last_seq + row_number() OVER (PARTITION BY f.session_id ORDER BY f.ord)
+               AS seq
+        FROM firsts f JOIN locked l USING (session_id)
+       WHERE f.first_ord = f.ord),
+    inserted AS (
+      INSERT INTO session_messages
+        (id, session_id, sender_id, seq, message_type, content, file_url, metadata,
+         client_message_id)
+      SELECT id, session_id, sender_id, seq, message_type, content, file_url, metadata, cid
+        FROM fresh ORDER BY ord
+      RETURNING id, created_at),
+    seqs AS (
+      UPDATE session_seqs q SET last_seq = top.seq
+        FROM (SELECT session_id, max(seq) AS seq FROM fresh GROUP BY session_id) top
+       WHERE q.session_id = top.session_id),
+    {
+    events_ctes('''(SELECT f.sender_id AS user_id, $10::text AS kind, n.created_at AS at,
+                            NULL::uuid AS pod_id, f.session_id, NULL::float8 AS value,
+                            jsonb_build_object('messageId', f.id::text, 'seq', f.seq) AS meta,
+                            f.id::text AS dedupe_key, f.ord AS i
+                       FROM fresh f JOIN inserted n USING (id) WHERE f.record) AS t''')
+},
+    ev_rows AS ({EVENTS_WRITTEN})
+    SELECT i.ord, l.session_id IS NOT NULL AS open,
+           COALESCE(k.id, f.id) AS id, COALESCE(k.seq, f.seq) AS seq,
+           COALESCE(k.created_at, n.created_at) AS created_at,
+           k.id IS NOT NULL OR fi.first_ord <> i.ord AS duplicate,
+           e.id AS event_id, e.local_date, e.local_hour, e.timezone, e.pod_id
+      FROM input i
+      LEFT JOIN locked l USING (session_id)
+      LEFT JOIN known k ON k.ord = i.ord
+      LEFT JOIN firsts fi ON fi.ord = i.ord
+      LEFT JOIN fresh f ON f.ord = fi.first_ord
+      LEFT JOIN inserted n ON n.id = f.id
+      LEFT JOIN ev_rows e ON e.i = i.ord AND fi.first_ord = i.ord
+     ORDER BY i.ord"""  # noqa: S608 (composed of constants; values are parameters)
+_CID_INDEX = "idx_session_messages_client_id"
+_CID_RETRIES = 3
 
 
 async def warm_store(conn: Conn) -> None:
-    """Prepare `store_batch`'s statements on a new connection (run with empty input: nothing
+    """Prepare `store_batch`'s statement on a new connection (run with empty input: nothing
     is read or written), so the first message it stores waits for no parsing and no type
-    introspection (~10-20 ms, several round trips, on the first commit of each connection)."""
-    await conn.fetch(_LOCK_SEQS, [])
-    await conn.fetch(_KNOWN_CIDS, [], [], [])
-    await conn.fetch(_INSERT_MESSAGES, *([[]] * 11))
+    introspection (~10-20 ms, several round trips, on the first batch of each connection)."""
+    await conn.fetch(_STORE, *([[]] * 9), "")
 
 
-async def store_batch(conn: Conn, batch: list[dict[str, Any]]) -> list[StoredMessage | None]:
-    """Store messages of one or many rooms in the caller's transaction.
+async def store_batch(conn: Conn, batch: list[dict[str, Any]], *, event_kind: str) -> StoredBatch:
+    """Store messages of one or many rooms in one statement (see `_STORE`), on a connection
+    outside any transaction of the caller's.
 
-    Each room's row is locked (in id order, so concurrent batches cannot deadlock) before its
-    sequence numbers are handed out, which makes them gap-free and strictly increasing across
-    every node. A message whose (room, sender, client id) is already stored, or appears earlier
-    in the same batch, is not stored again: the earlier row comes back, flagged `duplicate`.
-
-    Returns one result per input, in input order; None for a message to a session that no
-    longer exists or is completed or cancelled.
+    Each room's row is locked before its sequence numbers are handed out, which makes them
+    gap-free and strictly increasing across every node. A message whose (room, sender,
+    client id) is already stored, or appears earlier in the same batch, is not stored again:
+    the earlier row comes back, flagged `duplicate`. A message newly stored whose `record` is
+    true gets an analytics event of kind `event_kind`.
     """
-    seqs: dict[uuid.UUID, int] = {}
-    for locked in await conn.fetch(_LOCK_SEQS, sorted({m["session_id"] for m in batch})):
-        if locked["open"]:
-            seqs[locked["session_id"]] = locked["last_seq"]
-    closed = {m["session_id"] for m in batch} - set(seqs)
-    batch_open = [m for m in batch if m["session_id"] not in closed]
-    keyed = [m for m in batch_open if m.get("client_message_id")]
-    known: dict[tuple[uuid.UUID, uuid.UUID, str], StoredMessage] = {}
-    if keyed:
-        rows = await conn.fetch(
-            _KNOWN_CIDS,
-            [m["session_id"] for m in keyed],
-            [m["sender_id"] for m in keyed],
-            [m["client_message_id"] for m in keyed],
-        )
-        for r in rows:
-            stored_key = (r["session_id"], r["sender_id"], r["client_message_id"])
-            known[stored_key] = StoredMessage(r["id"], r["seq"], r["created_at"], True)
-
-    fresh: list[dict[str, Any]] = []
-    # per input: a StoredMessage (duplicate), the index of its row in `fresh`, or None (closed)
-    plan: list[StoredMessage | int | None] = []
-    first_in_batch: dict[tuple[uuid.UUID, uuid.UUID, str], int] = {}
-    for message in batch:
-        if message["session_id"] in closed:
-            plan.append(None)
+    for attempt in range(_CID_RETRIES):
+        try:
+            rows = await conn.fetch(
+                _STORE,
+                [uuid.uuid4() for _ in batch],
+                [m["session_id"] for m in batch],
+                [m["sender_id"] for m in batch],
+                [m["message_type"] for m in batch],
+                [m["content"] for m in batch],
+                [m.get("file_url") for m in batch],
+                [m.get("metadata") or {} for m in batch],
+                [m.get("client_message_id") for m in batch],
+                [bool(m.get("record")) for m in batch],
+                event_kind,
+            )
+            break
+        except asyncpg.UniqueViolationError as exc:
+            # A concurrent batch stored one of these client ids after this statement's
+            # snapshot was taken: the next run sees it (and returns it as a duplicate).
+            if exc.constraint_name != _CID_INDEX or attempt == _CID_RETRIES - 1:
+                raise
+    results: list[StoredMessage | None] = []
+    events: list[tuple[int, asyncpg.Record]] = []
+    for index, row in enumerate(rows):
+        if not row["open"]:
+            results.append(None)
             continue
-        cid = message.get("client_message_id")
-        key = (message["session_id"], message["sender_id"], cid) if cid else None
-        if key is not None and key in known:
-            plan.append(known[key])
-        elif key is not None and key in first_in_batch:
-            plan.append(-1 - first_in_batch[key])  # negative: a repeat within this batch
-        else:
-            seqs[message["session_id"]] += 1
-            fresh.append({**message, "seq": seqs[message["session_id"]], "id": uuid.uuid4()})
-            if key is not None:
-                first_in_batch[key] = len(fresh) - 1
-            plan.append(len(fresh) - 1)
-
-    created: dict[uuid.UUID, dt.datetime] = {}
-    if fresh:
-        touched = sorted({m["session_id"] for m in fresh})
-        rows = await conn.fetch(
-            _INSERT_MESSAGES,
-            [m["id"] for m in fresh],
-            [m["session_id"] for m in fresh],
-            [m["sender_id"] for m in fresh],
-            [m["seq"] for m in fresh],
-            [m["message_type"] for m in fresh],
-            [m["content"] for m in fresh],
-            [m.get("file_url") for m in fresh],
-            [m.get("metadata") or {} for m in fresh],
-            [m.get("client_message_id") for m in fresh],
-            touched,
-            [seqs[r] for r in touched],
-        )
-        created = {r["id"]: r["created_at"] for r in rows}
-    out: list[StoredMessage | None] = []
-    for item in plan:
-        if item is None or isinstance(item, StoredMessage):
-            out.append(item)
-            continue
-        new = fresh[item if item >= 0 else -1 - item]
-        out.append(StoredMessage(new["id"], new["seq"], created[new["id"]], item < 0))
-    return out
+        results.append(StoredMessage(row["id"], row["seq"], row["created_at"], row["duplicate"]))
+        if row["event_id"] is not None:
+            events.append((index, row))
+    return StoredBatch(results, events)
