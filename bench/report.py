@@ -468,6 +468,7 @@ CONNECTS_GOAL = 1000
 DELIVERIES_GOAL = 110_000
 SOCKETIO_RATIO_GOAL = 1.8
 GENERATOR_BOUND = 0.70  # the generator's share of its core above which a run gives no verdict
+SERVER_SATURATED = 0.95  # a REST server's share of its core at which it was the bottleneck
 BEHIND_P50 = 0.050  # seconds: a classroom p50 above this is a server that fell behind
 
 
@@ -521,15 +522,22 @@ def goal_rows(
             p99 = s["latency"]["p99"]
             rps = s["requests_per_second"]
             share = s.get("generator_cpu_share")
-            # (a busy generator sends and reads late: no verdict from it, as for websockets)
-            bound = share is not None and share > GENERATOR_BOUND
+            # A busy generator sends and reads late: no verdict from it, as for websockets,
+            # unless the server used its whole core meanwhile. Then the server was the
+            # bottleneck (what it answered is what it can), and the generator's lateness
+            # only adds to the latency measured: the run is judged, met or not.
+            server_cpu, duration = s.get("server_cpu_seconds"), s.get("duration")
+            saturated = bool(server_cpu and duration and server_cpu / duration >= SERVER_SATURATED)
+            bound = share is not None and share > GENERATOR_BOUND and not saturated
             met = p99 is not None and p99 < REST_P99_GOAL and rps >= goal
             hits = s.get("cache_hit_rate")
+            busy = share is not None and share > GENERATOR_BOUND
             add(
                 f"REST {s['name']} at {s['concurrency']} in flight",
                 f"{rps:,} req/s, p99 {fmt_ms(p99)} ms"
                 + ("" if hits is None else f", cache hits {hits * 100:.0f}%")
-                + (" (generator-bound: no verdict)" if bound else ""),
+                + (" (generator-bound: no verdict)" if bound else "")
+                + (" (server-bound: its core was all used)" if busy and saturated else ""),
                 f">= {goal} req/s, p99 < 100 ms",
                 None if bound else met,
                 "-"

@@ -132,16 +132,18 @@ def test_the_embedded_database_runs_on_the_generators_cpus() -> None:
     assert asyncio.run(backend_cpus()) == set(sorted(os.sched_getaffinity(0))[-1:])
 
 
-def _rest(share: float) -> dict[str, Any]:
+def _rest(share: float, server_cpu: float = 2.4, p99: float = 0.040) -> dict[str, Any]:
     return {
         "scenarios": [
             {
                 "name": "feed",
                 "concurrency": 50,
+                "duration": 4,
                 "requests_per_second": 3000,
-                "latency": {"p99": 0.040},
+                "latency": {"p99": p99},
                 "cache_hit_rate": 0.99,
                 "generator_cpu_share": share,
+                "server_cpu_seconds": server_cpu,
             }
         ]
     }
@@ -153,6 +155,17 @@ def test_a_rest_run_whose_generator_was_busy_gives_no_verdict() -> None:
     assert "generator-bound" in row[1]
     sound = {r[0]: r for r in goal_rows([], _rest(0.55))}["REST feed at 50 in flight"]
     assert sound[3] == "yes"
+
+
+def test_a_rest_run_whose_server_used_its_whole_core_gives_a_verdict() -> None:
+    """The server was the bottleneck (3.9 of 4 CPU-seconds): its throughput is what it can
+    do, and a busy generator only adds to the latency measured, so the run is judged, met
+    or not."""
+    met = {r[0]: r for r in goal_rows([], _rest(0.79, server_cpu=3.9))}
+    assert met["REST feed at 50 in flight"][3] == "yes"
+    assert "server-bound" in met["REST feed at 50 in flight"][1]
+    slow = {r[0]: r for r in goal_rows([], _rest(0.79, server_cpu=3.9, p99=0.150))}
+    assert slow["REST feed at 50 in flight"][3] == "NO"
 
 
 def test_rounds_pair_by_their_number_when_a_run_failed() -> None:
