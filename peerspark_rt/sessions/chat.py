@@ -195,10 +195,13 @@ class _Shard:
             await self._commit(batch[half:])
             return
         self._observe(len(batch), time.perf_counter() - started)
-        self._recorded(messages, stored, deferred)
         for (_, future), result in zip(batch, stored.results, strict=True):
             if not future.done():
                 future.set_result(result)
+        try:
+            self._recorded(messages, stored, deferred)
+        except Exception:  # (the messages are stored and answered: only announcements are lost)
+            log.exception("announcing the events of %d chat messages failed", len(batch))
         await deferred.run()
 
     async def drain(self) -> None:
