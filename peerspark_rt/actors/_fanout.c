@@ -113,7 +113,11 @@ send_all(PyObject *Py_UNUSED(module), PyObject *const *args, Py_ssize_t nargs)
         PyObject *member, *value;
         Py_INCREF(members); /* (held while walking: nothing here changes it) */
         while (PyDict_Next(members, &pos, &member, &value)) {
-            if (send_one(member, buf, len, &left) < 0) {
+            /* (held: a member without the slot is read through getattr, which may run code) */
+            Py_INCREF(member);
+            int failed = send_one(member, buf, len, &left);
+            Py_DECREF(member);
+            if (failed < 0) {
                 Py_DECREF(members);
                 goto fail;
             }
