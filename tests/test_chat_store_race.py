@@ -55,23 +55,39 @@ async def race(
         await store.close()
 
 
-async def test_a_batch_that_waited_for_the_room_numbers_after_the_one_it_waited_for(
-    api: Api, pg_dsn: str, db: asyncpg.Connection
-) -> None:
+async def a_room(api: Api) -> tuple[uuid.UUID, uuid.UUID]:
+    """A new open session's id, and its organizer's (who sends)."""
     owner = await api.register()
-    session_id = uuid.UUID((await open_session(api, owner)).partition(":")[2])
-    sender = uuid.UUID(owner.id)
-    first, second = await race(
-        pg_dsn, message(session_id, sender, "one", "c1"), message(session_id, sender, "two", "c2")
-    )
+    room = await open_session(api, owner)
+    return uuid.UUID(room.partition(":")[2]), uuid.UUID(owner.id)
+
+
+def stored(
+    first: sessions_db.StoredBatch, second: sessions_db.StoredBatch
+) -> tuple[sessions_db.StoredMessage, sessions_db.StoredMessage]:
     a, b = first.results[0], second.results[0]
     assert a is not None
     assert b is not None
-    assert (b.seq, b.duplicate) == (a.seq + 1, False)
-    assert (
-        await db.fetchval("SELECT last_seq FROM session_seqs WHERE session_id = $1", session_id)
-        == b.seq
+    return a, b
+
+
+async def last_seq(db: asyncpg.Connection, session_id: uuid.UUID) -> int:
+    seq: int = await db.fetchval(
+        "SELECT last_seq FROM session_seqs WHERE session_id = $1", session_id
     )
+    return seq
+
+
+async def test_a_batch_that_waited_for_the_room_numbers_after_the_one_it_waited_for(
+    api: Api, pg_dsn: str, db: asyncpg.Connection
+) -> None:
+    session_id, sender = await a_room(api)
+    first, second = await race(
+        pg_dsn, message(session_id, sender, "one", "c1"), message(session_id, sender, "two", "c2")
+    )
+    a, b = stored(first, second)
+    assert (b.seq, b.duplicate) == (a.seq + 1, False)
+    assert await last_seq(db, session_id) == b.seq
     assert [
         r["seq"]
         for r in await db.fetch(
@@ -83,24 +99,17 @@ async def test_a_batch_that_waited_for_the_room_numbers_after_the_one_it_waited_
 async def test_a_retry_racing_its_original_comes_back_as_the_original(
     api: Api, pg_dsn: str, db: asyncpg.Connection
 ) -> None:
-    owner = await api.register()
-    session_id = uuid.UUID((await open_session(api, owner)).partition(":")[2])
-    sender = uuid.UUID(owner.id)
+    session_id, sender = await a_room(api)
     original = message(session_id, sender, "hello", "same-cid")
     first, second = await race(pg_dsn, original, dict(original))
-    a, b = first.results[0], second.results[0]
-    assert a is not None
-    assert b is not None
+    a, b = stored(first, second)
     assert (b.id, b.seq, b.duplicate) == (a.id, a.seq, True)
     assert second.events == []  # the retry wrote no second event
     assert (
         await db.fetchval("SELECT count(*) FROM session_messages WHERE session_id = $1", session_id)
         == 1
     )
-    assert (
-        await db.fetchval("SELECT last_seq FROM session_seqs WHERE session_id = $1", session_id)
-        == a.seq
-    )
+    assert await last_seq(db, session_id) == a.seq
     assert (
         await db.fetchval(
             "SELECT count(*) FROM analytics_events WHERE event = $1 AND dedupe_key = $2",
