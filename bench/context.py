@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import os
+import shutil
 import sys
 import time
 from dataclasses import dataclass, field
@@ -103,6 +104,7 @@ class Context:
     redis_url: str | None = None
     workers: int = 4
     quiet: bool = False
+    fresh_database: bool = False
     echo_mode: str = "raw"
     db: BenchDatabase | None = None
     node: NodeConfig | None = None
@@ -130,9 +132,14 @@ class Context:
             self.db = BenchDatabase(self.database_url, self.out_root / "pgdata")
             if not self.database_url:
                 self.log(f"starting the embedded PostgreSQL in {self.db.data_dir}")
-            url = await self.db.start()
+            url = await self.db.start(fresh=self.fresh_database)
             self.db.keep_to(self.placement.clients)
             data_dir = self.out_root / "node-data"
+            if self.fresh_database and self.db.embedded:
+                self.log("the product database starts empty (--fresh-database)")
+                shutil.rmtree(data_dir, ignore_errors=True)
+            elif self.fresh_database:
+                self.log("--fresh-database: a database given by URL is not emptied")
             data_dir.mkdir(parents=True, exist_ok=True)
             self.node = NodeConfig.new(url, self.redis_url, data_dir, {})
         return self.node

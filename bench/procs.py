@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import aiohttp
+import asyncpg
 
 from peerspark_rt.infra.embedded import EmbeddedPostgres
 from peerspark_rt.infra.pool import ensure_database
@@ -501,6 +502,15 @@ def _children(pid: int) -> list[int]:
     return [int(child) for child in text.split()]
 
 
+async def drop_database(admin_dsn: str, name: str) -> None:
+    """Drop database `name` if it exists, cutting any connection still open to it."""
+    conn = await asyncpg.connect(admin_dsn)
+    try:
+        await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    finally:
+        await conn.close()
+
+
 class BenchDatabase:
     """The PostgreSQL the harness's node uses: DATABASE_URL when given, else an embedded server
     whose data stays in the output folder between runs (so seeded accounts are reused)."""
@@ -517,11 +527,14 @@ class BenchDatabase:
     def embedded(self) -> bool:
         return self._embedded is not None
 
-    async def start(self) -> str:
+    async def start(self, *, fresh: bool = False) -> str:
+        """The database's URL; `fresh`: the embedded one emptied first (never a given one)."""
         if self.given_url:
             return self.given_url
         self._embedded = EmbeddedPostgres(self.data_dir)
         admin = await asyncio.to_thread(self._embedded.start)
+        if fresh:
+            await drop_database(admin, self.NAME)
         await ensure_database(admin, self.NAME)
         self.url = self._embedded.dsn(self.NAME)
         return self.url

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+from pathlib import Path
 from typing import Any
 
 import asyncpg
@@ -130,6 +131,36 @@ def test_the_embedded_database_runs_on_the_generators_cpus() -> None:
             await db.stop()
 
     assert asyncio.run(backend_cpus()) == set(sorted(os.sched_getaffinity(0))[-1:])
+
+
+def test_bench_all_starts_from_an_empty_database_and_other_runs_keep_theirs() -> None:
+    """Each REST run seeds more resources and posts; `bench all` compares runs, so each starts
+    empty (a grown database had made resource search three times slower between two runs)."""
+    from bench.cli import build_parser
+
+    parser = build_parser()
+    assert parser.parse_args(["all"]).fresh_database
+    assert not parser.parse_args(["all", "--keep-database"]).fresh_database
+    assert not parser.parse_args(["rest"]).fresh_database
+    assert parser.parse_args(["rest", "--fresh-database"]).fresh_database
+
+    async def rows_after(folder: Path, *, fresh: bool) -> int:
+        db = BenchDatabase(None, folder)
+        try:
+            conn = await asyncpg.connect(await db.start(fresh=fresh))
+            try:
+                await conn.execute("CREATE TABLE IF NOT EXISTS seeded (n int)")
+                await conn.execute("INSERT INTO seeded VALUES (1)")
+                return int(await conn.fetchval("SELECT count(*) FROM seeded"))
+            finally:
+                await conn.close()
+        finally:
+            await db.stop()
+
+    folder = searchable_tmpdir() / "pgdata"
+    assert asyncio.run(rows_after(folder, fresh=False)) == 1
+    assert asyncio.run(rows_after(folder, fresh=False)) == 2  # kept
+    assert asyncio.run(rows_after(folder, fresh=True)) == 1  # emptied first
 
 
 def _rest(share: float, server_cpu: float = 2.4, p99: float = 0.040) -> dict[str, Any]:
