@@ -425,12 +425,14 @@ async def _run_scenario(
 
 
 def _hit_rates(lookups: dict[tuple[str, str], float]) -> dict[str, tuple[float, float]]:
-    """(hit rate, lookups) by cache, for the caches that were asked."""
+    """(hit rate, lookups) by cache, for the caches that were asked. A miss that waited for
+    the page another request was making (`joined`) is neither a hit nor a page made."""
     rates = {}
     for cache in {c for c, _ in lookups}:
-        hits, misses = lookups.get((cache, "hit"), 0.0), lookups.get((cache, "miss"), 0.0)
-        if hits + misses:
-            rates[cache] = (round(hits / (hits + misses), 3), hits + misses)
+        hits = lookups.get((cache, "hit"), 0.0)
+        asked = hits + lookups.get((cache, "miss"), 0.0) + lookups.get((cache, "joined"), 0.0)
+        if asked:
+            rates[cache] = (round(hits / asked, 3), asked)
     return rates
 
 

@@ -4,6 +4,7 @@ cache in process and in Redis, and across two nodes sharing one Redis."""
 
 from __future__ import annotations
 
+import asyncio
 import re
 import secrets
 from typing import Any
@@ -305,3 +306,34 @@ async def test_with_caching_off_resource_search_makes_no_shared_page(make_client
     assert after.get(("resources", "off"), 0) == before.get(("resources", "off"), 0) + 1
     shared = after.get(("resources-public", "off"), 0) - before.get(("resources-public", "off"), 0)
     assert shared == 0, "the shared (nobody's) page was computed with the cache off"
+
+
+async def test_concurrent_misses_of_one_page_make_it_once(cached: Api) -> None:
+    """A cold cache under load: requests that miss while the same page is being made wait for
+    it instead of each making it (two tabs of one viewer; many viewers of one shared search
+    page), and each gets the page it would have got alone."""
+    api = cached
+    owner = await api.register()
+    viewers = [await api.register() for _ in range(8)]
+    word = unique("dugong")
+    made = [await resource(api, owner, f"{word} notes {n}", isPublic=True) for n in range(3)]
+    path = f"/api/resources?search={word}&limit=20"
+
+    before = await _lookups(api)
+    pages = await asyncio.gather(*(api.get(path, v) for v in viewers), api.get(path, viewers[0]))
+    after = await _lookups(api)
+
+    for page in pages:
+        assert page.status == 200, page.body
+        assert {h["id"] for h in page.body["hits"]} == {r["id"] for r in made}
+        assert page.body["total"] == 3
+
+    def delta(cache: str, outcome: str) -> float:
+        return after.get((cache, outcome), 0) - before.get((cache, outcome), 0)
+
+    # the page nobody gets: made once, the other viewers waited for it (or found it made)
+    assert delta("resources-public", "miss") == 1
+    assert delta("resources-public", "joined") + delta("resources-public", "hit") == 7
+    # the first viewer's two tabs: their page made once
+    assert delta("resources", "miss") == 8
+    assert delta("resources", "joined") + delta("resources", "hit") == 1

@@ -21,6 +21,7 @@ from typing import Any, Generic, TypeVar, get_args, get_origin
 import msgspec
 from aiohttp import web
 
+from ..infra.readcache import Encoded
 from .render import json_response, no_content, read_body, read_query
 
 T = TypeVar("T")
@@ -231,6 +232,8 @@ def render(op: Operation, result: Any) -> web.StreamResponse:
     """A handler's return value as the response its contract promises."""
     if isinstance(result, web.StreamResponse):
         return result
+    if isinstance(result, Encoded):  # a body already encoded (a cached read's page)
+        return web.Response(body=result.body, status=op.success[0], content_type="application/json")
     if isinstance(result, Reply):
         if result.status not in op.success:
             raise RuntimeError(f"{op.summary}: status {result.status} is not declared")
@@ -252,7 +255,7 @@ def _response_type(annotation: Any) -> Any:
     if len(models) != 1:
         raise TypeError(f"one response model expected, got {models}")
     model = models[0]
-    if get_origin(model) is Reply:
+    if get_origin(model) in (Reply, Encoded):
         return get_args(model)[0]
     return model
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
+from ..infra.readcache import Encoded
 from ..social.comments import (
     COMMENTS,
     Comment,
@@ -39,7 +40,7 @@ _IN_POD = {"outsider": 404, "banned": 404, "admin": 404}
 @routes.get("/api/feed")
 @cached_read
 @operation(tag="feed", errors=(404,), access=signed_in(200))
-async def feed(request: web.Request, query: FeedQuery) -> FeedPage:
+async def feed(request: web.Request, query: FeedQuery) -> Encoded[FeedPage]:
     """One of the feeds (home, pod, following, trending), newest first."""
     return await request.app[POSTS].feed(
         principal(request), query, generation=read_generation(request)

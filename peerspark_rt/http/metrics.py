@@ -67,7 +67,8 @@ class Metrics:
         )
         self.read_cache = Counter(
             "peerspark_read_cache_total",
-            "Cached hot reads (feed, resources search) by outcome: hit, miss, off",
+            "Cached hot reads (feed, resources search) by outcome: hit, miss, joined "
+            "(waited for the same page another request was making), off",
             ["cache", "outcome"],
             registry=self.registry,
         )

@@ -5,6 +5,7 @@ from __future__ import annotations
 import msgspec
 from aiohttp import web
 
+from ..infra.readcache import Encoded
 from ..resources.service import (
     RESOURCES,
     BookmarkResult,
@@ -36,7 +37,9 @@ class DownloadQuery(msgspec.Struct, forbid_unknown_fields=True):
 @routes.get("/api/resources")
 @cached_read
 @operation(tag="resources", errors=(404,), access=signed_in(200))
-async def list_resources(request: web.Request, query: ResourceQuery) -> ResourceSearchResult:
+async def list_resources(
+    request: web.Request, query: ResourceQuery
+) -> Encoded[ResourceSearchResult]:
     """Resources the caller can see, searched, filtered and faceted."""
     return await request.app[SEARCH].resources_page(
         principal(request), query, generation=read_generation(request)

@@ -26,13 +26,14 @@ so its links are at most twice `ttl` old."""
 from __future__ import annotations
 
 import asyncio
+import functools
 import hashlib
 import logging
 import time
 import uuid
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
-from typing import Protocol, TypeVar
+from typing import Any, Generic, Protocol, TypeVar
 
 import msgspec
 
@@ -42,6 +43,8 @@ from .dbtypes import Executor
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
+R = TypeVar("R", covariant=True)
+V = TypeVar("V", contravariant=True)
 
 MAX_LOCAL = 4096  # entries kept in process (least recently used go first)
 
@@ -61,12 +64,77 @@ _GENERATION_SQL = f"SELECT {GENERATION_EXPR}"
 
 class CacheObserver(Protocol):
     def cache_lookup(self, cache: str, outcome: str) -> None:
-        """One lookup: outcome hit, miss, or off (caching disabled or failed)."""
+        """One lookup: outcome hit, miss, joined (waited for the page another request of this
+        process was making), or off (caching disabled or failed)."""
 
 
 class _NoObserver:
     def cache_lookup(self, cache: str, outcome: str) -> None:
         return None
+
+
+_JSON = msgspec.json.Encoder(decimal_format="number")  # (as responses are encoded)
+
+
+class Encoded(Generic[T]):
+    """A page of `kind` as its JSON response body."""
+
+    __slots__ = ("body", "kind")
+
+    def __init__(self, body: bytes, kind: type[T]) -> None:
+        self.body = body
+        self.kind = kind
+
+    def decode(self) -> T:
+        """The page itself, for a caller that uses it rather than sending it."""
+        return msgspec.json.decode(self.body, type=self.kind)
+
+
+class _Codec(Protocol[V, R]):
+    """How entries of one kind are stored (`encode`), read back (`decode`), and what a request
+    that made one gets (`made`: the value and the bytes it was stored as)."""
+
+    tag: str
+
+    def encode(self, value: V) -> bytes: ...
+    def decode(self, data: bytes) -> R: ...
+    def made(self, value: V, data: bytes) -> R: ...
+
+
+class _Values(Generic[T]):
+    """Pages used as values (MessagePack, decoded on each hit)."""
+
+    tag = "m"
+
+    def __init__(self, kind: type[T]) -> None:
+        self.kind = kind
+
+    def encode(self, value: T) -> bytes:
+        return msgspec.msgpack.encode(value)
+
+    def decode(self, data: bytes) -> T:
+        return msgspec.msgpack.decode(data, type=self.kind)
+
+    def made(self, value: T, data: bytes) -> T:
+        return value
+
+
+class _Bodies(Generic[T]):
+    """Pages sent as they are (their JSON bodies, never decoded on a hit)."""
+
+    tag = "j"
+
+    def __init__(self, kind: type[T]) -> None:
+        self.kind = kind
+
+    def encode(self, value: T) -> bytes:
+        return _JSON.encode(value)
+
+    def decode(self, data: bytes) -> Encoded[T]:
+        return Encoded(data, self.kind)
+
+    def made(self, value: T, data: bytes) -> Encoded[T]:
+        return Encoded(data, self.kind)
 
 
 class ReadCache:
@@ -84,6 +152,10 @@ class ReadCache:
         self.ttl = ttl
         self._timeout = timeout
         self._local: OrderedDict[str, tuple[float, bytes]] = OrderedDict()
+        # pages being made, by key: a request that misses while another is making the same
+        # page waits for that one (a cold cache under load would otherwise make each popular
+        # page once per request that arrived before the first was done)
+        self._making: dict[str, asyncio.Task[tuple[Any, bytes]]] = {}
         self.observer: CacheObserver = observer or _NoObserver()
 
     async def generation(self, db: Executor) -> int | None:
@@ -110,30 +182,83 @@ class ReadCache:
         from the cache when nothing it depends on was written since, else `make()`'s.
         `generation`: the one this request read before it computed or wrote anything (with its
         session check); None reads it now."""
+        return await self._lookup(db, cache, viewer, query, _Values(kind), make, generation)
+
+    async def get_or_make_encoded(
+        self,
+        db: Executor,
+        cache: str,
+        viewer: uuid.UUID,
+        query: str,
+        kind: type[T],
+        make: Callable[[], Awaitable[T]],
+        *,
+        generation: int | None = None,
+    ) -> Encoded[T]:
+        """`get_or_make`, for a page that goes out as it is: kept as its JSON body, so a hit is
+        sent as stored instead of being decoded and encoded again."""
+        return await self._lookup(db, cache, viewer, query, _Bodies(kind), make, generation)
+
+    async def _lookup(
+        self,
+        db: Executor,
+        cache: str,
+        viewer: uuid.UUID,
+        query: str,
+        codec: _Codec[T, R],
+        make: Callable[[], Awaitable[T]],
+        generation: int | None,
+    ) -> R:
         if self.ttl <= 0:
             self.observer.cache_lookup(cache, "off")
-            return await make()
+            value = await make()
+            return codec.made(value, codec.encode(value))
         if generation is None:
             # read before computing: see the module docstring
             generation = await self.generation(db)
         if generation is None:  # the schema's row is missing: never cache blind
             self.observer.cache_lookup(cache, "off")
-            return await make()
+            value = await make()
+            return codec.made(value, codec.encode(value))
         digest = hashlib.blake2b(query.encode(), digest_size=16).hexdigest()
-        key = f"{cache}:{generation}:{viewer}:{digest}"
+        # (the codec's tag: an entry is never read in another format, e.g. by an older node)
+        key = f"{cache}:{codec.tag}:{generation}:{viewer}:{digest}"
         cached = await self._get(key)
         if cached is not None:
             try:
-                value = msgspec.msgpack.decode(cached, type=kind)
+                found = codec.decode(cached)
             except msgspec.DecodeError as exc:  # e.g. a node of another version wrote it
                 log.warning("cache entry %s unreadable: %s", cache, exc)
             else:
                 self.observer.cache_lookup(cache, "hit")
-                return value
+                return found
+        making = self._making.get(key)
+        if making is not None:
+            self.observer.cache_lookup(cache, "joined")
+            # (shielded: a request that goes away does not cancel the others' page; and the
+            # waiter reads its own copy, as a hit would)
+            _, encoded = await asyncio.shield(making)
+            return codec.decode(encoded)
         self.observer.cache_lookup(cache, "miss")
+        making = asyncio.ensure_future(self._make(key, make, codec))
+        self._making[key] = making
+        making.add_done_callback(functools.partial(self._made, key))
+        value, encoded = await asyncio.shield(making)
+        return codec.made(value, encoded)
+
+    def _made(self, key: str, task: asyncio.Task[tuple[Any, bytes]]) -> None:
+        if self._making.get(key) is task:
+            del self._making[key]
+        if not task.cancelled():
+            task.exception()  # (its waiters were given it; none left is no error to report)
+
+    async def _make(
+        self, key: str, make: Callable[[], Awaitable[T]], codec: _Codec[T, Any]
+    ) -> tuple[T, bytes]:
         value = await make()
-        await self._set(key, msgspec.msgpack.encode(value))
-        return value
+        encoded = codec.encode(value)
+        await self._set(key, encoded)
+        return value, encoded
 
     async def _get(self, key: str) -> bytes | None:
         if self._redis is None:

@@ -16,7 +16,7 @@ from aiohttp import web
 from ..accounts.auth import Principal
 from ..errors import Invalid
 from ..infra import readcache, validation
-from ..infra.readcache import ReadCache
+from ..infra.readcache import Encoded, ReadCache
 from ..pods.service import PodService
 from ..resources import db as resources_db
 from ..resources.service import Resource, ResourceService, highlight_html, permission_name
@@ -136,9 +136,10 @@ class SearchService:
 
     async def resources_page(
         self, principal: Principal, query: ResourceQuery, *, generation: int | None = None
-    ) -> ResourceSearchResult:
-        """`principal`'s page of resources. `generation`: the read cache's, read before the
-        request wrote anything (infra/readcache.py); None reads it now."""
+    ) -> Encoded[ResourceSearchResult]:
+        """`principal`'s page of resources, as its response body. `generation`: the read
+        cache's, read before the request wrote anything (infra/readcache.py); None reads it
+        now."""
         _paging(query.limit, query.offset)
         text = _text(query.search, "search")
         for value in query.type:
@@ -187,7 +188,7 @@ class SearchService:
             )
             return await self._as_seen_by(principal, query, text, sort, public)
 
-        return await self.reads.get_or_make(
+        return await self.reads.get_or_make_encoded(
             self.db.pool,
             readcache.RESOURCES,
             principal.user_id,  # authorized above; the page is this viewer's own

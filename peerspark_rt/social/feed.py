@@ -36,7 +36,7 @@ from ..errors import Conflict, Forbidden, Invalid, NotFound
 from ..infra import cursor as cursors
 from ..infra import readcache, validation
 from ..infra.dbtypes import Conn, Executor
-from ..infra.readcache import ReadCache
+from ..infra.readcache import Encoded, ReadCache
 from ..moderation.service import ModerationContext, ModerationService
 from ..notifications.effects import AfterCommit, Units
 from ..notifications.service import NewNotification
@@ -302,9 +302,10 @@ class PostService:
 
     async def feed(
         self, principal: Principal, query: FeedQuery, *, generation: int | None = None
-    ) -> FeedPage:
-        """One page of a feed for `principal`. `generation`: the read cache's, read before the
-        request wrote anything (infra/readcache.py); None reads it now."""
+    ) -> Encoded[FeedPage]:
+        """One page of a feed for `principal`, as its response body (`.decode()` for the page
+        itself). `generation`: the read cache's, read before the request wrote anything
+        (infra/readcache.py); None reads it now."""
         kind = validation.one_of(query.type, "type", FEED_TYPES)
         if not 1 <= query.limit <= MAX_FEED_LIMIT:
             raise Invalid("limit", f"must be between 1 and {MAX_FEED_LIMIT}")
@@ -324,7 +325,7 @@ class PostService:
             return await self._feed_page(principal, query, source, listing, after, key_types)
 
         # authorized above; the key is this viewer's own (render depends on who asks)
-        return await self.reads.get_or_make(
+        return await self.reads.get_or_make_encoded(
             self.db.pool,
             readcache.FEED,
             principal.user_id,

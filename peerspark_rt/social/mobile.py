@@ -282,9 +282,10 @@ class MobileService:
         }
 
     async def feed(self, principal: Principal, query: MobileFeedQuery) -> MobileFeed:
-        page = await self.posts.feed(
+        encoded = await self.posts.feed(
             principal, FeedQuery(type="all", limit=query.limit, cursor=query.cursor)
         )
+        page = encoded.decode()
         return MobileFeed([compact(p) for p in page.posts], page.next_cursor)
 
     # --- sync ----------------------------------------------------------------------------------
