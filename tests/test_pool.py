@@ -120,3 +120,24 @@ async def test_an_exhausted_pool_answers_503_instead_of_hanging(make_client: Any
             await pool.release(conn)
     resp = await api.post("/api/posts", user, json={"content": words()})
     assert resp.status == 201, resp.body
+
+
+async def test_a_new_connection_reads_extension_types_without_asking_the_catalog(
+    pg_dsn: str,
+) -> None:
+    """A citext column (usernames, emails: nearly every page shows one) on a connection's first
+    statement costs no type introspection: asyncpg's catalog walk took 8-16 ms of the database
+    per new connection, on the request that happened to open it."""
+    from peerspark_rt.infra.pool import Database
+
+    db = await Database.connect(pg_dsn, max_size=1)
+    try:
+        async with db.connection() as conn:
+            sent: list[str] = []
+            conn.add_query_logger(lambda record: sent.append(" ".join(record.query.split())))
+            name = "SELECT 'Ada'::citext AS name"
+            assert await conn.fetchval(name) == "Ada"
+            await asyncio.sleep(0.05)  # (asyncpg calls query loggers soon, not at once)
+            assert sent == [name]
+    finally:
+        await db.close()
