@@ -337,3 +337,60 @@ async def test_concurrent_misses_of_one_page_make_it_once(cached: Api) -> None:
     # the first viewer's two tabs: their page made once
     assert delta("resources", "miss") == 8
     assert delta("resources", "joined") + delta("resources", "hit") == 1
+
+
+@pytest.mark.parametrize("too_many", [None, "marks", "hidden"])
+async def test_a_viewers_marks_serve_all_their_searches(
+    make_client: Any, monkeypatch: pytest.MonkeyPatch, too_many: str | None
+) -> None:
+    """A viewer's grants, ratings and bookmarks, and what they may see beyond the public
+    resources, are read once (per generation) for all their searches, and every page made
+    from them is an uncached node's page. With more of a viewer's marks, or more of a query's
+    matches beyond the public ones, than are kept, the database is asked per page instead,
+    with the same pages."""
+    from peerspark_rt.search import db as search_db
+
+    if too_many == "marks":
+        monkeypatch.setattr(search_db, "MAX_MARKS", 1)
+    elif too_many == "hidden":
+        monkeypatch.setattr(search_db, "MAX_HIDDEN", 0)
+    cached, uncached = await _two_nodes(make_client)
+    owner, rater, plain = [await cached.register() for _ in range(3)]
+    words = [unique("tapir"), unique("okapi")]
+    made = {
+        w: [await resource(cached, owner, f"{w} notes {n}", isPublic=True) for n in range(2)]
+        for w in words
+    }
+    await resource(cached, owner, f"{words[1]} draft", isPublic=False)
+    assert (
+        await cached.post(
+            f"/api/resources/{made[words[0]][0]['id']}/rate", rater, json={"rating": 5}
+        )
+    ).status in (200, 201)
+    assert (
+        await cached.post(f"/api/resources/{made[words[1]][1]['id']}/bookmark", rater)
+    ).status in (
+        200,
+        201,
+    )
+
+    before = await _lookups(cached)
+    for user in (owner, rater, plain):
+        for word in words:
+            path = f"/api/resources?search={word}&limit=20"
+            expected = await uncached.get(path, user)
+            got = await cached.get(path, user)
+            assert got.status == expected.status == 200, got.body
+            assert got.body == expected.body, (user, word)
+    after = await _lookups(cached)
+    marks_read = after.get(("resources-marks", "miss"), 0) - before.get(
+        ("resources-marks", "miss"), 0
+    )
+    assert marks_read == 3  # once per viewer, not per search
+    # the owner's draft matches the second word: their page of it is their own
+    drafts = [
+        h
+        for h in (await cached.get(f"/api/resources?search={words[1]}", owner)).body["hits"]
+        if not h["isPublic"]
+    ]
+    assert len(drafts) == 1

@@ -14,8 +14,9 @@ handlers that write nothing first may pass it (the GET handlers of the cached re
 Never across users: the viewer's id is part of every key (a page depends on who asks: private
 pods, shares, likes), and the caller authorizes before it asks the cache. The one shared page
 is resource search's as nobody sees it (a viewer id no account has: public, active resources,
-nobody's grants or ratings), which search/service.py gives a viewer only after checking, in
-the database, that they may see nothing more that matches, and with their own grants on it.
+nobody's grants or ratings), which search/service.py gives a viewer only after checking that
+they may see nothing more that matches (by their marks, cached per viewer like a page, or in
+the database), and with their own grants on it.
 
 Redis when configured (shared by the nodes; every call has a deadline and a cache that fails is
 skipped, never an error), else a bounded dictionary in this process. Entries also expire after
@@ -55,6 +56,9 @@ RESOURCES = "resources"
 # resource search pages as nobody sees them, shared by the viewers who see nothing more
 # (search/service.py)
 RESOURCES_PUBLIC = "resources-public"
+# a viewer's grants, ratings and bookmarks, and what they may see beyond the public resources,
+# which put a shared page in their view (search/service.py)
+RESOURCES_MARKS = "resources-marks"
 
 # (the sum of the counters only grows, by one with each committed write: schema.sql); as a
 # scalar subquery so that another statement can select it too
@@ -74,6 +78,11 @@ class _NoObserver:
 
 
 _JSON = msgspec.json.Encoder(decimal_format="number")  # (as responses are encoded)
+
+
+def json_body(value: object) -> bytes:
+    """`value` as a response body."""
+    return _JSON.encode(value)
 
 
 class Encoded(Generic[T]):
@@ -127,13 +136,13 @@ class _Bodies(Generic[T]):
     def __init__(self, kind: type[T]) -> None:
         self.kind = kind
 
-    def encode(self, value: T) -> bytes:
-        return _JSON.encode(value)
+    def encode(self, value: T | Encoded[T]) -> bytes:
+        return value.body if isinstance(value, Encoded) else _JSON.encode(value)
 
     def decode(self, data: bytes) -> Encoded[T]:
         return Encoded(data, self.kind)
 
-    def made(self, value: T, data: bytes) -> Encoded[T]:
+    def made(self, value: T | Encoded[T], data: bytes) -> Encoded[T]:
         return Encoded(data, self.kind)
 
 
@@ -191,12 +200,13 @@ class ReadCache:
         viewer: uuid.UUID,
         query: str,
         kind: type[T],
-        make: Callable[[], Awaitable[T]],
+        make: Callable[[], Awaitable[T | Encoded[T]]],
         *,
         generation: int | None = None,
     ) -> Encoded[T]:
         """`get_or_make`, for a page that goes out as it is: kept as its JSON body, so a hit is
-        sent as stored instead of being decoded and encoded again."""
+        sent as stored instead of being decoded and encoded again (`make` may return a body
+        it already has)."""
         return await self._lookup(db, cache, viewer, query, _Bodies(kind), make, generation)
 
     async def _lookup(

@@ -37,10 +37,10 @@ _RESOURCE_ORDER: dict[ResourceSort, str] = {
 
 
 class _Params:
-    """Numbered query parameters; $1 is always the viewer."""
+    """Numbered query parameters; $1 is the viewer when there is one."""
 
-    def __init__(self, viewer: uuid.UUID) -> None:
-        self.values: list[Any] = [viewer]
+    def __init__(self, viewer: uuid.UUID | None) -> None:
+        self.values: list[Any] = [] if viewer is None else [viewer]
 
     def add(self, value: Any) -> str:
         self.values.append(value)
@@ -62,9 +62,10 @@ class ResourceFilters:
     bookmarked: bool = False
 
 
-def _where(f: ResourceFilters, params: _Params) -> tuple[str, str, str]:
-    """(WHERE clause, relevance expression, tsquery expression) for the filters."""
-    clauses = [resources_db.visible()]
+def _where(f: ResourceFilters, params: _Params, *, visibility: bool = True) -> tuple[str, str, str]:
+    """(WHERE clause, relevance expression, tsquery expression) for the filters; and, with
+    `visibility`, for what the viewer ($1) may see."""
+    clauses = [resources_db.visible()] if visibility else ["true"]
     score = "0::float8"
     tsq = "NULL::tsquery"
     if f.text:
@@ -97,6 +98,8 @@ def _where(f: ResourceFilters, params: _Params) -> tuple[str, str, str]:
     if f.is_public is not None:
         clauses.append(f"r.is_public = {params.add(f.is_public)}")
     if f.bookmarked:
+        if not visibility:
+            raise ValueError("the bookmark filter is the viewer's own")
         clauses.append(
             "EXISTS (SELECT 1 FROM resource_bookmarks b WHERE b.resource_id = r.id"
             " AND b.user_id = $1)"
@@ -219,6 +222,57 @@ async def viewer_overlay(
     if not rows:
         raise RuntimeError("the statement returned no row")
     return bool(rows[0]["found"]), [r for r in rows if r["id"] is not None]
+
+
+# Beyond these, a viewer's marks or the resources matching a query beyond the public ones are
+# not kept whole for the shared page (search/service.py asks `viewer_overlay` instead).
+MAX_MARKS = 500
+MAX_HIDDEN = 1000
+
+
+async def hidden_matches(db: Executor, filters: ResourceFilters) -> list[uuid.UUID] | None:
+    """The resources that match `filters` but are not public and active, whoever may see them
+    (None: more than MAX_HIDDEN). A viewer whose own, shared or pod resources beyond the
+    public ones include none of these sees exactly the public matches of the query."""
+    params = _Params(None)
+    where, _, _ = _where(filters, params, visibility=False)
+    rows = await db.fetch(
+        f"""SELECT r.id FROM resources r
+            WHERE {where} AND (r.status = 'active' AND r.is_public) IS NOT TRUE
+            LIMIT {MAX_HIDDEN + 1}""",  # noqa: S608 (composed of constants; values are parameters)
+        *params.values,
+    )
+    return None if len(rows) > MAX_HIDDEN else [r["id"] for r in rows]
+
+
+async def viewer_marks(db: Executor, viewer: uuid.UUID) -> list[asyncpg.Record] | None:
+    """Every resource on which the viewer's page may differ from the page nobody gets: theirs,
+    shared with them or with a pod of theirs, rated or bookmarked by them (rows: id,
+    my_permission, my_rating, bookmarked, and `beyond`: the viewer may see it and it is not
+    public and active). None: more than MAX_MARKS. On any other resource the viewer's grant,
+    rating and bookmark are nobody's."""
+    rows = await db.fetch(
+        f"""WITH theirs AS (
+              SELECT r.id FROM resources r WHERE r.owner_id = $1
+              UNION SELECT us.resource_id FROM resource_shares us
+                    WHERE us.shared_with_user_id = $1
+              UNION SELECT ps.resource_id FROM resource_shares ps
+                    JOIN pod_memberships pm ON pm.pod_id = ps.shared_with_pod_id
+                    WHERE pm.user_id = $1 AND pm.status = 'active'
+              UNION SELECT rr.resource_id FROM resource_ratings rr WHERE rr.user_id = $1
+              UNION SELECT rb.resource_id FROM resource_bookmarks rb WHERE rb.user_id = $1)
+            SELECT r.id, {resources_db.permission()} AS my_permission,
+                   (SELECT rr.rating FROM resource_ratings rr
+                    WHERE rr.resource_id = r.id AND rr.user_id = $1) AS my_rating,
+                   EXISTS (SELECT 1 FROM resource_bookmarks rb
+                           WHERE rb.resource_id = r.id AND rb.user_id = $1) AS bookmarked,
+                   ({resources_db.visible()}
+                    AND (r.status = 'active' AND r.is_public) IS NOT TRUE) AS beyond
+            FROM theirs t JOIN resources r ON r.id = t.id
+            LIMIT {MAX_MARKS + 1}""",  # noqa: S608 (composed of constants; values are parameters)
+        viewer,
+    )
+    return None if len(rows) > MAX_MARKS else rows
 
 
 def _like_prefix(text: str) -> str:

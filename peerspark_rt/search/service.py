@@ -68,6 +68,31 @@ class ResourceSearchResult(msgspec.Struct, rename="camel"):
     aggregations: Aggregations
 
 
+class SharedPage(msgspec.Struct):
+    """Resource search's page as nobody sees it (public, active resources only), shared by
+    the viewers who may see no more: with its response body, and the query's matches beyond
+    the public ones (None: too many to keep; search/db.hidden_matches)."""
+
+    page: ResourceSearchResult
+    body: bytes
+    hidden: list[uuid.UUID] | None
+
+
+class Mark(msgspec.Struct, array_like=True):
+    """A viewer's grant (resources_db.permission), rating and bookmark on one resource, and
+    whether they may see it beyond the public ones (search/db.viewer_marks)."""
+
+    id: uuid.UUID
+    permission: int | None
+    rating: int | None
+    bookmarked: bool
+    beyond: bool
+
+
+class Marks(msgspec.Struct):
+    marks: list[Mark] | None  # None: too many to keep
+
+
 class PostSearchQuery(msgspec.Struct, rename="camel", forbid_unknown_fields=True):
     q: str
     pod_id: uuid.UUID | None = None
@@ -169,7 +194,7 @@ class SearchService:
             generation = await self.reads.generation(self.db.pool)
         key = f"{principal.role}|{msgspec.json.encode(query).decode()}|{sort}|{text}"
 
-        async def page() -> ResourceSearchResult:
+        async def page() -> ResourceSearchResult | Encoded[ResourceSearchResult]:
             # Most viewers see no resource matching a query beyond the public ones: their page
             # is the one nobody gets, with their own grants, ratings and bookmarks on its hits,
             # and that page is computed once for all of them. A bookmark filter, or a search
@@ -182,11 +207,20 @@ class SearchService:
                 readcache.RESOURCES_PUBLIC,
                 search_db.NOBODY,  # holds only what every viewer may see
                 key,
-                ResourceSearchResult,
-                lambda: self._resources_page(search_db.NOBODY, query, text, sort),
+                SharedPage,
+                lambda: self._shared_page(query, text, sort),
                 generation=generation,
             )
-            return await self._as_seen_by(principal, query, text, sort, public)
+            marks = await self.reads.get_or_make(
+                self.db.pool,
+                readcache.RESOURCES_MARKS,
+                principal.user_id,
+                "marks",
+                Marks,
+                lambda: self._marks(principal.user_id),
+                generation=generation,
+            )
+            return await self._as_seen_by(principal, query, text, sort, public, marks)
 
         return await self.reads.get_or_make_encoded(
             self.db.pool,
@@ -198,7 +232,62 @@ class SearchService:
             generation=generation,
         )
 
+    async def _shared_page(
+        self, query: ResourceQuery, text: str | None, sort: search_db.ResourceSort
+    ) -> SharedPage:
+        page = await self._resources_page(search_db.NOBODY, query, text, sort)
+        hidden = await search_db.hidden_matches(self.db.pool, self._filters(query, text))
+        return SharedPage(page, readcache.json_body(page), hidden)
+
+    async def _marks(self, viewer: uuid.UUID) -> Marks:
+        rows = await search_db.viewer_marks(self.db.pool, viewer)
+        if rows is None:
+            return Marks(None)
+        return Marks(
+            [
+                Mark(r["id"], r["my_permission"], r["my_rating"], r["bookmarked"], r["beyond"])
+                for r in rows
+            ]
+        )
+
     async def _as_seen_by(
+        self,
+        principal: Principal,
+        query: ResourceQuery,
+        text: str | None,
+        sort: search_db.ResourceSort,
+        public: SharedPage,
+        marks: Marks,
+    ) -> ResourceSearchResult | Encoded[ResourceSearchResult]:
+        """The page nobody gets (`public`) as `principal` sees it: theirs to compute when they
+        may see more that matches, else with their grant, rating and bookmark on each hit
+        (the shared body itself when they have none there). Their `marks` (kept per viewer,
+        not per query) decide it without a query, unless there were too many of theirs or of
+        the query's matches beyond the public ones to keep."""
+        if marks.marks is None or public.hidden is None:
+            return await self._overlaid(principal, query, text, sort, public.page)
+        hidden = set(public.hidden)
+        if any(m.beyond and m.id in hidden for m in marks.marks):
+            return await self._resources_page(principal.user_id, query, text, sort)
+        mine = {m.id: m for m in marks.marks}
+        if not any(hit.id in mine for hit in public.page.hits):
+            return Encoded(public.body, ResourceSearchResult)
+        hits = []
+        for hit in public.page.hits:
+            mark = mine.get(hit.id)
+            hits.append(
+                hit
+                if mark is None
+                else msgspec.structs.replace(
+                    hit,
+                    my_permission=permission_name(mark.permission, hit.is_public),
+                    my_rating=mark.rating,
+                    bookmarked=mark.bookmarked,
+                )
+            )
+        return msgspec.structs.replace(public.page, hits=hits)
+
+    async def _overlaid(
         self,
         principal: Principal,
         query: ResourceQuery,
@@ -206,8 +295,7 @@ class SearchService:
         sort: search_db.ResourceSort,
         public: ResourceSearchResult,
     ) -> ResourceSearchResult:
-        """The page nobody gets (`public`) as `principal` sees it: theirs to compute when they
-        may see more that matches, else with their grant, rating and bookmark on each hit."""
+        """`_as_seen_by` for a viewer or a query with too much to keep: asks the database."""
         more, mine = await search_db.viewer_overlay(
             self.db.pool, principal.user_id, self._filters(query, text), [h.id for h in public.hits]
         )
