@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Iterable
+from typing import Any
 
 from aiohttp import web
 from prometheus_client import (
@@ -40,6 +41,11 @@ class _CallbackCollector(Collector):
 class Metrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
+        # labelled children by their labels: prometheus_client's labels() costs microseconds
+        # a call, and these are counted on every request (routes, outcomes and the methods
+        # aiohttp's parser accepts are few)
+        self._children: dict[tuple[str, str], Any] = {}
+        self._requests: dict[tuple[str, str, int], tuple[Any, Any]] = {}
         # process_resident_memory_bytes, process_cpu_seconds_total, open fds: the bench reads
         # a remote node's memory and CPU time from here.
         ProcessCollector(registry=self.registry)
@@ -237,7 +243,24 @@ class Metrics:
         self.moderation_verdicts.labels(kind, outcome).inc()
 
     def cache_lookup(self, cache: str, outcome: str) -> None:
-        self.read_cache.labels(cache, outcome).inc()
+        child = self._children.get((cache, outcome))
+        if child is None:
+            child = self._children[(cache, outcome)] = self.read_cache.labels(cache, outcome)
+        child.inc()
+
+    def request_done(self, method: str, route: str, status: int, seconds: float) -> None:
+        """One HTTP request answered (a socket's lifetime, /ws, is not a request's latency)."""
+        key = (method, route, status)
+        children = self._requests.get(key)
+        if children is None:
+            latency = None if route == "/ws" else self.http_latency.labels(method, route)
+            children = self._requests[key] = (
+                self.http_requests.labels(method, route, str(status)),
+                latency,
+            )
+        children[0].inc()
+        if children[1] is not None:
+            children[1].observe(seconds)
 
     def add_source(self, source: GaugeSource) -> None:
         self._callbacks.sources.append(source)

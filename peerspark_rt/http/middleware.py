@@ -117,25 +117,23 @@ async def request_context(request: web.Request, handler: Handler) -> web.StreamR
         if in_flight is not None:
             in_flight.finished()
         elapsed = time.perf_counter() - started
-        metrics = request.app[METRICS]
         route = _route_label(request)
-        metrics.http_requests.labels(request.method, route, str(status)).inc()
-        if route != "/ws":  # a socket's lifetime is not a request's latency
-            metrics.http_latency.labels(request.method, route).observe(elapsed)
-        log.info(
-            "%s %s -> %d in %.1f ms",
-            request.method,
-            request.path,
-            status,
-            elapsed * 1000,
-            extra={
-                "method": request.method,
-                "path": request.path,
-                "status": status,
-                "duration_ms": round(elapsed * 1000, 2),
-                "remote": request.remote,
-            },
-        )
+        request.app[METRICS].request_done(request.method, route, status, elapsed)
+        if log.isEnabledFor(logging.INFO):  # (its fields cost more than the call)
+            log.info(
+                "%s %s -> %d in %.1f ms",
+                request.method,
+                request.path,
+                status,
+                elapsed * 1000,
+                extra={
+                    "method": request.method,
+                    "path": request.path,
+                    "status": status,
+                    "duration_ms": round(elapsed * 1000, 2),
+                    "remote": request.remote,
+                },
+            )
         logs.user_id.reset(user_token)
         logs.request_id.reset(token)
 
