@@ -108,6 +108,7 @@ from .pods.service import PODS, PodService
 from .protocol import CLOSE_SESSION_REVOKED
 from .resources.service import RESOURCES, ResourceService
 from .resources.uploads import UPLOADS, UploadService
+from .search.db import warm as search_warm
 from .search.service import SEARCH, SearchService
 from .sessions.chat import CHAT, ChatLimiter, ChatService
 from .sessions.chat import warm_store as chat_warm_store
@@ -146,6 +147,9 @@ async def _database(app: web.Application) -> AsyncIterator[None]:
         settings.database_url,
         max_size=settings.database_pool_size,
         statement_timeout_ms=settings.database_timeout_ms,
+        # searches' statements are run once as each connection opens: a new server process's
+        # first search took ~15 ms of the database where the next takes 3-4 (bench/README.md)
+        warm=search_warm,
     )
     app[DB] = db
     # The chat store's own connections (one per shard, and one for reads of the live path):

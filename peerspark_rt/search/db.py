@@ -275,6 +275,17 @@ async def viewer_marks(db: Executor, viewer: uuid.UUID) -> list[asyncpg.Record] 
     return None if len(rows) > MAX_MARKS else rows
 
 
+async def warm(conn: Executor) -> None:
+    """Run a search's statements once on a connection as it opens (they match nothing): its
+    server process loads the text-search dictionaries, the trigram operators and the tables'
+    catalogs, and plans them, before a request waits for that (~15 ms on a new process,
+    3-4 ms after)."""
+    nothing = ResourceFilters(text="peerspark warm up " + uuid.uuid4().hex)
+    await resource_search(conn, NOBODY, nothing, sort="relevance", limit=20, offset=0)
+    await hidden_matches(conn, nothing)
+    await viewer_marks(conn, NOBODY)
+
+
 def _like_prefix(text: str) -> str:
     return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
 
