@@ -28,6 +28,7 @@ from .report import (
 )
 from .restrun import run_rest
 from .scenarios import CLASSROOM_GOAL_RATES, SCENARIOS, preset
+from .sendref import loopback_send_microseconds, reference_line
 from .wire import Kind
 from .wsrun import run_ws
 
@@ -40,6 +41,7 @@ async def main_all(args: argparse.Namespace, ctx: Context) -> int:
     folder = ctx.run_dir("all")
     ctx.log(f"open-file limit (RLIMIT_NOFILE) raised from {soft} to {hard}")
     ctx.log(f"machine load before: {machine_load()}; {ctx.placement.describe()}")
+    send_before = loopback_send_microseconds(ctx.placement.server)
     names = [n.strip() for n in args.only.split(",")] if args.only else list(SCENARIOS)
     unknown = [n for n in names if n not in SCENARIOS]
     if unknown:
@@ -88,12 +90,14 @@ async def main_all(args: argparse.Namespace, ctx: Context) -> int:
                 ctx.log(f"rest failed: {exc}")
     finally:
         await ctx.close()
+    send_after = loopback_send_microseconds(ctx.placement.server)
     elapsed = time.monotonic() - started
     summary = {
         "command": "all",
         "seconds": round(elapsed, 1),
         "placement": ctx.placement.describe(),
         "machine_load_after": machine_load(),
+        "loopback_send_us": {"before": send_before, "after": send_after},
         "websocket": [_brief(r) for r in ws_results],
         "comparison": comparisons(ws_results),
         "rest": rest_result,
@@ -106,6 +110,7 @@ async def main_all(args: argparse.Namespace, ctx: Context) -> int:
         + (", REST" if rest_result else "")
         + f" in {elapsed:.0f}s; {ctx.placement.describe()}; "
         f"machine load now {machine_load()['load1']}",
+        reference_line(send_before, send_after),
         "",
         ws_table(ws_results) if ws_results else "(no websocket runs)",
         "",

@@ -363,6 +363,7 @@ def ws_config(args: argparse.Namespace, kind: Kind) -> Any:
 
 
 async def _ws(args: argparse.Namespace) -> int:
+    from .sendref import loopback_send_microseconds, reference_line
     from .wsrun import run_ws
 
     ctx = context_from(args)
@@ -380,6 +381,7 @@ async def _ws(args: argparse.Namespace) -> int:
         # interleaved, so a change in the machine's load lands on every kind alike
         configs = configs * max(1, args.repeat)
     results = []
+    send_before = loopback_send_microseconds(ctx.placement.server) if args.compare else None
     try:
         for config in configs:
             # several nodes are measured against one node behind the same nginx, same load
@@ -404,6 +406,8 @@ async def _ws(args: argparse.Namespace) -> int:
         )
     for line in comparison_lines(results) + repeated_ratio_lines(results) + nodes_lines(results):
         print(line)
+    if args.compare:
+        print(reference_line(send_before, loopback_send_microseconds(ctx.placement.server)))
     for result in results:
         stall = result.get("redis_stall")
         if stall:

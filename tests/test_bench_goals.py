@@ -208,3 +208,14 @@ def test_rounds_pair_by_their_number_when_a_run_failed() -> None:
     ]
     row = _rows(results)["classroom vs Socket.IO per CPU-s (50 msg/s)"]
     assert row[1] == "x2.00"
+
+
+def test_the_bare_send_reference_measures_the_fan_outs_own_send_loop() -> None:
+    """`bench all` prints what a bare loopback send costs before and after its runs (the
+    product's ratio to Socket.IO moves with it); it is measured through the fan-out's C loop."""
+    from bench.sendref import loopback_send_microseconds, reference_line
+
+    cost = loopback_send_microseconds(sockets=50, rounds=3)
+    assert cost is not None, "the fan-out's C extension is not built"
+    assert 0 < cost < 1000
+    assert f"{cost:.2f} us before" in reference_line(cost, cost)
