@@ -10,6 +10,8 @@ import time
 from collections.abc import Awaitable
 from typing import Any, TypeVar
 
+import asyncpg
+
 from peerspark_rt.infra.pool import DB
 from tests.helpers import Api
 from tests.social import join, post
@@ -171,3 +173,56 @@ async def test_a_busy_pool_serves_its_callers_in_the_order_they_came(pg_dsn: str
         1 for i, who in enumerate(served) if any(place[o] > place[who] for o in served[:i])
     )
     assert overtaken == 0
+
+
+async def test_a_connection_released_twice_frees_one_place(pg_dsn: str) -> None:
+    """asyncpg ignores a second release of a connection; so does the order of service: had it
+    given back a second place, more callers than there are connections would pass the gate
+    and meet asyncpg's unfair queue again."""
+    from peerspark_rt.infra.pool import Database
+
+    db = await Database.connect(pg_dsn, max_size=2, min_size=2)
+    try:
+        conn = await db.pool.acquire()
+        await db.pool.release(conn)
+        await db.pool.release(conn)
+        gate = db.pool._gate  # type: ignore[attr-defined]
+        async with db.connection(), db.connection():
+            assert gate.locked()  # both places taken: a third caller waits its turn
+        assert not gate.locked()
+    finally:
+        await db.close()
+
+
+async def test_citext_is_found_in_whichever_schema_holds_it(pg_admin_dsn: str) -> None:
+    """Managed PostgreSQL services often keep extensions in a schema of their own (on the
+    database's search path): the node still starts there, and still reads citext without
+    asking the catalog on a request's time."""
+    import secrets
+
+    from peerspark_rt.infra.pool import Database
+    from tests.conftest import _create_database, _drop_database, _with_database
+
+    name = f"peerspark_ext_{secrets.token_hex(4)}"
+    await _create_database(pg_admin_dsn, name)
+    try:
+        dsn = _with_database(pg_admin_dsn, name)
+        setup = await asyncpg.connect(dsn)
+        try:
+            await setup.execute("CREATE SCHEMA extensions")
+            await setup.execute("CREATE EXTENSION citext SCHEMA extensions")
+            await setup.execute(f'ALTER DATABASE "{name}" SET search_path = public, extensions')
+        finally:
+            await setup.close()
+        db = await Database.connect(dsn, max_size=1)
+        try:
+            async with db.connection() as conn:
+                sent: list[str] = []
+                conn.add_query_logger(lambda record: sent.append(record.query))
+                assert await conn.fetchval("SELECT 'Ada'::citext") == "Ada"
+                await asyncio.sleep(0.05)  # (asyncpg calls query loggers soon, not at once)
+                assert sent == ["SELECT 'Ada'::citext"]
+        finally:
+            await db.close()
+    finally:
+        await _drop_database(pg_admin_dsn, name)

@@ -409,3 +409,27 @@ async def test_request_connections_open_ready_to_search(cached: Api) -> None:
         ]
     assert any("WITH matched AS MATERIALIZED" in text for text in prepared), prepared
     assert any("WITH theirs AS" in text for text in prepared), prepared
+
+
+async def test_a_viewers_marks_on_a_resource_with_no_visibility_set_are_kept(
+    cached: Api, db: Any
+) -> None:
+    """A resource whose `is_public` is unset (NULL: the column allows it) that a viewer rated
+    is not theirs to see beyond the public ones; their marks still read back from the cache
+    (a NULL there made every later search read them again, each entry unreadable)."""
+    owner, rater = await cached.register(), await cached.register()
+    words = [unique("eland"), unique("kudu")]
+    rated = await resource(cached, owner, f"{words[0]} notes", isPublic=True)
+    for word in words[1:]:
+        await resource(cached, owner, f"{word} notes", isPublic=True)
+    assert (
+        await cached.post(f"/api/resources/{rated['id']}/rate", rater, json={"rating": 3})
+    ).status in (200, 201)
+    await db.execute("UPDATE resources SET is_public = NULL WHERE id = $1::uuid", rated["id"])
+
+    before = await _lookups(cached)
+    for word in words:
+        assert rated["id"] not in await _search(cached, rater, word)
+    after = await _lookups(cached)
+    read = after.get(("resources-marks", "miss"), 0) - before.get(("resources-marks", "miss"), 0)
+    assert read == 1

@@ -59,7 +59,17 @@ async def _init_connection(conn: asyncpg.Connection[asyncpg.Record]) -> None:
     # citext (usernames, emails) is an extension's type: without a codec, a connection's first
     # statement that shows one has asyncpg walk the catalog for it (8-16 ms of the database,
     # on whichever request opened the connection), where naming it here costs ~1 ms
-    await conn.set_type_codec("citext", encoder=str, decoder=str, format="text")
+    try:
+        await conn.set_type_codec("citext", encoder=str, decoder=str, format="text")
+    except ValueError:  # not in public (managed services keep extensions in a schema of their own)
+        schema = await conn.fetchval(
+            "SELECT n.nspname FROM pg_type t JOIN pg_namespace n ON n.oid = t.typnamespace"
+            " WHERE t.oid = to_regtype('citext')"
+        )
+        if schema is not None:  # (none yet: the schema is not applied; asyncpg asks later)
+            await conn.set_type_codec(
+                "citext", schema=schema, encoder=str, decoder=str, format="text"
+            )
 
 
 def _then(
@@ -111,11 +121,13 @@ class TimedPool(_PoolBase):
     again at the back. Under load a request's session check waited up to 0.5 s while the
     median waited 5 ms. So callers first pass a first-come-first-served gate with a place per
     connection (asyncio's Semaphore hands a released place to the next waiter, and lets no
-    newcomer past one), and whoever passes it finds a connection free."""
+    newcomer past one); whoever passes it is next for a connection (one free, or on its way
+    back, or to be opened), within what is left of `acquire_timeout`."""
 
-    __slots__ = ("_gate", "acquire_timeout")
+    __slots__ = ("_gate", "_placed", "acquire_timeout")
     acquire_timeout: float
     _gate: asyncio.Semaphore
+    _placed: set[Any]  # the connections handed out through the gate, each holding a place
 
     def acquire(self, *, timeout: float | None = None) -> _AcquireBase:
         return _AcquireOrBusy(self, self.acquire_timeout if timeout is None else timeout)
@@ -136,13 +148,19 @@ class TimedPool(_PoolBase):
         except BaseException:
             gate.release()
             raise
+        self._placed.add(proxy)
         return proxy
 
     async def release(self, connection: Any, *, timeout: float | None = None) -> None:
+        # (a place once per connection handed out: a second release of it, which asyncpg
+        # ignores, or one of a connection from elsewhere, which it refuses, gives back none)
+        placed = connection in self._placed
+        self._placed.discard(connection)
         try:
             await super().release(connection, timeout=timeout)
         finally:
-            self._gate.release()
+            if placed:
+                self._gate.release()
 
 
 async def _keep_session(conn: asyncpg.Connection[asyncpg.Record]) -> None:
@@ -206,6 +224,7 @@ class Database:
         )
         pool.acquire_timeout = acquire_timeout
         pool._gate = asyncio.Semaphore(max_size)
+        pool._placed = set()
         await pool
         return cls(pool)
 

@@ -233,12 +233,15 @@ MAX_HIDDEN = 1000
 async def hidden_matches(db: Executor, filters: ResourceFilters) -> list[uuid.UUID] | None:
     """The resources that match `filters` but are not public and active, whoever may see them
     (None: more than MAX_HIDDEN). A viewer whose own, shared or pod resources beyond the
-    public ones include none of these sees exactly the public matches of the query."""
+    public ones include none of these sees exactly the public matches of the query. (Only
+    active and hidden ones: no viewer sees a resource in any other state, resources_db
+    .visible.)"""
     params = _Params(None)
     where, _, _ = _where(filters, params, visibility=False)
     rows = await db.fetch(
         f"""SELECT r.id FROM resources r
-            WHERE {where} AND (r.status = 'active' AND r.is_public) IS NOT TRUE
+            WHERE {where} AND r.status IN ('active', 'hidden')
+              AND (r.status = 'active' AND r.is_public) IS NOT TRUE
             LIMIT {MAX_HIDDEN + 1}""",  # noqa: S608 (composed of constants; values are parameters)
         *params.values,
     )
@@ -267,7 +270,7 @@ async def viewer_marks(db: Executor, viewer: uuid.UUID) -> list[asyncpg.Record] 
                    EXISTS (SELECT 1 FROM resource_bookmarks rb
                            WHERE rb.resource_id = r.id AND rb.user_id = $1) AS bookmarked,
                    ({resources_db.visible()}
-                    AND (r.status = 'active' AND r.is_public) IS NOT TRUE) AS beyond
+                    AND (r.status = 'active' AND r.is_public) IS NOT TRUE) IS TRUE AS beyond
             FROM theirs t JOIN resources r ON r.id = t.id
             LIMIT {MAX_MARKS + 1}""",  # noqa: S608 (composed of constants; values are parameters)
         viewer,

@@ -211,6 +211,8 @@ class SearchService:
                 lambda: self._shared_page(query, text, sort),
                 generation=generation,
             )
+            if public.hidden is None:  # (too many to keep: the viewer's marks would not do)
+                return await self._overlaid(principal, query, text, sort, public.page)
             marks = await self.reads.get_or_make(
                 self.db.pool,
                 readcache.RESOURCES_MARKS,
@@ -264,7 +266,7 @@ class SearchService:
         (the shared body itself when they have none there). Their `marks` (kept per viewer,
         not per query) decide it without a query, unless there were too many of theirs or of
         the query's matches beyond the public ones to keep."""
-        if marks.marks is None or public.hidden is None:
+        if marks.marks is None or public.hidden is None:  # (too many of either to keep)
             return await self._overlaid(principal, query, text, sort, public.page)
         hidden = set(public.hidden)
         if any(m.beyond and m.id in hidden for m in marks.marks):
