@@ -110,7 +110,7 @@ async def main_all(args: argparse.Namespace, ctx: Context) -> int:
         + (", REST" if rest_result else "")
         + f" in {elapsed:.0f}s; {ctx.placement.describe()}; "
         f"machine load now {machine_load()['load1']}",
-        reference_line(send_before, send_after),
+        reference_line(send_before, send_after, ctx.placement.server),
         "",
         ws_table(ws_results) if ws_results else "(no websocket runs)",
         "",

@@ -407,7 +407,8 @@ async def _ws(args: argparse.Namespace) -> int:
     for line in comparison_lines(results) + repeated_ratio_lines(results) + nodes_lines(results):
         print(line)
     if args.compare:
-        print(reference_line(send_before, loopback_send_microseconds(ctx.placement.server)))
+        send_after = loopback_send_microseconds(ctx.placement.server)
+        print(reference_line(send_before, send_after, ctx.placement.server))
     for result in results:
         stall = result.get("redis_stall")
         if stall:

@@ -2,10 +2,13 @@
 reference beside a classroom's figures.
 
 Most of the product's CPU in a classroom is the kernel's loopback send (bench/README.md: ~85 %
-against Socket.IO's ~57 %), and this VM's own speed at it moved from 5.3 to 6.7 µs a send
-within an hour, which moves the product's ratio to Socket.IO with it. Measured with the
-fan-out's own C loop (`peerspark_rt.actors._fanout.send_all`) on the server's CPU, so it is
-the bare cost of the sends a delivery makes, without Python or an event loop."""
+against Socket.IO's ~57 %), and this VM's own speed at it moved by a fifth within an hour
+(a C loop sending to 1,000 sockets whose readers waited in epoll: 5.3 to 6.7 µs a send),
+which moves the product's ratio to Socket.IO with it. Measured with the fan-out's own C loop
+(`peerspark_rt.actors._fanout.send_all`) on the server's CPU, the fastest of 30 rounds and
+with nobody waiting to read (so no wake-up: ~2 µs), so it is the bare cost of the sends a
+delivery makes, without Python or an event loop; compare it between runs, not with the
+figure above."""
 
 from __future__ import annotations
 
@@ -43,11 +46,17 @@ def loopback_send_microseconds(
 ) -> float | None:
     """Microseconds per send of a 60-byte frame to one of `sockets` connected loopback TCP
     sockets (the fastest of `rounds` rounds, each a send to every socket), measured on `cpus`;
-    None without the C extension."""
+    None without the C extension, or when the machine would not let it measure (no such
+    CPU, too few open files): a reference is never worth a run's figures."""
     try:
-        from peerspark_rt.actors._fanout import send_all
-    except ImportError:
+        return _measure(cpus, sockets, rounds)
+    except (ImportError, OSError):
         return None
+
+
+def _measure(cpus: list[int] | None, sockets: int, rounds: int) -> float:
+    from peerspark_rt.actors._fanout import send_all
+
     listener = socket.create_server(("127.0.0.1", 0), backlog=sockets)
     senders: list[socket.socket] = []
     readers: list[socket.socket] = []
@@ -77,12 +86,13 @@ def loopback_send_microseconds(
             each.close()
 
 
-def reference_line(before: float | None, after: float | None) -> str:
-    """The summary's line for the references measured before and after the runs."""
+def reference_line(before: float | None, after: float | None, cpus: list[int] | None) -> str:
+    """The summary's line for the references measured before and after the runs on `cpus`."""
+    where = "server CPU" if cpus else "unpinned: no server CPU of ours"
     if before is None or after is None:
-        return "bare loopback send: not measured (the C extension is not built)"
+        return "bare loopback send: not measured (no C extension, or the machine would not let it)"
     return (
-        f"bare loopback send (C loop, 60-byte frame to one of 1,000 sockets, server CPU): "
+        f"bare loopback send (C loop, 60-byte frame to one of 1,000 sockets, {where}): "
         f"{before:.2f} us before, {after:.2f} us after the runs (the product's ratio to "
         "Socket.IO falls as this rises: its CPU is mostly these sends)"
     )

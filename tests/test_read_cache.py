@@ -433,3 +433,22 @@ async def test_a_viewers_marks_on_a_resource_with_no_visibility_set_are_kept(
     after = await _lookups(cached)
     read = after.get(("resources-marks", "miss"), 0) - before.get(("resources-marks", "miss"), 0)
     assert read == 1
+
+
+async def test_a_connection_opens_even_when_its_search_warm_up_cannot_run(
+    pg_dsn: str, db: Any
+) -> None:
+    """Warming a new connection's searches is best effort: with the resources table locked (a
+    migration, say) it gives up within a second and the connection serves its request (a
+    session check has nothing to do with search), instead of waiting out the statement
+    timeout or failing the request."""
+    from peerspark_rt.infra.pool import Database
+    from peerspark_rt.search.db import warm
+
+    async with db.transaction():
+        await db.execute("LOCK TABLE resources IN ACCESS EXCLUSIVE MODE")
+        pool = await asyncio.wait_for(Database.connect(pg_dsn, max_size=1, warm=warm), 10)
+        try:
+            assert await asyncio.wait_for(pool.fetchval("SELECT 1"), 10) == 1
+        finally:
+            await pool.close()

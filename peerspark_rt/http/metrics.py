@@ -42,8 +42,9 @@ class Metrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
         # labelled children by their labels: prometheus_client's labels() costs microseconds
-        # a call, and these are counted on every request (routes, outcomes and the methods
-        # aiohttp's parser accepts are few)
+        # a call, and these are counted on every request (routes and outcomes are few, and so
+        # are the methods aiohttp's C parser accepts; prometheus_client keeps a child per
+        # label set anyway)
         self._children: dict[tuple[str, str], Any] = {}
         self._requests: dict[tuple[str, str, int], tuple[Any, Any]] = {}
         # process_resident_memory_bytes, process_cpu_seconds_total, open fds: the bench reads

@@ -9,16 +9,19 @@ Highlights come from ts_headline, computed for the returned page only.
 
 from __future__ import annotations
 
+import logging
 import uuid
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import asyncpg
 
-from ..infra.dbtypes import Executor
+from ..infra.dbtypes import Conn, Executor
 from ..resources import db as resources_db
 from ..resources.db import MARK_END, MARK_START
 from ..social.db import posts as posts_db
+
+log = logging.getLogger(__name__)
 
 # Highlight markers: private-use characters, escaped to <mark> after HTML-escaping the text.
 _MARKS = f"StartSel={MARK_START}, StopSel={MARK_END}"
@@ -278,15 +281,22 @@ async def viewer_marks(db: Executor, viewer: uuid.UUID) -> list[asyncpg.Record] 
     return None if len(rows) > MAX_MARKS else rows
 
 
-async def warm(conn: Executor) -> None:
-    """Run a search's statements once on a connection as it opens (they match nothing): its
-    server process loads the text-search dictionaries, the trigram operators and the tables'
-    catalogs, and plans them, before a request waits for that (~15 ms on a new process,
-    3-4 ms after)."""
+async def warm(conn: Conn) -> None:
+    """Run a text search's statements once on a connection as it opens (they match nothing):
+    its server process loads the text-search dictionaries, the trigram operators and the
+    tables' catalogs, and plans them, before a request waits for that (~15 ms on a new
+    process, 3-4 ms after). Best effort, on whichever request opened the connection: it gives
+    up within a second (a lock held on the tables, a slow database) and leaves the connection
+    as it was."""
     nothing = ResourceFilters(text="peerspark warm up " + uuid.uuid4().hex)
-    await resource_search(conn, NOBODY, nothing, sort="relevance", limit=20, offset=0)
-    await hidden_matches(conn, nothing)
-    await viewer_marks(conn, NOBODY)
+    try:
+        async with conn.transaction():
+            await conn.execute("SET LOCAL statement_timeout = 1000; SET LOCAL lock_timeout = 250")
+            await resource_search(conn, NOBODY, nothing, sort="relevance", limit=20, offset=0)
+            await hidden_matches(conn, nothing)
+            await viewer_marks(conn, NOBODY)
+    except asyncpg.PostgresError as exc:  # (a broken connection is not ours to hide)
+        log.warning("a new connection's search warm-up gave up: %s", exc)
 
 
 def _like_prefix(text: str) -> str:
