@@ -70,12 +70,17 @@ class ResourceSearchResult(msgspec.Struct, rename="camel"):
 
 class SharedPage(msgspec.Struct):
     """Resource search's page as nobody sees it (public, active resources only), shared by
-    the viewers who may see no more: with its response body, and the query's matches beyond
-    the public ones (None: too many to keep; search/db.hidden_matches)."""
+    the viewers who may see no more: its response body (most of them get it as it is), its
+    hits' ids, and the query's matches beyond the public ones (None: too many to keep;
+    search/db.hidden_matches)."""
 
-    page: ResourceSearchResult
     body: bytes
+    ids: list[uuid.UUID]
     hidden: list[uuid.UUID] | None
+
+    def page(self) -> ResourceSearchResult:
+        """The page itself, for a viewer with marks on its hits."""
+        return msgspec.json.decode(self.body, type=ResourceSearchResult)
 
 
 class Mark(msgspec.Struct, array_like=True):
@@ -212,7 +217,7 @@ class SearchService:
                 generation=generation,
             )
             if public.hidden is None:  # (too many to keep: the viewer's marks would not do)
-                return await self._overlaid(principal, query, text, sort, public.page)
+                return await self._overlaid(principal, query, text, sort, public.page())
             marks = await self.reads.get_or_make(
                 self.db.pool,
                 readcache.RESOURCES_MARKS,
@@ -239,7 +244,7 @@ class SearchService:
     ) -> SharedPage:
         page = await self._resources_page(search_db.NOBODY, query, text, sort)
         hidden = await search_db.hidden_matches(self.db.pool, self._filters(query, text))
-        return SharedPage(page, readcache.json_body(page), hidden)
+        return SharedPage(readcache.json_body(page), [hit.id for hit in page.hits], hidden)
 
     async def _marks(self, viewer: uuid.UUID) -> Marks:
         rows = await search_db.viewer_marks(self.db.pool, viewer)
@@ -267,15 +272,16 @@ class SearchService:
         not per query) decide it without a query, unless there were too many of theirs or of
         the query's matches beyond the public ones to keep."""
         if marks.marks is None or public.hidden is None:  # (too many of either to keep)
-            return await self._overlaid(principal, query, text, sort, public.page)
+            return await self._overlaid(principal, query, text, sort, public.page())
         hidden = set(public.hidden)
         if any(m.beyond and m.id in hidden for m in marks.marks):
             return await self._resources_page(principal.user_id, query, text, sort)
         mine = {m.id: m for m in marks.marks}
-        if not any(hit.id in mine for hit in public.page.hits):
+        if not any(hit_id in mine for hit_id in public.ids):
             return Encoded(public.body, ResourceSearchResult)
+        page = public.page()
         hits = []
-        for hit in public.page.hits:
+        for hit in page.hits:
             mark = mine.get(hit.id)
             hits.append(
                 hit
@@ -287,7 +293,7 @@ class SearchService:
                     bookmarked=mark.bookmarked,
                 )
             )
-        return msgspec.structs.replace(public.page, hits=hits)
+        return msgspec.structs.replace(page, hits=hits)
 
     async def _overlaid(
         self,
