@@ -242,9 +242,10 @@ def build_parser() -> argparse.ArgumentParser:
     everything.add_argument(
         "--rounds",
         type=int,
-        default=2,
+        default=3,
         metavar="N",
-        help="interleaved classroom rounds (product, Socket.IO, echo) at each goal rate (2)",
+        help="interleaved classroom rounds (product, Socket.IO, echo) at each goal rate "
+        "(3: a median that one disturbed round cannot move)",
     )
     everything.add_argument(
         "--only",

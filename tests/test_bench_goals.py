@@ -143,6 +143,8 @@ def test_bench_all_starts_from_an_empty_database_and_other_runs_keep_theirs() ->
     assert not parser.parse_args(["all", "--keep-database"]).fresh_database
     assert not parser.parse_args(["rest"]).fresh_database
     assert parser.parse_args(["rest", "--fresh-database"]).fresh_database
+    # and runs the classroom three times at each rate: the median of two is their mean
+    assert parser.parse_args(["all"]).rounds == 3
 
     async def rows_after(folder: Path, *, fresh: bool) -> int:
         db = BenchDatabase(None, folder)
