@@ -53,6 +53,11 @@ async def main_all(args: argparse.Namespace, ctx: Context) -> int:
     # (scenario, server, classroom rate and round)
     runs: list[tuple[str, Kind, tuple[float, int] | None]] = []
     for name in names:
+        if name == "connect":
+            # judged on the median too: one run's connects per CPU-second ranged 667-1,316
+            # over three runs of one code (whatever else the node did in its second or two)
+            runs += [(name, "product", None)] * max(1, args.rounds)
+            continue
         if name != "classroom":
             runs.append((name, "product", None))
             continue

@@ -501,15 +501,21 @@ def goal_rows(
             None if kib is None else kib <= IDLE_KIB_GOAL,
             fmt_generator(idle),
         )
-    connect = by.get(("connect", "product"))
-    if connect is not None:
-        per = connect["server"].get("connects_per_cpu_second")
+    connects = [r for r in ws_results if r["scenario"] == "connect" and _run_of(r) == "product"]
+    figures = sorted(
+        per for r in connects if (per := r["server"].get("connects_per_cpu_second")) is not None
+    )
+    if connects:
+        middle = statistics.median(figures) if figures else None
+        measured = "-" if middle is None else f"{middle:,.0f}"
+        if len(figures) > 1:
+            measured += f" median of {len(figures)} ({figures[0]:,}-{figures[-1]:,})"
         add(
             "handshake+token+join per server CPU-s",
-            "-" if per is None else f"{per:,}",
+            measured,
             f">= {CONNECTS_GOAL:,}",
-            None if per is None else per >= CONNECTS_GOAL,
-            fmt_generator(connect),
+            None if middle is None else middle >= CONNECTS_GOAL,
+            " ".join(fmt_generator(r) for r in connects),
         )
     classroom = [r for r in ws_results if r["scenario"] == "classroom"]
     for rate, group in by_rate(classroom).items():

@@ -225,6 +225,10 @@ class WsRun:
         plans = self._plans(target, self.specs)
         events: asyncio.Queue[wire.Event | Exception] = asyncio.Queue()
         await asyncio.sleep(cfg.settle / 2)  # let the seeding's garbage settle first
+        # and its work end (a join's attendance and analytics go on after its answer): what
+        # the server does from here on is the run's (connect: 667-1,316 connects per CPU-s
+        # over three runs of one code while it did not wait)
+        await self._quiesce(target)
         self.samples["before"] = await self._sample(target)
         db_before = self.ctx.db_cpu() if target.owned else None
         self.log(
@@ -266,9 +270,9 @@ class WsRun:
 
     async def _quiesce(self, target: Target, limit: float = 20.0) -> None:
         """Wait until the servers are idle (under 10% of a core for a second), at most `limit`
-        seconds: with several nodes, the connect phase's presence news (each arrival announced
-        to every node and fanned out to its members) goes on after the last join, and would
-        count as the sending's CPU."""
+        seconds: before a run, the seeding's work; with several nodes, the connect phase's
+        presence news (each arrival announced to every node and fanned out to its members),
+        which goes on after the last join and would count as the sending's CPU."""
         started = time.monotonic()
         previous = await self._sample(target)
         while previous is not None and time.monotonic() - started < limit:
