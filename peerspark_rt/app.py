@@ -147,8 +147,9 @@ async def _database(app: web.Application) -> AsyncIterator[None]:
         settings.database_url,
         max_size=settings.database_pool_size,
         statement_timeout_ms=settings.database_timeout_ms,
-        # searches' statements are run once as each connection opens: a new server process's
-        # first search took ~15 ms of the database where the next takes 3-4 (bench/README.md)
+        # a text search's statements are run once as each connection opens (best effort): a
+        # new server process's first search took ~15 ms of the database, the next 3-4
+        # (bench/README.md)
         warm=search_warm,
     )
     app[DB] = db
