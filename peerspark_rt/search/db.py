@@ -201,24 +201,14 @@ async def viewer_overlay(
     where, _, _ = _where(filters, params)
     ids_p = params.add(ids)
     rows = await db.fetch(
-        f"""WITH theirs AS (
-              SELECT r.id FROM resources r WHERE r.owner_id = $1
-              UNION SELECT us.resource_id FROM resource_shares us
-                    WHERE us.shared_with_user_id = $1
-              UNION SELECT ps.resource_id FROM resource_shares ps
-                    JOIN pod_memberships pm ON pm.pod_id = ps.shared_with_pod_id
-                    WHERE pm.user_id = $1 AND pm.status = 'active'),
+        f"""WITH theirs AS ({resources_db.THEIRS}),
             beyond AS (
               SELECT EXISTS (
                 SELECT 1 FROM theirs t JOIN resources r ON r.id = t.id
                 WHERE {where} AND (r.status = 'active' AND r.is_public) IS NOT TRUE) AS found)
             SELECT beyond.found, mine.*
             FROM beyond LEFT JOIN (
-              SELECT r.id, {resources_db.permission()} AS my_permission,
-                     (SELECT rr.rating FROM resource_ratings rr
-                      WHERE rr.resource_id = r.id AND rr.user_id = $1) AS my_rating,
-                     EXISTS (SELECT 1 FROM resource_bookmarks rb
-                             WHERE rb.resource_id = r.id AND rb.user_id = $1) AS bookmarked
+              SELECT r.id, {resources_db.VIEWER_COLUMNS}
               FROM resources r WHERE r.id = ANY({ids_p}::uuid[])) mine ON true""",  # noqa: S608 (composed of constants; values are parameters)
         *params.values,
     )
@@ -259,19 +249,10 @@ async def viewer_marks(db: Executor, viewer: uuid.UUID) -> list[asyncpg.Record] 
     rating and bookmark are nobody's."""
     rows = await db.fetch(
         f"""WITH theirs AS (
-              SELECT r.id FROM resources r WHERE r.owner_id = $1
-              UNION SELECT us.resource_id FROM resource_shares us
-                    WHERE us.shared_with_user_id = $1
-              UNION SELECT ps.resource_id FROM resource_shares ps
-                    JOIN pod_memberships pm ON pm.pod_id = ps.shared_with_pod_id
-                    WHERE pm.user_id = $1 AND pm.status = 'active'
+              {resources_db.THEIRS}
               UNION SELECT rr.resource_id FROM resource_ratings rr WHERE rr.user_id = $1
               UNION SELECT rb.resource_id FROM resource_bookmarks rb WHERE rb.user_id = $1)
-            SELECT r.id, {resources_db.permission()} AS my_permission,
-                   (SELECT rr.rating FROM resource_ratings rr
-                    WHERE rr.resource_id = r.id AND rr.user_id = $1) AS my_rating,
-                   EXISTS (SELECT 1 FROM resource_bookmarks rb
-                           WHERE rb.resource_id = r.id AND rb.user_id = $1) AS bookmarked,
+            SELECT r.id, {resources_db.VIEWER_COLUMNS},
                    ({resources_db.visible()}
                     AND (r.status = 'active' AND r.is_public) IS NOT TRUE) IS TRUE AS beyond
             FROM theirs t JOIN resources r ON r.id = t.id

@@ -57,19 +57,28 @@ def permission(r: str = "r", viewer: str = "$1") -> str:
         END)"""  # noqa: S608 (composed of constants; values are parameters)
 
 
+# The viewer's ($1) own marks on resource r: their grant, their rating, their bookmark.
+VIEWER_COLUMNS = f"""{permission()} AS my_permission,
+    (SELECT rr.rating FROM resource_ratings rr WHERE rr.resource_id = r.id AND rr.user_id = $1)
+        AS my_rating,
+    EXISTS (SELECT 1 FROM resource_bookmarks rb WHERE rb.resource_id = r.id AND rb.user_id = $1)
+        AS bookmarked"""  # noqa: S608 (composed of constants; values are parameters)
+# Whose resources a viewer ($1) may see beyond the public, active ones can only be among (see
+# `visible`): their own, those shared with them, those shared with a pod they actively belong to.
+THEIRS = """SELECT r.id FROM resources r WHERE r.owner_id = $1
+    UNION SELECT us.resource_id FROM resource_shares us WHERE us.shared_with_user_id = $1
+    UNION SELECT ps.resource_id FROM resource_shares ps
+          JOIN pod_memberships pm ON pm.pod_id = ps.shared_with_pod_id
+          WHERE pm.user_id = $1 AND pm.status = 'active'"""
 LIST_COLUMNS = f"""r.id, r.owner_id, r.pod_id, r.title, r.description, r.resource_type, r.file_url,
     r.file_size, r.file_type, r.thumbnail_url, r.metadata, r.tags, r.subject, r.difficulty_level,
     r.is_public, r.download_count, r.view_count, r.rating_average, r.rating_count, r.status,
     r.created_at, r.updated_at, r.upload_id,
     ou.username AS owner_username, ou.first_name AS owner_first_name,
     ou.last_name AS owner_last_name, ou.avatar_url AS owner_avatar_url,
-    {permission()} AS my_permission,
-    (SELECT rr.rating FROM resource_ratings rr WHERE rr.resource_id = r.id AND rr.user_id = $1)
-        AS my_rating,
-    EXISTS (SELECT 1 FROM resource_bookmarks rb WHERE rb.resource_id = r.id AND rb.user_id = $1)
-        AS bookmarked,
+    {VIEWER_COLUMNS},
     up.storage_key AS upload_key, up.backend AS upload_backend, up.original_name AS upload_name,
-    up.content_type AS upload_type, up.size_bytes AS upload_size"""  # noqa: S608 (composed of constants; values are parameters)
+    up.content_type AS upload_type, up.size_bytes AS upload_size"""
 DETAIL_COLUMNS = f"""{LIST_COLUMNS}, r.content,
     (SELECT rr.review FROM resource_ratings rr WHERE rr.resource_id = r.id AND rr.user_id = $1)
         AS my_review"""  # noqa: S608 (composed of constants; values are parameters)
